@@ -1,0 +1,76 @@
+//! Export snapshots: create, list, download (streamed from PostgreSQL, bounded memory).
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+
+use super::project;
+use crate::domain::{ExportId, Role};
+use crate::export::{self, Export, Format, Options};
+use crate::web::auth::Auth;
+use crate::web::error::{ApiError, AppError};
+use crate::web::AppState;
+
+#[derive(Deserialize)]
+pub struct CreateBody {
+    pub format: String,
+    #[serde(flatten)]
+    pub options: Options,
+}
+
+/// Takes a snapshot of the project in `format` (the caller must lead it).
+pub async fn create_export(state: &AppState, auth: &Auth, slug: &str, format: &str, options: Options) -> Result<Export, AppError> {
+    let p = project(state, auth, slug, Role::Lead).await?;
+    let format: Format = format.parse().map_err(AppError::Invalid)?;
+    if options.test_percent.is_some_and(|t| t > 90) {
+        return Err(AppError::Invalid("test_percent: expected 0 to 90".into()));
+    }
+    Ok(export::create(&state.pool, p.id, format, options, Some(auth.user.id), |_| Ok(tokio::io::sink())).await?)
+}
+
+pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: web::Json<CreateBody>) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let e = create_export(&state, &auth, &slug, &body.format, body.options).await?;
+    Ok(HttpResponse::Created().json(e))
+}
+
+pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let mut conn = state.pool.acquire().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"exports": export::list(&mut conn, p.id).await?})))
+}
+
+#[derive(Deserialize)]
+pub struct PartQuery {
+    part: Option<String>,
+}
+
+pub async fn download(state: web::Data<AppState>, auth: Auth, id: web::Path<String>, q: web::Query<PartQuery>) -> Result<HttpResponse, ApiError> {
+    let id: ExportId = id.parse().map_err(|_| AppError::NotFound)?;
+    let mut conn = state.pool.acquire().await?;
+    let e = export::get_for_lead(&mut conn, id, auth.user.id).await?.ok_or(AppError::NotFound)?;
+    let part = q.part.clone().unwrap_or_else(|| e.format().parts()[0].to_string());
+    let summary = e.files.iter().find(|f| f.part == part).ok_or_else(|| AppError::Invalid(format!("part: this export has {:?}", e.format().parts())))?.clone();
+    let (mut writer, reader) = tokio::io::duplex(256 * 1024);
+    let filename = format!("{}-{}-{}.jsonl", e.format, part, e.id);
+    tokio::spawn(async move {
+        let written = export::write_part(&mut conn, e.project_id, e.format(), &e.options, &e.snapshot, &part, &mut writer).await;
+        if let Err(err) = written {
+            log::error!("export {} download failed: {err:#}", e.id);
+        }
+    });
+    let body = futures_util::stream::unfold(reader, |mut r| async move {
+        let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+        match r.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok::<_, std::io::Error>(buf.freeze()), r)),
+            Err(err) => Some((Err(err), r)),
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .insert_header(("Content-Disposition", format!("attachment; filename=\"{filename}\"")))
+        .insert_header(("X-Rewardlab-Sha256", summary.sha256))
+        .insert_header(("X-Rewardlab-Rows", summary.rows.to_string()))
+        .streaming(body))
+}

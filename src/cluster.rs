@@ -1,0 +1,202 @@
+//! The embedded default: a private PostgreSQL cluster in the data directory, started from the
+//! machine's PostgreSQL binaries. As root the cluster runs as the `postgres` system user
+//! (PostgreSQL refuses root); it listens only on a Unix socket in a 0700 directory, so only
+//! its owner (and root) can connect, and no password exists to leak.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sqlx::postgres::PgConnectOptions;
+
+/// A cluster directory and the user it runs as.
+pub struct Cluster {
+    pub root: PathBuf,
+    run_as: Option<String>,
+    bin: PathBuf,
+}
+
+impl Cluster {
+    /// Describes the cluster under `data_dir` (`pg/` and `run/`); nothing is started yet.
+    pub fn new(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        let root = std::fs::canonicalize(data_dir)?;
+        let run_as = is_root().then(|| "postgres".to_string());
+        Ok(Self { root, run_as, bin: find_bin_dir()? })
+    }
+
+    fn pgdata(&self) -> PathBuf {
+        self.root.join("pg")
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    /// Connection options for database `db` over the private socket.
+    pub fn connect_options(&self, db: &str) -> PgConnectOptions {
+        let user = self.run_as.clone().unwrap_or_else(current_user);
+        PgConnectOptions::new()
+            .socket(self.socket_dir())
+            .port(5432)
+            .username(&user)
+            .database(db)
+    }
+
+    /// Initialises the cluster if needed and starts it unless it is already running; true when
+    /// this call started it.
+    pub fn ensure_running(&self) -> Result<bool> {
+        if !self.pgdata().join("PG_VERSION").exists() {
+            self.init()?;
+        }
+        if self.is_running() {
+            return Ok(false);
+        }
+        let log = self.root.join("postgres.log");
+        if let Some(user) = &self.run_as {
+            chown_file(&log, user)?;
+        }
+        let opts = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{}' -c unix_socket_permissions=0700 -c max_connections=200 -c fsync=on",
+            self.socket_dir().display()
+        );
+        let status = self
+            .command("pg_ctl")
+            .args(["-D"])
+            .arg(self.pgdata())
+            .args(["-l"])
+            .arg(&log)
+            .args(["-o", &opts, "-w", "-t", "60", "start"])
+            .status()
+            .context("running pg_ctl start")?;
+        if !status.success() {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("PostgreSQL did not start; its log ({}) ends:\n{}", log.display(), last_lines(&tail, 15));
+        }
+        Ok(true)
+    }
+
+    fn init(&self) -> Result<()> {
+        for dir in [self.pgdata(), self.socket_dir()] {
+            std::fs::create_dir_all(&dir)?;
+            set_mode(&dir, 0o700)?;
+            if let Some(user) = &self.run_as {
+                chown_dir(&dir, user)?;
+            }
+        }
+        let out = self
+            .command("initdb")
+            .arg("-D")
+            .arg(self.pgdata())
+            .args(["--auth=peer", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--locale=C"])
+            .output()
+            .context("running initdb")?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Whether a postmaster answers on our socket.
+    pub fn is_running(&self) -> bool {
+        self.command("pg_ctl")
+            .arg("-D")
+            .arg(self.pgdata())
+            .arg("status")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Stops the cluster with a fast shutdown (clean: everything committed is on disk).
+    pub fn stop(&self) -> Result<()> {
+        let status = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.pgdata())
+            .args(["-m", "fast", "-w", "stop"])
+            .status()?;
+        if !status.success() {
+            bail!("pg_ctl stop failed");
+        }
+        Ok(())
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        cmd.current_dir("/");
+        cmd
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn find_bin_dir() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").exists() && dir.join("pg_ctl").exists() {
+                return Ok(dir);
+            }
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop().context(
+        "no PostgreSQL binaries found (install Debian's `postgresql` package, or set DATABASE_URL)",
+    )
+}
+
+fn is_root() -> bool {
+    // SAFETY-free: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::geteuid() == 0
+    }
+}
+
+fn current_user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| {
+        let out = Command::new("id").arg("-un").output().ok();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+fn chown_dir(path: &Path, user: &str) -> Result<()> {
+    let status = Command::new("chown").args(["-R", user]).arg(path).status()?;
+    if !status.success() {
+        bail!("chown {} {} failed", user, path.display());
+    }
+    Ok(())
+}
+
+fn chown_file(path: &Path, user: &str) -> Result<()> {
+    if !path.exists() {
+        std::fs::write(path, b"")?;
+    }
+    set_mode(path, 0o600)?;
+    chown_dir(path, user)
+}

@@ -1,0 +1,91 @@
+//! Importing items: lines are parsed on a blocking thread and arrive here in batches, which are
+//! inserted with one `UNNEST` statement per table inside the caller's transaction. Items whose
+//! id (or content hash) is already in the project are skipped with their responses.
+
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::domain::import::ImportItem;
+use crate::domain::{ItemId, ProjectId, ResponseId};
+
+/// What one batch added.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Added {
+    pub items: u64,
+    pub responses: u64,
+    pub judgements: u64,
+}
+
+/// Inserts a batch; returns what was new.
+pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[ImportItem]) -> sqlx::Result<Added> {
+    let ids: Vec<ItemId> = batch.iter().map(|_| ItemId::new()).collect();
+    let ext: Vec<&str> = batch.iter().map(|i| i.external_id.as_str()).collect();
+    let prompts: Vec<Value> = batch.iter().map(|i| serde_json::to_value(&i.prompt).unwrap_or(Value::Null)).collect();
+    let metas: Vec<Option<Value>> = batch.iter().map(|i| i.metadata.clone()).collect();
+    let counts: Vec<i32> = batch.iter().map(|i| i.responses.len() as i32).collect();
+    let inserted: Vec<ItemId> = sqlx::query_scalar(
+        "INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses)
+         SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[]) AS u(id, ext, prompt, meta, n)
+         ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id",
+    )
+    .bind(project)
+    .bind(&ids)
+    .bind(&ext)
+    .bind(&prompts)
+    .bind(&metas)
+    .bind(&counts)
+    .fetch_all(&mut *conn)
+    .await?;
+    let new: std::collections::HashSet<ItemId> = inserted.iter().copied().collect();
+    let fresh: Vec<(ItemId, &ImportItem)> = ids.into_iter().zip(batch).filter(|(id, _)| new.contains(id)).collect();
+    let responses = insert_responses(conn, &fresh).await?;
+    let judgements = insert_imported_choices(conn, project, &fresh).await?;
+    Ok(Added { items: fresh.len() as u64, responses, judgements })
+}
+
+async fn insert_responses(conn: &mut PgConnection, fresh: &[(ItemId, &ImportItem)]) -> sqlx::Result<u64> {
+    let (mut ids, mut items, mut pos, mut models, mut texts, mut metas) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (item, it) in fresh {
+        for (p, r) in it.responses.iter().enumerate() {
+            ids.push(ResponseId::new());
+            items.push(*item);
+            pos.push(p as i32);
+            models.push(r.model.as_str());
+            texts.push(r.text.as_str());
+            metas.push(r.metadata.clone());
+        }
+    }
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "INSERT INTO responses (id, item_id, position, model, text, metadata)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::jsonb[])",
+    )
+    .bind(&ids)
+    .bind(&items)
+    .bind(&pos)
+    .bind(&models)
+    .bind(&texts)
+    .bind(&metas)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A preference pair's human choice (response 0 over response 1) as an imported judgement.
+async fn insert_imported_choices(conn: &mut PgConnection, project: ProjectId, fresh: &[(ItemId, &ImportItem)]) -> sqlx::Result<u64> {
+    let items: Vec<ItemId> = fresh.iter().filter(|(_, it)| it.imported_choice).map(|(id, _)| *id).collect();
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "INSERT INTO judgements (id, project_id, item_id, source, ranks, display_order)
+         SELECT gen_random_uuid(), $1, u.item, 'import', '{1,2}', '{0,1}' FROM UNNEST($2::uuid[]) AS u(item)",
+    )
+    .bind(project)
+    .bind(&items)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

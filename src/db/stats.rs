@@ -1,0 +1,100 @@
+//! The lead's dashboard figures, computed in SQL from the immutable judgements.
+
+use sqlx::PgConnection;
+
+use crate::db::projects::Project;
+
+#[derive(Debug, serde::Serialize)]
+pub struct Dashboard {
+    pub items_total: i64,
+    pub items_complete: i64,
+    pub items_in_progress: i64,
+    pub judgements: i64,
+    pub labellers: Vec<LabellerStats>,
+    pub agreement_overall: Option<f64>,
+    pub agreement_pairs: i64,
+    pub models: Vec<ModelStats>,
+}
+
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct LabellerStats {
+    pub email: String,
+    pub judgements: i64,
+    pub median_seconds: Option<f64>,
+    pub skipped: i64,
+    pub agreement: Option<f64>,
+    pub agreement_pairs: i64,
+}
+
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct ModelStats {
+    pub model: String,
+    pub wins: i64,
+    pub losses: i64,
+    pub ties: i64,
+    pub win_rate: Option<f64>,
+}
+
+pub async fn dashboard(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Dashboard> {
+    let (items_total, items_complete, items_in_progress, judgements): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE NOT is_open),
+                count(*) FILTER (WHERE is_open AND (done_count > 0 OR EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.status = 'leased' AND t.expires_at > now()))),
+                (SELECT count(*) FROM judgements WHERE project_id = $1 AND source = 'labeller')
+         FROM items i WHERE project_id = $1",
+    )
+    .bind(p.id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let labellers = labellers(conn, p).await?;
+    let (agreed, pairs): (i64, i64) = labellers.iter().fold((0, 0), |(a, n), l| (a + (l.agreement.unwrap_or(0.0) * l.agreement_pairs as f64).round() as i64, n + l.agreement_pairs));
+    let models = models(conn, p).await?;
+    Ok(Dashboard {
+        items_total,
+        items_complete,
+        items_in_progress,
+        judgements,
+        agreement_overall: (pairs > 0).then(|| agreed as f64 / pairs as f64),
+        agreement_pairs: pairs / 2,
+        labellers,
+        models,
+    })
+}
+
+/// Per labeller: judgements, median time, skips, and how often their pairwise preferences
+/// agree with other labellers' on the same items (ties count as their own answer).
+async fn labellers(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec<LabellerStats>> {
+    sqlx::query_as(
+        "WITH j AS (SELECT user_id, item_id, ranks FROM judgements WHERE project_id = $1 AND source = 'labeller' AND ranks IS NOT NULL),
+         cmp AS (SELECT a.user_id, sign(a.ranks[x] - a.ranks[y]) = sign(b.ranks[x] - b.ranks[y]) AS agree
+                 FROM j a JOIN j b ON a.item_id = b.item_id AND a.user_id <> b.user_id
+                 CROSS JOIN LATERAL generate_series(1, array_length(a.ranks, 1)) x
+                 CROSS JOIN LATERAL generate_series(x + 1, array_length(a.ranks, 1)) y),
+         agr AS (SELECT user_id, count(*) AS n, avg(agree::int)::float8 AS rate FROM cmp GROUP BY user_id),
+         per AS (SELECT user_id, count(*) AS n, (percentile_cont(0.5) WITHIN GROUP (ORDER BY time_on_task_ms) / 1000.0)::float8 AS med
+                 FROM judgements WHERE project_id = $1 AND source = 'labeller' GROUP BY user_id),
+         sk AS (SELECT user_id, count(*) AS n FROM tasks WHERE project_id = $1 AND status = 'skipped' GROUP BY user_id)
+         SELECT u.email, COALESCE(per.n, 0) AS judgements, per.med AS median_seconds, COALESCE(sk.n, 0) AS skipped,
+                agr.rate AS agreement, COALESCE(agr.n, 0) AS agreement_pairs
+         FROM users u LEFT JOIN per ON per.user_id = u.id LEFT JOIN sk ON sk.user_id = u.id LEFT JOIN agr ON agr.user_id = u.id
+         WHERE per.n IS NOT NULL OR sk.n IS NOT NULL ORDER BY judgements DESC, u.email",
+    )
+    .bind(p.id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Win rates of the models whose responses were compared (a tie counts half).
+async fn models(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec<ModelStats>> {
+    sqlx::query_as(
+        "WITH r AS (SELECT j.id, res.position, res.model, j.ranks[res.position + 1] AS rank
+                    FROM judgements j JOIN responses res ON res.item_id = j.item_id WHERE j.project_id = $1 AND j.ranks IS NOT NULL),
+         m AS (SELECT a.model, count(*) FILTER (WHERE a.rank < b.rank) AS wins, count(*) FILTER (WHERE a.rank > b.rank) AS losses,
+                      count(*) FILTER (WHERE a.rank = b.rank) AS ties
+               FROM r a JOIN r b ON a.id = b.id AND a.position <> b.position GROUP BY a.model)
+         SELECT model, wins, losses, ties, ((wins + 0.5 * ties) / NULLIF(wins + losses + ties, 0))::float8 AS win_rate
+         FROM m ORDER BY win_rate DESC NULLS LAST, model",
+    )
+    .bind(p.id)
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,259 @@
+//! One line of an import file, parsed. Two shapes are accepted: an item
+//! (`{"id"?, "prompt", "responses": [{"model", "text", "metadata"?}], "metadata"?}`) and a
+//! preference pair in the TRL / HH-RLHF shape (`{"prompt"?, "chosen", "rejected"}`), whose
+//! human choice is kept as an imported judgement.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::TaskKind;
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Turn {
+    pub role: String,
+    pub content: String,
+}
+
+/// One model output to be judged.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseIn {
+    pub model: String,
+    pub text: String,
+    pub metadata: Option<Value>,
+}
+
+/// A parsed line.
+#[derive(Debug, Clone)]
+pub struct ImportItem {
+    pub external_id: String,
+    pub prompt: Vec<Turn>,
+    pub responses: Vec<ResponseIn>,
+    pub metadata: Option<Value>,
+    /// For a preference pair: response 0 was chosen over response 1.
+    pub imported_choice: bool,
+}
+
+const MAX_TEXT: usize = 1 << 20;
+
+/// Parses one JSON line for a project of `kind`. Errors name the field.
+pub fn parse_line(line: &str, kind: TaskKind) -> Result<ImportItem, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON ({e})"))?;
+    let Value::Object(mut obj) = value else {
+        return Err("expected a JSON object".into());
+    };
+    let item = if obj.contains_key("chosen") || obj.contains_key("rejected") {
+        parse_pair(&mut obj)?
+    } else {
+        parse_item(&mut obj)?
+    };
+    check_kind(&item, kind)?;
+    Ok(item)
+}
+
+fn parse_item(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
+    let prompt = parse_prompt(obj.remove("prompt").ok_or("field \"prompt\": missing")?)?;
+    let responses = match obj.remove("responses") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(rs)) => rs.into_iter().enumerate().map(|(i, r)| parse_response(i, r)).collect::<Result<_, _>>()?,
+        Some(_) => return Err("field \"responses\": expected an array of {\"model\", \"text\"}".into()),
+    };
+    let id = take_id(obj)?;
+    let metadata = take_metadata(obj)?;
+    finish(id, prompt, responses, metadata, false)
+}
+
+fn parse_pair(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
+    let chosen = take_string(obj, "chosen")?;
+    let rejected = take_string(obj, "rejected")?;
+    let (prompt, chosen, rejected) = match obj.remove("prompt") {
+        Some(Value::Null) | None => {
+            let (pc, c) = split_hh(&chosen).ok_or("field \"chosen\": no prompt given and no \"\\n\\nAssistant:\" turn to split at")?;
+            let (pr, r) = split_hh(&rejected).ok_or("field \"rejected\": no prompt given and no \"\\n\\nAssistant:\" turn to split at")?;
+            if pc != pr {
+                return Err("fields \"chosen\"/\"rejected\": the two dialogues do not share the same prompt".into());
+            }
+            (hh_turns(pc), c.to_string(), r.to_string())
+        }
+        Some(p) => (parse_prompt(p)?, chosen, rejected),
+    };
+    let id = take_id(obj)?;
+    let metadata = take_metadata(obj)?;
+    let responses = vec![
+        ResponseIn { model: "imported".into(), text: chosen, metadata: None },
+        ResponseIn { model: "imported".into(), text: rejected, metadata: None },
+    ];
+    finish(id, prompt, responses, metadata, true)
+}
+
+fn finish(id: Option<String>, prompt: Vec<Turn>, responses: Vec<ResponseIn>, metadata: Option<Value>, choice: bool) -> Result<ImportItem, String> {
+    let external_id = id.unwrap_or_else(|| content_id(&prompt, &responses));
+    Ok(ImportItem { external_id, prompt, responses, metadata, imported_choice: choice })
+}
+
+/// `sha256:` and the hex digest of the prompt and responses, for lines without an id.
+fn content_id(prompt: &[Turn], responses: &[ResponseIn]) -> String {
+    let texts: Vec<(&str, &str)> = responses.iter().map(|r| (r.model.as_str(), r.text.as_str())).collect();
+    let canon = serde_json::to_vec(&(prompt, texts)).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(canon)))
+}
+
+fn check_kind(item: &ImportItem, kind: TaskKind) -> Result<(), String> {
+    let n = item.responses.len();
+    match kind {
+        TaskKind::Ranking if !(2..=9).contains(&n) => Err(format!("field \"responses\": a ranking project needs 2 to 9 responses, got {n}")),
+        TaskKind::Pairwise if n != 2 => Err(format!("field \"responses\": a pairwise project needs exactly 2 responses, got {n}")),
+        _ => Ok(()),
+    }
+}
+
+fn parse_prompt(v: Value) -> Result<Vec<Turn>, String> {
+    match v {
+        Value::String(s) if s.trim().is_empty() => Err("field \"prompt\": empty".into()),
+        Value::String(s) if s.len() > MAX_TEXT => Err("field \"prompt\": longer than 1 MiB".into()),
+        Value::String(s) if s.trim_start().starts_with("Human:") => Ok(hh_turns(&s)),
+        Value::String(s) => Ok(vec![Turn { role: "user".into(), content: s }]),
+        Value::Array(turns) if !turns.is_empty() => turns
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::from_value::<Turn>(t).map_err(|e| format!("field \"prompt[{i}]\": expected {{\"role\", \"content\"}} ({e})")))
+            .collect(),
+        _ => Err("field \"prompt\": expected a string or a non-empty array of {\"role\", \"content\"}".into()),
+    }
+}
+
+fn parse_response(i: usize, v: Value) -> Result<ResponseIn, String> {
+    let Value::Object(mut o) = v else {
+        return Err(format!("field \"responses[{i}]\": expected an object {{\"model\", \"text\"}}"));
+    };
+    let text = match o.remove("text") {
+        Some(Value::String(s)) if s.len() <= MAX_TEXT => s,
+        Some(Value::String(_)) => return Err(format!("field \"responses[{i}].text\": longer than 1 MiB")),
+        _ => return Err(format!("field \"responses[{i}].text\": missing or not a string")),
+    };
+    let model = match o.remove("model") {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => s,
+        None | Some(Value::Null) => "unknown".into(),
+        _ => return Err(format!("field \"responses[{i}].model\": expected a string of 1-200 characters")),
+    };
+    let metadata = o.remove("metadata").filter(|m| !m.is_null());
+    Ok(ResponseIn { model, text, metadata })
+}
+
+fn take_string(obj: &mut Map<String, Value>, field: &str) -> Result<String, String> {
+    match obj.remove(field) {
+        Some(Value::String(s)) if s.len() <= MAX_TEXT => Ok(s),
+        Some(Value::String(_)) => Err(format!("field {field:?}: longer than 1 MiB")),
+        None => Err(format!("field {field:?}: missing")),
+        Some(_) => Err(format!("field {field:?}: expected a string")),
+    }
+}
+
+fn take_id(obj: &mut Map<String, Value>) -> Result<Option<String>, String> {
+    match obj.remove("id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err("field \"id\": expected a string of 1-200 characters or a number".into()),
+    }
+}
+
+/// `metadata`, with any other unknown top-level fields kept inside it so nothing is lost.
+fn take_metadata(obj: &mut Map<String, Value>) -> Result<Option<Value>, String> {
+    let mut meta = match obj.remove("metadata") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err("field \"metadata\": expected an object".into()),
+    };
+    for (k, v) in std::mem::take(obj) {
+        meta.insert(k, v);
+    }
+    Ok((!meta.is_empty()).then_some(Value::Object(meta)))
+}
+
+/// Splits an HH dialogue at its last `\n\nAssistant:` into (prompt, response).
+pub fn split_hh(dialogue: &str) -> Option<(&str, &str)> {
+    const MARK: &str = "\n\nAssistant:";
+    let at = dialogue.rfind(MARK)?;
+    let (prompt, rest) = dialogue.split_at(at + MARK.len());
+    Some((prompt, rest.strip_prefix(' ').unwrap_or(rest)))
+}
+
+/// Turns of an HH transcript (`\n\nHuman: …\n\nAssistant: …`); a trailing empty assistant turn is dropped.
+pub fn hh_turns(text: &str) -> Vec<Turn> {
+    let mut turns: Vec<Turn> = Vec::new();
+    let mut rest = text.trim_start_matches('\n');
+    loop {
+        let (role, body) = if let Some(b) = rest.strip_prefix("Human:") {
+            ("user", b)
+        } else if let Some(b) = rest.strip_prefix("Assistant:") {
+            ("assistant", b)
+        } else {
+            break;
+        };
+        let end = [body.find("\n\nHuman:"), body.find("\n\nAssistant:")].into_iter().flatten().min().unwrap_or(body.len());
+        turns.push(Turn { role: role.into(), content: body[..end].trim().to_string() });
+        rest = body[end..].trim_start_matches('\n');
+    }
+    if turns.last().is_some_and(|t| t.role == "assistant" && t.content.is_empty()) {
+        turns.pop();
+    }
+    if turns.is_empty() {
+        turns.push(Turn { role: "user".into(), content: text.trim().to_string() });
+    }
+    turns
+}
+
+/// The prompt as one string: the content of a lone user turn, else an HH-style transcript
+/// ending in `\n\nAssistant:` (the shape TRL's reward trainer takes).
+pub fn prompt_text(turns: &[Turn]) -> String {
+    if let [t] = turns {
+        if t.role == "user" {
+            return t.content.clone();
+        }
+    }
+    let mut s = String::new();
+    for t in turns {
+        let who = if t.role == "assistant" { "Assistant" } else if t.role == "system" { "System" } else { "Human" };
+        s.push_str(&format!("\n\n{who}: {}", t.content));
+    }
+    s.push_str("\n\nAssistant:");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_hh_dialogue_splits_at_its_last_assistant_turn() {
+        let line = r#"{"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how?\n\nAssistant: like this", "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how?\n\nAssistant: no"}"#;
+        let item = parse_line(line, TaskKind::Pairwise).unwrap();
+        assert_eq!(item.prompt.len(), 3);
+        assert_eq!(item.prompt[2].content, "how?");
+        assert_eq!(item.responses[0].text, "like this");
+        assert_eq!(item.responses[1].text, "no");
+        assert!(item.imported_choice);
+        assert_eq!(prompt_text(&item.prompt), "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how?\n\nAssistant:");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse_line(r#"{"prompt": "p", "responses": [{"model": "a"}]}"#, TaskKind::Ranking).unwrap_err();
+        assert!(e.contains("responses[0].text"), "{e}");
+        let e = parse_line(r#"{"responses": []}"#, TaskKind::Ranking).unwrap_err();
+        assert!(e.contains("\"prompt\""), "{e}");
+        let e = parse_line(r#"{"prompt": "p", "responses": [{"text": "a"}]}"#, TaskKind::Ranking).unwrap_err();
+        assert!(e.contains("2 to 9"), "{e}");
+    }
+
+    #[test]
+    fn lines_without_an_id_get_a_content_id_and_unknown_fields_are_kept() {
+        let a = parse_line(r#"{"prompt": "p", "responses": [{"text": "a"}, {"text": "b"}], "reference": "r"}"#, TaskKind::Ranking).unwrap();
+        let b = parse_line(r#"{"prompt": "p", "responses": [{"text": "a"}, {"text": "b"}]}"#, TaskKind::Ranking).unwrap();
+        assert!(a.external_id.starts_with("sha256:"));
+        assert_eq!(a.external_id, b.external_id);
+        assert_eq!(a.metadata.unwrap()["reference"], "r");
+    }
+}

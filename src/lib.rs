@@ -1,0 +1,14 @@
+//! rewardlab: the platform for the human side of RLHF. Labelling teams rank and compare model
+//! outputs in a browser; judgements are stored in PostgreSQL and exported as versioned
+//! preference datasets.
+
+pub mod api;
+pub mod cli;
+pub mod cluster;
+pub mod db;
+pub mod domain;
+pub mod export;
+pub mod import;
+pub mod routes;
+pub mod settings;
+pub mod web;

@@ -1,0 +1,46 @@
+//! Server-rendered pages, grouped by feature; the route table is here.
+
+mod account;
+mod project;
+pub mod pages;
+mod session;
+
+use actix_web::{web, HttpResponse};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/static/{file}", web::get().to(static_file))
+        .route("/login", web::get().to(session::login_page))
+        .route("/login", web::post().to(session::login))
+        .route("/logout", web::post().to(session::logout))
+        .route("/", web::get().to(project::index))
+        .route("/projects", web::post().to(project::create))
+        .route("/projects/{slug}", web::get().to(project::show))
+        .route("/projects/{slug}/guidelines", web::get().to(project::guidelines))
+        .route("/projects/{slug}/label", web::get().to(project::label))
+        .route("/projects/{slug}/members", web::post().to(project::add_member))
+        .route("/projects/{slug}/members/{user}/remove", web::post().to(project::remove_member))
+        .route("/projects/{slug}/settings", web::post().to(project::settings))
+        .route("/projects/{slug}/import", web::post().to(project::import))
+        .route("/projects/{slug}/exports", web::post().to(project::export))
+        .route("/account", web::get().to(account::show))
+        .route("/account/password", web::post().to(account::password))
+        .route("/account/tokens", web::post().to(account::create_token))
+        .route("/account/tokens/{id}/revoke", web::post().to(account::revoke_token));
+}
+
+async fn healthz(state: web::Data<crate::web::AppState>) -> HttpResponse {
+    match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
+        Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ok", "database": "ok"})),
+        Err(_) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "degraded", "database": "unreachable"})),
+    }
+}
+
+async fn static_file(file: web::Path<String>) -> HttpResponse {
+    let (body, mime) = match file.as_str() {
+        "label.js" => (include_str!("../../static/label.js"), "text/javascript; charset=utf-8"),
+        "app.css" => (include_str!("../../static/app.css"), "text/css; charset=utf-8"),
+        _ => return HttpResponse::NotFound().finish(),
+    };
+    HttpResponse::Ok().content_type(mime).insert_header(("Cache-Control", "public, max-age=300")).body(body)
+}
