@@ -70,6 +70,7 @@ CREATE TABLE items (
     project_id  uuid NOT NULL REFERENCES projects ON DELETE CASCADE,
     external_id text NOT NULL,
     prompt      jsonb NOT NULL,
+    prompt_raw  text,
     metadata    jsonb,
     n_responses integer NOT NULL,
     done_count  integer NOT NULL DEFAULT 0,

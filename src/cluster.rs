@@ -68,9 +68,9 @@ impl Cluster {
             .args(["-l"])
             .arg(&log)
             .args(["-o", &opts, "-w", "-t", "60", "start"])
-            .status()
+            .output()
             .context("running pg_ctl start")?;
-        if !status.success() {
+        if !status.status.success() {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             bail!("PostgreSQL did not start; its log ({}) ends:\n{}", log.display(), last_lines(&tail, 15));
         }
@@ -116,11 +116,38 @@ impl Cluster {
             .arg("-D")
             .arg(self.pgdata())
             .args(["-m", "fast", "-w", "stop"])
-            .status()?;
-        if !status.success() {
-            bail!("pg_ctl stop failed");
+            .output()?;
+        if !status.status.success() {
+            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&status.stderr));
         }
         Ok(())
+    }
+
+    /// Leaves behind a watchdog that stops the cluster (and removes its directory when
+    /// `remove` is set) once process `pid` has exited; for test harnesses, which have no teardown.
+    pub fn stop_when_process_exits(&self, pid: u32, remove: bool) -> Result<()> {
+        let stop = self.command_line("pg_ctl");
+        let rm = if remove { format!("rm -rf '{}'", self.root.display()) } else { String::new() };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} -D '{}' -m immediate stop >/dev/null 2>&1; {rm}",
+            self.pgdata().display()
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting the cluster watchdog")?;
+        Ok(())
+    }
+
+    fn command_line(&self, tool: &str) -> String {
+        let exe = self.bin.join(tool).display().to_string();
+        match &self.run_as {
+            Some(user) => format!("runuser -u {user} -- {exe}"),
+            None => exe,
+        }
     }
 
     fn command(&self, tool: &str) -> Command {

@@ -20,12 +20,14 @@ pub struct Added {
 pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[ImportItem]) -> sqlx::Result<Added> {
     let ids: Vec<ItemId> = batch.iter().map(|_| ItemId::new()).collect();
     let ext: Vec<&str> = batch.iter().map(|i| i.external_id.as_str()).collect();
+    let raws: Vec<Option<&str>> = batch.iter().map(|i| i.prompt_raw.as_deref()).collect();
     let prompts: Vec<Value> = batch.iter().map(|i| serde_json::to_value(&i.prompt).unwrap_or(Value::Null)).collect();
     let metas: Vec<Option<Value>> = batch.iter().map(|i| i.metadata.clone()).collect();
     let counts: Vec<i32> = batch.iter().map(|i| i.responses.len() as i32).collect();
     let inserted: Vec<ItemId> = sqlx::query_scalar(
-        "INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses)
-         SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[]) AS u(id, ext, prompt, meta, n)
+        "INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw)
+         SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw
+         FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[]) AS u(id, ext, prompt, meta, n, raw)
          ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id",
     )
     .bind(project)
@@ -34,6 +36,7 @@ pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[
     .bind(&prompts)
     .bind(&metas)
     .bind(&counts)
+    .bind(&raws)
     .fetch_all(&mut *conn)
     .await?;
     let new: std::collections::HashSet<ItemId> = inserted.iter().copied().collect();

@@ -29,6 +29,8 @@ pub struct ResponseIn {
 pub struct ImportItem {
     pub external_id: String,
     pub prompt: Vec<Turn>,
+    /// The prompt exactly as the file gave it, when it was a string (exports reproduce it verbatim).
+    pub prompt_raw: Option<String>,
     pub responses: Vec<ResponseIn>,
     pub metadata: Option<Value>,
     /// For a preference pair: response 0 was chosen over response 1.
@@ -53,7 +55,7 @@ pub fn parse_line(line: &str, kind: TaskKind) -> Result<ImportItem, String> {
 }
 
 fn parse_item(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
-    let prompt = parse_prompt(obj.remove("prompt").ok_or("field \"prompt\": missing")?)?;
+    let (prompt, raw) = parse_prompt(obj.remove("prompt").ok_or("field \"prompt\": missing")?)?;
     let responses = match obj.remove("responses") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(rs)) => rs.into_iter().enumerate().map(|(i, r)| parse_response(i, r)).collect::<Result<_, _>>()?,
@@ -61,7 +63,7 @@ fn parse_item(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
     };
     let id = take_id(obj)?;
     let metadata = take_metadata(obj)?;
-    finish(id, prompt, responses, metadata, false)
+    finish(id, (prompt, raw), responses, metadata, false)
 }
 
 fn parse_pair(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
@@ -69,12 +71,9 @@ fn parse_pair(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
     let rejected = take_string(obj, "rejected")?;
     let (prompt, chosen, rejected) = match obj.remove("prompt") {
         Some(Value::Null) | None => {
-            let (pc, c) = split_hh(&chosen).ok_or("field \"chosen\": no prompt given and no \"\\n\\nAssistant:\" turn to split at")?;
-            let (pr, r) = split_hh(&rejected).ok_or("field \"rejected\": no prompt given and no \"\\n\\nAssistant:\" turn to split at")?;
-            if pc != pr {
-                return Err("fields \"chosen\"/\"rejected\": the two dialogues do not share the same prompt".into());
-            }
-            (hh_turns(pc), c.to_string(), r.to_string())
+            let (prompt, c, r) = split_pair(&chosen, &rejected)
+                .ok_or("fields \"chosen\"/\"rejected\": no prompt given, and the two dialogues share no \"\\n\\nAssistant:\" turn to split at")?;
+            ((hh_turns(prompt), Some(prompt.to_string())), c.to_string(), r.to_string())
         }
         Some(p) => (parse_prompt(p)?, chosen, rejected),
     };
@@ -87,9 +86,9 @@ fn parse_pair(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
     finish(id, prompt, responses, metadata, true)
 }
 
-fn finish(id: Option<String>, prompt: Vec<Turn>, responses: Vec<ResponseIn>, metadata: Option<Value>, choice: bool) -> Result<ImportItem, String> {
+fn finish(id: Option<String>, (prompt, prompt_raw): (Vec<Turn>, Option<String>), responses: Vec<ResponseIn>, metadata: Option<Value>, choice: bool) -> Result<ImportItem, String> {
     let external_id = id.unwrap_or_else(|| content_id(&prompt, &responses));
-    Ok(ImportItem { external_id, prompt, responses, metadata, imported_choice: choice })
+    Ok(ImportItem { external_id, prompt, prompt_raw, responses, metadata, imported_choice: choice })
 }
 
 /// `sha256:` and the hex digest of the prompt and responses, for lines without an id.
@@ -108,17 +107,18 @@ fn check_kind(item: &ImportItem, kind: TaskKind) -> Result<(), String> {
     }
 }
 
-fn parse_prompt(v: Value) -> Result<Vec<Turn>, String> {
+fn parse_prompt(v: Value) -> Result<(Vec<Turn>, Option<String>), String> {
     match v {
         Value::String(s) if s.trim().is_empty() => Err("field \"prompt\": empty".into()),
         Value::String(s) if s.len() > MAX_TEXT => Err("field \"prompt\": longer than 1 MiB".into()),
-        Value::String(s) if s.trim_start().starts_with("Human:") => Ok(hh_turns(&s)),
-        Value::String(s) => Ok(vec![Turn { role: "user".into(), content: s }]),
+        Value::String(s) if s.trim_start().starts_with("Human:") => Ok((hh_turns(&s), Some(s))),
+        Value::String(s) => Ok((vec![Turn { role: "user".into(), content: s.clone() }], Some(s))),
         Value::Array(turns) if !turns.is_empty() => turns
             .into_iter()
             .enumerate()
             .map(|(i, t)| serde_json::from_value::<Turn>(t).map_err(|e| format!("field \"prompt[{i}]\": expected {{\"role\", \"content\"}} ({e})")))
-            .collect(),
+            .collect::<Result<_, _>>()
+            .map(|t| (t, None)),
         _ => Err("field \"prompt\": expected a string or a non-empty array of {\"role\", \"content\"}".into()),
     }
 }
@@ -172,12 +172,19 @@ fn take_metadata(obj: &mut Map<String, Value>) -> Result<Option<Value>, String> 
     Ok((!meta.is_empty()).then_some(Value::Object(meta)))
 }
 
-/// Splits an HH dialogue at its last `\n\nAssistant:` into (prompt, response).
-pub fn split_hh(dialogue: &str) -> Option<(&str, &str)> {
+/// Splits two HH dialogues into their shared prompt and the two responses: at the last
+/// `\n\nAssistant:` of their common prefix (for well-formed pairs, the last turn of each;
+/// where the dialogues diverge earlier, as a few HH-RLHF rows do, at that turn, as TRL does).
+pub fn split_pair<'a>(chosen: &'a str, rejected: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
     const MARK: &str = "\n\nAssistant:";
-    let at = dialogue.rfind(MARK)?;
-    let (prompt, rest) = dialogue.split_at(at + MARK.len());
-    Some((prompt, rest.strip_prefix(' ').unwrap_or(rest)))
+    let common = chosen.bytes().zip(rejected.bytes()).take_while(|(a, b)| a == b).count();
+    let mut end = common.min(chosen.len());
+    while !chosen.is_char_boundary(end) {
+        end -= 1;
+    }
+    let at = chosen[..end].rfind(MARK)? + MARK.len();
+    let trim = |s: &'a str| s.strip_prefix(' ').unwrap_or(s);
+    Some((&chosen[..at], trim(&chosen[at..]), trim(&rejected[at..])))
 }
 
 /// Turns of an HH transcript (`\n\nHuman: …\n\nAssistant: …`); a trailing empty assistant turn is dropped.
@@ -255,5 +262,18 @@ mod tests {
         assert!(a.external_id.starts_with("sha256:"));
         assert_eq!(a.external_id, b.external_id);
         assert_eq!(a.metadata.unwrap()["reference"], "r");
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::split_pair;
+
+    #[test]
+    fn dialogues_that_diverge_before_their_last_turn_split_where_they_diverge() {
+        let c = "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d";
+        let r = "\n\nHuman: a\n\nAssistant: x";
+        assert_eq!(split_pair(c, r), Some(("\n\nHuman: a\n\nAssistant:", "b\n\nHuman: c\n\nAssistant: d", "x")));
+        assert_eq!(split_pair("no turns", "at all"), None);
     }
 }

@@ -13,20 +13,21 @@ use crate::domain::{ItemId, JudgementId, ResponseId};
 pub const SCHEMA_VERSION: u32 = 1;
 
 pub const JUDGEMENTS_SQL: &str = "
-    SELECT j.id, j.item_id, i.external_id, i.prompt, j.source, COALESCE(u.pseudonym, 'import') AS labeller,
+    SELECT j.id, j.item_id, i.external_id, i.prompt, i.prompt_raw, j.source, COALESCE(u.pseudonym, 'import') AS labeller,
            j.ranks, j.display_order, j.strength, j.both_bad, j.demonstration, j.flags, j.rating, j.comment,
            j.time_on_task_ms, j.created_at, rs.ids, rs.models, rs.texts
     FROM judgements j
     JOIN items i ON i.id = j.item_id
     LEFT JOIN users u ON u.id = j.user_id
-    CROSS JOIN LATERAL (SELECT array_agg(r.id ORDER BY r.position) AS ids, array_agg(r.model ORDER BY r.position) AS models,
-                               array_agg(r.text ORDER BY r.position) AS texts
+    CROSS JOIN LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.position), '{}') AS ids,
+                               COALESCE(array_agg(r.model ORDER BY r.position), '{}') AS models,
+                               COALESCE(array_agg(r.text ORDER BY r.position), '{}') AS texts
                         FROM responses r WHERE r.item_id = j.item_id) rs
     WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::pg_snapshot)
     ORDER BY j.seq";
 
 pub const PROMPTS_SQL: &str = "
-    SELECT i.id, i.external_id, i.prompt FROM items i
+    SELECT i.id, i.external_id, i.prompt, i.prompt_raw FROM items i
     WHERE i.project_id = $1 AND pg_visible_in_snapshot(i.txid, $2::pg_snapshot) ORDER BY i.seq";
 
 #[derive(sqlx::FromRow)]
@@ -34,12 +35,13 @@ pub struct PromptRow {
     id: ItemId,
     external_id: String,
     prompt: Value,
+    prompt_raw: Option<String>,
 }
 
 impl PromptRow {
     pub fn to_json(&self) -> Value {
-        let turns = turns(&self.prompt);
-        json!({"schema_version": SCHEMA_VERSION, "item_id": self.id, "id": self.external_id, "prompt": prompt_text(&turns), "messages": turns})
+        let prompt = prompt_string(&self.prompt, &self.prompt_raw);
+        json!({"schema_version": SCHEMA_VERSION, "item_id": self.id, "id": self.external_id, "prompt": prompt, "messages": self.prompt})
     }
 }
 
@@ -49,6 +51,7 @@ pub struct JudgementRow {
     item_id: ItemId,
     external_id: String,
     prompt: Value,
+    prompt_raw: Option<String>,
     source: String,
     labeller: String,
     ranks: Option<Vec<i16>>,
@@ -66,8 +69,9 @@ pub struct JudgementRow {
     texts: Vec<String>,
 }
 
-fn turns(prompt: &Value) -> Vec<Turn> {
-    serde_json::from_value(prompt.clone()).unwrap_or_default()
+/// The prompt as one string: verbatim when it was imported as a string, else rendered from its turns.
+fn prompt_string(prompt: &Value, raw: &Option<String>) -> String {
+    raw.clone().unwrap_or_else(|| prompt_text(&serde_json::from_value::<Vec<Turn>>(prompt.clone()).unwrap_or_default()))
 }
 
 /// Whether a prompt belongs to the test split: a stable hash of its text, so no prompt is in both.
@@ -79,7 +83,7 @@ pub fn in_test_split(prompt: &str, percent: u8) -> bool {
 impl JudgementRow {
     /// The lines this judgement contributes to `part` of `format`.
     pub fn lines(&self, format: Format, options: &Options, part: &str) -> Vec<Value> {
-        let prompt = prompt_text(&turns(&self.prompt));
+        let prompt = prompt_string(&self.prompt, &self.prompt_raw);
         match format {
             Format::Comparisons => self.comparisons(&prompt),
             Format::Preferences => {

@@ -1,0 +1,219 @@
+//! `spawn_app()` runs the real server against its own database in the harness's private
+//! cluster, which a watchdog stops when the test process exits.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use rewardlab::cluster::Cluster;
+use rewardlab::db::{projects as dbp, users};
+use rewardlab::domain::{Email, Role, Slug, TaskKind, UserId, DEFAULT_FLAGS};
+use rewardlab::settings::Secret;
+use rewardlab::web::auth::{hash_password, keyed_hash, random_secret};
+use rewardlab::web::Application;
+use serde_json::Value;
+use sqlx::{Connection, PgPool};
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static TEMPLATE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-{}", std::process::id()));
+        let cluster = Cluster::new(&dir).expect("cluster directory");
+        cluster.ensure_running().expect("the test cluster starts");
+        cluster.stop_when_process_exits(std::process::id(), true).expect("watchdog");
+        cluster
+    })
+}
+
+/// A migrated template database; each test copies it.
+async fn template() -> &'static Cluster {
+    let cluster = tokio::task::spawn_blocking(cluster).await.unwrap();
+    TEMPLATE
+        .get_or_init(|| async {
+            rewardlab::settings::ensure_database(cluster, "rl_template").await.unwrap();
+            let pool = PgPool::connect_with(cluster.connect_options("rl_template")).await.unwrap();
+            rewardlab::db::migrate(&pool).await.unwrap();
+            pool.close().await;
+        })
+        .await;
+    cluster
+}
+
+pub struct TestApp {
+    pub addr: String,
+    pub pool: PgPool,
+    pub key: Vec<u8>,
+    pub http: reqwest::Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let cluster = template().await;
+    let db = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres")).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db} TEMPLATE rl_template")).execute(&mut admin).await.unwrap();
+    admin.close().await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect_with(cluster.connect_options(&db)).await.unwrap();
+    let key = random_secret("").into_bytes();
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("uploads");
+    let app = Application::build(pool.clone(), Secret::new(key.clone()), "127.0.0.1:0", tmp, Some(2)).unwrap();
+    let addr = format!("http://127.0.0.1:{}", app.port);
+    tokio::spawn(app.server);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    TestApp { addr, pool, key, http }
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+impl TestApp {
+    pub async fn user(&self, email: &str, admin: bool) -> UserId {
+        let hash = hash_password(PASSWORD.into()).await.unwrap();
+        let mut conn = self.pool.acquire().await.unwrap();
+        users::insert(&mut conn, &Email::parse(email).unwrap(), &hash, admin).await.unwrap().unwrap()
+    }
+
+    pub async fn token(&self, user: UserId) -> String {
+        let token = random_secret("rl_");
+        let mut conn = self.pool.acquire().await.unwrap();
+        users::insert_token(&mut conn, user, "test", &keyed_hash(&self.key, &token)).await.unwrap();
+        token
+    }
+
+    /// A user with a token who is `role` in project `slug`.
+    pub async fn member(&self, email: &str, slug: &str, role: Role) -> Api {
+        let id = self.user(email, false).await;
+        let mut conn = self.pool.acquire().await.unwrap();
+        let p = dbp::by_slug_for_cli(&mut conn, slug).await.unwrap().unwrap();
+        dbp::set_member(&mut conn, p.id, id, role).await.unwrap();
+        Api { app_addr: self.addr.clone(), token: self.token(id).await, http: self.http.clone() }
+    }
+
+    pub async fn project(&self, slug: &str, kind: TaskKind, overlap: i32) {
+        let mut conn = self.pool.acquire().await.unwrap();
+        let slug = Slug::parse(slug).unwrap();
+        let new = dbp::NewProject {
+            slug: &slug,
+            name: "Test project",
+            kind,
+            overlap,
+            flags: DEFAULT_FLAGS.iter().map(|s| s.to_string()).collect(),
+            allow_ties: true,
+            rating_enabled: true,
+            guidelines: "Be **kind**.",
+        };
+        dbp::insert(&mut conn, &new, None).await.unwrap().unwrap();
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// Signs in through the login form like a browser; returns the session.
+    pub async fn login(&self, email: &str, password: &str) -> Session {
+        let page = self.http.get(format!("{}/login", self.addr)).send().await.unwrap();
+        let pre = cookie_value(&page, "__Host-rl_login").expect("login cookie");
+        let csrf = hidden_csrf(&page.text().await.unwrap());
+        let res = self
+            .http
+            .post(format!("{}/login", self.addr))
+            .header("Cookie", format!("__Host-rl_login={pre}"))
+            .form(&[("csrf", csrf.as_str()), ("email", email), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303, "login of {email} failed");
+        let cookie = cookie_value(&res, "__Host-rl_session").expect("session cookie");
+        let mut s = Session { addr: self.addr.clone(), cookie, csrf: String::new(), http: self.http.clone() };
+        s.csrf = hidden_csrf(&s.get("/account").await.text().await.unwrap());
+        s
+    }
+}
+
+pub fn cookie_value(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
+        let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+pub fn hidden_csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// A browser-like session: the session cookie and its CSRF token.
+pub struct Session {
+    pub addr: String,
+    pub cookie: String,
+    pub csrf: String,
+    pub http: reqwest::Client,
+}
+
+impl Session {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.addr)).header("Cookie", format!("__Host-rl_session={}", self.cookie)).send().await.unwrap()
+    }
+
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.http.post(format!("{}{path}", self.addr)).header("Cookie", format!("__Host-rl_session={}", self.cookie)).form(fields).send().await.unwrap()
+    }
+}
+
+/// A script's view: a bearer token.
+#[derive(Clone)]
+pub struct Api {
+    pub app_addr: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.app_addr)).bearer_auth(&self.token).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http.post(format!("{}{path}", self.app_addr)).bearer_auth(&self.token).json(body).send().await.unwrap()
+    }
+
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> reqwest::Response {
+        self.http.post(format!("{}{path}", self.app_addr)).bearer_auth(&self.token).body(body).send().await.unwrap()
+    }
+
+    pub async fn next_task(&self, slug: &str) -> Option<Value> {
+        let res = self.post(&format!("/api/v1/projects/{slug}/tasks/next"), &Value::Null).await;
+        match res.status().as_u16() {
+            200 => Some(res.json().await.unwrap()),
+            204 => None,
+            s => panic!("tasks/next answered {s}: {}", res.text().await.unwrap()),
+        }
+    }
+
+    /// Submits the task's responses ranked in the order shown.
+    pub async fn submit_in_order(&self, task: &Value, key: &str) -> reqwest::Response {
+        let ranking: Vec<Vec<Value>> = task["responses"].as_array().unwrap().iter().map(|r| vec![r["id"].clone()]).collect();
+        self.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &serde_json::json!({"idempotency_key": key, "ranking": ranking})).await
+    }
+}
+
+/// Lines of `n` ranking items with `k` responses each, models m0..m(k-1).
+pub fn items_jsonl(n: usize, k: usize, tag: &str) -> Vec<u8> {
+    let mut out = String::new();
+    for i in 0..n {
+        let responses: Vec<Value> = (0..k).map(|j| serde_json::json!({"model": format!("m{j}"), "text": format!("{tag} answer {j} to {i}")})).collect();
+        out.push_str(&serde_json::json!({"id": format!("{tag}-{i}"), "prompt": format!("{tag} question {i}"), "responses": responses}).to_string());
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+pub fn shared_data(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {} is absent", p.display());
+        None
+    }
+}

@@ -1,0 +1,187 @@
+use std::collections::HashSet;
+
+use rewardlab::domain::{Role, TaskKind};
+use serde_json::{json, Value};
+
+use crate::helpers::{items_jsonl, spawn_app, Api};
+
+async fn lead_with_items(app: &crate::helpers::TestApp, slug: &str, kind: TaskKind, overlap: i32, n: usize, k: usize) -> Api {
+    app.project(slug, kind, overlap).await;
+    let lead = app.member(&format!("lead@{slug}.org"), slug, Role::Lead).await;
+    assert_eq!(lead.post_bytes(&format!("/api/v1/projects/{slug}/items"), items_jsonl(n, k, slug)).await.status(), 200);
+    lead
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_labellers_never_exceed_the_overlap_and_never_judge_an_item_twice() {
+    let app = spawn_app().await;
+    lead_with_items(&app, "alpha", TaskKind::Ranking, 3, 20, 3).await;
+    let mut labellers = Vec::new();
+    for i in 0..8 {
+        labellers.push(app.member(&format!("l{i}@example.org"), "alpha", Role::Labeller).await);
+    }
+    let mut handles = Vec::new();
+    for api in labellers {
+        handles.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut n = 0;
+            while let Some(task) = api.next_task("alpha").await {
+                let res = api.submit_in_order(&task, &format!("key-{n}")).await;
+                assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+                seen.push(task["task_id"].as_str().unwrap().to_string());
+                n += 1;
+            }
+            seen.len()
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    assert_eq!(total, 60, "20 items x overlap 3");
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, 60);
+    assert_eq!(app.count("SELECT count(*) FROM (SELECT item_id FROM judgements GROUP BY item_id HAVING count(*) <> 3) x").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM (SELECT 1 FROM judgements GROUP BY item_id, user_id HAVING count(*) > 1) x").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM items WHERE is_open").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_lease_requests_hand_out_no_more_leases_than_an_item_needs() {
+    let app = spawn_app().await;
+    lead_with_items(&app, "alpha", TaskKind::Ranking, 2, 1, 2).await;
+    let mut handles = Vec::new();
+    for i in 0..10 {
+        let api = app.member(&format!("l{i}@example.org"), "alpha", Role::Labeller).await;
+        handles.push(tokio::spawn(async move { api.next_task("alpha").await.is_some() }));
+    }
+    let mut got = 0;
+    for h in handles {
+        got += h.await.unwrap() as i32;
+    }
+    assert_eq!(got, 2);
+    assert_eq!(app.count("SELECT count(*) FROM tasks").await, 2);
+}
+
+#[tokio::test]
+async fn a_duplicate_submit_stores_one_judgement_and_answers_the_same() {
+    let app = spawn_app().await;
+    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 2, 4).await;
+    let task = lead.next_task("alpha").await.unwrap();
+    let (a, b) = tokio::join!(lead.submit_in_order(&task, "same-key"), lead.submit_in_order(&task, "same-key"));
+    let mut statuses = vec![a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 201]);
+    let (a, b): (Value, Value) = (a.json().await.unwrap(), b.json().await.unwrap());
+    assert_eq!(a["judgement_id"], b["judgement_id"]);
+    let again = lead.submit_in_order(&task, "same-key").await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, 1);
+    let other_key = lead.submit_in_order(&task, "another-key").await;
+    assert_eq!(other_key.status(), 409, "a second judgement of the same task is refused");
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, 1);
+}
+
+#[tokio::test]
+async fn an_expired_lease_returns_to_the_pool_and_a_late_submit_then_answers_409() {
+    let app = spawn_app().await;
+    lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 1, 2).await;
+    let slow = app.member("slow@example.org", "alpha", Role::Labeller).await;
+    let fast = app.member("fast@example.org", "alpha", Role::Labeller).await;
+    let task = slow.next_task("alpha").await.unwrap();
+    assert!(fast.next_task("alpha").await.is_none(), "the only slot is leased");
+    sqlx::query("UPDATE tasks SET expires_at = now() - interval '1 second'").execute(&app.pool).await.unwrap();
+    let taken = fast.next_task("alpha").await.expect("the expired lease returned to the pool");
+    assert_eq!(fast.submit_in_order(&taken, "f").await.status(), 201);
+    let late = slow.submit_in_order(&task, "s").await;
+    assert_eq!(late.status(), 409);
+    let body: Value = late.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, 1);
+}
+
+#[tokio::test]
+async fn a_late_submit_is_kept_when_nobody_else_needed_the_slot() {
+    let app = spawn_app().await;
+    lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 1, 2).await;
+    let slow = app.member("slow@example.org", "alpha", Role::Labeller).await;
+    let task = slow.next_task("alpha").await.unwrap();
+    sqlx::query("UPDATE tasks SET expires_at = now() - interval '1 second'").execute(&app.pool).await.unwrap();
+    assert_eq!(slow.submit_in_order(&task, "s").await.status(), 201);
+}
+
+#[tokio::test]
+async fn an_invalid_ranking_is_a_400_that_says_why_and_stores_nothing() {
+    let app = spawn_app().await;
+    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 1, 3).await;
+    sqlx::query("UPDATE projects SET allow_ties = false").execute(&app.pool).await.unwrap();
+    let task = lead.next_task("alpha").await.unwrap();
+    let ids: Vec<Value> = task["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    let url = format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap());
+    let cases = [
+        (json!([[ids[0]], [ids[1]]]), "all 3"),
+        (json!([[ids[0]], [ids[0]], [ids[1]]]), "more than once"),
+        (json!([[ids[0], ids[1]], [ids[2]]]), "ties"),
+        (json!([[ids[0]], [ids[1]], ["00000000-0000-0000-0000-000000000000"]]), "not one of this task's responses"),
+        (json!("first"), "JSON"),
+    ];
+    for (ranking, expected) in cases {
+        let res = lead.post(&url, &json!({"idempotency_key": "k", "ranking": ranking})).await;
+        assert_eq!(res.status(), 400);
+        let body: Value = res.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains(expected), "{body}");
+    }
+    let res = lead.post(&url, &json!({"idempotency_key": "k", "ranking": [[ids[2]], [ids[0]], [ids[1]]], "rating": 9})).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, 0);
+    let res = lead.post(&url, &json!({"idempotency_key": "k", "ranking": [[ids[2]], [ids[0]], [ids[1]]], "rating": 6,
+        "flags": {ids[1].as_str().unwrap(): ["hallucination"]}, "comment": "fine"})).await;
+    assert_eq!(res.status(), 201);
+    let ranks: Vec<i16> = sqlx::query_scalar("SELECT unnest(j.ranks) FROM judgements j").fetch_all(&app.pool).await.unwrap();
+    let order: Vec<i32> = sqlx::query_scalar("SELECT unnest(display_order) FROM tasks").fetch_all(&app.pool).await.unwrap();
+    // ranks are by stored position: the response shown third (position order[2]) got rank 1.
+    assert_eq!(ranks[order[2] as usize], 1);
+    assert_eq!(ranks[order[0] as usize], 2);
+    assert_eq!(ranks[order[1] as usize], 3);
+}
+
+#[tokio::test]
+async fn a_labeller_never_sees_an_item_twice_even_after_skipping_it() {
+    let app = spawn_app().await;
+    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 2, 3, 2).await;
+    let mut seen = HashSet::new();
+    let first = lead.next_task("alpha").await.unwrap();
+    let res = lead.post(&format!("/api/v1/tasks/{}/skip", first["task_id"].as_str().unwrap()), &json!({"reason": "unclear prompt"})).await;
+    assert_eq!(res.status(), 200);
+    seen.insert(first["prompt"][0]["content"].as_str().unwrap().to_string());
+    while let Some(task) = lead.next_task("alpha").await {
+        assert!(seen.insert(task["prompt"][0]["content"].as_str().unwrap().to_string()), "seen twice");
+        assert_eq!(lead.submit_in_order(&task, task["task_id"].as_str().unwrap()).await.status(), 201);
+    }
+    assert_eq!(seen.len(), 3);
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, 2);
+}
+
+#[tokio::test]
+async fn pairwise_and_demonstration_judgements_store_their_kind_specific_fields() {
+    let app = spawn_app().await;
+    let lead = lead_with_items(&app, "pairs", TaskKind::Pairwise, 1, 1, 2).await;
+    let task = lead.next_task("pairs").await.unwrap();
+    let ids: Vec<Value> = task["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    let res = lead.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()),
+        &json!({"idempotency_key": "p", "ranking": [[ids[1]], [ids[0]]], "strength": 3, "both_bad": true})).await;
+    assert_eq!(res.status(), 201);
+    let (strength, both_bad): (i16, bool) = sqlx::query_as("SELECT strength, both_bad FROM judgements").fetch_one(&app.pool).await.unwrap();
+    assert_eq!((strength, both_bad), (3, true));
+
+    app.project("demo", TaskKind::Demonstration, 1).await;
+    let writer = app.member("writer@example.org", "demo", Role::Lead).await;
+    assert_eq!(writer.post_bytes("/api/v1/projects/demo/items", b"{\"prompt\": \"Write a haiku\"}\n".to_vec()).await.status(), 200);
+    let task = writer.next_task("demo").await.unwrap();
+    let url = format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap());
+    assert_eq!(writer.post(&url, &json!({"idempotency_key": "d", "demonstration": "  "})).await.status(), 400);
+    assert_eq!(writer.post(&url, &json!({"idempotency_key": "d", "demonstration": "old pond / frog"})).await.status(), 201);
+    let export: Value = writer.post("/api/v1/projects/demo/exports", &json!({"format": "sft"})).await.json().await.unwrap();
+    let body = writer.get(&format!("/api/v1/exports/{}/download", export["id"].as_str().unwrap())).await.text().await.unwrap();
+    let row: Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(row, json!({"prompt": "Write a haiku", "completion": "old pond / frog"}));
+}
