@@ -1,1 +1,224 @@
-fn main() {}
+//! The platform benchmark: `cargo bench --bench platform` (release build, loopback).
+//!
+//! Starts a private PostgreSQL cluster and the real `rewardlab serve` binary, then:
+//! 1. imports 10,000 items x 4 responses over the API;
+//! 2. runs 32 concurrent simulated labellers over HTTP that lease and submit for 30 s;
+//! 3. takes a `comparisons` export snapshot and downloads it.
+//! It prints import items/s, judgements/s with p50/p99 latency, export rows/s and the
+//! server's peak RSS, beside the targets. `BENCH_SECONDS`, `BENCH_ITEMS` and
+//! `BENCH_LABELLERS` change the sizes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rewardlab::cluster::Cluster;
+use serde_json::{json, Value};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Items with realistic texts: the Self-Instruct outputs when present, cycled; else synthetic.
+fn items_file(dir: &std::path::Path, n: usize) -> anyhow::Result<PathBuf> {
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/self-instruct-user-oriented-252x8.jsonl");
+    let source: Vec<Value> = std::fs::read_to_string(shared).map(|s| s.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()).unwrap_or_default();
+    let mut out = String::new();
+    for i in 0..n {
+        let line = match source.get(i % source.len().max(1)) {
+            Some(src) => {
+                let rs: Vec<Value> = src["responses"].as_array().unwrap().iter().take(4).map(|r| json!({"model": r["model"], "text": r["text"]})).collect();
+                json!({"id": format!("bench-{i}"), "prompt": format!("{} (#{i})", src["prompt"].as_str().unwrap_or("")), "responses": rs})
+            }
+            None => json!({"id": format!("bench-{i}"), "prompt": format!("question {i}"), "responses": (0..4).map(|j| json!({"model": format!("m{j}"), "text": format!("answer {j} to question {i} ").repeat(20)})).collect::<Vec<_>>()}),
+        };
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    let path = dir.join("bench-items.jsonl");
+    std::fs::write(&path, out)?;
+    Ok(path)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let n_items = env_or("BENCH_ITEMS", 10_000);
+    let seconds = env_or("BENCH_SECONDS", 30);
+    let n_labellers = env_or("BENCH_LABELLERS", 32);
+    let dir = std::env::temp_dir().join(format!("rewardlab-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cluster = Cluster::new(&dir.join("data"))?;
+    cluster.ensure_running()?;
+    cluster.stop_when_process_exits(std::process::id(), true)?;
+    rewardlab::settings::ensure_database(&cluster, "rewardlab").await?;
+    let socket = dir.join("data").canonicalize()?.join("run");
+    let user = if rewardlab_is_root() { "postgres".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    let url = format!("postgres://{user}@localhost/rewardlab?host={}", socket.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let bin = env!("CARGO_BIN_EXE_rewardlab");
+    let cli = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(bin).args(args).env("DATABASE_URL", &url).env("REWARDLAB_DATA", dir.join("data")).output()?;
+        anyhow::ensure!(out.status.success(), "rewardlab {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    // Migrate and create the accounts with the CLI, as an operator would.
+    cli(&["project", "create", "--slug", "bench", "--name", "Benchmark", "--kind", "ranking", "--overlap", "3"])?;
+    let mut tokens = Vec::new();
+    for i in 0..=n_labellers {
+        let email = format!("u{i}@bench.example");
+        let out = Command::new(bin).args(["user", "add", "--email", &email, "--password-stdin"]).env("DATABASE_URL", &url)
+            .env("REWARDLAB_DATA", dir.join("data")).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn()
+            .and_then(|mut c| { use std::io::Write; c.stdin.take().unwrap().write_all(b"bench password 123")?; c.wait_with_output() })?;
+        anyhow::ensure!(out.status.success(), "user add");
+        cli(&["project", "add-member", "--project", "bench", "--email", &email, "--role", if i == 0 { "lead" } else { "labeller" }])?;
+        tokens.push(cli(&["token", "create", "--email", &email])?.lines().last().unwrap_or_default().to_string());
+    }
+    let server = Server {
+        child: Command::new(bin).args(["serve", "--bind", &format!("127.0.0.1:{port}")]).env("DATABASE_URL", &url)
+            .env("REWARDLAB_DATA", dir.join("data")).env("RUST_LOG", "warn").spawn()?,
+    };
+    let pid = server.child.id();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid, "VmRSS:"), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let lead = &tokens[0];
+
+    // 1. Import.
+    let file = items_file(&dir, n_items)?;
+    let body = std::fs::read(&file)?;
+    let mb = body.len() as f64 / 1e6;
+    let t = Instant::now();
+    let res = http.post(format!("{base}/api/v1/projects/bench/items")).bearer_auth(lead).body(body).send().await?;
+    anyhow::ensure!(res.status() == 200, "import: {}", res.text().await?);
+    let import_s = t.elapsed().as_secs_f64();
+    let report: Value = res.json().await?;
+    let rss_after_import = peak.load(Ordering::Relaxed);
+
+    // 2. Labellers.
+    let stop_at = Instant::now() + Duration::from_secs(seconds as u64);
+    let mut handles = Vec::new();
+    for token in tokens[1..].iter().cloned() {
+        let (http, base) = (http.clone(), base.clone());
+        handles.push(tokio::spawn(async move {
+            let (mut lease_ms, mut submit_ms, mut n) = (Vec::new(), Vec::new(), 0u64);
+            while Instant::now() < stop_at {
+                let t = Instant::now();
+                let res = http.post(format!("{base}/api/v1/projects/bench/tasks/next")).bearer_auth(&token).send().await.unwrap();
+                lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                if res.status() == 204 {
+                    break;
+                }
+                let task: Value = res.json().await.unwrap();
+                let mut ranking: Vec<Vec<Value>> = task["responses"].as_array().unwrap().iter().map(|r| vec![r["id"].clone()]).collect();
+                ranking.rotate_left((n % 4) as usize);
+                let url = format!("{base}/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap());
+                let t = Instant::now();
+                let res = http.post(url).bearer_auth(&token).json(&json!({"idempotency_key": format!("k{n}"), "ranking": ranking})).send().await.unwrap();
+                submit_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(res.status(), 201);
+                n += 1;
+            }
+            (lease_ms, submit_ms, n)
+        }));
+    }
+    let t = Instant::now();
+    let (mut lease_ms, mut submit_ms, mut judged) = (Vec::new(), Vec::new(), 0);
+    for h in handles {
+        let (l, s, n) = h.await?;
+        lease_ms.extend(l);
+        submit_ms.extend(s);
+        judged += n;
+    }
+    let label_s = t.elapsed().as_secs_f64();
+    lease_ms.sort_by(f64::total_cmp);
+    submit_ms.sort_by(f64::total_cmp);
+    let mut cycle_ms: Vec<f64> = Vec::new();
+    cycle_ms.extend(lease_ms.iter().zip(&submit_ms).map(|(a, b)| a + b));
+    cycle_ms.sort_by(f64::total_cmp);
+
+    // 3. Export.
+    let t = Instant::now();
+    let res = http.post(format!("{base}/api/v1/projects/bench/exports")).bearer_auth(lead).json(&json!({"format": "comparisons"})).send().await?;
+    let export: Value = res.json().await?;
+    let snapshot_s = t.elapsed().as_secs_f64();
+    let rows = export["files"][0]["rows"].as_u64().unwrap_or(0);
+    let t = Instant::now();
+    let mut download = http.get(format!("{base}/api/v1/exports/{}/download", export["id"].as_str().unwrap_or(""))).bearer_auth(lead).send().await?;
+    let mut bytes = 0usize;
+    while let Some(chunk) = download.chunk().await? {
+        bytes += chunk.len();
+    }
+    let download_s = t.elapsed().as_secs_f64();
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await?;
+    let peak_mb = peak.load(Ordering::Relaxed).max(rss_kib(pid, "VmHWM:")) as f64 / 1024.0;
+
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let import_rate = n_items as f64 / import_s;
+    let judge_rate = judged as f64 / label_s;
+    let p99 = percentile(&submit_ms, 0.99);
+    let export_rate = rows as f64 / download_s;
+    println!("rewardlab platform benchmark ({} cores, release, loopback)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("{:<44} {:>14} {:>22} {:>7}", "figure", "measured", "target", "");
+    println!("{:<44} {:>14.0} {:>22} {:>7}", format!("import items/s ({n_items} x 4, {mb:.1} MB, {:.2} s)", import_s), import_rate, ">= 5000", verdict(import_rate >= 5000.0));
+    println!("{:<44} {:>14.0} {:>22} {:>7}", format!("judgements/s ({n_labellers} labellers, {judged} in {label_s:.1} s)"), judge_rate, ">= 1000", verdict(judge_rate >= 1000.0));
+    println!("{:<44} {:>14.1} {:>22} {:>7}", "submit latency p50 (ms)", percentile(&submit_ms, 0.5), "", "");
+    println!("{:<44} {:>14.1} {:>22} {:>7}", "submit latency p99 (ms)", p99, "< 100", verdict(p99 < 100.0));
+    println!("{:<44} {:>14.1} {:>22} {:>7}", "lease latency p50 / p99 (ms)", percentile(&lease_ms, 0.5), format!("{:.1}", percentile(&lease_ms, 0.99)), "");
+    println!("{:<44} {:>14.1} {:>22} {:>7}", "lease+submit p99 (ms)", percentile(&cycle_ms, 0.99), "", "");
+    println!("{:<44} {:>14.0} {:>22} {:>7}", format!("export rows/s, download ({rows} rows, {:.0} MB)", bytes as f64 / 1e6), export_rate, ">= 100000", verdict(export_rate >= 100_000.0));
+    println!("{:<44} {:>14.0} {:>22} {:>7}", format!("export rows/s, snapshot + sha256 ({snapshot_s:.2} s)"), rows as f64 / snapshot_s, "", "");
+    println!("{:<44} {:>14.1} {:>22} {:>7}", "server peak RSS (MB), whole run", peak_mb, "< 200", verdict(peak_mb < 200.0));
+    println!("{:<44} {:>14.1} {:>22} {:>7}", "server RSS after import (MB)", rss_after_import as f64 / 1024.0, "", "");
+    println!("import report: {report}");
+    drop(server);
+    Ok(())
+}
+
+fn rewardlab_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}

@@ -67,6 +67,7 @@ async fn a_labeller_ranks_with_the_keyboard_and_the_lead_downloads_the_export() 
     let best = texts[2];
     assert_eq!(rows.iter().filter(|r| r["chosen"] == best.as_str()).count(), 2, "the best response wins both of its pairs");
     assert!(rows.iter().any(|r| r["chosen"] == texts[0].as_str() && r["rejected"] == texts[1].as_str()));
+    b.quit().await;
 }
 
 async fn wait_for_download(dir: &std::path::Path) -> std::path::PathBuf {

@@ -12,6 +12,7 @@ pub struct Browser {
     http: reqwest::Client,
     base: String,
     driver: Child,
+    profile: std::path::PathBuf,
     pub download_dir: std::path::PathBuf,
 }
 
@@ -19,6 +20,8 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+        let _ = std::fs::remove_dir_all(&self.download_dir);
     }
 }
 
@@ -54,7 +57,7 @@ impl Browser {
                      format!("--user-data-dir={}", profile.display())],
             "prefs": {"download.default_directory": download_dir.display().to_string(), "download.prompt_for_download": false}
         }}}});
-        let mut browser = Browser { http, base, driver, download_dir };
+        let mut browser = Browser { http, base, driver, profile, download_dir };
         let res = browser.http.post(format!("{}/session", browser.base)).json(&caps).send().await.unwrap();
         let body: Value = res.json().await.unwrap();
         let id = body["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {body}")).to_string();
@@ -72,6 +75,11 @@ impl Browser {
             panic!("webdriver {path}: {err} {}", res["value"]["message"]);
         }
         res["value"].clone()
+    }
+
+    /// Ends the browser session (closing Chromium) before chromedriver goes.
+    pub async fn quit(self) {
+        let _ = self.http.delete(&self.base).send().await;
     }
 
     pub async fn goto(&self, url: &str) {
