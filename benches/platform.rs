@@ -41,6 +41,23 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
     status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU seconds used by every postgres process so far (live ones only).
+fn postgres_cpu() -> f64 {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| {
+        let name = e.file_name().to_string_lossy().to_string();
+        let comm = std::fs::read_to_string(format!("/proc/{name}/comm")).ok()?;
+        (comm.trim() == "postgres").then(|| cpu_seconds(&name))
+    }).sum()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -77,8 +94,15 @@ async fn run() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let cluster = Cluster::new(&dir.join("data"))?;
     cluster.ensure_running()?;
-    cluster.stop_when_process_exits(std::process::id(), true)?;
+    cluster.stop_when_process_exits(std::process::id(), std::env::var_os("BENCH_KEEP").is_none())?;
     rewardlab::settings::ensure_database(&cluster, "rewardlab").await?;
+    if let Ok(ms) = std::env::var("BENCH_LOG_MS") {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect_with(&cluster.connect_options("rewardlab")).await?;
+        sqlx::query(&format!("ALTER SYSTEM SET log_min_duration_statement = {}", ms.parse::<u32>()?)).execute(&mut c).await?;
+        sqlx::query("SELECT pg_reload_conf()").execute(&mut c).await?;
+        println!("logging statements over {ms} ms to {}", dir.join("data/postgres.log").display());
+    }
     let socket = dir.join("data").canonicalize()?.join("run");
     let user = if rewardlab_is_root() { "postgres".to_string() } else { std::env::var("USER").unwrap_or_default() };
     let url = format!("postgres://{user}@localhost/rewardlab?host={}", socket.display());
@@ -166,6 +190,7 @@ async fn run() -> anyhow::Result<()> {
         }));
     }
     let t = Instant::now();
+    let cpu_before = (cpu_seconds(&pid.to_string()), cpu_seconds("self"), postgres_cpu());
     let (mut lease_ms, mut submit_ms, mut judged) = (Vec::new(), Vec::new(), 0);
     for h in handles {
         let (l, s, n) = h.await?;
@@ -174,6 +199,7 @@ async fn run() -> anyhow::Result<()> {
         judged += n;
     }
     let label_s = t.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds(&pid.to_string()) - cpu_before.0, cpu_seconds("self") - cpu_before.1, postgres_cpu() - cpu_before.2);
     lease_ms.sort_by(f64::total_cmp);
     submit_ms.sort_by(f64::total_cmp);
     let mut cycle_ms: Vec<f64> = Vec::new();
@@ -214,6 +240,7 @@ async fn run() -> anyhow::Result<()> {
     println!("{:<44} {:>14.0} {:>22} {:>7}", format!("export rows/s, snapshot + sha256 ({snapshot_s:.2} s)"), rows as f64 / snapshot_s, "", "");
     println!("{:<44} {:>14.1} {:>22} {:>7}", "server peak RSS (MB), whole run", peak_mb, "< 200", verdict(peak_mb < 200.0));
     println!("{:<44} {:>14.1} {:>22} {:>7}", "server RSS after import (MB)", rss_after_import as f64 / 1024.0, "", "");
+    println!("labelling phase CPU seconds: server {:.1}, postgres {:.1}, load generator {:.1} (of {:.1} available)", cpu.0, cpu.2, cpu.1, 2.0 * label_s);
     println!("import report: {report}");
     drop(server);
     Ok(())

@@ -91,9 +91,12 @@ CREATE TABLE responses (
     UNIQUE (item_id, position)
 );
 
+-- tasks and judgements carry project_id without a foreign key: every insert would otherwise
+-- take a KEY SHARE lock on the one project row, and 32 labellers at once turn that into
+-- multixact churn. Their item_id foreign key (cascading from the project) keeps them consistent.
 CREATE TABLE tasks (
     id            uuid PRIMARY KEY,
-    project_id    uuid NOT NULL REFERENCES projects ON DELETE CASCADE,
+    project_id    uuid NOT NULL,
     item_id       uuid NOT NULL REFERENCES items ON DELETE CASCADE,
     user_id       uuid NOT NULL REFERENCES users ON DELETE CASCADE,
     display_order integer[] NOT NULL,
@@ -111,7 +114,7 @@ CREATE INDEX tasks_item_active ON tasks (item_id) WHERE status = 'leased';
 CREATE TABLE judgements (
     id              uuid PRIMARY KEY,
     seq             bigserial UNIQUE,
-    project_id      uuid NOT NULL REFERENCES projects ON DELETE CASCADE,
+    project_id      uuid NOT NULL,
     item_id         uuid NOT NULL REFERENCES items ON DELETE CASCADE,
     task_id         uuid UNIQUE REFERENCES tasks,
     user_id         uuid REFERENCES users,

@@ -34,8 +34,8 @@ pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<Stri
     let user = auth.user.id;
     let mut tx = state.pool.begin().await?;
     let task = dbt::lock_for_submit(&mut tx, task_id, user).await?.ok_or(AppError::NotFound)?;
-    let rules = project_rules(&mut tx, &task, user).await?;
     let input = body.into_inner();
+    // A fresh statement after the lock: it sees a concurrent submit of the same key.
     if let Some((judgement, of_task)) = dbt::by_idempotency_key(&mut tx, user, input.idempotency_key.trim()).await? {
         if of_task != Some(task_id) {
             return Err(AppError::Conflict("this idempotency_key was already used for another task".into()).into());
@@ -47,46 +47,18 @@ pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<Stri
         "skipped" => return Err(AppError::Conflict("this task was skipped".into()).into()),
         _ => {}
     }
-    let responses = dbt::response_ids(&mut tx, task.item_id).await?;
-    let submission = Submission::parse(input, &responses, &rules.as_rules()).map_err(AppError::Invalid)?;
-    if !task.live && !dbt::room_for_late_submit(&mut tx, task.item_id, user, rules.overlap).await? {
+    let rules = Rules { kind: task.kind, allow_ties: task.allow_ties, rating_enabled: task.rating_enabled, flags: &task.flags };
+    let submission = Submission::parse(input, &task.response_ids, &rules).map_err(AppError::Invalid)?;
+    if !task.live && !dbt::room_for_late_submit(&mut tx, task.item_id, user, task.overlap).await? {
         return Err(AppError::Conflict("your lease on this task expired and other labellers have since taken it; your work is not stored".into()).into());
     }
-    let judgement = dbt::store_judgement(&mut tx, &task, user, rules.overlap, &submission).await?;
+    let judgement = dbt::store_judgement(&mut tx, &task, user, &submission).await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().json(stored(judgement, task_id)))
 }
 
 fn stored(judgement: crate::domain::JudgementId, task: TaskId) -> serde_json::Value {
     serde_json::json!({"judgement_id": judgement, "task_id": task, "status": "stored"})
-}
-
-#[derive(sqlx::FromRow)]
-struct ProjectRules {
-    kind: crate::domain::TaskKind,
-    allow_ties: bool,
-    rating_enabled: bool,
-    flags: Vec<String>,
-    overlap: i32,
-}
-
-impl ProjectRules {
-    fn as_rules(&self) -> Rules<'_> {
-        Rules { kind: self.kind, allow_ties: self.allow_ties, rating_enabled: self.rating_enabled, flags: &self.flags }
-    }
-}
-
-/// The rules of the task's project, still requiring the caller's membership.
-async fn project_rules(conn: &mut sqlx::PgConnection, task: &dbt::TaskForSubmit, user: crate::domain::UserId) -> Result<ProjectRules, AppError> {
-    sqlx::query_as(
-        "SELECT p.kind, p.allow_ties, p.rating_enabled, p.flags, p.overlap FROM projects p JOIN users u ON u.id = $2
-         LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = u.id WHERE p.id = $1 AND (m.user_id IS NOT NULL OR u.is_admin)",
-    )
-    .bind(task.project_id)
-    .bind(user)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(AppError::NotFound)
 }
 
 #[derive(Deserialize)]
