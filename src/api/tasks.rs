@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::project;
-use crate::db::tasks as dbt;
+use crate::db::tasks::{self as dbt, Outcome};
 use crate::domain::ranking::{Rules, Submission, SubmissionInput};
 use crate::domain::{Role, TaskId};
 use crate::web::auth::Auth;
@@ -13,9 +13,8 @@ use crate::web::AppState;
 
 pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Labeller).await?;
-    let mut tx = state.pool.begin().await?;
-    let task = dbt::lease_next(&mut tx, &p, auth.user.id).await?;
-    tx.commit().await?;
+    let mut conn = state.pool.acquire().await?;
+    let task = dbt::lease_next(&mut conn, &p, auth.user.id).await?;
     Ok(match task {
         Some(t) => HttpResponse::Ok().json(t),
         None => HttpResponse::NoContent().finish(),
@@ -32,29 +31,20 @@ pub async fn progress(state: web::Data<AppState>, auth: Auth, slug: web::Path<St
 pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, body: web::Json<SubmissionInput>) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let user = auth.user.id;
-    let mut tx = state.pool.begin().await?;
-    let task = dbt::lock_for_submit(&mut tx, task_id, user).await?.ok_or(AppError::NotFound)?;
-    let input = body.into_inner();
-    // A fresh statement after the lock: it sees a concurrent submit of the same key.
-    if let Some((judgement, of_task)) = dbt::by_idempotency_key(&mut tx, user, input.idempotency_key.trim()).await? {
-        if of_task != Some(task_id) {
-            return Err(AppError::Conflict("this idempotency_key was already used for another task".into()).into());
-        }
-        return Ok(HttpResponse::Ok().json(stored(judgement, task_id)));
+    let mut conn = state.pool.acquire().await?;
+    let rules = dbt::rules(&mut conn, task_id, user).await?.ok_or(AppError::NotFound)?;
+    let checked = Rules { kind: rules.kind, allow_ties: rules.allow_ties, rating_enabled: rules.rating_enabled, flags: &rules.flags };
+    let submission = Submission::parse(body.into_inner(), &rules.response_ids, &checked).map_err(AppError::Invalid)?;
+    let conflict = |m: &str| Err(ApiError(AppError::Conflict(m.into())));
+    match dbt::submit(&mut conn, task_id, user, &submission).await? {
+        Outcome::Stored(j) => Ok(HttpResponse::Created().json(stored(j, task_id))),
+        Outcome::Repeat(j) => Ok(HttpResponse::Ok().json(stored(j, task_id))),
+        Outcome::KeyReused => conflict("this idempotency_key was already used for another task"),
+        Outcome::AlreadySubmitted => conflict("this task was already submitted"),
+        Outcome::Skipped => conflict("this task was skipped"),
+        Outcome::Expired => conflict("your lease on this task expired and other labellers have since taken it; your work is not stored"),
+        Outcome::NotFound => Err(AppError::NotFound.into()),
     }
-    match task.status.as_str() {
-        "submitted" => return Err(AppError::Conflict("this task was already submitted".into()).into()),
-        "skipped" => return Err(AppError::Conflict("this task was skipped".into()).into()),
-        _ => {}
-    }
-    let rules = Rules { kind: task.kind, allow_ties: task.allow_ties, rating_enabled: task.rating_enabled, flags: &task.flags };
-    let submission = Submission::parse(input, &task.response_ids, &rules).map_err(AppError::Invalid)?;
-    if !task.live && !dbt::room_for_late_submit(&mut tx, task.item_id, user, task.overlap).await? {
-        return Err(AppError::Conflict("your lease on this task expired and other labellers have since taken it; your work is not stored".into()).into());
-    }
-    let judgement = dbt::store_judgement(&mut tx, &task, user, &submission).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Created().json(stored(judgement, task_id)))
 }
 
 fn stored(judgement: crate::domain::JudgementId, task: TaskId) -> serde_json::Value {

@@ -108,17 +108,22 @@ pub async fn insert_token(conn: &mut PgConnection, user: UserId, name: &str, has
     Ok(id)
 }
 
-/// The user a live token belongs to; marks it used (at most once a minute).
+/// The user a live token belongs to; marks it used (at most once a minute, so most calls
+/// are a plain read).
 pub async fn by_token(conn: &mut PgConnection, hash: &[u8]) -> sqlx::Result<Option<User>> {
-    sqlx::query_as(
-        "WITH touched AS (UPDATE api_tokens SET last_used_at = now() WHERE token_hash = $1 AND revoked_at IS NULL
-                           AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))
-         SELECT u.id, u.email, u.is_admin, u.pseudonym FROM api_tokens t JOIN users u ON u.id = t.user_id
-         WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+    let row: Option<(UserId, String, bool, String, TokenId, bool)> = sqlx::query_as(
+        "SELECT u.id, u.email, u.is_admin, u.pseudonym, t.id,
+                t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute'
+         FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
     )
     .bind(hash)
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((id, email, is_admin, pseudonym, token, stale)) = row else { return Ok(None) };
+    if stale {
+        sqlx::query("UPDATE api_tokens SET last_used_at = now() WHERE id = $1").bind(token).execute(conn).await?;
+    }
+    Ok(Some(User { id, email, is_admin, pseudonym }))
 }
 
 /// One of a user's tokens, for the account page.

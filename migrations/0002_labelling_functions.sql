@@ -1,0 +1,86 @@
+-- Leasing and submitting as one server-side call each: the steps and their locking rules are
+-- the same as before, without a client round trip per step.
+
+-- The caller's live lease in the project, else a new one: the first open item (in import
+-- order) that still needs a labeller and that the caller never had, locked with
+-- FOR NO KEY UPDATE SKIP LOCKED and re-checked under the lock by a fresh statement.
+CREATE FUNCTION rl_lease(p_project uuid, p_user uuid, p_overlap int, p_lease_seconds int, p_task uuid)
+RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+    v_task  uuid;
+    v_item  uuid;
+    v_n     int;
+BEGIN
+    SELECT id INTO v_task FROM tasks
+    WHERE user_id = p_user AND project_id = p_project AND status = 'leased' AND expires_at > now()
+    ORDER BY leased_at LIMIT 1;
+    IF FOUND THEN
+        RETURN v_task;
+    END IF;
+    FOR attempt IN 1..20 LOOP
+        SELECT i.id, i.n_responses INTO v_item, v_n FROM items i
+        WHERE i.project_id = p_project AND i.is_open
+          AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = p_user)
+          AND i.done_count + (SELECT count(*) FROM tasks t WHERE t.item_id = i.id AND t.status = 'leased' AND t.expires_at > now()) < p_overlap
+        ORDER BY i.seq LIMIT 1 FOR NO KEY UPDATE OF i SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        INSERT INTO tasks (id, project_id, item_id, user_id, display_order, expires_at)
+        SELECT p_task, p_project, v_item, p_user,
+               COALESCE((SELECT array_agg(x ORDER BY random()) FROM generate_series(0, v_n - 1) AS x), '{}'),
+               now() + make_interval(secs => p_lease_seconds)
+        WHERE (SELECT i.done_count + (SELECT count(*) FROM tasks t WHERE t.item_id = i.id AND t.status = 'leased' AND t.expires_at > now())
+               FROM items i WHERE i.id = v_item) < p_overlap
+          AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = v_item AND t.user_id = p_user)
+        RETURNING id INTO v_task;
+        IF v_task IS NOT NULL THEN
+            RETURN v_task;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+-- Stores a checked judgement for the caller's own task. Outcomes: 'stored', 'repeat' (the
+-- same idempotency key again: the earlier judgement), 'key_reused', 'not_found', 'submitted',
+-- 'skipped', 'expired' (the lease lapsed and others have since taken the item).
+CREATE FUNCTION rl_submit(p_task uuid, p_user uuid, p_judgement uuid, p_key text, p_ranks smallint[], p_strength smallint,
+                          p_both_bad boolean, p_demonstration text, p_flags jsonb, p_rating smallint, p_comment text)
+RETURNS TABLE (outcome text, judgement uuid) LANGUAGE plpgsql AS $$
+DECLARE
+    t           record;
+    v_overlap   int;
+    v_prior     uuid;
+    v_prior_for uuid;
+BEGIN
+    SELECT tk.*, p.overlap AS overlap INTO t FROM tasks tk JOIN projects p ON p.id = tk.project_id
+    WHERE tk.id = p_task AND tk.user_id = p_user FOR UPDATE OF tk;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'not_found'::text, NULL::uuid;
+        RETURN;
+    END IF;
+    v_overlap := t.overlap;
+    SELECT j.id, j.task_id INTO v_prior, v_prior_for FROM judgements j WHERE j.user_id = p_user AND j.idempotency_key = p_key;
+    IF FOUND THEN
+        RETURN QUERY SELECT CASE WHEN v_prior_for = p_task THEN 'repeat' ELSE 'key_reused' END, v_prior;
+        RETURN;
+    END IF;
+    IF t.status <> 'leased' THEN
+        RETURN QUERY SELECT t.status, NULL::uuid;
+        RETURN;
+    END IF;
+    IF t.expires_at <= now() AND NOT (
+        SELECT i.done_count + (SELECT count(*) FROM tasks o WHERE o.item_id = i.id AND o.user_id <> p_user AND o.status = 'leased' AND o.expires_at > now()) < v_overlap
+        FROM items i WHERE i.id = t.item_id FOR NO KEY UPDATE) THEN
+        RETURN QUERY SELECT 'expired'::text, NULL::uuid;
+        RETURN;
+    END IF;
+    INSERT INTO judgements (id, project_id, item_id, task_id, user_id, source, idempotency_key, ranks, display_order,
+                            strength, both_bad, demonstration, flags, rating, comment, time_on_task_ms)
+    VALUES (p_judgement, t.project_id, t.item_id, p_task, p_user, 'labeller', p_key, p_ranks, t.display_order,
+            p_strength, p_both_bad, p_demonstration, p_flags, p_rating, p_comment,
+            (extract(epoch FROM now() - t.leased_at) * 1000)::bigint);
+    UPDATE tasks SET status = 'submitted' WHERE id = p_task;
+    UPDATE items SET done_count = done_count + 1, is_open = done_count + 1 < v_overlap WHERE id = t.item_id;
+    RETURN QUERY SELECT 'stored'::text, p_judgement;
+END $$;
