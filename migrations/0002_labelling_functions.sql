@@ -84,3 +84,40 @@ BEGIN
     UPDATE items SET done_count = done_count + 1, is_open = done_count + 1 < v_overlap WHERE id = t.item_id;
     RETURN QUERY SELECT 'stored'::text, p_judgement;
 END $$;
+
+-- The next task for the caller in the project `p_slug`, in one call: the membership check
+-- (site admins may label any project), the lease, and the task as the labeller sees it
+-- (responses in the recorded display order, no model names). `member` is false when the caller
+-- may not see the project; `task` is NULL when nothing is left for them.
+CREATE FUNCTION rl_next(p_slug text, p_user uuid, p_task uuid)
+RETURNS TABLE (member boolean, task uuid, prompt jsonb, expires_at timestamptz, responses json) LANGUAGE plpgsql AS $$
+DECLARE
+    p       record;
+    v_task  uuid;
+BEGIN
+    SELECT pr.id, pr.overlap, pr.lease_seconds INTO p
+    FROM projects pr JOIN users u ON u.id = p_user
+    LEFT JOIN memberships m ON m.project_id = pr.id AND m.user_id = u.id
+    WHERE pr.slug = p_slug AND (m.user_id IS NOT NULL OR u.is_admin);
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT false, NULL::uuid, NULL::jsonb, NULL::timestamptz, NULL::json;
+        RETURN;
+    END IF;
+    v_task := rl_lease(p.id, p_user, p.overlap, p.lease_seconds, p_task);
+    RETURN QUERY
+        SELECT true, t.id, i.prompt, t.expires_at,
+               COALESCE((SELECT json_agg(json_build_object('id', r.id, 'text', r.text) ORDER BY o.k)
+                         FROM unnest(t.display_order) WITH ORDINALITY AS o(pos, k)
+                         JOIN responses r ON r.item_id = t.item_id AND r.position = o.pos), '[]'::json)
+        FROM (SELECT 1) one LEFT JOIN tasks t ON t.id = v_task LEFT JOIN items i ON i.id = t.item_id;
+END $$;
+
+-- Long texts compress with lz4 where the server has it (faster than the default pglz).
+DO $$
+BEGIN
+    ALTER TABLE responses ALTER COLUMN text SET COMPRESSION lz4;
+    ALTER TABLE items ALTER COLUMN prompt SET COMPRESSION lz4;
+    ALTER TABLE items ALTER COLUMN prompt_raw SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    RAISE NOTICE 'lz4 is not available; keeping the default compression';
+END $$;

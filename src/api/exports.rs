@@ -54,7 +54,7 @@ pub async fn download(state: web::Data<AppState>, auth: Auth, id: web::Path<Stri
     let (mut writer, reader) = tokio::io::duplex(256 * 1024);
     let filename = format!("{}-{}-{}.jsonl", e.format, part, e.id);
     tokio::spawn(async move {
-        let written = export::write_part(&mut conn, e.project_id, e.format(), &e.options, &e.snapshot, &part, &mut writer).await;
+        let written = export::replay_part(&mut conn, &e, &part, &mut writer).await;
         if let Err(err) = written {
             log::error!("export {} download failed: {err:#}", e.id);
         }

@@ -12,10 +12,8 @@ use crate::web::error::{ApiError, AppError};
 use crate::web::AppState;
 
 pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let p = project(&state, &auth, &slug, Role::Labeller).await?;
     let mut conn = state.pool.acquire().await?;
-    let task = dbt::lease_next(&mut conn, &p, auth.user.id).await?;
-    Ok(match task {
+    Ok(match dbt::lease_next(&mut conn, &slug, auth.user.id).await?.ok_or(AppError::NotFound)? {
         Some(t) => HttpResponse::Ok().json(t),
         None => HttpResponse::NoContent().finish(),
     })

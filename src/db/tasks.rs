@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::db::projects::Project;
 use crate::domain::ranking::Submission;
 use crate::domain::{JudgementId, ProjectId, ResponseId, TaskId, UserId};
 
@@ -20,39 +19,25 @@ pub struct TaskView {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The caller's live lease in this project, or a new one; `None` when nothing is left for them.
-/// The rules (`rl_lease`, migration 0002): FOR NO KEY UPDATE SKIP LOCKED on the candidate item,
-/// and the need re-checked under the lock, so concurrent requests never over-lease.
-pub async fn lease_next(conn: &mut PgConnection, project: &Project, user: UserId) -> sqlx::Result<Option<TaskView>> {
-    let task: Option<TaskId> = sqlx::query_scalar("SELECT rl_lease($1, $2, $3, $4, $5)")
-        .bind(project.id)
-        .bind(user)
-        .bind(project.overlap)
-        .bind(project.lease_seconds)
-        .bind(TaskId::new())
-        .fetch_one(&mut *conn)
-        .await?;
-    match task {
-        Some(task) => view(conn, task, user).await,
-        None => Ok(None),
+/// The caller's live lease in project `slug`, or a new one (`rl_next` and `rl_lease`, migration
+/// 0002: the candidate item is locked FOR NO KEY UPDATE SKIP LOCKED and its need re-checked
+/// under the lock, so concurrent requests never over-lease). `None` when the caller may not see
+/// the project; `Some(None)` when nothing is left for them.
+pub async fn lease_next(conn: &mut PgConnection, slug: &str, user: UserId) -> sqlx::Result<Option<Option<TaskView>>> {
+    let (member, task, prompt, expires_at, responses): (bool, Option<TaskId>, Option<Value>, Option<DateTime<Utc>>, Option<Value>) =
+        sqlx::query_as("SELECT member, task, prompt, expires_at, responses FROM rl_next($1, $2, $3)")
+            .bind(slug)
+            .bind(user)
+            .bind(TaskId::new())
+            .fetch_one(conn)
+            .await?;
+    if !member {
+        return Ok(None);
     }
-}
-
-/// The task as shown to its own labeller (scoped to `user` in the query), responses in the
-/// recorded display order.
-pub async fn view(conn: &mut PgConnection, task: TaskId, user: UserId) -> sqlx::Result<Option<TaskView>> {
-    let row: Option<(Value, DateTime<Utc>, Option<Value>)> = sqlx::query_as(
-        "SELECT i.prompt, t.expires_at,
-                (SELECT json_agg(json_build_object('id', r.id, 'text', r.text) ORDER BY o.k)
-                 FROM unnest(t.display_order) WITH ORDINALITY AS o(pos, k)
-                 JOIN responses r ON r.item_id = t.item_id AND r.position = o.pos) AS responses
-         FROM tasks t JOIN items i ON i.id = t.item_id WHERE t.id = $1 AND t.user_id = $2",
-    )
-    .bind(task)
-    .bind(user)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(prompt, expires_at, responses)| TaskView { task_id: task, prompt, responses: responses.unwrap_or_else(|| Value::Array(vec![])), expires_at }))
+    Ok(Some(match (task, prompt, expires_at) {
+        (Some(task_id), Some(prompt), Some(expires_at)) => Some(TaskView { task_id, prompt, responses: responses.unwrap_or_default(), expires_at }),
+        _ => None,
+    }))
 }
 
 /// What a submission is checked against: the task's project rules and its responses in

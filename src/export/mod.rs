@@ -142,40 +142,50 @@ where
 
 /// Writes one part of an export as of `snapshot`; returns its row count and sha256.
 pub async fn write_part<W: AsyncWrite + Unpin>(conn: &mut PgConnection, project: ProjectId, format: Format, options: &Options, snapshot: &str, part: &str, out: &mut W) -> anyhow::Result<(u64, String)> {
-    let mut w = HashingWriter { out, hash: Sha256::new(), buf: Vec::with_capacity(CHUNK + 4096), rows: 0 };
+    let mut w = ChunkWriter { out, hash: Some(Sha256::new()), buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
+    stream_rows(conn, project, format, options, snapshot, part, &mut w).await?;
+    w.finish().await
+}
+
+/// Streams one part of a recorded export (its sha256 is known, so none is computed).
+pub async fn replay_part<W: AsyncWrite + Unpin>(conn: &mut PgConnection, e: &Export, part: &str, out: &mut W) -> anyhow::Result<u64> {
+    let mut w = ChunkWriter { out, hash: None, buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
+    stream_rows(conn, e.project_id, e.format(), &e.options, &e.snapshot, part, &mut w).await?;
+    Ok(w.finish().await?.0)
+}
+
+async fn stream_rows<W: AsyncWrite + Unpin>(conn: &mut PgConnection, project: ProjectId, format: Format, options: &Options, snapshot: &str, part: &str, w: &mut ChunkWriter<'_, W>) -> anyhow::Result<()> {
     match format {
         Format::Prompts => {
             let mut stream = sqlx::query_as::<_, rows::PromptRow>(rows::PROMPTS_SQL).bind(project).bind(snapshot).fetch(&mut *conn);
             while let Some(row) = stream.try_next().await? {
-                w.row(&row.to_json()).await?;
+                w.rows += row.write(&mut w.buf);
+                w.maybe_flush().await?;
             }
         }
         _ => {
             let mut stream = sqlx::query_as::<_, rows::JudgementRow>(rows::JUDGEMENTS_SQL).bind(project).bind(snapshot).fetch(&mut *conn);
             while let Some(row) = stream.try_next().await? {
-                for line in row.lines(format, options, part) {
-                    w.row(&line).await?;
-                }
+                w.rows += row.write(format, options, part, &mut w.buf);
+                w.maybe_flush().await?;
             }
         }
     }
-    w.finish().await
+    Ok(())
 }
 
 const CHUNK: usize = 64 * 1024;
 
-struct HashingWriter<'a, W> {
+/// Buffers rows into chunks, hashing (when asked) what it writes.
+struct ChunkWriter<'a, W> {
     out: &'a mut W,
-    hash: Sha256,
+    hash: Option<Sha256>,
     buf: Vec<u8>,
     rows: u64,
 }
 
-impl<W: AsyncWrite + Unpin> HashingWriter<'_, W> {
-    async fn row(&mut self, value: &serde_json::Value) -> anyhow::Result<()> {
-        serde_json::to_writer(&mut self.buf, value)?;
-        self.buf.push(b'\n');
-        self.rows += 1;
+impl<W: AsyncWrite + Unpin> ChunkWriter<'_, W> {
+    async fn maybe_flush(&mut self) -> anyhow::Result<()> {
         if self.buf.len() >= CHUNK {
             self.flush().await?;
         }
@@ -183,7 +193,9 @@ impl<W: AsyncWrite + Unpin> HashingWriter<'_, W> {
     }
 
     async fn flush(&mut self) -> anyhow::Result<()> {
-        self.hash.update(&self.buf);
+        if let Some(h) = &mut self.hash {
+            h.update(&self.buf);
+        }
         self.out.write_all(&self.buf).await?;
         self.buf.clear();
         Ok(())
@@ -191,7 +203,7 @@ impl<W: AsyncWrite + Unpin> HashingWriter<'_, W> {
 
     async fn finish(mut self) -> anyhow::Result<(u64, String)> {
         self.flush().await?;
-        Ok((self.rows, hex::encode(self.hash.finalize())))
+        Ok((self.rows, self.hash.take().map(|h| hex::encode(h.finalize())).unwrap_or_default()))
     }
 }
 

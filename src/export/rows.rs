@@ -39,9 +39,11 @@ pub struct PromptRow {
 }
 
 impl PromptRow {
-    pub fn to_json(&self) -> Value {
+    pub fn write(&self, out: &mut Vec<u8>) -> u64 {
         let prompt = prompt_string(&self.prompt, &self.prompt_raw);
-        json!({"schema_version": SCHEMA_VERSION, "item_id": self.id, "id": self.external_id, "prompt": prompt, "messages": self.prompt})
+        js(out, &json!({"schema_version": SCHEMA_VERSION, "item_id": self.id, "id": self.external_id, "prompt": prompt, "messages": self.prompt}));
+        out.push(b'\n');
+        1
     }
 }
 
@@ -80,63 +82,113 @@ pub fn in_test_split(prompt: &str, percent: u8) -> bool {
     (u16::from_be_bytes([h[0], h[1]]) % 100) < u16::from(percent)
 }
 
+/// Appends `value` as JSON (strings escaped).
+fn js<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(&mut *out, value).expect("JSON of plain values cannot fail");
+}
+
+/// Appends `,"key":` then the JSON fragment `raw`.
+fn field(out: &mut Vec<u8>, key: &str, raw: &[u8]) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(raw);
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut v = Vec::new();
+    js(&mut v, value);
+    v
+}
+
 impl JudgementRow {
-    /// The lines this judgement contributes to `part` of `format`.
-    pub fn lines(&self, format: Format, options: &Options, part: &str) -> Vec<Value> {
+    /// Appends the lines this judgement contributes to `part` of `format`; returns how many.
+    /// Each text is escaped once per judgement, however many pairs it appears in.
+    pub fn write(&self, format: Format, options: &Options, part: &str, out: &mut Vec<u8>) -> u64 {
         let prompt = prompt_string(&self.prompt, &self.prompt_raw);
         match format {
-            Format::Comparisons => self.comparisons(&prompt),
+            Format::Comparisons => self.comparisons(&prompt, out),
             Format::Preferences => {
                 let test = in_test_split(&prompt, options.test_percent.unwrap_or(10));
                 if test != (part == "test") {
-                    return Vec::new();
+                    return 0;
                 }
-                self.preferences(&prompt, options)
+                self.preferences(&prompt, options, out)
             }
-            Format::Sft => self.demonstration.iter().map(|d| json!({"prompt": prompt, "completion": d})).collect(),
-            Format::Prompts => Vec::new(),
+            Format::Sft => match &self.demonstration {
+                Some(d) => {
+                    out.extend_from_slice(b"{\"prompt\":");
+                    js(out, &prompt);
+                    field(out, "completion", &to_json(d));
+                    out.extend_from_slice(b"}\n");
+                    1
+                }
+                None => 0,
+            },
+            Format::Prompts => 0,
         }
     }
 
-    fn flags_of(&self, pos: usize) -> Value {
-        self.flags.get(pos.to_string()).cloned().unwrap_or_else(|| json!([]))
-    }
-
-    fn comparisons(&self, prompt: &str) -> Vec<Value> {
-        let Some(ranks) = &self.ranks else { return Vec::new() };
+    fn comparisons(&self, prompt: &str, out: &mut Vec<u8>) -> u64 {
+        let Some(ranks) = &self.ranks else { return 0 };
         let k = ranks.len();
-        let weight = 2.0 / (k * (k - 1)).max(1) as f64;
-        pairs(ranks)
-            .into_iter()
-            .map(|(w, l, tie)| {
-                json!({
-                    "schema_version": SCHEMA_VERSION,
-                    "judgement_id": self.id, "item_id": self.item_id, "external_id": self.external_id,
-                    "prompt": prompt, "messages": self.prompt,
-                    "chosen": self.texts[w], "chosen_model": self.models[w], "chosen_response_id": self.ids[w], "chosen_rank": ranks[w], "chosen_flags": self.flags_of(w),
-                    "rejected": self.texts[l], "rejected_model": self.models[l], "rejected_response_id": self.ids[l], "rejected_rank": ranks[l], "rejected_flags": self.flags_of(l),
-                    "k": k, "tie": tie, "strength": self.strength, "both_bad": self.both_bad, "weight": weight,
-                    "labeller": self.labeller, "source": self.source, "time_on_task_ms": self.time_on_task_ms,
-                    "display_order": self.display_order, "rating": self.rating, "comment": self.comment,
-                    "created_at": self.created_at,
-                })
-            })
-            .collect()
+        let texts: Vec<Vec<u8>> = self.texts.iter().map(|t| to_json(t)).collect();
+        let models: Vec<Vec<u8>> = self.models.iter().map(|m| to_json(m)).collect();
+        let flags: Vec<Vec<u8>> = (0..k).map(|p| to_json(&self.flags.get(p.to_string()).cloned().unwrap_or_else(|| json!([])))).collect();
+        let mut head = Vec::with_capacity(prompt.len() * 2 + 256);
+        head.extend_from_slice(format!("{{\"schema_version\":{SCHEMA_VERSION},\"judgement_id\":\"{}\",\"item_id\":\"{}\"", self.id, self.item_id).as_bytes());
+        field(&mut head, "external_id", &to_json(&self.external_id));
+        field(&mut head, "prompt", &to_json(prompt));
+        field(&mut head, "messages", &to_json(&self.prompt));
+        let mut tail = Vec::with_capacity(256);
+        field(&mut tail, "k", k.to_string().as_bytes());
+        field(&mut tail, "strength", &to_json(&self.strength));
+        field(&mut tail, "both_bad", &to_json(&self.both_bad));
+        field(&mut tail, "weight", &to_json(&(2.0 / (k * (k - 1)).max(1) as f64)));
+        field(&mut tail, "labeller", &to_json(&self.labeller));
+        field(&mut tail, "source", &to_json(&self.source));
+        field(&mut tail, "time_on_task_ms", &to_json(&self.time_on_task_ms));
+        field(&mut tail, "display_order", &to_json(&self.display_order));
+        field(&mut tail, "rating", &to_json(&self.rating));
+        field(&mut tail, "comment", &to_json(&self.comment));
+        field(&mut tail, "created_at", &to_json(&self.created_at));
+        tail.extend_from_slice(b"}\n");
+        let pairs = pairs(ranks);
+        for &(w, l, tie) in &pairs {
+            out.extend_from_slice(&head);
+            for (side, p) in [("chosen", w), ("rejected", l)] {
+                field(out, side, &texts[p]);
+                field(out, &format!("{side}_model"), &models[p]);
+                field(out, &format!("{side}_response_id"), format!("\"{}\"", self.ids[p]).as_bytes());
+                field(out, &format!("{side}_rank"), ranks[p].to_string().as_bytes());
+                field(out, &format!("{side}_flags"), &flags[p]);
+            }
+            field(out, "tie", if tie { b"true" } else { b"false" });
+            out.extend_from_slice(&tail);
+        }
+        pairs.len() as u64
     }
 
-    fn preferences(&self, prompt: &str, options: &Options) -> Vec<Value> {
-        let Some(ranks) = &self.ranks else { return Vec::new() };
-        pairs(ranks)
-            .into_iter()
-            .filter(|(_, _, tie)| !tie || options.include_ties)
-            .map(|(w, l, _)| {
-                let mut row = json!({"prompt": prompt, "chosen": self.texts[w], "rejected": self.texts[l]});
-                if options.margin {
-                    let m = self.strength.map(f64::from).unwrap_or(f64::from(ranks[l] - ranks[w]));
-                    row["margin"] = json!(m);
-                }
-                row
-            })
-            .collect()
+    fn preferences(&self, prompt: &str, options: &Options, out: &mut Vec<u8>) -> u64 {
+        let Some(ranks) = &self.ranks else { return 0 };
+        let prompt = to_json(prompt);
+        let texts: Vec<Vec<u8>> = self.texts.iter().map(|t| to_json(t)).collect();
+        let mut n = 0;
+        for (w, l, tie) in pairs(ranks) {
+            if tie && !options.include_ties {
+                continue;
+            }
+            out.extend_from_slice(b"{\"prompt\":");
+            out.extend_from_slice(&prompt);
+            field(out, "chosen", &texts[w]);
+            field(out, "rejected", &texts[l]);
+            if options.margin {
+                let m = self.strength.map(f64::from).unwrap_or(f64::from(ranks[l] - ranks[w]));
+                field(out, "margin", &to_json(&m));
+            }
+            out.extend_from_slice(b"}\n");
+            n += 1;
+        }
+        n
     }
 }
