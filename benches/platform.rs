@@ -93,9 +93,15 @@ async fn run() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("rewardlab-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cluster = Cluster::new(&dir.join("data"))?;
-    cluster.ensure_running()?;
+    let stats = std::env::var_os("BENCH_STATS").is_some();
+    cluster.ensure_running_with(if stats { "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" } else { "" })?;
     cluster.stop_when_process_exits(std::process::id(), std::env::var_os("BENCH_KEEP").is_none())?;
     rewardlab::settings::ensure_database(&cluster, "rewardlab").await?;
+    if stats {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect_with(&cluster.connect_options("rewardlab")).await?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut c).await?;
+    }
     if let Ok(ms) = std::env::var("BENCH_LOG_MS") {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect_with(&cluster.connect_options("rewardlab")).await?;
@@ -243,6 +249,19 @@ async fn run() -> anyhow::Result<()> {
     println!("labelling phase CPU seconds: server {:.1}, postgres {:.1}, load generator {:.1} (of {:.1} available)", cpu.0, cpu.2, cpu.1, 2.0 * label_s);
     println!("import report: {report}");
     drop(server);
+    if stats {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect_with(&cluster.connect_options("rewardlab")).await?;
+        let top: Vec<(f64, i64, f64, String)> = sqlx::query_as(
+            "SELECT total_exec_time, calls, mean_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15",
+        )
+        .fetch_all(&mut c)
+        .await?;
+        println!("PostgreSQL statements by total time (ms, calls, mean ms):");
+        for (total, calls, mean, q) in top {
+            println!("{total:>10.0} {calls:>8} {mean:>8.3}  {q}");
+        }
+    }
     Ok(())
 }
 

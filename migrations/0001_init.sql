@@ -73,7 +73,7 @@ CREATE TABLE items (
     prompt_raw  text,
     metadata    jsonb,
     n_responses integer NOT NULL,
-    done_count  integer NOT NULL DEFAULT 0,
+    done_count  integer NOT NULL DEFAULT 0,  -- set when the item completes (tasks hold the live count)
     is_open     boolean NOT NULL DEFAULT true,
     txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
     created_at  timestamptz NOT NULL DEFAULT now(),

@@ -47,6 +47,11 @@ impl Cluster {
     /// Initialises the cluster if needed and starts it unless it is already running; true when
     /// this call started it.
     pub fn ensure_running(&self) -> Result<bool> {
+        self.ensure_running_with("")
+    }
+
+    /// As `ensure_running`, with extra server options (`-c name=value …`) for this start.
+    pub fn ensure_running_with(&self, extra: &str) -> Result<bool> {
         if !self.pgdata().join("PG_VERSION").exists() {
             self.init()?;
         }
@@ -58,7 +63,7 @@ impl Cluster {
             chown_file(&log, user)?;
         }
         let opts = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -c unix_socket_permissions=0700 -c max_connections=200 -c fsync=on",
+            "-c listen_addresses='' -c unix_socket_directories='{}' -c unix_socket_permissions=0700 -c max_connections=200 -c fsync=on {extra}",
             self.socket_dir().display()
         );
         let status = self

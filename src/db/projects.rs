@@ -108,7 +108,16 @@ pub async fn update(conn: &mut PgConnection, id: ProjectId, name: &str, guidelin
         .bind(rating)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE items SET is_open = done_count < $2 WHERE project_id = $1 AND is_open <> (done_count < $2)").bind(id).bind(overlap).execute(conn).await?;
+    sqlx::query(
+        "UPDATE items i SET done_count = c.n, is_open = c.n < $2
+         FROM (SELECT it.id, (SELECT count(*) FROM tasks t WHERE t.item_id = it.id AND t.status = 'submitted')::int AS n
+               FROM items it WHERE it.project_id = $1) c
+         WHERE i.id = c.id AND (i.is_open <> (c.n < $2) OR i.done_count <> c.n)",
+    )
+    .bind(id)
+    .bind(overlap)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

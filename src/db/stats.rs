@@ -37,12 +37,15 @@ pub struct ModelStats {
 
 pub async fn dashboard(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Dashboard> {
     let (items_total, items_complete, items_in_progress, judgements): (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE NOT is_open),
-                count(*) FILTER (WHERE is_open AND (done_count > 0 OR EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.status = 'leased' AND t.expires_at > now()))),
+        "WITH c AS (SELECT i.id, count(t.id) FILTER (WHERE t.status = 'submitted') AS done,
+                           count(t.id) FILTER (WHERE t.status = 'leased' AND t.expires_at > now()) AS live
+                    FROM items i LEFT JOIN tasks t ON t.item_id = i.id WHERE i.project_id = $1 GROUP BY i.id)
+         SELECT count(*), count(*) FILTER (WHERE done >= $2), count(*) FILTER (WHERE done < $2 AND done + live > 0),
                 (SELECT count(*) FROM judgements WHERE project_id = $1 AND source = 'labeller')
-         FROM items i WHERE project_id = $1",
+         FROM c",
     )
     .bind(p.id)
+    .bind(p.overlap as i64)
     .fetch_one(&mut *conn)
     .await?;
     let labellers = labellers(conn, p).await?;

@@ -122,8 +122,10 @@ pub async fn skip(conn: &mut PgConnection, task: TaskId, user: UserId, reason: &
 pub async fn progress(conn: &mut PgConnection, project: ProjectId, user: UserId) -> sqlx::Result<(i64, i64)> {
     sqlx::query_as(
         "SELECT (SELECT count(*) FROM judgements WHERE project_id = $1 AND user_id = $2 AND created_at >= date_trunc('day', now())),
-                (SELECT count(*) FROM items i WHERE i.project_id = $1 AND i.is_open
-                   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status <> 'leased'))",
+                (SELECT count(*) FROM items i JOIN projects p ON p.id = i.project_id WHERE i.project_id = $1 AND i.is_open
+                   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status <> 'leased')
+                   AND (rl_taken(i.id) < p.overlap
+                        OR EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status = 'leased' AND t.expires_at > now()))))",
     )
     .bind(project)
     .bind(user)

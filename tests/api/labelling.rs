@@ -89,7 +89,7 @@ async fn an_expired_lease_returns_to_the_pool_and_a_late_submit_then_answers_409
     let fast = app.member("fast@example.org", "alpha", Role::Labeller).await;
     let task = slow.next_task("alpha").await.unwrap();
     assert!(fast.next_task("alpha").await.is_none(), "the only slot is leased");
-    sqlx::query("UPDATE tasks SET expires_at = now() - interval '1 second'").execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE tasks SET expires_at = now() - interval '1 minute'").execute(&app.pool).await.unwrap();
     let taken = fast.next_task("alpha").await.expect("the expired lease returned to the pool");
     assert_eq!(fast.submit_in_order(&taken, "f").await.status(), 201);
     let late = slow.submit_in_order(&task, "s").await;
