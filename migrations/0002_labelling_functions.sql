@@ -44,7 +44,8 @@ BEGIN
         SELECT i.id, i.n_responses INTO v_item, v_n FROM items i
         WHERE i.project_id = p_project AND i.is_open
           AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = p_user)
-          AND rl_taken(i.id) < p_overlap
+          AND (SELECT count(*) FROM tasks t WHERE t.item_id = i.id
+               AND (t.status = 'submitted' OR (t.status = 'leased' AND t.expires_at > now() - interval '5 seconds'))) < p_overlap
         ORDER BY i.seq LIMIT 1 FOR NO KEY UPDATE OF i SKIP LOCKED;
         IF NOT FOUND THEN
             PERFORM rl_sweep(p_project, p_overlap, 1000);

@@ -67,7 +67,7 @@ impl Settings {
         // plan) instead of at every execution saves most of PostgreSQL's CPU under load.
         let opts = opts.options([("plan_cache_mode", "force_generic_plan")]);
         let pool = PgPoolOptions::new()
-            .max_connections(40)
+            .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_with(opts)
             .await

@@ -124,7 +124,7 @@ pub async fn progress(conn: &mut PgConnection, project: ProjectId, user: UserId)
         "SELECT (SELECT count(*) FROM judgements WHERE project_id = $1 AND user_id = $2 AND created_at >= date_trunc('day', now())),
                 (SELECT count(*) FROM items i JOIN projects p ON p.id = i.project_id WHERE i.project_id = $1 AND i.is_open
                    AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status <> 'leased')
-                   AND (rl_taken(i.id) < p.overlap
+                   AND ((SELECT count(*) FROM tasks t WHERE t.item_id = i.id AND (t.status = 'submitted' OR (t.status = 'leased' AND t.expires_at > now() - interval '5 seconds'))) < p.overlap
                         OR EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status = 'leased' AND t.expires_at > now()))))",
     )
     .bind(project)
