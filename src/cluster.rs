@@ -44,6 +44,12 @@ impl Cluster {
             .database(db)
     }
 
+    /// A `DATABASE_URL` for database `db` over the private socket.
+    pub fn url(&self, db: &str) -> String {
+        let user = self.run_as.clone().unwrap_or_else(current_user);
+        format!("postgres://{user}@localhost/{db}?host={}", self.socket_dir().display())
+    }
+
     /// Initialises the cluster if needed and starts it unless it is already running; true when
     /// this call started it.
     pub fn ensure_running(&self) -> Result<bool> {

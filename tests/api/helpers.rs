@@ -42,6 +42,8 @@ async fn template() -> &'static Cluster {
 
 pub struct TestApp {
     pub addr: String,
+    /// A `DATABASE_URL` for this test's database, for the command line.
+    pub db_url: String,
     pub pool: PgPool,
     pub key: Vec<u8>,
     pub http: reqwest::Client,
@@ -60,7 +62,7 @@ pub async fn spawn_app() -> TestApp {
     let addr = format!("http://127.0.0.1:{}", app.port);
     tokio::spawn(app.server);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { addr, pool, key, http }
+    TestApp { addr, db_url: cluster.url(&db), pool, key, http }
 }
 
 pub const PASSWORD: &str = "correct horse battery";
