@@ -66,7 +66,7 @@ CREATE INDEX memberships_user ON memberships (user_id);
 -- an export snapshot can be replayed exactly with pg_visible_in_snapshot.
 CREATE TABLE items (
     id          uuid PRIMARY KEY,
-    seq         bigserial UNIQUE,
+    seq         bigserial NOT NULL,
     project_id  uuid NOT NULL REFERENCES projects ON DELETE CASCADE,
     external_id text NOT NULL,
     prompt      jsonb NOT NULL,
@@ -107,13 +107,12 @@ CREATE TABLE tasks (
     UNIQUE (item_id, user_id)
 );
 CREATE INDEX tasks_user ON tasks (user_id, project_id, status);
-CREATE INDEX tasks_item_active ON tasks (item_id) WHERE status = 'leased';
 
 -- Judgements are immutable rows; comparisons derive from `ranks` (1 = best, equal = tie),
 -- aligned with response positions.
 CREATE TABLE judgements (
     id              uuid PRIMARY KEY,
-    seq             bigserial UNIQUE,
+    seq             bigserial NOT NULL,
     project_id      uuid NOT NULL,
     item_id         uuid NOT NULL REFERENCES items ON DELETE CASCADE,
     task_id         uuid UNIQUE REFERENCES tasks,

@@ -65,17 +65,24 @@ impl AppError {
 #[error(transparent)]
 pub struct PageError(#[from] pub AppError);
 
-impl From<sqlx::Error> for PageError {
-    fn from(e: sqlx::Error) -> Self {
-        Self(e.into())
-    }
+/// `?` on database and unexpected errors inside page and API handlers.
+macro_rules! from_unexpected {
+    ($($target:ident),*) => {$(
+        impl From<sqlx::Error> for $target {
+            fn from(e: sqlx::Error) -> Self {
+                Self(e.into())
+            }
+        }
+
+        impl From<anyhow::Error> for $target {
+            fn from(e: anyhow::Error) -> Self {
+                Self(e.into())
+            }
+        }
+    )*};
 }
 
-impl From<anyhow::Error> for PageError {
-    fn from(e: anyhow::Error) -> Self {
-        Self(e.into())
-    }
-}
+from_unexpected!(PageError, ApiError);
 
 impl ResponseError for PageError {
     fn status_code(&self) -> StatusCode {
@@ -96,18 +103,6 @@ impl ResponseError for PageError {
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct ApiError(#[from] pub AppError);
-
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        Self(e.into())
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        Self(e.into())
-    }
-}
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {

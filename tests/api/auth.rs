@@ -1,6 +1,6 @@
 use rewardlab::domain::{Role, TaskKind};
 
-use crate::helpers::{cookie_value, hidden_csrf, spawn_app, PASSWORD};
+use crate::helpers::{spawn_app, PASSWORD};
 
 #[tokio::test]
 async fn a_visitor_is_sent_to_the_login_page_and_the_api_answers_401() {
@@ -37,11 +37,7 @@ async fn login_sets_a_new_host_session_and_logout_revokes_it() {
     assert_eq!(first.get("/account").await.status(), 200);
 
     // The cookie is a __Host- cookie: Secure, Path=/, no Domain, HttpOnly.
-    let page = app.http.get(format!("{}/login", app.addr)).send().await.unwrap();
-    let pre = cookie_value(&page, "__Host-rl_login").unwrap();
-    let csrf = hidden_csrf(&page.text().await.unwrap());
-    let res = app.http.post(format!("{}/login", app.addr)).header("Cookie", format!("__Host-rl_login={pre}"))
-        .form(&[("csrf", csrf.as_str()), ("email", "ann@example.org"), ("password", PASSWORD)]).send().await.unwrap();
+    let res = app.attempt_login("ann@example.org", PASSWORD).await;
     let set = res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).find(|c| c.starts_with("__Host-rl_session=")).unwrap();
     for attr in ["Secure", "HttpOnly", "Path=/"] {
         assert!(set.contains(attr), "{set}");
@@ -83,21 +79,14 @@ async fn repeated_wrong_passwords_are_throttled() {
     app.user("ann@example.org", false).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let page = app.http.get(format!("{}/login", app.addr)).send().await.unwrap();
-        let pre = cookie_value(&page, "__Host-rl_login").unwrap();
-        let csrf = hidden_csrf(&page.text().await.unwrap());
-        let res = app.http.post(format!("{}/login", app.addr)).header("Cookie", format!("__Host-rl_login={pre}"))
-            .form(&[("csrf", csrf.as_str()), ("email", "ann@example.org"), ("password", "wrong password!")]).send().await.unwrap();
-        statuses.push(res.status().as_u16());
+        statuses.push(app.attempt_login("ann@example.org", "wrong password!").await.status().as_u16());
     }
     assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429]);
     // Even the right password is refused while throttled.
-    let page = app.http.get(format!("{}/login", app.addr)).send().await.unwrap();
-    let pre = cookie_value(&page, "__Host-rl_login").unwrap();
-    let csrf = hidden_csrf(&page.text().await.unwrap());
-    let res = app.http.post(format!("{}/login", app.addr)).header("Cookie", format!("__Host-rl_login={pre}"))
-        .form(&[("csrf", csrf.as_str()), ("email", "ann@example.org"), ("password", PASSWORD)]).send().await.unwrap();
-    assert_eq!(res.status(), 429);
+    assert_eq!(app.attempt_login("ann@example.org", PASSWORD).await.status(), 429);
+    // Another account from the same address is not locked out.
+    app.user("bob@example.org", false).await;
+    assert_eq!(app.attempt_login("bob@example.org", PASSWORD).await.status(), 303);
 }
 
 #[tokio::test]

@@ -110,19 +110,23 @@ impl TestApp {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
 
-    /// Signs in through the login form like a browser; returns the session.
-    pub async fn login(&self, email: &str, password: &str) -> Session {
+    /// Fills in and posts the login form like a browser.
+    pub async fn attempt_login(&self, email: &str, password: &str) -> reqwest::Response {
         let page = self.http.get(format!("{}/login", self.addr)).send().await.unwrap();
         let pre = cookie_value(&page, "__Host-rl_login").expect("login cookie");
         let csrf = hidden_csrf(&page.text().await.unwrap());
-        let res = self
-            .http
+        self.http
             .post(format!("{}/login", self.addr))
             .header("Cookie", format!("__Host-rl_login={pre}"))
             .form(&[("csrf", csrf.as_str()), ("email", email), ("password", password)])
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Signs in through the login form like a browser; returns the session.
+    pub async fn login(&self, email: &str, password: &str) -> Session {
+        let res = self.attempt_login(email, password).await;
         assert_eq!(res.status(), 303, "login of {email} failed");
         let cookie = cookie_value(&res, "__Host-rl_session").expect("session cookie");
         let mut s = Session { addr: self.addr.clone(), cookie, csrf: String::new(), http: self.http.clone() };
