@@ -1,0 +1,223 @@
+//! GPT-2 as in Hugging Face `transformers` (`GPT2Model`, `GPT2ForSequenceClassification`),
+//! written with differentiable candle ops only, so every parameter receives its gradient.
+//! Parameter names equal Hugging Face's: `transformer.wte`, `transformer.wpe`,
+//! `transformer.h.N.{ln_1,attn.c_attn,attn.c_proj,ln_2,mlp.c_fc,mlp.c_proj}`, `transformer.ln_f`,
+//! and `score` for the reward head. Hugging Face's `Conv1D` stores weights as `[in, out]`.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Embedding, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// The fields of Hugging Face's GPT-2 `config.json` that shape the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+impl Config {
+    /// A small model for tests and for training from scratch on a CPU.
+    pub fn tiny(vocab_size: usize) -> Self {
+        Self { vocab_size, n_positions: 64, n_embd: 32, n_layer: 2, n_head: 4, layer_norm_epsilon: 1e-5 }
+    }
+}
+
+/// Hugging Face's `Conv1D`: `y = x · W + b` with `W` of shape `[in, out]`.
+#[derive(Debug, Clone)]
+struct Conv1D {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv1D {
+    fn new(n_in: usize, n_out: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints((n_in, n_out), "weight", candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 })?;
+        let bias = vb.get_with_hints(n_out, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Self { weight, bias })
+    }
+}
+
+impl Module for Conv1D {
+    /// `[.., in]` → `[.., out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.broadcast_matmul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+/// Layer norm from plain tensor ops (candle's fused kernel has no backward pass).
+#[derive(Debug, Clone)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps })
+    }
+}
+
+impl Module for LayerNorm {
+    /// Normalises the last dimension: `[.., d]` → `[.., d]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    c_attn: Conv1D,
+    c_proj: Conv1D,
+    n_head: usize,
+}
+
+impl Attention {
+    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            c_attn: Conv1D::new(cfg.n_embd, 3 * cfg.n_embd, vb.pp("c_attn"))?,
+            c_proj: Conv1D::new(cfg.n_embd, cfg.n_embd, vb.pp("c_proj"))?,
+            n_head: cfg.n_head,
+        })
+    }
+
+    /// Causal self-attention; `bias` is `[b, 1, t, t]`, 0 where attention is allowed and a large
+    /// negative number elsewhere (future positions and padding).
+    fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let hd = d / self.n_head;
+        let qkv = self.c_attn.forward(x)?;
+        let split = |i: usize| qkv.narrow(D::Minus1, i * d, d)?.reshape((b, t, self.n_head, hd))?.transpose(1, 2)?.contiguous();
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        self.c_proj.forward(&out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    ln_1: LayerNorm,
+    attn: Attention,
+    ln_2: LayerNorm,
+    c_fc: Conv1D,
+    c_proj: Conv1D,
+}
+
+impl Block {
+    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            ln_1: LayerNorm::new(cfg.n_embd, cfg.layer_norm_epsilon, vb.pp("ln_1"))?,
+            attn: Attention::new(cfg, vb.pp("attn"))?,
+            ln_2: LayerNorm::new(cfg.n_embd, cfg.layer_norm_epsilon, vb.pp("ln_2"))?,
+            c_fc: Conv1D::new(cfg.n_embd, 4 * cfg.n_embd, vb.pp("mlp").pp("c_fc"))?,
+            c_proj: Conv1D::new(4 * cfg.n_embd, cfg.n_embd, vb.pp("mlp").pp("c_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, bias)?)?;
+        let h = self.c_fc.forward(&self.ln_2.forward(&x)?)?.gelu()?;
+        x + self.c_proj.forward(&h)?
+    }
+}
+
+/// The GPT-2 trunk (`transformer.*`).
+#[derive(Debug, Clone)]
+pub struct Gpt2Model {
+    wte: Embedding,
+    wpe: Embedding,
+    h: Vec<Block>,
+    ln_f: LayerNorm,
+    cfg: Config,
+}
+
+impl Gpt2Model {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let init = candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+        let wte = Embedding::new(vb.pp("wte").get_with_hints((cfg.vocab_size, cfg.n_embd), "weight", init)?, cfg.n_embd);
+        let wpe = Embedding::new(vb.pp("wpe").get_with_hints((cfg.n_positions, cfg.n_embd), "weight", init)?, cfg.n_embd);
+        let h = (0..cfg.n_layer).map(|i| Block::new(cfg, vb.pp("h").pp(i))).collect::<Result<_>>()?;
+        let ln_f = LayerNorm::new(cfg.n_embd, cfg.layer_norm_epsilon, vb.pp("ln_f"))?;
+        Ok(Self { wte, wpe, h, ln_f, cfg: cfg.clone() })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// `ids` `[b, t]` (u32) and `mask` `[b, t]` (1 real, 0 padding, right-padded) →
+    /// hidden states `[b, t, n_embd]`.
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (_b, t) = ids.dims2()?;
+        if t > self.cfg.n_positions {
+            candle_core::bail!("sequence of {t} tokens is longer than n_positions {}", self.cfg.n_positions)
+        }
+        let positions = Tensor::arange(0u32, t as u32, ids.device())?;
+        let mut x = self.wte.forward(ids)?.broadcast_add(&self.wpe.forward(&positions)?)?;
+        let bias = attention_bias(mask, x.dtype())?;
+        for block in &self.h {
+            x = block.forward(&x, &bias)?;
+        }
+        self.ln_f.forward(&x)
+    }
+}
+
+/// `[b, t]` mask → `[b, 1, t, t]` additive bias: causal, and no attention to padding keys.
+fn attention_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (b, t) = mask.dims2()?;
+    let device = mask.device();
+    let causal: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i { 1.0 } else { 0.0 })).collect();
+    let causal = Tensor::from_vec(causal, (1, 1, t, t), device)?;
+    let keys = mask.to_dtype(DType::F32)?.reshape((b, 1, 1, t))?;
+    let allowed = causal.broadcast_mul(&keys)?;
+    ((allowed - 1.0)? * 1e9)?.to_dtype(dtype)
+}
+
+/// A reward model (`GPT2ForSequenceClassification` with one label): the trunk and a bias-free
+/// linear `score` head read at the last real token of each sequence.
+#[derive(Debug, Clone)]
+pub struct RewardModel {
+    transformer: Gpt2Model,
+    score: Tensor,
+}
+
+impl RewardModel {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let transformer = Gpt2Model::new(cfg, vb.pp("transformer"))?;
+        let stdev = 1.0 / ((cfg.n_embd + 1) as f64).sqrt();
+        let score = vb.pp("score").get_with_hints((1, cfg.n_embd), "weight", candle_nn::Init::Randn { mean: 0.0, stdev })?;
+        Ok(Self { transformer, score })
+    }
+
+    /// `ids`, `mask` `[b, t]` (right-padded) → rewards `[b]`, read at each row's last real token.
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let hidden = self.transformer.forward(ids, mask)?;
+        let (b, _t, d) = hidden.dims3()?;
+        let last = (mask.to_dtype(DType::F32)?.sum(1)? - 1.0)?.clamp(0.0, f64::MAX)?.to_dtype(DType::U32)?;
+        let index = last.reshape((b, 1, 1))?.broadcast_as((b, 1, d))?.contiguous()?;
+        let at_last = hidden.gather(&index, 1)?.squeeze(1)?;
+        at_last.matmul(&self.score.t()?)?.squeeze(1)
+    }
+}
+
+/// The device to train on: CUDA when built with it and present, else the CPU.
+pub fn default_device() -> Device {
+    Device::cuda_if_available(0).unwrap_or(Device::Cpu)
+}
