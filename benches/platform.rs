@@ -175,21 +175,21 @@ async fn run() -> anyhow::Result<()> {
         let (http, base) = (http.clone(), base.clone());
         handles.push(tokio::spawn(async move {
             let (mut lease_ms, mut submit_ms, mut n) = (Vec::new(), Vec::new(), 0u64);
-            while Instant::now() < stop_at {
-                let t = Instant::now();
-                let res = http.post(format!("{base}/api/v1/projects/bench/tasks/next")).bearer_auth(&token).send().await.unwrap();
-                lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
-                if res.status() == 204 {
-                    break;
-                }
-                let task: Value = res.json().await.unwrap();
+            // The first task is leased on its own; each submission then brings the next one
+            // back (`?next=1`), as the labelling page does.
+            let t = Instant::now();
+            let res = http.post(format!("{base}/api/v1/projects/bench/tasks/next")).bearer_auth(&token).send().await.unwrap();
+            lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let mut task: Value = if res.status() == 204 { Value::Null } else { res.json().await.unwrap() };
+            while Instant::now() < stop_at && !task.is_null() {
                 let mut ranking: Vec<Vec<Value>> = task["responses"].as_array().unwrap().iter().map(|r| vec![r["id"].clone()]).collect();
                 ranking.rotate_left((n % 4) as usize);
-                let url = format!("{base}/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap());
+                let url = format!("{base}/api/v1/tasks/{}/judgement?next=1", task["task_id"].as_str().unwrap());
                 let t = Instant::now();
                 let res = http.post(url).bearer_auth(&token).json(&json!({"idempotency_key": format!("k{n}"), "ranking": ranking})).send().await.unwrap();
                 submit_ms.push(t.elapsed().as_secs_f64() * 1e3);
                 assert_eq!(res.status(), 201);
+                task = res.json::<Value>().await.unwrap()["next"].take();
                 n += 1;
             }
             (lease_ms, submit_ms, n)
@@ -208,9 +208,6 @@ async fn run() -> anyhow::Result<()> {
     let cpu = (cpu_seconds(&pid.to_string()) - cpu_before.0, cpu_seconds("self") - cpu_before.1, postgres_cpu() - cpu_before.2);
     lease_ms.sort_by(f64::total_cmp);
     submit_ms.sort_by(f64::total_cmp);
-    let mut cycle_ms: Vec<f64> = Vec::new();
-    cycle_ms.extend(lease_ms.iter().zip(&submit_ms).map(|(a, b)| a + b));
-    cycle_ms.sort_by(f64::total_cmp);
 
     // 3. Export.
     let t = Instant::now();
@@ -238,10 +235,9 @@ async fn run() -> anyhow::Result<()> {
     println!("{:<44} {:>14} {:>22} {:>7}", "figure", "measured", "target", "");
     println!("{:<44} {:>14.0} {:>22} {:>7}", format!("import items/s ({n_items} x 4, {mb:.1} MB, {:.2} s)", import_s), import_rate, ">= 5000", verdict(import_rate >= 5000.0));
     println!("{:<44} {:>14.0} {:>22} {:>7}", format!("judgements/s ({n_labellers} labellers, {judged} in {label_s:.1} s)"), judge_rate, ">= 1000", verdict(judge_rate >= 1000.0));
-    println!("{:<44} {:>14.1} {:>22} {:>7}", "submit latency p50 (ms)", percentile(&submit_ms, 0.5), "", "");
-    println!("{:<44} {:>14.1} {:>22} {:>7}", "submit latency p99 (ms)", p99, "< 100", verdict(p99 < 100.0));
-    println!("{:<44} {:>14.1} {:>22} {:>7}", "lease latency p50 / p99 (ms)", percentile(&lease_ms, 0.5), format!("{:.1}", percentile(&lease_ms, 0.99)), "");
-    println!("{:<44} {:>14.1} {:>22} {:>7}", "lease+submit p99 (ms)", percentile(&cycle_ms, 0.99), "", "");
+    println!("{:<44} {:>14.1} {:>22} {:>7}", "submit+next latency p50 (ms)", percentile(&submit_ms, 0.5), "", "");
+    println!("{:<44} {:>14.1} {:>22} {:>7}", "submit+next latency p99 (ms)", p99, "< 100", verdict(p99 < 100.0));
+    println!("{:<44} {:>14.1} {:>22} {:>7}", "first lease latency p50 / p99 (ms)", percentile(&lease_ms, 0.5), format!("{:.1}", percentile(&lease_ms, 0.99)), "");
     println!("{:<44} {:>14.0} {:>22} {:>7}", format!("export rows/s, download ({rows} rows, {:.0} MB)", bytes as f64 / 1e6), export_rate, ">= 100000", verdict(export_rate >= 100_000.0));
     println!("{:<44} {:>14.0} {:>22} {:>7}", format!("export rows/s, snapshot + sha256 ({snapshot_s:.2} s)"), rows as f64 / snapshot_s, "", "");
     println!("{:<44} {:>14.1} {:>22} {:>7}", "server peak RSS (MB), whole run", peak_mb, "< 200", verdict(peak_mb < 200.0));

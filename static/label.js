@@ -48,24 +48,29 @@
     status("Loading the next task…");
     const res = await api("POST", "/api/v1/projects/" + config.slug + "/tasks/next");
     if (res.status === 204) {
-      task = null;
+      show(null);
+    } else if (res.ok) {
+      show(await res.json());
+    } else {
+      status(await errorText(res), true);
+    }
+  }
+
+  // Shows a leased task, or the end of the queue for `null`.
+  function show(next) {
+    task = next;
+    loadProgress();
+    if (!task) {
       $("task").hidden = true;
       status("Nothing left for you in this project. Thank you!");
-      loadProgress();
       return;
     }
-    if (!res.ok) {
-      status(await errorText(res), true);
-      return;
-    }
-    task = await res.json();
     ranking = [];
     tieNext = false;
     key = crypto.randomUUID();
     started = Date.now();
     render();
     status("");
-    loadProgress();
   }
 
   function renderPrompt() {
@@ -234,10 +239,9 @@
     busy = true;
     status("Submitting…");
     try {
-      const res = await api("POST", "/api/v1/tasks/" + task.task_id + "/judgement", collect());
+      const res = await api("POST", "/api/v1/tasks/" + task.task_id + "/judgement?next=1", collect());
       if (res.status === 201 || res.status === 200) {
-        status("Stored.");
-        await next();
+        show((await res.json()).next);
       } else {
         // 400 and 409 keep everything the labeller did on screen.
         status(await errorText(res), true);

@@ -26,7 +26,15 @@ pub async fn progress(state: web::Data<AppState>, auth: Auth, slug: web::Path<St
     Ok(HttpResponse::Ok().json(serde_json::json!({"done_today": done_today, "left": left})))
 }
 
-pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, body: web::Json<SubmissionInput>) -> Result<HttpResponse, ApiError> {
+#[derive(Deserialize)]
+pub struct SubmitQuery {
+    /// With `next=1` the answer also carries the caller's next task (`null` when none is
+    /// left), saving the labelling page a round trip per task.
+    #[serde(default)]
+    next: Option<u8>,
+}
+
+pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, q: web::Query<SubmitQuery>, body: web::Json<SubmissionInput>) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let user = auth.user.id;
     let mut conn = state.pool.acquire().await?;
@@ -34,15 +42,21 @@ pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<Stri
     let checked = Rules { kind: rules.kind, allow_ties: rules.allow_ties, rating_enabled: rules.rating_enabled, flags: &rules.flags };
     let submission = Submission::parse(body.into_inner(), &rules.response_ids, &checked).map_err(AppError::Invalid)?;
     let conflict = |m: &str| Err(ApiError(AppError::Conflict(m.into())));
-    match dbt::submit(&mut conn, task_id, user, &submission).await? {
-        Outcome::Stored(j) => Ok(HttpResponse::Created().json(stored(j, task_id))),
-        Outcome::Repeat(j) => Ok(HttpResponse::Ok().json(stored(j, task_id))),
-        Outcome::KeyReused => conflict("this idempotency_key was already used for another task"),
-        Outcome::AlreadySubmitted => conflict("this task was already submitted"),
-        Outcome::Skipped => conflict("this task was skipped"),
-        Outcome::Expired => conflict("your lease on this task expired and other labellers have since taken it; your work is not stored"),
-        Outcome::NotFound => Err(AppError::NotFound.into()),
+    let (status, judgement) = match dbt::submit(&mut conn, task_id, user, &submission).await? {
+        Outcome::Stored(j) => (actix_web::http::StatusCode::CREATED, j),
+        Outcome::Repeat(j) => (actix_web::http::StatusCode::OK, j),
+        Outcome::KeyReused => return conflict("this idempotency_key was already used for another task"),
+        Outcome::AlreadySubmitted => return conflict("this task was already submitted"),
+        Outcome::Skipped => return conflict("this task was skipped"),
+        Outcome::Expired => return conflict("your lease on this task expired and other labellers have since taken it; your work is not stored"),
+        Outcome::NotFound => return Err(AppError::NotFound.into()),
+    };
+    let mut body = stored(judgement, task_id);
+    if q.next == Some(1) {
+        let next = dbt::lease_next(&mut conn, &rules.slug, user).await?.flatten();
+        body["next"] = serde_json::to_value(next).map_err(anyhow::Error::from)?;
     }
+    Ok(HttpResponse::build(status).json(body))
 }
 
 fn stored(judgement: crate::domain::JudgementId, task: TaskId) -> serde_json::Value {

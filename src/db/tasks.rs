@@ -44,6 +44,7 @@ pub async fn lease_next(conn: &mut PgConnection, slug: &str, user: UserId) -> sq
 /// position order. Only for the caller's own task in a project they still belong to.
 #[derive(Debug, sqlx::FromRow)]
 pub struct TaskRules {
+    pub slug: String,
     pub kind: crate::domain::TaskKind,
     pub allow_ties: bool,
     pub rating_enabled: bool,
@@ -53,7 +54,7 @@ pub struct TaskRules {
 
 pub async fn rules(conn: &mut PgConnection, task: TaskId, user: UserId) -> sqlx::Result<Option<TaskRules>> {
     sqlx::query_as(
-        "SELECT p.kind, p.allow_ties, p.rating_enabled, p.flags,
+        "SELECT p.slug, p.kind, p.allow_ties, p.rating_enabled, p.flags,
                 COALESCE((SELECT array_agg(r.id ORDER BY r.position) FROM responses r WHERE r.item_id = t.item_id), '{}') AS response_ids
          FROM tasks t JOIN projects p ON p.id = t.project_id JOIN users u ON u.id = t.user_id
          LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = u.id

@@ -185,3 +185,23 @@ async fn pairwise_and_demonstration_judgements_store_their_kind_specific_fields(
     let row: Value = serde_json::from_str(body.trim()).unwrap();
     assert_eq!(row, json!({"prompt": "Write a haiku", "completion": "old pond / frog"}));
 }
+
+#[tokio::test]
+async fn a_submission_can_carry_the_next_task_back() {
+    let app = spawn_app().await;
+    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 2, 2).await;
+    let first = lead.next_task("alpha").await.unwrap();
+    let ids: Vec<Value> = first["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    let url = format!("/api/v1/tasks/{}/judgement?next=1", first["task_id"].as_str().unwrap());
+    let res = lead.post(&url, &json!({"idempotency_key": "a", "ranking": [[ids[0]], [ids[1]]]})).await;
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    let second = &body["next"];
+    assert_ne!(second["task_id"], first["task_id"]);
+    assert_eq!(second["responses"].as_array().unwrap().len(), 2);
+    let ids: Vec<Value> = second["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    let url = format!("/api/v1/tasks/{}/judgement?next=1", second["task_id"].as_str().unwrap());
+    let body: Value = lead.post(&url, &json!({"idempotency_key": "b", "ranking": [[ids[1]], [ids[0]]]})).await.json().await.unwrap();
+    assert!(body["next"].is_null(), "nothing is left: {body}");
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, 2);
+}
