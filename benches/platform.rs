@@ -58,6 +58,13 @@ fn postgres_cpu() -> f64 {
     }).sum()
 }
 
+/// CPU seconds the hypervisor took from this machine so far (the `steal` column of /proc/stat).
+fn steal_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or_default();
+    cpu.split_whitespace().nth(8).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -197,6 +204,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let t = Instant::now();
     let cpu_before = (cpu_seconds(&pid.to_string()), cpu_seconds("self"), postgres_cpu());
+    let steal_before = steal_seconds();
     let (mut lease_ms, mut submit_ms, mut judged) = (Vec::new(), Vec::new(), 0);
     for h in handles {
         let (l, s, n) = h.await?;
@@ -206,6 +214,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let label_s = t.elapsed().as_secs_f64();
     let cpu = (cpu_seconds(&pid.to_string()) - cpu_before.0, cpu_seconds("self") - cpu_before.1, postgres_cpu() - cpu_before.2);
+    let stolen = steal_seconds() - steal_before;
     lease_ms.sort_by(f64::total_cmp);
     submit_ms.sort_by(f64::total_cmp);
 
@@ -242,7 +251,10 @@ async fn run() -> anyhow::Result<()> {
     println!("{:<44} {:>14.0} {:>22} {:>7}", format!("export rows/s, snapshot + sha256 ({snapshot_s:.2} s)"), rows as f64 / snapshot_s, "", "");
     println!("{:<44} {:>14.1} {:>22} {:>7}", "server peak RSS (MB), whole run", peak_mb, "< 200", verdict(peak_mb < 200.0));
     println!("{:<44} {:>14.1} {:>22} {:>7}", "server RSS after import (MB)", rss_after_import as f64 / 1024.0, "", "");
-    println!("labelling phase CPU seconds: server {:.1}, postgres {:.1}, load generator {:.1} (of {:.1} available)", cpu.0, cpu.2, cpu.1, 2.0 * label_s);
+    println!(
+        "labelling phase CPU seconds: server {:.1}, postgres {:.1}, load generator {:.1}, taken by the hypervisor (steal) {:.1}, of {:.1}",
+        cpu.0, cpu.2, cpu.1, stolen, 2.0 * label_s
+    );
     println!("import report: {report}");
     drop(server);
     if stats {

@@ -13,11 +13,14 @@ $$;
 -- index small (rl_taken is the truth), so this may lag: a submission closes its own item when it
 -- sees it complete, and leases sweep now and then for the ones a race left open.
 CREATE FUNCTION rl_sweep(p_project uuid, p_overlap int, p_limit int) RETURNS void LANGUAGE sql AS $$
+    -- Only complete items are updated (and so locked); a complete item is never a lease
+    -- candidate, so this waits for no lease.
     UPDATE items i SET is_open = false, done_count = c.n
-    FROM (SELECT it.id, (SELECT count(*) FROM tasks t WHERE t.item_id = it.id AND t.status = 'submitted')::int AS n
-          FROM items it WHERE it.project_id = p_project AND it.is_open ORDER BY it.seq LIMIT p_limit
-          FOR NO KEY UPDATE SKIP LOCKED) c
-    WHERE i.id = c.id AND c.n >= p_overlap
+    FROM (SELECT head.id, head.n FROM (
+              SELECT it.id, (SELECT count(*) FROM tasks t WHERE t.item_id = it.id AND t.status = 'submitted')::int AS n
+              FROM items it WHERE it.project_id = p_project AND it.is_open ORDER BY it.seq LIMIT p_limit) head
+          WHERE head.n >= p_overlap) c
+    WHERE i.id = c.id AND i.is_open
 $$;
 
 -- The caller's live lease in the project, else a new one: the first open item (in import
@@ -59,7 +62,7 @@ BEGIN
           AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = v_item AND t.user_id = p_user)
         RETURNING id INTO v_task;
         IF v_task IS NOT NULL THEN
-            IF random() < 0.05 THEN
+            IF random() < 0.02 THEN
                 PERFORM rl_sweep(p_project, p_overlap, 64);
             END IF;
             RETURN v_task;
