@@ -183,21 +183,31 @@ async fn run() -> anyhow::Result<()> {
         handles.push(tokio::spawn(async move {
             let (mut lease_ms, mut submit_ms, mut n) = (Vec::new(), Vec::new(), 0u64);
             // The first task is leased on its own; each submission then brings the next one
-            // back (`?next=1`), as the labelling page does.
-            let t = Instant::now();
-            let res = http.post(format!("{base}/api/v1/projects/bench/tasks/next")).bearer_auth(&token).send().await.unwrap();
-            lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
-            let mut task: Value = if res.status() == 204 { Value::Null } else { res.json().await.unwrap() };
-            while Instant::now() < stop_at && !task.is_null() {
-                let mut ranking: Vec<Vec<Value>> = task["responses"].as_array().unwrap().iter().map(|r| vec![r["id"].clone()]).collect();
-                ranking.rotate_left((n % 4) as usize);
-                let url = format!("{base}/api/v1/tasks/{}/judgement?next=1", task["task_id"].as_str().unwrap());
+            // back (`?next=1`), as the labelling page does. Any failure ends this labeller and
+            // is reported.
+            let run = async {
                 let t = Instant::now();
-                let res = http.post(url).bearer_auth(&token).json(&json!({"idempotency_key": format!("k{n}"), "ranking": ranking})).send().await.unwrap();
-                submit_ms.push(t.elapsed().as_secs_f64() * 1e3);
-                assert_eq!(res.status(), 201);
-                task = res.json::<Value>().await.unwrap()["next"].take();
-                n += 1;
+                let res = http.post(format!("{base}/api/v1/projects/bench/tasks/next")).bearer_auth(&token).send().await?;
+                lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                let mut task: Value = if res.status() == 204 { Value::Null } else { res.error_for_status()?.json().await? };
+                while Instant::now() < stop_at && !task.is_null() {
+                    let mut ranking: Vec<Vec<Value>> = task["responses"].as_array().map(|a| a.iter().map(|r| vec![r["id"].clone()]).collect()).unwrap_or_default();
+                    ranking.rotate_left((n % 4) as usize);
+                    let url = format!("{base}/api/v1/tasks/{}/judgement?next=1", task["task_id"].as_str().unwrap_or_default());
+                    let t = Instant::now();
+                    let res = http.post(url).bearer_auth(&token).json(&json!({"idempotency_key": format!("k{n}"), "ranking": ranking})).send().await?;
+                    submit_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                    if res.status() != 201 {
+                        anyhow::bail!("submit answered {}: {}", res.status(), res.text().await?);
+                    }
+                    task = res.json::<Value>().await?["next"].take();
+                    n += 1;
+                }
+                Ok(())
+            };
+            let outcome: anyhow::Result<()> = run.await;
+            if let Err(e) = outcome {
+                eprintln!("a labeller stopped: {e:#}");
             }
             (lease_ms, submit_ms, n)
         }));
