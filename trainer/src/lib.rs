@@ -2,5 +2,6 @@
 //! differentiable candle ops (candle's fused softmax / layer-norm kernels drop gradients), with
 //! Hugging Face parameter names, and the losses of reward modelling.
 
+pub mod checkpoint;
 pub mod gpt2;
 pub mod loss;
