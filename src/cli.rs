@@ -210,7 +210,7 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command) -> 
             if !dbp::add_member_by_email(&mut conn, p.id, &email, role).await? {
                 bail!("no account has the email {}; create it with `rewardlab user add`", email.as_str());
             }
-            println!("{} is now a {} of {}", email.as_str(), crate::routes::pages::role_str(role), p.slug);
+            println!("{} is now a {} of {}", email.as_str(), role.as_str(), p.slug);
         }
         Command::Import { project, file } => {
             let p = dbp::by_slug_for_cli(&mut conn, &project).await?.with_context(|| format!("no project has the slug {project:?}"))?;

@@ -1,6 +1,7 @@
-//! Leasing tasks and storing judgements. An item is handed to at most `overlap` distinct
-//! labellers: the candidate row is locked with `FOR UPDATE SKIP LOCKED` and the condition is
-//! re-checked under the lock with a fresh snapshot, so concurrent requests never over-lease.
+//! Leasing tasks and storing judgements, through the server-side functions of migration 0002
+//! (`rl_next`, `rl_lease`, `rl_submit`): an item is handed to at most `overlap` distinct
+//! labellers, its candidate row locked `FOR NO KEY UPDATE SKIP LOCKED` and its need re-checked
+//! under the lock with a fresh snapshot, so concurrent requests never over-lease.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -125,7 +126,7 @@ pub async fn progress(conn: &mut PgConnection, project: ProjectId, user: UserId)
         "SELECT (SELECT count(*) FROM judgements WHERE project_id = $1 AND user_id = $2 AND created_at >= date_trunc('day', now())),
                 (SELECT count(*) FROM items i JOIN projects p ON p.id = i.project_id WHERE i.project_id = $1 AND i.is_open
                    AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status <> 'leased')
-                   AND ((SELECT count(*) FROM tasks t WHERE t.item_id = i.id AND (t.status = 'submitted' OR (t.status = 'leased' AND t.expires_at > now() - interval '5 seconds'))) < p.overlap
+                   AND (rl_taken(i.id) < p.overlap
                         OR EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status = 'leased' AND t.expires_at > now()))))",
     )
     .bind(project)

@@ -90,6 +90,15 @@ impl std::str::FromStr for Role {
     }
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lead => "lead",
+            Self::Labeller => "labeller",
+        }
+    }
+}
+
 /// A project slug: 2–64 of `a-z0-9-`, starting with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slug(String);

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::pages::{html, AccountPage, Layout};
+use super::pages::{html, AccountPage, CsrfOnly, Layout};
 use crate::db::users;
 use crate::domain::{check_password, TokenId};
 use crate::web::auth::{hash_password, keyed_hash, random_secret, verify_password, Auth};
@@ -41,12 +41,6 @@ pub async fn create_token(state: web::Data<AppState>, auth: Auth, form: web::For
     auth.check_csrf(&form.csrf)?;
     let token = issue_token(&state, auth.user.id, &form.name).await?;
     page(&state, &auth, Some(token), None).await
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
 }
 
 pub async fn revoke_token(state: web::Data<AppState>, auth: Auth, id: web::Path<String>, form: web::Form<CsrfOnly>) -> Result<HttpResponse, PageError> {

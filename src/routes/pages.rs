@@ -7,7 +7,6 @@ use askama::Template;
 use crate::db::projects::{Member, Project};
 use crate::db::stats::Dashboard;
 use crate::db::users::TokenRow;
-use crate::domain::Role;
 use crate::export::Export;
 
 /// What the base layout needs: the signed-in email and the CSRF token for forms.
@@ -21,6 +20,13 @@ impl Layout {
     pub fn of(auth: &crate::web::auth::Auth) -> Self {
         Self { email: Some(auth.user.email.clone()), csrf: auth.csrf().to_string() }
     }
+}
+
+/// A form that carries nothing but its CSRF token.
+#[derive(serde::Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    pub csrf: String,
 }
 
 /// HTML produced by the Markdown sanitizer, the only HTML a template emits unescaped.
@@ -81,19 +87,6 @@ pub struct IndexPage {
     pub may_create: bool,
 }
 
-impl IndexPage {
-    fn role_name(&self, p: &Project) -> &'static str {
-        role_str(p.role)
-    }
-}
-
-pub fn role_str(r: Role) -> &'static str {
-    match r {
-        Role::Lead => "lead",
-        Role::Labeller => "labeller",
-    }
-}
-
 #[derive(Template)]
 #[template(path = "project.html")]
 pub struct ProjectPage {
@@ -103,12 +96,6 @@ pub struct ProjectPage {
     pub dashboard: Option<Dashboard>,
     pub members: Vec<Member>,
     pub exports: Vec<Export>,
-}
-
-impl ProjectPage {
-    fn role_of(&self, m: &Member) -> &'static str {
-        role_str(m.role)
-    }
 }
 
 #[derive(Template)]

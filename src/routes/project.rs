@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
-use super::pages::{html, redirect, role_str, GuidelinesPage, IndexPage, LabelPage, Layout, ProjectPage, SanitizedHtml};
+use super::pages::{html, redirect, CsrfOnly, GuidelinesPage, IndexPage, LabelPage, Layout, ProjectPage, SanitizedHtml};
 use crate::api::{add_member_checked, create_export, create_project, import_body, project, CreateBody};
 use crate::db::{projects as dbp, stats};
 use crate::domain::{Role, UserId};
@@ -56,7 +56,7 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
     } else {
         (None, Vec::new(), Vec::new())
     };
-    let role = role_str(p.role);
+    let role = p.role.as_str();
     Ok(html(&ProjectPage { layout: Layout::of(&auth), project: p, role, dashboard, members, exports }))
 }
 
@@ -89,12 +89,6 @@ pub async fn add_member(state: web::Data<AppState>, auth: Auth, slug: web::Path<
     let p = project(&state, &auth, &slug, Role::Lead).await?;
     add_member_checked(&state, &p, &form.email, &form.role).await?;
     Ok(redirect(&format!("/projects/{}#members", p.slug)))
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
 }
 
 pub async fn remove_member(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>, form: web::Form<CsrfOnly>) -> Result<HttpResponse, PageError> {

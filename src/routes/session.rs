@@ -5,7 +5,7 @@ use actix_web::cookie::{time::Duration, Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::pages::{html, html_with_status, redirect, Layout, LoginPage};
+use super::pages::{html, html_with_status, redirect, CsrfOnly, Layout, LoginPage};
 use crate::db::users;
 use crate::domain::Email;
 use crate::web::auth::{keyed_hash, random_secret, session_cookie, verify_password, Auth, Via, SESSION_COOKIE};
@@ -72,12 +72,6 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, form: web::Form
     gone.set_max_age(Duration::ZERO);
     res.add_cookie(&gone).map_err(anyhow::Error::from)?;
     Ok(res)
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
 }
 
 pub async fn logout(state: web::Data<AppState>, auth: Auth, form: web::Form<CsrfOnly>) -> Result<HttpResponse, PageError> {
