@@ -162,6 +162,11 @@ impl Gpt2Model {
         &self.cfg
     }
 
+    /// The token embedding matrix `[vocab, n_embd]` (GPT-2's LM head is tied to it).
+    pub fn wte(&self) -> &Tensor {
+        self.wte.embeddings()
+    }
+
     /// `ids` `[b, t]` (u32) and `mask` `[b, t]` (1 real, 0 padding, right-padded) →
     /// hidden states `[b, t, n_embd]`.
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
@@ -215,6 +220,47 @@ impl RewardModel {
         let at_last = hidden.gather(&index, 1)?.squeeze(1)?;
         at_last.matmul(&self.score.t()?)?.squeeze(1)
     }
+}
+
+/// A policy (`GPT2LMHeadModel`): the trunk and an LM head tied to `transformer.wte`.
+#[derive(Debug, Clone)]
+pub struct LmModel {
+    transformer: Gpt2Model,
+}
+
+impl LmModel {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { transformer: Gpt2Model::new(cfg, vb.pp("transformer"))? })
+    }
+
+    /// `ids`, `mask` `[b, t]` → next-token logits `[b, t, vocab]`.
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let hidden = self.transformer.forward(ids, mask)?;
+        hidden.broadcast_matmul(&self.transformer.wte().t()?)
+    }
+}
+
+/// Gives every parameter of a freshly built model its initial value from `seed` alone, as
+/// Hugging Face's `GPT2PreTrainedModel._init_weights` does: N(0, 0.02) for embeddings and
+/// projections, N(0, 0.02/√(2·n_layer)) for the residual projections (`c_proj`), ones and zeros
+/// for layer norms and biases, N(0, 1/√(n_embd+1)) for the reward head. (candle's CPU random
+/// numbers cannot be seeded, so the values candle drew are replaced.)
+pub fn init_weights(params: &[(String, candle_core::Var)], cfg: &Config, seed: u64) -> Result<()> {
+    for (name, var) in params {
+        let stdev = if name.ends_with(".bias") || name.contains("ln_") {
+            continue;
+        } else if name.starts_with("score") {
+            1.0 / ((cfg.n_embd + 1) as f64).sqrt()
+        } else if name.ends_with("c_proj.weight") {
+            0.02 / ((2 * cfg.n_layer) as f64).sqrt()
+        } else {
+            0.02
+        };
+        let mut rng = crate::rng::Rng::derived(seed, name, 0);
+        let values: Vec<f32> = (0..var.elem_count()).map(|_| (rng.normal() * stdev) as f32).collect();
+        var.set(&Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
 }
 
 /// The device to train on: CUDA when built with it and present, else the CPU.

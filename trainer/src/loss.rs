@@ -9,35 +9,79 @@ pub fn neg_log_sigmoid(x: &Tensor) -> Result<Tensor> {
     pos + soft
 }
 
-/// InstructGPT's ranking loss for one ranking: `rewards` `[k]` of the responses, `ranks` their
-/// ranks (1 is best; equal ranks are a tie and give no pair). Returns the mean over the ordered
-/// pairs of `-log σ(r_w - r_l - margin)` plus `centring · mean((r_w + r_l)²)` (TRL's reward
-/// centring), a scalar. Each response is forwarded once, whatever the number of pairs.
+/// One ranking's place in a flat batch of rewards: its responses are
+/// `rewards[offset..offset + ranks.len()]`, `ranks[i]` the rank of response i (1 is best; equal
+/// ranks are a tie and give no pair), `margin` TRL's per-pair margin.
+#[derive(Debug, Clone, Copy)]
+pub struct RankGroup<'a> {
+    pub offset: usize,
+    pub ranks: &'a [i16],
+    pub margin: f64,
+}
+
+impl RankGroup<'_> {
+    /// The ordered pairs `(winner, loser)` as indices into the flat rewards.
+    pub fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let k = self.ranks.len();
+        (0..k).flat_map(move |i| (0..k).map(move |j| (i, j)))
+            .filter(|&(i, j)| self.ranks[i] < self.ranks[j])
+            .map(|(i, j)| (self.offset + i, self.offset + j))
+    }
+}
+
+/// InstructGPT's ranking loss summed over rankings: for each ranking, the mean over its C(K,2)
+/// ordered pairs of `-log σ(r_w - r_l - margin)` plus `centring · mean((r_w + r_l)²)` (TRL's
+/// reward centring). Every response is forwarded once however many pairs it is in, and each
+/// ranking weighs the same whatever its K. `rewards` is `[n]`; returns a scalar (the caller
+/// divides by the number of rankings).
+pub fn batch_ranking_loss(rewards: &Tensor, groups: &[RankGroup], centring: f64) -> Result<Tensor> {
+    let n = rewards.dims1()?;
+    let (mut winners, mut losers, mut weights, mut margins) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for g in groups {
+        if g.offset + g.ranks.len() > n {
+            bail!("ranking_loss: a ranking at {} of {} responses overruns {n} rewards", g.offset, g.ranks.len())
+        }
+        let before = winners.len();
+        for (w, l) in g.pairs() {
+            winners.push(w as u32);
+            losers.push(l as u32);
+        }
+        let pairs = winners.len() - before;
+        if pairs == 0 {
+            bail!("ranking_loss: a ranking orders nothing (all tied)")
+        }
+        weights.extend(std::iter::repeat_n(1.0 / pairs as f64, pairs));
+        margins.extend(std::iter::repeat_n(g.margin, pairs));
+    }
+    let device = rewards.device();
+    let dtype = rewards.dtype();
+    let w = rewards.index_select(&Tensor::new(winners.as_slice(), device)?, 0)?;
+    let l = rewards.index_select(&Tensor::new(losers.as_slice(), device)?, 0)?;
+    let weights = Tensor::new(weights.as_slice(), device)?.to_dtype(dtype)?;
+    let margins = Tensor::new(margins.as_slice(), device)?.to_dtype(dtype)?;
+    let loss = (neg_log_sigmoid(&((&w - &l)? - margins)?)? * &weights)?.sum_all()?;
+    if centring == 0.0 {
+        return Ok(loss);
+    }
+    loss + (((w + l)?.sqr()? * weights)?.sum_all()? * centring)?
+}
+
+/// [`batch_ranking_loss`] of one ranking: `rewards` `[k]`, `ranks` their ranks.
 pub fn ranking_loss(rewards: &Tensor, ranks: &[i16], margin: f64, centring: f64) -> Result<Tensor> {
     let k = rewards.dims1()?;
     if k != ranks.len() {
         bail!("ranking_loss: {k} rewards but {} ranks", ranks.len())
     }
-    let (mut winners, mut losers) = (Vec::new(), Vec::new());
-    for i in 0..k {
-        for j in 0..k {
-            if ranks[i] < ranks[j] {
-                winners.push(i as u32);
-                losers.push(j as u32);
-            }
-        }
-    }
-    if winners.is_empty() {
-        bail!("ranking_loss: the ranking orders nothing (all tied)")
-    }
-    let device = rewards.device();
-    let w = rewards.index_select(&Tensor::new(winners.as_slice(), device)?, 0)?;
-    let l = rewards.index_select(&Tensor::new(losers.as_slice(), device)?, 0)?;
-    let loss = neg_log_sigmoid(&((&w - &l)? - margin)?)?.mean_all()?;
-    if centring == 0.0 {
-        return Ok(loss);
-    }
-    loss + ((w + l)?.sqr()?.mean_all()? * centring)?
+    batch_ranking_loss(rewards, &[RankGroup { offset: 0, ranks, margin }], centring)
+}
+
+/// Summed next-token negative log-likelihood: `logits` `[b, t, v]` predict `targets` `[b, t]`
+/// (u32), counted where `mask` `[b, t]` is 1. Returns a scalar sum (the caller divides by the
+/// number of counted tokens).
+pub fn token_nll(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let log_probs = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
+    let picked = log_probs.gather(&targets.unsqueeze(2)?, 2)?.squeeze(2)?;
+    (picked * mask.to_dtype(logits.dtype())?)?.sum_all()?.neg()
 }
 
 #[cfg(test)]
@@ -57,7 +101,7 @@ mod tests {
     fn neg_log_sigmoid_is_stable_and_matches_pytorch() {
         let x = Tensor::new(&[0f64, 2.0, -3.0, 40.0, -40.0], &Device::Cpu).unwrap();
         let got: Vec<f64> = neg_log_sigmoid(&x).unwrap().to_vec1().unwrap();
-        let want = [0.6931471805599453, 0.12692801104297263, 3.048587351573742, 4.248354255291589e-18, 40.0];
+        let want = [std::f64::consts::LN_2, 0.12692801104297263, 3.048587351573742, 4.248354255291589e-18, 40.0];
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-12, "{got:?}");
         }
@@ -84,6 +128,28 @@ mod tests {
         let r = Tensor::new(&[3f64, 1.0, 0.0], &Device::Cpu).unwrap();
         let want = (neg(3.0) + neg(1.0)) / 2.0;
         assert!((scalar(ranking_loss(&r, &[1, 1, 2], 0.0, 0.0).unwrap()) - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rankings_of_a_batch_each_weigh_one() {
+        // Two rankings in one flat batch: [1, 0, 2] ranked [2, 3, 1] and [0.5, -0.5] ranked [1, 2].
+        let r = Tensor::new(&[1f64, 0.0, 2.0, 0.5, -0.5], &Device::Cpu).unwrap();
+        let groups = [RankGroup { offset: 0, ranks: &[2, 3, 1], margin: 0.0 }, RankGroup { offset: 3, ranks: &[1, 2], margin: 0.0 }];
+        let got = scalar(batch_ranking_loss(&r, &groups, 0.0).unwrap());
+        assert!((got - (0.2511504620264728 + neg(1.0))).abs() < 1e-12, "{got}");
+    }
+
+    // logits = torch.tensor([[[1., 2., 0.5], [0., -1., 3.]]], dtype=torch.float64); targets [[1, 2]]
+    //   F.cross_entropy(logits[0], torch.tensor([1, 2]), reduction="none") -> [0.4644, 0.0659]
+    //   (exactly 0.4643687841079449 and 0.06588390375742911)
+    #[test]
+    fn token_nll_matches_pytorch_cross_entropy_and_masks() {
+        let logits = Tensor::new(&[[[1f64, 2.0, 0.5], [0.0, -1.0, 3.0]]], &Device::Cpu).unwrap();
+        let targets = Tensor::new(&[[1u32, 2]], &Device::Cpu).unwrap();
+        let all = scalar(token_nll(&logits, &targets, &Tensor::new(&[[1f64, 1.0]], &Device::Cpu).unwrap()).unwrap());
+        assert!((all - (0.4643687841079449 + 0.06588390375742911)).abs() < 1e-10, "{all}");
+        let second = scalar(token_nll(&logits, &targets, &Tensor::new(&[[0f64, 1.0]], &Device::Cpu).unwrap()).unwrap());
+        assert!((second - 0.06588390375742911).abs() < 1e-10, "{second}");
     }
 
     fn neg(x: f64) -> f64 {

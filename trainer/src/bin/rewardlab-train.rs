@@ -1,0 +1,41 @@
+//! `rewardlab-train`: reward models (`rm`), supervised fine-tuning (`sft`), scoring (`score`)
+//! and the training benchmark (`bench`).
+
+use clap::{Parser, Subcommand};
+use rewardlab_trainer::{bench, rm, sft};
+
+#[derive(Parser)]
+#[command(name = "rewardlab-train", version, about = "Train reward models and policies on rewardlab's exports")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a reward model on rankings or preference pairs.
+    Rm(Box<rm::RmArgs>),
+    /// Supervised fine-tuning on demonstrations.
+    Sft(Box<sft::SftArgs>),
+    /// Score preference rows or items with a reward model.
+    Score(rm::ScoreArgs),
+    /// Time reward-model training steps (optionally beside PyTorch).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Rm(a) => rm::run(a),
+        Command::Sft(a) => sft::run(a),
+        Command::Score(a) => rm::score(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! `rewardlab-train rm` and `score`: reward models trained with InstructGPT's ranking loss,
+//! evaluated on a prompt-split validation set, normalised on a reference set, and used to
+//! score files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde_json::{json, Value};
+
+use crate::checkpoint::{load_reward_model, save_model, ModelKind};
+use crate::data::{join, read_rankings, read_score_rows, split_by_prompt, Ranking, ScoreRow};
+use crate::gpt2::RewardModel;
+use crate::loss::{batch_ranking_loss, RankGroup};
+use crate::setup::{self, keep_last, pad, ModelOpts, Source};
+use crate::tokenizer::Tok;
+use crate::train::{self, Metrics, Stats, Task, TrainOpts};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RmArgs {
+    /// Training data: comparisons or preferences exports, TRL or HH-RLHF pair files (.jsonl,
+    /// .jsonl.gz).
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// The output model directory (Hugging Face layout; checkpoints under checkpoints/).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Start from a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// TRL's per-pair margin from the data's `margin` field, times this (0: no margin).
+    #[arg(long, default_value_t = 1.0)]
+    pub margin_scale: f64,
+    /// TRL's reward centring coefficient (TRL suggests 0.01).
+    #[arg(long, default_value_t = 0.0)]
+    pub center_rewards: f64,
+    /// Texts whose mean reward is shifted to 0 after training (a file to score); default: the
+    /// training split's responses.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelOpts,
+    #[command(flatten)]
+    pub train: TrainOpts,
+}
+
+/// One ranking, tokenized: a sequence per response.
+pub struct RankingEx {
+    pub seqs: Vec<Vec<u32>>,
+    pub ranks: Vec<i16>,
+    pub margin: f64,
+}
+
+pub struct RewardTask<'a> {
+    pub model: &'a RewardModel,
+    pub device: Device,
+    pub pad: u32,
+    pub centring: f64,
+}
+
+impl Task for RewardTask<'_> {
+    type Example = RankingEx;
+
+    fn shape(&self, ex: &RankingEx) -> (usize, usize) {
+        (ex.seqs.len(), ex.seqs.iter().map(Vec::len).max().unwrap_or(0))
+    }
+
+    fn units(&self, _ex: &RankingEx) -> f64 {
+        1.0
+    }
+
+    fn loss(&self, batch: &[&RankingEx]) -> Result<(Tensor, Stats)> {
+        let seqs: Vec<&[u32]> = batch.iter().flat_map(|e| e.seqs.iter().map(Vec::as_slice)).collect();
+        let (ids, mask) = pad(&seqs, self.pad, &self.device)?;
+        let rewards = self.model.forward(&ids, &mask)?;
+        let mut groups = Vec::with_capacity(batch.len());
+        let mut offset = 0;
+        for e in batch {
+            groups.push(RankGroup { offset, ranks: &e.ranks, margin: e.margin });
+            offset += e.seqs.len();
+        }
+        let loss = batch_ranking_loss(&rewards, &groups, self.centring)?;
+        let r: Vec<f32> = rewards.to_vec1()?;
+        let mut stats = Stats {
+            units: batch.len() as f64,
+            loss_sum: loss.to_scalar::<f32>()? as f64,
+            tokens: seqs.iter().map(|s| s.len()).sum(),
+            ..Default::default()
+        };
+        for g in &groups {
+            for (w, l) in g.pairs() {
+                stats.counted += 1.0;
+                stats.correct += f64::from(u8::from(r[w] > r[l]));
+                stats.margin_sum += (r[w] - r[l]) as f64;
+            }
+        }
+        Ok((loss, stats))
+    }
+
+    fn report(&self, s: &Stats) -> Value {
+        json!({"loss": s.loss(), "accuracy": s.accuracy(), "margin": s.margin_sum / s.counted.max(1.0),
+               "rankings": s.units, "pairs": s.counted})
+    }
+}
+
+/// Tokenizes rankings (`prompt + response`, the last `max_len` tokens). Returns the examples
+/// and how many sequences were truncated.
+pub fn encode_rankings(tok: &Tok, rankings: &[Ranking], max_len: usize, margin_scale: f64) -> Result<(Vec<RankingEx>, usize)> {
+    let texts: Vec<String> = rankings.iter().flat_map(|r| r.responses.iter().map(|x| join(&r.prompt, x))).collect();
+    let mut ids = tok.encode_all(&texts)?.into_iter();
+    let mut truncated = 0;
+    let examples = rankings
+        .iter()
+        .map(|r| RankingEx {
+            seqs: r
+                .responses
+                .iter()
+                .map(|_| {
+                    let (s, cut) = keep_last(ids.next().unwrap_or_default(), max_len);
+                    truncated += usize::from(cut);
+                    s
+                })
+                .collect(),
+            ranks: r.ranks.clone(),
+            margin: r.margin * margin_scale,
+        })
+        .collect();
+    Ok((examples, truncated))
+}
+
+/// Raw rewards of texts, in order, in forward passes of at most `max_tokens` padded tokens.
+pub fn score_texts(model: &RewardModel, tok: &Tok, texts: &[String], max_len: usize, max_tokens: usize, device: &Device) -> Result<Vec<f32>> {
+    let seqs: Vec<Vec<u32>> = tok.encode_all(texts)?.into_iter().map(|s| keep_last(s, max_len).0).collect();
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| seqs[i].len());
+    let mut out = vec![0f32; seqs.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && (end + 1 - start) * seqs[order[end]].len() <= max_tokens {
+            end += 1;
+        }
+        let batch: Vec<&[u32]> = order[start..end].iter().map(|&i| seqs[i].as_slice()).collect();
+        let (ids, mask) = pad(&batch, tok.eos(), device)?;
+        let rewards: Vec<f32> = model.forward(&ids, &mask)?.detach().to_vec1()?;
+        for (k, &i) in order[start..end].iter().enumerate() {
+            out[i] = rewards[k];
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+/// The texts of a reference file (every response of every row).
+fn reference_texts(path: &Path) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for row in read_score_rows(path)? {
+        match row {
+            ScoreRow::Pair { prompt, chosen, rejected } => {
+                texts.push(join(&prompt, &chosen));
+                texts.push(join(&prompt, &rejected));
+            }
+            ScoreRow::Item { prompt, responses, .. } => texts.extend(responses.iter().map(|r| join(&prompt, r))),
+        }
+    }
+    Ok(texts)
+}
+
+fn mean_std(xs: &[f32]) -> (f64, f64) {
+    let n = xs.len().max(1) as f64;
+    let mean = xs.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+pub fn run(args: &RmArgs) -> Result<()> {
+    let opts = &args.train;
+    let device = opts.device()?;
+    let rankings = read_rankings(&args.data)?;
+    if rankings.is_empty() {
+        bail!("no rankings with a preference in {:?}", args.data)
+    }
+    let (train_r, val_r) = split_by_prompt(rankings, |r| r.prompt.as_str(), opts.val_fraction, opts.seed);
+    let source = Source::new(opts.resume.as_deref(), args.init.as_deref())?;
+    let texts = train_r.iter().flat_map(|r| std::iter::once(r.prompt.as_str()).chain(r.responses.iter().map(String::as_str)));
+    let tok = setup::tokenizer(&source, texts, args.model.vocab_size)?;
+    let cfg = setup::config(&source, &args.model, &tok)?;
+    let max_len = args.model.max_len.min(cfg.n_positions);
+    let (model, params) = setup::variables(&source, &cfg, opts.seed, &device, |vb| RewardModel::new(&cfg, vb))?;
+    let (train_x, cut_t) = encode_rankings(&tok, &train_r, max_len, args.margin_scale)?;
+    let (val_x, cut_v) = encode_rankings(&tok, &val_r, max_len, args.margin_scale)?;
+    let pairs: usize = train_r.iter().map(Ranking::pairs).sum();
+    eprintln!(
+        "reward model: {} training rankings ({pairs} pairs), {} validation rankings; {} sequences cut to {max_len} tokens; \
+         {} parameters ({} layers, n_embd {}, vocab {}) on {:?}",
+        train_x.len(), val_x.len(), cut_t + cut_v,
+        params.iter().map(|(_, v)| v.elem_count()).sum::<usize>(), cfg.n_layer, cfg.n_embd, cfg.vocab_size, device
+    );
+    setup::save_tokenizer(&tok, &args.out, max_len)?;
+    let task = RewardTask { model: &model, device: device.clone(), pad: tok.eos(), centring: args.center_rewards };
+    let save = |dir: &Path| -> Result<()> {
+        save_model(dir, &cfg, ModelKind::Reward, &params, tok.eos(), None)?;
+        tok.save(dir)
+    };
+    let mut metrics = Metrics::open(opts.metrics.as_deref())?;
+    let lr = opts.lr_or(args.init.is_none());
+    let resume = match &source {
+        Source::Resume(d) => Some(d.clone()),
+        _ => None,
+    };
+    let outcome = train::train(&task, &train_x, &val_x, train::Run {
+        params: params.clone(), opts, lr, out: &args.out, save_model: &save, resume, metrics: &mut metrics,
+    })?;
+    if !outcome.finished {
+        eprintln!("stopped after step {}; continue with --resume {}", outcome.state.step, args.out.display());
+        return Ok(());
+    }
+    // Normalise: the reference set's mean reward becomes 0.
+    let reference = match &args.reference {
+        Some(path) => reference_texts(path)?,
+        None => train_r.iter().flat_map(|r| r.responses.iter().map(|x| join(&r.prompt, x))).collect(),
+    };
+    let raw = score_texts(&model, &tok, &reference, max_len, opts.max_tokens, &device)?;
+    let (bias, std) = mean_std(&raw);
+    let extra = json!({"rewardlab": {
+        "reward_bias": bias, "reward_std": std, "max_len": max_len,
+        "reference": args.reference.as_ref().map_or("training responses".to_string(), |p| p.display().to_string()),
+        "reference_texts": reference.len(), "validation": outcome.validation,
+    }});
+    save_model(&args.out, &cfg, ModelKind::Reward, &params, tok.eos(), Some(&extra))?;
+    metrics.emit(&json!({"event": "done", "step": outcome.state.step, "reward_bias": bias, "reward_std": std,
+                         "validation": outcome.validation}))?;
+    match &outcome.validation {
+        Some(v) => eprintln!(
+            "validation: accuracy {:.4}, mean margin {:.4}, loss {:.4} over {} pairs",
+            v["accuracy"].as_f64().unwrap_or(f64::NAN), v["margin"].as_f64().unwrap_or(f64::NAN),
+            v["loss"].as_f64().unwrap_or(f64::NAN), v["pairs"]
+        ),
+        None => eprintln!("no validation split (--val-fraction 0)"),
+    }
+    eprintln!("reward bias {bias:.4} (std {std:.4}) over {} reference texts; model saved to {}", reference.len(), args.out.display());
+    Ok(())
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScoreArgs {
+    /// A reward model directory (ours or a Hugging Face GPT2ForSequenceClassification).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Preference rows or item rows (.jsonl, .jsonl.gz).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write one JSON line per input line (`-` for stdout).
+    #[arg(long)]
+    pub out: String,
+    /// Most padded tokens in one forward pass.
+    #[arg(long, default_value_t = 8192)]
+    pub max_tokens: usize,
+    #[arg(long, value_enum)]
+    pub device: Option<train::DeviceArg>,
+}
+
+/// Scores every line of a file: `{"chosen_reward", "rejected_reward"}` for a preference row,
+/// `{"id", "rewards"}` for an item, rewards shifted by the model's saved bias.
+pub fn score(args: &ScoreArgs) -> Result<()> {
+    let device = train::device(args.device)?;
+    let loaded = load_reward_model(&args.model, &device)?;
+    let tok = Tok::load(&args.model)?;
+    let rows = read_score_rows(&args.data)?;
+    let mut texts = Vec::new();
+    for row in &rows {
+        match row {
+            ScoreRow::Pair { prompt, chosen, rejected } => {
+                texts.push(join(prompt, chosen));
+                texts.push(join(prompt, rejected));
+            }
+            ScoreRow::Item { prompt, responses, .. } => texts.extend(responses.iter().map(|r| join(prompt, r))),
+        }
+    }
+        let rewards = score_texts(&loaded.model, &tok, &texts, loaded.max_len, args.max_tokens, &device)?;
+    let mut next = rewards.iter().map(|&r| r as f64 - loaded.bias);
+    let mut out: Box<dyn Write> = if args.out == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out))?))
+    };
+    for row in &rows {
+        let line = match row {
+            ScoreRow::Pair { .. } => json!({"chosen_reward": next.next(), "rejected_reward": next.next()}),
+            ScoreRow::Item { id, responses, .. } => {
+                json!({"id": id, "rewards": responses.iter().map(|_| next.next()).collect::<Vec<_>>()})
+            }
+        };
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    eprintln!("scored {} rows ({} texts) with {}", rows.len(), texts.len(), args.model.display());
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! `rewardlab-train sft`: supervised fine-tuning on demonstrations, cross-entropy on the
+//! response tokens only (the prompt is context, not a target); validation loss and perplexity.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor, D};
+use serde_json::{json, Value};
+
+use crate::checkpoint::{save_model, ModelKind};
+use crate::data::{read_demonstrations, split_by_prompt, Demonstration};
+use crate::gpt2::LmModel;
+use crate::loss::token_nll;
+use crate::setup::{self, pad, ModelOpts, Source};
+use crate::tokenizer::Tok;
+use crate::train::{self, Metrics, Stats, Task, TrainOpts};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SftArgs {
+    /// Demonstrations: `sft` exports / TRL prompt–completion rows, or preference rows (the
+    /// chosen response is the demonstration).
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// The output model directory (a Hugging Face GPT2LMHeadModel).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Start from a Hugging Face GPT-2 directory.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelOpts,
+    #[command(flatten)]
+    pub train: TrainOpts,
+}
+
+/// A tokenized demonstration: prompt tokens, then response tokens and end-of-text.
+pub struct DemoEx {
+    pub ids: Vec<u32>,
+    pub prompt_len: usize,
+}
+
+/// Tokenizes demonstrations; a sequence over `max_len` loses the start of its prompt first,
+/// then the end of its response. Returns the examples and how many were cut.
+pub fn encode_demonstrations(tok: &Tok, demos: &[Demonstration], max_len: usize) -> Result<(Vec<DemoEx>, usize)> {
+    let texts: Vec<String> = demos.iter().flat_map(|d| [d.prompt.clone(), d.completion.clone()]).collect();
+    let ids = tok.encode_all(&texts)?;
+    let mut cut = 0;
+    let examples = ids
+        .chunks(2)
+        .map(|pair| {
+            let (mut prompt, mut response) = (pair[0].clone(), pair[1].clone());
+            response.push(tok.eos());
+            if prompt.len() + response.len() > max_len {
+                cut += 1;
+                let keep_prompt = max_len.saturating_sub(response.len()).min(prompt.len()).max(1.min(prompt.len()));
+                prompt.drain(..prompt.len() - keep_prompt);
+                response.truncate(max_len - prompt.len());
+            }
+            let prompt_len = prompt.len();
+            prompt.extend(response);
+            DemoEx { ids: prompt, prompt_len }
+        })
+        .filter(|e| e.ids.len() > e.prompt_len && e.ids.len() >= 2)
+        .collect();
+    Ok((examples, cut))
+}
+
+pub struct SftTask<'a> {
+    pub model: &'a LmModel,
+    pub device: Device,
+    pub pad: u32,
+}
+
+impl Task for SftTask<'_> {
+    type Example = DemoEx;
+
+    fn shape(&self, ex: &DemoEx) -> (usize, usize) {
+        (1, ex.ids.len())
+    }
+
+    /// Targets: every response token after the first position.
+    fn units(&self, ex: &DemoEx) -> f64 {
+        (ex.ids.len() - ex.prompt_len.max(1)) as f64
+    }
+
+    fn loss(&self, batch: &[&DemoEx]) -> Result<(Tensor, Stats)> {
+        let seqs: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
+        let (ids, mask) = pad(&seqs, self.pad, &self.device)?;
+        let t = ids.dim(1)?;
+        // Position j predicts token j + 1; it counts when j + 1 is a real response token.
+        let mut target_mask = Vec::with_capacity(batch.len() * (t - 1));
+        for e in batch {
+            target_mask.extend((1..t).map(|j| if j >= e.prompt_len.max(1) && j < e.ids.len() { 1f32 } else { 0.0 }));
+        }
+        let target_mask = Tensor::from_vec(target_mask, (batch.len(), t - 1), &self.device)?;
+        let logits = self.model.forward(&ids, &mask)?.narrow(1, 0, t - 1)?;
+        let targets = ids.narrow(1, 1, t - 1)?.contiguous()?;
+        let loss = token_nll(&logits, &targets, &target_mask)?;
+        let predicted = logits.detach().argmax(D::Minus1)?;
+        let correct = (predicted.eq(&targets)?.to_dtype(DType::F32)? * &target_mask)?.sum_all()?.to_scalar::<f32>()?;
+        let units: f64 = batch.iter().map(|e| self.units(e)).sum();
+        let stats = Stats {
+            units,
+            loss_sum: loss.to_scalar::<f32>()? as f64,
+            correct: correct as f64,
+            counted: units,
+            tokens: seqs.iter().map(|s| s.len()).sum(),
+            ..Default::default()
+        };
+        Ok((loss, stats))
+    }
+
+    fn report(&self, s: &Stats) -> Value {
+        json!({"loss": s.loss(), "perplexity": s.loss().exp(), "token_accuracy": s.accuracy(), "tokens": s.units})
+    }
+}
+
+pub fn run(args: &SftArgs) -> Result<()> {
+    let opts: &TrainOpts = &args.train;
+    let device = opts.device()?;
+    let demos = read_demonstrations(&args.data)?;
+    if demos.is_empty() {
+        bail!("no demonstrations in {:?}", args.data)
+    }
+    let (train_d, val_d) = split_by_prompt(demos, |d| d.prompt.as_str(), opts.val_fraction, opts.seed);
+    let source = Source::new(opts.resume.as_deref(), args.init.as_deref())?;
+    let texts = train_d.iter().flat_map(|d| [d.prompt.as_str(), d.completion.as_str()]);
+    let tok = setup::tokenizer(&source, texts, args.model.vocab_size)?;
+    let cfg = setup::config(&source, &args.model, &tok)?;
+    let max_len = args.model.max_len.min(cfg.n_positions);
+    let (model, params) = setup::variables(&source, &cfg, opts.seed, &device, |vb| LmModel::new(&cfg, vb))?;
+    let (train_x, cut_t) = encode_demonstrations(&tok, &train_d, max_len)?;
+    let (val_x, cut_v) = encode_demonstrations(&tok, &val_d, max_len)?;
+    eprintln!(
+        "sft: {} training and {} validation demonstrations; {} cut to {max_len} tokens; {} parameters on {:?}",
+        train_x.len(), val_x.len(), cut_t + cut_v, params.iter().map(|(_, v)| v.elem_count()).sum::<usize>(), device
+    );
+    setup::save_tokenizer(&tok, &args.out, max_len)?;
+    let task = SftTask { model: &model, device: device.clone(), pad: tok.eos() };
+    let save = |dir: &Path| -> Result<()> {
+        save_model(dir, &cfg, ModelKind::Lm, &params, tok.eos(), None)?;
+        tok.save(dir)
+    };
+    let mut metrics = Metrics::open(opts.metrics.as_deref())?;
+    let resume = match &source {
+        Source::Resume(d) => Some(d.clone()),
+        _ => None,
+    };
+    let lr = opts.lr_or(args.init.is_none());
+    let outcome = train::train(&task, &train_x, &val_x, train::Run {
+        params: params.clone(), opts, lr, out: &args.out, save_model: &save, resume, metrics: &mut metrics,
+    })?;
+    if !outcome.finished {
+        eprintln!("stopped after step {}; continue with --resume {}", outcome.state.step, args.out.display());
+        return Ok(());
+    }
+    let extra = json!({"rewardlab": {"max_len": max_len, "validation": outcome.validation}});
+    save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
+    metrics.emit(&json!({"event": "done", "step": outcome.state.step, "validation": outcome.validation}))?;
+    if let Some(v) = &outcome.validation {
+        eprintln!(
+            "validation: loss {:.4}, perplexity {:.2}, token accuracy {:.4}",
+            v["loss"].as_f64().unwrap_or(f64::NAN), v["perplexity"].as_f64().unwrap_or(f64::NAN),
+            v["token_accuracy"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    eprintln!("model saved to {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! The training loop every trainer shares: epochs of shuffled batches (order a function of the
+//! seed and the epoch alone), micro-batches cut by a token budget with their gradients
+//! accumulated, clipping by global norm, AdamW with warmup + cosine/linear decay, a JSON-lines
+//! metrics stream, a progress bar on a terminal, validation, and atomic checkpoints that a
+//! resumed run continues from bit for bit.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::checkpoint::{sync_dir, write_atomic};
+use crate::optim::{learning_rate, AdamW, AdamWConfig, Grads, Schedule};
+use crate::rng::Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+/// Flags of the training loop, the same on every trainer.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainOpts {
+    /// Passes over the training split.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Peak learning rate [default: 1e-3 from scratch, 1e-5 with --init].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Examples (rankings, pairs or demonstrations) per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Batches whose gradients are summed into one optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Most padded tokens in one forward pass; a larger batch is split into micro-batches and
+    /// their gradients accumulated.
+    #[arg(long, default_value_t = 8192)]
+    pub max_tokens: usize,
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: Schedule,
+    /// Share of the optimizer steps spent warming the learning rate up.
+    #[arg(long, default_value_t = 0.05)]
+    pub warmup_ratio: f64,
+    /// Clip gradients to this global L2 norm (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Seeds the initial weights, the train/validation split and the data order.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Share of prompts held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_fraction: f64,
+    /// Write a checkpoint every N optimizer steps (0: only at the end of each epoch).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: u64,
+    /// Checkpoints kept (the oldest are removed).
+    #[arg(long, default_value_t = 2)]
+    pub keep_checkpoints: usize,
+    /// Evaluate on the validation split every N steps (0: at the end of each epoch).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: u64,
+    /// Metrics as JSON lines: a file (appended to), or `-` for stdout.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Continue from a checkpoint directory, or the latest complete checkpoint of a run's --out.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Stop after this many optimizer steps without finishing (as if the run were killed).
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// Where to train [default: cuda when built with it and present, else cpu].
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+}
+
+/// The device `--device` names, or the default: CUDA when built with it and present, else CPU.
+pub fn device(arg: Option<DeviceArg>) -> Result<Device> {
+    match arg {
+        Some(DeviceArg::Cpu) => Ok(Device::Cpu),
+        Some(DeviceArg::Cuda) => Device::new_cuda(0).map_err(|e| anyhow!("--device cuda: {e}")),
+        None => Ok(crate::gpt2::default_device()),
+    }
+}
+
+impl TrainOpts {
+    pub fn device(&self) -> Result<Device> {
+        device(self.device)
+    }
+
+    pub fn lr_or(&self, from_scratch: bool) -> f64 {
+        self.lr.unwrap_or(if from_scratch { 1e-3 } else { 1e-5 })
+    }
+}
+
+/// What a micro-batch's forward pass reports besides its loss.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// The loss's normaliser: rankings for a reward model, response tokens for SFT.
+    pub units: f64,
+    pub loss_sum: f64,
+    /// Correct predictions (pairs ordered right, tokens predicted) and how many were counted.
+    pub correct: f64,
+    pub counted: f64,
+    /// Sum of r_w − r_l over pairs (reward models).
+    pub margin_sum: f64,
+    /// Real (unpadded) tokens read.
+    pub tokens: usize,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.units += o.units;
+        self.loss_sum += o.loss_sum;
+        self.correct += o.correct;
+        self.counted += o.counted;
+        self.margin_sum += o.margin_sum;
+        self.tokens += o.tokens;
+    }
+
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.units.max(1e-12)
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.correct / self.counted.max(1e-12)
+    }
+}
+
+/// One kind of training (reward model, SFT, …) as the loop sees it.
+pub trait Task {
+    type Example: Sync;
+    /// (sequences, longest sequence) of an example, for the token budget.
+    fn shape(&self, ex: &Self::Example) -> (usize, usize);
+    /// The example's share of the loss's normaliser (1 per ranking; response tokens for SFT).
+    fn units(&self, ex: &Self::Example) -> f64;
+    /// The summed loss of a micro-batch (a scalar with a graph) and its statistics.
+    fn loss(&self, batch: &[&Self::Example]) -> Result<(Tensor, Stats)>;
+    /// Validation metrics from summed statistics, as a JSON object.
+    fn report(&self, stats: &Stats) -> Value;
+}
+
+/// The progress of a run, saved in every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub step: u64,
+    pub epoch: usize,
+    pub step_in_epoch: usize,
+    pub total_steps: u64,
+    pub seed: u64,
+    pub train_examples: usize,
+    pub peak_lr: f64,
+}
+
+/// Where metrics go.
+pub struct Metrics {
+    out: Option<Box<dyn Write>>,
+}
+
+impl Metrics {
+    pub fn open(target: Option<&str>) -> Result<Self> {
+        let out: Option<Box<dyn Write>> = match target {
+            None => None,
+            Some("-") => Some(Box::new(std::io::stdout())),
+            Some(path) => Some(Box::new(
+                std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open --metrics {path}"))?,
+            )),
+        };
+        Ok(Self { out })
+    }
+
+    pub fn emit(&mut self, v: &Value) -> Result<()> {
+        if let Some(out) = &mut self.out {
+            writeln!(out, "{v}")?;
+            out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits one batch into micro-batches of at most `max_tokens` padded tokens (at least one
+/// example each), shortest first so similar lengths share padding.
+pub fn micro_batches<'a, T: Task>(task: &T, batch: &[&'a T::Example], max_tokens: usize) -> Vec<Vec<&'a T::Example>> {
+    let mut sorted: Vec<&T::Example> = batch.to_vec();
+    sorted.sort_by_key(|e| task.shape(e).1);
+    let mut out: Vec<Vec<&T::Example>> = Vec::new();
+    let (mut seqs, mut longest) = (0, 0);
+    for ex in sorted {
+        let (s, l) = task.shape(ex);
+        if out.is_empty() || (seqs + s) * longest.max(l) > max_tokens {
+            out.push(Vec::new());
+            (seqs, longest) = (0, 0);
+        }
+        out.last_mut().expect("pushed above").push(ex);
+        seqs += s;
+        longest = longest.max(l);
+    }
+    out
+}
+
+/// Evaluates `examples` (no optimizer step): summed statistics over every micro-batch.
+pub fn evaluate<T: Task>(task: &T, examples: &[T::Example], opts: &TrainOpts) -> Result<Stats> {
+    let mut total = Stats::default();
+    let refs: Vec<&T::Example> = examples.iter().collect();
+    for batch in refs.chunks(opts.batch_size.max(1)) {
+        for mb in micro_batches(task, batch, opts.max_tokens) {
+            let (loss, stats) = task.loss(&mb)?;
+            drop(loss);
+            total.add(&stats);
+        }
+    }
+    Ok(total)
+}
+
+/// A checkpoint directory under `out/checkpoints`, complete once its marker exists.
+const MARKER: &str = "COMPLETE";
+
+/// The checkpoint `--resume PATH` names: PATH itself when it is a complete checkpoint, else
+/// the latest complete one in `PATH/checkpoints`.
+pub fn find_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join(MARKER).exists() {
+        return Ok(path.to_path_buf());
+    }
+    let dir = path.join("checkpoints");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("--resume {}: no checkpoint there and no {}", path.display(), dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(MARKER).exists())
+        .collect();
+    found.sort();
+    found.pop().ok_or_else(|| anyhow!("--resume {}: no complete checkpoint in {}", path.display(), dir.display()))
+}
+
+pub fn read_state(checkpoint: &Path) -> Result<State> {
+    let path = checkpoint.join("state.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a training state", path.display()))
+}
+
+/// Everything the loop needs besides the task and the data.
+pub struct Run<'a> {
+    pub params: Vec<(String, Var)>,
+    pub opts: &'a TrainOpts,
+    pub lr: f64,
+    pub out: &'a Path,
+    /// Writes the model files (config, weights, tokenizer) into a directory.
+    pub save_model: &'a dyn Fn(&Path) -> Result<()>,
+    /// The checkpoint to continue from.
+    pub resume: Option<PathBuf>,
+    pub metrics: &'a mut Metrics,
+}
+
+/// How a run ended.
+pub struct Outcome {
+    pub state: State,
+    /// Validation metrics of the last evaluation.
+    pub validation: Option<Value>,
+    /// False when `--stop-after` ended it early.
+    pub finished: bool,
+}
+
+pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: Run) -> Result<Outcome> {
+    let opts = run.opts;
+    if train.is_empty() {
+        bail!("no training examples (after the validation split)")
+    }
+    let per_step = opts.batch_size.max(1) * opts.grad_accum.max(1);
+    let steps_per_epoch = train.len().div_ceil(per_step);
+    let total_steps = (steps_per_epoch * opts.epochs) as u64;
+    let warmup = (total_steps as f64 * opts.warmup_ratio).round() as u64;
+    let mut optimizer = AdamW::new(run.params.clone(), AdamWConfig { weight_decay: opts.weight_decay, ..Default::default() })?;
+    let mut state =
+        State { step: 0, epoch: 0, step_in_epoch: 0, total_steps, seed: opts.seed, train_examples: train.len(), peak_lr: run.lr };
+    if let Some(ckpt) = &run.resume {
+        let saved = read_state(ckpt)?;
+        let key = |s: &State| (s.seed, s.train_examples, s.total_steps, s.peak_lr.to_bits());
+        if key(&saved) != key(&state) {
+            bail!(
+                "--resume {}: it was a run of {} training examples, {} steps, seed {}, lr {}; this one has {}, {}, {}, {}: \
+                 resume with the same data and flags",
+                ckpt.display(), saved.train_examples, saved.total_steps, saved.seed, saved.peak_lr,
+                state.train_examples, state.total_steps, state.seed, state.peak_lr
+            )
+        }
+        optimizer.load(&ckpt.join("optimizer.safetensors"), saved.step)?;
+        state = saved;
+    }
+    let bar = indicatif::ProgressBar::new(total_steps).with_position(state.step);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta}) {msg}")
+            .expect("a valid template"),
+    );
+    let mut validation = None;
+    let started = Instant::now();
+    while state.epoch < opts.epochs {
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        Rng::derived(opts.seed, "epoch", state.epoch as u64).shuffle(&mut order);
+        let steps: Vec<&[usize]> = order.chunks(per_step).collect();
+        while state.step_in_epoch < steps.len() {
+            let t0 = Instant::now();
+            let examples: Vec<&T::Example> = steps[state.step_in_epoch].iter().map(|&i| &train[i]).collect();
+            let micro: Vec<Vec<&T::Example>> =
+                examples.chunks(opts.batch_size.max(1)).flat_map(|b| micro_batches(task, b, opts.max_tokens)).collect();
+            // The loss is averaged over the whole step: each micro-batch's summed loss is
+            // divided by the step's total units before its backward pass.
+            let units: f64 = examples.iter().map(|e| task.units(e)).sum();
+            let mut grads = Grads::new(optimizer.params().len());
+            let mut stats = Stats::default();
+            for mb in &micro {
+                let (loss, st) = task.loss(mb)?;
+                stats.add(&st);
+                grads.add(optimizer.params(), &(loss / units.max(1e-12))?.backward()?)?;
+            }
+            let grad_norm = grads.clip(opts.max_grad_norm)?;
+            let lr = learning_rate(opts.schedule, run.lr, state.step, warmup, total_steps);
+            optimizer.step(&grads, lr)?;
+            state.step += 1;
+            state.step_in_epoch += 1;
+            let secs = t0.elapsed().as_secs_f64();
+            let loss = stats.loss();
+            if !loss.is_finite() {
+                bail!("the loss became {loss} at step {}: lower --lr or check the data", state.step)
+            }
+            run.metrics.emit(&json!({
+                "event": "step", "step": state.step, "epoch": state.epoch, "loss": loss, "accuracy": stats.accuracy(),
+                "lr": lr, "grad_norm": grad_norm, "tokens_per_s": stats.tokens as f64 / secs,
+                "examples": examples.len(), "elapsed_s": started.elapsed().as_secs_f64(),
+            }))?;
+            bar.set_position(state.step);
+            bar.set_message(format!("loss {loss:.4} acc {:.3}", stats.accuracy()));
+            let epoch_done = state.step_in_epoch == steps.len();
+            if epoch_done {
+                state.epoch += 1;
+                state.step_in_epoch = 0;
+            }
+            if (opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every)) || (epoch_done && !val.is_empty()) {
+                let mut report = task.report(&evaluate(task, val, opts)?);
+                report["event"] = "eval".into();
+                report["step"] = state.step.into();
+                report["epoch"] = state.epoch.into();
+                run.metrics.emit(&report)?;
+                bar.println(format!("step {}: validation {}", state.step, report));
+                validation = Some(report);
+            }
+            if (opts.save_every > 0 && state.step.is_multiple_of(opts.save_every)) || epoch_done {
+                save_checkpoint(&run, &optimizer, &state)?;
+            }
+            if opts.stop_after == Some(state.step) {
+                bar.abandon_with_message(format!("stopped after step {} (--stop-after)", state.step));
+                return Ok(Outcome { state, validation, finished: false });
+            }
+            if epoch_done {
+                break;
+            }
+        }
+    }
+    bar.finish_with_message("done");
+    Ok(Outcome { state, validation, finished: true })
+}
+
+/// Writes `out/checkpoints/step-N`: model files, optimizer moments and the state, into a
+/// temporary directory that is fsynced and renamed, then the completion marker last; keeps
+/// the newest `--keep-checkpoints`.
+fn save_checkpoint(run: &Run, optimizer: &AdamW, state: &State) -> Result<()> {
+    let root = run.out.join("checkpoints");
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let name = format!("step-{:08}", state.step);
+    let tmp = root.join(format!("{name}.tmp"));
+    let dir = root.join(&name);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    (run.save_model)(&tmp)?;
+    optimizer.save(&tmp.join("optimizer.safetensors"))?;
+    write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
+    for entry in std::fs::read_dir(&tmp)? {
+        std::fs::File::open(entry?.path())?.sync_all()?;
+    }
+    sync_dir(&tmp)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+    sync_dir(&root)?;
+    write_atomic(&dir.join(MARKER), b"")?;
+    sync_dir(&dir)?;
+    let mut complete: Vec<PathBuf> = std::fs::read_dir(&root)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(MARKER).exists())
+        .collect();
+    complete.sort();
+    let excess = complete.len().saturating_sub(run.opts.keep_checkpoints.max(1));
+    for old in &complete[..excess] {
+        std::fs::remove_dir_all(old).with_context(|| format!("cannot remove {}", old.display()))?;
+    }
+    Ok(())
+}

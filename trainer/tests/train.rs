@@ -1,0 +1,213 @@
+//! The `rewardlab-train` binary end to end on CPU: a reward model learns a planted preference,
+//! scores files, SFT lowers perplexity, a killed-and-resumed run ends bit-identical, and bad
+//! data is refused with its file and line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use rewardlab_trainer::rng::Rng;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rewardlab-train");
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_jsonl(path: &Path, rows: &[Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(out.status.success(), "rewardlab-train {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+const WORDS: [&str; 24] = [
+    "river", "stone", "cloud", "paper", "garden", "window", "silver", "orange", "market", "engine", "forest", "candle",
+    "bridge", "winter", "letter", "planet", "motor", "violin", "harbor", "pencil", "copper", "meadow", "rocket", "saddle",
+];
+
+fn sentence(rng: &mut Rng, n: usize) -> String {
+    (0..n).map(|_| WORDS[rng.below(WORDS.len())]).collect::<Vec<_>>().join(" ")
+}
+
+/// Pairs where the chosen response contains the word "kindly" somewhere (a random position),
+/// the rejected one never: the rule is hidden in the data, not the length or the position.
+fn planted_pairs(n: usize, seed: u64) -> Vec<Value> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let prompt = format!("Question: {}?\nAnswer:", sentence(&mut rng, 5));
+            let len = 6 + rng.below(6);
+            let mut good: Vec<String> = sentence(&mut rng, len).split(' ').map(str::to_string).collect();
+            let at = rng.below(good.len() + 1);
+            good.insert(at, "kindly".into());
+            let bad = sentence(&mut rng, len + 1);
+            json!({"prompt": prompt, "chosen": format!(" {}", good.join(" ")), "rejected": format!(" {bad}")})
+        })
+        .collect()
+}
+
+const SMALL: [&str; 10] = ["--n-embd", "64", "--n-layer", "2", "--n-head", "4", "--vocab-size", "400", "--max-len", "64"];
+
+#[test]
+fn a_reward_model_learns_a_planted_preference_in_under_a_minute_and_scores_files() {
+    let dir = scratch("planted");
+    let data = dir.join("pairs.jsonl");
+    write_jsonl(&data, &planted_pairs(800, 1));
+    let out = dir.join("rm");
+    let metrics = dir.join("metrics.jsonl");
+    let started = Instant::now();
+    let mut args = vec!["rm", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--epochs", "3",
+        "--lr", "3e-3", "--metrics", metrics.to_str().unwrap()];
+    args.extend(SMALL);
+    run(&args);
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let config = read_json(&out.join("config.json"));
+    let accuracy = config["rewardlab"]["validation"]["accuracy"].as_f64().unwrap();
+    eprintln!("planted preference: validation accuracy {accuracy:.4} in {elapsed:.1} s");
+    assert!(accuracy >= 0.95, "validation accuracy {accuracy}");
+    assert!(elapsed < 60.0, "took {elapsed:.1} s");
+    assert_eq!(config["architectures"][0], "GPT2ForSequenceClassification");
+    for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+
+    // The metrics stream: a line per step with the fields the platform reads, evals, and done.
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let steps: Vec<&Value> = lines.iter().filter(|l| l["event"] == "step").collect();
+    assert!(steps.len() >= 30, "{} steps", steps.len());
+    for key in ["step", "loss", "accuracy", "lr", "grad_norm", "tokens_per_s"] {
+        assert!(steps[0][key].is_number(), "step line lacks {key}: {}", steps[0]);
+    }
+    assert_eq!(lines.iter().filter(|l| l["event"] == "eval").count(), 3, "one evaluation per epoch");
+    assert_eq!(lines.last().unwrap()["event"], "done");
+    let first = steps[..5].iter().map(|s| s["loss"].as_f64().unwrap()).sum::<f64>() / 5.0;
+    let last = steps[steps.len() - 5..].iter().map(|s| s["loss"].as_f64().unwrap()).sum::<f64>() / 5.0;
+    assert!(last < first * 0.5, "training loss went from {first} to {last}");
+
+    // Scoring: fresh pairs (not trained on) and an item file, one line each, in order.
+    let fresh = dir.join("fresh.jsonl");
+    write_jsonl(&fresh, &planted_pairs(100, 99));
+    let scores = dir.join("scores.jsonl");
+    run(&["score", "--model", out.to_str().unwrap(), "--data", fresh.to_str().unwrap(), "--out", scores.to_str().unwrap()]);
+    let rows: Vec<Value> = std::fs::read_to_string(&scores).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 100);
+    let right = rows.iter().filter(|r| r["chosen_reward"].as_f64().unwrap() > r["rejected_reward"].as_f64().unwrap()).count();
+    assert!(right >= 95, "{right}/100 fresh pairs ordered right");
+
+    let items = dir.join("items.jsonl");
+    write_jsonl(&items, &[json!({"id": "q1", "prompt": "Question: river stone?\nAnswer:", "responses": [
+        {"model": "a", "text": " paper cloud market"}, {"model": "b", "text": " paper kindly cloud market"}, {"model": "c", "text": " engine"}]})]);
+    let out_items = run(&["score", "--model", out.to_str().unwrap(), "--data", items.to_str().unwrap(), "--out", "-"]);
+    let row: Value = serde_json::from_slice(&out_items.stdout).unwrap();
+    assert_eq!(row["id"], "q1");
+    let r: Vec<f64> = row["rewards"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(r.len(), 3);
+    assert!(r[1] > r[0] && r[1] > r[2], "the response with the planted word scores highest: {r:?}");
+
+    // The saved bias centres the training responses on 0.
+    let bias = config["rewardlab"]["reward_bias"].as_f64().unwrap();
+    assert!(bias.is_finite() && config["rewardlab"]["reward_std"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_killed_and_resumed_run_ends_bit_identical() {
+    let dir = scratch("resume");
+    let data = dir.join("pairs.jsonl");
+    write_jsonl(&data, &planted_pairs(160, 3));
+    let base = |out: &Path| {
+        let mut a: Vec<String> = ["rm", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--epochs", "2",
+            "--batch-size", "8", "--grad-accum", "2", "--max-tokens", "300", "--save-every", "3"]
+            .map(String::from).to_vec();
+        a.extend(SMALL.map(String::from));
+        a
+    };
+    let straight = dir.join("straight");
+    let a = base(&straight);
+    run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let resumed = dir.join("resumed");
+    let mut b = base(&resumed);
+    b.extend(["--stop-after", "7"].map(String::from));
+    run(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!resumed.join("model.safetensors").exists(), "a stopped run writes no final model");
+    let ckpts: Vec<String> = std::fs::read_dir(resumed.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(ckpts.contains(&"step-00000006".to_string()), "{ckpts:?}");
+    // A half-written checkpoint (no marker), as a kill mid-save leaves, is never resumed from.
+    std::fs::create_dir_all(resumed.join("checkpoints/step-00000009")).unwrap();
+    std::fs::write(resumed.join("checkpoints/step-00000009/state.json"), "{").unwrap();
+    let mut c = base(&resumed);
+    c.extend(["--resume", resumed.to_str().unwrap()].map(String::from));
+    run(&c.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let w1 = std::fs::read(straight.join("model.safetensors")).unwrap();
+    let w2 = std::fs::read(resumed.join("model.safetensors")).unwrap();
+    assert_eq!(w1.len(), w2.len());
+    assert!(w1 == w2, "the resumed run's weights differ from the uninterrupted run's");
+    let s1 = read_json(&straight.join("config.json"));
+    let s2 = read_json(&resumed.join("config.json"));
+    assert_eq!(s1["rewardlab"]["validation"], s2["rewardlab"]["validation"]);
+}
+
+#[test]
+fn sft_learns_to_continue_demonstrations() {
+    let dir = scratch("sft");
+    let data = dir.join("sft.jsonl");
+    let mut rng = Rng::new(5);
+    // The completion repeats the prompt's words in reverse: learnable from the context alone.
+    let rows: Vec<Value> = (0..400)
+        .map(|_| {
+            let words: Vec<String> = sentence(&mut rng, 4).split(' ').map(str::to_string).collect();
+            let rev: Vec<String> = words.iter().rev().cloned().collect();
+            json!({"prompt": format!("Reverse: {}\nReversed:", words.join(" ")), "completion": format!(" {}", rev.join(" "))})
+        })
+        .collect();
+    write_jsonl(&data, &rows);
+    let out = dir.join("sft");
+    let metrics = dir.join("m.jsonl");
+    let mut args = vec!["sft", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--epochs", "4", "--lr", "3e-3",
+        "--metrics", metrics.to_str().unwrap()];
+    args.extend(SMALL);
+    run(&args);
+    let evals: Vec<Value> = std::fs::read_to_string(&metrics).unwrap().lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["event"] == "eval").collect();
+    let first = evals[0]["perplexity"].as_f64().unwrap();
+    let last = evals.last().unwrap()["perplexity"].as_f64().unwrap();
+    eprintln!("sft validation perplexity {first:.2} after one epoch, {last:.2} after four");
+    assert!(last < first, "perplexity went from {first} to {last}");
+    assert!(last < 14.0, "the words are uniform over 24: below that the model reads its prompt ({last})");
+    let config = read_json(&out.join("config.json"));
+    assert_eq!(config["architectures"][0], "GPT2LMHeadModel");
+    let names: Vec<String> = candle_core::safetensors::load(out.join("model.safetensors"), &candle_core::Device::Cpu)
+        .unwrap().into_keys().collect();
+    assert!(names.iter().all(|n| n.starts_with("transformer.")), "the LM head is tied, not stored: {names:?}");
+}
+
+#[test]
+fn bad_data_is_refused_with_file_and_line_and_nothing_is_written() {
+    let dir = scratch("bad");
+    let data = dir.join("bad.jsonl");
+    let mut rows = planted_pairs(5, 1);
+    rows.push(json!({"prompt": "p", "chosen": " a", "rejected": 7}));
+    write_jsonl(&data, &rows);
+    let out = dir.join("rm");
+    let result = Command::new(BIN).args(["rm", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert!(!result.status.success());
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(err.contains("bad.jsonl:6") && err.contains("\"rejected\""), "{err}");
+    assert!(!out.exists(), "nothing is written for bad data");
+}
