@@ -47,13 +47,19 @@ impl Conv1D {
 }
 
 impl Module for Conv1D {
-    /// `[.., in]` → `[.., out]`.
+    /// `[.., in]` → `[.., out]`, as one 2-D matrix product over all positions (a broadcast
+    /// batched product would make the weight's gradient a sum of per-batch copies).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.broadcast_matmul(&self.weight)?.broadcast_add(&self.bias)
+        let dims = x.dims();
+        let n_in = dims[dims.len() - 1];
+        let rows = x.elem_count() / n_in;
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("at least one dimension") = self.weight.dim(1)?;
+        x.reshape((rows, n_in))?.matmul(&self.weight)?.broadcast_add(&self.bias)?.reshape(out_dims)
     }
 }
 
-/// Layer norm from plain tensor ops (candle's fused kernel has no backward pass).
+/// Layer norm with a backward pass (candle's fused kernel has none): `ops::layer_norm`.
 #[derive(Debug, Clone)]
 struct LayerNorm {
     weight: Tensor,
@@ -72,11 +78,7 @@ impl LayerNorm {
 impl Module for LayerNorm {
     /// Normalises the last dimension: `[.., d]` → `[.., d]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -105,7 +107,7 @@ impl Attention {
         let split = |i: usize| qkv.narrow(D::Minus1, i * d, d)?.reshape((b, t, self.n_head, hd))?.transpose(1, 2)?.contiguous();
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = crate::ops::softmax_last_dim(&scores)?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         self.c_proj.forward(&out)
     }
@@ -133,7 +135,7 @@ impl Block {
 
     fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln_1.forward(x)?, bias)?)?;
-        let h = self.c_fc.forward(&self.ln_2.forward(&x)?)?.gelu()?;
+        let h = crate::ops::gelu(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?;
         x + self.c_proj.forward(&h)?
     }
 }
@@ -236,7 +238,8 @@ impl LmModel {
     /// `ids`, `mask` `[b, t]` → next-token logits `[b, t, vocab]`.
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let hidden = self.transformer.forward(ids, mask)?;
-        hidden.broadcast_matmul(&self.transformer.wte().t()?)
+        let (b, t, d) = hidden.dims3()?;
+        hidden.reshape((b * t, d))?.matmul(&self.transformer.wte().t()?)?.reshape((b, t, ()))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod gpt2;
 pub mod loss;
+pub mod ops;
 pub mod optim;
 pub mod rm;
 pub mod rng;

@@ -195,6 +195,28 @@ fn sft_learns_to_continue_demonstrations() {
     let names: Vec<String> = candle_core::safetensors::load(out.join("model.safetensors"), &candle_core::Device::Cpu)
         .unwrap().into_keys().collect();
     assert!(names.iter().all(|n| n.starts_with("transformer.")), "the LM head is tied, not stored: {names:?}");
+
+    // A reward model starts from it (--init), also when saved as GPT-2 is on the Hub (names
+    // without the `transformer.` prefix): the trunk is the policy's, the head new.
+    let hub = dir.join("hub");
+    std::fs::create_dir_all(&hub).unwrap();
+    let cpu = candle_core::Device::Cpu;
+    let weights = candle_core::safetensors::load(out.join("model.safetensors"), &cpu).unwrap();
+    let bare: std::collections::HashMap<String, candle_core::Tensor> =
+        weights.iter().map(|(k, v)| (k.trim_start_matches("transformer.").to_string(), v.clone())).collect();
+    candle_core::safetensors::save(&bare, hub.join("model.safetensors")).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(out.join(f), hub.join(f)).unwrap();
+    }
+    let pairs = dir.join("pairs.jsonl");
+    write_jsonl(&pairs, &planted_pairs(40, 8));
+    let rm = dir.join("rm");
+    run(&["rm", "--data", pairs.to_str().unwrap(), "--out", rm.to_str().unwrap(), "--init", hub.to_str().unwrap(), "--lr", "1e-12"]);
+    let trained = candle_core::safetensors::load(rm.join("model.safetensors"), &cpu).unwrap();
+    let diff = (&trained["transformer.wte.weight"] - &weights["transformer.wte.weight"]).unwrap().abs().unwrap()
+        .max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-6, "the trunk moved by {diff}");
+    assert_eq!(trained["score.weight"].dims(), [1, 64]);
 }
 
 #[test]

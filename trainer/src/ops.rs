@@ -1,0 +1,428 @@
+//! Fused CPU kernels with backward passes for the two operations a transformer does most
+//! outside matrix products: softmax over the last dimension and layer norm. candle's own fused
+//! versions have no backward pass (gradients silently stop there); its differentiable forms
+//! are chains of small ops, each a pass over memory and a node in the graph. These run one pass
+//! per row forward and one backward, parallel over rows. On other devices the differentiable
+//! tensor-op forms are used.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use num_traits::Float;
+use rayon::prelude::*;
+
+/// Rows shorter than this are processed in chunks of several per task.
+const MIN_PAR: usize = 4096;
+
+fn rows_per_task(d: usize) -> usize {
+    MIN_PAR.div_ceil(d.max(1))
+}
+
+fn contiguous_slice<'a, T: candle_core::WithDType>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s[a..b]),
+        None => candle_core::bail!("fused op: input is not contiguous"),
+    }
+}
+
+fn use_fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// Softmax over the last dimension, differentiable.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !use_fused(x) {
+        return candle_nn::ops::softmax(x, D::Minus1);
+    }
+    x.contiguous()?.apply_op1(Softmax)
+}
+
+struct Softmax;
+
+fn softmax_rows<T: Float + Send + Sync>(x: &[T], d: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(o, x)| {
+        for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
+            let max = x.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+            let mut sum = T::zero();
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = (v - max).exp();
+                sum = sum + *o;
+            }
+            let inv = T::one() / sum;
+            o.iter_mut().for_each(|v| *v = *v * inv);
+        }
+    });
+    out
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "rl-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = l.dims()[l.dims().len() - 1];
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(softmax_rows(contiguous_slice(v, l)?, d)),
+            CpuStorage::F64(v) => CpuStorage::F64(softmax_rows(contiguous_slice(v, l)?, d)),
+            _ => candle_core::bail!("rl-softmax: f32 or f64 only"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    /// dx = y ⊙ (g − Σ g ⊙ y), per row.
+    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxBwd)?))
+    }
+}
+
+struct SoftmaxBwd;
+
+fn softmax_bwd_rows<T: Float + Send + Sync>(y: &[T], g: &[T], d: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); y.len()];
+    let chunk = d * rows_per_task(d);
+    out.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(o, (y, g))| {
+        for ((o, y), g) in o.chunks_mut(d).zip(y.chunks(d)).zip(g.chunks(d)) {
+            let dot = y.iter().zip(g).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+            for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                *o = y * (g - dot);
+            }
+        }
+    });
+    out
+}
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "rl-softmax-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = l1.dims()[l1.dims().len() - 1];
+        let out = match (s1, s2) {
+            (CpuStorage::F32(y), CpuStorage::F32(g)) => {
+                CpuStorage::F32(softmax_bwd_rows(contiguous_slice(y, l1)?, contiguous_slice(g, l2)?, d))
+            }
+            (CpuStorage::F64(y), CpuStorage::F64(g)) => {
+                CpuStorage::F64(softmax_bwd_rows(contiguous_slice(y, l1)?, contiguous_slice(g, l2)?, d))
+            }
+            _ => candle_core::bail!("rl-softmax-bwd: f32 or f64 only"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// GPT-2's GELU (`gelu_new`, the tanh approximation), differentiable.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if !use_fused(x) {
+        return x.gelu();
+    }
+    x.contiguous()?.apply_op1(Gelu)
+}
+
+struct Gelu;
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const GELU_C: f64 = 0.044_715;
+
+/// tanh(z) through one `exp` (libm's `tanhf` is several times slower): 1 − 2/(e^{2z} + 1).
+fn fast_tanh<T: Float>(z: T) -> T {
+    let two = T::one() + T::one();
+    T::one() - two / ((two * z).exp() + T::one())
+}
+
+fn map_par<T: Float + Send + Sync>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(MIN_PAR).zip(x.par_chunks(MIN_PAR)).for_each(|(o, x)| {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = f(x);
+        }
+    });
+    out
+}
+
+fn gelu_fwd<T: Float + Send + Sync>(x: &[T]) -> Vec<T> {
+    let (k, c, half) = (T::from(SQRT_2_OVER_PI).expect("f"), T::from(GELU_C).expect("f"), T::from(0.5).expect("f"));
+    map_par(x, |x| half * x * (T::one() + fast_tanh(k * (x + c * x * x * x))))
+}
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "rl-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(gelu_fwd(contiguous_slice(v, l)?)),
+            CpuStorage::F64(v) => CpuStorage::F64(gelu_fwd(contiguous_slice(v, l)?)),
+            _ => candle_core::bail!("rl-gelu: f32 or f64 only"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&g.contiguous()?, &GeluBwd)?))
+    }
+}
+
+struct GeluBwd;
+
+/// d/dx of 0.5·x·(1 + tanh(u)), u = k(x + c·x³): 0.5(1 + t) + 0.5·x·(1 − t²)·k(1 + 3c·x²).
+fn gelu_bwd<T: Float + Send + Sync>(x: &[T], g: &[T]) -> Vec<T> {
+    let (k, c, half) = (T::from(SQRT_2_OVER_PI).expect("f"), T::from(GELU_C).expect("f"), T::from(0.5).expect("f"));
+    let three = T::from(3.0).expect("f");
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(MIN_PAR).zip(x.par_chunks(MIN_PAR).zip(g.par_chunks(MIN_PAR))).for_each(|(o, (x, g))| {
+        for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+            let t = fast_tanh(k * (x + c * x * x * x));
+            let d = half * (T::one() + t) + half * x * (T::one() - t * t) * k * (T::one() + three * c * x * x);
+            *o = g * d;
+        }
+    });
+    out
+}
+
+impl CustomOp2 for GeluBwd {
+    fn name(&self) -> &'static str {
+        "rl-gelu-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(gelu_bwd(contiguous_slice(x, l1)?, contiguous_slice(g, l2)?)),
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(gelu_bwd(contiguous_slice(x, l1)?, contiguous_slice(g, l2)?)),
+            _ => candle_core::bail!("rl-gelu-bwd: f32 or f64 only"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Layer norm over the last dimension with an affine `weight` and `bias`, differentiable in
+/// all three.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if !use_fused(x) {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+        return normed.broadcast_mul(weight)?.broadcast_add(bias);
+    }
+    x.contiguous()?.apply_op3(weight, bias, LayerNorm { eps })
+}
+
+struct LayerNorm {
+    eps: f64,
+}
+
+/// Mean and 1/σ of a row.
+fn moments<T: Float>(x: &[T], eps: T) -> (T, T) {
+    let n = T::from(x.len()).expect("a row length");
+    let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
+    let var = x.iter().fold(T::zero(), |a, &v| a + (v - mean) * (v - mean)) / n;
+    (mean, T::one() / (var + eps).sqrt())
+}
+
+fn layer_norm_rows<T: Float + Send + Sync>(x: &[T], w: &[T], b: &[T], eps: T) -> Vec<T> {
+    let d = w.len();
+    let mut out = vec![T::zero(); x.len()];
+    let chunk = d * rows_per_task(d);
+    out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(o, x)| {
+        for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
+            let (mean, rstd) = moments(x, eps);
+            for i in 0..d {
+                o[i] = (x[i] - mean) * rstd * w[i] + b[i];
+            }
+        }
+    });
+    out
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "rl-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(layer_norm_rows(
+                contiguous_slice(x, l1)?,
+                contiguous_slice(w, l2)?,
+                contiguous_slice(b, l3)?,
+                self.eps as f32,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(layer_norm_rows(
+                contiguous_slice(x, l1)?,
+                contiguous_slice(w, l2)?,
+                contiguous_slice(b, l3)?,
+                self.eps,
+            )),
+            _ => candle_core::bail!("rl-layer-norm: f32 or f64, all three alike"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // One pass gives dx for every row, then dw and db as the last two rows.
+        let d = w.dim(0)?;
+        let rows = x.elem_count() / d;
+        let packed = x.apply_op3_no_bwd(w, &g.contiguous()?, &LayerNormBwd { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, rows, 1)?.reshape(d)?;
+        let db = packed.narrow(0, rows + 1, 1)?.reshape(d)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+struct LayerNormBwd {
+    eps: f64,
+}
+
+/// Per row, with x̂ = (x − μ)/σ and h = g ⊙ w: dx = (h − mean(h) − x̂ · mean(h ⊙ x̂)) / σ;
+/// dw = Σ_rows g ⊙ x̂, db = Σ_rows g. Returns `[rows + 2, d]`: dx, then dw, then db.
+fn layer_norm_bwd_rows<T: Float + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: T) -> Vec<T> {
+    let d = w.len();
+    let rows = x.len() / d;
+    let chunk_rows = rows_per_task(d);
+    let mut out = vec![T::zero(); (rows + 2) * d];
+    let (dx, _) = out.split_at_mut(rows * d);
+    let partial: Vec<(Vec<T>, Vec<T>)> = dx
+        .par_chunks_mut(d * chunk_rows)
+        .zip(x.par_chunks(d * chunk_rows).zip(g.par_chunks(d * chunk_rows)))
+        .map(|(o, (x, g))| {
+            let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
+            let n = T::from(d).expect("a row length");
+            for ((o, x), g) in o.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
+                let (mean, rstd) = moments(x, eps);
+                let (mut sum_h, mut sum_hx) = (T::zero(), T::zero());
+                for i in 0..d {
+                    let xhat = (x[i] - mean) * rstd;
+                    let h = g[i] * w[i];
+                    sum_h = sum_h + h;
+                    sum_hx = sum_hx + h * xhat;
+                    dw[i] = dw[i] + g[i] * xhat;
+                    db[i] = db[i] + g[i];
+                }
+                let (mean_h, mean_hx) = (sum_h / n, sum_hx / n);
+                for i in 0..d {
+                    let xhat = (x[i] - mean) * rstd;
+                    o[i] = (g[i] * w[i] - mean_h - xhat * mean_hx) * rstd;
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    for (pw, pb) in partial {
+        for i in 0..d {
+            out[rows * d + i] = out[rows * d + i] + pw[i];
+            out[(rows + 1) * d + i] = out[(rows + 1) * d + i] + pb[i];
+        }
+    }
+    out
+}
+
+impl CustomOp3 for LayerNormBwd {
+    fn name(&self) -> &'static str {
+        "rl-layer-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = l2.dims()[0];
+        let rows = l1.shape().elem_count() / d;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => CpuStorage::F32(layer_norm_bwd_rows(
+                contiguous_slice(x, l1)?,
+                contiguous_slice(w, l2)?,
+                contiguous_slice(g, l3)?,
+                self.eps as f32,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => CpuStorage::F64(layer_norm_bwd_rows(
+                contiguous_slice(x, l1)?,
+                contiguous_slice(w, l2)?,
+                contiguous_slice(g, l3)?,
+                self.eps,
+            )),
+            _ => candle_core::bail!("rl-layer-norm-bwd: f32 or f64, all three alike"),
+        };
+        Ok((out, Shape::from((rows + 2, d))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The fused kernels and the plain tensor-op forms agree, forward and backward.
+    #[test]
+    fn fused_kernels_match_the_tensor_op_forms() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&(Tensor::randn(0f64, 1.0, (3, 5, 7), &dev).unwrap() * 3.0).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(1f64, 0.5, 7, &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f64, 0.5, 7, &dev).unwrap()).unwrap();
+        let probe = Tensor::randn(0f64, 1.0, (3, 5, 7), &dev).unwrap();
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            assert!(diff < 1e-10, "{what}: differ by {diff}");
+        };
+
+        let fused = softmax_last_dim(&x).unwrap();
+        let plain = candle_nn::ops::softmax(&x, D::Minus1).unwrap();
+        close(&fused, &plain, "softmax");
+        let gf = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (plain * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        close(gf.get(&x).unwrap(), gp.get(&x).unwrap(), "softmax grad");
+
+        let fused = gelu(&x).unwrap();
+        let plain = x.gelu().unwrap();
+        close(&fused, &plain, "gelu");
+        // candle's own GELU backward rounds its constants to 6 digits: compare with central
+        // differences instead (error ~h² ≈ 1e-12).
+        let gf = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let h = 1e-6;
+        let up = gelu(&(x.as_tensor() + h).unwrap()).unwrap();
+        let down = gelu(&(x.as_tensor() - h).unwrap()).unwrap();
+        let numeric = (((up - down).unwrap() / (2.0 * h)).unwrap() * &probe).unwrap();
+        let diff = (gf.get(&x).unwrap() - numeric).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff < 1e-8, "gelu grad: differs from central differences by {diff}");
+
+        let fused = layer_norm(&x, &w, &b, 1e-5).unwrap();
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let centred = x.broadcast_sub(&mean).unwrap();
+        let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let plain = centred
+            .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&w)
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        close(&fused, &plain, "layer norm");
+        let gf = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (plain * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&x, &w, &b] {
+            close(gf.get(v).unwrap(), gp.get(v).unwrap(), "layer norm grads");
+        }
+    }
+}
