@@ -55,7 +55,7 @@ impl Module for Conv1D {
         let rows = x.elem_count() / n_in;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("at least one dimension") = self.weight.dim(1)?;
-        x.reshape((rows, n_in))?.matmul(&self.weight)?.broadcast_add(&self.bias)?.reshape(out_dims)
+        crate::ops::add_bias(&x.reshape((rows, n_in))?.matmul(&self.weight)?, &self.bias)?.reshape(out_dims)
     }
 }
 
@@ -98,16 +98,18 @@ impl Attention {
         })
     }
 
-    /// Causal self-attention; `bias` is `[b, 1, t, t]`, 0 where attention is allowed and a large
-    /// negative number elsewhere (future positions and padding).
-    fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    /// Causal self-attention, no attention to padding keys.
+    fn forward(&self, x: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let hd = d / self.n_head;
         let qkv = self.c_attn.forward(x)?;
         let split = |i: usize| qkv.narrow(D::Minus1, i * d, d)?.reshape((b, t, self.n_head, hd))?.transpose(1, 2)?.contiguous();
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
-        let probs = crate::ops::softmax_last_dim(&scores)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let probs = match mask {
+            AttentionMask::Keys(keys) => crate::ops::causal_masked_softmax(&q.matmul(&k.t()?)?, keys, scale)?,
+            AttentionMask::Bias(bias) => crate::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?)?,
+        };
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         self.c_proj.forward(&out)
     }
@@ -133,8 +135,8 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, bias)?)?;
+    fn forward(&self, x: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask)?)?;
         let h = crate::ops::gelu(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?;
         x + self.c_proj.forward(&h)?
     }
@@ -178,12 +180,23 @@ impl Gpt2Model {
         }
         let positions = Tensor::arange(0u32, t as u32, ids.device())?;
         let mut x = self.wte.forward(ids)?.broadcast_add(&self.wpe.forward(&positions)?)?;
-        let bias = attention_bias(mask, x.dtype())?;
+        let mask = if crate::ops::fused_available(&x) {
+            AttentionMask::Keys(mask.to_dtype(x.dtype())?)
+        } else {
+            AttentionMask::Bias(attention_bias(mask, x.dtype())?)
+        };
         for block in &self.h {
-            x = block.forward(&x, &bias)?;
+            x = block.forward(&x, &mask)?;
         }
         self.ln_f.forward(&x)
     }
+}
+
+/// How attention is masked: the padding mask for the fused CPU kernel (causality is built
+/// in), or an additive bias for the tensor-op form.
+enum AttentionMask {
+    Keys(Tensor),
+    Bias(Tensor),
 }
 
 /// `[b, t]` mask → `[b, 1, t, t]` additive bias: causal, and no attention to padding keys.

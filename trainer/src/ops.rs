@@ -111,6 +111,169 @@ impl CustomOp2 for SoftmaxBwd {
     }
 }
 
+/// Causal self-attention probabilities: softmax over the last dimension of `scores · scale`
+/// (`[b, h, t, t]`), where query i may attend to key j only if j ≤ i and `key_mask[b, j]` is
+/// non-zero (`[b, t]`, same dtype). One pass instead of a scale, a broadcast add of a mask and
+/// a softmax; differentiable in `scores`.
+pub fn causal_masked_softmax(scores: &Tensor, key_mask: &Tensor, scale: f64) -> Result<Tensor> {
+    scores.contiguous()?.apply_op2(&key_mask.to_dtype(scores.dtype())?.contiguous()?, MaskedSoftmax { scale })
+}
+
+/// Whether the fused CPU kernels serve this tensor (else the tensor-op forms do).
+pub fn fused_available(x: &Tensor) -> bool {
+    use_fused(x)
+}
+
+struct MaskedSoftmax {
+    scale: f64,
+}
+
+fn masked_softmax_rows<T: Float + Send + Sync>(s: &[T], mask: &[T], b: usize, h: usize, t: usize, scale: T) -> Vec<T> {
+    let mut out = vec![T::zero(); s.len()];
+    // One task per (batch, head) matrix of t rows.
+    out.par_chunks_mut(t * t).zip(s.par_chunks(t * t)).enumerate().for_each(|(bh, (o, s))| {
+        let keys = &mask[(bh / h) * t..(bh / h + 1) * t];
+        for i in 0..t {
+            let (o, s) = (&mut o[i * t..(i + 1) * t], &s[i * t..(i + 1) * t]);
+            let mut max = T::neg_infinity();
+            for j in 0..=i {
+                if keys[j] != T::zero() {
+                    max = max.max(s[j] * scale);
+                }
+            }
+            if max == T::neg_infinity() {
+                continue; // a row with nothing to attend to (padding): all zeros
+            }
+            let mut sum = T::zero();
+            for j in 0..=i {
+                if keys[j] != T::zero() {
+                    o[j] = (s[j] * scale - max).exp();
+                    sum = sum + o[j];
+                }
+            }
+            let inv = T::one() / sum;
+            o[..=i].iter_mut().for_each(|v| *v = *v * inv);
+        }
+    });
+    let _ = b;
+    out
+}
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "rl-causal-masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, h, t, t2) = l1.shape().dims4()?;
+        if t != t2 || l2.dims() != [b, t] {
+            candle_core::bail!("rl-causal-masked-softmax: scores {:?} and mask {:?}", l1.dims(), l2.dims())
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(s), CpuStorage::F32(m)) => CpuStorage::F32(masked_softmax_rows(
+                contiguous_slice(s, l1)?,
+                contiguous_slice(m, l2)?,
+                b,
+                h,
+                t,
+                self.scale as f32,
+            )),
+            (CpuStorage::F64(s), CpuStorage::F64(m)) => CpuStorage::F64(masked_softmax_rows(
+                contiguous_slice(s, l1)?,
+                contiguous_slice(m, l2)?,
+                b,
+                h,
+                t,
+                self.scale,
+            )),
+            _ => candle_core::bail!("rl-causal-masked-softmax: f32 or f64 only"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    /// d scores = scale · y ⊙ (g − Σ g ⊙ y): masked entries have y = 0 and get 0.
+    fn bwd(&self, _s: &Tensor, _m: &Tensor, y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let ds = (y.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxBwd)? * self.scale)?;
+        Ok((Some(ds), None))
+    }
+}
+
+/// `x + bias` for `x` `[rows, n]` and `bias` `[n]`, differentiable in both (the bias's
+/// gradient is the column sums), parallel over rows.
+pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if !use_fused(x) {
+        return x.broadcast_add(bias);
+    }
+    x.contiguous()?.apply_op2(bias, AddBias)
+}
+
+struct AddBias;
+
+impl CustomOp2 for AddBias {
+    fn name(&self) -> &'static str {
+        "rl-add-bias"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn add<T: Float + Send + Sync>(x: &[T], b: &[T]) -> Vec<T> {
+            let n = b.len();
+            let mut out = x.to_vec();
+            out.par_chunks_mut(n * rows_per_task(n)).for_each(|o| {
+                for row in o.chunks_mut(n) {
+                    row.iter_mut().zip(b).for_each(|(v, &b)| *v = *v + b);
+                }
+            });
+            out
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(b)) => CpuStorage::F32(add(contiguous_slice(x, l1)?, contiguous_slice(b, l2)?)),
+            (CpuStorage::F64(x), CpuStorage::F64(b)) => CpuStorage::F64(add(contiguous_slice(x, l1)?, contiguous_slice(b, l2)?)),
+            _ => candle_core::bail!("rl-add-bias: f32 or f64 only"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, b: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = b.dim(0)?;
+        let db = g.contiguous()?.apply_op1_no_bwd(&ColumnSums { n })?;
+        Ok((Some(g.clone()), Some(db)))
+    }
+}
+
+struct ColumnSums {
+    n: usize,
+}
+
+fn column_sums<T: Float + Send + Sync>(g: &[T], n: usize) -> Vec<T> {
+    g.par_chunks(n * rows_per_task(n).max(64))
+        .map(|c| {
+            let mut acc = vec![T::zero(); n];
+            for row in c.chunks(n) {
+                acc.iter_mut().zip(row).for_each(|(a, &v)| *a = *a + v);
+            }
+            acc
+        })
+        .reduce(|| vec![T::zero(); n], |mut a, b| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a = *a + b);
+            a
+        })
+}
+
+impl CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "rl-column-sums"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(g) => CpuStorage::F32(column_sums(contiguous_slice(g, l)?, self.n)),
+            CpuStorage::F64(g) => CpuStorage::F64(column_sums(contiguous_slice(g, l)?, self.n)),
+            _ => candle_core::bail!("rl-column-sums: f32 or f64 only"),
+        };
+        Ok((out, Shape::from(self.n)))
+    }
+}
+
 /// GPT-2's GELU (`gelu_new`, the tanh approximation), differentiable.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     if !use_fused(x) {

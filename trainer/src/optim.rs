@@ -31,9 +31,12 @@ impl Grads {
     pub fn add(&mut self, params: &[(String, Var)], store: &GradStore) -> Result<()> {
         for ((_, var), sum) in params.iter().zip(self.sums.iter_mut()) {
             if let Some(g) = store.get(var.as_tensor()) {
+                // Detached: a gradient still links to the whole graph of its step, and the
+                // moments computed from it would keep every step's graph alive.
+                let g = g.detach();
                 *sum = Some(match sum.take() {
                     Some(s) => (s + g)?,
-                    None => g.clone(),
+                    None => g,
                 });
             }
         }
