@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod dpo;
 pub mod gpt2;
 pub mod loss;
 pub mod ops;

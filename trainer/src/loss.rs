@@ -79,9 +79,23 @@ pub fn ranking_loss(rewards: &Tensor, ranks: &[i16], margin: f64, centring: f64)
 /// (u32), counted where `mask` `[b, t]` is 1. Returns a scalar sum (the caller divides by the
 /// number of counted tokens).
 pub fn token_nll(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    sequence_logprobs(logits, targets, mask)?.sum_all()?.neg()
+}
+
+/// Log-probability of each row's `targets` `[b, t]` under `logits` `[b, t, v]`, summed where
+/// `mask` `[b, t]` is 1: `[b]` (the log-likelihood of a response given its prompt).
+pub fn sequence_logprobs(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let log_probs = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
     let picked = log_probs.gather(&targets.unsqueeze(2)?, 2)?.squeeze(2)?;
-    (picked * mask.to_dtype(logits.dtype())?)?.sum_all()?.neg()
+    (picked * mask.to_dtype(logits.dtype())?)?.sum(1)
+}
+
+/// The sigmoid DPO loss (Rafailov et al. 2023) summed over pairs: with
+/// Δ = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)), `−log σ(β·Δ)`. All
+/// inputs `[n]`; returns a scalar.
+pub fn dpo_loss(policy_w: &Tensor, policy_l: &Tensor, ref_w: &Tensor, ref_l: &Tensor, beta: f64) -> Result<Tensor> {
+    let delta = ((policy_w - ref_w)? - (policy_l - ref_l)?)?;
+    neg_log_sigmoid(&(delta * beta)?)?.sum_all()
 }
 
 #[cfg(test)]
@@ -150,6 +164,15 @@ mod tests {
         assert!((all - (0.4643687841079449 + 0.06588390375742911)).abs() < 1e-10, "{all}");
         let second = scalar(token_nll(&logits, &targets, &Tensor::new(&[[0f64, 1.0]], &Device::Cpu).unwrap()).unwrap());
         assert!((second - 0.06588390375742911).abs() < 1e-10, "{second}");
+    }
+
+    // Δ = (−1 − −2) − (−3 − −2.5) = 1.5, β = 0.1:
+    //   -F.logsigmoid(torch.tensor(0.15, dtype=torch.float64)) -> 0.6209570477895321
+    #[test]
+    fn dpo_loss_matches_pytorch() {
+        let t = |v: f64| Tensor::new(&[v], &Device::Cpu).unwrap();
+        let got = scalar(dpo_loss(&t(-1.0), &t(-3.0), &t(-2.0), &t(-2.5), 0.1).unwrap());
+        assert!((got - 0.6209570477895321).abs() < 1e-12, "{got}");
     }
 
     fn neg(x: f64) -> f64 {

@@ -40,8 +40,10 @@ pub struct DemoEx {
 }
 
 /// Tokenizes demonstrations; a sequence over `max_len` loses the start of its prompt first,
-/// then the end of its response. Returns the examples and how many were cut.
+/// then the end of its response; every demonstration keeps at least one response token (its
+/// end-of-text at worst), so none is dropped. Returns the examples and how many were cut.
 pub fn encode_demonstrations(tok: &Tok, demos: &[Demonstration], max_len: usize) -> Result<(Vec<DemoEx>, usize)> {
+    let max_len = max_len.max(2);
     let texts: Vec<String> = demos.iter().flat_map(|d| [d.prompt.clone(), d.completion.clone()]).collect();
     let ids = tok.encode_all(&texts)?;
     let mut cut = 0;
@@ -60,9 +62,25 @@ pub fn encode_demonstrations(tok: &Tok, demos: &[Demonstration], max_len: usize)
             prompt.extend(response);
             DemoEx { ids: prompt, prompt_len }
         })
-        .filter(|e| e.ids.len() > e.prompt_len && e.ids.len() >= 2)
         .collect();
     Ok((examples, cut))
+}
+
+/// Runs the policy over right-padded demonstrations: next-token `logits` `[b, t-1, v]`, the
+/// `targets` they predict `[b, t-1]`, and a mask `[b, t-1]` that is 1 where the target is a
+/// response token (or the closing end-of-text).
+pub fn lm_forward(model: &LmModel, batch: &[&DemoEx], pad_id: u32, device: &Device) -> Result<(Tensor, Tensor, Tensor)> {
+    let seqs: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
+    let (ids, mask) = pad(&seqs, pad_id, device)?;
+    let t = ids.dim(1)?.max(2);
+    let mut target_mask = Vec::with_capacity(batch.len() * (t - 1));
+    for e in batch {
+        target_mask.extend((1..t).map(|j| if j >= e.prompt_len.max(1) && j < e.ids.len() { 1f32 } else { 0.0 }));
+    }
+    let target_mask = Tensor::from_vec(target_mask, (batch.len(), t - 1), device)?;
+    let logits = model.forward(&ids, &mask)?.narrow(1, 0, t - 1)?;
+    let targets = ids.narrow(1, 1, t - 1)?.contiguous()?;
+    Ok((logits, targets, target_mask))
 }
 
 pub struct SftTask<'a> {
@@ -85,16 +103,7 @@ impl Task for SftTask<'_> {
 
     fn loss(&self, batch: &[&DemoEx]) -> Result<(Tensor, Stats)> {
         let seqs: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
-        let (ids, mask) = pad(&seqs, self.pad, &self.device)?;
-        let t = ids.dim(1)?;
-        // Position j predicts token j + 1; it counts when j + 1 is a real response token.
-        let mut target_mask = Vec::with_capacity(batch.len() * (t - 1));
-        for e in batch {
-            target_mask.extend((1..t).map(|j| if j >= e.prompt_len.max(1) && j < e.ids.len() { 1f32 } else { 0.0 }));
-        }
-        let target_mask = Tensor::from_vec(target_mask, (batch.len(), t - 1), &self.device)?;
-        let logits = self.model.forward(&ids, &mask)?.narrow(1, 0, t - 1)?;
-        let targets = ids.narrow(1, 1, t - 1)?.contiguous()?;
+        let (logits, targets, target_mask) = lm_forward(self.model, batch, self.pad, &self.device)?;
         let loss = token_nll(&logits, &targets, &target_mask)?;
         let predicted = logits.detach().argmax(D::Minus1)?;
         let correct = (predicted.eq(&targets)?.to_dtype(DType::F32)? * &target_mask)?.sum_all()?.to_scalar::<f32>()?;

@@ -233,3 +233,36 @@ fn bad_data_is_refused_with_file_and_line_and_nothing_is_written() {
     assert!(err.contains("bad.jsonl:6") && err.contains("\"rejected\""), "{err}");
     assert!(!out.exists(), "nothing is written for bad data");
 }
+
+#[test]
+fn dpo_learns_a_planted_preference_against_a_frozen_reference() {
+    let dir = scratch("dpo");
+    let data = dir.join("pairs.jsonl");
+    write_jsonl(&data, &planted_pairs(400, 11));
+    // A policy that has seen both kinds of response (SFT on chosen and rejected alike)…
+    let sft_data = dir.join("both.jsonl");
+    let both: Vec<Value> = planted_pairs(400, 11)
+        .iter()
+        .flat_map(|p| [json!({"prompt": p["prompt"], "completion": p["chosen"]}), json!({"prompt": p["prompt"], "completion": p["rejected"]})])
+        .collect();
+    write_jsonl(&sft_data, &both);
+    let policy = dir.join("policy");
+    let mut args = vec!["sft", "--data", sft_data.to_str().unwrap(), "--out", policy.to_str().unwrap(), "--lr", "3e-3"];
+    args.extend(SMALL);
+    run(&args);
+    // …learns from the pairs to prefer the planted word.
+    let out = dir.join("dpo");
+    let metrics = dir.join("m.jsonl");
+    run(&["dpo", "--policy", policy.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "--epochs", "3", "--lr", "1e-3", "--max-len", "64", "--metrics", metrics.to_str().unwrap()]);
+    let evals: Vec<Value> = std::fs::read_to_string(&metrics).unwrap().lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["event"] == "eval").collect();
+    let accuracy = evals.last().unwrap()["accuracy"].as_f64().unwrap();
+    let margin = evals.last().unwrap()["margin"].as_f64().unwrap();
+    eprintln!("dpo: held-out implicit-reward accuracy {accuracy:.3}, margin {margin:.3}");
+    assert!(accuracy >= 0.8, "held-out implicit-reward accuracy {accuracy}");
+    assert!(margin > 0.0);
+    let config = read_json(&out.join("config.json"));
+    assert_eq!(config["architectures"][0], "GPT2LMHeadModel");
+    assert_eq!(config["rewardlab"]["dpo_beta"], 0.1);
+}

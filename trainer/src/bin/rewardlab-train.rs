@@ -1,8 +1,8 @@
-//! `rewardlab-train`: reward models (`rm`), supervised fine-tuning (`sft`), scoring (`score`)
+//! `rewardlab-train`: reward models (`rm`), supervised fine-tuning (`sft`), DPO (`dpo`), scoring (`score`)
 //! and the training benchmark (`bench`).
 
 use clap::{Parser, Subcommand};
-use rewardlab_trainer::{bench, rm, sft};
+use rewardlab_trainer::{bench, dpo, rm, sft};
 
 /// Training allocates and frees many large tensors a step; glibc's malloc hands each back to
 /// the kernel and faults it in again (15% of a step's time), mimalloc keeps them.
@@ -22,6 +22,8 @@ enum Command {
     Rm(Box<rm::RmArgs>),
     /// Supervised fine-tuning on demonstrations.
     Sft(Box<sft::SftArgs>),
+    /// Direct preference optimisation of a policy against a frozen copy of itself.
+    Dpo(Box<dpo::DpoArgs>),
     /// Score preference rows or items with a reward model.
     Score(rm::ScoreArgs),
     /// Time reward-model training steps (optionally beside PyTorch).
@@ -33,6 +35,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Rm(a) => rm::run(a),
         Command::Sft(a) => sft::run(a),
+        Command::Dpo(a) => dpo::run(a),
         Command::Score(a) => rm::score(a),
         Command::Bench(a) => bench::run(a),
     };
