@@ -288,6 +288,28 @@ pub fn read_score_rows(path: &Path) -> Result<Vec<ScoreRow>> {
     Ok(out)
 }
 
+/// Reads prompts to sample from: any rows with a `prompt` (string or turns) — the platform's
+/// `prompts` export, item files, preference rows (prompt explicit or implicit). Each comes
+/// with its `id` (or `item_id`, else its line number).
+pub fn read_prompts(path: &Path) -> Result<Vec<(Value, String)>> {
+    let mut out = Vec::new();
+    for line in lines(path)? {
+        let (n, line) = line?;
+        let at = |e: anyhow::Error| anyhow!("{}:{n}: {e:#}", path.display());
+        let obj = object(&line).map_err(at)?;
+        let prompt = if obj.contains_key("prompt") {
+            text(&obj, "prompt").map_err(at)?
+        } else if obj.contains_key("chosen") {
+            preference(&obj).map_err(at)?.0
+        } else {
+            return Err(at(anyhow!("field \"prompt\" is missing")));
+        };
+        let id = obj.get("id").or_else(|| obj.get("item_id")).cloned().unwrap_or_else(|| Value::from(n));
+        out.push((id, prompt));
+    }
+    Ok(out)
+}
+
 /// Splits records into (train, validation) by prompt: every record of a prompt lands on the
 /// same side, decided by a stable hash of the seed and the prompt, so the split is the same on
 /// every run and machine for the same seed. `fraction` is the validation share of prompts.

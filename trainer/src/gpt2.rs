@@ -113,6 +113,25 @@ impl Attention {
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         self.c_proj.forward(&out)
     }
+
+    /// Inference with a key/value cache: `x` holds the new positions only; their keys and
+    /// values are appended to `cache`, and `bias` `[b, 1, t_new, t_total]` masks the rest.
+    fn forward_cached(&self, x: &Tensor, bias: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let hd = d / self.n_head;
+        let qkv = self.c_attn.forward(x)?;
+        let split = |i: usize| qkv.narrow(D::Minus1, i * d, d)?.reshape((b, t, self.n_head, hd))?.transpose(1, 2)?.contiguous();
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(bias)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        *cache = Some((k, v));
+        self.c_proj.forward(&out)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +152,12 @@ impl Block {
             c_fc: Conv1D::new(cfg.n_embd, 4 * cfg.n_embd, vb.pp("mlp").pp("c_fc"))?,
             c_proj: Conv1D::new(4 * cfg.n_embd, cfg.n_embd, vb.pp("mlp").pp("c_proj"))?,
         })
+    }
+
+    fn forward_cached(&self, x: &Tensor, bias: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+        let x = (x + self.attn.forward_cached(&self.ln_1.forward(x)?, bias, cache)?)?;
+        let h = crate::ops::gelu(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?;
+        x + self.c_proj.forward(&h)?
     }
 
     fn forward(&self, x: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
@@ -192,6 +217,36 @@ impl Gpt2Model {
     }
 }
 
+/// Keys and values of every layer for the positions generated so far.
+pub type KvCache = Vec<Option<(Tensor, Tensor)>>;
+
+impl Gpt2Model {
+    /// Inference over new positions with a cache: `ids` `[b, t_new]`, `positions` `[b, t_new]`
+    /// (u32; with left padding, real tokens count from 0), `key_mask` `[b, t_total]` (1 for
+    /// real tokens, over every position so far including the new ones). Returns hidden states
+    /// of the new positions `[b, t_new, n_embd]`.
+    pub fn forward_cached(&self, ids: &Tensor, positions: &Tensor, key_mask: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let total = key_mask.dim(1)?;
+        if total > self.cfg.n_positions {
+            candle_core::bail!("sequence of {total} tokens is longer than n_positions {}", self.cfg.n_positions)
+        }
+        cache.resize(self.h.len(), None);
+        let mut x = (self.wte.forward(ids)? + self.wpe.forward(positions)?)?;
+        // Query i (absolute position total - t + i) sees key j ≤ it that is not padding.
+        let offset = total - t;
+        let causal: Vec<f32> =
+            (0..t).flat_map(|i| (0..total).map(move |j| if j <= offset + i { 1.0 } else { 0.0 })).collect();
+        let causal = Tensor::from_vec(causal, (1, 1, t, total), ids.device())?;
+        let keys = key_mask.to_dtype(DType::F32)?.reshape((b, 1, 1, total))?;
+        let bias = ((causal.broadcast_mul(&keys)? - 1.0)? * 1e9)?.to_dtype(x.dtype())?;
+        for (block, slot) in self.h.iter().zip(cache.iter_mut()) {
+            x = block.forward_cached(&x, &bias, slot)?;
+        }
+        self.ln_f.forward(&x)
+    }
+}
+
 /// How attention is masked: the padding mask for the fused CPU kernel (causality is built
 /// in), or an additive bias for the tensor-op form.
 enum AttentionMask {
@@ -246,6 +301,18 @@ pub struct LmModel {
 impl LmModel {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(Self { transformer: Gpt2Model::new(cfg, vb.pp("transformer"))? })
+    }
+
+    /// Next-token logits `[b, vocab]` at the last of the new positions, with a cache (see
+    /// [`Gpt2Model::forward_cached`]).
+    pub fn next_logits(&self, ids: &Tensor, positions: &Tensor, key_mask: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.transformer.forward_cached(ids, positions, key_mask, cache)?;
+        let t = hidden.dim(1)?;
+        hidden.narrow(1, t - 1, 1)?.squeeze(1)?.matmul(&self.transformer.wte().t()?)
+    }
+
+    pub fn config(&self) -> &Config {
+        self.transformer.config()
     }
 
     /// `ids`, `mask` `[b, t]` → next-token logits `[b, t, vocab]`.

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod dpo;
+pub mod generate;
 pub mod gpt2;
 pub mod loss;
 pub mod ops;

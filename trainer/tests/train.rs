@@ -196,6 +196,29 @@ fn sft_learns_to_continue_demonstrations() {
         .unwrap().into_keys().collect();
     assert!(names.iter().all(|n| n.starts_with("transformer.")), "the LM head is tied, not stored: {names:?}");
 
+    // Sampling from it: items in the platform's import format, with provenance, the same
+    // bytes for the same seed.
+    let prompts = dir.join("prompts.jsonl");
+    write_jsonl(&prompts, &[json!({"id": "p1", "prompt": "Reverse: river stone cloud paper\nReversed:"}),
+        json!({"item_id": "p2", "prompt": "Reverse: engine forest\nReversed:"})]);
+    let gen = |name: &str| {
+        let path = dir.join(name);
+        run(&["generate", "--model", out.to_str().unwrap(), "--prompts", prompts.to_str().unwrap(), "--out", path.to_str().unwrap(),
+            "-n", "2", "--seed", "7", "--max-new-tokens", "12"]);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let (first, again) = (gen("gen1.jsonl"), gen("gen2.jsonl"));
+    assert_eq!(first, again, "sampling is deterministic for a seed");
+    let items: Vec<Value> = first.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[1]["id"], "p2");
+    let r = &items[0]["responses"];
+    assert_eq!(r.as_array().unwrap().len(), 2);
+    assert!(r[0]["text"].is_string() && r[0]["model"] == "sft");
+    assert!(r[0]["metadata"]["checksum"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(r[1]["metadata"]["sample"], 1);
+    assert_eq!(r[0]["metadata"]["seed"], 7);
+
     // A reward model starts from it (--init), also when saved as GPT-2 is on the Hub (names
     // without the `transformer.` prefix): the trunk is the policy's, the head new.
     let hub = dir.join("hub");

@@ -2,7 +2,7 @@
 //! and the training benchmark (`bench`).
 
 use clap::{Parser, Subcommand};
-use rewardlab_trainer::{bench, dpo, rm, sft};
+use rewardlab_trainer::{bench, dpo, generate, rm, sft};
 
 /// Training allocates and frees many large tensors a step; glibc's malloc hands each back to
 /// the kernel and faults it in again (15% of a step's time), mimalloc keeps them.
@@ -24,6 +24,8 @@ enum Command {
     Sft(Box<sft::SftArgs>),
     /// Direct preference optimisation of a policy against a frozen copy of itself.
     Dpo(Box<dpo::DpoArgs>),
+    /// Sample responses to prompts from a policy, as items to import for labelling.
+    Generate(Box<generate::GenerateArgs>),
     /// Score preference rows or items with a reward model.
     Score(rm::ScoreArgs),
     /// Time reward-model training steps (optionally beside PyTorch).
@@ -36,6 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Rm(a) => rm::run(a),
         Command::Sft(a) => sft::run(a),
         Command::Dpo(a) => dpo::run(a),
+        Command::Generate(a) => generate::run(a),
         Command::Score(a) => rm::score(a),
         Command::Bench(a) => bench::run(a),
     };
