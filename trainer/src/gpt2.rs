@@ -281,6 +281,14 @@ impl RewardModel {
         Ok(Self { transformer, score })
     }
 
+    /// `ids`, `mask` `[b, t]` → the head's output at every position `[b, t]` (a value
+    /// network's per-token values, when the reward model initialises one).
+    pub fn forward_all(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let hidden = self.transformer.forward(ids, mask)?;
+        let (b, t, d) = hidden.dims3()?;
+        hidden.reshape((b * t, d))?.matmul(&self.score.t()?)?.reshape((b, t))
+    }
+
     /// `ids`, `mask` `[b, t]` (right-padded) → rewards `[b]`, read at each row's last real token.
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let hidden = self.transformer.forward(ids, mask)?;

@@ -12,6 +12,7 @@ pub mod gpt2;
 pub mod loss;
 pub mod ops;
 pub mod optim;
+pub mod ppo;
 pub mod rm;
 pub mod rng;
 pub mod setup;

@@ -289,3 +289,70 @@ fn dpo_learns_a_planted_preference_against_a_frozen_reference() {
     assert_eq!(config["architectures"][0], "GPT2LMHeadModel");
     assert_eq!(config["rewardlab"]["dpo_beta"], 0.1);
 }
+
+fn iterations(metrics: &Path) -> Vec<Value> {
+    std::fs::read_to_string(metrics).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event"] == "iteration").collect()
+}
+
+fn mean(rows: &[Value], key: &str) -> f64 {
+    rows.iter().map(|r| r[key].as_f64().unwrap()).sum::<f64>() / rows.len() as f64
+}
+
+#[test]
+fn ppo_raises_the_score_with_a_bounded_kl_and_resumes_exactly() {
+    let dir = scratch("ppo");
+    // A policy that writes both kinds of answer, and a reward model that wants "kindly".
+    let pairs = planted_pairs(400, 21);
+    let (data, both, prompts) = (dir.join("pairs.jsonl"), dir.join("both.jsonl"), dir.join("prompts.jsonl"));
+    write_jsonl(&data, &pairs);
+    write_jsonl(&both, &pairs.iter().flat_map(|p| [json!({"prompt": p["prompt"], "completion": p["chosen"]}),
+        json!({"prompt": p["prompt"], "completion": p["rejected"]})]).collect::<Vec<_>>());
+    write_jsonl(&prompts, &pairs[..64].iter().enumerate().map(|(i, p)| json!({"id": i, "prompt": p["prompt"]})).collect::<Vec<_>>());
+    let (policy, rm) = (dir.join("policy"), dir.join("rm"));
+    let mut a = vec!["sft", "--data", both.to_str().unwrap(), "--out", policy.to_str().unwrap(), "--lr", "3e-3"];
+    a.extend(SMALL);
+    run(&a);
+    let mut a = vec!["rm", "--data", data.to_str().unwrap(), "--out", rm.to_str().unwrap(), "--epochs", "3", "--lr", "3e-3"];
+    a.extend(SMALL);
+    run(&a);
+    let ppo = |name: &str, beta: &str, iters: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let metrics = dir.join(format!("{name}.jsonl"));
+        let mut a = vec!["ppo", "--policy", policy.to_str().unwrap(), "--reward-model", rm.to_str().unwrap(),
+            "--prompts", prompts.to_str().unwrap(), "--out", out.to_str().unwrap(), "--iterations", iters,
+            "--batch-size", "16", "--max-new-tokens", "16", "--lr", "5e-4", "--kl-coef", beta,
+            "--metrics", metrics.to_str().unwrap()];
+        a.extend(extra);
+        run(&a);
+        (out, metrics)
+    };
+
+    let (_, with_kl) = ppo("kl", "0.5", "30", &[]);
+    let rows = iterations(&with_kl);
+    assert_eq!(rows.len(), 30);
+    for key in ["score", "kl", "non_score_reward", "entropy", "approxkl", "clipfrac", "ratio_mean", "ratio_var", "vf_loss", "eos_rate"] {
+        assert!(rows[0][key].is_number(), "{key} missing: {}", rows[0]);
+    }
+    assert!(rows[0]["time"]["generate_s"].is_number() && rows[0]["time"]["optimise_s"].is_number());
+    let (start, end) = (mean(&rows[..5], "score"), mean(&rows[20..], "score"));
+    let kl = mean(&rows[20..], "kl");
+    let (_, free) = ppo("free", "0", "30", &[]);
+    let free_rows = iterations(&free);
+    let free_kl = mean(&free_rows[20..], "kl");
+    eprintln!("ppo β 0.5: score {start:.2} → {end:.2}, KL {kl:.2}; β 0: score → {:.2}, KL {free_kl:.2}", mean(&free_rows[20..], "score"));
+    assert!(end > start + 2.0, "the mean score went from {start} to {end}");
+    assert!(kl < 8.0, "KL to the reference {kl}");
+    assert!(free_kl > 2.0 * kl, "without the penalty the policy drifts further: KL {free_kl} vs {kl}");
+
+    // Killed after 3 of 6 iterations and resumed: the same policy as a run never stopped.
+    let (straight, _) = ppo("straight", "0.5", "6", &["--save-every", "2"]);
+    let (resumed, _) = ppo("resumed", "0.5", "6", &["--save-every", "2", "--stop-after", "3"]);
+    assert!(!resumed.join("model.safetensors").exists());
+    let resumed_str = resumed.to_str().unwrap().to_string();
+    ppo("resumed", "0.5", "6", &["--save-every", "2", "--resume", &resumed_str]);
+    let w1 = std::fs::read(straight.join("model.safetensors")).unwrap();
+    let w2 = std::fs::read(resumed.join("model.safetensors")).unwrap();
+    assert!(w1 == w2, "the resumed PPO run ends elsewhere");
+    assert!(std::fs::read(straight.join("value/model.safetensors")).unwrap() == std::fs::read(resumed.join("value/model.safetensors")).unwrap());
+}

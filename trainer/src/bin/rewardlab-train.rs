@@ -1,8 +1,9 @@
-//! `rewardlab-train`: reward models (`rm`), supervised fine-tuning (`sft`), DPO (`dpo`), scoring (`score`)
+//! `rewardlab-train`: reward models (`rm`), supervised fine-tuning (`sft`), DPO (`dpo`), PPO
+//! (`ppo`), sampling (`generate`), scoring (`score`)
 //! and the training benchmark (`bench`).
 
 use clap::{Parser, Subcommand};
-use rewardlab_trainer::{bench, dpo, generate, rm, sft};
+use rewardlab_trainer::{bench, dpo, generate, ppo, rm, sft};
 
 /// Training allocates and frees many large tensors a step; glibc's malloc hands each back to
 /// the kernel and faults it in again (15% of a step's time), mimalloc keeps them.
@@ -24,6 +25,8 @@ enum Command {
     Sft(Box<sft::SftArgs>),
     /// Direct preference optimisation of a policy against a frozen copy of itself.
     Dpo(Box<dpo::DpoArgs>),
+    /// PPO of a policy against a reward model, with a KL penalty to the starting policy.
+    Ppo(Box<ppo::PpoArgs>),
     /// Sample responses to prompts from a policy, as items to import for labelling.
     Generate(Box<generate::GenerateArgs>),
     /// Score preference rows or items with a reward model.
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Sft(a) => sft::run(a),
         Command::Dpo(a) => dpo::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Ppo(a) => ppo::run(a),
         Command::Score(a) => rm::score(a),
         Command::Bench(a) => bench::run(a),
     };
