@@ -27,6 +27,10 @@ pub struct BenchArgs {
     pub compare_torch: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub device: Option<train::DeviceArg>,
+    /// Time one PPO iteration instead (64 prompts, 64 new tokens): generation, scoring and
+    /// optimisation, and generation with and without the KV cache.
+    #[arg(long)]
+    pub ppo: bool,
 }
 
 pub const VOCAB: usize = 8192;
@@ -40,6 +44,9 @@ fn median(xs: &mut [f64]) -> f64 {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = train::device(args.device)?;
+    if args.ppo {
+        return ppo_bench(args, &device);
+    }
     let cfg = Config { vocab_size: VOCAB, n_positions: SEQ, n_embd: 256, n_layer: 4, n_head: 4, layer_norm_epsilon: 1e-5 };
     let varmap = candle_nn::VarMap::new();
     let model = RewardModel::new(&cfg, candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device))?;
@@ -125,5 +132,82 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     println!("| train tokens/s | {:.0} | {:.0} | |", f(&ours, "tokens_per_s"), f(&torch, "tokens_per_s"));
     println!("| scoring tokens/s | {:.0} | {:.0} | |", f(&ours, "score_tokens_per_s"), f(&torch, "score_tokens_per_s"));
+    Ok(())
+}
+
+/// One PPO iteration on random models of the benchmark's size (policy and reward model:
+/// vocab 8192, n_embd 256, 4 layers; 64 prompts of 32 tokens; 64 new tokens), and generation
+/// tokens/s with and without the KV cache.
+fn ppo_bench(args: &BenchArgs, device: &candle_core::Device) -> Result<()> {
+    use crate::checkpoint::{save_model, ModelKind};
+    use crate::generate::{generate_batch, load_frozen_lm, SamplingOpts};
+    use crate::gpt2::LmModel;
+    let dir = std::env::temp_dir().join(format!("rewardlab-ppo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut rng = Rng::new(3);
+    let words: Vec<String> = (0..3000).map(|i| format!("w{i}")).collect();
+    let texts: Vec<String> = (0..4000).map(|_| (0..40).map(|_| words[rng.below(words.len())].as_str()).collect::<Vec<_>>().join(" ")).collect();
+    let tok = crate::tokenizer::Tok::train(texts.iter().map(String::as_str), VOCAB)?;
+    let cfg = Config { vocab_size: VOCAB, n_positions: 128, n_embd: 256, n_layer: 4, n_head: 4, layer_norm_epsilon: 1e-5 };
+    for (name, kind) in [("policy", ModelKind::Lm), ("rm", ModelKind::Reward)] {
+        let varmap = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, device);
+        match kind {
+            ModelKind::Lm => drop(LmModel::new(&cfg, vb)?),
+            ModelKind::Reward => drop(RewardModel::new(&cfg, vb)?),
+        }
+        let params = named_params(&varmap);
+        init_weights(&params, &cfg, 1)?;
+        save_model(&dir.join(name), &cfg, kind, &params, tok.eos(), None)?;
+        tok.save(&dir.join(name))?;
+    }
+    let prompts: Vec<String> = (0..64).map(|i| (0..24).map(|k| words[(i * 31 + k * 7) % words.len()].as_str()).collect::<Vec<_>>().join(" ")).collect();
+    let rows: String = prompts.iter().enumerate().map(|(i, p)| format!("{}\n", json!({"id": i, "prompt": p}))).collect();
+    std::fs::write(dir.join("prompts.jsonl"), rows)?;
+
+    // Generation alone, with and without the cache.
+    let policy = load_frozen_lm(&dir.join("policy"), device)?;
+    let encoded = tok.encode_all(&prompts)?;
+    let opts = SamplingOpts { temperature: 0.7, top_p: 1.0, max_new_tokens: 64, seed: 0 };
+    let gen = |cache: bool| -> Result<(f64, usize)> {
+        let mut rngs: Vec<Rng> = (0..64).map(|i| Rng::derived(0, "bench", i)).collect();
+        let t0 = Instant::now();
+        let out = generate_batch(&policy, &encoded, tok.eos(), &opts, &mut rngs, cache, device)?;
+        Ok((t0.elapsed().as_secs_f64(), out.iter().map(|c| c.tokens.len() + usize::from(c.eos)).sum()))
+    };
+    let (cached_s, cached_tokens) = gen(true)?;
+    let (plain_s, plain_tokens) = gen(false)?;
+
+    // One PPO iteration through the command itself.
+    let metrics = dir.join("metrics.jsonl");
+    let ppo_args = crate::ppo::PpoArgs {
+        policy: dir.join("policy"), reward_model: dir.join("rm"), prompts: dir.join("prompts.jsonl"), out: dir.join("out"),
+        iterations: 1, batch_size: 64, mini_batch_size: 8, ppo_epochs: 4, kl_coef: 0.05, target_kl: None, kl_horizon: 10_000.0,
+        max_new_tokens: 64, temperature: 0.7, missing_eos_penalty: None, cliprange: 0.2, cliprange_value: 0.2, vf_coef: 0.1,
+        gamma: 1.0, lam: 0.95, lr: 3e-6, max_grad_norm: 1.0, seed: 0, save_every: 0,
+        metrics: Some(metrics.display().to_string()), resume: None, stop_after: None, device: args.device,
+    };
+    let t0 = Instant::now();
+    crate::ppo::run(&ppo_args)?;
+    let total = t0.elapsed().as_secs_f64();
+    let line = std::fs::read_to_string(&metrics)?;
+    let it: serde_json::Value = serde_json::from_str(line.lines().next().unwrap_or("{}"))?;
+    let time = &it["time"];
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let report = json!({
+        "ppo_iteration_s": total, "generate_s": f(&time["generate_s"]), "score_s": f(&time["score_s"]),
+        "optimise_s": f(&time["optimise_s"]), "response_tokens": f(&it["response_length"]) * 64.0,
+        "generation_tokens_per_s_kv_cache": cached_tokens as f64 / cached_s,
+        "generation_tokens_per_s_no_cache": plain_tokens as f64 / plain_s,
+    });
+    println!("{report}");
+    println!("\n| one PPO iteration (64 prompts × 64 new tokens, {} threads) | seconds |\n| --- | ---: |", candle_core::utils::get_num_threads());
+    for (label, key) in [("generation", "generate_s"), ("scoring", "score_s"), ("optimisation (4 epochs)", "optimise_s"), ("whole iteration", "ppo_iteration_s")] {
+        println!("| {label} | {:.2} |", f(&report[key]));
+    }
+    println!("\ngeneration: {:.0} tokens/s with the KV cache, {:.0} tokens/s without ({:.1}×)",
+        f(&report["generation_tokens_per_s_kv_cache"]), f(&report["generation_tokens_per_s_no_cache"]),
+        f(&report["generation_tokens_per_s_kv_cache"]) / f(&report["generation_tokens_per_s_no_cache"]));
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -140,7 +140,7 @@ fn masked_mean(x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 fn scalar(t: &Tensor) -> candle_core::Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    t.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
 
 /// PPO's clipped policy loss plus `vf_coef` × the clipped value loss, over the tokens where
