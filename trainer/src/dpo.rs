@@ -3,7 +3,7 @@
 //! (rankings expand into their pairs); implicit-reward accuracy and margin on a prompt-split
 //! validation set.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -161,23 +161,13 @@ pub fn run(args: &DpoArgs) -> Result<()> {
     eprintln!("dpo: {} training and {} validation pairs, β {}, on {:?}", train_x.len(), val_x.len(), args.beta, device);
     setup::save_tokenizer(&tok, &args.out, max_len)?;
     let task = DpoTask { model: &model, device: device.clone(), pad: tok.eos(), beta: args.beta };
-    let save = |dir: &Path| -> Result<()> {
-        save_model(dir, &cfg, ModelKind::Lm, &params, tok.eos(), None)?;
-        tok.save(dir)
-    };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
-    let resume = match &source {
-        Source::Resume(d) => Some(d.clone()),
-        _ => None,
-    };
     let lr = opts.lr_or(false);
-    let outcome = train::train(&task, &train_x, &val_x, train::Run {
-        params: params.clone(), opts, lr, out: &args.out, save_model: &save, resume, metrics: &mut metrics,
-    })?;
-    if !outcome.finished {
-        eprintln!("stopped after step {}; continue with --resume {}", outcome.state.step, args.out.display());
+    let model_files = (params.as_slice(), &cfg, ModelKind::Lm);
+    let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)?
+    else {
         return Ok(());
-    }
+    };
     let extra = json!({"rewardlab": {"max_len": max_len, "dpo_beta": args.beta, "reference": args.policy.display().to_string(),
                                      "validation": outcome.validation}});
     save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;

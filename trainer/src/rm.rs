@@ -199,23 +199,13 @@ pub fn run(args: &RmArgs) -> Result<()> {
     );
     setup::save_tokenizer(&tok, &args.out, max_len)?;
     let task = RewardTask { model: &model, device: device.clone(), pad: tok.eos(), centring: args.center_rewards };
-    let save = |dir: &Path| -> Result<()> {
-        save_model(dir, &cfg, ModelKind::Reward, &params, tok.eos(), None)?;
-        tok.save(dir)
-    };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
     let lr = opts.lr_or(args.init.is_none());
-    let resume = match &source {
-        Source::Resume(d) => Some(d.clone()),
-        _ => None,
-    };
-    let outcome = train::train(&task, &train_x, &val_x, train::Run {
-        params: params.clone(), opts, lr, out: &args.out, save_model: &save, resume, metrics: &mut metrics,
-    })?;
-    if !outcome.finished {
-        eprintln!("stopped after step {}; continue with --resume {}", outcome.state.step, args.out.display());
+    let model_files = (params.as_slice(), &cfg, ModelKind::Reward);
+    let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)?
+    else {
         return Ok(());
-    }
+    };
     // Normalise: the reference set's mean reward becomes 0.
     let reference = match &args.reference {
         Some(path) => reference_texts(path)?,

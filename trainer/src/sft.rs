@@ -1,7 +1,7 @@
 //! `rewardlab-train sft`: supervised fine-tuning on demonstrations, cross-entropy on the
 //! response tokens only (the prompt is context, not a target); validation loss and perplexity.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -146,23 +146,13 @@ pub fn run(args: &SftArgs) -> Result<()> {
     );
     setup::save_tokenizer(&tok, &args.out, max_len)?;
     let task = SftTask { model: &model, device: device.clone(), pad: tok.eos() };
-    let save = |dir: &Path| -> Result<()> {
-        save_model(dir, &cfg, ModelKind::Lm, &params, tok.eos(), None)?;
-        tok.save(dir)
-    };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
-    let resume = match &source {
-        Source::Resume(d) => Some(d.clone()),
-        _ => None,
-    };
     let lr = opts.lr_or(args.init.is_none());
-    let outcome = train::train(&task, &train_x, &val_x, train::Run {
-        params: params.clone(), opts, lr, out: &args.out, save_model: &save, resume, metrics: &mut metrics,
-    })?;
-    if !outcome.finished {
-        eprintln!("stopped after step {}; continue with --resume {}", outcome.state.step, args.out.display());
+    let model_files = (params.as_slice(), &cfg, ModelKind::Lm);
+    let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)?
+    else {
         return Ok(());
-    }
+    };
     let extra = json!({"rewardlab": {"max_len": max_len, "validation": outcome.validation}});
     save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
     metrics.emit(&json!({"event": "done", "step": outcome.state.step, "validation": outcome.validation}))?;

@@ -266,6 +266,39 @@ pub struct Outcome {
     pub finished: bool,
 }
 
+/// Runs the loop for one command (`rm`, `sft`, `dpo`): checkpoints hold the model (`kind`) and
+/// its tokenizer; a checkpoint `source` is resumed from. `None` when `--stop-after` ended the
+/// run, after saying how to continue.
+#[allow(clippy::too_many_arguments)]
+pub fn run_command<T: Task>(
+    task: &T,
+    train_x: &[T::Example],
+    val_x: &[T::Example],
+    model: (&[(String, Var)], &crate::gpt2::Config, crate::checkpoint::ModelKind),
+    tok: &crate::tokenizer::Tok,
+    source: &crate::setup::Source,
+    opts: &TrainOpts,
+    lr: f64,
+    out: &Path,
+    metrics: &mut Metrics,
+) -> Result<Option<Outcome>> {
+    let (params, cfg, kind) = model;
+    let save = |dir: &Path| -> Result<()> {
+        crate::checkpoint::save_model(dir, cfg, kind, params, tok.eos(), None)?;
+        tok.save(dir)
+    };
+    let resume = match source {
+        crate::setup::Source::Resume(d) => Some(d.clone()),
+        _ => None,
+    };
+    let outcome = train(task, train_x, val_x, Run { params: params.to_vec(), opts, lr, out, save_model: &save, resume, metrics })?;
+    if !outcome.finished {
+        eprintln!("stopped after step {}; continue with --resume {}", outcome.state.step, out.display());
+        return Ok(None);
+    }
+    Ok(Some(outcome))
+}
+
 pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: Run) -> Result<Outcome> {
     let opts = run.opts;
     if train.is_empty() {
@@ -331,7 +364,7 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
             run.metrics.emit(&json!({
                 "event": "step", "step": state.step, "epoch": state.epoch, "loss": loss, "accuracy": stats.accuracy(),
                 "lr": lr, "grad_norm": grad_norm, "tokens_per_s": stats.tokens as f64 / secs,
-                "examples": examples.len(), "elapsed_s": started.elapsed().as_secs_f64(),
+                "examples": examples.len(), "elapsed_s": started.elapsed().as_secs_f64(), "rss_mb": rss_mb(),
             }))?;
             bar.set_position(state.step);
             bar.set_message(format!("loss {loss:.4} acc {:.3}", stats.accuracy()));
@@ -363,6 +396,14 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
     }
     bar.finish_with_message("done");
     Ok(Outcome { state, validation, finished: true })
+}
+
+/// The process's resident memory in MB (Linux; `None` elsewhere), reported with every step so
+/// a run that leaks shows it.
+pub fn rss_mb() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0 / 1e6)
 }
 
 /// Writes `out/checkpoints/step-N`: model files, optimizer moments and the state, into a

@@ -95,6 +95,10 @@ fn a_reward_model_learns_a_planted_preference_in_under_a_minute_and_scores_files
     }
     assert_eq!(lines.iter().filter(|l| l["event"] == "eval").count(), 3, "one evaluation per epoch");
     assert_eq!(lines.last().unwrap()["event"], "done");
+    // Memory stays flat: each step's graph is freed (optimizer moments once kept every step's
+    // graph alive through their gradients).
+    let (early, late) = (steps[10]["rss_mb"].as_f64().unwrap(), steps.last().unwrap()["rss_mb"].as_f64().unwrap());
+    assert!(late < early + 60.0, "resident memory grew from {early:.0} MB to {late:.0} MB over {} steps", steps.len());
     let first = steps[..5].iter().map(|s| s["loss"].as_f64().unwrap()).sum::<f64>() / 5.0;
     let last = steps[steps.len() - 5..].iter().map(|s| s["loss"].as_f64().unwrap()).sum::<f64>() / 5.0;
     assert!(last < first * 0.5, "training loss went from {first} to {last}");
