@@ -55,7 +55,7 @@ impl Module for Conv1D {
         let rows = x.elem_count() / n_in;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("at least one dimension") = self.weight.dim(1)?;
-        crate::ops::add_bias(&x.reshape((rows, n_in))?.matmul(&self.weight)?, &self.bias)?.reshape(out_dims)
+        crate::ops::add_bias(&crate::ops::matmul(&x.reshape((rows, n_in))?, &self.weight)?, &self.bias)?.reshape(out_dims)
     }
 }
 
@@ -316,7 +316,7 @@ impl LmModel {
     pub fn next_logits(&self, ids: &Tensor, positions: &Tensor, key_mask: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let hidden = self.transformer.forward_cached(ids, positions, key_mask, cache)?;
         let t = hidden.dim(1)?;
-        hidden.narrow(1, t - 1, 1)?.squeeze(1)?.matmul(&self.transformer.wte().t()?)
+        crate::ops::matmul_bt(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?, self.transformer.wte())
     }
 
     pub fn config(&self) -> &Config {
@@ -327,7 +327,7 @@ impl LmModel {
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let hidden = self.transformer.forward(ids, mask)?;
         let (b, t, d) = hidden.dims3()?;
-        hidden.reshape((b * t, d))?.matmul(&self.transformer.wte().t()?)?.reshape((b, t, ()))
+        crate::ops::matmul_bt(&hidden.reshape((b * t, d))?, self.transformer.wte())?.reshape((b, t, ()))
     }
 }
 

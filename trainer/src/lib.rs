@@ -4,6 +4,8 @@
 //! loss, supervised fine-tuning, and the training loop they share.
 
 pub mod bench;
+#[cfg(feature = "openblas")]
+mod blas;
 pub mod checkpoint;
 pub mod data;
 pub mod dpo;

@@ -111,6 +111,77 @@ impl CustomOp2 for SoftmaxBwd {
     }
 }
 
+/// `a · b` for 2-D `a` `[m, k]` and `b` `[k, n]`, differentiable: through OpenBLAS on the CPU
+/// when built with the `openblas` feature, else candle's matmul.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_t(a, b, false, false)
+}
+
+/// `a · bᵀ` for `a` `[m, k]` and `b` `[n, k]` (an LM head over the token embeddings).
+pub fn matmul_bt(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_t(a, b, false, true)
+}
+
+fn matmul_t(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<Tensor> {
+    #[cfg(feature = "openblas")]
+    if use_fused(a) && a.dtype() == b.dtype() {
+        return a.contiguous()?.apply_op2(&b.contiguous()?, Matmul { ta, tb });
+    }
+    let a = if ta { a.t()? } else { a.clone() };
+    let b = if tb { b.t()? } else { b.clone() };
+    a.matmul(&b)
+}
+
+/// `op(a) · op(b)` with `op` a transpose where `ta` / `tb` say, both stored row-major.
+#[cfg(feature = "openblas")]
+struct Matmul {
+    ta: bool,
+    tb: bool,
+}
+
+#[cfg(feature = "openblas")]
+impl CustomOp2 for Matmul {
+    fn name(&self) -> &'static str {
+        "rl-blas-matmul"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        use crate::blas::Gemm;
+        let (ra, ca) = l1.shape().dims2()?;
+        let (rb, cb) = l2.shape().dims2()?;
+        let (m, k) = if self.ta { (ca, ra) } else { (ra, ca) };
+        let (k2, n) = if self.tb { (cb, rb) } else { (rb, cb) };
+        if k != k2 {
+            candle_core::bail!("rl-blas-matmul: {m}×{k} · {k2}×{n}")
+        }
+        fn run<T: Gemm + num_traits::Zero + Clone>(o: &Matmul, m: usize, n: usize, k: usize, a: &[T], b: &[T]) -> Vec<T> {
+            let mut c = vec![T::zero(); m * n];
+            T::gemm(o.ta, o.tb, m, n, k, a, b, &mut c);
+            c
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                CpuStorage::F32(run(self, m, n, k, contiguous_slice(a, l1)?, contiguous_slice(b, l2)?))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                CpuStorage::F64(run(self, m, n, k, contiguous_slice(a, l1)?, contiguous_slice(b, l2)?))
+            }
+            _ => candle_core::bail!("rl-blas-matmul: f32 or f64, both alike"),
+        };
+        Ok((out, Shape::from((m, n))))
+    }
+
+    /// With C = op(A)·op(B) and G = dC: dA = G·op(B)ᵀ (stored transposed when `ta`), dB =
+    /// op(A)ᵀ·G (likewise), each again one product.
+    fn bwd(&self, a: &Tensor, b: &Tensor, _c: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let (ta, tb) = (self.ta, self.tb);
+        let da = if ta { b.apply_op2_no_bwd(&g, &Matmul { ta: tb, tb: true })? } else { g.apply_op2_no_bwd(b, &Matmul { ta: false, tb: !tb })? };
+        let db = if tb { g.apply_op2_no_bwd(a, &Matmul { ta: true, tb: ta })? } else { a.apply_op2_no_bwd(&g, &Matmul { ta: !ta, tb: false })? };
+        Ok((Some(da), Some(db)))
+    }
+}
+
 /// Causal self-attention probabilities: softmax over the last dimension of `scores · scale`
 /// (`[b, h, t, t]`), where query i may attend to key j only if j ≤ i and `key_mask[b, j]` is
 /// non-zero (`[b, t]`, same dtype). One pass instead of a scale, a broadcast add of a mask and
@@ -569,6 +640,28 @@ mod tests {
         let numeric = (((up - down).unwrap() / (2.0 * h)).unwrap() * &probe).unwrap();
         let diff = (gf.get(&x).unwrap() - numeric).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
         assert!(diff < 1e-8, "gelu grad: differs from central differences by {diff}");
+
+        // The matrix product (OpenBLAS with the feature) against candle's, in all four
+        // transpose combinations through the gradients.
+        let m = Var::from_tensor(&Tensor::randn(0f64, 1.0, (4, 6), &dev).unwrap()).unwrap();
+        let n = Var::from_tensor(&Tensor::randn(0f64, 1.0, (6, 5), &dev).unwrap()).unwrap();
+        let e = Var::from_tensor(&Tensor::randn(0f64, 1.0, (5, 6), &dev).unwrap()).unwrap();
+        let p2 = Tensor::randn(0f64, 1.0, (4, 5), &dev).unwrap();
+        let fused = matmul(&m, &n).unwrap();
+        let plain = m.matmul(&n).unwrap();
+        close(&fused, &plain, "matmul");
+        let gf = (fused * &p2).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (plain * &p2).unwrap().sum_all().unwrap().backward().unwrap();
+        close(gf.get(&m).unwrap(), gp.get(&m).unwrap(), "matmul grad a");
+        close(gf.get(&n).unwrap(), gp.get(&n).unwrap(), "matmul grad b");
+        let fused = matmul_bt(&m, &e).unwrap();
+        let plain = m.matmul(&e.t().unwrap()).unwrap();
+        close(&fused, &plain, "matmul bt");
+        // A second product of the gradient exercises the transposed forms in backward.
+        let gf = (fused.sqr().unwrap() * &p2).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (plain.sqr().unwrap() * &p2).unwrap().sum_all().unwrap().backward().unwrap();
+        close(gf.get(&m).unwrap(), gp.get(&m).unwrap(), "matmul bt grad a");
+        close(gf.get(&e).unwrap(), gp.get(&e).unwrap(), "matmul bt grad b");
 
         let fused = layer_norm(&x, &w, &b, 1e-5).unwrap();
         let mean = x.mean_keepdim(D::Minus1).unwrap();
