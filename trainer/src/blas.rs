@@ -60,7 +60,7 @@ pub trait Gemm: Copy + Send + Sync {
 
 /// Checks a block against the whole matrices and returns (rows, lda, ldb, offset into a).
 fn block(ta: bool, tb: bool, m: usize, n: usize, k: usize, r0: usize, lens: (usize, usize, usize)) -> (c_int, c_int, c_int, c_int, c_int, usize) {
-    let rows = if n == 0 { 0 } else { lens.2 / n };
+    let rows = lens.2.checked_div(n).unwrap_or(0);
     assert!(lens.0 == m * k && lens.1 == k * n && rows * n == lens.2 && r0 + rows <= m, "gemm: a block outside {m}×{k}·{k}×{n}");
     let int = |x: usize| c_int::try_from(x).expect("gemm: a dimension beyond the BLAS integer range");
     // op(a) rows r0.. start at a[r0 * k] when a is [m, k], at a[r0] (a column) when it is [k, m].
