@@ -106,11 +106,18 @@ impl Attention {
         let split = |i: usize| qkv.narrow(D::Minus1, i * d, d)?.reshape((b, t, self.n_head, hd))?.transpose(1, 2)?.contiguous();
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let scale = 1.0 / (hd as f64).sqrt();
-        let probs = match mask {
-            AttentionMask::Keys(keys) => crate::ops::causal_masked_softmax(&q.matmul(&k.t()?)?, keys, scale)?,
-            AttentionMask::Bias(bias) => crate::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?)?,
+        let fused = match mask {
+            AttentionMask::Keys(keys) => crate::ops::fused_attention(&q, &k, &v, keys, scale)?,
+            AttentionMask::Bias(_) => None,
         };
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let attended = match (fused, mask) {
+            (Some(o), _) => o,
+            (None, AttentionMask::Keys(keys)) => crate::ops::causal_masked_softmax(&q.matmul(&k.t()?)?, keys, scale)?.matmul(&v)?,
+            (None, AttentionMask::Bias(bias)) => {
+                crate::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?)?.matmul(&v)?
+            }
+        };
+        let out = attended.transpose(1, 2)?.reshape((b, t, d))?;
         self.c_proj.forward(&out)
     }
 

@@ -182,6 +182,161 @@ impl CustomOp2 for Matmul {
     }
 }
 
+/// Causal self-attention in one node: for `q`, `k`, `v` `[b, h, t, d]` and a key mask `[b, t]`,
+/// softmax(q·kᵀ·scale, causal and padding masked)·v, `[b, h, t, d]`, differentiable in q, k
+/// and v. The probabilities are recomputed in the backward pass rather than kept (as flash
+/// attention does), and every (batch, head) runs as a task of its own with OpenBLAS products.
+/// `None` when the fused kernels do not serve these tensors.
+pub fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, key_mask: &Tensor, scale: f64) -> Result<Option<Tensor>> {
+    #[cfg(feature = "openblas")]
+    if use_fused(q) {
+        let op = Attention { mask: key_mask.to_dtype(q.dtype())?.contiguous()?, scale };
+        return Ok(Some(q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)?));
+    }
+    let _ = (q, k, v, key_mask, scale);
+    Ok(None)
+}
+
+#[cfg(feature = "openblas")]
+struct Attention {
+    mask: Tensor,
+    scale: f64,
+}
+
+/// Probabilities `p` (t×t) of one (batch, head): q·kᵀ·scale, masked, softmax by row.
+#[cfg(feature = "openblas")]
+fn attention_probs<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], keys: &[T], t: usize, d: usize, scale: T, p: &mut [T]) {
+    T::gemm_block(false, true, t, t, d, 0, q, k, p);
+    for i in 0..t {
+        let row = &mut p[i * t..(i + 1) * t];
+        let mut max = T::neg_infinity();
+        for j in 0..=i {
+            if keys[j] != T::zero() {
+                max = max.max(row[j] * scale);
+            }
+        }
+        let mut sum = T::zero();
+        for j in 0..t {
+            let allowed = j <= i && keys[j] != T::zero() && max != T::neg_infinity();
+            row[j] = if allowed { (row[j] * scale - max).exp() } else { T::zero() };
+            sum = sum + row[j];
+        }
+        if sum > T::zero() {
+            let inv = T::one() / sum;
+            row.iter_mut().for_each(|v| *v = *v * inv);
+        }
+    }
+}
+
+#[cfg(feature = "openblas")]
+fn attention_fwd<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], v: &[T], mask: &[T], (b, h, t, d): (usize, usize, usize, usize), scale: T) -> Vec<T> {
+    let mut out = vec![T::zero(); b * h * t * d];
+    out.par_chunks_mut(t * d).enumerate().for_each(|(bh, o)| {
+        let at = bh * t * d..(bh + 1) * t * d;
+        let keys = &mask[(bh / h) * t..(bh / h + 1) * t];
+        let mut p = vec![T::zero(); t * t];
+        attention_probs(&q[at.clone()], &k[at.clone()], keys, t, d, scale, &mut p);
+        T::gemm_block(false, false, t, d, t, 0, &p, &v[at], o);
+    });
+    let _ = b;
+    out
+}
+
+/// Gradients of one (batch, head), given dO: dV = pᵀ·dO, dP = dO·vᵀ,
+/// dS = p ⊙ (dP − rowsum(dP ⊙ p))·scale, dQ = dS·k, dK = dSᵀ·q. Returns `[3, b, h, t, d]`.
+#[cfg(feature = "openblas")]
+#[allow(clippy::too_many_arguments)]
+fn attention_bwd<T: Float + crate::blas::Gemm>(
+    q: &[T], k: &[T], v: &[T], g: &[T], mask: &[T], (b, h, t, d): (usize, usize, usize, usize), scale: T,
+) -> Vec<T> {
+    let n = b * h * t * d;
+    let mut out = vec![T::zero(); 3 * n];
+    let (dq, rest) = out.split_at_mut(n);
+    let (dk, dv) = rest.split_at_mut(n);
+    dq.par_chunks_mut(t * d).zip(dk.par_chunks_mut(t * d).zip(dv.par_chunks_mut(t * d))).enumerate().for_each(|(bh, (dq, (dk, dv)))| {
+        let at = bh * t * d..(bh + 1) * t * d;
+        let (q, k, v, g) = (&q[at.clone()], &k[at.clone()], &v[at.clone()], &g[at]);
+        let keys = &mask[(bh / h) * t..(bh / h + 1) * t];
+        let mut p = vec![T::zero(); t * t];
+        attention_probs(q, k, keys, t, d, scale, &mut p);
+        T::gemm_block(true, false, t, d, t, 0, &p, g, dv);
+        let mut dp = vec![T::zero(); t * t];
+        T::gemm_block(false, true, t, t, d, 0, g, v, &mut dp);
+        for i in 0..t {
+            let (pr, dr) = (&p[i * t..(i + 1) * t], &mut dp[i * t..(i + 1) * t]);
+            let dot = pr.iter().zip(dr.iter()).fold(T::zero(), |a, (&x, &y)| a + x * y);
+            for j in 0..t {
+                dr[j] = pr[j] * (dr[j] - dot) * scale;
+            }
+        }
+        T::gemm_block(false, false, t, d, t, 0, &dp, k, dq);
+        T::gemm_block(true, false, t, d, t, 0, &dp, q, dk);
+    });
+    out
+}
+
+#[cfg(feature = "openblas")]
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "rl-attention"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims4()?;
+        if l2.shape().dims4()? != dims || l3.shape().dims4()? != dims || self.mask.dims() != [dims.0, dims.2] {
+            candle_core::bail!("rl-attention: q {:?}, k {:?}, v {:?}, mask {:?}", l1.dims(), l2.dims(), l3.dims(), self.mask.dims())
+        }
+        let (mask, _) = self.mask.storage_and_layout();
+        let out = match (s1, s2, s3, &*mask) {
+            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v), candle_core::Storage::Cpu(CpuStorage::F32(m))) => {
+                CpuStorage::F32(attention_fwd(contiguous_slice(q, l1)?, contiguous_slice(k, l2)?, contiguous_slice(v, l3)?, m, dims, self.scale as f32))
+            }
+            (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v), candle_core::Storage::Cpu(CpuStorage::F64(m))) => {
+                CpuStorage::F64(attention_fwd(contiguous_slice(q, l1)?, contiguous_slice(k, l2)?, contiguous_slice(v, l3)?, m, dims, self.scale))
+            }
+            _ => candle_core::bail!("rl-attention: f32 or f64 on the CPU, all alike"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _o: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let packed = q.apply_op3_no_bwd(k, v, &AttentionBwd { mask: self.mask.clone(), g: g.contiguous()?, scale: self.scale })?;
+        let (dq, dk, dv) = (packed.get(0)?, packed.get(1)?, packed.get(2)?);
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+#[cfg(feature = "openblas")]
+struct AttentionBwd {
+    mask: Tensor,
+    g: Tensor,
+    scale: f64,
+}
+
+#[cfg(feature = "openblas")]
+impl CustomOp3 for AttentionBwd {
+    fn name(&self) -> &'static str {
+        "rl-attention-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims4()?;
+        let (mask, _) = self.mask.storage_and_layout();
+        let (g, gl) = self.g.storage_and_layout();
+        let out = match (s1, s2, s3, &*mask, &*g) {
+            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v), candle_core::Storage::Cpu(CpuStorage::F32(m)), candle_core::Storage::Cpu(CpuStorage::F32(g))) => {
+                CpuStorage::F32(attention_bwd(contiguous_slice(q, l1)?, contiguous_slice(k, l2)?, contiguous_slice(v, l3)?, contiguous_slice(g, gl)?, m, dims, self.scale as f32))
+            }
+            (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v), candle_core::Storage::Cpu(CpuStorage::F64(m)), candle_core::Storage::Cpu(CpuStorage::F64(g))) => {
+                CpuStorage::F64(attention_bwd(contiguous_slice(q, l1)?, contiguous_slice(k, l2)?, contiguous_slice(v, l3)?, contiguous_slice(g, gl)?, m, dims, self.scale))
+            }
+            _ => candle_core::bail!("rl-attention-bwd: f32 or f64 on the CPU, all alike"),
+        };
+        let (b, h, t, d) = dims;
+        Ok((out, Shape::from((3, b, h, t, d))))
+    }
+}
+
 /// Causal self-attention probabilities: softmax over the last dimension of `scores · scale`
 /// (`[b, h, t, t]`), where query i may attend to key j only if j ≤ i and `key_mask[b, j]` is
 /// non-zero (`[b, t]`, same dtype). One pass instead of a scale, a broadcast add of a mask and
