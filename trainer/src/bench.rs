@@ -89,10 +89,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // Forward-only scoring of the same 32 sequences.
     let seqs: Vec<&[u32]> = examples.iter().flat_map(|e| e.seqs.iter().map(Vec::as_slice)).collect();
     let (ids, mask) = pad(&seqs, 0, &device)?;
-    let frozen = {
-        let tensors = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
-        RewardModel::new(&cfg, candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device))?
-    };
+    let frozen = crate::setup::frozen(&params, &device, |vb| RewardModel::new(&cfg, vb))?;
     let mut score = Vec::new();
     for i in 0..args.steps + 2 {
         let t0 = Instant::now();

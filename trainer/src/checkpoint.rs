@@ -69,6 +69,38 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
 }
 
+/// A checkpoint directory is complete once this marker file exists in it.
+pub const MARKER: &str = "COMPLETE";
+
+/// Writes the checkpoint `root/name`: `write` fills a temporary directory, whose entries are
+/// fsynced before it is renamed into place, then the completion marker is written last; only
+/// the newest `keep` complete checkpoints are kept. A crash at any point leaves either no
+/// `name` or an incomplete one that resuming ignores.
+pub fn commit_checkpoint(root: &Path, name: &str, keep: usize, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    let tmp = root.join(format!("{name}.tmp"));
+    let dir = root.join(name);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    write(&tmp)?;
+    for entry in std::fs::read_dir(&tmp)? {
+        File::open(entry?.path())?.sync_all()?;
+    }
+    sync_dir(&tmp)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+    sync_dir(root)?;
+    write_atomic(&dir.join(MARKER), b"")?;
+    sync_dir(&dir)?;
+    let mut complete: Vec<std::path::PathBuf> =
+        std::fs::read_dir(root)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join(MARKER).exists()).collect();
+    complete.sort();
+    for old in &complete[..complete.len().saturating_sub(keep.max(1))] {
+        std::fs::remove_dir_all(old).with_context(|| format!("cannot remove {}", old.display()))?;
+    }
+    Ok(())
+}
+
 /// Writes `tensors` as safetensors to `path`, atomically.
 pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));

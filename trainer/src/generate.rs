@@ -5,14 +5,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{load_weights, read_config};
+use crate::checkpoint::read_config;
 use crate::gpt2::{KvCache, LmModel};
-use crate::optim::named_params;
 use crate::rng::Rng;
 use crate::tokenizer::Tok;
 use crate::train;
@@ -61,15 +60,10 @@ pub struct SamplingOpts {
 /// A frozen policy for inference: weights as plain tensors (no graph is recorded).
 pub fn load_frozen_lm(dir: &Path, device: &Device) -> Result<LmModel> {
     let (cfg, _) = read_config(dir)?;
-    let varmap = candle_nn::VarMap::new();
-    LmModel::new(&cfg, candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, device))?;
-    let params = named_params(&varmap);
-    let fresh = load_weights(dir, &params)?;
-    if !fresh.is_empty() {
-        bail!("{}: no weights for {}", dir.display(), fresh.join(", "))
-    }
-    let tensors = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
-    Ok(LmModel::new(&cfg, candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device))?)
+    let source = crate::setup::Source::Init(dir.to_path_buf());
+    // Every parameter of an LM is under `transformer.`: a directory lacking any is an error.
+    let (_, params) = crate::setup::variables(&source, &cfg, 0, device, |vb| LmModel::new(&cfg, vb))?;
+    crate::setup::frozen(&params, device, |vb| LmModel::new(&cfg, vb))
 }
 
 /// Picks a token from `logits` (temperature, then top-p), with `rng`.

@@ -1,9 +1,9 @@
-//! Fused CPU kernels with backward passes for the two operations a transformer does most
-//! outside matrix products: softmax over the last dimension and layer norm. candle's own fused
-//! versions have no backward pass (gradients silently stop there); its differentiable forms
-//! are chains of small ops, each a pass over memory and a node in the graph. These run one pass
-//! per row forward and one backward, parallel over rows. On other devices the differentiable
-//! tensor-op forms are used.
+//! Fused CPU kernels with backward passes: softmax, causal attention, layer norm, GELU, bias
+//! add and (with the `openblas` feature) matrix products. candle's own fused softmax and norms
+//! have no backward pass (gradients silently stop there); its differentiable forms are chains
+//! of small ops, each a pass over memory and a node in the graph. These run one pass forward and
+//! one backward, parallel over rows (or over batch × head). On other devices, and for dtypes
+//! other than f32/f64, the differentiable tensor-op forms are used.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use num_traits::Float;
@@ -21,6 +21,70 @@ fn contiguous_slice<'a, T: candle_core::WithDType>(s: &'a [T], l: &Layout) -> Re
         Some((a, b)) => Ok(&s[a..b]),
         None => candle_core::bail!("fused op: input is not contiguous"),
     }
+}
+
+/// The element types the fused kernels run on.
+#[cfg(feature = "openblas")]
+trait Real: Float + Send + Sync + crate::blas::Gemm {}
+#[cfg(not(feature = "openblas"))]
+trait Real: Float + Send + Sync {}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// A kernel over contiguous inputs that are all f32 or all f64: the one place that matches
+/// candle's storage types, so each op writes its arithmetic once, generically.
+trait Kernel {
+    const NAME: &'static str;
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)>;
+}
+
+fn dispatch<K: Kernel>(k: &K, inputs: &[(&CpuStorage, &Layout)]) -> Result<(CpuStorage, Shape)> {
+    let ls: Vec<&Layout> = inputs.iter().map(|(_, l)| *l).collect();
+    let f32s: Option<Vec<&[f32]>> = inputs
+        .iter()
+        .map(|(s, l)| match s {
+            CpuStorage::F32(v) => contiguous_slice(v, l).ok(),
+            _ => None,
+        })
+        .collect();
+    if let Some(xs) = f32s {
+        let (out, shape) = k.run(&xs, &ls)?;
+        return Ok((CpuStorage::F32(out), shape));
+    }
+    let f64s: Option<Vec<&[f64]>> = inputs
+        .iter()
+        .map(|(s, l)| match s {
+            CpuStorage::F64(v) => contiguous_slice(v, l).ok(),
+            _ => None,
+        })
+        .collect();
+    if let Some(xs) = f64s {
+        let (out, shape) = k.run(&xs, &ls)?;
+        return Ok((CpuStorage::F64(out), shape));
+    }
+    candle_core::bail!("{}: the inputs must be contiguous and all f32 or all f64", K::NAME)
+}
+
+/// The CPU storage of a tensor a kernel holds besides its arguments (a mask, a gradient).
+#[cfg(feature = "openblas")]
+fn held(t: &Tensor) -> Result<(std::sync::RwLockReadGuard<'_, candle_core::Storage>, &Layout)> {
+    let (s, l) = t.storage_and_layout();
+    if !matches!(&*s, candle_core::Storage::Cpu(_)) {
+        candle_core::bail!("fused op: a held tensor is not on the CPU")
+    }
+    Ok((s, l))
+}
+
+#[cfg(feature = "openblas")]
+fn cpu(s: &candle_core::Storage) -> &CpuStorage {
+    match s {
+        candle_core::Storage::Cpu(c) => c,
+        _ => unreachable!("checked by `held`"),
+    }
+}
+
+fn last_dim(l: &Layout) -> usize {
+    l.dims().last().copied().unwrap_or(1)
 }
 
 fn use_fused(x: &Tensor) -> bool {
@@ -54,19 +118,20 @@ fn softmax_rows<T: Float + Send + Sync>(x: &[T], d: usize) -> Vec<T> {
     out
 }
 
+impl Kernel for Softmax {
+    const NAME: &'static str = "rl-softmax";
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        Ok((softmax_rows(xs[0], last_dim(ls[0])), ls[0].shape().clone()))
+    }
+}
+
 impl CustomOp1 for Softmax {
     fn name(&self) -> &'static str {
-        "rl-softmax"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let d = l.dims()[l.dims().len() - 1];
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(softmax_rows(contiguous_slice(v, l)?, d)),
-            CpuStorage::F64(v) => CpuStorage::F64(softmax_rows(contiguous_slice(v, l)?, d)),
-            _ => candle_core::bail!("rl-softmax: f32 or f64 only"),
-        };
-        Ok((out, l.shape().clone()))
+        dispatch(self, &[(s, l)])
     }
 
     /// dx = y ⊙ (g − Σ g ⊙ y), per row.
@@ -91,23 +156,20 @@ fn softmax_bwd_rows<T: Float + Send + Sync>(y: &[T], g: &[T], d: usize) -> Vec<T
     out
 }
 
+impl Kernel for SoftmaxBwd {
+    const NAME: &'static str = "rl-softmax-bwd";
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        Ok((softmax_bwd_rows(xs[0], xs[1], last_dim(ls[0])), ls[0].shape().clone()))
+    }
+}
+
 impl CustomOp2 for SoftmaxBwd {
     fn name(&self) -> &'static str {
-        "rl-softmax-bwd"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let d = l1.dims()[l1.dims().len() - 1];
-        let out = match (s1, s2) {
-            (CpuStorage::F32(y), CpuStorage::F32(g)) => {
-                CpuStorage::F32(softmax_bwd_rows(contiguous_slice(y, l1)?, contiguous_slice(g, l2)?, d))
-            }
-            (CpuStorage::F64(y), CpuStorage::F64(g)) => {
-                CpuStorage::F64(softmax_bwd_rows(contiguous_slice(y, l1)?, contiguous_slice(g, l2)?, d))
-            }
-            _ => candle_core::bail!("rl-softmax-bwd: f32 or f64 only"),
-        };
-        Ok((out, l1.shape().clone()))
+        dispatch(self, &[(s1, l1), (s2, l2)])
     }
 }
 
@@ -140,35 +202,29 @@ struct Matmul {
 }
 
 #[cfg(feature = "openblas")]
-impl CustomOp2 for Matmul {
-    fn name(&self) -> &'static str {
-        "rl-blas-matmul"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        use crate::blas::Gemm;
-        let (ra, ca) = l1.shape().dims2()?;
-        let (rb, cb) = l2.shape().dims2()?;
+impl Kernel for Matmul {
+    const NAME: &'static str = "rl-blas-matmul";
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let ((ra, ca), (rb, cb)) = (ls[0].shape().dims2()?, ls[1].shape().dims2()?);
         let (m, k) = if self.ta { (ca, ra) } else { (ra, ca) };
         let (k2, n) = if self.tb { (cb, rb) } else { (rb, cb) };
         if k != k2 {
             candle_core::bail!("rl-blas-matmul: {m}×{k} · {k2}×{n}")
         }
-        fn run<T: Gemm + num_traits::Zero + Clone>(o: &Matmul, m: usize, n: usize, k: usize, a: &[T], b: &[T]) -> Vec<T> {
-            let mut c = vec![T::zero(); m * n];
-            T::gemm(o.ta, o.tb, m, n, k, a, b, &mut c);
-            c
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                CpuStorage::F32(run(self, m, n, k, contiguous_slice(a, l1)?, contiguous_slice(b, l2)?))
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                CpuStorage::F64(run(self, m, n, k, contiguous_slice(a, l1)?, contiguous_slice(b, l2)?))
-            }
-            _ => candle_core::bail!("rl-blas-matmul: f32 or f64, both alike"),
-        };
-        Ok((out, Shape::from((m, n))))
+        let mut c = vec![T::zero(); m * n];
+        T::gemm(self.ta, self.tb, m, n, k, xs[0], xs[1], &mut c);
+        Ok((c, Shape::from((m, n))))
+    }
+}
+
+#[cfg(feature = "openblas")]
+impl CustomOp2 for Matmul {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch(self, &[(s1, l1), (s2, l2)])
     }
 
     /// With C = op(A)·op(B) and G = dC: dA = G·op(B)ᵀ (stored transposed when `ta`), dB =
@@ -203,33 +259,40 @@ struct Attention {
     scale: f64,
 }
 
+/// Row `i` of causal attention probabilities, in place: `row` holds the raw scores of query
+/// `i`; key j counts if j ≤ i and `keys[j]` is non-zero. The row becomes softmax(score·scale)
+/// over those keys and 0 elsewhere (all 0 when no key counts: a padding query).
+fn causal_softmax_row<T: Float>(row: &mut [T], keys: &[T], i: usize, scale: T) {
+    let mut max = T::neg_infinity();
+    for j in 0..=i {
+        if keys[j] != T::zero() {
+            max = max.max(row[j] * scale);
+        }
+    }
+    let mut sum = T::zero();
+    for (j, v) in row.iter_mut().enumerate() {
+        let allowed = j <= i && keys[j] != T::zero() && max != T::neg_infinity();
+        *v = if allowed { (*v * scale - max).exp() } else { T::zero() };
+        sum = sum + *v;
+    }
+    if sum > T::zero() {
+        let inv = T::one() / sum;
+        row.iter_mut().for_each(|v| *v = *v * inv);
+    }
+}
+
 /// Probabilities `p` (t×t) of one (batch, head): q·kᵀ·scale, masked, softmax by row.
 #[cfg(feature = "openblas")]
 fn attention_probs<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], keys: &[T], t: usize, d: usize, scale: T, p: &mut [T]) {
     T::gemm_block(false, true, t, t, d, 0, q, k, p);
-    for i in 0..t {
-        let row = &mut p[i * t..(i + 1) * t];
-        let mut max = T::neg_infinity();
-        for j in 0..=i {
-            if keys[j] != T::zero() {
-                max = max.max(row[j] * scale);
-            }
-        }
-        let mut sum = T::zero();
-        for j in 0..t {
-            let allowed = j <= i && keys[j] != T::zero() && max != T::neg_infinity();
-            row[j] = if allowed { (row[j] * scale - max).exp() } else { T::zero() };
-            sum = sum + row[j];
-        }
-        if sum > T::zero() {
-            let inv = T::one() / sum;
-            row.iter_mut().for_each(|v| *v = *v * inv);
-        }
+    for (i, row) in p.chunks_mut(t).enumerate() {
+        causal_softmax_row(row, keys, i, scale);
     }
 }
 
 #[cfg(feature = "openblas")]
 fn attention_fwd<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], v: &[T], mask: &[T], (b, h, t, d): (usize, usize, usize, usize), scale: T) -> Vec<T> {
+    // One task per (batch, head).
     let mut out = vec![T::zero(); b * h * t * d];
     out.par_chunks_mut(t * d).enumerate().for_each(|(bh, o)| {
         let at = bh * t * d..(bh + 1) * t * d;
@@ -238,7 +301,6 @@ fn attention_fwd<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], v: &[T], mask: 
         attention_probs(&q[at.clone()], &k[at.clone()], keys, t, d, scale, &mut p);
         T::gemm_block(false, false, t, d, t, 0, &p, &v[at], o);
     });
-    let _ = b;
     out
 }
 
@@ -275,28 +337,36 @@ fn attention_bwd<T: Float + crate::blas::Gemm>(
     out
 }
 
+/// q, k, v `[b, h, t, d]` alike and the key mask `[b, t]`.
+#[cfg(feature = "openblas")]
+fn attention_dims(ls: &[&Layout]) -> Result<(usize, usize, usize, usize)> {
+    let dims = ls[0].shape().dims4()?;
+    if ls[1].shape().dims4()? != dims || ls[2].shape().dims4()? != dims || ls[3].dims() != [dims.0, dims.2] {
+        candle_core::bail!("rl-attention: q {:?}, k {:?}, v {:?}, mask {:?}", ls[0].dims(), ls[1].dims(), ls[2].dims(), ls[3].dims())
+    }
+    Ok(dims)
+}
+
+#[cfg(feature = "openblas")]
+impl Kernel for Attention {
+    const NAME: &'static str = "rl-attention";
+    /// Inputs q, k, v, mask.
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let dims = attention_dims(ls)?;
+        let scale = T::from(self.scale).expect("a float");
+        Ok((attention_fwd(xs[0], xs[1], xs[2], xs[3], dims, scale), ls[0].shape().clone()))
+    }
+}
+
 #[cfg(feature = "openblas")]
 impl CustomOp3 for Attention {
     fn name(&self) -> &'static str {
-        "rl-attention"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = l1.shape().dims4()?;
-        if l2.shape().dims4()? != dims || l3.shape().dims4()? != dims || self.mask.dims() != [dims.0, dims.2] {
-            candle_core::bail!("rl-attention: q {:?}, k {:?}, v {:?}, mask {:?}", l1.dims(), l2.dims(), l3.dims(), self.mask.dims())
-        }
-        let (mask, _) = self.mask.storage_and_layout();
-        let out = match (s1, s2, s3, &*mask) {
-            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v), candle_core::Storage::Cpu(CpuStorage::F32(m))) => {
-                CpuStorage::F32(attention_fwd(contiguous_slice(q, l1)?, contiguous_slice(k, l2)?, contiguous_slice(v, l3)?, m, dims, self.scale as f32))
-            }
-            (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v), candle_core::Storage::Cpu(CpuStorage::F64(m))) => {
-                CpuStorage::F64(attention_fwd(contiguous_slice(q, l1)?, contiguous_slice(k, l2)?, contiguous_slice(v, l3)?, m, dims, self.scale))
-            }
-            _ => candle_core::bail!("rl-attention: f32 or f64 on the CPU, all alike"),
-        };
-        Ok((out, l1.shape().clone()))
+        let (mask, ml) = held(&self.mask)?;
+        dispatch(self, &[(s1, l1), (s2, l2), (s3, l3), (cpu(&mask), ml)])
     }
 
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _o: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -314,26 +384,26 @@ struct AttentionBwd {
 }
 
 #[cfg(feature = "openblas")]
+impl Kernel for AttentionBwd {
+    const NAME: &'static str = "rl-attention-bwd";
+    /// Inputs q, k, v, mask, dO.
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let (b, h, t, d) = attention_dims(ls)?;
+        let scale = T::from(self.scale).expect("a float");
+        Ok((attention_bwd(xs[0], xs[1], xs[2], xs[4], xs[3], (b, h, t, d), scale), Shape::from((3, b, h, t, d))))
+    }
+}
+
+#[cfg(feature = "openblas")]
 impl CustomOp3 for AttentionBwd {
     fn name(&self) -> &'static str {
-        "rl-attention-bwd"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = l1.shape().dims4()?;
-        let (mask, _) = self.mask.storage_and_layout();
-        let (g, gl) = self.g.storage_and_layout();
-        let out = match (s1, s2, s3, &*mask, &*g) {
-            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v), candle_core::Storage::Cpu(CpuStorage::F32(m)), candle_core::Storage::Cpu(CpuStorage::F32(g))) => {
-                CpuStorage::F32(attention_bwd(contiguous_slice(q, l1)?, contiguous_slice(k, l2)?, contiguous_slice(v, l3)?, contiguous_slice(g, gl)?, m, dims, self.scale as f32))
-            }
-            (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v), candle_core::Storage::Cpu(CpuStorage::F64(m)), candle_core::Storage::Cpu(CpuStorage::F64(g))) => {
-                CpuStorage::F64(attention_bwd(contiguous_slice(q, l1)?, contiguous_slice(k, l2)?, contiguous_slice(v, l3)?, contiguous_slice(g, gl)?, m, dims, self.scale))
-            }
-            _ => candle_core::bail!("rl-attention-bwd: f32 or f64 on the CPU, all alike"),
-        };
-        let (b, h, t, d) = dims;
-        Ok((out, Shape::from((3, b, h, t, d))))
+        let (mask, ml) = held(&self.mask)?;
+        let (g, gl) = held(&self.g)?;
+        dispatch(self, &[(s1, l1), (s2, l2), (s3, l3), (cpu(&mask), ml), (cpu(&g), gl)])
     }
 }
 
@@ -354,67 +424,37 @@ struct MaskedSoftmax {
     scale: f64,
 }
 
-fn masked_softmax_rows<T: Float + Send + Sync>(s: &[T], mask: &[T], b: usize, h: usize, t: usize, scale: T) -> Vec<T> {
-    let mut out = vec![T::zero(); s.len()];
+fn masked_softmax_rows<T: Float + Send + Sync>(s: &[T], mask: &[T], h: usize, t: usize, scale: T) -> Vec<T> {
+    let mut out = s.to_vec();
     // One task per (batch, head) matrix of t rows.
-    out.par_chunks_mut(t * t).zip(s.par_chunks(t * t)).enumerate().for_each(|(bh, (o, s))| {
+    out.par_chunks_mut(t * t).enumerate().for_each(|(bh, o)| {
         let keys = &mask[(bh / h) * t..(bh / h + 1) * t];
-        for i in 0..t {
-            let (o, s) = (&mut o[i * t..(i + 1) * t], &s[i * t..(i + 1) * t]);
-            let mut max = T::neg_infinity();
-            for j in 0..=i {
-                if keys[j] != T::zero() {
-                    max = max.max(s[j] * scale);
-                }
-            }
-            if max == T::neg_infinity() {
-                continue; // a row with nothing to attend to (padding): all zeros
-            }
-            let mut sum = T::zero();
-            for j in 0..=i {
-                if keys[j] != T::zero() {
-                    o[j] = (s[j] * scale - max).exp();
-                    sum = sum + o[j];
-                }
-            }
-            let inv = T::one() / sum;
-            o[..=i].iter_mut().for_each(|v| *v = *v * inv);
+        for (i, row) in o.chunks_mut(t).enumerate() {
+            causal_softmax_row(row, keys, i, scale);
         }
     });
-    let _ = b;
     out
+}
+
+impl Kernel for MaskedSoftmax {
+    const NAME: &'static str = "rl-causal-masked-softmax";
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let (b, h, t, t2) = ls[0].shape().dims4()?;
+        if t != t2 || ls[1].dims() != [b, t] {
+            candle_core::bail!("rl-causal-masked-softmax: scores {:?} and mask {:?}", ls[0].dims(), ls[1].dims())
+        }
+        let scale = T::from(self.scale).expect("a float");
+        Ok((masked_softmax_rows(xs[0], xs[1], h, t, scale), ls[0].shape().clone()))
+    }
 }
 
 impl CustomOp2 for MaskedSoftmax {
     fn name(&self) -> &'static str {
-        "rl-causal-masked-softmax"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (b, h, t, t2) = l1.shape().dims4()?;
-        if t != t2 || l2.dims() != [b, t] {
-            candle_core::bail!("rl-causal-masked-softmax: scores {:?} and mask {:?}", l1.dims(), l2.dims())
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(s), CpuStorage::F32(m)) => CpuStorage::F32(masked_softmax_rows(
-                contiguous_slice(s, l1)?,
-                contiguous_slice(m, l2)?,
-                b,
-                h,
-                t,
-                self.scale as f32,
-            )),
-            (CpuStorage::F64(s), CpuStorage::F64(m)) => CpuStorage::F64(masked_softmax_rows(
-                contiguous_slice(s, l1)?,
-                contiguous_slice(m, l2)?,
-                b,
-                h,
-                t,
-                self.scale,
-            )),
-            _ => candle_core::bail!("rl-causal-masked-softmax: f32 or f64 only"),
-        };
-        Ok((out, l1.shape().clone()))
+        dispatch(self, &[(s1, l1), (s2, l2)])
     }
 
     /// d scores = scale · y ⊙ (g − Σ g ⊙ y): masked entries have y = 0 and get 0.
@@ -435,28 +475,28 @@ pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 
 struct AddBias;
 
+impl Kernel for AddBias {
+    const NAME: &'static str = "rl-add-bias";
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let (x, b) = (xs[0], xs[1]);
+        let n = b.len();
+        let mut out = x.to_vec();
+        out.par_chunks_mut(n * rows_per_task(n)).for_each(|o| {
+            for row in o.chunks_mut(n) {
+                row.iter_mut().zip(b).for_each(|(v, &b)| *v = *v + b);
+            }
+        });
+        Ok((out, ls[0].shape().clone()))
+    }
+}
+
 impl CustomOp2 for AddBias {
     fn name(&self) -> &'static str {
-        "rl-add-bias"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn add<T: Float + Send + Sync>(x: &[T], b: &[T]) -> Vec<T> {
-            let n = b.len();
-            let mut out = x.to_vec();
-            out.par_chunks_mut(n * rows_per_task(n)).for_each(|o| {
-                for row in o.chunks_mut(n) {
-                    row.iter_mut().zip(b).for_each(|(v, &b)| *v = *v + b);
-                }
-            });
-            out
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(b)) => CpuStorage::F32(add(contiguous_slice(x, l1)?, contiguous_slice(b, l2)?)),
-            (CpuStorage::F64(x), CpuStorage::F64(b)) => CpuStorage::F64(add(contiguous_slice(x, l1)?, contiguous_slice(b, l2)?)),
-            _ => candle_core::bail!("rl-add-bias: f32 or f64 only"),
-        };
-        Ok((out, l1.shape().clone()))
+        dispatch(self, &[(s1, l1), (s2, l2)])
     }
 
     fn bwd(&self, _x: &Tensor, b: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -485,18 +525,20 @@ fn column_sums<T: Float + Send + Sync>(g: &[T], n: usize) -> Vec<T> {
         })
 }
 
+impl Kernel for ColumnSums {
+    const NAME: &'static str = "rl-column-sums";
+    fn run<T: Real>(&self, xs: &[&[T]], _ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        Ok((column_sums(xs[0], self.n), Shape::from(self.n)))
+    }
+}
+
 impl CustomOp1 for ColumnSums {
     fn name(&self) -> &'static str {
-        "rl-column-sums"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match s {
-            CpuStorage::F32(g) => CpuStorage::F32(column_sums(contiguous_slice(g, l)?, self.n)),
-            CpuStorage::F64(g) => CpuStorage::F64(column_sums(contiguous_slice(g, l)?, self.n)),
-            _ => candle_core::bail!("rl-column-sums: f32 or f64 only"),
-        };
-        Ok((out, Shape::from(self.n)))
+        dispatch(self, &[(s, l)])
     }
 }
 
@@ -534,18 +576,20 @@ fn gelu_fwd<T: Float + Send + Sync>(x: &[T]) -> Vec<T> {
     map_par(x, |x| half * x * (T::one() + fast_tanh(k * (x + c * x * x * x))))
 }
 
+impl Kernel for Gelu {
+    const NAME: &'static str = "rl-gelu";
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        Ok((gelu_fwd(xs[0]), ls[0].shape().clone()))
+    }
+}
+
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
-        "rl-gelu"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(gelu_fwd(contiguous_slice(v, l)?)),
-            CpuStorage::F64(v) => CpuStorage::F64(gelu_fwd(contiguous_slice(v, l)?)),
-            _ => candle_core::bail!("rl-gelu: f32 or f64 only"),
-        };
-        Ok((out, l.shape().clone()))
+        dispatch(self, &[(s, l)])
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
@@ -570,18 +614,20 @@ fn gelu_bwd<T: Float + Send + Sync>(x: &[T], g: &[T]) -> Vec<T> {
     out
 }
 
+impl Kernel for GeluBwd {
+    const NAME: &'static str = "rl-gelu-bwd";
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        Ok((gelu_bwd(xs[0], xs[1]), ls[0].shape().clone()))
+    }
+}
+
 impl CustomOp2 for GeluBwd {
     fn name(&self) -> &'static str {
-        "rl-gelu-bwd"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(gelu_bwd(contiguous_slice(x, l1)?, contiguous_slice(g, l2)?)),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(gelu_bwd(contiguous_slice(x, l1)?, contiguous_slice(g, l2)?)),
-            _ => candle_core::bail!("rl-gelu-bwd: f32 or f64 only"),
-        };
-        Ok((out, l1.shape().clone()))
+        dispatch(self, &[(s1, l1), (s2, l2)])
     }
 }
 
@@ -625,36 +671,21 @@ fn layer_norm_rows<T: Float + Send + Sync>(x: &[T], w: &[T], b: &[T], eps: T) ->
     out
 }
 
+impl Kernel for LayerNorm {
+    const NAME: &'static str = "rl-layer-norm";
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let eps = T::from(self.eps).expect("a float");
+        Ok((layer_norm_rows(xs[0], xs[1], xs[2], eps), ls[0].shape().clone()))
+    }
+}
+
 impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
-        "rl-layer-norm"
+        Self::NAME
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(layer_norm_rows(
-                contiguous_slice(x, l1)?,
-                contiguous_slice(w, l2)?,
-                contiguous_slice(b, l3)?,
-                self.eps as f32,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(layer_norm_rows(
-                contiguous_slice(x, l1)?,
-                contiguous_slice(w, l2)?,
-                contiguous_slice(b, l3)?,
-                self.eps,
-            )),
-            _ => candle_core::bail!("rl-layer-norm: f32 or f64, all three alike"),
-        };
-        Ok((out, l1.shape().clone()))
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch(self, &[(s1, l1), (s2, l2), (s3, l3)])
     }
 
     fn bwd(
@@ -723,38 +754,23 @@ fn layer_norm_bwd_rows<T: Float + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: T
     out
 }
 
+impl Kernel for LayerNormBwd {
+    const NAME: &'static str = "rl-layer-norm-bwd";
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let d = ls[1].dims()[0];
+        let rows = ls[0].shape().elem_count() / d;
+        let eps = T::from(self.eps).expect("a float");
+        Ok((layer_norm_bwd_rows(xs[0], xs[1], xs[2], eps), Shape::from((rows + 2, d))))
+    }
+}
+
 impl CustomOp3 for LayerNormBwd {
     fn name(&self) -> &'static str {
-        "rl-layer-norm-bwd"
+        Self::NAME
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let d = l2.dims()[0];
-        let rows = l1.shape().elem_count() / d;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => CpuStorage::F32(layer_norm_bwd_rows(
-                contiguous_slice(x, l1)?,
-                contiguous_slice(w, l2)?,
-                contiguous_slice(g, l3)?,
-                self.eps as f32,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => CpuStorage::F64(layer_norm_bwd_rows(
-                contiguous_slice(x, l1)?,
-                contiguous_slice(w, l2)?,
-                contiguous_slice(g, l3)?,
-                self.eps,
-            )),
-            _ => candle_core::bail!("rl-layer-norm-bwd: f32 or f64, all three alike"),
-        };
-        Ok((out, Shape::from((rows + 2, d))))
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch(self, &[(s1, l1), (s2, l2), (s3, l3)])
     }
 }
 
@@ -817,6 +833,22 @@ mod tests {
         let gp = (plain.sqr().unwrap() * &p2).unwrap().sum_all().unwrap().backward().unwrap();
         close(gf.get(&m).unwrap(), gp.get(&m).unwrap(), "matmul bt grad a");
         close(gf.get(&e).unwrap(), gp.get(&e).unwrap(), "matmul bt grad b");
+
+        // The causal masked softmax (the attention path without OpenBLAS) against scale, an
+        // additive mask and a plain softmax; the second row's last key is padding.
+        let scores = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, 3, 4, 4), &dev).unwrap()).unwrap();
+        let keys = Tensor::new(&[[1f64, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]], &dev).unwrap();
+        let allowed: Vec<f64> = (0..2)
+            .flat_map(|b| (0..4).flat_map(move |i| (0..4).map(move |j| if j <= i && !(b == 1 && j == 3) { 0.0 } else { -1e9 })))
+            .collect();
+        let bias = Tensor::from_vec(allowed, (2, 1, 4, 4), &dev).unwrap();
+        let p4 = Tensor::randn(0f64, 1.0, (2, 3, 4, 4), &dev).unwrap();
+        let fused = causal_masked_softmax(&scores, &keys, 0.5).unwrap();
+        let plain = candle_nn::ops::softmax(&(scores.as_tensor() * 0.5).unwrap().broadcast_add(&bias).unwrap(), D::Minus1).unwrap();
+        close(&fused, &plain, "masked softmax");
+        let gf = (fused * &p4).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (plain * &p4).unwrap().sum_all().unwrap().backward().unwrap();
+        close(gf.get(&scores).unwrap(), gp.get(&scores).unwrap(), "masked softmax grad");
 
         let fused = layer_norm(&x, &w, &b, 1e-5).unwrap();
         let mean = x.mean_keepdim(D::Minus1).unwrap();

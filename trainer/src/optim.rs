@@ -65,11 +65,6 @@ impl Grads {
         }
         Ok(norm)
     }
-
-    /// Parameters that received no gradient at all (names), for diagnostics.
-    pub fn missing<'a>(&self, params: &'a [(String, Var)]) -> Vec<&'a str> {
-        params.iter().zip(&self.sums).filter(|(_, g)| g.is_none()).map(|((n, _), _)| n.as_str()).collect()
-    }
 }
 
 #[derive(Debug, Clone, Copy)]

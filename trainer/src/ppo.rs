@@ -5,7 +5,6 @@
 //! over shuffled minibatches for several epochs, a separate value network initialised from
 //! the reward model, fixed or adaptive KL coefficient.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -14,7 +13,7 @@ use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::checkpoint::{load_reward_model, save_model, sync_dir, write_atomic, LoadedReward, ModelKind};
+use crate::checkpoint::{commit_checkpoint, load_reward_model, save_model, write_atomic, LoadedReward, ModelKind};
 use crate::data::join;
 use crate::generate::{generate_batch, load_frozen_lm, SamplingOpts};
 use crate::gpt2::{Config, LmModel, RewardModel};
@@ -285,12 +284,6 @@ struct PpoState {
     iterations: u64,
 }
 
-fn frozen(params: &[(String, candle_core::Var)], strip: &str, cfg: &Config, device: &Device) -> Result<LmModel> {
-    let tensors: HashMap<String, Tensor> =
-        params.iter().filter_map(|(n, v)| n.strip_prefix(strip).map(|n| (n.to_string(), v.as_tensor().detach()))).collect();
-    Ok(LmModel::new(cfg, candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device))?)
-}
-
 pub fn run(args: &PpoArgs) -> Result<()> {
     let device = train::device(args.device)?;
     let prompts = crate::data::read_prompts(&args.prompts)?;
@@ -313,10 +306,9 @@ pub fn run(args: &PpoArgs) -> Result<()> {
     let (pcfg, _) = crate::checkpoint::read_config(&args.policy)?;
     let (policy, policy_params) = setup::variables(&policy_src, &pcfg, args.seed, &device, |vb| LmModel::new(&pcfg, vb))?;
     let reference = load_frozen_lm(&args.policy, &device)?;
-    let LoadedReward { model: reward, cfg: rcfg, max_len: rm_len, .. } = load_reward_model(&args.reward_model, &device)?;
+    let LoadedReward { model: reward, cfg: rcfg, max_len: rm_len, bias: rm_bias } = load_reward_model(&args.reward_model, &device)?;
     let rm_tok = Tok::load(&args.reward_model)?;
     let (value, value_params) = setup::variables(&value_src, &rcfg, args.seed, &device, |vb| RewardModel::new(&rcfg, vb))?;
-    let rm_bias = load_reward_model(&args.reward_model, &device)?.bias;
     // One optimizer over both networks, as TRL's policy-and-value wrapper.
     let mut all: Vec<(String, candle_core::Var)> = policy_params.iter().map(|(n, v)| (format!("policy.{n}"), v.clone())).collect();
     all.extend(value_params.iter().map(|(n, v)| (format!("value.{n}"), v.clone())));
@@ -349,19 +341,25 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         let it = state.iteration;
         // 1. Rollouts from the current policy.
         let t0 = Instant::now();
+        // Prompts in a shuffled order per pass over them (a function of the seed and the pass).
+        let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
         let picks: Vec<usize> = (0..args.batch_size)
             .map(|i| {
                 let k = it as usize * args.batch_size + i;
-                let mut order: Vec<usize> = (0..prompts.len()).collect();
-                Rng::derived(args.seed, "prompt-epoch", (k / prompts.len()) as u64).shuffle(&mut order);
-                order[k % prompts.len()]
+                if order.0 != k / prompts.len() {
+                    order = (k / prompts.len(), (0..prompts.len()).collect());
+                    Rng::derived(args.seed, "prompt-epoch", order.0 as u64).shuffle(&mut order.1);
+                }
+                order.1[k % prompts.len()]
             })
             .collect();
-        let snapshot = frozen(&policy_params, "", &pcfg, &device)?;
+        // Frozen views of the current weights for everything before the optimisation: no
+        // autograd graph is recorded for generation or the old log-probabilities and values.
+        let snapshot = setup::frozen(&policy_params, &device, |vb| LmModel::new(&pcfg, vb))?;
+        let value_snapshot = setup::frozen(&value_params, &device, |vb| RewardModel::new(&rcfg, vb))?;
         let batch_queries: Vec<Vec<u32>> = picks.iter().map(|&p| queries[p].clone()).collect();
         let mut rngs: Vec<Rng> = (0..args.batch_size).map(|i| Rng::derived(args.seed, "rollout", it * 1_000_003 + i as u64)).collect();
         let conts = generate_batch(&snapshot, &batch_queries, tok.eos(), &sampling, &mut rngs, true, &device)?;
-        drop(snapshot);
         let gen_s = t0.elapsed().as_secs_f64();
         // 2. Scores from the reward model.
         let t1 = Instant::now();
@@ -395,16 +393,14 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         for chunk in (0..rollouts.len()).collect::<Vec<_>>().chunks(args.mini_batch_size.max(1)) {
             let refs: Vec<&Rollout> = chunk.iter().map(|&i| &rollouts[i]).collect();
             let b = batch(&refs, tok.eos(), &device)?;
-            let (lp, ent) = policy_logprobs(&policy, &refs, &b, args.temperature)?;
+            let (lp, ent) = policy_logprobs(&snapshot, &refs, &b, args.temperature)?;
             let (rlp, _) = policy_logprobs(&reference, &refs, &b, args.temperature)?;
-            let v = values(&value, &refs, &b)?;
+            let v = values(&value_snapshot, &refs, &b)?;
             entropy_sum += scalar(&(ent * &b.resp_mask)?.sum_all()?)?;
             token_count += refs.iter().map(|r| r.response.len()).sum::<usize>();
             let (lp, rlp, v) = (rows_of(&lp, &refs)?, rows_of(&rlp, &refs)?, rows_of(&v, &refs)?);
-            for (k, &i) in chunk.iter().enumerate() {
-                rollouts[i].old_logp = lp[k].clone();
-                rollouts[i].ref_logp = rlp[k].clone();
-                rollouts[i].values = v[k].clone();
+            for (&i, ((lp, rlp), v)) in chunk.iter().zip(lp.into_iter().zip(rlp).zip(v)) {
+                (rollouts[i].old_logp, rollouts[i].ref_logp, rollouts[i].values) = (lp, rlp, v);
             }
         }
         let mut kl_sum = 0.0;
@@ -524,30 +520,14 @@ fn save_checkpoint(
     tok: &Tok,
     rm_tok: &Tok,
 ) -> Result<()> {
-    let root = args.out.join("checkpoints");
-    std::fs::create_dir_all(&root)?;
     let name = format!("iter-{:08}", state.iteration);
-    let (tmp, dir) = (root.join(format!("{name}.tmp")), root.join(&name));
-    let _ = std::fs::remove_dir_all(&tmp);
-    save_model(&tmp.join("policy"), pcfg, ModelKind::Lm, policy, tok.eos(), None)?;
-    tok.save(&tmp.join("policy"))?;
-    save_model(&tmp.join("value"), rcfg, ModelKind::Reward, value, rm_tok.eos(), None)?;
-    opt.save(&tmp.join("optimizer.safetensors"))?;
-    std::fs::File::open(tmp.join("optimizer.safetensors"))?.sync_all()?;
-    write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
-    sync_dir(&tmp)?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir)?;
-    sync_dir(&root)?;
-    write_atomic(&dir.join("COMPLETE"), b"")?;
-    sync_dir(&dir)?;
-    let mut complete: Vec<PathBuf> =
-        std::fs::read_dir(&root)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("COMPLETE").exists()).collect();
-    complete.sort();
-    for old in &complete[..complete.len().saturating_sub(2)] {
-        std::fs::remove_dir_all(old)?;
-    }
-    Ok(())
+    commit_checkpoint(&args.out.join("checkpoints"), &name, 2, |tmp| {
+        save_model(&tmp.join("policy"), pcfg, ModelKind::Lm, policy, tok.eos(), None)?;
+        tok.save(&tmp.join("policy"))?;
+        save_model(&tmp.join("value"), rcfg, ModelKind::Reward, value, rm_tok.eos(), None)?;
+        opt.save(&tmp.join("optimizer.safetensors"))?;
+        write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)
+    })
 }
 
 #[cfg(test)]

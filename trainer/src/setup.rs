@@ -116,6 +116,14 @@ pub fn variables<M>(
     Ok((model, params))
 }
 
+/// A frozen copy of a model for inference: `build` over the parameters' current values as
+/// plain tensors, which record no graph. They share storage with the variables, so the copy
+/// follows later optimizer steps; take it where the weights should be read as they are now.
+pub fn frozen<M>(params: &[(String, Var)], device: &Device, build: impl FnOnce(VarBuilder) -> candle_core::Result<M>) -> Result<M> {
+    let tensors = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
+    Ok(build(VarBuilder::from_tensors(tensors, DType::F32, device))?)
+}
+
 /// Keeps the last `max_len` tokens (the end of the response, where a reward is read).
 pub fn keep_last(mut ids: Vec<u32>, max_len: usize) -> (Vec<u32>, bool) {
     if ids.len() <= max_len {

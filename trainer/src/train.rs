@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::checkpoint::{sync_dir, write_atomic};
+use crate::checkpoint::{commit_checkpoint, write_atomic, MARKER};
 use crate::optim::{learning_rate, AdamW, AdamWConfig, Grads, Schedule};
 use crate::rng::Rng;
 
@@ -219,9 +219,6 @@ pub fn evaluate<T: Task>(task: &T, examples: &[T::Example], opts: &TrainOpts) ->
     Ok(total)
 }
 
-/// A checkpoint directory under `out/checkpoints`, complete once its marker exists.
-const MARKER: &str = "COMPLETE";
-
 /// The checkpoint `--resume PATH` names: PATH itself when it is a complete checkpoint, else
 /// the latest complete one in `PATH/checkpoints`.
 pub fn find_checkpoint(path: &Path) -> Result<PathBuf> {
@@ -406,37 +403,12 @@ pub fn rss_mb() -> Option<f64> {
     Some(pages * 4096.0 / 1e6)
 }
 
-/// Writes `out/checkpoints/step-N`: model files, optimizer moments and the state, into a
-/// temporary directory that is fsynced and renamed, then the completion marker last; keeps
-/// the newest `--keep-checkpoints`.
+/// Writes `out/checkpoints/step-N`: model files, optimizer moments and the state.
 fn save_checkpoint(run: &Run, optimizer: &AdamW, state: &State) -> Result<()> {
-    let root = run.out.join("checkpoints");
-    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let name = format!("step-{:08}", state.step);
-    let tmp = root.join(format!("{name}.tmp"));
-    let dir = root.join(&name);
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    (run.save_model)(&tmp)?;
-    optimizer.save(&tmp.join("optimizer.safetensors"))?;
-    write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
-    for entry in std::fs::read_dir(&tmp)? {
-        std::fs::File::open(entry?.path())?.sync_all()?;
-    }
-    sync_dir(&tmp)?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
-    sync_dir(&root)?;
-    write_atomic(&dir.join(MARKER), b"")?;
-    sync_dir(&dir)?;
-    let mut complete: Vec<PathBuf> = std::fs::read_dir(&root)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(MARKER).exists())
-        .collect();
-    complete.sort();
-    let excess = complete.len().saturating_sub(run.opts.keep_checkpoints.max(1));
-    for old in &complete[..excess] {
-        std::fs::remove_dir_all(old).with_context(|| format!("cannot remove {}", old.display()))?;
-    }
-    Ok(())
+    commit_checkpoint(&run.out.join("checkpoints"), &name, run.opts.keep_checkpoints, |tmp| {
+        (run.save_model)(tmp)?;
+        optimizer.save(&tmp.join("optimizer.safetensors"))?;
+        write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)
+    })
 }
