@@ -35,6 +35,33 @@ enum Command {
         /// HTTP worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Where runs' models are (for downloads) [default: DATA_DIR/models].
+        #[arg(long, env = "REWARDLAB_MODEL_STORE")]
+        model_store: Option<PathBuf>,
+        /// Seconds between the scheduler's looks at the project schedules.
+        #[arg(long, default_value_t = 15)]
+        schedule_every: u64,
+    },
+    /// Claim queued training runs and execute them with rewardlab-train.
+    Worker {
+        /// Model store shared by the workers and servers [default: DATA_DIR/models].
+        #[arg(long, env = "REWARDLAB_MODEL_STORE")]
+        model_store: Option<PathBuf>,
+        /// The rewardlab-train binary [default: beside this one, else on PATH].
+        #[arg(long, env = "REWARDLAB_TRAIN")]
+        trainer: Option<PathBuf>,
+        /// Name shown on the runs page [default: host:pid].
+        #[arg(long)]
+        name: Option<String>,
+        /// Seconds a claim lasts without a heartbeat (heartbeats come every third of it).
+        #[arg(long, default_value_t = 30.0)]
+        lease_secs: f64,
+        /// Seconds between looks at an empty queue.
+        #[arg(long, default_value_t = 2.0)]
+        poll_secs: f64,
+        /// Exit when the queue is empty.
+        #[arg(long)]
+        once: bool,
     },
     /// Manage accounts.
     User {
@@ -124,8 +151,26 @@ enum ProjectCommand {
 
 pub async fn run(cli: Cli) -> Result<()> {
     let settings = Settings::from_env(cli.data_dir);
-    if let Command::Serve { bind, workers } = cli.command {
-        return serve(&settings, &bind, workers).await;
+    match cli.command {
+        Command::Serve { bind, workers, model_store, schedule_every } => {
+            let store = model_store.unwrap_or_else(|| settings.data_dir.join("models"));
+            return serve(&settings, &bind, workers, store, schedule_every).await;
+        }
+        Command::Worker { model_store, trainer, name, lease_secs, poll_secs, once } => {
+            if !(lease_secs >= 1.0 && poll_secs > 0.0) {
+                bail!("--lease-secs must be at least 1 and --poll-secs positive");
+            }
+            let opts = crate::jobs::worker::WorkerOpts {
+                name: name.unwrap_or_else(default_worker_name),
+                store: model_store.unwrap_or_else(|| settings.data_dir.join("models")),
+                trainer: trainer.unwrap_or_else(crate::jobs::worker::default_trainer),
+                lease: std::time::Duration::from_secs_f64(lease_secs),
+                poll: std::time::Duration::from_secs_f64(poll_secs),
+                once,
+            };
+            return worker(&settings, opts).await;
+        }
+        _ => {}
     }
     let (pool, cluster) = settings.connect().await?;
     let result = command(&settings, &pool, cli.command).await;
@@ -136,14 +181,38 @@ pub async fn run(cli: Cli) -> Result<()> {
     result
 }
 
-async fn serve(settings: &Settings, bind: &str, workers: Option<usize>) -> Result<()> {
+fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+async fn worker(settings: &Settings, opts: crate::jobs::worker::WorkerOpts) -> Result<()> {
+    let (pool, cluster) = settings.connect().await?;
+    let result = tokio::select! {
+        r = crate::jobs::worker::run_worker(pool.clone(), opts) => r,
+        _ = shutdown_signal() => {
+            // A run in progress is left to its lease: another worker resumes it.
+            log::info!("worker stopping");
+            Ok(())
+        }
+    };
+    pool.close().await;
+    if let Some((cluster, true)) = cluster {
+        tokio::task::block_in_place(|| cluster.stop())?;
+    }
+    result
+}
+
+async fn serve(settings: &Settings, bind: &str, workers: Option<usize>, store: PathBuf, schedule_every: u64) -> Result<()> {
     let (pool, cluster) = settings.connect().await?;
     let key = settings.session_key()?;
-    let app = crate::web::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers)?;
+    let app = crate::web::Application::build_with_store(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, store)?;
     log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
     let handle = app.server.handle();
     let server = tokio::spawn(app.server);
+    let scheduler = tokio::spawn(crate::jobs::schedule::run_scheduler(pool.clone(), std::time::Duration::from_secs(schedule_every.max(1))));
     shutdown_signal().await;
+    scheduler.abort();
     log::info!("shutting down: stopping the server, then the database");
     handle.stop(true).await;
     let _ = server.await;
@@ -166,7 +235,7 @@ async fn shutdown_signal() {
 async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command) -> Result<()> {
     let mut conn = pool.acquire().await?;
     match command {
-        Command::Serve { .. } => unreachable!("handled by run"),
+        Command::Serve { .. } | Command::Worker { .. } => unreachable!("handled by run"),
         Command::User { command: UserCommand::Add { email, admin, password_stdin } } => {
             let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
             let (password, generated) = if password_stdin {

@@ -9,6 +9,7 @@ pub mod db;
 pub mod domain;
 pub mod export;
 pub mod import;
+pub mod jobs;
 pub mod routes;
 pub mod settings;
 pub mod web;

@@ -4,6 +4,7 @@
 
 pub mod items;
 pub mod projects;
+pub mod runs;
 pub mod stats;
 pub mod tasks;
 pub mod users;

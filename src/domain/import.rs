@@ -98,7 +98,7 @@ fn content_id(prompt: &[Turn], responses: &[ResponseIn]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(canon)))
 }
 
-fn check_kind(item: &ImportItem, kind: TaskKind) -> Result<(), String> {
+pub fn check_kind(item: &ImportItem, kind: TaskKind) -> Result<(), String> {
     let n = item.responses.len();
     match kind {
         TaskKind::Ranking if !(2..=9).contains(&n) => Err(format!("field \"responses\": a ranking project needs 2 to 9 responses, got {n}")),

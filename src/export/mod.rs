@@ -16,7 +16,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::domain::{ExportId, ProjectId, UserId};
 
-pub use rows::SCHEMA_VERSION;
+pub use rows::{prompt_string, SCHEMA_VERSION};
 
 /// The export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -224,5 +224,13 @@ pub async fn list(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<V
     sqlx::query_as("SELECT id, project_id, format, options, snapshot::text AS snapshot, files, created_at FROM exports WHERE project_id = $1 ORDER BY created_at DESC")
         .bind(project)
         .fetch_all(conn)
+        .await
+}
+
+/// An export by id, unscoped: for the worker, which acts for the project that queued the run.
+pub async fn get(conn: &mut PgConnection, id: ExportId) -> sqlx::Result<Option<Export>> {
+    sqlx::query_as("SELECT id, project_id, format, options, snapshot::text AS snapshot, files, created_at FROM exports WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
         .await
 }

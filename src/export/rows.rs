@@ -72,7 +72,7 @@ pub struct JudgementRow {
 }
 
 /// The prompt as one string: verbatim when it was imported as a string, else rendered from its turns.
-fn prompt_string(prompt: &Value, raw: &Option<String>) -> String {
+pub fn prompt_string(prompt: &Value, raw: &Option<String>) -> String {
     raw.clone().unwrap_or_else(|| prompt_text(&serde_json::from_value::<Vec<Turn>>(prompt.clone()).unwrap_or_default()))
 }
 

@@ -1,0 +1,350 @@
+//! Training runs, schedules, metrics, logs, and what reward models said about responses.
+//! Reads for the web are scoped to the project's leads (or admins) in the SQL itself; the
+//! worker's writes carry its fence and change nothing once another claim has raised it.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::domain::{ProjectId, UserId};
+use crate::jobs::leaderboard::Cell;
+use crate::jobs::RunKind;
+
+pub struct NewRun {
+    pub project: ProjectId,
+    pub kind: RunKind,
+    pub config: Value,
+    pub input: Value,
+    pub after_run: Option<uuid::Uuid>,
+    pub schedule: Option<uuid::Uuid>,
+    pub by: Option<UserId>,
+}
+
+pub async fn insert(conn: &mut PgConnection, r: &NewRun) -> sqlx::Result<uuid::Uuid> {
+    let id = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO runs (id, project_id, kind, config, input, after_run, schedule_id, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(id)
+        .bind(r.project)
+        .bind(r.kind.as_str())
+        .bind(&r.config)
+        .bind(if r.input.is_null() { serde_json::json!({}) } else { r.input.clone() })
+        .bind(r.after_run)
+        .bind(r.schedule)
+        .bind(r.by)
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+/// A run as the web shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Run {
+    pub id: uuid::Uuid,
+    pub project_id: ProjectId,
+    pub slug: String,
+    pub kind: String,
+    pub config: Value,
+    pub input: Value,
+    pub export_id: Option<uuid::Uuid>,
+    pub after_run: Option<uuid::Uuid>,
+    pub schedule_id: Option<uuid::Uuid>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub worker: Option<String>,
+    pub attempts: i32,
+    pub model_dir: Option<String>,
+    pub resumed_from: Option<String>,
+    pub error: Option<String>,
+    pub summary: Option<Value>,
+}
+
+impl Run {
+    pub fn short(&self) -> String {
+        self.id.simple().to_string()[..8].to_string()
+    }
+    pub fn is_active(&self) -> bool {
+        self.status == "queued" || self.status == "running"
+    }
+    pub fn config_pretty(&self) -> String {
+        serde_json::to_string_pretty(&self.config).unwrap_or_default()
+    }
+    pub fn input_pretty(&self) -> String {
+        serde_json::to_string_pretty(&self.input).unwrap_or_default()
+    }
+    pub fn duration(&self) -> String {
+        match (self.started_at, self.finished_at.or_else(|| self.started_at.map(|_| Utc::now()))) {
+            (Some(a), Some(b)) => format!("{:.0} s", (b - a).num_milliseconds() as f64 / 1000.0),
+            _ => "–".into(),
+        }
+    }
+}
+
+const RUN_COLS: &str = "r.id, r.project_id, p.slug, r.kind, r.config, r.input, r.export_id, r.after_run, r.schedule_id, r.status, r.created_at, r.started_at,
+    r.finished_at, r.worker, r.attempts, r.model_dir, r.resumed_from, r.error, r.summary";
+
+/// The lead gate: the caller leads the run's project, or is a site admin.
+const LEADS: &str = "EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = r.project_id AND m.user_id = u.id AND m.role = 'lead')))";
+
+pub async fn get_for_lead(conn: &mut PgConnection, id: uuid::Uuid, user: UserId) -> sqlx::Result<Option<Run>> {
+    sqlx::query_as(&format!("SELECT {RUN_COLS} FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1 AND {LEADS}"))
+        .bind(id)
+        .bind(user)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Runs of a project (the caller has been checked as its lead).
+pub async fn list(conn: &mut PgConnection, project: ProjectId, limit: i64) -> sqlx::Result<Vec<Run>> {
+    sqlx::query_as(&format!("SELECT {RUN_COLS} FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.project_id = $1 ORDER BY r.seq DESC LIMIT $2"))
+        .bind(project)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// Cancels a queued or running run of a project the caller leads, and the runs chained after
+/// it. A running run's worker sees the status at its next heartbeat and stops its trainer.
+pub async fn cancel(conn: &mut PgConnection, id: uuid::Uuid, user: UserId) -> sqlx::Result<Option<u64>> {
+    let Some(run) = get_for_lead(conn, id, user).await? else { return Ok(None) };
+    let done = sqlx::query(
+        "WITH RECURSIVE chain(id) AS (SELECT $1::uuid UNION SELECT r.id FROM runs r JOIN chain c ON r.after_run = c.id)
+         UPDATE runs SET status = 'cancelled', finished_at = now(), error = COALESCE(error, 'cancelled by a lead')
+         WHERE id IN (SELECT id FROM chain) AND status IN ('queued', 'running')",
+    )
+    .bind(run.id)
+    .execute(conn)
+    .await?;
+    Ok(Some(done.rows_affected()))
+}
+
+/// One metric event (the highest fence's value for each event and step).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MetricRow {
+    pub event: String,
+    pub step: Option<i64>,
+    pub data: Value,
+}
+
+pub async fn metrics(conn: &mut PgConnection, run: uuid::Uuid) -> sqlx::Result<Vec<MetricRow>> {
+    sqlx::query_as(
+        "SELECT event, step, data FROM (
+             SELECT DISTINCT ON (event, COALESCE(step, -id)) event, step, data, id FROM run_metrics WHERE run_id = $1
+             ORDER BY event, COALESCE(step, -id), fence DESC, id DESC) m
+         ORDER BY step NULLS LAST, id",
+    )
+    .bind(run)
+    .fetch_all(conn)
+    .await
+}
+
+/// The last value of every numeric metric (by event: `step.loss`, `eval.accuracy`, …).
+pub fn last_values(rows: &[MetricRow]) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for r in rows {
+        if let Value::Object(m) = &r.data {
+            for (k, v) in m {
+                if v.is_number() && k != "step" {
+                    out.insert(format!("{}.{k}", r.event), v.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+pub async fn log_tail(conn: &mut PgConnection, run: uuid::Uuid, lines: i64) -> sqlx::Result<Vec<String>> {
+    let mut v: Vec<String> = sqlx::query_scalar("SELECT line FROM run_logs WHERE run_id = $1 ORDER BY id DESC LIMIT $2").bind(run).bind(lines).fetch_all(conn).await?;
+    v.reverse();
+    Ok(v)
+}
+
+/// A schedule as the runs page shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Schedule {
+    pub id: uuid::Uuid,
+    pub cron: Option<String>,
+    pub min_new_comparisons: Option<i64>,
+    pub chain: Value,
+    pub enabled: bool,
+    pub next_fire_at: Option<DateTime<Utc>>,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub comparisons_at_last: i64,
+}
+
+impl Schedule {
+    pub fn chain_text(&self) -> String {
+        self.chain.as_array().map(|a| a.iter().filter_map(|s| s["kind"].as_str()).collect::<Vec<_>>().join(" → ")).unwrap_or_default()
+    }
+}
+
+pub async fn insert_schedule(conn: &mut PgConnection, project: ProjectId, cron: Option<&str>, min_new: Option<i64>, chain: &Value, by: UserId) -> sqlx::Result<uuid::Uuid> {
+    let id = uuid::Uuid::new_v4();
+    let next = cron.and_then(|c| crate::jobs::schedule::next_after(c, Utc::now()));
+    // A threshold counts comparisons from now on.
+    sqlx::query(&format!(
+        "INSERT INTO schedules (id, project_id, cron, min_new_comparisons, chain, next_fire_at, created_by, comparisons_at_last)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, ({}))",
+        crate::jobs::schedule::COMPARISONS_SQL.replace("$1", "$2")
+    ))
+    .bind(id)
+    .bind(project)
+    .bind(cron)
+    .bind(min_new)
+    .bind(chain)
+    .bind(next)
+    .bind(by)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+pub async fn schedules(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Schedule>> {
+    sqlx::query_as(
+        "SELECT id, cron, min_new_comparisons, chain, enabled, next_fire_at, last_fired_at, comparisons_at_last FROM schedules WHERE project_id = $1 ORDER BY created_at",
+    )
+    .bind(project)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn delete_schedule(conn: &mut PgConnection, project: ProjectId, id: uuid::Uuid) -> sqlx::Result<bool> {
+    Ok(sqlx::query("DELETE FROM schedules WHERE id = $1 AND project_id = $2").bind(id).bind(project).execute(conn).await?.rows_affected() == 1)
+}
+
+/// Model-versus-model comparisons of a project: every pair of differently-named responses
+/// a judgement ranked, aggregated per (model, model).
+pub async fn model_cells(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Cell>> {
+    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT a.model, b.model,
+                count(*) FILTER (WHERE j.ranks[a.position + 1] < j.ranks[b.position + 1]),
+                count(*) FILTER (WHERE j.ranks[a.position + 1] > j.ranks[b.position + 1]),
+                count(*) FILTER (WHERE j.ranks[a.position + 1] = j.ranks[b.position + 1])
+         FROM judgements j
+         JOIN responses a ON a.item_id = j.item_id
+         JOIN responses b ON b.item_id = j.item_id AND a.position < b.position AND a.model <> b.model
+         WHERE j.project_id = $1 AND j.ranks IS NOT NULL
+         GROUP BY 1, 2",
+    )
+    .bind(project)
+    .fetch_all(conn)
+    .await?;
+    // Fold (a, b) and (b, a) into one cell.
+    let mut cells: Vec<Cell> = Vec::new();
+    for (a, b, aw, bw, t) in rows {
+        let (a, b, aw, bw) = if a <= b { (a, b, aw, bw) } else { (b, a, bw, aw) };
+        match cells.iter_mut().find(|c| c.a == a && c.b == b) {
+            Some(c) => {
+                c.a_wins += aw as f64;
+                c.b_wins += bw as f64;
+                c.ties += t as f64;
+            }
+            None => cells.push(Cell { a, b, a_wins: aw as f64, b_wins: bw as f64, ties: t as f64 }),
+        }
+    }
+    Ok(cells)
+}
+
+/// The leaderboard of a project, with where each model came from (the run that generated it).
+pub async fn leaderboard(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<(crate::jobs::leaderboard::Entry, Option<uuid::Uuid>)>> {
+    let cells = model_cells(conn, project).await?;
+    let total: f64 = cells.iter().map(|c| c.a_wins + c.b_wins + c.ties).sum();
+    let rounds = ((2_000_000.0 / total.max(1.0)) as usize).clamp(20, 200);
+    let board = crate::jobs::leaderboard::leaderboard(&cells, rounds, 0x5eed);
+    let runs: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT ON (r.model) r.model, r.metadata->>'run_id' FROM responses r JOIN items i ON i.id = r.item_id
+         WHERE i.project_id = $1 AND r.metadata ? 'run_id' ORDER BY r.model",
+    )
+    .bind(project)
+    .fetch_all(conn)
+    .await?;
+    Ok(board
+        .into_iter()
+        .map(|e| {
+            let run = runs.iter().find(|(m, _)| *m == e.model).and_then(|(_, r)| r.as_deref()).and_then(|r| r.parse().ok());
+            (e, run)
+        })
+        .collect())
+}
+
+/// How often the newest reward model of a project orders a human comparison the same way.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RmAgreement {
+    pub run_id: uuid::Uuid,
+    pub overall: Option<f64>,
+    pub pairs: i64,
+    pub per_labeller: Vec<(String, Option<f64>, i64)>,
+    pub disagreements: Vec<Disagreement>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Disagreement {
+    pub judgement_id: uuid::Uuid,
+    pub labeller: String,
+    #[serde(skip)]
+    pub prompt_json: Value,
+    #[serde(skip)]
+    pub prompt_raw: Option<String>,
+    pub preferred: String,
+    pub other: String,
+    pub preferred_reward: f64,
+    pub other_reward: f64,
+}
+
+impl Disagreement {
+    pub fn prompt(&self) -> String {
+        self.prompt_raw.clone().unwrap_or_else(|| {
+            crate::domain::import::prompt_text(&serde_json::from_value::<Vec<crate::domain::import::Turn>>(self.prompt_json.clone()).unwrap_or_default())
+        })
+    }
+    pub fn gap(&self) -> f64 {
+        self.other_reward - self.preferred_reward
+    }
+}
+
+/// Human comparisons (non-tied pairs) with both responses scored by `run`.
+const SCORED_PAIRS: &str = "
+    SELECT j.id AS judgement_id, COALESCE(u.email, 'imported') AS labeller, i.prompt AS prompt_json, i.prompt_raw, a.text AS preferred, b.text AS other,
+           sa.reward AS preferred_reward, sb.reward AS other_reward
+    FROM judgements j
+    JOIN items i ON i.id = j.item_id
+    LEFT JOIN users u ON u.id = j.user_id
+    JOIN responses a ON a.item_id = j.item_id
+    JOIN responses b ON b.item_id = j.item_id AND j.ranks[a.position + 1] < j.ranks[b.position + 1]
+    JOIN response_scores sa ON sa.response_id = a.id AND sa.run_id = $2
+    JOIN response_scores sb ON sb.response_id = b.id AND sb.run_id = $2
+    WHERE j.project_id = $1 AND j.ranks IS NOT NULL";
+
+pub async fn rm_agreement(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Option<RmAgreement>> {
+    let run: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT r.id FROM runs r WHERE r.project_id = $1 AND r.kind = 'rm' AND r.status = 'succeeded'
+           AND EXISTS (SELECT 1 FROM response_scores s WHERE s.run_id = r.id) ORDER BY r.finished_at DESC LIMIT 1",
+    )
+    .bind(project)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(run) = run else { return Ok(None) };
+    let per: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT labeller, count(*) FILTER (WHERE preferred_reward > other_reward), count(*) FROM ({SCORED_PAIRS}) s GROUP BY labeller ORDER BY labeller"
+    ))
+    .bind(project)
+    .bind(run)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (agree, pairs) = per.iter().fold((0, 0), |(a, n), (_, x, m)| (a + x, n + m));
+    let disagreements: Vec<Disagreement> = sqlx::query_as(&format!(
+        "SELECT * FROM ({SCORED_PAIRS}) s WHERE other_reward > preferred_reward ORDER BY other_reward - preferred_reward DESC LIMIT 20"
+    ))
+    .bind(project)
+    .bind(run)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some(RmAgreement {
+        run_id: run,
+        overall: (pairs > 0).then(|| agree as f64 / pairs as f64),
+        pairs,
+        per_labeller: per.into_iter().map(|(l, a, n)| (l, (n > 0).then(|| a as f64 / n as f64), n)).collect(),
+        disagreements,
+    }))
+}
