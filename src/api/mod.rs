@@ -2,6 +2,7 @@
 
 mod exports;
 mod projects;
+pub mod runs;
 mod tasks;
 
 pub use exports::create_export;
@@ -29,7 +30,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/tasks/{task_id}/skip", web::post().to(tasks::skip))
             .route("/projects/{slug}/exports", web::post().to(exports::create))
             .route("/projects/{slug}/exports", web::get().to(exports::list))
-            .route("/exports/{id}/download", web::get().to(exports::download)),
+            .route("/exports/{id}/download", web::get().to(exports::download))
+            .route("/projects/{slug}/runs", web::post().to(runs::create))
+            .route("/projects/{slug}/runs", web::get().to(runs::list))
+            .route("/projects/{slug}/leaderboard", web::get().to(runs::leaderboard))
+            .route("/projects/{slug}/rm-agreement", web::get().to(runs::rm_agreement))
+            .route("/projects/{slug}/schedules", web::post().to(runs::schedule_create))
+            .route("/projects/{slug}/schedules", web::get().to(runs::schedule_list))
+            .route("/projects/{slug}/schedules/{id}", web::delete().to(runs::schedule_delete))
+            .route("/runs/{id}", web::get().to(runs::show))
+            .route("/runs/{id}/metrics", web::get().to(runs::metrics))
+            .route("/runs/{id}/cancel", web::post().to(runs::cancel)),
     );
 }
 

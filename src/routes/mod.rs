@@ -3,6 +3,7 @@
 mod account;
 mod project;
 pub mod pages;
+mod runs;
 mod session;
 
 use actix_web::{web, HttpResponse};
@@ -23,6 +24,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}/settings", web::post().to(project::settings))
         .route("/projects/{slug}/import", web::post().to(project::import))
         .route("/projects/{slug}/exports", web::post().to(project::export))
+        .route("/projects/{slug}/runs", web::get().to(runs::list))
+        .route("/projects/{slug}/runs", web::post().to(runs::start))
+        .route("/projects/{slug}/runs/compare", web::get().to(runs::compare))
+        .route("/projects/{slug}/runs/{id}", web::get().to(runs::show))
+        .route("/projects/{slug}/runs/{id}/live", web::get().to(runs::live))
+        .route("/projects/{slug}/runs/{id}/cancel", web::post().to(runs::cancel))
+        .route("/projects/{slug}/runs/{id}/files/{name}", web::get().to(runs::file))
+        .route("/projects/{slug}/schedules", web::post().to(runs::add_schedule))
+        .route("/projects/{slug}/schedules/{id}/delete", web::post().to(runs::delete_schedule))
         .route("/account", web::get().to(account::show))
         .route("/account/password", web::post().to(account::password))
         .route("/account/tokens", web::post().to(account::create_token))
@@ -40,6 +50,7 @@ async fn static_file(file: web::Path<String>) -> HttpResponse {
     let (body, mime) = match file.as_str() {
         "label.js" => (include_str!("../../static/label.js"), "text/javascript; charset=utf-8"),
         "app.css" => (include_str!("../../static/app.css"), "text/css; charset=utf-8"),
+        "runs.js" => (include_str!("../../static/runs.js"), "text/javascript; charset=utf-8"),
         _ => return HttpResponse::NotFound().finish(),
     };
     HttpResponse::Ok().content_type(mime).insert_header(("Cache-Control", "public, max-age=300")).body(body)

@@ -96,6 +96,27 @@ pub struct ProjectPage {
     pub dashboard: Option<Dashboard>,
     pub members: Vec<Member>,
     pub exports: Vec<Export>,
+    pub leaderboard: Vec<LeaderRow>,
+    pub rm: Option<crate::db::runs::RmAgreement>,
+}
+
+/// A leaderboard row with its confidence interval placed on a common 0–160 px scale.
+pub struct LeaderRow {
+    pub e: crate::jobs::leaderboard::Entry,
+    pub run: Option<uuid::Uuid>,
+    pub x_low: f64,
+    pub x_high: f64,
+    pub x: f64,
+}
+
+impl LeaderRow {
+    pub fn rows(board: Vec<(crate::jobs::leaderboard::Entry, Option<uuid::Uuid>)>) -> Vec<Self> {
+        let lo = board.iter().map(|(e, _)| e.ci_low).fold(f64::MAX, f64::min);
+        let hi = board.iter().map(|(e, _)| e.ci_high).fold(f64::MIN, f64::max);
+        let span = (hi - lo).max(1e-9);
+        let at = |v: f64| 4.0 + (v - lo) / span * 152.0;
+        board.into_iter().map(|(e, run)| Self { x_low: at(e.ci_low), x_high: at(e.ci_high), x: at(e.strength), e, run }).collect()
+    }
 }
 
 #[derive(Template)]

@@ -51,13 +51,19 @@ fn parse_overlap(text: Option<&str>) -> Result<Option<i32>, AppError> {
 pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
     let p = project(&state, &auth, &slug, Role::Labeller).await?;
     let mut conn = state.pool.acquire().await?;
-    let (dashboard, members, exports) = if p.is_lead() {
-        (Some(stats::dashboard(&mut conn, &p).await?), dbp::members(&mut conn, p.id).await?, crate::export::list(&mut conn, p.id).await?)
+    let (dashboard, members, exports, leaderboard, rm) = if p.is_lead() {
+        (
+            Some(stats::dashboard(&mut conn, &p).await?),
+            dbp::members(&mut conn, p.id).await?,
+            crate::export::list(&mut conn, p.id).await?,
+            super::pages::LeaderRow::rows(crate::db::runs::leaderboard(&mut conn, p.id).await?),
+            crate::db::runs::rm_agreement(&mut conn, p.id).await?,
+        )
     } else {
-        (None, Vec::new(), Vec::new())
+        (None, Vec::new(), Vec::new(), Vec::new(), None)
     };
     let role = p.role.as_str();
-    Ok(html(&ProjectPage { layout: Layout::of(&auth), project: p, role, dashboard, members, exports }))
+    Ok(html(&ProjectPage { layout: Layout::of(&auth), project: p, role, dashboard, members, exports, leaderboard, rm }))
 }
 
 pub async fn guidelines(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {

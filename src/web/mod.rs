@@ -1,6 +1,7 @@
 //! The web application: state, security headers and the whole route table in one place.
 
 pub mod auth;
+pub mod chart;
 pub mod error;
 
 use actix_web::middleware::DefaultHeaders;

@@ -1,0 +1,167 @@
+//! Line charts of run metrics, drawn server-side as SVG (the template escapes every label;
+//! no script is involved). One chart per metric name; one line per (run, event): training
+//! steps and validation passes of a run share the loss chart, two runs share a comparison.
+
+use serde_json::Value;
+
+use crate::db::runs::MetricRow;
+
+pub const WIDTH: f64 = 380.0;
+pub const HEIGHT: f64 = 190.0;
+const LEFT: f64 = 56.0;
+const RIGHT: f64 = 12.0;
+const TOP: f64 = 14.0;
+const BOTTOM: f64 = 26.0;
+const COLORS: [&str; 6] = ["#1f6feb", "#d9480f", "#2f9e44", "#9c36b5", "#e8590c", "#495057"];
+
+/// What is plotted first, when present.
+const ORDER: [&str; 12] = ["loss", "accuracy", "score", "kl", "reward", "mean_margin", "perplexity", "kl_coef", "lr", "grad_norm", "tokens_per_s", "rss_mb"];
+/// Counters, not metrics.
+const SKIP: [&str; 6] = ["step", "epoch", "iteration", "step_in_epoch", "total_steps", "examples"];
+
+pub struct Series {
+    pub name: String,
+    pub color: &'static str,
+    pub points: String,
+    pub last: (f64, f64),
+    pub last_value: String,
+}
+
+pub struct Chart {
+    pub title: String,
+    pub series: Vec<Series>,
+    pub y_ticks: Vec<(f64, String)>,
+    pub x_ticks: Vec<(f64, String)>,
+}
+
+impl Chart {
+    pub fn width(&self) -> f64 {
+        WIDTH
+    }
+    pub fn height(&self) -> f64 {
+        HEIGHT
+    }
+    pub fn plot_left(&self) -> f64 {
+        LEFT
+    }
+    pub fn plot_right(&self) -> f64 {
+        WIDTH - RIGHT
+    }
+    pub fn plot_bottom(&self) -> f64 {
+        HEIGHT - BOTTOM
+    }
+    pub fn plot_top(&self) -> f64 {
+        TOP
+    }
+}
+
+pub fn fmt_num(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let a = v.abs();
+    if !(1e-3..1e5).contains(&a) {
+        format!("{v:.2e}")
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// (run label, metric rows) → charts, in a stable order.
+pub fn charts(runs: &[(String, &[MetricRow])]) -> Vec<Chart> {
+    // metric name → [(series name, points)]
+    let mut by_metric: Vec<(String, Vec<(String, Vec<(f64, f64)>)>)> = Vec::new();
+    for (label, rows) in runs {
+        for r in rows.iter() {
+            let Value::Object(m) = &r.data else { continue };
+            let Some(x) = r.step.map(|s| s as f64) else { continue };
+            for (k, v) in m {
+                let Some(y) = v.as_f64().filter(|y| y.is_finite()) else { continue };
+                if SKIP.contains(&k.as_str()) {
+                    continue;
+                }
+                let series_name = if label.is_empty() { r.event.clone() } else { format!("{label} {}", r.event) };
+                let entry = match by_metric.iter_mut().find(|(n, _)| n == k) {
+                    Some(e) => e,
+                    None => {
+                        by_metric.push((k.clone(), Vec::new()));
+                        by_metric.last_mut().expect("just pushed")
+                    }
+                };
+                match entry.1.iter_mut().find(|(n, _)| *n == series_name) {
+                    Some(s) => s.1.push((x, y)),
+                    None => entry.1.push((series_name, vec![(x, y)])),
+                }
+            }
+        }
+    }
+    let rank = |name: &str| ORDER.iter().position(|o| *o == name).unwrap_or(ORDER.len());
+    by_metric.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then(a.0.cmp(&b.0)));
+    by_metric.truncate(16);
+    by_metric.into_iter().map(|(title, series)| chart(title, series)).collect()
+}
+
+fn chart(title: String, series: Vec<(String, Vec<(f64, f64)>)>) -> Chart {
+    let all = series.iter().flat_map(|s| s.1.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in all {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 <= y0 {
+        let pad = if y0 == 0.0 { 1.0 } else { y0.abs() * 0.1 };
+        y0 -= pad;
+        y1 += pad;
+    }
+    let px = |x: f64| LEFT + (x - x0) / (x1 - x0) * (WIDTH - LEFT - RIGHT);
+    let py = |y: f64| HEIGHT - BOTTOM - (y - y0) / (y1 - y0) * (HEIGHT - TOP - BOTTOM);
+    let series = series
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, mut pts))| {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let points = pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect::<Vec<_>>().join(" ");
+            let &(lx, ly) = pts.last().expect("a series has a point");
+            Series { name, color: COLORS[i % COLORS.len()], points, last: (px(lx), py(ly)), last_value: fmt_num(ly) }
+        })
+        .collect();
+    let y_ticks = [y0, (y0 + y1) / 2.0, y1].iter().map(|&y| (py(y), fmt_num(y))).collect();
+    let x_ticks = [x0, x1].iter().map(|&x| (px(x), fmt_num(x))).collect();
+    Chart { title, series, y_ticks, x_ticks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(event: &str, step: i64, data: Value) -> MetricRow {
+        MetricRow { event: event.into(), step: Some(step), data }
+    }
+
+    #[test]
+    fn training_and_validation_losses_share_a_chart_and_counters_are_not_plotted() {
+        let rows = vec![
+            row("step", 1, json!({"event": "step", "step": 1, "loss": 0.9, "lr": 1e-3})),
+            row("step", 2, json!({"event": "step", "step": 2, "loss": 0.5, "lr": 1e-3})),
+            row("eval", 2, json!({"event": "eval", "step": 2, "loss": 0.7, "epoch": 1})),
+        ];
+        let charts = charts(&[(String::new(), &rows)]);
+        assert_eq!(charts[0].title, "loss");
+        assert_eq!(charts[0].series.len(), 2);
+        assert_eq!(charts[0].series[0].last_value, "0.500");
+        assert!(charts.iter().all(|c| c.title != "epoch" && c.title != "step"));
+        // The lowest loss sits at the bottom of the plot, the highest at the top.
+        let pts: Vec<f64> = charts[0].series[0].points.split(' ').map(|p| p.split(',').nth(1).unwrap().parse().unwrap()).collect();
+        assert!((pts[0] - TOP).abs() < 0.1 && (pts[1] - (HEIGHT - BOTTOM)).abs() < 0.1, "{pts:?}");
+    }
+}
