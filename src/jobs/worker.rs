@@ -98,18 +98,18 @@ pub async fn run_worker(pool: PgPool, opts: WorkerOpts) -> Result<()> {
 }
 
 /// The claim's handle: every write goes through it and carries the fence.
-struct Fence<'a> {
-    pool: &'a PgPool,
-    run: uuid::Uuid,
-    fence: i64,
-    lease: Duration,
+pub struct Fence<'a> {
+    pub pool: &'a PgPool,
+    pub run: uuid::Uuid,
+    pub fence: i64,
+    pub lease: Duration,
 }
 
 /// Still the run's owner?
-type Owned = bool;
+pub type Owned = bool;
 
 impl Fence<'_> {
-    async fn heartbeat(&self) -> Owned {
+    pub async fn heartbeat(&self) -> Owned {
         let r = sqlx::query("UPDATE runs SET lease_expires_at = now() + make_interval(secs => $3) WHERE id = $1 AND fence = $2 AND status = 'running'")
             .bind(self.run)
             .bind(self.fence)
@@ -126,7 +126,7 @@ impl Fence<'_> {
         }
     }
 
-    async fn log(&self, line: &str) -> Owned {
+    pub async fn log(&self, line: &str) -> Owned {
         let line: String = line.chars().take(4000).collect();
         let r = sqlx::query(
             "INSERT INTO run_logs (run_id, fence, line) SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND fence = $2 AND status = 'running')",
@@ -139,7 +139,7 @@ impl Fence<'_> {
         r.map(|d| d.rows_affected() == 1).unwrap_or(true)
     }
 
-    async fn metric(&self, data: &Value) -> Owned {
+    pub async fn metric(&self, data: &Value) -> Owned {
         let event = data["event"].as_str().unwrap_or("metric");
         let step = data.get("step").or_else(|| data.get("iteration")).and_then(Value::as_i64);
         let r = sqlx::query(

@@ -9,4 +9,5 @@ mod export;
 mod helpers;
 mod import;
 mod labelling;
+mod runs;
 mod webdriver;
