@@ -35,9 +35,6 @@ enum Command {
         /// HTTP worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
-        /// Where runs' models are (for downloads) [default: DATA_DIR/models].
-        #[arg(long, env = "REWARDLAB_MODEL_STORE")]
-        model_store: Option<PathBuf>,
         /// Seconds between the scheduler's looks at the project schedules.
         #[arg(long, default_value_t = 15)]
         schedule_every: u64,
@@ -152,10 +149,7 @@ enum ProjectCommand {
 pub async fn run(cli: Cli) -> Result<()> {
     let settings = Settings::from_env(cli.data_dir);
     match cli.command {
-        Command::Serve { bind, workers, model_store, schedule_every } => {
-            let store = model_store.unwrap_or_else(|| settings.data_dir.join("models"));
-            return serve(&settings, &bind, workers, store, schedule_every).await;
-        }
+        Command::Serve { bind, workers, schedule_every } => return serve(&settings, &bind, workers, schedule_every).await,
         Command::Worker { model_store, trainer, name, lease_secs, poll_secs, once } => {
             if !(lease_secs >= 1.0 && poll_secs > 0.0) {
                 bail!("--lease-secs must be at least 1 and --poll-secs positive");
@@ -203,10 +197,10 @@ async fn worker(settings: &Settings, opts: crate::jobs::worker::WorkerOpts) -> R
     result
 }
 
-async fn serve(settings: &Settings, bind: &str, workers: Option<usize>, store: PathBuf, schedule_every: u64) -> Result<()> {
+async fn serve(settings: &Settings, bind: &str, workers: Option<usize>, schedule_every: u64) -> Result<()> {
     let (pool, cluster) = settings.connect().await?;
     let key = settings.session_key()?;
-    let app = crate::web::Application::build_with_store(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, store)?;
+    let app = crate::web::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers)?;
     log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
     let handle = app.server.handle();
     let server = tokio::spawn(app.server);

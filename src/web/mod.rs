@@ -15,8 +15,6 @@ pub struct AppState {
     pub pool: PgPool,
     pub key: Secret<Vec<u8>>,
     pub tmp_dir: std::path::PathBuf,
-    /// The model store runs write to (model files are downloaded from the recorded directory).
-    pub model_store: std::path::PathBuf,
 }
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -29,13 +27,8 @@ pub struct Application {
 
 impl Application {
     pub fn build(pool: PgPool, key: Secret<Vec<u8>>, bind: &str, tmp_dir: std::path::PathBuf, workers: Option<usize>) -> anyhow::Result<Self> {
-        let store = tmp_dir.join("models");
-        Self::build_with_store(pool, key, bind, tmp_dir, workers, store)
-    }
-
-    pub fn build_with_store(pool: PgPool, key: Secret<Vec<u8>>, bind: &str, tmp_dir: std::path::PathBuf, workers: Option<usize>, model_store: std::path::PathBuf) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&tmp_dir)?;
-        let state = web::Data::new(AppState { pool, key, tmp_dir, model_store });
+        let state = web::Data::new(AppState { pool, key, tmp_dir });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

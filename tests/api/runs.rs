@@ -279,8 +279,15 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
     assert!(b.text("#log").await.contains("[worker] succeeded"));
     b.quit().await;
 
-    // A model file downloads for the lead, and for nobody else.
+    // The live fragment the run page polls, and two runs' curves side by side.
     let lead_session = app.login("lead@example.org", PASSWORD).await;
+    let live = lead_session.get(&format!("/projects/loop/runs/{}/live", id("rm"))).await.text().await.unwrap();
+    assert!(live.contains("id=\"run-live\"") && live.contains("<polyline") && live.contains("data-status=\"succeeded\""), "{live}");
+    let compare = lead_session.get(&format!("/projects/loop/runs/compare?a={}&b={sft_id}", id("rm"))).await.text().await.unwrap();
+    let (a8, b8) = (&id("rm").replace('-', "")[..8], &sft_id.replace('-', "")[..8]);
+    assert!(compare.contains(&format!("{a8} step")) && compare.contains(&format!("{b8} step")), "both runs' series are drawn");
+
+    // A model file downloads for the lead, and for nobody else.
     let res = lead_session.get(&format!("/projects/loop/runs/{}/files/config.json", id("rm"))).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["architectures"][0], "GPT2ForSequenceClassification");
@@ -367,6 +374,16 @@ async fn a_sigkilled_worker_s_run_is_resumed_by_another_and_racing_workers_never
     let new = Fence { pool: &app.pool, run: fenced, fence: 2, lease: Duration::from_secs(5) };
     assert!(new.heartbeat().await && new.log("fresh").await);
     assert_eq!(log_of(&app, &fenced.to_string()).await, "fresh");
+
+    // A cron schedule fires at its occurrence, once, and moves to the next one.
+    let res = lead.post("/api/v1/projects/kill/schedules", &json!({"cron": "*/5 * * * *", "chain": [{"kind": "rm"}]})).await;
+    assert_eq!(res.status(), 201);
+    assert!(rewardlab::jobs::schedule::tick(&app.pool).await.unwrap().is_empty(), "not before its time");
+    sqlx::query("UPDATE schedules SET next_fire_at = now() - interval '1 second'").execute(&app.pool).await.unwrap();
+    assert_eq!(rewardlab::jobs::schedule::tick(&app.pool).await.unwrap().len(), 1);
+    assert!(rewardlab::jobs::schedule::tick(&app.pool).await.unwrap().is_empty());
+    let next: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT next_fire_at FROM schedules").fetch_one(&app.pool).await.unwrap();
+    assert!(next > chrono::Utc::now() && next.timestamp() % 300 == 0, "{next}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,15 +425,42 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
     let n_head_err: String = sqlx::query_scalar("SELECT error FROM runs WHERE config->>'n_head' = '3'").fetch_one(&app.pool).await.unwrap();
     assert!(n_head_err.contains("rewardlab-train rm exited with status 1"), "{n_head_err}");
 
-    // Cancel from the browser form: the worker stops the trainer and publishes nothing.
+    // A trainer killed from outside (the OOM killer, say): the run fails, its log kept.
     let res = lead.post("/api/v1/projects/fail/runs", &json!({"kind": "rm", "config": tiny(json!({"epochs": 200}))})).await;
-    let long = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let doomed = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let pid = loop {
+        let found = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).find_map(|e| {
+            let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).ok()?).to_string();
+            (cmd.contains(&doomed) && cmd.contains("rewardlab-train")).then(|| e.file_name().to_string_lossy().to_string())
+        });
+        if let Some(pid) = found.filter(|_| started.elapsed() > Duration::from_millis(300)) {
+            break pid;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{}", log_of(&app, &doomed).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    let run = wait_final(&app, &lead, &doomed, Duration::from_secs(30)).await;
+    assert_eq!(run["status"], "failed");
+    assert!(run["error"].as_str().unwrap().contains("exited with signal 9"), "{run}");
+    assert!(log_of(&app, &doomed).await.contains("$ rewardlab-train rm"), "the log is kept");
+
+    // Started from the browser form, then cancelled from it: the worker stops the trainer and
+    // publishes nothing.
+    let session = app.login("lead@example.org", PASSWORD).await;
+    let config = tiny(json!({"epochs": 200})).to_string();
+    let bad = session.post_form("/projects/fail/runs", &[("csrf", session.csrf.as_str()), ("kind", "rm"), ("config", "{\"epochs\": -1}")]).await;
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("config.epochs"));
+    let res = session.post_form("/projects/fail/runs", &[("csrf", session.csrf.as_str()), ("kind", "rm"), ("config", config.as_str()), ("input", "")]).await;
+    assert_eq!(res.status(), 303);
+    let long = res.headers()["location"].to_str().unwrap().rsplit('/').next().unwrap().to_string();
     let started = Instant::now();
     while app.count(&format!("SELECT count(*) FROM run_metrics WHERE run_id = '{long}'")).await == 0 {
         assert!(started.elapsed() < Duration::from_secs(60), "{}", log_of(&app, &long).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let session = app.login("lead@example.org", PASSWORD).await;
     let refused = session.post_form(&format!("/projects/fail/runs/{long}/cancel"), &[]).await;
     assert_eq!(refused.status(), 403, "no CSRF token, no cancel");
     let res = session.post_form(&format!("/projects/fail/runs/{long}/cancel"), &[("csrf", session.csrf.as_str())]).await;
