@@ -74,6 +74,7 @@ pub fn leaderboard(cells: &[Cell], rounds: usize, seed: u64) -> Vec<Entry> {
             }
         }
     }
+    #[allow(clippy::needless_range_loop)]
     let matrix = |counts: &dyn Fn(usize) -> f64| {
         let mut w = vec![vec![0.0; n]; n];
         for (k, &(i, j, kind, _)) in outcomes.iter().enumerate() {

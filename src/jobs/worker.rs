@@ -505,7 +505,7 @@ fn previous_checkpoint(run_dir: &Path, fence: i64) -> Option<PathBuf> {
         .filter_map(|e| Some((e.file_name().to_str()?.strip_prefix("attempt-")?.parse().ok()?, e.path())))
         .filter(|(n, _)| *n < fence)
         .collect();
-    attempts.sort_by(|a, b| b.0.cmp(&a.0));
+    attempts.sort_by_key(|a| std::cmp::Reverse(a.0));
     attempts.into_iter().map(|(_, p)| p.join("model")).find(|m| {
         std::fs::read_dir(m.join("checkpoints")).map(|mut it| it.any(|e| e.is_ok_and(|e| e.path().join("COMPLETE").exists()))).unwrap_or(false)
     })

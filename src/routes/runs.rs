@@ -18,6 +18,9 @@ use crate::web::chart::{charts, fmt_num, Chart};
 use crate::web::error::{AppError, PageError};
 use crate::web::AppState;
 
+/// A hyperparameter as the runs page lists it: name, default, help.
+pub type ParamRow = (&'static str, String, &'static str);
+
 #[derive(Template)]
 #[template(path = "runs.html")]
 pub struct RunsPage {
@@ -26,8 +29,7 @@ pub struct RunsPage {
     /// Each run with its latest headline metric.
     pub runs: Vec<(Run, String)>,
     pub kinds: [RunKind; 5],
-    /// kind → [(name, default, help)]
-    pub params: Vec<(&'static str, Vec<(&'static str, String, &'static str)>)>,
+    pub params: Vec<(&'static str, Vec<ParamRow>)>,
     pub schedules: Vec<Schedule>,
 }
 

@@ -59,6 +59,9 @@ pub fn fmt_num(v: f64) -> String {
     if v == 0.0 {
         return "0".into();
     }
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        return format!("{v:.0}");
+    }
     let a = v.abs();
     if !(1e-3..1e5).contains(&a) {
         format!("{v:.2e}")
@@ -74,11 +77,12 @@ pub fn fmt_num(v: f64) -> String {
 /// (run label, metric rows) → charts, in a stable order.
 pub fn charts(runs: &[(String, &[MetricRow])]) -> Vec<Chart> {
     // metric name → [(series name, points)]
-    let mut by_metric: Vec<(String, Vec<(String, Vec<(f64, f64)>)>)> = Vec::new();
+    let mut by_metric: Vec<(String, Vec<Line>)> = Vec::new();
     for (label, rows) in runs {
         for r in rows.iter() {
             let Value::Object(m) = &r.data else { continue };
-            let Some(x) = r.step.map(|s| s as f64) else { continue };
+            // `done` repeats the last values as a summary.
+            let Some(x) = r.step.map(|s| s as f64).filter(|_| r.event != "done") else { continue };
             for (k, v) in m {
                 let Some(y) = v.as_f64().filter(|y| y.is_finite()) else { continue };
                 if SKIP.contains(&k.as_str()) {
@@ -105,7 +109,10 @@ pub fn charts(runs: &[(String, &[MetricRow])]) -> Vec<Chart> {
     by_metric.into_iter().map(|(title, series)| chart(title, series)).collect()
 }
 
-fn chart(title: String, series: Vec<(String, Vec<(f64, f64)>)>) -> Chart {
+/// A series' name and its (x, y) points.
+type Line = (String, Vec<(f64, f64)>);
+
+fn chart(title: String, series: Vec<Line>) -> Chart {
     let all = series.iter().flat_map(|s| s.1.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in all {
@@ -134,7 +141,10 @@ fn chart(title: String, series: Vec<(String, Vec<(f64, f64)>)>) -> Chart {
             Series { name, color: COLORS[i % COLORS.len()], points, last: (px(lx), py(ly)), last_value: fmt_num(ly) }
         })
         .collect();
-    let y_ticks = [y0, (y0 + y1) / 2.0, y1].iter().map(|&y| (py(y), fmt_num(y))).collect();
+    // Enough decimals that three ticks over a narrow range still differ.
+    let decimals = ((-(y1 - y0).log10()).ceil() as i64 + 1).clamp(0, 8) as usize;
+    let tick = |y: f64| if (y1 - y0) < 1.0 && y.abs() < 1e5 && y.abs() >= 1e-3 { format!("{y:.decimals$}") } else { fmt_num(y) };
+    let y_ticks = [y0, (y0 + y1) / 2.0, y1].iter().map(|&y| (py(y), tick(y))).collect();
     let x_ticks = [x0, x1].iter().map(|&x| (px(x), fmt_num(x))).collect();
     Chart { title, series, y_ticks, x_ticks }
 }
