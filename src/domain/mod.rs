@@ -16,8 +16,9 @@ macro_rules! id_type {
         pub struct $name(pub uuid::Uuid);
 
         impl $name {
+            /// A time-ordered (v7) id: rows created together land in the same index pages.
             pub fn new() -> Self {
-                Self(uuid::Uuid::new_v4())
+                Self(uuid::Uuid::now_v7())
             }
         }
 
