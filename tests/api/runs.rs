@@ -474,3 +474,44 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
     let page = session.get(&format!("/projects/fail/runs/{long}")).await.text().await.unwrap();
     assert!(page.contains("cancelled by a lead") && page.contains("[worker] attempt 1"), "the log is kept");
 }
+
+#[test]
+fn every_run_parameter_is_a_flag_of_its_trainer_command_with_the_same_default() {
+    for kind in rewardlab::jobs::RUN_KINDS {
+        let out = Command::new(trainer()).args([kind.as_str(), "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{help}");
+        for p in kind.params().into_iter().filter(|p| p.flag) {
+            let flag = format!("--{}", p.name.replace('_', "-"));
+            // One block per flag: its line and the help lines under it (clap prints
+            // "[default: X]" in the help, which may wrap).
+            let mut blocks: Vec<String> = Vec::new();
+            for l in help.lines() {
+                if l.trim_start().starts_with('-') {
+                    blocks.push(String::new());
+                }
+                if let Some(b) = blocks.last_mut() {
+                    b.push_str(l);
+                    b.push('\n');
+                }
+            }
+            let block = blocks
+                .iter()
+                .find(|b| b.lines().next().unwrap().split([',', ' ', '<']).any(|w| w == flag))
+                .unwrap_or_else(|| panic!("{} has no {flag}:\n{help}", kind.as_str()));
+            match p.default.to_json() {
+                // Unset here: the trainer has no fixed default (at most a described one).
+                Value::Null => {
+                    let d = block.split("[default: ").nth(1).and_then(|s| s.split(']').next());
+                    assert!(d.is_none_or(|d| d.contains(' ')), "{flag} of {} has a default in the trainer but none here:\n{block}", kind.as_str());
+                }
+                d => {
+                    let shown = d.as_str().map(str::to_string).unwrap_or_else(|| d.to_string());
+                    let trainer_default = block.split("[default: ").nth(1).and_then(|s| s.split(']').next()).unwrap_or_else(|| panic!("{flag}: no default shown:\n{block}"));
+                    let same = trainer_default == shown || trainer_default.parse::<f64>().ok() == shown.parse::<f64>().ok();
+                    assert!(same, "{} {flag}: trainer default {trainer_default}, platform default {shown}", kind.as_str());
+                }
+            }
+        }
+    }
+}
