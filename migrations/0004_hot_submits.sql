@@ -10,7 +10,8 @@ ALTER TABLE tasks SET (fillfactor = 85);
 
 -- As in 0002, except: the live lease is the caller's newest task in the project when it is
 -- still leased and unexpired (a caller only gets a new lease when they hold no live one), and
--- the "never had this item" re-check is the unique (item_id, user_id) index itself.
+-- the "never had this item" re-check is the unique (item_id, user_id) index itself, and the
+-- re-count under the lock is written out.
 CREATE OR REPLACE FUNCTION rl_lease(p_project uuid, p_user uuid, p_overlap int, p_lease_seconds int, p_task uuid)
 RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
@@ -42,7 +43,10 @@ BEGIN
         SELECT p_task, p_project, v_item, p_user,
                COALESCE((SELECT array_agg(x ORDER BY random()) FROM generate_series(0, v_n - 1) AS x), '{}'),
                now() + make_interval(secs => p_lease_seconds)
-        WHERE rl_taken(v_item) < p_overlap
+        -- rl_taken written out: a SQL function that is not inlined is parsed and planned again
+        -- at every call.
+        WHERE (SELECT count(*) FROM tasks t WHERE t.item_id = v_item
+               AND (t.status = 'submitted' OR (t.status = 'leased' AND t.expires_at > now() - interval '5 seconds'))) < p_overlap
         ON CONFLICT (item_id, user_id) DO NOTHING
         RETURNING id INTO v_task;
         IF v_task IS NOT NULL THEN
