@@ -2,7 +2,6 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
 
 use super::project;
 use crate::domain::{ExportId, Role};
@@ -59,14 +58,7 @@ pub async fn download(state: web::Data<AppState>, auth: Auth, id: web::Path<Stri
             log::error!("export {} download failed: {err:#}", e.id);
         }
     });
-    let body = futures_util::stream::unfold(reader, |mut r| async move {
-        let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
-        match r.read_buf(&mut buf).await {
-            Ok(0) => None,
-            Ok(_) => Some((Ok::<_, std::io::Error>(buf.freeze()), r)),
-            Err(err) => Some((Err(err), r)),
-        }
-    });
+    let body = crate::web::byte_stream(reader);
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .insert_header(("Content-Disposition", format!("attachment; filename=\"{filename}\"")))

@@ -225,15 +225,7 @@ pub async fn file(state: web::Data<AppState>, auth: Auth, path: web::Path<(Strin
     let full = if dir.is_file() { dir } else { dir.join(&name) };
     let file = tokio::fs::File::open(&full).await.map_err(|_| AppError::NotFound)?;
     let len = file.metadata().await.map_err(anyhow::Error::from)?.len();
-    let body = futures_util::stream::unfold(file, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
-        match f.read_buf(&mut buf).await {
-            Ok(0) => None,
-            Ok(_) => Some((Ok::<_, std::io::Error>(buf.freeze()), f)),
-            Err(e) => Some((Err(e), f)),
-        }
-    });
+    let body = crate::web::byte_stream(file);
     let safe: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).collect();
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")

@@ -10,6 +10,19 @@ use sqlx::PgPool;
 
 use crate::settings::Secret;
 
+/// A reader as a response body, in chunks of up to 256 KiB.
+pub fn byte_stream<R: tokio::io::AsyncRead + Unpin>(reader: R) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::unfold(reader, |mut r| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
+        match r.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(buf.freeze()), r)),
+            Err(err) => Some((Err(err), r)),
+        }
+    })
+}
+
 /// What every handler can reach.
 pub struct AppState {
     pub pool: PgPool,

@@ -21,11 +21,7 @@ async fn a_labeller_ranks_with_the_keyboard_and_the_lead_downloads_the_export() 
     assert_eq!(lead.post_bytes("/api/v1/projects/web/items", format!("{item}\n").into_bytes()).await.status(), 200);
 
     let b = Browser::start().await;
-    b.goto(&format!("{}/login", app.addr)).await;
-    b.type_into("#email", "lab@example.org").await;
-    b.type_into("#password", PASSWORD).await;
-    b.click("#sign-in").await;
-    b.wait_for_text("#projects", "Test project").await;
+    b.sign_in(&app.addr, "lab@example.org").await;
     b.goto(&format!("{}/projects/web/label", app.addr)).await;
     b.find("#response-3").await;
 

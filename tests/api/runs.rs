@@ -258,11 +258,7 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
 
     // The pages render in a real browser: the runs list, a run's charts, the leaderboard.
     let b = Browser::start().await;
-    b.goto(&format!("{}/login", app.addr)).await;
-    b.type_into("#email", "lead@example.org").await;
-    b.type_into("#password", PASSWORD).await;
-    b.click("#sign-in").await;
-    b.wait_for_text("#projects", "Test project").await;
+    b.sign_in(&app.addr, "lead@example.org").await;
     b.goto(&format!("{}/projects/loop", app.addr)).await;
     let table = b.wait_for_text("#leaderboard-table", &label).await;
     assert!(table.contains("alpha") && table.contains("beta"), "{table}");

@@ -78,6 +78,15 @@ impl Browser {
     }
 
     /// Ends the browser session (closing Chromium) before chromedriver goes.
+    /// Signs in through the login page at `addr` and waits for the project list.
+    pub async fn sign_in(&self, addr: &str, email: &str) {
+        self.goto(&format!("{addr}/login")).await;
+        self.type_into("#email", email).await;
+        self.type_into("#password", crate::helpers::PASSWORD).await;
+        self.click("#sign-in").await;
+        self.wait_for_text("#projects", "Test project").await;
+    }
+
     pub async fn quit(self) {
         let _ = self.http.delete(&self.base).send().await;
     }
