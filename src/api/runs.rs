@@ -29,6 +29,7 @@ pub async fn start_run(state: &AppState, auth: &Auth, slug: &str, body: StartBod
     let p = project(state, auth, slug, Role::Lead).await?;
     let kind: RunKind = body.kind.parse().map_err(|e| AppError::Invalid(format!("kind: {e}")))?;
     let config = resolve_config(kind, &body.config).map_err(AppError::Invalid)?;
+    crate::jobs::check_for_project(kind, &config, p.kind).map_err(AppError::Invalid)?;
     check_input(kind, &body.input).map_err(AppError::Invalid)?;
     let mut conn = state.pool.acquire().await?;
     // Runs and exports named as input must belong to this project.
@@ -144,7 +145,7 @@ pub async fn create_schedule(state: &AppState, auth: &Auth, slug: &str, body: Sc
     if cron.is_none() && body.min_new_comparisons.is_none() {
         return Err(AppError::Invalid("a schedule needs a cron expression, min_new_comparisons, or both".into()));
     }
-    check_chain(&body.chain).map_err(AppError::Invalid)?;
+    check_chain(&body.chain, p.kind).map_err(AppError::Invalid)?;
     let chain = serde_json::to_value(&body.chain).map_err(anyhow::Error::from)?;
     let mut conn = state.pool.acquire().await?;
     Ok(dbr::insert_schedule(&mut conn, p.id, cron, body.min_new_comparisons, &chain, auth.user.id).await?)

@@ -273,6 +273,23 @@ pub fn trainer_flags(kind: RunKind, config: &Map<String, Value>, store: &std::pa
     out
 }
 
+/// Checks that a run of `kind` suits a project of `project` kind: generated items must have as
+/// many responses as the project's tasks show.
+pub fn check_for_project(kind: RunKind, config: &Map<String, Value>, project: crate::domain::TaskKind) -> Result<(), String> {
+    use crate::domain::TaskKind;
+    if kind != RunKind::Generate {
+        return Ok(());
+    }
+    let int = |name: &str| config.get(name).and_then(Value::as_i64).unwrap_or(1);
+    let shown = int("samples") + int("compare_with");
+    match project {
+        TaskKind::Demonstration => Err("kind: generate runs feed ranking and pairwise projects (a demonstration project's labellers write the responses)".into()),
+        TaskKind::Pairwise if shown != 2 => Err(format!("config: a pairwise project shows exactly 2 responses, so samples + compare_with must be 2, not {shown}")),
+        TaskKind::Ranking if !(2..=9).contains(&shown) => Err(format!("config: a ranking project shows 2 to 9 responses, so samples + compare_with must be 2 to 9, not {shown}")),
+        _ => Ok(()),
+    }
+}
+
 /// A worker setting from a resolved configuration.
 pub fn config_int(config: &Value, name: &str, default: i64) -> i64 {
     config.get(name).and_then(Value::as_i64).unwrap_or(default)

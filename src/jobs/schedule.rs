@@ -45,14 +45,15 @@ pub struct ChainStep {
     pub input: Value,
 }
 
-/// Checks a chain: known kinds, valid configurations, 1 to 8 steps.
-pub fn check_chain(chain: &[ChainStep]) -> Result<(), String> {
+/// Checks a chain: known kinds, valid configurations that suit the project, 1 to 8 steps.
+pub fn check_chain(chain: &[ChainStep], project: crate::domain::TaskKind) -> Result<(), String> {
     if chain.is_empty() || chain.len() > 8 {
         return Err("chain: expected 1 to 8 runs".into());
     }
     for (i, s) in chain.iter().enumerate() {
         let kind: RunKind = s.kind.parse().map_err(|e| format!("chain[{i}].kind: {e}"))?;
-        resolve_config(kind, &s.config).map_err(|e| format!("chain[{i}].{e}"))?;
+        let config = resolve_config(kind, &s.config).map_err(|e| format!("chain[{i}].{e}"))?;
+        super::check_for_project(kind, &config, project).map_err(|e| format!("chain[{i}].{e}"))?;
         super::worker::check_input(kind, &s.input).map_err(|e| format!("chain[{i}].{e}"))?;
     }
     Ok(())

@@ -223,6 +223,7 @@ async fn execute(pool: &PgPool, opts: &WorkerOpts, c: Claimed) {
 async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -> Result<Ended> {
     let kind: RunKind = c.kind.parse().map_err(anyhow::Error::msg)?;
     let config = c.config.as_object().cloned().unwrap_or_default();
+    super::check_for_project(kind, &config, c.project_kind).map_err(anyhow::Error::msg)?;
     let run_dir = opts.store.join("runs").join(c.id.to_string());
     let dir = run_dir.join(format!("attempt-{}", c.fence));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

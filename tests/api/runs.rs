@@ -176,6 +176,9 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
     assert!(res.text().await.unwrap().contains("config.epoch"));
     let res = lead.post("/api/v1/projects/loop/runs", &json!({"kind": "ppo", "input": {"policy_path": "../../etc"}})).await;
     assert_eq!(res.status(), 400);
+    let res = lead.post("/api/v1/projects/loop/runs", &json!({"kind": "generate", "config": {"samples": 9, "compare_with": 1}})).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("samples + compare_with must be 2 to 9, not 10"));
     assert_eq!(labeller.post("/api/v1/projects/loop/runs", &json!({"kind": "rm"})).await.status(), 403);
     assert_eq!(labeller.get("/api/v1/projects/loop/leaderboard").await.status(), 403, "labellers are blind to model names");
 
