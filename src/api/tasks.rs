@@ -14,7 +14,10 @@ use crate::web::AppState;
 pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.acquire().await?;
     Ok(match dbt::lease_next(&mut conn, &slug, auth.user.id).await?.ok_or(AppError::NotFound)? {
-        Some(t) => HttpResponse::Ok().json(t),
+        Some((view, rules)) => {
+            state.task_rules.remember(view.task_id, auth.user.id, rules);
+            HttpResponse::Ok().json(view)
+        }
         None => HttpResponse::NoContent().finish(),
     })
 }
@@ -38,11 +41,23 @@ pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<Stri
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let user = auth.user.id;
     let mut conn = state.pool.acquire().await?;
-    let rules = dbt::rules(&mut conn, task_id, user).await?.ok_or(AppError::NotFound)?;
+    let rules = match state.task_rules.get(task_id, user) {
+        Some(r) => r,
+        None => std::sync::Arc::new(dbt::rules(&mut conn, task_id, user).await?.ok_or(AppError::NotFound)?),
+    };
     let checked = Rules { kind: rules.kind, allow_ties: rules.allow_ties, rating_enabled: rules.rating_enabled, flags: &rules.flags };
     let submission = Submission::parse(body.into_inner(), &rules.response_ids, &checked).map_err(AppError::Invalid)?;
     let conflict = |m: &str| Err(ApiError(AppError::Conflict(m.into())));
-    let (status, judgement) = match dbt::submit(&mut conn, task_id, user, &submission).await? {
+    let (outcome, next) = if q.next == Some(1) {
+        let (outcome, next) = dbt::submit_next(&mut conn, task_id, user, &submission, &rules.slug).await?;
+        (outcome, Some(next))
+    } else {
+        (dbt::submit(&mut conn, task_id, user, &submission).await?, None)
+    };
+    if !matches!(outcome, Outcome::Expired) {
+        state.task_rules.forget(task_id);
+    }
+    let (status, judgement) = match outcome {
         Outcome::Stored(j) => (actix_web::http::StatusCode::CREATED, j),
         Outcome::Repeat(j) => (actix_web::http::StatusCode::OK, j),
         Outcome::KeyReused => return conflict("this idempotency_key was already used for another task"),
@@ -52,9 +67,12 @@ pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<Stri
         Outcome::NotFound => return Err(AppError::NotFound.into()),
     };
     let mut body = stored(judgement, task_id);
-    if q.next == Some(1) {
-        let next = dbt::lease_next(&mut conn, &rules.slug, user).await?.flatten();
-        body["next"] = serde_json::to_value(next).map_err(anyhow::Error::from)?;
+    if let Some(next) = next {
+        let view = next.map(|(view, rules)| {
+            state.task_rules.remember(view.task_id, user, rules);
+            view
+        });
+        body["next"] = serde_json::to_value(view).map_err(anyhow::Error::from)?;
     }
     Ok(HttpResponse::build(status).json(body))
 }

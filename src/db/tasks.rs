@@ -1,5 +1,5 @@
-//! Leasing tasks and storing judgements, through the server-side functions of migration 0002
-//! (`rl_next`, `rl_lease`, `rl_submit`): an item is handed to at most `overlap` distinct
+//! Leasing tasks and storing judgements, through the server-side functions of migrations 0002,
+//! 0004 and 0005 (`rl_next_task`, `rl_lease`, `rl_submit`, `rl_submit_next`): an item is handed to at most `overlap` distinct
 //! labellers, its candidate row locked `FOR NO KEY UPDATE SKIP LOCKED` and its need re-checked
 //! under the lock with a fresh snapshot, so concurrent requests never over-lease.
 
@@ -20,30 +20,57 @@ pub struct TaskView {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The caller's live lease in project `slug`, or a new one (`rl_next` and `rl_lease`, migration
-/// 0002: the candidate item is locked FOR NO KEY UPDATE SKIP LOCKED and its need re-checked
-/// under the lock, so concurrent requests never over-lease). `None` when the caller may not see
-/// the project; `Some(None)` when nothing is left for them.
-pub async fn lease_next(conn: &mut PgConnection, slug: &str, user: UserId) -> sqlx::Result<Option<Option<TaskView>>> {
-    let (member, task, prompt, expires_at, responses): (bool, Option<TaskId>, Option<Value>, Option<DateTime<Utc>>, Option<Value>) =
-        sqlx::query_as("SELECT member, task, prompt, expires_at, responses FROM rl_next($1, $2, $3)")
-            .bind(slug)
-            .bind(user)
-            .bind(TaskId::new())
-            .fetch_one(conn)
-            .await?;
-    if !member {
-        return Ok(None);
+/// A lease's columns as `rl_next_task` (migration 0005) answers them: the task as the labeller
+/// sees it and the rules its submission is checked against.
+#[derive(Debug, sqlx::FromRow)]
+pub struct NextRow {
+    member: Option<bool>,
+    task: Option<TaskId>,
+    prompt: Option<Value>,
+    expires_at: Option<DateTime<Utc>>,
+    responses: Option<Value>,
+    response_ids: Option<Vec<ResponseId>>,
+    kind: Option<crate::domain::TaskKind>,
+    allow_ties: Option<bool>,
+    rating_enabled: Option<bool>,
+    flags: Option<Vec<String>>,
+}
+
+impl NextRow {
+    /// `None` when the caller may not see the project; `Some(None)` when nothing is left.
+    fn into_lease(self, slug: &str) -> Option<Option<(TaskView, TaskRules)>> {
+        if self.member != Some(true) {
+            return None;
+        }
+        Some(match (self.task, self.prompt, self.expires_at, self.kind) {
+            (Some(task_id), Some(prompt), Some(expires_at), Some(kind)) => {
+                let rules = TaskRules {
+                    slug: slug.to_string(),
+                    kind,
+                    allow_ties: self.allow_ties.unwrap_or(false),
+                    rating_enabled: self.rating_enabled.unwrap_or(false),
+                    flags: self.flags.unwrap_or_default(),
+                    response_ids: self.response_ids.unwrap_or_default(),
+                };
+                Some((TaskView { task_id, prompt, responses: self.responses.unwrap_or_default(), expires_at }, rules))
+            }
+            _ => None,
+        })
     }
-    Ok(Some(match (task, prompt, expires_at) {
-        (Some(task_id), Some(prompt), Some(expires_at)) => Some(TaskView { task_id, prompt, responses: responses.unwrap_or_default(), expires_at }),
-        _ => None,
-    }))
+}
+
+/// The caller's live lease in project `slug`, or a new one (`rl_next_task` and `rl_lease`: the
+/// candidate item is locked FOR NO KEY UPDATE SKIP LOCKED and its need re-checked under the
+/// lock, so concurrent requests never over-lease), with the rules its submission is checked
+/// against. `None` when the caller may not see the project; `Some(None)` when nothing is left.
+pub async fn lease_next(conn: &mut PgConnection, slug: &str, user: UserId) -> sqlx::Result<Option<Option<(TaskView, TaskRules)>>> {
+    let row: NextRow = sqlx::query_as("SELECT * FROM rl_next_task($1, $2, $3)").bind(slug).bind(user).bind(TaskId::new()).fetch_one(conn).await?;
+    Ok(row.into_lease(slug))
 }
 
 /// What a submission is checked against: the task's project rules and its responses in
 /// position order. Only for the caller's own task in a project they still belong to.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TaskRules {
     pub slug: String,
     pub kind: crate::domain::TaskKind,
@@ -79,7 +106,50 @@ pub enum Outcome {
     Expired,
 }
 
-/// Stores a checked judgement (`rl_submit`, migration 0002): locks the task, honours the
+fn outcome(outcome: &str, judgement: Option<JudgementId>) -> Outcome {
+    match (outcome, judgement) {
+        ("stored", Some(j)) => Outcome::Stored(j),
+        ("repeat", Some(j)) => Outcome::Repeat(j),
+        ("key_reused", _) => Outcome::KeyReused,
+        ("submitted", _) => Outcome::AlreadySubmitted,
+        ("skipped", _) => Outcome::Skipped,
+        ("expired", _) => Outcome::Expired,
+        _ => Outcome::NotFound,
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SubmitNextRow {
+    outcome: String,
+    judgement: Option<JudgementId>,
+    #[sqlx(flatten)]
+    next: NextRow,
+}
+
+/// Stores a checked judgement and, when it was stored (or repeated), leases the caller's next
+/// task in the same project, in one call and one transaction (`rl_submit_next`, migration 0005).
+pub async fn submit_next(conn: &mut PgConnection, task: TaskId, user: UserId, s: &Submission, slug: &str) -> sqlx::Result<(Outcome, Option<(TaskView, TaskRules)>)> {
+    let flags: serde_json::Map<String, Value> = s.flags.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+    let row: SubmitNextRow = sqlx::query_as("SELECT * FROM rl_submit_next($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+        .bind(task)
+        .bind(user)
+        .bind(JudgementId::new())
+        .bind(&s.idempotency_key)
+        .bind(s.ranking.as_ref().map(|r| r.ranks().to_vec()))
+        .bind(s.strength)
+        .bind(s.both_bad)
+        .bind(&s.demonstration)
+        .bind(Value::Object(flags))
+        .bind(s.rating)
+        .bind(&s.comment)
+        .bind(slug)
+        .bind(TaskId::new())
+        .fetch_one(conn)
+        .await?;
+    Ok((outcome(&row.outcome, row.judgement), row.next.into_lease(slug).flatten()))
+}
+
+/// Stores a checked judgement (`rl_submit`, migrations 0002 and 0005): locks the task, honours the
 /// idempotency key, refuses a lapsed lease whose slot others have taken, and counts the item.
 pub async fn submit(conn: &mut PgConnection, task: TaskId, user: UserId, s: &Submission) -> sqlx::Result<Outcome> {
     let flags: serde_json::Map<String, Value> = s.flags.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
@@ -98,15 +168,7 @@ pub async fn submit(conn: &mut PgConnection, task: TaskId, user: UserId, s: &Sub
             .bind(&s.comment)
             .fetch_one(conn)
             .await?;
-    Ok(match (outcome.as_str(), judgement) {
-        ("stored", Some(j)) => Outcome::Stored(j),
-        ("repeat", Some(j)) => Outcome::Repeat(j),
-        ("key_reused", _) => Outcome::KeyReused,
-        ("submitted", _) => Outcome::AlreadySubmitted,
-        ("skipped", _) => Outcome::Skipped,
-        ("expired", _) => Outcome::Expired,
-        _ => Outcome::NotFound,
-    })
+    Ok(self::outcome(&outcome, judgement))
 }
 
 /// Gives a leased task back with a reason; the labeller will not be offered the item again.

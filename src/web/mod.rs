@@ -28,6 +28,35 @@ pub struct AppState {
     pub pool: PgPool,
     pub key: Secret<Vec<u8>>,
     pub tmp_dir: std::path::PathBuf,
+    /// The rules of tasks this server leased, so their submissions are checked without asking
+    /// the database again; the database still checks the task's owner and membership.
+    pub task_rules: TaskRulesCache,
+}
+
+/// Rules of leased tasks by task id, with the labeller they were leased to. Bounded: it is
+/// emptied when full (a miss only costs the lookup it saves).
+#[derive(Default)]
+pub struct TaskRulesCache(std::sync::Mutex<std::collections::HashMap<crate::domain::TaskId, (crate::domain::UserId, std::sync::Arc<crate::db::tasks::TaskRules>)>>);
+
+impl TaskRulesCache {
+    const MAX: usize = 100_000;
+
+    pub fn remember(&self, task: crate::domain::TaskId, user: crate::domain::UserId, rules: crate::db::tasks::TaskRules) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(task, (user, std::sync::Arc::new(rules)));
+    }
+
+    pub fn get(&self, task: crate::domain::TaskId, user: crate::domain::UserId) -> Option<std::sync::Arc<crate::db::tasks::TaskRules>> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&task).filter(|(u, _)| *u == user).map(|(_, r)| r.clone())
+    }
+
+    pub fn forget(&self, task: crate::domain::TaskId) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&task);
+    }
 }
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -41,7 +70,7 @@ pub struct Application {
 impl Application {
     pub fn build(pool: PgPool, key: Secret<Vec<u8>>, bind: &str, tmp_dir: std::path::PathBuf, workers: Option<usize>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&tmp_dir)?;
-        let state = web::Data::new(AppState { pool, key, tmp_dir });
+        let state = web::Data::new(AppState { pool, key, tmp_dir, task_rules: TaskRulesCache::default() });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

@@ -205,3 +205,17 @@ async fn a_submission_can_carry_the_next_task_back() {
     assert!(body["next"].is_null(), "nothing is left: {body}");
     assert_eq!(app.count("SELECT count(*) FROM judgements").await, 2);
 }
+
+#[tokio::test]
+async fn a_labeller_removed_from_the_project_can_no_longer_submit_a_task_they_hold() {
+    let app = spawn_app().await;
+    lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 2, 2).await;
+    let gone = app.member("gone@example.org", "alpha", Role::Labeller).await;
+    let task = gone.next_task("alpha").await.unwrap();
+    sqlx::query("DELETE FROM memberships m USING users u WHERE u.id = m.user_id AND u.email = 'gone@example.org'").execute(&app.pool).await.unwrap();
+    // The server remembers the task's rules from the lease; the database still checks membership.
+    let res = gone.post(&format!("/api/v1/tasks/{}/judgement?next=1", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": "k", "ranking": task["responses"].as_array().unwrap().iter().map(|r| vec![r["id"].clone()]).collect::<Vec<_>>()})).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(gone.submit_in_order(&task, "k2").await.status(), 404);
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, 0);
+}
