@@ -448,7 +448,7 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
     // Started from the browser form, then cancelled from it: the worker stops the trainer and
     // publishes nothing.
     let session = app.login("lead@example.org", PASSWORD).await;
-    let config = tiny(json!({"epochs": 200})).to_string();
+    let config = tiny(json!({"epochs": 5000})).to_string();
     let bad = session.post_form("/projects/fail/runs", &[("csrf", session.csrf.as_str()), ("kind", "rm"), ("config", "{\"epochs\": -1}")]).await;
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("config.epochs"));
@@ -460,6 +460,19 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
         assert!(started.elapsed() < Duration::from_secs(60), "{}", log_of(&app, &long).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The run page updates itself while the run trains (static/runs.js polls the live fragment).
+    let b = Browser::start().await;
+    b.sign_in(&app.addr, "lead@example.org").await;
+    b.goto(&format!("{}/projects/fail/runs/{long}", app.addr)).await;
+    b.wait_for_text("#run-status", "running").await;
+    let points = "const p = document.querySelector('#charts polyline'); return p ? p.getAttribute('points').split(' ').length : 0";
+    let first = b.script(points).await.as_u64().unwrap();
+    let started = Instant::now();
+    while b.script(points).await.as_u64().unwrap() <= first {
+        assert!(started.elapsed() < Duration::from_secs(30), "the charts did not update");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.quit().await;
     let refused = session.post_form(&format!("/projects/fail/runs/{long}/cancel"), &[]).await;
     assert_eq!(refused.status(), 403, "no CSRF token, no cancel");
     let res = session.post_form(&format!("/projects/fail/runs/{long}/cancel"), &[("csrf", session.csrf.as_str())]).await;
