@@ -425,7 +425,7 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
     assert!(n_head_err.contains("rewardlab-train rm exited with status 1"), "{n_head_err}");
 
     // A trainer killed from outside (the OOM killer, say): the run fails, its log kept.
-    let res = lead.post("/api/v1/projects/fail/runs", &json!({"kind": "rm", "config": tiny(json!({"epochs": 200}))})).await;
+    let res = lead.post("/api/v1/projects/fail/runs", &json!({"kind": "rm", "config": tiny(json!({"epochs": 5000}))})).await;
     let doomed = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     let started = Instant::now();
     let pid = loop {
