@@ -57,7 +57,7 @@ CREATE TABLE run_metrics (
     data   jsonb NOT NULL,
     at     timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX run_metrics_run ON run_metrics (run_id, id);
+CREATE INDEX run_metrics_run ON run_metrics (run_id, event, id);
 
 CREATE TABLE run_logs (
     id     bigserial PRIMARY KEY,

@@ -79,8 +79,8 @@ BEGIN
         FROM (SELECT 1) one LEFT JOIN tasks t ON t.id = v_task LEFT JOIN items i ON i.id = t.item_id;
 END $$;
 
--- A submission, then (when it was stored or repeated) the caller's next task in the same
--- project, in one transaction.
+-- A submission, then (when it was stored or repeated, and `p_slug` is given) the caller's next
+-- task in the same project, in one transaction.
 CREATE FUNCTION rl_submit_next(p_task uuid, p_user uuid, p_judgement uuid, p_key text, p_ranks smallint[], p_strength smallint,
                                p_both_bad boolean, p_demonstration text, p_flags jsonb, p_rating smallint, p_comment text,
                                p_slug text, p_next_task uuid)
@@ -90,7 +90,7 @@ DECLARE
     s record;
 BEGIN
     SELECT * INTO s FROM rl_submit(p_task, p_user, p_judgement, p_key, p_ranks, p_strength, p_both_bad, p_demonstration, p_flags, p_rating, p_comment);
-    IF s.outcome NOT IN ('stored', 'repeat') THEN
+    IF s.outcome NOT IN ('stored', 'repeat') OR p_slug IS NULL THEN
         RETURN QUERY SELECT s.outcome, s.judgement, NULL::boolean, NULL::uuid, NULL::jsonb, NULL::timestamptz, NULL::json, NULL::uuid[],
                             NULL::task_kind, NULL::boolean, NULL::boolean, NULL::text[];
         RETURN;

@@ -68,9 +68,9 @@ fn run_id(text: &str) -> Result<uuid::Uuid, AppError> {
 pub async fn show(state: web::Data<AppState>, auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.acquire().await?;
     let run = dbr::get_for_lead(&mut conn, run_id(&id)?, auth.user.id).await?.ok_or(AppError::NotFound)?;
-    let metrics = dbr::metrics(&mut conn, run.id).await?;
+    let mut last = dbr::last_values(&mut conn, &[run.id]).await?;
     let mut out = serde_json::to_value(&run).map_err(anyhow::Error::from)?;
-    out["metrics"] = Value::Object(dbr::last_values(&metrics));
+    out["metrics"] = Value::Object(last.remove(&run.id).unwrap_or_default());
     Ok(HttpResponse::Ok().json(out))
 }
 

@@ -48,15 +48,9 @@ pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<Stri
     let checked = Rules { kind: rules.kind, allow_ties: rules.allow_ties, rating_enabled: rules.rating_enabled, flags: &rules.flags };
     let submission = Submission::parse(body.into_inner(), &rules.response_ids, &checked).map_err(AppError::Invalid)?;
     let conflict = |m: &str| Err(ApiError(AppError::Conflict(m.into())));
-    let (outcome, next) = if q.next == Some(1) {
-        let (outcome, next) = dbt::submit_next(&mut conn, task_id, user, &submission, &rules.slug).await?;
-        (outcome, Some(next))
-    } else {
-        (dbt::submit(&mut conn, task_id, user, &submission).await?, None)
-    };
-    if !matches!(outcome, Outcome::Expired) {
-        state.task_rules.forget(task_id);
-    }
+    let next_in = (q.next == Some(1)).then_some(rules.slug.as_str());
+    let (outcome, next) = dbt::submit(&mut conn, task_id, user, &submission, next_in).await?;
+    state.task_rules.forget(task_id);
     let (status, judgement) = match outcome {
         Outcome::Stored(j) => (actix_web::http::StatusCode::CREATED, j),
         Outcome::Repeat(j) => (actix_web::http::StatusCode::OK, j),

@@ -139,19 +139,26 @@ pub async fn metrics(conn: &mut PgConnection, run: uuid::Uuid) -> sqlx::Result<V
     .await
 }
 
-/// The last value of every numeric metric (by event: `step.loss`, `eval.accuracy`, …).
-pub fn last_values(rows: &[MetricRow]) -> serde_json::Map<String, Value> {
-    let mut out = serde_json::Map::new();
-    for r in rows {
-        if let Value::Object(m) = &r.data {
-            for (k, v) in m {
-                if v.is_number() && k != "step" {
-                    out.insert(format!("{}.{k}", r.event), v.clone());
-                }
+/// The last value of every numeric metric of each run (by event: `step.loss`,
+/// `eval.accuracy`, …), from the newest line of each event.
+pub async fn last_values(conn: &mut PgConnection, runs: &[uuid::Uuid]) -> sqlx::Result<std::collections::HashMap<uuid::Uuid, serde_json::Map<String, Value>>> {
+    let rows: Vec<(uuid::Uuid, String, Value)> = sqlx::query_as(
+        "SELECT DISTINCT ON (run_id, event) run_id, event, data FROM run_metrics WHERE run_id = ANY($1) ORDER BY run_id, event, id DESC",
+    )
+    .bind(runs)
+    .fetch_all(conn)
+    .await?;
+    let mut out: std::collections::HashMap<uuid::Uuid, serde_json::Map<String, Value>> = runs.iter().map(|r| (*r, serde_json::Map::new())).collect();
+    for (run, event, data) in rows {
+        let Value::Object(m) = data else { continue };
+        let values = out.entry(run).or_default();
+        for (k, v) in m {
+            if v.is_number() && k != "step" {
+                values.insert(format!("{event}.{k}"), v);
             }
         }
     }
-    out
+    Ok(out)
 }
 
 pub async fn log_tail(conn: &mut PgConnection, run: uuid::Uuid, lines: i64) -> sqlx::Result<Vec<String>> {
@@ -183,11 +190,11 @@ pub async fn insert_schedule(conn: &mut PgConnection, project: ProjectId, cron: 
     let id = uuid::Uuid::new_v4();
     let next = cron.and_then(|c| crate::jobs::schedule::next_after(c, Utc::now()));
     // A threshold counts comparisons from now on.
-    sqlx::query(&format!(
+    let comparisons: i64 = sqlx::query_scalar(crate::jobs::schedule::COMPARISONS_SQL).bind(project).fetch_one(&mut *conn).await?;
+    sqlx::query(
         "INSERT INTO schedules (id, project_id, cron, min_new_comparisons, chain, next_fire_at, created_by, comparisons_at_last)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, ({}))",
-        crate::jobs::schedule::COMPARISONS_SQL.replace("$1", "$2")
-    ))
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
     .bind(id)
     .bind(project)
     .bind(cron)
@@ -195,6 +202,7 @@ pub async fn insert_schedule(conn: &mut PgConnection, project: ProjectId, cron: 
     .bind(chain)
     .bind(next)
     .bind(by)
+    .bind(comparisons)
     .execute(conn)
     .await?;
     Ok(id)
@@ -252,11 +260,13 @@ pub async fn leaderboard(conn: &mut PgConnection, project: ProjectId) -> sqlx::R
     let total: f64 = cells.iter().map(|c| c.a_wins + c.b_wins + c.ties).sum();
     let rounds = ((2_000_000.0 / total.max(1.0)) as usize).clamp(20, 200);
     let board = crate::jobs::leaderboard::leaderboard(&cells, rounds, 0x5eed);
+    let models: Vec<&str> = board.iter().map(|e| e.model.as_str()).collect();
     let runs: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT DISTINCT ON (r.model) r.model, r.metadata->>'run_id' FROM responses r JOIN items i ON i.id = r.item_id
-         WHERE i.project_id = $1 AND r.metadata ? 'run_id' ORDER BY r.model",
+         WHERE i.project_id = $1 AND r.model = ANY($2) AND r.metadata ? 'run_id' ORDER BY r.model",
     )
     .bind(project)
+    .bind(&models)
     .fetch_all(conn)
     .await?;
     Ok(board

@@ -126,9 +126,19 @@ struct SubmitNextRow {
     next: NextRow,
 }
 
-/// Stores a checked judgement and, when it was stored (or repeated), leases the caller's next
-/// task in the same project, in one call and one transaction (`rl_submit_next`, migration 0005).
-pub async fn submit_next(conn: &mut PgConnection, task: TaskId, user: UserId, s: &Submission, slug: &str) -> sqlx::Result<(Outcome, Option<(TaskView, TaskRules)>)> {
+/// Stores a checked judgement (`rl_submit`, migrations 0002 and 0005: locks the task, checks
+/// the caller still belongs to the project, honours the idempotency key, refuses a lapsed lease
+/// whose slot others have taken, and counts the item). With `next_in` (the project's slug), a
+/// stored or repeated judgement also leases the caller's next task there, in the same call and
+/// transaction (`rl_submit_next`); the second value is then `Some(lease)`.
+#[allow(clippy::type_complexity)]
+pub async fn submit(
+    conn: &mut PgConnection,
+    task: TaskId,
+    user: UserId,
+    s: &Submission,
+    next_in: Option<&str>,
+) -> sqlx::Result<(Outcome, Option<Option<(TaskView, TaskRules)>>)> {
     let flags: serde_json::Map<String, Value> = s.flags.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
     let row: SubmitNextRow = sqlx::query_as("SELECT * FROM rl_submit_next($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
         .bind(task)
@@ -142,33 +152,13 @@ pub async fn submit_next(conn: &mut PgConnection, task: TaskId, user: UserId, s:
         .bind(Value::Object(flags))
         .bind(s.rating)
         .bind(&s.comment)
-        .bind(slug)
+        .bind(next_in)
         .bind(TaskId::new())
         .fetch_one(conn)
         .await?;
-    Ok((outcome(&row.outcome, row.judgement), row.next.into_lease(slug).flatten()))
-}
-
-/// Stores a checked judgement (`rl_submit`, migrations 0002 and 0005): locks the task, honours the
-/// idempotency key, refuses a lapsed lease whose slot others have taken, and counts the item.
-pub async fn submit(conn: &mut PgConnection, task: TaskId, user: UserId, s: &Submission) -> sqlx::Result<Outcome> {
-    let flags: serde_json::Map<String, Value> = s.flags.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
-    let (outcome, judgement): (String, Option<JudgementId>) =
-        sqlx::query_as("SELECT outcome, judgement FROM rl_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-            .bind(task)
-            .bind(user)
-            .bind(JudgementId::new())
-            .bind(&s.idempotency_key)
-            .bind(s.ranking.as_ref().map(|r| r.ranks().to_vec()))
-            .bind(s.strength)
-            .bind(s.both_bad)
-            .bind(&s.demonstration)
-            .bind(Value::Object(flags))
-            .bind(s.rating)
-            .bind(&s.comment)
-            .fetch_one(conn)
-            .await?;
-    Ok(self::outcome(&outcome, judgement))
+    let outcome = outcome(&row.outcome, row.judgement);
+    let next = next_in.filter(|_| matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).map(|slug| row.next.into_lease(slug).flatten());
+    Ok((outcome, next))
 }
 
 /// Gives a leased task back with a reason; the labeller will not be offered the item again.

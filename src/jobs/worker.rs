@@ -223,14 +223,14 @@ async fn execute(pool: &PgPool, opts: &WorkerOpts, c: Claimed) {
 async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -> Result<Ended> {
     let kind: RunKind = c.kind.parse().map_err(anyhow::Error::msg)?;
     let config = c.config.as_object().cloned().unwrap_or_default();
-    super::check_for_project(kind, &config, c.project_kind).map_err(anyhow::Error::msg)?;
     let run_dir = opts.store.join("runs").join(c.id.to_string());
     let dir = run_dir.join(format!("attempt-{}", c.fence));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let model = dir.join("model");
 
-    let export = ensure_export(pool, c, kind, f).await?;
-    let files = materialize(pool, &export, &run_dir.join("input")).await?;
+    let input_dir = run_dir.join("input");
+    let export = ensure_export(pool, c, kind, f, &input_dir).await?;
+    let files = materialize(pool, &export, &input_dir).await?;
     f.log(&format!("[worker] input: export {} ({}, {} rows)", export.id, export.format, export.rows())).await;
 
     let mut args: Vec<String> = vec![kind.as_str().into()];
@@ -439,9 +439,14 @@ async fn resolve_model(pool: &PgPool, c: &Claimed, role: Role, store: &Path) -> 
     Ok(Resolved { dir: PathBuf::from(dir), run: Some(id), label: format!("{kind}-{}", &id.simple().to_string()[..8]) })
 }
 
+/// Where an export's part lies in a run's input directory.
+fn export_file(dir: &Path, e: &Export, part: &str) -> PathBuf {
+    dir.join(format!("{}-{}-{part}.jsonl", e.format, e.id))
+}
+
 /// The run's export snapshot: the one it names, or a new one (recorded on the run, so a
-/// takeover trains on the same data).
-async fn ensure_export(pool: &PgPool, c: &Claimed, kind: RunKind, f: &Fence<'_>) -> Result<Export> {
+/// takeover trains on the same data), whose files are written into `dir` as it is taken.
+async fn ensure_export(pool: &PgPool, c: &Claimed, kind: RunKind, f: &Fence<'_>, dir: &Path) -> Result<Export> {
     let named = c.export_id.or_else(|| c.input.get("export_id").and_then(Value::as_str).and_then(|s| s.parse().ok()));
     let format = match kind {
         RunKind::Rm => Format::Comparisons,
@@ -458,7 +463,17 @@ async fn ensure_export(pool: &PgPool, c: &Claimed, kind: RunKind, f: &Fence<'_>)
         return Ok(e);
     }
     let options = Options { margin: false, include_ties: false, test_percent: None };
-    let export = crate::export::create(pool, c.project_id, format, options, None, |_| Ok(tokio::io::sink())).await?;
+    std::fs::create_dir_all(dir)?;
+    let pending = |part: &str| dir.join(format!(".pending-{}-{part}", c.fence));
+    let export = crate::export::create(pool, c.project_id, format, options, None, |part| {
+        let file = std::fs::File::create(pending(part)).with_context(|| format!("creating {}", pending(part).display()))?;
+        Ok(tokio::io::BufWriter::new(tokio::fs::File::from_std(file)))
+    })
+    .await?;
+    for part in &export.files {
+        std::fs::File::open(pending(&part.part))?.sync_all()?;
+        std::fs::rename(pending(&part.part), export_file(dir, &export, &part.part))?;
+    }
     if export.rows() == 0 {
         bail!("the project's {format} export is empty: nothing to {} on", if kind == RunKind::Generate { "sample" } else { "train" });
     }
@@ -466,13 +481,13 @@ async fn ensure_export(pool: &PgPool, c: &Claimed, kind: RunKind, f: &Fence<'_>)
     Ok(export)
 }
 
-/// Writes the export's files under `dir` (once: later attempts reuse them; the snapshot
-/// replays the same bytes, checked against the recorded sha256).
+/// The export's files under `dir`: written when the export was taken here, else replayed from
+/// its snapshot (the same bytes, checked against the recorded sha256) and kept for later attempts.
 async fn materialize(pool: &PgPool, e: &Export, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut out = Vec::new();
     for part in &e.files {
-        let path = dir.join(format!("{}-{}-{}.jsonl", e.format, e.id, part.part));
+        let path = export_file(dir, e, &part.part);
         if !path.exists() {
             let tmp = dir.join(format!(".{}-{}.partial-{}", e.id, part.part, uuid::Uuid::new_v4().simple()));
             let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(&tmp).await?);

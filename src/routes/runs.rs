@@ -75,12 +75,12 @@ fn headline(last: &serde_json::Map<String, Value>) -> String {
 pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
     let p = project(&state, &auth, &slug, Role::Lead).await?;
     let mut conn = state.pool.acquire().await?;
-    let mut runs = Vec::new();
-    for r in dbr::list(&mut conn, p.id, 100).await? {
-        let m = dbr::metrics(&mut conn, r.id).await?;
-        let h = headline(&dbr::last_values(&m));
-        runs.push((r, h));
-    }
+    let list = dbr::list(&mut conn, p.id, 100).await?;
+    let last = dbr::last_values(&mut conn, &list.iter().map(|r| r.id).collect::<Vec<_>>()).await?;
+    let runs = list.into_iter().map(|r| {
+        let h = last.get(&r.id).map(headline).unwrap_or_default();
+        (r, h)
+    }).collect();
     let params = RUN_KINDS
         .iter()
         .map(|k| {

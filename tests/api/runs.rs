@@ -342,13 +342,18 @@ async fn a_sigkilled_worker_s_run_is_resumed_by_another_and_racing_workers_never
     drop(b);
 
     // Two workers race for one run: exactly one executes it.
-    let res = lead.post("/api/v1/projects/kill/runs", &json!({"kind": "rm", "config": tiny(json!({"epochs": 1}))})).await;
+    // It trains on a snapshot the lead took earlier, which the worker replays (sha256-checked).
+    let export: Value = lead.post("/api/v1/projects/kill/exports", &json!({"format": "comparisons"})).await.json().await.unwrap();
+    let res = lead.post("/api/v1/projects/kill/runs", &json!({"kind": "rm", "config": tiny(json!({"epochs": 1})), "input": {"export_id": export["id"]}})).await;
     let race = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     let (w1, w2) = (Worker::start(&app, &store, "racer-1", 10.0), Worker::start(&app, &store, "racer-2", 10.0));
     let run = wait_final(&app, &lead, &race, Duration::from_secs(120)).await;
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["attempts"], 1);
     assert_eq!(log_of(&app, &race).await.matches("[worker] attempt").count(), 1);
+    assert_eq!(run["export_id"], export["id"]);
+    let replayed = store.join("runs").join(&race).join("input").join(format!("comparisons-{}-all.jsonl", export["id"].as_str().unwrap()));
+    assert_eq!(std::fs::read_to_string(replayed).unwrap().lines().count() as u64, export["files"][0]["rows"].as_u64().unwrap());
     assert_eq!(std::fs::read_dir(store.join("runs").join(&race)).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().starts_with("attempt-")).count(), 1);
     drop((w1, w2));
 
