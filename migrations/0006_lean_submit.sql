@@ -1,14 +1,22 @@
--- The hot path in fewer statements. Every statement a PL/pgSQL function runs pays for its own
--- executor start-up and snapshot, and those start-ups were a quarter of PostgreSQL's time under
--- the benchmark; a submission and the next lease took twenty of them. Now:
+-- Submissions in batches, and the hot path in fewer statements.
+--
+-- The server gathers the submissions that arrive together and sends them in one call and one
+-- transaction (`rl_submit_batch`), so the per-call and per-commit costs are paid once per
+-- batch. Within it, every statement a PL/pgSQL function runs pays for its own executor start-up
+-- and snapshot (a quarter of PostgreSQL's time under the benchmark, when a submission and the
+-- next lease took twenty statements). Per submission now:
 --   * one statement locks the task and reads the project's rules, the caller's membership, the
 --     idempotency key's earlier judgement and the caller's newest task in the project;
 --   * one statement stores the judgement, marks the task submitted and counts the item;
 --   * one statement picks and locks the next item and shuffles its responses (the display order,
 --     the responses as shown and the rules' response ids in one pass), and one inserts the lease
 --     after re-counting the item under its lock with a fresh snapshot.
--- Semantics are those of 0002-0005, with two corrections: a submission now always commits
--- synchronously (since 0005 it shared a transaction with the next lease, whose
+-- A batch holds its leases' item locks until it commits, so nothing in a batch waits for an
+-- item lock: items are closed only when their lock is free (the sweep closes the rest), and a
+-- submission on a lapsed lease, which must count the item under its lock, answers 'retry' to be
+-- sent again alone (`p_wait`). Tasks are locked in task order.
+-- Semantics are otherwise those of 0002-0005, with two corrections: a submission now always
+-- commits synchronously (since 0005 it shared a transaction with the next lease, whose
 -- `synchronous_commit = off` then applied to the judgement too), and two submissions racing
 -- with one idempotency key answer 'repeat' / 'key_reused' instead of a unique-violation error.
 -- Forward-only: never edit once landed.
@@ -122,17 +130,34 @@ BEGIN
     RETURN NEXT;
 END $$;
 
--- Outcomes as rl_submit's: 'stored', 'repeat' (the same idempotency key again: the earlier
--- judgement), 'key_reused', 'not_found', 'submitted', 'skipped', 'expired' (the lease lapsed and
--- others have since taken the item). With `p_slug`, a stored or repeated judgement also brings
--- the caller's next task (their live lease, else a new one) in the same transaction.
-CREATE OR REPLACE FUNCTION rl_submit_next(p_task uuid, p_user uuid, p_judgement uuid, p_key text, p_ranks smallint[], p_strength smallint,
-                                          p_both_bad boolean, p_demonstration text, p_flags jsonb, p_rating smallint, p_comment text,
-                                          p_slug text, p_next_task uuid)
-RETURNS TABLE (outcome text, judgement uuid, member boolean, task uuid, prompt jsonb, expires_at timestamptz, responses json,
+-- Closes complete items near the head of the project's queue, as 0002's, but only those whose
+-- row is not locked (a batch may hold a complete item's lock: its lease scan locked it before
+-- the last submission committed); the next sweep closes those.
+CREATE OR REPLACE FUNCTION rl_sweep(p_project uuid, p_overlap int, p_limit int) RETURNS void LANGUAGE sql AS $$
+    UPDATE items i SET is_open = false, done_count = c.n
+    FROM (SELECT it.id, head.n FROM (
+              SELECT h.id, (SELECT count(*) FROM tasks t WHERE t.item_id = h.id AND t.status = 'submitted')::int AS n
+              FROM items h WHERE h.project_id = p_project AND h.is_open ORDER BY h.seq LIMIT p_limit) head
+          JOIN items it ON it.id = head.id
+          WHERE head.n >= p_overlap
+          FOR NO KEY UPDATE OF it SKIP LOCKED) c
+    WHERE i.id = c.id AND i.is_open
+$$;
+
+-- Submissions, as a JSON array of
+-- `{"task", "user", "judgement", "key", "ranks", "strength", "both_bad", "demonstration",
+--   "flags", "rating", "comment", "next", "next_task"}`, answered with one row per entry (`idx`,
+-- 1-based). Outcomes: 'stored', 'repeat' (the same idempotency key again: the earlier
+-- judgement), 'key_reused', 'not_found', 'submitted', 'skipped', 'expired' (the lease lapsed
+-- and others have since taken the item), and without `p_wait` 'retry' (a lapsed lease: send it
+-- again alone, with `p_wait`). With `next`, a stored or repeated judgement also brings the
+-- caller's next task in the project (their live lease, else a new one), with its rules.
+CREATE FUNCTION rl_submit_batch(p_entries jsonb, p_wait boolean)
+RETURNS TABLE (idx int, outcome text, judgement uuid, member boolean, task uuid, prompt jsonb, expires_at timestamptz, responses json,
                response_ids uuid[], kind task_kind, allow_ties boolean, rating_enabled boolean, flags text[]) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    e        record;
     t        record;
     v        rl_lease_view;
     v_stored int;
@@ -140,87 +165,102 @@ DECLARE
     v_prior     uuid;
     v_prior_for uuid;
 BEGIN
-    -- The task, locked; the caller's membership (site admins may label any project); the
-    -- project's rules; an earlier judgement under this idempotency key; the caller's newest
-    -- task in the project (their live lease if it is another, leased and unexpired one).
-    SELECT tk.project_id, tk.item_id, tk.status, tk.expires_at AS lease_expires, tk.leased_at, tk.display_order,
-           pr.overlap, pr.lease_seconds, pr.kind, pr.allow_ties, pr.rating_enabled, pr.flags,
-           j.id AS prior, j.task_id AS prior_for,
-           (SELECT CASE WHEN n.status = 'leased' AND n.expires_at > now() THEN n.id END FROM tasks n
-            WHERE n.user_id = p_user AND n.project_id = tk.project_id ORDER BY n.leased_at DESC LIMIT 1) AS newest_live
-      INTO t
-    FROM tasks tk JOIN projects pr ON pr.id = tk.project_id
-    LEFT JOIN judgements j ON j.user_id = p_user AND j.idempotency_key = p_key
-    WHERE tk.id = p_task AND tk.user_id = p_user
-      AND (EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = tk.project_id AND m.user_id = p_user)
-           OR EXISTS (SELECT 1 FROM users u WHERE u.id = p_user AND u.is_admin))
-    FOR UPDATE OF tk;
-    IF NOT FOUND THEN
-        outcome := 'not_found';
-        RETURN NEXT;
-        RETURN;
-    END IF;
-    v_prior := t.prior;
-    v_prior_for := t.prior_for;
-    IF v_prior IS NULL AND t.status <> 'leased' THEN
-        -- Waiting for the task's lock may have been waiting for this very key's first
-        -- submission: look again with a fresh snapshot.
-        SELECT j.id, j.task_id INTO v_prior, v_prior_for FROM judgements j WHERE j.user_id = p_user AND j.idempotency_key = p_key;
-    END IF;
-    IF v_prior IS NOT NULL THEN
-        outcome := CASE WHEN v_prior_for = p_task THEN 'repeat' ELSE 'key_reused' END;
-        judgement := v_prior;
-    ELSIF t.status <> 'leased' THEN
-        outcome := t.status;
-    ELSIF t.lease_expires <= now() AND rl_lapsed_lease_lost(t.item_id, p_user, t.overlap) THEN
-        outcome := 'expired';
-    ELSE
-        -- Store, mark the task submitted and count the item's submissions, in one statement
-        -- (its parts share a snapshot, in which this task is not yet submitted).
-        WITH ins AS (
-            INSERT INTO judgements (id, project_id, item_id, task_id, user_id, source, idempotency_key, ranks, display_order,
-                                    strength, both_bad, demonstration, flags, rating, comment, time_on_task_ms)
-            VALUES (p_judgement, t.project_id, t.item_id, p_task, p_user, 'labeller', p_key, p_ranks, t.display_order,
-                    p_strength, p_both_bad, p_demonstration, p_flags, p_rating, p_comment,
-                    (extract(epoch FROM now() - t.leased_at) * 1000)::bigint)
-            ON CONFLICT (user_id, idempotency_key) DO NOTHING
-            RETURNING 1),
-        upd AS (UPDATE tasks SET status = 'submitted' WHERE id = p_task AND EXISTS (SELECT 1 FROM ins) RETURNING 1)
-        SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM tasks o WHERE o.item_id = t.item_id AND o.status = 'submitted')
-          INTO v_stored, v_done;
-        IF v_stored = 0 THEN
-            -- Another submission with this key committed between our look and our insert.
-            SELECT j.id, j.task_id INTO v_prior, v_prior_for FROM judgements j WHERE j.user_id = p_user AND j.idempotency_key = p_key;
-            outcome := CASE WHEN v_prior_for = p_task THEN 'repeat' ELSE 'key_reused' END;
+    FOR e IN SELECT * FROM ROWS FROM (jsonb_to_recordset(p_entries) AS (
+                 task uuid, "user" uuid, judgement uuid, key text, ranks smallint[], strength smallint, both_bad boolean,
+                 demonstration text, flags jsonb, rating smallint, comment text, next boolean, next_task uuid)) WITH ORDINALITY AS x(
+                 task, "user", judgement, key, ranks, strength, both_bad, demonstration, flags, rating, comment, next, next_task, n)
+             ORDER BY x.task, x.n LOOP
+        idx := e.n;
+        outcome := NULL; judgement := NULL; member := NULL; task := NULL; prompt := NULL; expires_at := NULL; responses := NULL;
+        response_ids := NULL; kind := NULL; allow_ties := NULL; rating_enabled := NULL; flags := NULL;
+        -- The task, locked; the caller's membership (site admins may label any project); the
+        -- project's rules; an earlier judgement under this idempotency key; the caller's newest
+        -- task in the project (their live lease if it is another, leased and unexpired one).
+        SELECT tk.project_id, tk.item_id, tk.status, tk.expires_at AS lease_expires, tk.leased_at, tk.display_order,
+               pr.overlap, pr.lease_seconds, pr.kind, pr.allow_ties, pr.rating_enabled, pr.flags,
+               j.id AS prior, j.task_id AS prior_for,
+               (SELECT CASE WHEN n.status = 'leased' AND n.expires_at > now() THEN n.id END FROM tasks n
+                WHERE n.user_id = e."user" AND n.project_id = tk.project_id ORDER BY n.leased_at DESC LIMIT 1) AS newest_live
+          INTO t
+        FROM tasks tk JOIN projects pr ON pr.id = tk.project_id
+        LEFT JOIN judgements j ON j.user_id = e."user" AND j.idempotency_key = e.key
+        WHERE tk.id = e.task AND tk.user_id = e."user"
+          AND (EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = tk.project_id AND m.user_id = e."user")
+               OR EXISTS (SELECT 1 FROM users u WHERE u.id = e."user" AND u.is_admin))
+        FOR UPDATE OF tk;
+        IF NOT FOUND THEN
+            outcome := 'not_found';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        v_prior := t.prior;
+        v_prior_for := t.prior_for;
+        IF v_prior IS NULL AND t.status <> 'leased' THEN
+            -- Waiting for the task's lock may have been waiting for this very key's first
+            -- submission: look again with a fresh snapshot.
+            SELECT j.id, j.task_id INTO v_prior, v_prior_for FROM judgements j WHERE j.user_id = e."user" AND j.idempotency_key = e.key;
+        END IF;
+        IF v_prior IS NOT NULL THEN
+            outcome := CASE WHEN v_prior_for = e.task THEN 'repeat' ELSE 'key_reused' END;
             judgement := v_prior;
+        ELSIF t.status <> 'leased' THEN
+            outcome := t.status;
+        ELSIF t.lease_expires <= now() AND NOT p_wait THEN
+            outcome := 'retry';
+        ELSIF t.lease_expires <= now() AND rl_lapsed_lease_lost(t.item_id, e."user", t.overlap) THEN
+            outcome := 'expired';
         ELSE
-            outcome := 'stored';
-            judgement := p_judgement;
-            -- Only the judgement that completes the item touches its row.
-            IF v_done + 1 >= t.overlap THEN
-                UPDATE items SET done_count = v_done + 1, is_open = false WHERE id = t.item_id;
+            -- Store, mark the task submitted and count the item's submissions, in one statement
+            -- (its parts share a snapshot, in which this task is not yet submitted).
+            WITH ins AS (
+                INSERT INTO judgements (id, project_id, item_id, task_id, user_id, source, idempotency_key, ranks, display_order,
+                                        strength, both_bad, demonstration, flags, rating, comment, time_on_task_ms)
+                VALUES (e.judgement, t.project_id, t.item_id, e.task, e."user", 'labeller', e.key, e.ranks, t.display_order,
+                        e.strength, COALESCE(e.both_bad, false), e.demonstration, COALESCE(e.flags, '{}'), e.rating, COALESCE(e.comment, ''),
+                        (extract(epoch FROM now() - t.leased_at) * 1000)::bigint)
+                ON CONFLICT (user_id, idempotency_key) DO NOTHING
+                RETURNING 1),
+            upd AS (UPDATE tasks SET status = 'submitted' WHERE id = e.task AND EXISTS (SELECT 1 FROM ins) RETURNING 1)
+            SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM tasks o WHERE o.item_id = t.item_id AND o.status = 'submitted')
+              INTO v_stored, v_done;
+            IF v_stored = 0 THEN
+                -- Another submission with this key committed between our look and our insert.
+                SELECT j.id, j.task_id INTO v_prior, v_prior_for FROM judgements j WHERE j.user_id = e."user" AND j.idempotency_key = e.key;
+                outcome := CASE WHEN v_prior_for = e.task THEN 'repeat' ELSE 'key_reused' END;
+                judgement := v_prior;
+            ELSE
+                outcome := 'stored';
+                judgement := e.judgement;
+                -- Only the judgement that completes the item touches its row, and only when no
+                -- lease scan holds it.
+                IF v_done + 1 >= t.overlap THEN
+                    UPDATE items i SET done_count = v_done + 1, is_open = false
+                    WHERE i.id = (SELECT l.id FROM items l WHERE l.id = t.item_id FOR NO KEY UPDATE SKIP LOCKED);
+                END IF;
             END IF;
         END IF;
-    END IF;
-    IF outcome NOT IN ('stored', 'repeat') OR p_slug IS NULL THEN
+        IF outcome IN ('stored', 'repeat') AND e.next THEN
+            -- The next task: the newest one when it is another live lease, else a new lease.
+            IF t.newest_live IS NOT NULL AND t.newest_live <> e.task THEN
+                v := rl_task_view(t.newest_live);
+            ELSE
+                v := rl_take(t.project_id, e."user", t.overlap, t.lease_seconds, e.next_task);
+            END IF;
+            member := true;
+            task := v.task;
+            prompt := v.prompt;
+            expires_at := v.expires_at;
+            responses := v.responses;
+            response_ids := v.response_ids;
+            kind := t.kind;
+            allow_ties := t.allow_ties;
+            rating_enabled := t.rating_enabled;
+            flags := t.flags;
+        END IF;
         RETURN NEXT;
-        RETURN;
-    END IF;
-    -- The next task: the newest one when it is another live lease, else a new lease.
-    IF t.newest_live IS NOT NULL AND t.newest_live <> p_task THEN
-        v := rl_task_view(t.newest_live);
-    ELSE
-        v := rl_take(t.project_id, p_user, t.overlap, t.lease_seconds, p_next_task);
-    END IF;
-    member := true;
-    task := v.task;
-    prompt := v.prompt;
-    expires_at := v.expires_at;
-    responses := v.responses;
-    response_ids := v.response_ids;
-    kind := t.kind;
-    allow_ties := t.allow_ties;
-    rating_enabled := t.rating_enabled;
-    flags := t.flags;
-    RETURN NEXT;
+    END LOOP;
 END $$;
+
+DROP FUNCTION rl_submit_next(uuid, uuid, uuid, text, smallint[], smallint, boolean, text, jsonb, smallint, text, text, uuid);
+DROP FUNCTION rl_submit(uuid, uuid, uuid, text, smallint[], smallint, boolean, text, jsonb, smallint, text);
+DROP FUNCTION rl_lease(uuid, uuid, int, int, uuid);

@@ -40,16 +40,18 @@ pub struct SubmitQuery {
 pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, q: web::Query<SubmitQuery>, body: web::Json<SubmissionInput>) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let user = auth.user.id;
-    let mut conn = state.pool.acquire().await?;
     let rules = match state.task_rules.get(task_id, user) {
         Some(r) => r,
-        None => std::sync::Arc::new(dbt::rules(&mut conn, task_id, user).await?.ok_or(AppError::NotFound)?),
+        None => {
+            let mut conn = state.pool.acquire().await?;
+            std::sync::Arc::new(dbt::rules(&mut conn, task_id, user).await?.ok_or(AppError::NotFound)?)
+        }
     };
     let checked = Rules { kind: rules.kind, allow_ties: rules.allow_ties, rating_enabled: rules.rating_enabled, flags: &rules.flags };
     let submission = Submission::parse(body.into_inner(), &rules.response_ids, &checked).map_err(AppError::Invalid)?;
     let conflict = |m: &str| Err(ApiError(AppError::Conflict(m.into())));
-    let next_in = (q.next == Some(1)).then_some(rules.slug.as_str());
-    let (outcome, next) = dbt::submit(&mut conn, task_id, user, &submission, next_in).await?;
+    let entry = dbt::SubmitEntry::new(task_id, user, &submission, &rules.slug, q.next == Some(1));
+    let (outcome, next) = state.submits.submit(entry).await?;
     state.task_rules.forget(task_id);
     let (status, judgement) = match outcome {
         Outcome::Stored(j) => (actix_web::http::StatusCode::CREATED, j),
@@ -58,7 +60,7 @@ pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<Stri
         Outcome::AlreadySubmitted => return conflict("this task was already submitted"),
         Outcome::Skipped => return conflict("this task was skipped"),
         Outcome::Expired => return conflict("your lease on this task expired and other labellers have since taken it; your work is not stored"),
-        Outcome::NotFound => return Err(AppError::NotFound.into()),
+        Outcome::NotFound | Outcome::Retry => return Err(AppError::NotFound.into()),
     };
     let mut body = stored(judgement, task_id);
     if let Some(next) = next {

@@ -1,5 +1,5 @@
 //! Leasing tasks and storing judgements, through the server-side functions of migrations 0002,
-//! 0004 and 0005 (`rl_next_task`, `rl_lease`, `rl_submit`, `rl_submit_next`): an item is handed to at most `overlap` distinct
+//! 0005 and 0006 (`rl_next_task`, `rl_take`, `rl_submit_batch`): an item is handed to at most `overlap` distinct
 //! labellers, its candidate row locked `FOR NO KEY UPDATE SKIP LOCKED` and its need re-checked
 //! under the lock with a fresh snapshot, so concurrent requests never over-lease.
 
@@ -59,7 +59,7 @@ impl NextRow {
     }
 }
 
-/// The caller's live lease in project `slug`, or a new one (`rl_next_task` and `rl_lease`: the
+/// The caller's live lease in project `slug`, or a new one (`rl_next_task` and `rl_take`: the
 /// candidate item is locked FOR NO KEY UPDATE SKIP LOCKED and its need re-checked under the
 /// lock, so concurrent requests never over-lease), with the rules its submission is checked
 /// against. `None` when the caller may not see the project; `Some(None)` when nothing is left.
@@ -104,6 +104,9 @@ pub enum Outcome {
     AlreadySubmitted,
     Skipped,
     Expired,
+    /// The lease had lapsed and the batch could not wait for the item's lock: send it again
+    /// alone (`wait`).
+    Retry,
 }
 
 fn outcome(outcome: &str, judgement: Option<JudgementId>) -> Outcome {
@@ -114,51 +117,89 @@ fn outcome(outcome: &str, judgement: Option<JudgementId>) -> Outcome {
         ("submitted", _) => Outcome::AlreadySubmitted,
         ("skipped", _) => Outcome::Skipped,
         ("expired", _) => Outcome::Expired,
+        ("retry", _) => Outcome::Retry,
         _ => Outcome::NotFound,
     }
 }
 
+/// One checked submission, as `rl_submit_batch` (migration 0006) reads it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubmitEntry {
+    pub task: TaskId,
+    pub user: UserId,
+    pub judgement: JudgementId,
+    pub key: String,
+    pub ranks: Option<Vec<i16>>,
+    pub strength: Option<i16>,
+    pub both_bad: bool,
+    pub demonstration: Option<String>,
+    pub flags: serde_json::Map<String, Value>,
+    pub rating: Option<i16>,
+    pub comment: String,
+    /// Whether a stored or repeated judgement also leases the caller's next task.
+    pub next: bool,
+    pub next_task: TaskId,
+    /// The project's slug, kept with the next lease's rules (not sent).
+    #[serde(skip)]
+    pub slug: String,
+}
+
+impl SubmitEntry {
+    pub fn new(task: TaskId, user: UserId, s: &Submission, slug: &str, next: bool) -> Self {
+        SubmitEntry {
+            task,
+            user,
+            judgement: JudgementId::new(),
+            key: s.idempotency_key.clone(),
+            ranks: s.ranking.as_ref().map(|r| r.ranks().to_vec()),
+            strength: s.strength,
+            both_bad: s.both_bad,
+            demonstration: s.demonstration.clone(),
+            flags: s.flags.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect(),
+            rating: s.rating,
+            comment: s.comment.clone(),
+            next,
+            next_task: TaskId::new(),
+            slug: slug.to_string(),
+        }
+    }
+}
+
+/// What a submission came to: its outcome and, when the next task was asked for and the
+/// judgement was stored or repeated, the caller's next lease (`None` when nothing is left).
+pub type Submitted = (Outcome, Option<Option<(TaskView, TaskRules)>>);
+
 #[derive(sqlx::FromRow)]
-struct SubmitNextRow {
+struct BatchRow {
+    idx: i32,
     outcome: String,
     judgement: Option<JudgementId>,
     #[sqlx(flatten)]
     next: NextRow,
 }
 
-/// Stores a checked judgement (`rl_submit`, migrations 0002 and 0005: locks the task, checks
-/// the caller still belongs to the project, honours the idempotency key, refuses a lapsed lease
-/// whose slot others have taken, and counts the item). With `next_in` (the project's slug), a
-/// stored or repeated judgement also leases the caller's next task there, in the same call and
-/// transaction (`rl_submit_next`); the second value is then `Some(lease)`.
-#[allow(clippy::type_complexity)]
-pub async fn submit(
-    conn: &mut PgConnection,
-    task: TaskId,
-    user: UserId,
-    s: &Submission,
-    next_in: Option<&str>,
-) -> sqlx::Result<(Outcome, Option<Option<(TaskView, TaskRules)>>)> {
-    let flags: serde_json::Map<String, Value> = s.flags.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
-    let row: SubmitNextRow = sqlx::query_as("SELECT * FROM rl_submit_next($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
-        .bind(task)
-        .bind(user)
-        .bind(JudgementId::new())
-        .bind(&s.idempotency_key)
-        .bind(s.ranking.as_ref().map(|r| r.ranks().to_vec()))
-        .bind(s.strength)
-        .bind(s.both_bad)
-        .bind(&s.demonstration)
-        .bind(Value::Object(flags))
-        .bind(s.rating)
-        .bind(&s.comment)
-        .bind(next_in)
-        .bind(TaskId::new())
-        .fetch_one(conn)
+/// Stores checked judgements in one call and one transaction (`rl_submit_batch`: per entry,
+/// locks the task in task order, checks the caller still belongs to the project, honours the
+/// idempotency key, refuses a lapsed lease whose slot others have taken, and counts the item;
+/// with `next`, leases the caller's next task). Without `wait`, a submission on a lapsed lease
+/// comes back as [`Outcome::Retry`]. Results are in the entries' order.
+pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait: bool) -> sqlx::Result<Vec<Submitted>> {
+    let rows: Vec<BatchRow> = sqlx::query_as("SELECT * FROM rl_submit_batch($1, $2)")
+        .bind(sqlx::types::Json(entries))
+        .bind(wait)
+        .fetch_all(conn)
         .await?;
-    let outcome = outcome(&row.outcome, row.judgement);
-    let next = next_in.filter(|_| matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).map(|slug| row.next.into_lease(slug).flatten());
-    Ok((outcome, next))
+    let mut results: Vec<Option<Submitted>> = entries.iter().map(|_| None).collect();
+    for row in rows {
+        let Some(entry) = usize::try_from(row.idx).ok().and_then(|i| i.checked_sub(1)).and_then(|i| entries.get(i)) else { continue };
+        let outcome = outcome(&row.outcome, row.judgement);
+        let next = (entry.next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).then(|| row.next.into_lease(&entry.slug).flatten());
+        results[row.idx as usize - 1] = Some((outcome, next));
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| sqlx::Error::Protocol("rl_submit_batch answered no row for an entry".into())))
+        .collect()
 }
 
 /// Gives a leased task back with a reason; the labeller will not be offered the item again.

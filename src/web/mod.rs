@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod chart;
 pub mod error;
+pub mod submits;
 
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
@@ -31,6 +32,8 @@ pub struct AppState {
     /// The rules of tasks this server leased, so their submissions are checked without asking
     /// the database again; the database still checks the task's owner and membership.
     pub task_rules: TaskRulesCache,
+    /// Submissions, stored in batches.
+    pub submits: submits::SubmitQueue,
 }
 
 /// Rules of leased tasks by task id, with the labeller they were leased to. Bounded: it is
@@ -61,6 +64,9 @@ impl TaskRulesCache {
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// Batches of submissions stored at once (each holds one database connection while it runs).
+const SUBMIT_LANES: usize = 4;
+
 /// A built server and the port it bound (port 0 picks a free one, as the tests do).
 pub struct Application {
     pub server: actix_web::dev::Server,
@@ -70,7 +76,8 @@ pub struct Application {
 impl Application {
     pub fn build(pool: PgPool, key: Secret<Vec<u8>>, bind: &str, tmp_dir: std::path::PathBuf, workers: Option<usize>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&tmp_dir)?;
-        let state = web::Data::new(AppState { pool, key, tmp_dir, task_rules: TaskRulesCache::default() });
+        let submits = submits::SubmitQueue::start(pool.clone(), SUBMIT_LANES);
+        let state = web::Data::new(AppState { pool, key, tmp_dir, task_rules: TaskRulesCache::default(), submits });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

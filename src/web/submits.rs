@@ -1,0 +1,108 @@
+//! Submissions that arrive together are stored together: one call and one transaction of
+//! `rl_submit_batch` for all of them, so PostgreSQL's per-call and per-commit costs are paid
+//! once per batch rather than once per judgement.
+//!
+//! A few lanes take turns at the queue: a lane waits for the first submission, takes every
+//! other one already waiting (up to a bound), and stores them while the next lane waits. An
+//! idle server sends each submission alone at once; a busy one batches by itself, without
+//! waiting on a timer. A batch never waits for an item's lock; a submission on a lapsed lease
+//! (which must) comes back and is sent again alone, and so is every submission of a batch that
+//! failed as a whole (a deadlock with another batch, say), so each still gets its own answer.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::db::tasks::{self as dbt, Outcome, SubmitEntry, Submitted};
+
+struct Job {
+    entry: SubmitEntry,
+    reply: oneshot::Sender<sqlx::Result<Submitted>>,
+}
+
+/// The queue handlers submit through.
+pub struct SubmitQueue {
+    tx: mpsc::Sender<Job>,
+}
+
+impl SubmitQueue {
+    /// Most submissions stored in one call.
+    pub const MAX_BATCH: usize = 32;
+
+    /// Starts `lanes` lanes on the current Tokio runtime; they end when the queue is dropped.
+    pub fn start(pool: PgPool, lanes: usize) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..lanes.max(1) {
+            tokio::spawn(lane(pool.clone(), rx.clone()));
+        }
+        SubmitQueue { tx }
+    }
+
+    pub async fn submit(&self, entry: SubmitEntry) -> sqlx::Result<Submitted> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Job { entry, reply }).await.map_err(|_| sqlx::Error::PoolClosed)?;
+        answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+    }
+}
+
+async fn lane(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(job) => jobs.push(job),
+                None => return,
+            }
+            while jobs.len() < SubmitQueue::MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        store(&pool, jobs).await;
+    }
+}
+
+/// Stores a batch and answers each of its submissions.
+async fn store(pool: &PgPool, jobs: Vec<Job>) {
+    if jobs.len() == 1 {
+        let job = jobs.into_iter().next().expect("one job");
+        let result = alone(pool, &job.entry).await;
+        let _ = job.reply.send(result);
+        return;
+    }
+    let entries: Vec<SubmitEntry> = jobs.iter().map(|j| j.entry.clone()).collect();
+    let batch = match pool.acquire().await {
+        Ok(mut conn) => dbt::submit_batch(&mut conn, &entries, false).await,
+        Err(e) => Err(e),
+    };
+    match batch {
+        Ok(results) => {
+            for (job, result) in jobs.into_iter().zip(results) {
+                let result = match result {
+                    (Outcome::Retry, _) => alone(pool, &job.entry).await,
+                    done => Ok(done),
+                };
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(e) => {
+            log::warn!("a batch of {} submissions failed ({e}); sending them one by one", jobs.len());
+            for job in jobs {
+                let result = alone(pool, &job.entry).await;
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
+/// One submission in its own transaction, waiting for locks where it must.
+async fn alone(pool: &PgPool, entry: &SubmitEntry) -> sqlx::Result<Submitted> {
+    let mut conn = pool.acquire().await?;
+    let mut results = dbt::submit_batch(&mut conn, std::slice::from_ref(entry), true).await?;
+    results.pop().ok_or_else(|| sqlx::Error::Protocol("rl_submit_batch answered no row".into()))
+}
