@@ -9,6 +9,7 @@
 //! (which must) comes back and is sent again alone, and so is every submission of a batch that
 //! failed as a whole (a deadlock with another batch, say), so each still gets its own answer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sqlx::PgPool;
@@ -24,6 +25,14 @@ struct Job {
 /// The queue handlers submit through.
 pub struct SubmitQueue {
     tx: mpsc::Sender<Job>,
+    counts: Arc<Counts>,
+}
+
+/// Calls made and submissions they carried, for the curious (and the tests).
+#[derive(Default)]
+struct Counts {
+    calls: AtomicU64,
+    submissions: AtomicU64,
 }
 
 impl SubmitQueue {
@@ -34,10 +43,16 @@ impl SubmitQueue {
     pub fn start(pool: PgPool, lanes: usize) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let rx = Arc::new(Mutex::new(rx));
+        let counts = Arc::new(Counts::default());
         for _ in 0..lanes.max(1) {
-            tokio::spawn(lane(pool.clone(), rx.clone()));
+            tokio::spawn(lane(pool.clone(), rx.clone(), counts.clone()));
         }
-        SubmitQueue { tx }
+        SubmitQueue { tx, counts }
+    }
+
+    /// Batches sent so far, and the submissions they carried.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.counts.calls.load(Ordering::Relaxed), self.counts.submissions.load(Ordering::Relaxed))
     }
 
     pub async fn submit(&self, entry: SubmitEntry) -> sqlx::Result<Submitted> {
@@ -47,7 +62,7 @@ impl SubmitQueue {
     }
 }
 
-async fn lane(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn lane(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, counts: Arc<Counts>) {
     loop {
         let mut jobs = Vec::new();
         {
@@ -63,6 +78,8 @@ async fn lane(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 }
             }
         }
+        counts.calls.fetch_add(1, Ordering::Relaxed);
+        counts.submissions.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         store(&pool, jobs).await;
     }
 }

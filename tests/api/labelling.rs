@@ -219,3 +219,126 @@ async fn a_labeller_removed_from_the_project_can_no_longer_submit_a_task_they_ho
     assert_eq!(gone.submit_in_order(&task, "k2").await.status(), 404);
     assert_eq!(app.count("SELECT count(*) FROM judgements").await, 0);
 }
+
+/// A checked submission for `task` as the queue takes it: responses ranked in position order.
+fn entry(task: rewardlab::domain::TaskId, user: rewardlab::domain::UserId, k: usize, key: &str) -> rewardlab::db::tasks::SubmitEntry {
+    rewardlab::db::tasks::SubmitEntry {
+        task,
+        user,
+        judgement: rewardlab::domain::JudgementId::new(),
+        key: key.into(),
+        ranks: Some((1..=k as i16).collect()),
+        strength: None,
+        both_bad: false,
+        demonstration: None,
+        flags: Default::default(),
+        rating: None,
+        comment: String::new(),
+        next: true,
+        next_task: rewardlab::domain::TaskId::new(),
+        slug: "alpha".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_answer() {
+    use rewardlab::db::tasks::{self as dbt, Outcome};
+    use rewardlab::web::submits::SubmitQueue;
+    let app = spawn_app().await;
+    lead_with_items(&app, "alpha", TaskKind::Ranking, 3, 40, 3).await;
+    let project: rewardlab::domain::ProjectId = sqlx::query_scalar("SELECT id FROM projects WHERE slug = 'alpha'").fetch_one(&app.pool).await.unwrap();
+    let mut users = Vec::new();
+    for i in 0..24 {
+        let id = app.user(&format!("b{i}@example.org"), false).await;
+        sqlx::query("INSERT INTO memberships (project_id, user_id, role) VALUES ($1, $2, 'labeller')").bind(project).bind(id).execute(&app.pool).await.unwrap();
+        users.push(id);
+    }
+    let mut tasks = Vec::new();
+    for &u in &users {
+        let mut conn = app.pool.acquire().await.unwrap();
+        let (view, _) = dbt::lease_next(&mut conn, "alpha", u).await.unwrap().unwrap().unwrap();
+        tasks.push(view.task_id);
+    }
+    // Every labeller submits at once, labeller 0 twice with one key (a double click), and
+    // labeller 2 also tries labeller 3's task.
+    let queue = std::sync::Arc::new(SubmitQueue::start(app.pool.clone(), 2));
+    let mut entries: Vec<_> = users.iter().zip(&tasks).map(|(&u, &t)| entry(t, u, 3, "first")).collect();
+    entries.push(entry(tasks[0], users[0], 3, "first"));
+    entries.push(entry(tasks[3], users[2], 3, "other"));
+    let answers = futures_util::future::join_all(entries.iter().cloned().map(|e| {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.submit(e).await.unwrap() })
+    }))
+    .await;
+    let answers: Vec<_> = answers.into_iter().map(|a| a.unwrap()).collect();
+    let (calls, carried) = queue.counts();
+    assert_eq!(carried, 26);
+    assert!(calls < 26, "26 submissions at once on two lanes must share calls, made {calls}");
+    for (i, (outcome, next)) in answers.iter().enumerate().take(24) {
+        if i == 0 {
+            assert!(matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_)), "{outcome:?}");
+        } else {
+            assert!(matches!(outcome, Outcome::Stored(_)), "labeller {i}: {outcome:?}");
+        }
+        let (view, rules) = next.as_ref().expect("asked for the next task").as_ref().expect("items are left");
+        assert_ne!(view.task_id, tasks[i]);
+        assert_eq!(rules.response_ids.len(), 3);
+        assert_eq!(view.responses.as_array().unwrap().len(), 3);
+    }
+    // The double click: one judgement, both answers name it.
+    let judgement_of = |o: &Outcome| match o {
+        Outcome::Stored(j) | Outcome::Repeat(j) => *j,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(judgement_of(&answers[0].0), judgement_of(&answers[24].0));
+    assert!(matches!(answers[0].0, Outcome::Stored(_)) != matches!(answers[24].0, Outcome::Stored(_)), "exactly one of the two was stored");
+    assert_eq!(answers[25].0, Outcome::NotFound);
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, 24);
+    // The next leases kept the rules: no item over its overlap, nobody twice on an item.
+    assert_eq!(app.count("SELECT count(*) FROM (SELECT item_id FROM tasks WHERE status <> 'skipped' GROUP BY item_id HAVING count(*) > 3) x").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM (SELECT 1 FROM tasks GROUP BY item_id, user_id HAVING count(*) > 1) x").await, 0);
+
+    // A lapsed lease in a batch comes back to be sent alone; through the queue it is then kept,
+    // since nobody took its slot.
+    let live: Vec<(rewardlab::domain::TaskId, rewardlab::domain::UserId)> =
+        sqlx::query_as("SELECT id, user_id FROM tasks WHERE status = 'leased' ORDER BY user_id LIMIT 3").fetch_all(&app.pool).await.unwrap();
+    sqlx::query("UPDATE tasks SET expires_at = now() - interval '1 minute' WHERE id = $1").bind(live[0].0).execute(&app.pool).await.unwrap();
+    let lapsed = entry(live[0].0, live[0].1, 3, "second");
+    let mut other = entry(live[1].0, live[1].1, 3, "second");
+    other.next = false; // no new lease that could take the lapsed one's slot
+    let mut conn = app.pool.acquire().await.unwrap();
+    let batch = dbt::submit_batch(&mut conn, &[lapsed.clone(), other], false).await.unwrap();
+    assert_eq!(batch[0].0, Outcome::Retry);
+    assert!(matches!(batch[1].0, Outcome::Stored(_)), "{:?}", batch[1].0);
+    let kept = queue.submit(lapsed).await.unwrap().0;
+    assert!(matches!(kept, Outcome::Stored(_)), "{kept:?}");
+
+    // A batch that fails as a whole (one submission breaks a constraint) is sent again one by
+    // one: the others are stored, the broken one alone gets the error.
+    let (task, user) = live[2];
+    let mut broken = entry(task, user, 3, "broken");
+    broken.strength = Some(9);
+    let good: Vec<_> = sqlx::query_as::<_, (rewardlab::domain::TaskId, rewardlab::domain::UserId)>(
+        "SELECT id, user_id FROM tasks WHERE status = 'leased' AND id <> $1 ORDER BY user_id LIMIT 4",
+    )
+    .bind(task)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let before = app.count("SELECT count(*) FROM judgements").await;
+    let mut all: Vec<_> = good.iter().map(|&(t, u)| entry(t, u, 3, "third")).collect();
+    all.push(broken);
+    assert!(dbt::submit_batch(&mut conn, &all, false).await.is_err(), "the batch fails as a whole");
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, before, "and stores nothing");
+    let answers = futures_util::future::join_all(all.into_iter().map(|e| {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.submit(e).await })
+    }))
+    .await;
+    let answers: Vec<_> = answers.into_iter().map(|a| a.unwrap()).collect();
+    assert!(answers[4].is_err(), "the broken submission fails");
+    for a in &answers[..4] {
+        assert!(matches!(a.as_ref().unwrap().0, Outcome::Stored(_)), "{a:?}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM judgements").await, before + 4);
+}
