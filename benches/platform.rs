@@ -254,6 +254,9 @@ async fn run() -> anyhow::Result<()> {
     println!("{:<44} {:>14} {:>22} {:>7}", "figure", "measured", "target", "");
     println!("{:<44} {:>14.0} {:>22} {:>7}", format!("import items/s ({n_items} x 4, {mb:.1} MB, {:.2} s)", import_s), import_rate, ">= 5000", verdict(import_rate >= 5000.0));
     println!("{:<44} {:>14.0} {:>22} {:>7}", format!("judgements/s ({n_labellers} labellers, {judged} in {label_s:.1} s)"), judge_rate, ">= 1000", verdict(judge_rate >= 1000.0));
+    if judged as usize >= n_items * 3 {
+        println!("  (every item got its 3 judgements before the {seconds} s were up: the labellers ran out of work)");
+    }
     println!("{:<44} {:>14.1} {:>22} {:>7}", "submit+next latency p50 (ms)", percentile(&submit_ms, 0.5), "", "");
     println!("{:<44} {:>14.1} {:>22} {:>7}", "submit+next latency p99 (ms)", p99, "< 100", verdict(p99 < 100.0));
     println!("{:<44} {:>14.1} {:>22} {:>7}", "first lease latency p50 / p99 (ms)", percentile(&lease_ms, 0.5), format!("{:.1}", percentile(&lease_ms, 0.99)), "");

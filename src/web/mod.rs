@@ -64,9 +64,6 @@ impl TaskRulesCache {
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Batches of submissions stored at once (each holds one database connection while it runs).
-const SUBMIT_LANES: usize = 4;
-
 /// A built server and the port it bound (port 0 picks a free one, as the tests do).
 pub struct Application {
     pub server: actix_web::dev::Server,
@@ -76,7 +73,8 @@ pub struct Application {
 impl Application {
     pub fn build(pool: PgPool, key: Secret<Vec<u8>>, bind: &str, tmp_dir: std::path::PathBuf, workers: Option<usize>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&tmp_dir)?;
-        let submits = submits::SubmitQueue::start(pool.clone(), SUBMIT_LANES);
+        let lanes = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
+        let submits = submits::SubmitQueue::start(pool.clone(), lanes);
         let state = web::Data::new(AppState { pool, key, tmp_dir, task_rules: TaskRulesCache::default(), submits });
         let mut server = HttpServer::new(move || {
             App::new()

@@ -2,12 +2,18 @@
 //! `rl_submit_batch` for all of them, so PostgreSQL's per-call and per-commit costs are paid
 //! once per batch rather than once per judgement.
 //!
-//! A few lanes take turns at the queue: a lane waits for the first submission, takes every
+//! One lane per CPU (at least two) takes turns at the queue: a lane waits for the first submission, takes every
 //! other one already waiting (up to a bound), and stores them while the next lane waits. An
 //! idle server sends each submission alone at once; a busy one batches by itself, without
 //! waiting on a timer. A batch never waits for an item's lock; a submission on a lapsed lease
 //! (which must) comes back and is sent again alone, and so is every submission of a batch that
 //! failed as a whole (a deadlock with another batch, say), so each still gets its own answer.
+//!
+//! Fewer lanes make bigger batches and less PostgreSQL work per judgement; too few leave CPUs
+//! idle while a batch is on its way. Measured with `cargo bench --bench platform` on 2 cores
+//! (32 labellers, 20 s): 1 lane 1,234 judgements/s (PostgreSQL 0.73 ms of CPU per judgement,
+//! a third of the CPU idle), 2 lanes 1,137 and 1,244 (1.06 and 0.94 ms), 3 lanes 1,169,
+//! 4 lanes 971, 6 lanes 1,029.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
