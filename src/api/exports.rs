@@ -50,15 +50,16 @@ pub async fn download(state: web::Data<AppState>, auth: Auth, id: web::Path<Stri
     let e = export::get_for_lead(&mut conn, id, auth.user.id).await?.ok_or(AppError::NotFound)?;
     let part = q.part.clone().unwrap_or_else(|| e.format().parts()[0].to_string());
     let summary = e.files.iter().find(|f| f.part == part).ok_or_else(|| AppError::Invalid(format!("part: this export has {:?}", e.format().parts())))?.clone();
-    let (mut writer, reader) = tokio::io::duplex(256 * 1024);
+    // At most four chunks wait for the client: memory stays flat however big the export.
+    let (chunks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
     let filename = format!("{}-{}-{}.jsonl", e.format, part, e.id);
     tokio::spawn(async move {
-        let written = export::replay_part(&mut conn, &e, &part, &mut writer).await;
+        let written = export::replay_part(&mut conn, &e, &part, &chunks).await;
         if let Err(err) = written {
             log::error!("export {} download failed: {err:#}", e.id);
         }
     });
-    let body = crate::web::byte_stream(reader);
+    let body = futures_util::stream::poll_fn(move |cx| received.poll_recv(cx).map(|c| c.map(Ok::<_, std::io::Error>)));
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .insert_header(("Content-Disposition", format!("attachment; filename=\"{filename}\"")))

@@ -142,14 +142,15 @@ where
 
 /// Writes one part of an export as of `snapshot`; returns its row count and sha256.
 pub async fn write_part<W: AsyncWrite + Unpin>(conn: &mut PgConnection, project: ProjectId, format: Format, options: &Options, snapshot: &str, part: &str, out: &mut W) -> anyhow::Result<(u64, String)> {
-    let mut w = ChunkWriter { out, hash: Some(Sha256::new()), buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
+    let mut w = ChunkWriter { out: Out::Write(out), hash: Some(Sha256::new()), buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
     stream_rows(conn, project, format, options, snapshot, part, &mut w).await?;
     w.finish().await
 }
 
-/// Streams one part of a recorded export (its sha256 is known, so none is computed).
-pub async fn replay_part<W: AsyncWrite + Unpin>(conn: &mut PgConnection, e: &Export, part: &str, out: &mut W) -> anyhow::Result<u64> {
-    let mut w = ChunkWriter { out, hash: None, buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
+/// Streams one part of a recorded export (its sha256 is known, so none is computed) as chunks
+/// sent to `chunks`, each handed over without a copy.
+pub async fn replay_part(conn: &mut PgConnection, e: &Export, part: &str, chunks: &tokio::sync::mpsc::Sender<bytes::Bytes>) -> anyhow::Result<u64> {
+    let mut w: ChunkWriter<'_, tokio::io::Sink> = ChunkWriter { out: Out::Chunks(chunks), hash: None, buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
     stream_rows(conn, e.project_id, e.format(), &e.options, &e.snapshot, part, &mut w).await?;
     Ok(w.finish().await?.0)
 }
@@ -176,9 +177,15 @@ async fn stream_rows<W: AsyncWrite + Unpin>(conn: &mut PgConnection, project: Pr
 
 const CHUNK: usize = 64 * 1024;
 
+/// Where a chunk goes: written out, or handed over whole.
+enum Out<'a, W> {
+    Write(&'a mut W),
+    Chunks(&'a tokio::sync::mpsc::Sender<bytes::Bytes>),
+}
+
 /// Buffers rows into chunks, hashing (when asked) what it writes.
 struct ChunkWriter<'a, W> {
-    out: &'a mut W,
+    out: Out<'a, W>,
     hash: Option<Sha256>,
     buf: Vec<u8>,
     rows: u64,
@@ -196,8 +203,18 @@ impl<W: AsyncWrite + Unpin> ChunkWriter<'_, W> {
         if let Some(h) = &mut self.hash {
             h.update(&self.buf);
         }
-        self.out.write_all(&self.buf).await?;
-        self.buf.clear();
+        match &mut self.out {
+            Out::Write(w) => {
+                w.write_all(&self.buf).await?;
+                self.buf.clear();
+            }
+            Out::Chunks(tx) => {
+                if !self.buf.is_empty() {
+                    let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK * 2));
+                    tx.send(bytes::Bytes::from(chunk)).await.map_err(|_| anyhow::anyhow!("the download was abandoned"))?;
+                }
+            }
+        }
         Ok(())
     }
 

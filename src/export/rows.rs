@@ -101,6 +101,26 @@ fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
     v
 }
 
+/// A string as JSON, in a buffer sized for it up front (long texts otherwise grow it many times).
+fn str_json(s: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(s.len() + s.len() / 16 + 8);
+    js(&mut v, s);
+    v
+}
+
+/// The keys of one side of a comparison row.
+struct SideKeys {
+    text: &'static str,
+    model: &'static str,
+    response_id: &'static str,
+    rank: &'static str,
+    flags: &'static str,
+}
+
+const CHOSEN: SideKeys = SideKeys { text: "chosen", model: "chosen_model", response_id: "chosen_response_id", rank: "chosen_rank", flags: "chosen_flags" };
+const REJECTED: SideKeys =
+    SideKeys { text: "rejected", model: "rejected_model", response_id: "rejected_response_id", rank: "rejected_rank", flags: "rejected_flags" };
+
 impl JudgementRow {
     /// Appends the lines this judgement contributes to `part` of `format`; returns how many.
     /// Each text is escaped once per judgement, however many pairs it appears in.
@@ -132,13 +152,16 @@ impl JudgementRow {
     fn comparisons(&self, prompt: &str, out: &mut Vec<u8>) -> u64 {
         let Some(ranks) = &self.ranks else { return 0 };
         let k = ranks.len();
-        let texts: Vec<Vec<u8>> = self.texts.iter().map(|t| to_json(t)).collect();
-        let models: Vec<Vec<u8>> = self.models.iter().map(|m| to_json(m)).collect();
-        let flags: Vec<Vec<u8>> = (0..k).map(|p| to_json(&self.flags.get(p.to_string()).cloned().unwrap_or_else(|| json!([])))).collect();
+        // Every value a pair repeats is written as JSON once per judgement; pairs only copy.
+        let texts: Vec<Vec<u8>> = self.texts.iter().map(|t| str_json(t)).collect();
+        let models: Vec<Vec<u8>> = self.models.iter().map(|m| str_json(m)).collect();
+        let flags: Vec<Vec<u8>> = (0..k).map(|p| self.flags.get(p.to_string()).map_or_else(|| b"[]".to_vec(), to_json)).collect();
+        let ids: Vec<String> = self.ids.iter().map(|id| format!("\"{id}\"")).collect();
+        let rank_text: Vec<String> = ranks.iter().map(|r| r.to_string()).collect();
         let mut head = Vec::with_capacity(prompt.len() * 2 + 256);
         head.extend_from_slice(format!("{{\"schema_version\":{SCHEMA_VERSION},\"judgement_id\":\"{}\",\"item_id\":\"{}\"", self.id, self.item_id).as_bytes());
         field(&mut head, "external_id", &to_json(&self.external_id));
-        field(&mut head, "prompt", &to_json(prompt));
+        field(&mut head, "prompt", &str_json(prompt));
         field(&mut head, "messages", &to_json(&self.prompt));
         let mut tail = Vec::with_capacity(256);
         field(&mut tail, "k", k.to_string().as_bytes());
@@ -156,12 +179,12 @@ impl JudgementRow {
         let pairs = pairs(ranks);
         for &(w, l, tie) in &pairs {
             out.extend_from_slice(&head);
-            for (side, p) in [("chosen", w), ("rejected", l)] {
-                field(out, side, &texts[p]);
-                field(out, &format!("{side}_model"), &models[p]);
-                field(out, &format!("{side}_response_id"), format!("\"{}\"", self.ids[p]).as_bytes());
-                field(out, &format!("{side}_rank"), ranks[p].to_string().as_bytes());
-                field(out, &format!("{side}_flags"), &flags[p]);
+            for (keys, p) in [(&CHOSEN, w), (&REJECTED, l)] {
+                field(out, keys.text, &texts[p]);
+                field(out, keys.model, &models[p]);
+                field(out, keys.response_id, ids[p].as_bytes());
+                field(out, keys.rank, rank_text[p].as_bytes());
+                field(out, keys.flags, &flags[p]);
             }
             field(out, "tie", if tie { b"true" } else { b"false" });
             out.extend_from_slice(&tail);
@@ -171,8 +194,8 @@ impl JudgementRow {
 
     fn preferences(&self, prompt: &str, options: &Options, out: &mut Vec<u8>) -> u64 {
         let Some(ranks) = &self.ranks else { return 0 };
-        let prompt = to_json(prompt);
-        let texts: Vec<Vec<u8>> = self.texts.iter().map(|t| to_json(t)).collect();
+        let prompt = str_json(prompt);
+        let texts: Vec<Vec<u8>> = self.texts.iter().map(|t| str_json(t)).collect();
         let mut n = 0;
         for (w, l, tie) in pairs(ranks) {
             if tie && !options.include_ties {
