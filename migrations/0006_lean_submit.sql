@@ -117,17 +117,7 @@ BEGIN
     ELSE
         v := rl_take(p.id, p_user, p.overlap, p.lease_seconds, p_task);
     END IF;
-    member := true;
-    task := v.task;
-    prompt := v.prompt;
-    expires_at := v.expires_at;
-    responses := v.responses;
-    response_ids := v.response_ids;
-    kind := p.kind;
-    allow_ties := p.allow_ties;
-    rating_enabled := p.rating_enabled;
-    flags := p.flags;
-    RETURN NEXT;
+    RETURN QUERY SELECT true, v.task, v.prompt, v.expires_at, v.responses, v.response_ids, p.kind, p.allow_ties, p.rating_enabled, p.flags;
 END $$;
 
 -- Closes complete items near the head of the project's queue, as 0002's, but only those whose
