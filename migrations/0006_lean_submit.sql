@@ -154,6 +154,7 @@ DECLARE
     v_done   int;
     v_prior     uuid;
     v_prior_for uuid;
+    v_live      uuid;
 BEGIN
     FOR e IN SELECT * FROM ROWS FROM (jsonb_to_recordset(p_entries) AS (
                  task uuid, "user" uuid, judgement uuid, key text, ranks smallint[], strength smallint, both_bad boolean,
@@ -190,9 +191,15 @@ BEGIN
             -- submission: look again with a fresh snapshot.
             SELECT j.id, j.task_id INTO v_prior, v_prior_for FROM judgements j WHERE j.user_id = e."user" AND j.idempotency_key = e.key;
         END IF;
+        v_live := t.newest_live;
         IF v_prior IS NOT NULL THEN
             outcome := CASE WHEN v_prior_for = e.task THEN 'repeat' ELSE 'key_reused' END;
             judgement := v_prior;
+            -- The first submission may have leased the next task after this statement's
+            -- snapshot (we waited for its lock): look again, so a double click gets that lease
+            -- back instead of a second one.
+            SELECT CASE WHEN n.status = 'leased' AND n.expires_at > now() THEN n.id END INTO v_live FROM tasks n
+            WHERE n.user_id = e."user" AND n.project_id = t.project_id ORDER BY n.leased_at DESC LIMIT 1;
         ELSIF t.status <> 'leased' THEN
             outcome := t.status;
         ELSIF t.lease_expires <= now() AND NOT p_wait THEN
@@ -231,8 +238,8 @@ BEGIN
         END IF;
         IF outcome IN ('stored', 'repeat') AND e.next THEN
             -- The next task: the newest one when it is another live lease, else a new lease.
-            IF t.newest_live IS NOT NULL AND t.newest_live <> e.task THEN
-                v := rl_task_view(t.newest_live);
+            IF v_live IS NOT NULL AND v_live <> e.task THEN
+                v := rl_task_view(v_live);
             ELSE
                 v := rl_take(t.project_id, e."user", t.overlap, t.lease_seconds, e.next_task);
             END IF;

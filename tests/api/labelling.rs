@@ -294,6 +294,7 @@ async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_a
     assert!(matches!(answers[0].0, Outcome::Stored(_)) != matches!(answers[24].0, Outcome::Stored(_)), "exactly one of the two was stored");
     assert_eq!(answers[25].0, Outcome::NotFound);
     assert_eq!(app.count("SELECT count(*) FROM judgements").await, 24);
+    assert_eq!(app.count("SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'leased' GROUP BY user_id HAVING count(*) > 1) x").await, 0, "one live lease each");
     // The next leases kept the rules: no item over its overlap, nobody twice on an item.
     assert_eq!(app.count("SELECT count(*) FROM (SELECT item_id FROM tasks WHERE status <> 'skipped' GROUP BY item_id HAVING count(*) > 3) x").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM (SELECT 1 FROM tasks GROUP BY item_id, user_id HAVING count(*) > 1) x").await, 0);
@@ -301,7 +302,7 @@ async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_a
     // A lapsed lease in a batch comes back to be sent alone; through the queue it is then kept,
     // since nobody took its slot.
     let live: Vec<(rewardlab::domain::TaskId, rewardlab::domain::UserId)> =
-        sqlx::query_as("SELECT id, user_id FROM tasks WHERE status = 'leased' ORDER BY user_id LIMIT 3").fetch_all(&app.pool).await.unwrap();
+        sqlx::query_as("SELECT DISTINCT ON (user_id) id, user_id FROM tasks WHERE status = 'leased' ORDER BY user_id, leased_at DESC LIMIT 3").fetch_all(&app.pool).await.unwrap();
     sqlx::query("UPDATE tasks SET expires_at = now() - interval '1 minute' WHERE id = $1").bind(live[0].0).execute(&app.pool).await.unwrap();
     let lapsed = entry(live[0].0, live[0].1, 3, "second");
     let mut other = entry(live[1].0, live[1].1, 3, "second");
@@ -319,9 +320,10 @@ async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_a
     let mut broken = entry(task, user, 3, "broken");
     broken.strength = Some(9);
     let good: Vec<_> = sqlx::query_as::<_, (rewardlab::domain::TaskId, rewardlab::domain::UserId)>(
-        "SELECT id, user_id FROM tasks WHERE status = 'leased' AND id <> $1 ORDER BY user_id LIMIT 4",
+        "SELECT DISTINCT ON (user_id) id, user_id FROM tasks WHERE status = 'leased' AND user_id <> $2 ORDER BY user_id, leased_at DESC LIMIT 4",
     )
     .bind(task)
+    .bind(user)
     .fetch_all(&app.pool)
     .await
     .unwrap();
@@ -341,4 +343,30 @@ async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_a
         assert!(matches!(a.as_ref().unwrap().0, Outcome::Stored(_)), "{a:?}");
     }
     assert_eq!(app.count("SELECT count(*) FROM judgements").await, before + 4);
+
+    // A double click whose second submission waited for the first one's lock gets the lease
+    // the first one took, not a second one.
+    let user = good[0].1;
+    let task: rewardlab::domain::TaskId =
+        sqlx::query_scalar("SELECT id FROM tasks WHERE user_id = $1 AND status = 'leased'").bind(user).fetch_one(&app.pool).await.unwrap();
+    let (first_ans, second_ans) = {
+        let click = entry(task, user, 3, "double");
+        let mut tx = app.pool.begin().await.unwrap();
+        let first = dbt::submit_batch(&mut tx, std::slice::from_ref(&click), true).await.unwrap().pop().unwrap();
+        let pool = app.pool.clone();
+        let again = click.clone();
+        let second = tokio::spawn(async move {
+            let mut conn = pool.acquire().await.unwrap();
+            dbt::submit_batch(&mut conn, &[again], true).await.unwrap().pop().unwrap()
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!second.is_finished(), "the second click waits for the first one's lock");
+        tx.commit().await.unwrap();
+        (first, second.await.unwrap())
+    };
+    assert!(matches!(first_ans.0, Outcome::Stored(_)), "{:?}", first_ans.0);
+    assert_eq!(second_ans.0, Outcome::Repeat(judgement_of(&first_ans.0)));
+    let lease = |s: &dbt::Submitted| s.1.as_ref().unwrap().as_ref().unwrap().0.task_id;
+    assert_eq!(lease(&second_ans), lease(&first_ans));
+    assert_eq!(app.count(&format!("SELECT count(*) FROM tasks WHERE user_id = '{user}' AND status = 'leased'")).await, 1);
 }
