@@ -4,6 +4,7 @@
 //! 1. imports 10,000 items x 4 responses over the API;
 //! 2. runs 32 concurrent simulated labellers over HTTP that lease and submit for 30 s;
 //! 3. takes a `comparisons` export snapshot and downloads it.
+//!
 //! It prints import items/s, judgements/s with p50/p99 latency, export rows/s and the
 //! server's peak RSS, beside the targets. `BENCH_SECONDS`, `BENCH_ITEMS` and
 //! `BENCH_LABELLERS` change the sizes.
@@ -178,8 +179,8 @@ async fn run() -> anyhow::Result<()> {
     // 2. Labellers.
     let stop_at = Instant::now() + Duration::from_secs(seconds as u64);
     let mut handles = Vec::new();
-    for token in tokens[1..].iter().cloned() {
-        let (http, base) = (http.clone(), base.clone());
+    for token in &tokens[1..] {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
         handles.push(tokio::spawn(async move {
             let (mut lease_ms, mut submit_ms, mut n) = (Vec::new(), Vec::new(), 0u64);
             // The first task is leased on its own; each submission then brings the next one

@@ -97,6 +97,7 @@ pub async fn insert(conn: &mut PgConnection, p: &NewProject<'_>, creator: Option
 }
 
 /// Settings a lead may change.
+#[allow(clippy::too_many_arguments)]
 pub async fn update(conn: &mut PgConnection, id: ProjectId, name: &str, guidelines: &str, flags: &[String], overlap: i32, allow_ties: bool, rating: bool) -> sqlx::Result<()> {
     sqlx::query("UPDATE projects SET name = $2, guidelines = $3, flags = $4, overlap = $5, allow_ties = $6, rating_enabled = $7 WHERE id = $1")
         .bind(id)

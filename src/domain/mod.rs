@@ -22,6 +22,13 @@ macro_rules! id_type {
             }
         }
 
+        impl Default for $name {
+            /// A new id, as [`Self::new`].
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 self.0.fmt(f)
