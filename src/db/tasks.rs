@@ -4,19 +4,22 @@
 //! under the lock with a fresh snapshot, so concurrent requests never over-lease.
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::PgConnection;
 
 use crate::domain::ranking::Submission;
 use crate::domain::{JudgementId, ProjectId, ResponseId, TaskId, UserId};
 
-/// A leased task, as the labeller sees it (no model names).
+/// A leased task, as the labeller sees it (no model names). The prompt and the responses are
+/// passed on as PostgreSQL wrote them (checked JSON, never parsed into a tree and written again).
 #[derive(Debug, serde::Serialize)]
 pub struct TaskView {
     pub task_id: TaskId,
-    pub prompt: Value,
+    pub prompt: Box<RawValue>,
     /// `[{"id", "text"}]` in display order.
-    pub responses: Value,
+    pub responses: Box<RawValue>,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -26,9 +29,9 @@ pub struct TaskView {
 pub struct NextRow {
     member: Option<bool>,
     task: Option<TaskId>,
-    prompt: Option<Value>,
+    prompt: Option<Json<Box<RawValue>>>,
     expires_at: Option<DateTime<Utc>>,
-    responses: Option<Value>,
+    responses: Option<Json<Box<RawValue>>>,
     response_ids: Option<Vec<ResponseId>>,
     kind: Option<crate::domain::TaskKind>,
     allow_ties: Option<bool>,
@@ -42,8 +45,9 @@ impl NextRow {
         if self.member != Some(true) {
             return None;
         }
-        Some(match (self.task, self.prompt, self.expires_at, self.kind) {
-            (Some(task_id), Some(prompt), Some(expires_at), Some(kind)) => {
+        // The functions answer a task's responses as '[]' rather than NULL when it has none.
+        Some(match (self.task, self.prompt, self.expires_at, self.kind, self.responses) {
+            (Some(task_id), Some(Json(prompt)), Some(expires_at), Some(kind), Some(Json(responses))) => {
                 let rules = TaskRules {
                     slug: slug.to_string(),
                     kind,
@@ -52,7 +56,7 @@ impl NextRow {
                     flags: self.flags.unwrap_or_default(),
                     response_ids: self.response_ids.unwrap_or_default(),
                 };
-                Some((TaskView { task_id, prompt, responses: self.responses.unwrap_or_default(), expires_at }, rules))
+                Some((TaskView { task_id, prompt, responses, expires_at }, rules))
             }
             _ => None,
         })
