@@ -190,18 +190,21 @@ async fn run() -> anyhow::Result<()> {
                 let t = Instant::now();
                 let res = http.post(format!("{base}/api/v1/projects/bench/tasks/next")).bearer_auth(&token).send().await?;
                 lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
-                let mut task: Value = if res.status() == 204 { Value::Null } else { res.error_for_status()?.json().await? };
-                while Instant::now() < stop_at && !task.is_null() {
-                    let mut ranking: Vec<Vec<Value>> = task["responses"].as_array().map(|a| a.iter().map(|r| vec![r["id"].clone()]).collect()).unwrap_or_default();
+                // Only what a labeller's next step needs is read from each answer (the texts
+                // are skipped unparsed), so the load generator takes little of the CPU.
+                let mut task: Option<Task> = if res.status() == 204 { None } else { Some(res.error_for_status()?.json().await?) };
+                while Instant::now() < stop_at {
+                    let Some(current) = task.take() else { break };
+                    let mut ranking: Vec<[&str; 1]> = current.responses.iter().map(|r| [r.id.as_str()]).collect();
                     ranking.rotate_left((n % 4) as usize);
-                    let url = format!("{base}/api/v1/tasks/{}/judgement?next=1", task["task_id"].as_str().unwrap_or_default());
+                    let url = format!("{base}/api/v1/tasks/{}/judgement?next=1", current.task_id);
                     let t = Instant::now();
                     let res = http.post(url).bearer_auth(&token).json(&json!({"idempotency_key": format!("k{n}"), "ranking": ranking})).send().await?;
                     submit_ms.push(t.elapsed().as_secs_f64() * 1e3);
                     if res.status() != 201 {
                         anyhow::bail!("submit answered {}: {}", res.status(), res.text().await?);
                     }
-                    task = res.json::<Value>().await?["next"].take();
+                    task = res.json::<Submitted>().await?.next;
                     n += 1;
                 }
                 Ok(())
@@ -285,6 +288,24 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A leased task, as much of it as a simulated labeller reads.
+#[derive(serde::Deserialize)]
+struct Task {
+    task_id: String,
+    responses: Vec<TaskResponse>,
+}
+
+#[derive(serde::Deserialize)]
+struct TaskResponse {
+    id: String,
+}
+
+/// A submission's answer with `?next=1`.
+#[derive(serde::Deserialize)]
+struct Submitted {
+    next: Option<Task>,
 }
 
 fn rewardlab_is_root() -> bool {
