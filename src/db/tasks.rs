@@ -195,10 +195,10 @@ pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait
         .await?;
     let mut results: Vec<Option<Submitted>> = entries.iter().map(|_| None).collect();
     for row in rows {
-        let Some(entry) = usize::try_from(row.idx).ok().and_then(|i| i.checked_sub(1)).and_then(|i| entries.get(i)) else { continue };
+        let Some(i) = usize::try_from(row.idx).ok().and_then(|i| i.checked_sub(1)).filter(|&i| i < entries.len()) else { continue };
         let outcome = outcome(&row.outcome, row.judgement);
-        let next = (entry.next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).then(|| row.next.into_lease(&entry.slug).flatten());
-        results[row.idx as usize - 1] = Some((outcome, next));
+        let next = (entries[i].next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).then(|| row.next.into_lease(&entries[i].slug).flatten());
+        results[i] = Some((outcome, next));
     }
     results
         .into_iter()

@@ -98,26 +98,25 @@ async fn store(pool: &PgPool, jobs: Vec<Job>) {
         let _ = job.reply.send(result);
         return;
     }
-    let entries: Vec<SubmitEntry> = jobs.iter().map(|j| j.entry.clone()).collect();
+    let (entries, replies): (Vec<SubmitEntry>, Vec<_>) = jobs.into_iter().map(|j| (j.entry, j.reply)).unzip();
     let batch = match pool.acquire().await {
         Ok(mut conn) => dbt::submit_batch(&mut conn, &entries, false).await,
         Err(e) => Err(e),
     };
     match batch {
         Ok(results) => {
-            for (job, result) in jobs.into_iter().zip(results) {
+            for ((entry, reply), result) in entries.iter().zip(replies).zip(results) {
                 let result = match result {
-                    (Outcome::Retry, _) => alone(pool, &job.entry).await,
+                    (Outcome::Retry, _) => alone(pool, entry).await,
                     done => Ok(done),
                 };
-                let _ = job.reply.send(result);
+                let _ = reply.send(result);
             }
         }
         Err(e) => {
-            log::warn!("a batch of {} submissions failed ({e}); sending them one by one", jobs.len());
-            for job in jobs {
-                let result = alone(pool, &job.entry).await;
-                let _ = job.reply.send(result);
+            log::warn!("a batch of {} submissions failed ({e}); sending them one by one", entries.len());
+            for (entry, reply) in entries.iter().zip(replies) {
+                let _ = reply.send(alone(pool, entry).await);
             }
         }
     }
