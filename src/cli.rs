@@ -148,12 +148,25 @@ enum ProjectCommand {
 
 pub async fn run(cli: Cli) -> Result<()> {
     let settings = Settings::from_env(cli.data_dir);
-    match cli.command {
-        Command::Serve { bind, workers, schedule_every } => return serve(&settings, &bind, workers, schedule_every).await,
+    // Registered before anything starts, so Ctrl-C or SIGTERM at any point below lets this
+    // process release the cluster it may have started.
+    let mut signals = Signals::new()?;
+    if let Command::Worker { lease_secs, poll_secs, .. } = &cli.command {
+        if !(*lease_secs >= 1.0 && *poll_secs > 0.0) {
+            bail!("--lease-secs must be at least 1 and --poll-secs positive");
+        }
+    }
+    // Everything that needs no database is checked before a cluster is created or started.
+    let prepared = prepare(&cli.command)?;
+    let (pool, cluster) = tokio::select! {
+        r = settings.connect() => r?,
+        _ = signals.recv() => bail!("interrupted"),
+    };
+    let result = match cli.command {
+        Command::Serve { bind, workers, schedule_every } => {
+            serve(&settings, &pool, cluster.as_ref().map(|c| c.cluster()), &bind, workers, schedule_every, &mut signals).await
+        }
         Command::Worker { model_store, trainer, name, lease_secs, poll_secs, once } => {
-            if !(lease_secs >= 1.0 && poll_secs > 0.0) {
-                bail!("--lease-secs must be at least 1 and --poll-secs positive");
-            }
             let opts = crate::jobs::worker::WorkerOpts {
                 name: name.unwrap_or_else(default_worker_name),
                 store: model_store.unwrap_or_else(|| settings.data_dir.join("models")),
@@ -162,77 +175,67 @@ pub async fn run(cli: Cli) -> Result<()> {
                 poll: std::time::Duration::from_secs_f64(poll_secs),
                 once,
             };
-            return worker(&settings, opts).await;
+            tokio::select! {
+                r = crate::jobs::worker::run_worker(pool.clone(), opts) => r,
+                _ = signals.recv() => {
+                    // A run in progress is left to its lease: another worker resumes it.
+                    log::info!("worker stopping");
+                    Ok(())
+                }
+            }
         }
-        _ => {}
-    }
-    let (pool, cluster) = settings.connect().await?;
-    let result = command(&settings, &pool, cli.command).await;
-    pool.close().await;
-    if let Some((cluster, true)) = cluster {
-        tokio::task::block_in_place(|| cluster.stop())?;
-    }
-    result
-}
-
-fn default_worker_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}", std::process::id())
-}
-
-async fn worker(settings: &Settings, opts: crate::jobs::worker::WorkerOpts) -> Result<()> {
-    let (pool, cluster) = settings.connect().await?;
-    let result = tokio::select! {
-        r = crate::jobs::worker::run_worker(pool.clone(), opts) => r,
-        _ = shutdown_signal() => {
-            // A run in progress is left to its lease: another worker resumes it.
-            log::info!("worker stopping");
-            Ok(())
-        }
+        command => tokio::select! {
+            r = self::command(&settings, &pool, command, prepared) => r,
+            _ = signals.recv() => Err(anyhow::anyhow!("interrupted; an unfinished import or export stored nothing")),
+        },
     };
-    pool.close().await;
-    if let Some((cluster, true)) = cluster {
-        tokio::task::block_in_place(|| cluster.stop())?;
+    // Connections a cancelled call still holds are dropped, not waited for.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), pool.close()).await.is_err() {
+        log::warn!("closing the database connections timed out");
+    }
+    if let Some(cluster) = cluster {
+        if tokio::task::block_in_place(|| cluster.release())? {
+            log::info!("PostgreSQL stopped cleanly");
+        }
     }
     result
 }
 
-async fn serve(settings: &Settings, bind: &str, workers: Option<usize>, schedule_every: u64) -> Result<()> {
-    let (pool, cluster) = settings.connect().await?;
-    let key = settings.session_key()?;
-    let app = crate::web::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers)?;
-    log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
-    let handle = app.server.handle();
-    let server = tokio::spawn(app.server);
-    let scheduler = tokio::spawn(crate::jobs::schedule::run_scheduler(pool.clone(), std::time::Duration::from_secs(schedule_every.max(1))));
-    shutdown_signal().await;
-    scheduler.abort();
-    log::info!("shutting down: stopping the server, then the database");
-    handle.stop(true).await;
-    let _ = server.await;
-    pool.close().await;
-    if let Some((cluster, _)) = cluster {
-        tokio::task::block_in_place(|| cluster.stop())?;
-        log::info!("PostgreSQL stopped cleanly");
-    }
-    Ok(())
+/// SIGINT and SIGTERM, listened for from the start.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+impl Signals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {},
+            _ = self.term.recv() => {},
+        }
     }
 }
 
-async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command) -> Result<()> {
-    let mut conn = pool.acquire().await?;
+/// What a command needs from outside the database, read and checked before connecting.
+#[derive(Default)]
+struct Prepared {
+    /// `user add`: the password and whether it was generated.
+    password: Option<(String, bool)>,
+}
+
+fn prepare(command: &Command) -> Result<Prepared> {
+    let email = |e: &str| Email::parse(e).map(|_| ()).map_err(anyhow::Error::msg);
+    let mut prepared = Prepared::default();
     match command {
-        Command::Serve { .. } | Command::Worker { .. } => unreachable!("handled by run"),
-        Command::User { command: UserCommand::Add { email, admin, password_stdin } } => {
-            let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
-            let (password, generated) = if password_stdin {
+        Command::Serve { .. } | Command::Worker { .. } => {}
+        Command::User { command: UserCommand::Add { email: e, password_stdin, .. } } => {
+            email(e)?;
+            let (password, generated) = if *password_stdin {
                 let mut p = String::new();
                 std::io::stdin().read_to_string(&mut p)?;
                 (p.trim_end_matches(['\n', '\r']).to_string(), false)
@@ -240,6 +243,77 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command) -> 
                 (random_secret("")[..20].to_string(), true)
             };
             check_password(&password).map_err(anyhow::Error::msg)?;
+            prepared.password = Some((password, generated));
+        }
+        Command::Token { command: TokenCommand::Create { email: e, .. } } => email(e)?,
+        Command::Project { command: ProjectCommand::Create { slug, kind, overlap, .. } } => {
+            Slug::parse(slug).map_err(anyhow::Error::msg)?;
+            kind.parse::<TaskKind>().map_err(anyhow::Error::msg)?;
+            if !(1..=100).contains(overlap) {
+                bail!("--overlap must be 1 to 100, got {overlap}");
+            }
+        }
+        Command::Project { command: ProjectCommand::AddMember { email: e, role, .. } } => {
+            email(e)?;
+            role.parse::<Role>().map_err(anyhow::Error::msg)?;
+        }
+        Command::Import { file, .. } => {
+            std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+        }
+        Command::Export { format, .. } => {
+            format.parse::<Format>().map_err(anyhow::Error::msg)?;
+        }
+    }
+    Ok(prepared)
+}
+
+fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Serves until SIGINT or SIGTERM. A server using the private cluster also watches it and
+/// starts it again when its postmaster dies.
+async fn serve(settings: &Settings, pool: &sqlx::PgPool, cluster: Option<&crate::cluster::Cluster>, bind: &str, workers: Option<usize>, schedule_every: u64, signals: &mut Signals) -> Result<()> {
+    let key = settings.session_key()?;
+    let app = crate::web::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers)?;
+    log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
+    let handle = app.server.handle();
+    let server = tokio::spawn(app.server);
+    let scheduler = tokio::spawn(crate::jobs::schedule::run_scheduler(pool.clone(), std::time::Duration::from_secs(schedule_every.max(1))));
+    let supervisor = cluster.cloned().map(|c| tokio::spawn(supervise(c)));
+    signals.recv().await;
+    scheduler.abort();
+    if let Some(s) = supervisor {
+        s.abort();
+    }
+    log::info!("shutting down: stopping the server, then the database");
+    handle.stop(true).await;
+    let _ = server.await;
+    Ok(())
+}
+
+/// Looks at the private cluster every second and starts it again when it is down.
+async fn supervise(cluster: crate::cluster::Cluster) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let c = cluster.clone();
+        match tokio::task::spawn_blocking(move || c.start_if_down()).await {
+            Ok(Ok(true)) => log::warn!("PostgreSQL was down and has been started again"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => log::error!("PostgreSQL is down and did not start again: {e:#}"),
+            Err(e) => log::error!("the PostgreSQL supervisor failed: {e}"),
+        }
+    }
+}
+
+async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, prepared: Prepared) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    match command {
+        Command::Serve { .. } | Command::Worker { .. } => unreachable!("handled by run"),
+        Command::User { command: UserCommand::Add { email, admin, .. } } => {
+            let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
+            let (password, generated) = prepared.password.context("no password was prepared")?;
             let hash = hash_password(password.clone()).await?;
             users::insert(&mut conn, &email, &hash, admin).await?.with_context(|| format!("an account with email {} exists", email.as_str()))?;
             println!("created {} {}", if admin { "admin" } else { "user" }, email.as_str());

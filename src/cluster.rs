@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use sqlx::postgres::PgConnectOptions;
 
 /// A cluster directory and the user it runs as.
+#[derive(Clone)]
 pub struct Cluster {
     pub root: PathBuf,
     run_as: Option<String>,
@@ -86,6 +87,77 @@ impl Cluster {
             bail!("PostgreSQL did not start; its log ({}) ends:\n{}", log.display(), last_lines(&tail, 15));
         }
         Ok(true)
+    }
+
+    /// Registers this process as a user of the cluster, starting it if it is down. Every
+    /// process using the private cluster (servers, workers, CLI commands) holds a shared lock
+    /// on `run/users.lock` for as long as it uses it; starting and stopping happen under an
+    /// exclusive `run/start.lock`, so two processes never start it twice, and the last user out
+    /// stops it (and only a cluster a rewardlab process started: one started by hand is left
+    /// running). Dropping the [`ClusterUse`] releases it on every exit path.
+    pub fn acquire(&self) -> Result<ClusterUse> {
+        let _start = self.start_lock()?;
+        let users = self.lock_file("users.lock")?;
+        users.lock_shared().context("locking the cluster's users file")?;
+        let mut use_ = ClusterUse { cluster: self.clone(), users: Some(users) };
+        if let Err(e) = self.start_if_down_locked() {
+            use_.users = None; // nothing was started: just stop being a user
+            return Err(e);
+        }
+        Ok(use_)
+    }
+
+    fn lock_file(&self, name: &str) -> Result<std::fs::File> {
+        let dir = self.root.join("locks");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(name))
+            .with_context(|| format!("opening {}", dir.join(name).display()))
+    }
+
+    fn start_lock(&self) -> Result<std::fs::File> {
+        let f = self.lock_file("start.lock")?;
+        f.lock().context("locking the cluster's start file")?;
+        Ok(f)
+    }
+
+    fn owned_marker(&self) -> PathBuf {
+        self.root.join("locks").join("started-by-rewardlab")
+    }
+
+    /// Starts the cluster if no postmaster answers (after a crash or a kill, too); true when
+    /// this call started it. Serialised with every other start and stop.
+    pub fn start_if_down(&self) -> Result<bool> {
+        let _start = self.start_lock()?;
+        self.start_if_down_locked()
+    }
+
+    fn start_if_down_locked(&self) -> Result<bool> {
+        if self.is_running() {
+            return Ok(false);
+        }
+        // A postmaster killed a moment ago may leave backends that still hold its shared
+        // memory for a few hundred milliseconds; they exit by themselves.
+        let mut tries = 0;
+        loop {
+            match self.ensure_running() {
+                Ok(started) => {
+                    if started {
+                        std::fs::write(self.owned_marker(), std::process::id().to_string())?;
+                    }
+                    return Ok(started);
+                }
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    log::warn!("PostgreSQL did not start yet (try {tries}): {e:#}");
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn init(&self) -> Result<()> {
@@ -173,6 +245,49 @@ impl Cluster {
         };
         cmd.current_dir("/");
         cmd
+    }
+}
+
+/// This process's use of the private cluster (see [`Cluster::acquire`]).
+pub struct ClusterUse {
+    cluster: Cluster,
+    users: Option<std::fs::File>,
+}
+
+impl ClusterUse {
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Stops using the cluster: the last user stops it if a rewardlab process started it.
+    /// True when this call stopped it.
+    pub fn release(mut self) -> Result<bool> {
+        self.release_inner()
+    }
+
+    fn release_inner(&mut self) -> Result<bool> {
+        let Some(users) = self.users.take() else { return Ok(false) };
+        let _start = self.cluster.start_lock()?;
+        // Converting the shared lock to an exclusive one succeeds only when nobody else uses it.
+        let last = users.try_lock().is_ok();
+        let owned = self.cluster.owned_marker().exists();
+        drop(users);
+        if !(last && owned) {
+            return Ok(false);
+        }
+        if self.cluster.is_running() {
+            self.cluster.stop()?;
+        }
+        let _ = std::fs::remove_file(self.cluster.owned_marker());
+        Ok(true)
+    }
+}
+
+impl Drop for ClusterUse {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_inner() {
+            log::error!("stopping PostgreSQL: {e:#}");
+        }
     }
 }
 

@@ -15,6 +15,11 @@ use crate::domain::import::{parse_line, ImportItem};
 use crate::domain::{ProjectId, TaskKind};
 
 const BATCH: usize = 1000;
+/// Bytes of text a batch holds at most before it is sent (so memory stays flat with long lines).
+const BATCH_BYTES: usize = 4 << 20;
+/// The longest line read: room for a 1 MiB prompt and nine 1 MiB responses. A longer one is
+/// refused while it is being read, so one line never takes more memory than this.
+pub const MAX_LINE: usize = 11 << 20;
 
 /// Why an import stored nothing.
 #[derive(Debug, thiserror::Error)]
@@ -108,16 +113,23 @@ fn read_batches(path: &Path, kind: TaskKind, progress: Arc<AtomicU64>, tx: mpsc:
             return;
         }
     };
-    let (mut batch, mut line_no, mut buf) = (Vec::with_capacity(BATCH), 0u64, Vec::new());
+    let (mut batch, mut batch_bytes, mut line_no, mut buf) = (Vec::with_capacity(BATCH), 0usize, 0u64, Vec::new());
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
+        match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf) {
             Ok(0) => break,
             Ok(_) => line_no += 1,
             Err(e) => {
                 send(Err(ImportError::Line { line: line_no + 1, message: format!("could not be read ({e})") }));
                 return;
             }
+        }
+        if buf.len() > MAX_LINE {
+            send(Err(ImportError::Line { line: line_no, message: format!("longer than {} MiB", MAX_LINE >> 20) }));
+            return;
+        }
+        if buf.capacity() > 2 * BATCH_BYTES {
+            buf = Vec::new(); // give a long line's memory back
         }
         let Ok(text) = std::str::from_utf8(&buf) else {
             send(Err(ImportError::Line { line: line_no, message: "not valid UTF-8".into() }));
@@ -133,8 +145,12 @@ fn read_batches(path: &Path, kind: TaskKind, progress: Arc<AtomicU64>, tx: mpsc:
                 return;
             }
         }
-        if batch.len() == BATCH && !send(Ok((line_no, std::mem::take(&mut batch)))) {
-            return;
+        batch_bytes += text.len();
+        if batch.len() == BATCH || batch_bytes >= BATCH_BYTES {
+            batch_bytes = 0;
+            if !send(Ok((line_no, std::mem::take(&mut batch)))) {
+                return;
+            }
         }
     }
     if line_no == 0 {

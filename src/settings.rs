@@ -8,7 +8,7 @@ use rand::RngCore;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterUse};
 
 /// A secret value whose `Debug` never shows it.
 #[derive(Clone)]
@@ -52,15 +52,16 @@ impl Settings {
     }
 
     /// Connects (starting the private cluster when there is no DATABASE_URL) and migrates.
-    /// Returns the pool and, for the embedded default, the cluster with whether this call started it.
-    pub async fn connect(&self) -> Result<(PgPool, Option<(Cluster, bool)>)> {
+    /// Returns the pool and, for the embedded default, this process's use of the cluster
+    /// (released, and the cluster stopped by its last user, when it is dropped).
+    pub async fn connect(&self) -> Result<(PgPool, Option<ClusterUse>)> {
         let (opts, cluster) = match &self.database_url {
             Some(url) => (url.expose().parse::<PgConnectOptions>().context("parsing DATABASE_URL")?, None),
             None => {
                 let cluster = Cluster::new(&self.data_dir)?;
-                let started = tokio::task::block_in_place(|| cluster.ensure_running())?;
+                let used = tokio::task::block_in_place(|| cluster.acquire())?;
                 ensure_database(&cluster, "rewardlab").await?;
-                (cluster.connect_options("rewardlab"), Some((cluster, started)))
+                (cluster.connect_options("rewardlab"), Some(used))
             }
         };
         // Our statements are short key lookups: planning them once per connection (a generic

@@ -7,6 +7,7 @@ use super::project;
 use crate::domain::{ExportId, Role};
 use crate::export::{self, Export, Format, Options};
 use crate::web::auth::Auth;
+use crate::web::json::Json;
 use crate::web::error::{ApiError, AppError};
 use crate::web::AppState;
 
@@ -27,7 +28,7 @@ pub async fn create_export(state: &AppState, auth: &Auth, slug: &str, format: &s
     Ok(export::create(&state.pool, p.id, format, options, Some(auth.user.id), |_| Ok(tokio::io::sink())).await?)
 }
 
-pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: web::Json<CreateBody>) -> Result<HttpResponse, ApiError> {
+pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<CreateBody>) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let e = create_export(&state, &auth, &slug, &body.format, body.options).await?;
     Ok(HttpResponse::Created().json(e))

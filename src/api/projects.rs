@@ -12,6 +12,7 @@ use crate::db::projects::{self as dbp, NewProject};
 use crate::domain::{Email, Role, Slug, TaskKind, DEFAULT_FLAGS};
 use crate::import::{import_file, ImportError};
 use crate::web::auth::Auth;
+use crate::web::json::Json;
 use crate::web::error::{ApiError, AppError};
 use crate::web::AppState;
 
@@ -74,29 +75,37 @@ pub async fn create_project(state: &AppState, auth: &Auth, body: CreateBody) -> 
     Ok(slug)
 }
 
-pub async fn create(state: web::Data<AppState>, auth: Auth, body: web::Json<CreateBody>) -> Result<HttpResponse, ApiError> {
+pub async fn create(state: web::Data<AppState>, auth: Auth, body: Json<CreateBody>) -> Result<HttpResponse, ApiError> {
     let slug = create_project(&state, &auth, body.into_inner()).await?;
     Ok(HttpResponse::Created().json(serde_json::json!({"slug": slug.as_str()})))
 }
 
-/// Streams a request body to a temporary file (bounded memory), imports it, removes the file.
+/// The largest upload accepted (compressed bytes as sent).
+pub const MAX_UPLOAD: u64 = 4 << 30;
+
+/// Streams a request body to a temporary file (bounded memory and size), imports it, removes
+/// the file. The file is removed on every way out (an error, a dropped request, a shutdown);
+/// one left by a killed server is removed by the next start (see [`crate::web::Uploads`]).
+/// At most a few imports hold a database connection at once, so they never starve the pool.
 pub async fn import_body(state: &AppState, p: &dbp::Project, mut body: impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Unpin) -> Result<crate::import::ImportReport, AppError> {
-    let path = state.tmp_dir.join(format!("upload-{}.jsonl", uuid::Uuid::new_v4()));
-    let result = async {
-        let mut file = tokio::fs::File::create(&path).await.map_err(anyhow::Error::from)?;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| AppError::Invalid(format!("the upload broke off: {e}")))?;
-            file.write_all(&chunk).await.map_err(anyhow::Error::from)?;
+    let upload = state.uploads.create().map_err(anyhow::Error::from)?;
+    let mut file = tokio::fs::File::from_std(upload.file().try_clone().map_err(anyhow::Error::from)?);
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| AppError::Invalid(format!("the upload broke off: {e}")))?;
+        size += chunk.len() as u64;
+        if size > MAX_UPLOAD {
+            return Err(AppError::TooLarge(format!("the upload is larger than {} GiB; split the file", MAX_UPLOAD >> 30)));
         }
-        file.flush().await.map_err(anyhow::Error::from)?;
-        import_file(&state.pool, p.id, p.kind, &path, Arc::default()).await.map_err(|e| match e {
-            ImportError::Line { .. } | ImportError::Io(_) => AppError::Invalid(format!("nothing was imported: {e}")),
-            ImportError::Db(db) => AppError::Unexpected(db.into()),
-        })
+        file.write_all(&chunk).await.map_err(anyhow::Error::from)?;
     }
-    .await;
-    let _ = tokio::fs::remove_file(&path).await;
-    result
+    file.flush().await.map_err(anyhow::Error::from)?;
+    drop(file);
+    let _slot = state.import_slots.acquire().await.map_err(anyhow::Error::from)?;
+    import_file(&state.pool, p.id, p.kind, upload.path(), Arc::default()).await.map_err(|e| match e {
+        ImportError::Line { .. } | ImportError::Io(_) => AppError::Invalid(format!("nothing was imported: {e}")),
+        ImportError::Db(db) => AppError::from(db),
+    })
 }
 
 pub async fn import(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: web::Payload) -> Result<HttpResponse, ApiError> {
@@ -111,7 +120,7 @@ pub struct MemberBody {
     role: String,
 }
 
-pub async fn add_member(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: web::Json<MemberBody>) -> Result<HttpResponse, ApiError> {
+pub async fn add_member(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<MemberBody>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Lead).await?;
     add_member_checked(&state, &p, &body.email, &body.role).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"email": body.email, "role": body.role})))

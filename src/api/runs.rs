@@ -12,6 +12,7 @@ use crate::jobs::schedule::{check_chain, parse_cron, ChainStep};
 use crate::jobs::worker::check_input;
 use crate::jobs::{resolve_config, RunKind};
 use crate::web::auth::Auth;
+use crate::web::json::Json;
 use crate::web::error::{ApiError, AppError};
 use crate::web::AppState;
 
@@ -50,7 +51,7 @@ pub async fn start_run(state: &AppState, auth: &Auth, slug: &str, body: StartBod
     Ok(dbr::insert(&mut conn, &new).await?)
 }
 
-pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: web::Json<StartBody>) -> Result<HttpResponse, ApiError> {
+pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<StartBody>) -> Result<HttpResponse, ApiError> {
     let id = start_run(&state, &auth, &slug, body.into_inner()).await?;
     Ok(HttpResponse::Created().json(json!({"id": id})))
 }
@@ -151,7 +152,7 @@ pub async fn create_schedule(state: &AppState, auth: &Auth, slug: &str, body: Sc
     Ok(dbr::insert_schedule(&mut conn, p.id, cron, body.min_new_comparisons, &chain, auth.user.id).await?)
 }
 
-pub async fn schedule_create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: web::Json<ScheduleBody>) -> Result<HttpResponse, ApiError> {
+pub async fn schedule_create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<ScheduleBody>) -> Result<HttpResponse, ApiError> {
     let id = create_schedule(&state, &auth, &slug, body.into_inner()).await?;
     Ok(HttpResponse::Created().json(json!({"id": id})))
 }

@@ -8,6 +8,7 @@ use crate::db::tasks::{self as dbt, Outcome};
 use crate::domain::ranking::{Rules, Submission, SubmissionInput};
 use crate::domain::{Role, TaskId};
 use crate::web::auth::Auth;
+use crate::web::json::Json;
 use crate::web::error::{ApiError, AppError};
 use crate::web::AppState;
 
@@ -37,10 +38,12 @@ pub struct SubmitQuery {
     next: Option<u8>,
 }
 
-pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, q: web::Query<SubmitQuery>, body: web::Json<SubmissionInput>) -> Result<HttpResponse, ApiError> {
+pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, q: web::Query<SubmitQuery>, body: Json<SubmissionInput>) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let user = auth.user.id;
-    let rules = match state.task_rules.get(task_id, user) {
+    let cached = state.task_rules.get(task_id, user);
+    let leased_here = cached.is_some();
+    let rules = match cached {
         Some(r) => r,
         None => {
             let mut conn = state.pool.acquire().await?;
@@ -60,7 +63,14 @@ pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<Stri
         Outcome::AlreadySubmitted => return conflict("this task was already submitted"),
         Outcome::Skipped => return conflict("this task was skipped"),
         Outcome::Expired => return conflict("your lease on this task expired and other labellers have since taken it; your work is not stored"),
-        Outcome::NotFound | Outcome::Retry => return Err(AppError::NotFound.into()),
+        Outcome::NotFound | Outcome::Retry => {
+            // This server leased the task, yet the database has no such task: its lease, which
+            // commits without waiting for the disk, was lost when PostgreSQL restarted.
+            if leased_here && !dbt::exists(&mut *state.pool.acquire().await?, task_id).await? {
+                return conflict("your lease on this task was lost when the database restarted; your judgement was not stored, please take the next task");
+            }
+            return Err(AppError::NotFound.into());
+        }
     };
     let mut body = stored(judgement, task_id);
     if let Some(next) = next {
@@ -82,7 +92,7 @@ pub struct SkipBody {
     reason: String,
 }
 
-pub async fn skip(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, body: web::Json<SkipBody>) -> Result<HttpResponse, ApiError> {
+pub async fn skip(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, body: Json<SkipBody>) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let reason = body.reason.trim();
     if reason.is_empty() || reason.len() > 1000 {

@@ -206,6 +206,11 @@ pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait
         .collect()
 }
 
+/// Whether a task exists at all (whoever holds it).
+pub async fn exists(conn: &mut PgConnection, task: TaskId) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)").bind(task).fetch_one(conn).await
+}
+
 /// Gives a leased task back with a reason; the labeller will not be offered the item again.
 pub async fn skip(conn: &mut PgConnection, task: TaskId, user: UserId, reason: &str) -> sqlx::Result<bool> {
     let done = sqlx::query("UPDATE tasks SET status = 'skipped', skip_reason = $3 WHERE id = $1 AND user_id = $2 AND status = 'leased'")
@@ -224,7 +229,7 @@ pub async fn progress(conn: &mut PgConnection, project: ProjectId, user: UserId)
                 (SELECT count(*) FROM items i JOIN projects p ON p.id = i.project_id WHERE i.project_id = $1 AND i.is_open
                    AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status <> 'leased')
                    AND (rl_taken(i.id) < p.overlap
-                        OR EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status = 'leased' AND t.expires_at > now()))))",
+                        OR EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status = 'leased' AND t.expires_at > now())))",
     )
     .bind(project)
     .bind(user)

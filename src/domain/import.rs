@@ -38,10 +38,15 @@ pub struct ImportItem {
 }
 
 const MAX_TEXT: usize = 1 << 20;
+/// Reference responses a demonstration item may carry (as many as a ranking has responses).
+const MAX_REFERENCES: usize = 9;
 
 /// Parses one JSON line for a project of `kind`. Errors name the field.
 pub fn parse_line(line: &str, kind: TaskKind) -> Result<ImportItem, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON ({e})"))?;
+    if let Some(path) = super::text::nul_path(&value) {
+        return Err(format!("field \"{path}\": text may not contain the NUL character (\\u0000)"));
+    }
     let Value::Object(mut obj) = value else {
         return Err("expected a JSON object".into());
     };
@@ -103,6 +108,9 @@ pub fn check_kind(item: &ImportItem, kind: TaskKind) -> Result<(), String> {
     match kind {
         TaskKind::Ranking if !(2..=9).contains(&n) => Err(format!("field \"responses\": a ranking project needs 2 to 9 responses, got {n}")),
         TaskKind::Pairwise if n != 2 => Err(format!("field \"responses\": a pairwise project needs exactly 2 responses, got {n}")),
+        TaskKind::Demonstration if n > MAX_REFERENCES => {
+            Err(format!("field \"responses\": a demonstration item takes at most {MAX_REFERENCES} reference responses, got {n}"))
+        }
         _ => Ok(()),
     }
 }
@@ -253,6 +261,28 @@ mod tests {
         assert!(e.contains("\"prompt\""), "{e}");
         let e = parse_line(r#"{"prompt": "p", "responses": [{"text": "a"}]}"#, TaskKind::Ranking).unwrap_err();
         assert!(e.contains("2 to 9"), "{e}");
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_refused_with_its_field() {
+        for (line, field) in [
+            (r#"{"prompt": "a\u0000", "responses": [{"text": "a"}, {"text": "b"}]}"#, "prompt"),
+            (r#"{"prompt": [{"role": "user", "content": "\u0000"}], "responses": [{"text": "a"}, {"text": "b"}]}"#, "prompt[0].content"),
+            (r#"{"prompt": "p", "responses": [{"text": "a"}, {"text": "b\u0000"}]}"#, "responses[1].text"),
+            (r#"{"prompt": "p", "responses": [{"text": "a"}, {"text": "b"}], "metadata": {"k\u0000": 1}}"#, "metadata.k\\u0000"),
+            (r#"{"chosen": "\n\nHuman: a\n\nAssistant: b\u0000", "rejected": "\n\nHuman: a\n\nAssistant: c"}"#, "chosen"),
+        ] {
+            let e = parse_line(line, TaskKind::Pairwise).unwrap_err();
+            assert!(e.starts_with(&format!("field \"{field}\": text may not contain the NUL")), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_demonstration_item_takes_at_most_nine_references() {
+        let many: Vec<String> = (0..10).map(|i| format!(r#"{{"text": "r{i}"}}"#)).collect();
+        let e = parse_line(&format!(r#"{{"prompt": "p", "responses": [{}]}}"#, many.join(",")), TaskKind::Demonstration).unwrap_err();
+        assert!(e.contains("at most 9"), "{e}");
+        assert!(parse_line(r#"{"prompt": "p"}"#, TaskKind::Demonstration).is_ok());
     }
 
     #[test]

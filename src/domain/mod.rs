@@ -4,6 +4,7 @@
 pub mod import;
 pub mod markdown;
 pub mod ranking;
+pub mod text;
 
 use serde::{Deserialize, Serialize};
 

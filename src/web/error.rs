@@ -18,13 +18,27 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     TooMany(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("the database is not reachable right now (it may be restarting); try again in a few seconds")]
+    Unavailable,
     #[error("something went wrong on our side")]
     Unexpected(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Unexpected(e.into())
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::Unavailable,
+            // admin_shutdown, crash_shutdown, cannot_connect_now and the connection exceptions:
+            // the server is going down or coming back up.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c.as_ref())) => Self::Unavailable,
+            // A NUL character that slipped past the checks at the boundary: still the caller's input.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "22021" || c == "22P05") => {
+                Self::Invalid("text may not contain the NUL character (\\u0000)".into())
+            }
+            _ => Self::Unexpected(e.into()),
+        }
     }
 }
 
@@ -37,6 +51,8 @@ impl AppError {
             Self::Invalid(_) => "invalid",
             Self::Conflict(_) => "conflict",
             Self::TooMany(_) => "too_many_requests",
+            Self::TooLarge(_) => "too_large",
+            Self::Unavailable => "unavailable",
             Self::Unexpected(_) => "internal",
         }
     }
@@ -49,13 +65,17 @@ impl AppError {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn log(&self) {
-        if let Self::Unexpected(e) = self {
-            log::error!("{e:#}");
+        match self {
+            Self::Unexpected(e) => log::error!("{e:#}"),
+            Self::Unavailable => log::warn!("a request failed while the database was unreachable"),
+            _ => {}
         }
     }
 }

@@ -3,9 +3,11 @@
 pub mod auth;
 pub mod chart;
 pub mod error;
+pub mod json;
 pub mod submits;
 
 use actix_web::middleware::DefaultHeaders;
+use anyhow::Context;
 use actix_web::{web, App, HttpServer};
 use sqlx::PgPool;
 
@@ -24,11 +26,82 @@ pub fn byte_stream<R: tokio::io::AsyncRead + Unpin>(reader: R) -> impl futures_u
     })
 }
 
+/// Upload files waiting to be imported, in one private directory (0700, files 0600). A live
+/// upload holds an exclusive lock on its file and removes it when dropped, on every way out; a
+/// file nobody holds locked was left by a killed process, and is removed at start.
+pub struct Uploads {
+    dir: std::path::PathBuf,
+}
+
+impl Uploads {
+    pub fn open(dir: std::path::PathBuf) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let uploads = Self { dir };
+        let removed = uploads.sweep()?;
+        if removed > 0 {
+            log::info!("removed {removed} upload file(s) left by a server that was stopped mid-import");
+        }
+        Ok(uploads)
+    }
+
+    /// Removes the upload files no live process holds; how many.
+    pub fn sweep(&self) -> std::io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("upload-")) {
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(&path) else { continue };
+            if file.try_lock().is_ok() && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A new, empty upload file, locked for this process.
+    pub fn create(&self) -> std::io::Result<Upload> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join(format!("upload-{}.jsonl", uuid::Uuid::new_v4()));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        file.lock()?;
+        Ok(Upload { path, file })
+    }
+}
+
+/// One upload file; removed when dropped.
+pub struct Upload {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl Upload {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// What every handler can reach.
 pub struct AppState {
     pub pool: PgPool,
     pub key: Secret<Vec<u8>>,
     pub tmp_dir: std::path::PathBuf,
+    pub uploads: Uploads,
+    /// Imports holding a database connection at once (each runs in one transaction).
+    pub import_slots: tokio::sync::Semaphore,
     /// The rules of tasks this server leased, so their submissions are checked without asking
     /// the database again; the database still checks the task's owner and membership.
     pub task_rules: TaskRulesCache,
@@ -62,6 +135,9 @@ impl TaskRulesCache {
     }
 }
 
+/// Imports running at once; the rest wait (their uploads already on disk).
+pub const IMPORT_SLOTS: usize = 4;
+
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// A built server and the port it bound (port 0 picks a free one, as the tests do).
@@ -72,10 +148,10 @@ pub struct Application {
 
 impl Application {
     pub fn build(pool: PgPool, key: Secret<Vec<u8>>, bind: &str, tmp_dir: std::path::PathBuf, workers: Option<usize>) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&tmp_dir)?;
+        let uploads = Uploads::open(tmp_dir.clone())?;
         let lanes = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
         let submits = submits::SubmitQueue::start(pool.clone(), lanes);
-        let state = web::Data::new(AppState { pool, key, tmp_dir, task_rules: TaskRulesCache::default(), submits });
+        let state = web::Data::new(AppState { pool, key, tmp_dir, uploads, import_slots: tokio::sync::Semaphore::new(IMPORT_SLOTS), task_rules: TaskRulesCache::default(), submits });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -98,7 +174,7 @@ impl Application {
         if let Some(n) = workers {
             server = server.workers(n);
         }
-        let server = server.bind(bind)?;
+        let server = server.bind(bind).with_context(|| format!("listening on {bind}"))?;
         let port = server.addrs().first().map(|a| a.port()).unwrap_or(0);
         Ok(Self { server: server.disable_signals().run(), port })
     }

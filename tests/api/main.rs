@@ -9,5 +9,7 @@ mod export;
 mod helpers;
 mod import;
 mod labelling;
+mod lifecycle;
+mod robustness;
 mod runs;
 mod webdriver;
