@@ -258,7 +258,8 @@ fn prepare(command: &Command) -> Result<Prepared> {
             role.parse::<Role>().map_err(anyhow::Error::msg)?;
         }
         Command::Import { file, .. } => {
-            std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+            // Not opened here: a named pipe would lose its writer.
+            std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?;
         }
         Command::Export { format, .. } => {
             format.parse::<Format>().map_err(anyhow::Error::msg)?;

@@ -65,6 +65,12 @@ impl Cluster {
         if self.is_running() {
             return Ok(false);
         }
+        if self.postmaster_pid().is_some() {
+            // The lock files of a dead (or zombie) postmaster, which a new one would take for
+            // a live one's.
+            let _ = std::fs::remove_file(self.pgdata().join("postmaster.pid"));
+            let _ = std::fs::remove_file(self.socket_dir().join(".s.PGSQL.5432.lock"));
+        }
         let log = self.root.join("postgres.log");
         if let Some(user) = &self.run_as {
             chown_file(&log, user)?;
@@ -181,15 +187,19 @@ impl Cluster {
         Ok(())
     }
 
-    /// Whether a postmaster answers on our socket.
+    /// Whether the cluster's postmaster is alive. A killed postmaster whose parent has not
+    /// reaped it yet (a zombie, common in containers) counts as dead: `pg_ctl status` would
+    /// call it running, and a new postmaster would refuse to start beside its pid file.
     pub fn is_running(&self) -> bool {
-        self.command("pg_ctl")
-            .arg("-D")
-            .arg(self.pgdata())
-            .arg("status")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        if !Path::new("/proc/self/stat").exists() {
+            return self.command("pg_ctl").arg("-D").arg(self.pgdata()).arg("status").output().map(|o| o.status.success()).unwrap_or(false);
+        }
+        self.postmaster_pid().is_some_and(process_alive)
+    }
+
+    fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.pgdata().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// Stops the cluster with a fast shutdown (clean: everything committed is on disk).
@@ -200,7 +210,8 @@ impl Cluster {
             .arg(self.pgdata())
             .args(["-m", "fast", "-w", "stop"])
             .output()?;
-        if !status.status.success() {
+        // A postmaster that died meanwhile (killed, crashed) is stopped too.
+        if !status.status.success() && self.is_running() {
             bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&status.stderr));
         }
         Ok(())
@@ -289,6 +300,13 @@ impl Drop for ClusterUse {
             log::error!("stopping PostgreSQL: {e:#}");
         }
     }
+}
+
+/// Whether process `pid` exists and is not a zombie (Linux `/proc`).
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z') | Some('X'))
 }
 
 fn last_lines(text: &str, n: usize) -> String {

@@ -56,8 +56,14 @@ fn postmaster_pid(data: &Path) -> Option<i32> {
     text.lines().next()?.trim().parse().ok()
 }
 
+/// Whether the data directory's postmaster is alive (a killed one nobody reaped yet, a zombie,
+/// is not).
 fn cluster_running(data: &Path) -> bool {
-    postmaster_pid(data).is_some_and(|pid| Command::new("kill").args(["-0", &pid.to_string()]).status().unwrap().success())
+    postmaster_pid(data).is_some_and(|pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        state.is_some_and(|s| s != 'Z' && s != 'X')
+    })
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -213,8 +219,15 @@ async fn the_server_starts_its_cluster_again_when_the_postmaster_dies_and_keeps_
         }
         let pid = postmaster_pid(&data).unwrap();
         assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
-        wait_healthy(port).await;
+        // Nobody but the server starts it again; wait (bounded) for a new postmaster.
+        for _ in 0..600 {
+            if postmaster_pid(&data).is_some_and(|p| p != pid) && cluster_running(&data) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         assert_ne!(postmaster_pid(&data), Some(pid), "a new postmaster runs");
+        wait_healthy(port).await;
     }
     // Every acknowledged judgement survived, and labelling goes on.
     let res = api.post("/api/v1/projects/demo/exports", &json!({"format": "comparisons"})).await;
@@ -229,7 +242,10 @@ async fn the_server_starts_its_cluster_again_when_the_postmaster_dies_and_keeps_
     let pid = postmaster_pid(&data).unwrap();
     assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
     signal(&server, "-TERM");
-    assert!(wait_exit(&mut server).success());
+    let status = wait_exit(&mut server);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
     assert!(!cluster_running(&data));
     let _ = std::fs::remove_dir_all(&dir);
 }
