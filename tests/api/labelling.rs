@@ -122,7 +122,7 @@ async fn an_invalid_ranking_is_a_400_that_says_why_and_stores_nothing() {
         (json!([[ids[0]], [ids[0]], [ids[1]]]), "more than once"),
         (json!([[ids[0], ids[1]], [ids[2]]]), "ties"),
         (json!([[ids[0]], [ids[1]], ["00000000-0000-0000-0000-000000000000"]]), "not one of this task's responses"),
-        (json!("first"), "JSON"),
+        (json!("first"), "ranking: invalid type"),
     ];
     for (ranking, expected) in cases {
         let res = lead.post(&url, &json!({"idempotency_key": "k", "ranking": ranking})).await;
