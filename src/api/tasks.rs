@@ -67,7 +67,7 @@ pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<Stri
             // This server leased the task, yet the database has no such task: its lease, which
             // commits without waiting for the disk, was lost when PostgreSQL restarted.
             if leased_here && !dbt::exists(&mut *state.pool.acquire().await?, task_id).await? {
-                return conflict("your lease on this task was lost when the database restarted; your judgement was not stored, please take the next task");
+                return conflict("your lease on this task was lost when the database restarted; your judgement was not stored; reload the page (or ask for the next task) to go on");
             }
             return Err(AppError::NotFound.into());
         }
