@@ -15,6 +15,17 @@ use crate::domain::ProjectId;
 pub const POLICY_KINDS: [&str; 3] = ["sft", "ppo", "dpo"];
 pub const REWARD_MODEL_KINDS: [&str; 1] = ["rm"];
 
+/// A model a run starts from: its input fields' prefix, the kinds of run that make one, and the
+/// kind to train first.
+struct Need {
+    role: &'static str,
+    kinds: &'static [&'static str],
+    first: &'static str,
+}
+
+const POLICY: Need = Need { role: "policy", kinds: &POLICY_KINDS, first: "sft" };
+const REWARD_MODEL: Need = Need { role: "reward_model", kinds: &REWARD_MODEL_KINDS, first: "rm" };
+
 /// One run to admit: alone, or a step of a schedule's chain.
 pub struct Step<'a> {
     pub kind: RunKind,
@@ -40,11 +51,11 @@ pub async fn check(conn: &mut PgConnection, project: ProjectId, steps: &[Step<'_
         let earlier = &steps[..i];
         if step.kind.needs_policy() {
             let made = earlier.iter().any(|s| s.kind.makes_policy());
-            need(conn, project, step, &at, made, "policy", &POLICY_KINDS, "sft").await?;
+            need(conn, project, step, &at, made, &POLICY).await?;
         }
         if step.kind == RunKind::Ppo {
             let made = earlier.iter().any(|s| s.kind == RunKind::Rm);
-            need(conn, project, step, &at, made, "reward_model", &REWARD_MODEL_KINDS, "rm").await?;
+            need(conn, project, step, &at, made, &REWARD_MODEL).await?;
         }
     }
     Ok(())
@@ -83,16 +94,18 @@ fn parse_id(at: &str, field: &str, text: &str) -> Result<uuid::Uuid, Refusal> {
     text.parse().map_err(|_| Refusal::Invalid(format!("{at}{field}: expected an id, got {text:?}")))
 }
 
-/// Refuses a step that needs a `role` model (`policy`, `reward_model`) nobody provides.
-async fn need(conn: &mut PgConnection, project: ProjectId, step: &Step<'_>, at: &str, in_chain: bool, role: &str, kinds: &[&str], first: &str) -> Result<(), Refusal> {
+/// Refuses a step that needs a model nobody provides.
+async fn need(conn: &mut PgConnection, project: ProjectId, step: &Step<'_>, at: &str, in_chain: bool, need: &Need) -> Result<(), Refusal> {
+    let role = need.role;
     let named = [format!("{role}_path"), format!("{role}_run")].iter().any(|k| step.input.get(k).is_some_and(|v| !v.is_null()));
-    if named || in_chain || dbr::has_model_maker(conn, project, kinds).await? {
+    if named || in_chain || dbr::has_model_maker(conn, project, need.kinds).await? {
         return Ok(());
     }
-    let what = role.replace('_', " ");
     let chain = if at.is_empty() { "" } else { " (or earlier in the chain)" };
     Err(Refusal::Invalid(format!(
         "{at}kind: {kind} needs a {what}: set {at}input.{role}_path or {at}input.{role}_run, or train an {first} run first{chain}",
-        kind = step.kind.as_str()
+        kind = step.kind.as_str(),
+        what = role.replace('_', " "),
+        first = need.first,
     )))
 }

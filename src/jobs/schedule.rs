@@ -38,6 +38,9 @@ pub fn next_after(expr: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     parse_cron(expr).ok()?.after(&after).next()
 }
 
+/// A step's kind and full configuration.
+pub type Resolved = (RunKind, Map<String, Value>);
+
 /// One step of a chain as given by a lead.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ChainStep {
@@ -50,7 +53,7 @@ pub struct ChainStep {
 
 /// Checks a chain: known kinds, valid configurations that suit the project, 1 to 8 steps;
 /// returns each step's kind and full configuration.
-pub fn check_chain(chain: &[ChainStep], project: crate::domain::TaskKind) -> Result<Vec<(RunKind, Map<String, Value>)>, String> {
+pub fn check_chain(chain: &[ChainStep], project: crate::domain::TaskKind) -> Result<Vec<Resolved>, String> {
     if chain.is_empty() || chain.len() > 8 {
         return Err("chain: expected 1 to 8 runs".into());
     }
@@ -80,7 +83,7 @@ struct Due {
 pub const COMPARISONS_SQL: &str = "SELECT COALESCE(sum(n * (n - 1) / 2), 0)::bigint FROM (SELECT array_length(ranks, 1)::bigint AS n FROM judgements WHERE project_id = $1 AND ranks IS NOT NULL) j";
 
 /// Each step's kind and full configuration, as stored.
-fn resolve_chain(chain: &[ChainStep]) -> Result<Vec<(RunKind, Map<String, Value>)>, String> {
+fn resolve_chain(chain: &[ChainStep]) -> Result<Vec<Resolved>, String> {
     let step = |(i, s): (usize, &ChainStep)| {
         let kind: RunKind = s.kind.parse().map_err(|e| format!("chain[{i}].kind: {e}"))?;
         Ok((kind, resolve_config(kind, &s.config).map_err(|e| format!("chain[{i}].{e}"))?))
