@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use super::project;
 use crate::db::runs::{self as dbr, NewRun};
 use crate::domain::Role;
-use crate::jobs::schedule::{check_chain, parse_cron, ChainStep};
+use crate::jobs::admit;
+use crate::jobs::schedule::{check_chain, next_after, parse_cron, ChainStep};
 use crate::jobs::worker::check_input;
 use crate::jobs::{resolve_config, RunKind};
 use crate::web::auth::Auth;
@@ -33,22 +34,16 @@ pub async fn start_run(state: &AppState, auth: &Auth, slug: &str, body: StartBod
     crate::jobs::check_for_project(kind, &config, p.kind).map_err(AppError::Invalid)?;
     check_input(kind, &body.input).map_err(AppError::Invalid)?;
     let mut conn = state.pool.acquire().await?;
-    // Runs and exports named as input must belong to this project.
-    for (key, sql) in [
-        ("export_id", "SELECT EXISTS (SELECT 1 FROM exports WHERE id = $1 AND project_id = $2)"),
-        ("policy_run", "SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND project_id = $2 AND kind IN ('sft', 'ppo', 'dpo'))"),
-        ("reward_model_run", "SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND project_id = $2 AND kind = 'rm')"),
-    ] {
-        if let Some(id) = body.input.get(key).and_then(Value::as_str) {
-            let id: uuid::Uuid = id.parse().map_err(|_| AppError::Invalid(format!("input.{key}: not an id")))?;
-            let ok: bool = sqlx::query_scalar(sql).bind(id).bind(p.id).fetch_one(&mut *conn).await?;
-            if !ok {
-                return Err(AppError::Invalid(format!("input.{key}: {id} is not one of this project's {}", if key == "export_id" { "exports" } else { "runs of that kind" })));
-            }
-        }
-    }
+    admit::check(&mut conn, p.id, &[admit::Step { kind, config: &config, input: &body.input }], false).await.map_err(refused)?;
     let new = NewRun { project: p.id, kind, config: Value::Object(config), input: body.input, after_run: None, schedule: None, by: Some(auth.user.id) };
     Ok(dbr::insert(&mut conn, &new).await?)
+}
+
+fn refused(e: admit::Refusal) -> AppError {
+    match e {
+        admit::Refusal::Invalid(message) => AppError::Invalid(message),
+        admit::Refusal::Database(e) => e.into(),
+    }
 }
 
 pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<StartBody>) -> Result<HttpResponse, ApiError> {
@@ -139,6 +134,9 @@ pub async fn create_schedule(state: &AppState, auth: &Auth, slug: &str, body: Sc
     let cron = body.cron.as_deref().map(str::trim).filter(|c| !c.is_empty());
     if let Some(c) = cron {
         parse_cron(c).map_err(AppError::Invalid)?;
+        if next_after(c, chrono::Utc::now()).is_none() {
+            return Err(AppError::Invalid(format!("cron: {c:?} never fires (no date matches it)")));
+        }
     }
     if body.min_new_comparisons.is_some_and(|n| n < 1) {
         return Err(AppError::Invalid("min_new_comparisons: expected at least 1".into()));
@@ -146,9 +144,11 @@ pub async fn create_schedule(state: &AppState, auth: &Auth, slug: &str, body: Sc
     if cron.is_none() && body.min_new_comparisons.is_none() {
         return Err(AppError::Invalid("a schedule needs a cron expression, min_new_comparisons, or both".into()));
     }
-    check_chain(&body.chain, p.kind).map_err(AppError::Invalid)?;
+    let steps = check_chain(&body.chain, p.kind).map_err(AppError::Invalid)?;
     let chain = serde_json::to_value(&body.chain).map_err(anyhow::Error::from)?;
     let mut conn = state.pool.acquire().await?;
+    let steps: Vec<admit::Step> = steps.iter().zip(&body.chain).map(|((kind, config), s)| admit::Step { kind: *kind, config, input: &s.input }).collect();
+    admit::check(&mut conn, p.id, &steps, true).await.map_err(refused)?;
     Ok(dbr::insert_schedule(&mut conn, p.id, cron, body.min_new_comparisons, &chain, auth.user.id).await?)
 }
 

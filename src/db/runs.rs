@@ -104,6 +104,30 @@ pub async fn list(conn: &mut PgConnection, project: ProjectId, limit: i64) -> sq
         .await
 }
 
+/// Whether `id` is a run of the project, of one of `kinds` (any kind when empty).
+pub async fn is_project_run(conn: &mut PgConnection, project: ProjectId, id: uuid::Uuid, kinds: &[&str]) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND project_id = $2 AND (cardinality($3::text[]) = 0 OR kind = ANY($3)))")
+        .bind(id)
+        .bind(project)
+        .bind(kinds)
+        .fetch_one(conn)
+        .await
+}
+
+/// Whether `id` is an export of the project.
+pub async fn is_project_export(conn: &mut PgConnection, project: ProjectId, id: uuid::Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM exports WHERE id = $1 AND project_id = $2)").bind(id).bind(project).fetch_one(conn).await
+}
+
+/// Whether a run of the project of one of `kinds` made its model or is queued or running to.
+pub async fn has_model_maker(conn: &mut PgConnection, project: ProjectId, kinds: &[&str]) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE project_id = $1 AND kind = ANY($2) AND status IN ('queued', 'running', 'succeeded'))")
+        .bind(project)
+        .bind(kinds)
+        .fetch_one(conn)
+        .await
+}
+
 /// Cancels a queued or running run of a project the caller leads, and the runs chained after
 /// it. A running run's worker sees the status at its next heartbeat and stops its trainer.
 pub async fn cancel(conn: &mut PgConnection, id: uuid::Uuid, user: UserId) -> sqlx::Result<Option<u64>> {

@@ -3,7 +3,10 @@
 //!
 //! With a cron expression alone the schedule fires at each occurrence; with a threshold alone
 //! as soon as enough new comparisons have arrived; with both, at an occurrence when enough
-//! have arrived (else it waits for the next occurrence). Every `rewardlab serve` calls
+//! have arrived (else it waits for the next occurrence). Whatever its trigger, a schedule
+//! fires only when every run of its previous firing has finished (succeeded, failed or
+//! cancelled); an occurrence that comes while they are queued or running is skipped, and new
+//! comparisons keep counting from the last firing. Every `rewardlab serve` calls
 //! [`tick`]; a firing happens inside a transaction holding the schedule's row lock
 //! (`FOR UPDATE SKIP LOCKED`), and moves `next_fire_at` / `comparisons_at_last` before it
 //! commits, so however many servers tick at once, a firing enqueues its runs exactly once.
@@ -11,7 +14,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sqlx::PgPool;
 
 use super::{resolve_config, RunKind};
@@ -35,6 +38,9 @@ pub fn next_after(expr: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     parse_cron(expr).ok()?.after(&after).next()
 }
 
+/// A step's kind and full configuration.
+pub type Resolved = (RunKind, Map<String, Value>);
+
 /// One step of a chain as given by a lead.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ChainStep {
@@ -45,18 +51,18 @@ pub struct ChainStep {
     pub input: Value,
 }
 
-/// Checks a chain: known kinds, valid configurations that suit the project, 1 to 8 steps.
-pub fn check_chain(chain: &[ChainStep], project: crate::domain::TaskKind) -> Result<(), String> {
+/// Checks a chain: known kinds, valid configurations that suit the project, 1 to 8 steps;
+/// returns each step's kind and full configuration.
+pub fn check_chain(chain: &[ChainStep], project: crate::domain::TaskKind) -> Result<Vec<Resolved>, String> {
     if chain.is_empty() || chain.len() > 8 {
         return Err("chain: expected 1 to 8 runs".into());
     }
-    for (i, s) in chain.iter().enumerate() {
-        let kind: RunKind = s.kind.parse().map_err(|e| format!("chain[{i}].kind: {e}"))?;
-        let config = resolve_config(kind, &s.config).map_err(|e| format!("chain[{i}].{e}"))?;
-        super::check_for_project(kind, &config, project).map_err(|e| format!("chain[{i}].{e}"))?;
-        super::worker::check_input(kind, &s.input).map_err(|e| format!("chain[{i}].{e}"))?;
+    let steps = resolve_chain(chain)?;
+    for (i, ((kind, config), s)) in steps.iter().zip(chain).enumerate() {
+        super::check_for_project(*kind, config, project).map_err(|e| format!("chain[{i}].{e}"))?;
+        super::worker::check_input(*kind, &s.input).map_err(|e| format!("chain[{i}].{e}"))?;
     }
-    Ok(())
+    Ok(steps)
 }
 
 #[derive(sqlx::FromRow)]
@@ -69,17 +75,29 @@ struct Due {
     next_fire_at: Option<DateTime<Utc>>,
     comparisons_at_last: i64,
     created_by: Option<crate::domain::UserId>,
+    /// A run of its last firing is still queued or running.
+    busy: bool,
 }
 
 /// Comparisons (ordered pairs of different rank, and ties) the project's judgements imply.
 pub const COMPARISONS_SQL: &str = "SELECT COALESCE(sum(n * (n - 1) / 2), 0)::bigint FROM (SELECT array_length(ranks, 1)::bigint AS n FROM judgements WHERE project_id = $1 AND ranks IS NOT NULL) j";
 
+/// Each step's kind and full configuration, as stored.
+fn resolve_chain(chain: &[ChainStep]) -> Result<Vec<Resolved>, String> {
+    let step = |(i, s): (usize, &ChainStep)| {
+        let kind: RunKind = s.kind.parse().map_err(|e| format!("chain[{i}].kind: {e}"))?;
+        Ok((kind, resolve_config(kind, &s.config).map_err(|e| format!("chain[{i}].{e}"))?))
+    };
+    chain.iter().enumerate().map(step).collect()
+}
+
 /// Fires every due schedule once; returns the ids of the first run of each firing.
 pub async fn tick(pool: &PgPool) -> anyhow::Result<Vec<uuid::Uuid>> {
     let mut tx = pool.begin().await?;
     let due: Vec<Due> = sqlx::query_as(
-        "SELECT id, project_id, cron, min_new_comparisons, chain, next_fire_at, comparisons_at_last, created_by FROM schedules
-         WHERE enabled AND (cron IS NULL OR next_fire_at <= now()) FOR UPDATE SKIP LOCKED",
+        "SELECT s.id, s.project_id, s.cron, s.min_new_comparisons, s.chain, s.next_fire_at, s.comparisons_at_last, s.created_by,
+                EXISTS (SELECT 1 FROM runs r WHERE r.schedule_id = s.id AND r.status IN ('queued', 'running')) AS busy
+         FROM schedules s WHERE s.enabled AND (s.cron IS NULL OR s.next_fire_at <= now()) FOR UPDATE OF s SKIP LOCKED",
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -93,14 +111,21 @@ pub async fn tick(pool: &PgPool) -> anyhow::Result<Vec<uuid::Uuid>> {
             // Past the occurrence either way: the next one is the next chance.
             sqlx::query("UPDATE schedules SET next_fire_at = $2 WHERE id = $1").bind(s.id).bind(next_after(expr, now)).execute(&mut *tx).await?;
         }
-        if !(enough && at_occurrence) {
+        if s.busy || !(enough && at_occurrence) {
             continue;
         }
+        let steps = match resolve_chain(&s.chain.0) {
+            Ok(steps) => steps,
+            Err(e) => {
+                // Stored before a check that refuses it now: it would fail at every tick.
+                log::warn!("schedule {} disabled: {e}", s.id);
+                sqlx::query("UPDATE schedules SET enabled = false WHERE id = $1").bind(s.id).execute(&mut *tx).await?;
+                continue;
+            }
+        };
         let mut previous = None;
         let mut first = None;
-        for step in &s.chain.0 {
-            let Ok(kind) = step.kind.parse::<RunKind>() else { continue };
-            let config = resolve_config(kind, &step.config).map_err(anyhow::Error::msg)?;
+        for ((kind, config), step) in steps.into_iter().zip(&s.chain.0) {
             let new = NewRun { project: s.project_id, kind, config: Value::Object(config), input: step.input.clone(), after_run: previous, schedule: Some(s.id), by: s.created_by };
             let id = dbr::insert(&mut tx, &new).await?;
             first.get_or_insert(id);
@@ -137,5 +162,7 @@ mod tests {
         assert_eq!(next_after("0 3 * * *", t).unwrap().to_rfc3339(), "2026-11-29T03:00:00+00:00");
         assert!(parse_cron("* * *").unwrap_err().contains("five fields"));
         assert!(parse_cron("61 * * * *").is_err());
+        assert!(parse_cron("0 0 31 2 *").is_ok(), "it parses…");
+        assert_eq!(next_after("0 0 31 2 *", t), None, "…but February has no 31st");
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::{config_int, store_relative, trainer_flags, RunKind};
+use super::{config_int, store_area, trainer_flags, ParamType, RunKind, StoreArea};
 use crate::domain::import::{check_kind, ImportItem, ResponseIn, Turn};
 use crate::domain::{ExportId, ProjectId, TaskKind};
 use crate::export::{Export, Format, Options};
@@ -270,6 +270,11 @@ async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -
             args.extend(["--resume".into(), path_arg(&prev)]);
         }
     }
+    for p in kind.params().into_iter().filter(|p| p.ty == ParamType::StorePath) {
+        if let Some(rel) = config.get(p.name).and_then(Value::as_str) {
+            owned_store_dir(pool, c, &opts.store, &format!("config.{}", p.name), rel).await?;
+        }
+    }
     args.extend(trainer_flags(kind, &config, &opts.store));
 
     let summary = match run_child(f, &opts.trainer, &args).await? {
@@ -376,12 +381,32 @@ pub fn check_input(kind: RunKind, input: &Value) -> Result<(), String> {
         }
         let s = v.as_str().ok_or_else(|| format!("input.{k}: expected a string"))?;
         if k.ends_with("_path") {
-            store_relative(s).ok_or_else(|| format!("input.{k}: expected a directory relative to the model store"))?;
+            store_area(s).ok_or_else(|| format!("input.{k}: expected {}, got {s:?}", super::ParamType::StorePath.describe()))?;
         } else if uuid::Uuid::parse_str(s).is_err() {
             return Err(format!("input.{k}: expected an id, got {s:?}"));
         }
     }
     Ok(())
+}
+
+/// A store path a run names, checked again where it is read (the API checked it when the run
+/// was queued): under `shared/`, or under `runs/<id>/` of a run of the run's own project and
+/// still inside that run's directory once symlinks are followed.
+async fn owned_store_dir(pool: &PgPool, c: &Claimed, store: &Path, field: &str, rel: &str) -> Result<PathBuf> {
+    let area = store_area(rel).ok_or_else(|| anyhow!("{field}: {rel:?} is not under shared/ or runs/<id>/ of the model store"))?;
+    let dir = store.join(rel);
+    if let StoreArea::Run(id) = area {
+        let mut conn = pool.acquire().await?;
+        if !crate::db::runs::is_project_run(&mut conn, c.project_id, id, &[]).await? {
+            bail!("{field}: {rel} is not a run of this project");
+        }
+        if let (Ok(real), Ok(root)) = (std::fs::canonicalize(&dir), std::fs::canonicalize(store.join("runs").join(id.to_string()))) {
+            if !real.starts_with(&root) {
+                bail!("{field}: {rel} leads out of its run's directory");
+            }
+        }
+    }
+    Ok(dir)
 }
 
 /// A model a run starts from.
@@ -396,8 +421,7 @@ struct Resolved {
 /// one; else the project's newest successful run that made one.
 async fn resolve_model(pool: &PgPool, c: &Claimed, role: Role, store: &Path) -> Result<Resolved> {
     if let Some(p) = c.input.get(format!("{}_path", role.key())).and_then(Value::as_str) {
-        let rel = store_relative(p).ok_or_else(|| anyhow!("input.{}_path: not inside the model store", role.key()))?;
-        let dir = store.join(&rel);
+        let dir = owned_store_dir(pool, c, store, &format!("input.{}_path", role.key()), p).await?;
         if !dir.join("config.json").exists() {
             bail!("input.{}_path: {} has no config.json", role.key(), dir.display());
         }

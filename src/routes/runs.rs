@@ -18,8 +18,8 @@ use crate::web::chart::{charts, fmt_num, Chart};
 use crate::web::error::{AppError, PageError};
 use crate::web::AppState;
 
-/// A hyperparameter as the runs page lists it: name, default, help.
-pub type ParamRow = (&'static str, String, &'static str);
+/// A hyperparameter as the runs page lists it: name, default, help, range.
+pub type ParamRow = (&'static str, String, &'static str, String);
 
 #[derive(Template)]
 #[template(path = "runs.html")]
@@ -84,7 +84,7 @@ pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
     let params = RUN_KINDS
         .iter()
         .map(|k| {
-            let ps = k.params().into_iter().map(|p| (p.name, p.default.to_json().to_string().replace("null", "unset"), p.help)).collect();
+            let ps = k.params().into_iter().map(|p| (p.name, p.default.to_json().to_string().replace("null", "unset"), p.help, p.ty.describe())).collect();
             (k.as_str(), ps)
         })
         .collect();
@@ -167,10 +167,19 @@ async fn live_parts(state: &AppState, run: &Run) -> Result<(Vec<Chart>, Vec<Stri
     Ok((charts(&[(String::new(), &metrics)]), log))
 }
 
+/// A succeeded run's own output as its worker recorded it (`…/runs/<id>/attempt-<n>/model`,
+/// or `…/generated.jsonl` for a generate run), and nothing else.
+fn own_output(run: &Run) -> Option<&std::path::Path> {
+    let path = std::path::Path::new(run.model_dir.as_deref().filter(|_| run.status == "succeeded")?);
+    let mut back = path.iter().rev().map(|c| c.to_str());
+    let (last, attempt, id, runs) = (back.next()??, back.next()??, back.next()??, back.next()??);
+    let own = matches!(last, "model" | "generated.jsonl") && attempt.starts_with("attempt-") && id == run.id.to_string() && runs == "runs";
+    own.then_some(path)
+}
+
 /// Top-level files of a finished run's model directory, with their sizes.
 fn model_files(run: &Run) -> Vec<(String, String)> {
-    let Some(dir) = run.model_dir.as_deref().filter(|_| run.status == "succeeded") else { return Vec::new() };
-    let path = std::path::Path::new(dir);
+    let Some(path) = own_output(run) else { return Vec::new() };
     let entries: Vec<std::path::PathBuf> = if path.is_file() {
         vec![path.to_path_buf()]
     } else {
@@ -221,7 +230,7 @@ pub async fn file(state: web::Data<AppState>, auth: Auth, path: web::Path<(Strin
     if !model_files(&run).iter().any(|(n, _)| *n == name) {
         return Err(AppError::NotFound.into());
     }
-    let dir = std::path::PathBuf::from(run.model_dir.as_deref().unwrap_or_default());
+    let dir = own_output(&run).ok_or(AppError::NotFound)?.to_path_buf();
     let full = if dir.is_file() { dir } else { dir.join(&name) };
     let file = tokio::fs::File::open(&full).await.map_err(|_| AppError::NotFound)?;
     let len = file.metadata().await.map_err(anyhow::Error::from)?.len();

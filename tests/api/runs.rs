@@ -157,12 +157,19 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
     let labeller = app.member("lab@example.org", "loop", Role::Labeller).await;
     assert_eq!(lead.post_bytes("/api/v1/projects/loop/items", planted_items(60)).await.status(), 200);
 
-    // A schedule: after 50 new comparisons, RM → PPO → generate.
+    // A schedule: after 50 new comparisons, RM → PPO → generate. PPO needs a policy: refused
+    // until the project has one coming (an SFT run, queued now, trained once labels exist).
     let chain = json!([
         {"kind": "rm", "config": tiny(json!({"epochs": 4, "lr": 0.003, "batch_size": 8}))},
         {"kind": "ppo", "config": {"iterations": 3, "batch_size": 8, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 8, "lr": 0.0005, "save_every": 1}},
         {"kind": "generate", "config": {"max_prompts": 10, "max_new_tokens": 12, "seed": 3}},
     ]);
+    let res = lead.post("/api/v1/projects/loop/schedules", &json!({"min_new_comparisons": 50, "chain": chain})).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("chain[1].kind: ppo needs a policy"));
+    let res = lead.post("/api/v1/projects/loop/runs", &json!({"kind": "sft", "config": tiny(json!({"epochs": 2, "lr": 0.003}))})).await;
+    assert_eq!(res.status(), 201);
+    let sft_id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     let res = lead.post("/api/v1/projects/loop/schedules", &json!({"min_new_comparisons": 50, "chain": chain})).await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     let bad = lead.post("/api/v1/projects/loop/schedules", &json!({"cron": "every day", "chain": chain})).await;
@@ -176,20 +183,16 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
     assert!(res.text().await.unwrap().contains("config.epoch"));
     let res = lead.post("/api/v1/projects/loop/runs", &json!({"kind": "ppo", "input": {"policy_path": "../../etc"}})).await;
     assert_eq!(res.status(), 400);
-    let res = lead.post("/api/v1/projects/loop/runs", &json!({"kind": "generate", "config": {"samples": 9, "compare_with": 1}})).await;
+    let res = lead.post("/api/v1/projects/loop/runs", &json!({"kind": "generate", "config": {"samples": 8, "compare_with": 2}})).await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("samples + compare_with must be 2 to 9, not 10"));
     assert_eq!(labeller.post("/api/v1/projects/loop/runs", &json!({"kind": "rm"})).await.status(), 403);
     assert_eq!(labeller.get("/api/v1/projects/loop/leaderboard").await.status(), 403, "labellers are blind to model names");
 
+    // The labeller prefers the response that says "kindly"; then a worker trains the SFT run.
+    assert_eq!(judge_all(&app, &labeller, "loop", |_, text| text.contains("kindly")).await, 60);
     let store = scratch("store");
     let _worker = Worker::start(&app, &store, "w-loop", 20.0);
-
-    // The labeller prefers the response that says "kindly"; then a lead starts an SFT run.
-    assert_eq!(judge_all(&app, &labeller, "loop", |_, text| text.contains("kindly")).await, 60);
-    let res = lead.post("/api/v1/projects/loop/runs", &json!({"kind": "sft", "config": tiny(json!({"epochs": 2, "lr": 0.003}))})).await;
-    assert_eq!(res.status(), 201);
-    let sft_id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     let sft = wait_final(&app, &lead, &sft_id, Duration::from_secs(180)).await;
     assert_eq!(sft["status"], "succeeded", "{}", log_of(&app, &sft_id).await);
 
@@ -401,17 +404,17 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
 
     // A schedule whose reward model cannot be built (n_embd 32 is not a multiple of 3 heads).
     let res = lead.post("/api/v1/projects/fail/schedules", &json!({"min_new_comparisons": 10,
-        "chain": [{"kind": "rm", "config": tiny(json!({"n_head": 3}))}, {"kind": "ppo"}]})).await;
+        "chain": [{"kind": "rm", "config": tiny(json!({"n_head": 3}))}, {"kind": "sft"}]})).await;
     assert_eq!(res.status(), 201);
     // No judgements yet: the export is empty, and the run fails with a clear message.
     let mut seed = 5u64;
     let pairs: String = (0..40).map(|i| format!("{}\n", json!({"prompt": format!("P{i} {}", words(&mut seed, 3)), "chosen": words(&mut seed, 4), "rejected": words(&mut seed, 4)}))).collect();
-    let res = lead.post("/api/v1/projects/fail/runs", &json!({"kind": "dpo"})).await;
-    let dpo = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    assert_eq!(stranger.get(&format!("/api/v1/runs/{dpo}")).await.status(), 404, "another project's lead sees nothing");
-    assert_eq!(stranger.post(&format!("/api/v1/runs/{dpo}/cancel"), &Value::Null).await.status(), 404);
+    let res = lead.post("/api/v1/projects/fail/runs", &json!({"kind": "sft"})).await;
+    let early = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(stranger.get(&format!("/api/v1/runs/{early}")).await.status(), 404, "another project's lead sees nothing");
+    assert_eq!(stranger.post(&format!("/api/v1/runs/{early}/cancel"), &Value::Null).await.status(), 404);
     let _w = Worker::start(&app, &store, "w-fail", 10.0);
-    let run = wait_final(&app, &lead, &dpo, Duration::from_secs(60)).await;
+    let run = wait_final(&app, &lead, &early, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "failed");
     assert!(run["error"].as_str().unwrap().contains("export is empty"), "{run}");
 
@@ -536,4 +539,256 @@ fn every_run_parameter_is_a_flag_of_its_trainer_command_with_the_same_default() 
             }
         }
     }
+}
+
+/// `n` preference pairs, imported with their human choice: one comparison each.
+fn pairs(tag: &str, n: usize) -> Vec<u8> {
+    let mut seed = n as u64;
+    (0..n).map(|i| format!("{}\n", json!({"prompt": format!("{tag}{i} {}?", words(&mut seed, 3)), "chosen": words(&mut seed, 4), "rejected": words(&mut seed, 4)}))).collect::<String>().into_bytes()
+}
+
+async fn error_of(res: reqwest::Response) -> (u16, String) {
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    (status, body["error"]["message"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_again_only_once_every_run_of_its_previous_chain_has_finished() {
+    let app = spawn_app().await;
+    app.project("again", TaskKind::Pairwise, 1).await;
+    let lead = app.member("lead@example.org", "again", Role::Lead).await;
+    let res = lead.post("/api/v1/projects/again/schedules", &json!({"min_new_comparisons": 10, "chain": [{"kind": "rm"}, {"kind": "sft"}]})).await;
+    assert_eq!(res.status(), 201);
+    let tick = || rewardlab::jobs::schedule::tick(&app.pool);
+    let chains = || app.count("SELECT count(*) FROM runs WHERE schedule_id IS NOT NULL AND after_run IS NULL");
+
+    assert_eq!(lead.post_bytes("/api/v1/projects/again/items", pairs("a", 10)).await.status(), 200);
+    let first = tick().await.unwrap();
+    assert_eq!(first.len(), 1, "10 new comparisons fire it");
+    // Labelling goes on while the chain is queued, then while its first run trains.
+    assert_eq!(lead.post_bytes("/api/v1/projects/again/items", pairs("b", 10)).await.status(), 200);
+    assert!(tick().await.unwrap().is_empty(), "its chain is still queued");
+    let claimed = claim(&app.pool, "w", Duration::from_secs(60)).await.unwrap().unwrap();
+    assert_eq!(claimed.id, first[0]);
+    assert_eq!(lead.post_bytes("/api/v1/projects/again/items", pairs("c", 10)).await.status(), 200);
+    assert!(tick().await.unwrap().is_empty(), "its first run is running");
+    // The first run succeeds; the second is still queued.
+    sqlx::query("UPDATE runs SET status = 'succeeded', finished_at = now() WHERE id = $1").bind(first[0]).execute(&app.pool).await.unwrap();
+    assert!(tick().await.unwrap().is_empty(), "the chain's second run is still queued");
+    assert_eq!(chains().await, 1);
+
+    // Once every run of the chain is final, the next firing is allowed, counting from the last.
+    let second: uuid::Uuid = sqlx::query_scalar("SELECT id FROM runs WHERE after_run = $1").bind(first[0]).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(lead.post(&format!("/api/v1/runs/{second}/cancel"), &Value::Null).await.status(), 200);
+    let again = tick().await.unwrap();
+    assert_eq!(again.len(), 1, "20 comparisons since the last firing");
+    assert_eq!(chains().await, 2);
+    assert!(tick().await.unwrap().is_empty());
+
+    // A cron occurrence that comes while the chain runs is skipped, not kept for later.
+    let res = lead.post("/api/v1/projects/again/schedules", &json!({"cron": "*/5 * * * *", "chain": [{"kind": "rm"}]})).await;
+    let cron: uuid::Uuid = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+    sqlx::query("UPDATE schedules SET next_fire_at = now() - interval '1 second' WHERE id = $1").bind(cron).execute(&app.pool).await.unwrap();
+    assert_eq!(tick().await.unwrap().len(), 1);
+    sqlx::query("UPDATE schedules SET next_fire_at = now() - interval '1 second' WHERE id = $1").bind(cron).execute(&app.pool).await.unwrap();
+    assert!(tick().await.unwrap().is_empty(), "its rm run is still queued");
+    assert_eq!(app.count(&format!("SELECT count(*) FROM runs WHERE schedule_id = '{cron}'")).await, 1);
+    let next: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT next_fire_at FROM schedules WHERE id = $1").bind(cron).fetch_one(&app.pool).await.unwrap();
+    assert!(next > chrono::Utc::now(), "moved on to the next occurrence: {next}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_refused_naming_the_policy_or_reward_model_it_needs_until_something_provides_it() {
+    let app = spawn_app().await;
+    app.project("fresh", TaskKind::Ranking, 1).await;
+    let lead = app.member("lead@example.org", "fresh", Role::Lead).await;
+    let run = |body: Value| {
+        let lead = lead.clone();
+        async move { error_of(lead.post("/api/v1/projects/fresh/runs", &body).await).await }
+    };
+    let schedule = |chain: Value| {
+        let lead = lead.clone();
+        async move { error_of(lead.post("/api/v1/projects/fresh/schedules", &json!({"min_new_comparisons": 100, "chain": chain})).await).await }
+    };
+
+    // A fresh project has no policy and no reward model.
+    for kind in ["ppo", "dpo", "generate"] {
+        let (status, message) = run(json!({"kind": kind})).await;
+        assert_eq!(status, 400, "{kind}");
+        assert_eq!(message, format!("kind: {kind} needs a policy: set input.policy_path or input.policy_run, or train an sft run first"));
+    }
+    // The README's chain: the RM is the chain's own, the policy nobody's.
+    let (status, message) = schedule(json!([{"kind": "rm"}, {"kind": "ppo"}, {"kind": "generate"}])).await;
+    assert_eq!(status, 400);
+    assert!(message.starts_with("chain[1].kind: ppo needs a policy: set chain[1].input.policy_path or chain[1].input.policy_run"), "{message}");
+    let (status, message) = schedule(json!([{"kind": "sft"}, {"kind": "ppo"}])).await;
+    assert_eq!(status, 400);
+    assert!(message.starts_with("chain[1].kind: ppo needs a reward model"), "{message}");
+    assert_eq!(app.count("SELECT count(*) FROM schedules").await, 0);
+    // Earlier steps of a chain provide what later ones need.
+    let (status, _) = schedule(json!([{"kind": "rm"}, {"kind": "sft"}, {"kind": "ppo"}, {"kind": "generate"}])).await;
+    assert_eq!(status, 201);
+    // The page form says the same.
+    let session = app.login("lead@example.org", PASSWORD).await;
+    let res = session.post_form("/projects/fresh/runs", &[("csrf", session.csrf.as_str()), ("kind", "ppo"), ("config", "{}"), ("input", "")]).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("ppo needs a policy"));
+    let form = [("csrf", session.csrf.as_str()), ("cron", "0 3 * * *"), ("chain", r#"[{"kind": "generate"}]"#)];
+    assert_eq!(session.post_form("/projects/fresh/schedules", &form).await.status(), 400);
+
+    // Once the project has a policy (an sft run, queued here), only the reward model is missing.
+    let (status, _) = run(json!({"kind": "sft"})).await;
+    assert_eq!(status, 201);
+    assert_eq!(run(json!({"kind": "generate"})).await.0, 201);
+    assert_eq!(run(json!({"kind": "dpo"})).await.0, 201);
+    let (status, message) = run(json!({"kind": "ppo"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(message, "kind: ppo needs a reward model: set input.reward_model_path or input.reward_model_run, or train an rm run first");
+    assert_eq!(run(json!({"kind": "ppo", "input": {"reward_model_path": "shared/rm"}})).await.0, 201, "a model in the shared area");
+    assert_eq!(run(json!({"kind": "rm"})).await.0, 201);
+    assert_eq!(run(json!({"kind": "ppo"})).await.0, 201);
+    assert_eq!(schedule(json!([{"kind": "ppo"}, {"kind": "generate"}])).await.0, 201);
+
+    // A run that failed provides nothing.
+    app.project("failed", TaskKind::Ranking, 1).await;
+    let other = app.member("lead2@example.org", "failed", Role::Lead).await;
+    let sft: Value = other.post("/api/v1/projects/failed/runs", &json!({"kind": "sft"})).await.json().await.unwrap();
+    sqlx::query("UPDATE runs SET status = 'failed' WHERE id = $1::uuid").bind(sft["id"].as_str().unwrap()).execute(&app.pool).await.unwrap();
+    assert_eq!(other.post("/api/v1/projects/failed/runs", &json!({"kind": "generate"})).await.status(), 400);
+    let named = json!({"kind": "generate", "input": {"policy_run": sft["id"]}});
+    assert_eq!(other.post("/api/v1/projects/failed/runs", &named).await.status(), 201, "named explicitly, it is the lead's call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_run_settings_and_a_cron_expression_that_never_fires_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    app.project("absurd", TaskKind::Pairwise, 1).await;
+    let lead = app.member("lead@example.org", "absurd", Role::Lead).await;
+    let cases = [
+        ("rm", json!({"epochs": 1_000_000_000_000i64}), "config.epochs: expected a whole number from 1 to 10000, got 1000000000000"),
+        ("sft", json!({"lr": -1}), "config.lr: expected a number above 0, at most 1, got -1"),
+        ("rm", json!({"batch_size": 0}), "config.batch_size: expected a whole number from 1 to 4096, got 0"),
+        ("sft", json!({"n_head": 0}), "config.n_head: expected a whole number from 1 to 128, got 0"),
+        ("rm", json!({"val_fraction": 5}), "config.val_fraction: expected a number from 0 to 0.9, got 5"),
+        ("sft", json!({"warmup_ratio": -3}), "config.warmup_ratio: expected a number from 0 to 1, got -3"),
+    ];
+    for (kind, config, expected) in &cases {
+        let (status, message) = error_of(lead.post("/api/v1/projects/absurd/runs", &json!({"kind": kind, "config": config})).await).await;
+        assert_eq!((status, message.as_str()), (400, *expected));
+        let chain = json!([{"kind": "rm"}, {"kind": kind, "config": config}]);
+        let (status, message) = error_of(lead.post("/api/v1/projects/absurd/schedules", &json!({"min_new_comparisons": 5, "chain": chain})).await).await;
+        assert_eq!((status, message), (400, format!("chain[1].{expected}")));
+    }
+    assert_eq!(app.count("SELECT count(*) FROM runs").await + app.count("SELECT count(*) FROM schedules").await, 0);
+
+    // February has no 31st: the expression parses but never fires.
+    let (status, message) = error_of(lead.post("/api/v1/projects/absurd/schedules", &json!({"cron": "0 0 31 2 *", "chain": [{"kind": "rm"}]})).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(message, "cron: \"0 0 31 2 *\" never fires (no date matches it)");
+    let session = app.login("lead@example.org", PASSWORD).await;
+    let form = [("csrf", session.csrf.as_str()), ("cron", "0 0 31 2 *"), ("chain", r#"[{"kind": "rm"}]"#)];
+    let res = session.post_form("/projects/absurd/schedules", &form).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("never fires"));
+    assert_eq!(app.count("SELECT count(*) FROM schedules").await, 0);
+    let res = lead.post("/api/v1/projects/absurd/schedules", &json!({"cron": "0 0 29 2 *", "chain": [{"kind": "rm"}]})).await;
+    assert_eq!(res.status(), 201, "a leap day does come");
+
+    // A schedule stored before the ranges existed is disabled at its firing, and the others still fire.
+    let stored = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO schedules (id, project_id, min_new_comparisons, chain) SELECT $1, id, 1, $2 FROM projects WHERE slug = 'absurd'")
+        .bind(stored)
+        .bind(json!([{"kind": "rm", "config": {"epochs": 1_000_000_000_000i64}}]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(lead.post("/api/v1/projects/absurd/schedules", &json!({"min_new_comparisons": 1, "chain": [{"kind": "rm"}]})).await.status(), 201);
+    assert_eq!(lead.post_bytes("/api/v1/projects/absurd/items", pairs("p", 3)).await.status(), 200);
+    assert_eq!(rewardlab::jobs::schedule::tick(&app.pool).await.unwrap().len(), 1);
+    let enabled: bool = sqlx::query_scalar("SELECT enabled FROM schedules WHERE id = $1").bind(stored).fetch_one(&app.pool).await.unwrap();
+    assert!(!enabled);
+    assert_eq!(app.count(&format!("SELECT count(*) FROM runs WHERE schedule_id = '{stored}'")).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_can_neither_train_on_nor_download_another_project_s_models() {
+    let app = spawn_app().await;
+    app.project("alpha", TaskKind::Ranking, 1).await;
+    app.project("beta", TaskKind::Ranking, 1).await;
+    let lead_a = app.member("a@example.org", "alpha", Role::Lead).await;
+    let lead_b = app.member("b@example.org", "beta", Role::Lead).await;
+    let store = scratch("store");
+
+    // Project A's policy, as a worker leaves it in the store.
+    let a_run: Value = lead_a.post("/api/v1/projects/alpha/runs", &json!({"kind": "sft"})).await.json().await.unwrap();
+    let a_id = a_run["id"].as_str().unwrap().to_string();
+    let a_rel = format!("runs/{a_id}/attempt-1/model");
+    std::fs::create_dir_all(store.join(&a_rel)).unwrap();
+    std::fs::write(store.join(&a_rel).join("config.json"), r#"{"secret": "alpha's"}"#).unwrap();
+    sqlx::query("UPDATE runs SET status = 'succeeded', model_dir = $2 WHERE id = $1::uuid").bind(&a_id).bind(store.join(&a_rel).display().to_string()).execute(&app.pool).await.unwrap();
+
+    // B's lead names it every way a run can.
+    let b_runs = "/api/v1/projects/beta/runs";
+    let attempts = [
+        (json!({"kind": "generate", "input": {"policy_path": a_rel}}), "input.policy_path"),
+        (json!({"kind": "ppo", "input": {"policy_path": "shared/gpt2", "reward_model_path": a_rel}}), "input.reward_model_path"),
+        (json!({"kind": "sft", "config": {"init": a_rel}}), "config.init"),
+        (json!({"kind": "rm", "config": {"init": format!("shared/../{a_rel}")}}), "config.init"),
+        (json!({"kind": "rm", "config": {"init": store.join(&a_rel).display().to_string()}}), "config.init"),
+        (json!({"kind": "generate", "input": {"policy_run": a_id}}), "input.policy_run"),
+        (json!({"kind": "generate", "input": {"policy_path": "models/gpt2"}}), "input.policy_path"),
+    ];
+    for (body, field) in &attempts {
+        let (status, message) = error_of(lead_b.post(b_runs, body).await).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(message.starts_with(&format!("{field}: expected ")), "{body}: {message}");
+    }
+    let chain = json!({"cron": "0 3 * * *", "chain": [{"kind": "sft", "config": {"init": a_rel}}]});
+    let (status, message) = error_of(lead_b.post("/api/v1/projects/beta/schedules", &chain).await).await;
+    assert_eq!((status, message.starts_with("chain[0].config.init: expected")), (400, true), "{message}");
+    let chain = json!({"cron": "0 3 * * *", "chain": [{"kind": "rm"}, {"kind": "ppo", "input": {"policy_path": a_rel}}]});
+    assert_eq!(lead_b.post("/api/v1/projects/beta/schedules", &chain).await.status(), 400);
+    assert_eq!(app.count("SELECT count(*) FROM runs").await, 1, "nothing of B's was queued");
+    // Its own runs' directories and the shared area are B's to use.
+    let b_sft: Value = lead_b.post(b_runs, &json!({"kind": "sft", "config": {"init": "shared/gpt2"}})).await.json().await.unwrap();
+    let b_rel = format!("runs/{}/attempt-1/model", b_sft["id"].as_str().unwrap());
+    let res = lead_b.post(b_runs, &json!({"kind": "ppo", "input": {"policy_path": b_rel, "reward_model_path": "shared/rm"}})).await;
+    assert_eq!(res.status(), 201);
+    sqlx::query("UPDATE runs SET status = 'cancelled' WHERE project_id <> (SELECT id FROM projects WHERE slug = 'alpha')").execute(&app.pool).await.unwrap();
+
+    // A run that names A's model without the API's check (queued before it existed) fails in
+    // the worker before any trainer starts.
+    assert_eq!(lead_b.post_bytes("/api/v1/projects/beta/items", crate::helpers::items_jsonl(3, 2, "b")).await.status(), 200);
+    let sneaked = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO runs (id, project_id, kind, config, input) SELECT $1, id, 'generate', $2, $3 FROM projects WHERE slug = 'beta'")
+        .bind(sneaked)
+        .bind(rewardlab::jobs::resolve_config(rewardlab::jobs::RunKind::Generate, &json!({"samples": 1})).map(Value::Object).unwrap())
+        .bind(json!({"policy_path": a_rel}))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let status = Command::new(BIN)
+        .args(["worker", "--model-store", store.to_str().unwrap(), "--trainer", "/bin/false", "--name", "w-once", "--once"])
+        .env("DATABASE_URL", &app.db_url)
+        .env("REWARDLAB_DATA", store.join("data"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = run_json(&lead_b, &sneaked.to_string()).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"], format!("input.policy_path: {a_rel} is not a run of this project"));
+    assert!(!log_of(&app, &sneaked.to_string()).await.contains("$ rewardlab-train"), "no trainer started");
+
+    // Downloads: A's lead gets A's files; B's lead gets neither them nor, through a run of B
+    // whose recorded directory is A's, their bytes.
+    let session_a = app.login("a@example.org", PASSWORD).await;
+    assert_eq!(session_a.get(&format!("/projects/alpha/runs/{a_id}/files/config.json")).await.status(), 200);
+    let session_b = app.login("b@example.org", PASSWORD).await;
+    assert_eq!(session_b.get(&format!("/projects/alpha/runs/{a_id}/files/config.json")).await.status(), 404);
+    sqlx::query("UPDATE runs SET status = 'succeeded', model_dir = $2 WHERE id = $1").bind(sneaked).bind(store.join(&a_rel).display().to_string()).execute(&app.pool).await.unwrap();
+    let res = session_b.get(&format!("/projects/beta/runs/{sneaked}/files/config.json")).await;
+    assert_eq!(res.status(), 404);
+    assert!(!session_b.get(&format!("/projects/beta/runs/{sneaked}")).await.text().await.unwrap().contains("config.json"), "not listed either");
 }
