@@ -38,6 +38,14 @@ enum Command {
         /// Seconds between the scheduler's looks at the project schedules.
         #[arg(long, default_value_t = 15)]
         schedule_every: u64,
+        /// The URL browsers use, e.g. https://labels.example.org [default: http://BIND]; with
+        /// https the sign-in cookies are Secure, with http they cannot be.
+        #[arg(long, env = "REWARDLAB_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// The header a reverse proxy in front puts the client's address in (its last entry counts),
+        /// e.g. X-Forwarded-For; without one, the peer address is the client's.
+        #[arg(long, env = "REWARDLAB_TRUSTED_PROXY_HEADER")]
+        trusted_proxy_header: Option<String>,
     },
     /// Claim queued training runs and execute them with rewardlab-train.
     Worker {
@@ -109,6 +117,14 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Set an account's password (from stdin, or generated and printed once) and revoke all
+    /// its sessions and API tokens.
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,7 +165,10 @@ enum ProjectCommand {
 pub async fn run(cli: Cli) -> Result<()> {
     let settings = Settings::from_env(cli.data_dir);
     match cli.command {
-        Command::Serve { bind, workers, schedule_every } => return serve(&settings, &bind, workers, schedule_every).await,
+        Command::Serve { bind, workers, schedule_every, public_url, trusted_proxy_header } => {
+            let web = crate::settings::WebOptions::parse(public_url.as_deref(), trusted_proxy_header.as_deref()).map_err(anyhow::Error::msg)?;
+            return serve(&settings, &bind, workers, schedule_every, web).await;
+        }
         Command::Worker { model_store, trainer, name, lease_secs, poll_secs, once } => {
             if !(lease_secs >= 1.0 && poll_secs > 0.0) {
                 bail!("--lease-secs must be at least 1 and --poll-secs positive");
@@ -197,10 +216,10 @@ async fn worker(settings: &Settings, opts: crate::jobs::worker::WorkerOpts) -> R
     result
 }
 
-async fn serve(settings: &Settings, bind: &str, workers: Option<usize>, schedule_every: u64) -> Result<()> {
+async fn serve(settings: &Settings, bind: &str, workers: Option<usize>, schedule_every: u64, web: crate::settings::WebOptions) -> Result<()> {
     let (pool, cluster) = settings.connect().await?;
     let key = settings.session_key()?;
-    let app = crate::web::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers)?;
+    let app = crate::web::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, web)?;
     log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
     let handle = app.server.handle();
     let server = tokio::spawn(app.server);
@@ -232,17 +251,20 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command) -> 
         Command::Serve { .. } | Command::Worker { .. } => unreachable!("handled by run"),
         Command::User { command: UserCommand::Add { email, admin, password_stdin } } => {
             let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
-            let (password, generated) = if password_stdin {
-                let mut p = String::new();
-                std::io::stdin().read_to_string(&mut p)?;
-                (p.trim_end_matches(['\n', '\r']).to_string(), false)
-            } else {
-                (random_secret("")[..20].to_string(), true)
-            };
-            check_password(&password).map_err(anyhow::Error::msg)?;
+            let (password, generated) = new_password(password_stdin)?;
             let hash = hash_password(password.clone()).await?;
             users::insert(&mut conn, &email, &hash, admin).await?.with_context(|| format!("an account with email {} exists", email.as_str()))?;
             println!("created {} {}", if admin { "admin" } else { "user" }, email.as_str());
+            if generated {
+                println!("password (shown once): {password}");
+            }
+        }
+        Command::User { command: UserCommand::ResetPassword { email, password_stdin } } => {
+            let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
+            let (user, _) = users::by_email(&mut conn, &email).await?.with_context(|| format!("no account has the email {}", email.as_str()))?;
+            let (password, generated) = new_password(password_stdin)?;
+            users::set_password(&mut conn, user.id, &hash_password(password.clone()).await?, true).await?;
+            println!("reset the password of {}; its sessions and API tokens are revoked", email.as_str());
             if generated {
                 println!("password (shown once): {password}");
             }
@@ -289,6 +311,19 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command) -> 
         }
     }
     Ok(())
+}
+
+/// A checked password from stdin, or a generated one (true: print it once).
+fn new_password(from_stdin: bool) -> Result<(String, bool)> {
+    let (password, generated) = if from_stdin {
+        let mut p = String::new();
+        std::io::stdin().read_to_string(&mut p)?;
+        (p.trim_end_matches(['\n', '\r']).to_string(), false)
+    } else {
+        (random_secret("")[..20].to_string(), true)
+    };
+    check_password(&password).map_err(anyhow::Error::msg)?;
+    Ok((password, generated))
 }
 
 async fn import_with_progress(pool: &sqlx::PgPool, p: &dbp::Project, file: &std::path::Path) -> Result<crate::import::ImportReport> {

@@ -83,7 +83,7 @@ pub async fn create(state: web::Data<AppState>, auth: Auth, body: web::Json<Crea
 pub async fn import_body(state: &AppState, p: &dbp::Project, mut body: impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Unpin) -> Result<crate::import::ImportReport, AppError> {
     let path = state.tmp_dir.join(format!("upload-{}.jsonl", uuid::Uuid::new_v4()));
     let result = async {
-        let mut file = tokio::fs::File::create(&path).await.map_err(anyhow::Error::from)?;
+        let mut file = tokio::fs::File::from_std(crate::private_fs::create_file(&path).map_err(anyhow::Error::from)?);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| AppError::Invalid(format!("the upload broke off: {e}")))?;
             file.write_all(&chunk).await.map_err(anyhow::Error::from)?;

@@ -82,7 +82,7 @@ pub async fn claim(pool: &PgPool, worker: &str, lease: Duration) -> sqlx::Result
 
 /// Claims and executes runs until the queue is empty (`once`) or forever.
 pub async fn run_worker(pool: PgPool, opts: WorkerOpts) -> Result<()> {
-    std::fs::create_dir_all(opts.store.join("runs")).with_context(|| format!("creating the model store {}", opts.store.display()))?;
+    crate::private_fs::create_dir_all(&opts.store).and_then(|_| crate::private_fs::create_dir_all(&opts.store.join("runs"))).with_context(|| format!("creating the model store {}", opts.store.display()))?;
     log::info!("worker {} polling for runs (model store {}, trainer {})", opts.name, opts.store.display(), opts.trainer.display());
     loop {
         match claim(&pool, &opts.name, opts.lease).await {
@@ -225,7 +225,7 @@ async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -
     let config = c.config.as_object().cloned().unwrap_or_default();
     let run_dir = opts.store.join("runs").join(c.id.to_string());
     let dir = run_dir.join(format!("attempt-{}", c.fence));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::private_fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let model = dir.join("model");
 
     let input_dir = run_dir.join("input");
@@ -606,12 +606,14 @@ async fn run_child(f: &Fence<'_>, trainer: &Path, args: &[String]) -> Result<Chi
 }
 
 /// Asks Linux to kill the trainer when the worker dies (a SIGKILLed worker must not leave a
-/// trainer writing on). Safety: `prctl` is async-signal-safe and touches no memory.
+/// trainer writing on), and gives it umask 077 so the models it writes are private.
+/// Safety: `prctl` and `umask` are async-signal-safe and touch no memory.
 #[allow(unsafe_code)]
 fn die_with_parent(cmd: &mut tokio::process::Command) {
     #[cfg(target_os = "linux")]
     unsafe {
         cmd.pre_exec(|| {
+            libc::umask(0o077);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
