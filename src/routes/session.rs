@@ -48,7 +48,7 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, form: web::Form
     check_origin(&req, state.web.origin.as_deref())?;
     let address = client_address(&req, state.web.client_ip_header.as_ref());
     // Text that is no email (too long, a NUL…) matches no account: it shares one throttle key.
-    let email = Email::parse(&form.email.trim().to_lowercase()).ok();
+    let email = Email::parse(&form.email).ok().filter(|e| !e.as_str().chars().any(char::is_control));
     let mut conn = state.pool.acquire().await?;
     let attempt = match users::reserve_attempt(&mut conn, email.as_ref().map_or("", |e| e.as_str()), &address).await? {
         Ok(attempt) => attempt,

@@ -2,7 +2,7 @@ use rewardlab::domain::login::FREE_ATTEMPTS;
 use rewardlab::domain::{Role, TaskKind};
 use rewardlab::settings::WebOptions;
 
-use crate::helpers::{items_jsonl, spawn_app, spawn_app_with, PASSWORD};
+use crate::helpers::{items_jsonl, spawn_app, spawn_app_with, Session, PASSWORD};
 use crate::webdriver::Browser;
 
 #[tokio::test]
@@ -268,7 +268,9 @@ async fn an_unknown_email_costs_the_same_password_check_as_a_wrong_password() {
     assert_eq!(app.state.login_checks.count(), 2);
     assert_eq!(app.attempt_login("ann@example.org", "a wrong password").await.status(), 401);
     assert_eq!(app.state.login_checks.count(), 3);
-    assert_eq!(app.count("SELECT count(*) FROM login_attempts WHERE outcome = 'failed'").await, 3);
+    assert_eq!(app.attempt_login("ann\u{0}@example.org", PASSWORD).await.status(), 401, "a NUL is no email, not a 500");
+    assert_eq!(app.state.login_checks.count(), 4);
+    assert_eq!(app.count("SELECT count(*) FROM login_attempts WHERE outcome = 'failed'").await, 4);
 }
 
 #[tokio::test]
@@ -276,21 +278,17 @@ async fn a_password_change_revokes_the_api_tokens_when_asked() {
     let app = spawn_app().await;
     let ann = app.user("ann@example.org", false).await;
     let token = app.token(ann).await;
-    let api_status = |t: String| {
-        let http = app.http.clone();
-        let url = format!("{}/api/v1/projects", app.addr);
-        async move { http.get(url).bearer_auth(t).send().await.unwrap().status() }
-    };
+    let api_status = |t: String| app.http.get(format!("{}/api/v1/projects", app.addr)).bearer_auth(t).send();
     let s = app.login("ann@example.org", PASSWORD).await;
     let page = s.get("/account").await.text().await.unwrap();
     assert!(page.contains("name=\"revoke_tokens\""), "the form offers it");
     let res = s.post_form("/account/password", &[("csrf", &s.csrf), ("current", PASSWORD), ("new", "a second long password")]).await;
     assert_eq!(res.status(), 303);
-    assert_eq!(api_status(token.clone()).await, 200, "unticked: tokens stay");
+    assert_eq!(api_status(token.clone()).await.unwrap().status(), 200, "unticked: tokens stay");
     let s = app.login("ann@example.org", "a second long password").await;
     let res = s.post_form("/account/password", &[("csrf", &s.csrf), ("current", "a second long password"), ("new", "a third long password"), ("revoke_tokens", "on")]).await;
     assert_eq!(res.status(), 303);
-    assert_eq!(api_status(token).await, 401, "ticked: tokens are revoked");
+    assert_eq!(api_status(token).await.unwrap().status(), 401, "ticked: tokens are revoked");
     assert_eq!(s.get("/account").await.status(), 303, "sessions end either way");
 }
 
@@ -357,6 +355,11 @@ async fn a_removed_labeller_cannot_skip_a_task_they_held() {
     assert_eq!(lab.post(&format!("/api/v1/tasks/{}/skip", task["task_id"].as_str().unwrap()), &serde_json::json!({"reason": "unsure"})).await.status(), 200);
 }
 
+async fn create_project(s: &Session, slug: &str, origin: &str) -> u16 {
+    let fields = [("csrf", s.csrf.as_str()), ("slug", slug), ("name", "P"), ("kind", "ranking")];
+    s.post_form_with("/projects", &fields, &[("Origin", origin)]).await.status().as_u16()
+}
+
 #[tokio::test]
 async fn a_state_changing_request_from_another_origin_is_refused() {
     let app = spawn_app().await;
@@ -364,19 +367,9 @@ async fn a_state_changing_request_from_another_origin_is_refused() {
     let lead = app.member("lead@example.org", "alpha", Role::Lead).await;
     sqlx::query("UPDATE users SET is_admin = true").execute(&app.pool).await.unwrap();
     let s = app.login("lead@example.org", PASSWORD).await;
-    let form = |slug: &'static str| [("csrf", s.csrf.clone()), ("slug", slug.to_string()), ("name", "P".to_string()), ("kind", "ranking".to_string())];
-    let post = |slug: &'static str, origin: &'static str| {
-        let fields = form(slug);
-        let s = &s;
-        async move {
-            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            s.post_form_with("/projects", &fields, &[("Origin", origin)]).await.status()
-        }
-    };
-    assert_eq!(post("evil", "https://evil.example").await, 403);
-    assert_eq!(post("evil2", "null").await, 403);
-    let own: &'static str = Box::leak(app.addr.clone().into_boxed_str());
-    assert_eq!(post("good", own).await, 303, "the server's own origin passes");
+    assert_eq!(create_project(&s, "evil", "https://evil.example").await, 403);
+    assert_eq!(create_project(&s, "evil2", "null").await, 403);
+    assert_eq!(create_project(&s, "good", &app.addr).await, 303, "the server's own origin passes");
     let res = s.http.post(format!("{}/api/v1/projects", s.addr)).header("Cookie", format!("__Host-rl_session={}", s.cookie))
         .header("X-CSRF-Token", &s.csrf).header("Origin", "https://evil.example")
         .json(&serde_json::json!({"slug": "evil3", "name": "Evil", "kind": "ranking"})).send().await.unwrap();
@@ -392,8 +385,7 @@ async fn a_state_changing_request_from_another_origin_is_refused() {
     // With a public URL, its origin is the one that counts, not the Host a request names.
     let app = spawn_app_with(plain_http(Some("http://rewardlab.test"), None)).await;
     app.user("ann@example.org", false).await;
-    let own: &str = &app.addr;
-    assert_eq!(app.attempt_login_with("ann@example.org", PASSWORD, &[("Origin", own)]).await.status(), 403);
+    assert_eq!(app.attempt_login_with("ann@example.org", PASSWORD, &[("Origin", &app.addr)]).await.status(), 403);
     assert_eq!(app.attempt_login_with("ann@example.org", PASSWORD, &[("Origin", "http://rewardlab.test")]).await.status(), 303);
 }
 
