@@ -463,10 +463,10 @@ async fn ensure_export(pool: &PgPool, c: &Claimed, kind: RunKind, f: &Fence<'_>,
         return Ok(e);
     }
     let options = Options { margin: false, include_ties: false, test_percent: None };
-    std::fs::create_dir_all(dir)?;
+    crate::private_fs::create_dir_all(dir)?;
     let pending = |part: &str| dir.join(format!(".pending-{}-{part}", c.fence));
     let export = crate::export::create(pool, c.project_id, format, options, None, |part| {
-        let file = std::fs::File::create(pending(part)).with_context(|| format!("creating {}", pending(part).display()))?;
+        let file = crate::private_fs::create_file(&pending(part)).with_context(|| format!("creating {}", pending(part).display()))?;
         Ok(tokio::io::BufWriter::new(tokio::fs::File::from_std(file)))
     })
     .await?;
@@ -484,13 +484,13 @@ async fn ensure_export(pool: &PgPool, c: &Claimed, kind: RunKind, f: &Fence<'_>,
 /// The export's files under `dir`: written when the export was taken here, else replayed from
 /// its snapshot (the same bytes, checked against the recorded sha256) and kept for later attempts.
 async fn materialize(pool: &PgPool, e: &Export, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
+    crate::private_fs::create_dir_all(dir)?;
     let mut out = Vec::new();
     for part in &e.files {
         let path = export_file(dir, e, &part.part);
         if !path.exists() {
             let tmp = dir.join(format!(".{}-{}.partial-{}", e.id, part.part, uuid::Uuid::new_v4().simple()));
-            let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(&tmp).await?);
+            let mut file = tokio::io::BufWriter::new(tokio::fs::File::from_std(crate::private_fs::create_file(&tmp)?));
             let mut conn = pool.acquire().await?;
             crate::export::write_part(&mut conn, e.project_id, e.format(), &e.options, &e.snapshot, &part.part, &mut file).await.and_then(|(_, sha)| {
                 if sha == part.sha256 {
@@ -652,7 +652,7 @@ async fn write_score_items(pool: &PgPool, project: ProjectId, path: &Path) -> Re
     )
     .bind(project)
     .fetch(&mut *conn);
-    let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(path).await?);
+    let mut file = tokio::io::BufWriter::new(tokio::fs::File::from_std(crate::private_fs::create_file(path)?));
     let mut ids = Vec::new();
     while let Some((prompt, raw, rids, texts)) = rows.try_next().await? {
         let line = json!({"id": ids.len(), "prompt": crate::export::prompt_string(&prompt, &raw), "responses": texts});

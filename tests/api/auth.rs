@@ -416,21 +416,43 @@ async fn uploads_are_private_while_they_stream_in() {
     assert_eq!(app.count("SELECT count(*) FROM items").await, 4);
 }
 
-#[tokio::test]
-async fn a_worker_makes_its_model_store_private() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_keeps_its_model_store_and_what_its_trainer_writes_private() {
     use std::os::unix::fs::PermissionsExt;
     let app = spawn_app().await;
-    let store = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("store-{}", uuid::Uuid::new_v4().simple()));
+    app.project("pairs", TaskKind::Pairwise, 1).await;
+    let lead = app.member("lead@example.org", "pairs", Role::Lead).await;
+    let pairs: String = (0..3).map(|i| format!("{}\n", serde_json::json!({"prompt": format!("Q{i}"), "chosen": "yes", "rejected": "no"}))).collect();
+    assert_eq!(lead.post_bytes("/api/v1/projects/pairs/items", pairs.into_bytes()).await.status(), 200);
+    let run = lead.post("/api/v1/projects/pairs/runs", &serde_json::json!({"kind": "rm"})).await.json::<serde_json::Value>().await.unwrap();
+    let run = run["id"].as_str().unwrap().to_string();
+
+    // A stand-in trainer that writes a file the way the real one writes a model, then fails.
+    let scratch = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("store-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let trainer = scratch.join("trainer.sh");
+    std::fs::write(&trainer, "#!/bin/sh\necho weights > \"$0.model\"\nexit 1\n").unwrap();
+    std::fs::set_permissions(&trainer, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = scratch.join("store");
     let opts = rewardlab::jobs::worker::WorkerOpts {
         name: "private".into(),
         store: store.clone(),
-        trainer: "/bin/false".into(),
+        trainer: trainer.clone(),
         lease: std::time::Duration::from_secs(30),
         poll: std::time::Duration::from_secs(1),
         once: true,
     };
     rewardlab::jobs::worker::run_worker(app.pool.clone(), opts).await.unwrap();
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(app.count(&format!("SELECT count(*) FROM runs WHERE id = '{run}' AND status = 'failed'")).await, 1, "the stand-in ran and failed");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777;
     assert_eq!(mode(&store), 0o700);
     assert_eq!(mode(&store.join("runs")), 0o700);
+    assert_eq!(mode(&store.join("runs").join(&run)), 0o700);
+    assert_eq!(mode(&store.join("runs").join(&run).join("attempt-1")), 0o700);
+    let input = store.join("runs").join(&run).join("input");
+    assert_eq!(mode(&input), 0o700);
+    for file in std::fs::read_dir(&input).unwrap() {
+        assert_eq!(mode(&file.unwrap().path()), 0o600, "the exported input");
+    }
+    assert_eq!(mode(&scratch.join("trainer.sh.model")), 0o600, "what the trainer writes");
 }
