@@ -38,6 +38,14 @@ enum Command {
         /// Seconds between the scheduler's looks at the project schedules.
         #[arg(long, default_value_t = 15)]
         schedule_every: u64,
+        /// The URL browsers use, e.g. https://labels.example.org [default: http://BIND]; with
+        /// https the sign-in cookies are Secure, with http they cannot be.
+        #[arg(long, env = "REWARDLAB_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// The header a reverse proxy in front puts the client's address in (its last entry counts),
+        /// e.g. X-Forwarded-For; without one, the peer address is the client's.
+        #[arg(long, env = "REWARDLAB_TRUSTED_PROXY_HEADER")]
+        trusted_proxy_header: Option<String>,
     },
     /// Claim queued training runs and execute them with rewardlab-train.
     Worker {
@@ -109,6 +117,14 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Set an account's password (from stdin, or generated and printed once) and revoke all
+    /// its sessions and API tokens.
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,8 +179,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         _ = signals.recv() => bail!("interrupted"),
     };
     let result = match cli.command {
-        Command::Serve { bind, workers, schedule_every } => {
-            serve(&settings, &pool, cluster.as_ref().map(|c| c.cluster()), &bind, workers, schedule_every, &mut signals).await
+        Command::Serve { bind, workers, schedule_every, .. } => {
+            let web = prepared.web.context("no web options were prepared")?;
+            serve(&settings, &pool, cluster.as_ref().map(|c| c.cluster()), &bind, workers, schedule_every, web, &mut signals).await
         }
         Command::Worker { model_store, trainer, name, lease_secs, poll_secs, once } => {
             let opts = crate::jobs::worker::WorkerOpts {
@@ -224,26 +241,23 @@ impl Signals {
 /// What a command needs from outside the database, read and checked before connecting.
 #[derive(Default)]
 struct Prepared {
-    /// `user add`: the password and whether it was generated.
+    /// `user add`, `user reset-password`: the password and whether it was generated.
     password: Option<(String, bool)>,
+    /// `serve`: the public URL and proxy settings.
+    web: Option<crate::settings::WebOptions>,
 }
 
 fn prepare(command: &Command) -> Result<Prepared> {
     let email = |e: &str| Email::parse(e).map(|_| ()).map_err(anyhow::Error::msg);
     let mut prepared = Prepared::default();
     match command {
-        Command::Serve { .. } | Command::Worker { .. } => {}
-        Command::User { command: UserCommand::Add { email: e, password_stdin, .. } } => {
+        Command::Serve { public_url, trusted_proxy_header, .. } => {
+            prepared.web = Some(crate::settings::WebOptions::parse(public_url.as_deref(), trusted_proxy_header.as_deref()).map_err(anyhow::Error::msg)?);
+        }
+        Command::Worker { .. } => {}
+        Command::User { command: UserCommand::Add { email: e, password_stdin, .. } | UserCommand::ResetPassword { email: e, password_stdin } } => {
             email(e)?;
-            let (password, generated) = if *password_stdin {
-                let mut p = String::new();
-                std::io::stdin().read_to_string(&mut p)?;
-                (p.trim_end_matches(['\n', '\r']).to_string(), false)
-            } else {
-                (random_secret("")[..20].to_string(), true)
-            };
-            check_password(&password).map_err(anyhow::Error::msg)?;
-            prepared.password = Some((password, generated));
+            prepared.password = Some(new_password(*password_stdin)?);
         }
         Command::Token { command: TokenCommand::Create { email: e, .. } } => email(e)?,
         Command::Project { command: ProjectCommand::Create { slug, kind, overlap, .. } } => {
@@ -275,9 +289,10 @@ fn default_worker_name() -> String {
 
 /// Serves until SIGINT or SIGTERM. A server using the private cluster also watches it and
 /// starts it again when its postmaster dies.
-async fn serve(settings: &Settings, pool: &sqlx::PgPool, cluster: Option<&crate::cluster::Cluster>, bind: &str, workers: Option<usize>, schedule_every: u64, signals: &mut Signals) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+async fn serve(settings: &Settings, pool: &sqlx::PgPool, cluster: Option<&crate::cluster::Cluster>, bind: &str, workers: Option<usize>, schedule_every: u64, web: crate::settings::WebOptions, signals: &mut Signals) -> Result<()> {
     let key = settings.session_key()?;
-    let app = crate::web::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers)?;
+    let app = crate::web::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, web)?;
     log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
     let handle = app.server.handle();
     let server = tokio::spawn(app.server);
@@ -318,6 +333,16 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, pre
             let hash = hash_password(password.clone()).await?;
             users::insert(&mut conn, &email, &hash, admin).await?.with_context(|| format!("an account with email {} exists", email.as_str()))?;
             println!("created {} {}", if admin { "admin" } else { "user" }, email.as_str());
+            if generated {
+                println!("password (shown once): {password}");
+            }
+        }
+        Command::User { command: UserCommand::ResetPassword { email, .. } } => {
+            let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
+            let (user, _) = users::by_email(&mut conn, &email).await?.with_context(|| format!("no account has the email {}", email.as_str()))?;
+            let (password, generated) = prepared.password.context("no password was prepared")?;
+            users::set_password(&mut conn, user.id, &hash_password(password.clone()).await?, true).await?;
+            println!("reset the password of {}; its sessions and API tokens are revoked", email.as_str());
             if generated {
                 println!("password (shown once): {password}");
             }
@@ -364,6 +389,19 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, pre
         }
     }
     Ok(())
+}
+
+/// A checked password from stdin, or a generated one (true: print it once).
+fn new_password(from_stdin: bool) -> Result<(String, bool)> {
+    let (password, generated) = if from_stdin {
+        let mut p = String::new();
+        std::io::stdin().read_to_string(&mut p)?;
+        (p.trim_end_matches(['\n', '\r']).to_string(), false)
+    } else {
+        (random_secret("")[..20].to_string(), true)
+    };
+    check_password(&password).map_err(anyhow::Error::msg)?;
+    Ok((password, generated))
 }
 
 async fn import_with_progress(pool: &sqlx::PgPool, p: &dbp::Project, file: &std::path::Path) -> Result<crate::import::ImportReport> {

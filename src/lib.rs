@@ -10,6 +10,7 @@ pub mod domain;
 pub mod export;
 pub mod import;
 pub mod jobs;
+pub mod private_fs;
 pub mod routes;
 pub mod settings;
 pub mod web;

@@ -29,6 +29,59 @@ impl<T> std::fmt::Debug for Secret<T> {
     }
 }
 
+/// How browsers reach the server. The scheme decides the cookies: over HTTPS they are `Secure`
+/// with the `__Host-` prefix; over plain HTTP they cannot be (a browser drops `Secure` cookies
+/// that arrive over http:// from any host but localhost). The default is HTTPS with no fixed
+/// origin: a request's own Host is its origin.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    pub https: bool,
+    /// `scheme://host[:port]` of the public URL, when one was given.
+    pub origin: Option<String>,
+    /// The header a trusted reverse proxy puts the client's address in (its last entry counts);
+    /// without one, the peer address is the client's.
+    pub client_ip_header: Option<actix_web::http::header::HeaderName>,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        Self { https: true, origin: None, client_ip_header: None }
+    }
+}
+
+impl WebOptions {
+    /// From `--public-url` (by default `http://<bind address>`: plain HTTP with no fixed origin,
+    /// as a bind address such as 0.0.0.0 is not what browsers type) and `--trusted-proxy-header`.
+    pub fn parse(public_url: Option<&str>, proxy_header: Option<&str>) -> Result<Self, String> {
+        let client_ip_header = match proxy_header.map(str::trim).filter(|h| !h.is_empty()) {
+            Some(h) => Some(h.parse().map_err(|_| format!("--trusted-proxy-header: {h:?} is not a header name"))?),
+            None => None,
+        };
+        let Some(url) = public_url.map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(Self { https: false, origin: None, client_ip_header });
+        };
+        let origin = public_origin(url)?;
+        Ok(Self { https: origin.starts_with("https://"), origin: Some(origin), client_ip_header })
+    }
+}
+
+/// The origin (`scheme://host[:port]`, lower case, default port left out) of an http(s) URL.
+pub fn public_origin(url: &str) -> Result<String, String> {
+    let bad = || format!("--public-url: expected http://host[:port][/path] or https://…, got {url:?}");
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("").to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return Err(bad()),
+    };
+    if authority.is_empty() || authority.contains('@') || authority.starts_with(':') || authority.chars().any(|c| c.is_whitespace()) {
+        return Err(bad());
+    }
+    Ok(format!("{scheme}://{}", authority.strip_suffix(default_port).unwrap_or(&authority)))
+}
+
 /// Where the database is: an external server, or the data directory's private cluster.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -115,4 +168,27 @@ pub async fn ensure_database(cluster: &Cluster, name: &str) -> Result<()> {
         sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', ""))).execute(&mut conn).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_url_decides_the_scheme_and_the_origin() {
+        let o = WebOptions::parse(Some("https://Labels.Example.org/rewardlab"), None).unwrap();
+        assert!(o.https);
+        assert_eq!(o.origin.as_deref(), Some("https://labels.example.org"));
+        let o = WebOptions::parse(Some("http://team.lan:8080"), Some("X-Forwarded-For")).unwrap();
+        assert!(!o.https);
+        assert_eq!(o.origin.as_deref(), Some("http://team.lan:8080"));
+        assert_eq!(o.client_ip_header.unwrap().as_str(), "x-forwarded-for");
+        let o = WebOptions::parse(None, None).unwrap();
+        assert!(!o.https && o.origin.is_none(), "the default follows the bind address: plain http");
+        assert_eq!(public_origin("http://host:80/").unwrap(), "http://host");
+        for bad in ["team.lan:8080", "ftp://x", "http://", "http://user@host", "https://:443"] {
+            assert!(WebOptions::parse(Some(bad), None).is_err(), "{bad}");
+        }
+        assert!(WebOptions::parse(None, Some("bad header")).is_err());
+    }
 }

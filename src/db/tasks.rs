@@ -212,8 +212,13 @@ pub async fn exists(conn: &mut PgConnection, task: TaskId) -> sqlx::Result<bool>
 }
 
 /// Gives a leased task back with a reason; the labeller will not be offered the item again.
+/// Only while they are still a member of the project (or a site admin), as for a submission.
 pub async fn skip(conn: &mut PgConnection, task: TaskId, user: UserId, reason: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE tasks SET status = 'skipped', skip_reason = $3 WHERE id = $1 AND user_id = $2 AND status = 'leased'")
+    let done = sqlx::query(
+        "UPDATE tasks SET status = 'skipped', skip_reason = $3 WHERE id = $1 AND user_id = $2 AND status = 'leased'
+           AND (EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = tasks.project_id AND m.user_id = $2)
+                OR EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND u.is_admin))",
+    )
         .bind(task)
         .bind(user)
         .bind(reason)

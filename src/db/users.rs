@@ -1,10 +1,12 @@
-//! Accounts, sessions, login throttling and API tokens. Secrets (session ids, tokens) are
+//! Accounts, sessions, sign-in throttling and API tokens. Secrets (session ids, tokens) are
 //! stored only as keyed hashes.
 
-use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use std::time::Duration;
 
-use crate::domain::{Email, TokenId, UserId};
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection};
+
+use crate::domain::{login, Email, TokenId, UserId};
 
 /// A signed-in account.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -45,10 +47,14 @@ pub async fn password_hash(conn: &mut PgConnection, user: UserId) -> sqlx::Resul
     sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(user).fetch_one(conn).await
 }
 
-/// Sets a new password and revokes every session and token-less login of the account.
-pub async fn set_password(conn: &mut PgConnection, user: UserId, hash: &str) -> sqlx::Result<()> {
+/// Sets a new password and ends every session of the account, and with `revoke_tokens` its API
+/// tokens too.
+pub async fn set_password(conn: &mut PgConnection, user: UserId, hash: &str, revoke_tokens: bool) -> sqlx::Result<()> {
     sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1").bind(user).bind(hash).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user).execute(conn).await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user).execute(&mut *conn).await?;
+    if revoke_tokens {
+        sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL").bind(user).execute(conn).await?;
+    }
     Ok(())
 }
 
@@ -79,20 +85,42 @@ pub async fn delete_session(conn: &mut PgConnection, id_hash: &[u8]) -> sqlx::Re
     Ok(())
 }
 
-/// Failed logins in the last 15 minutes for this email and for this address.
-pub async fn recent_failures(conn: &mut PgConnection, email: &str, ip: &str) -> sqlx::Result<(i64, i64)> {
-    sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE email = $1), count(*) FILTER (WHERE ip = $2) FROM login_failures
-         WHERE at > now() - interval '15 minutes' AND (email = $1 OR ip = $2)",
+/// Reserves a sign-in attempt for (email, client address) before its password is checked, or
+/// says how long to wait (`domain::login::may_attempt`). Attempts from one address are
+/// serialised by an advisory lock, so concurrent ones cannot all pass the check.
+pub async fn reserve_attempt(conn: &mut PgConnection, email: &str, address: &str) -> sqlx::Result<Result<i64, Duration>> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('rl_login ' || $1, 0))").bind(address).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM login_attempts WHERE address = $1 AND at < now() - interval '1 day'").bind(address).execute(&mut *tx).await?;
+    // Failures since the key's last success (within a day); attempts still being checked
+    // (unless their server died a minute ago); the address's attempts that were not successes.
+    let (failures, pending, since, from_address): (i64, i64, Option<f64>, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE outcome = 'failed'),
+                count(*) FILTER (WHERE outcome IS NULL AND at > now() - interval '1 minute'),
+                extract(epoch FROM now() - max(at) FILTER (WHERE outcome = 'failed'))::float8,
+                (SELECT count(*) FROM login_attempts WHERE address = $2 AND at > now() - interval '15 minutes' AND outcome IS DISTINCT FROM 'ok')
+         FROM login_attempts
+         WHERE email = $1 AND address = $2
+           AND id > coalesce((SELECT max(id) FROM login_attempts WHERE email = $1 AND address = $2 AND outcome = 'ok'), 0)",
     )
     .bind(email)
-    .bind(ip)
-    .fetch_one(conn)
-    .await
+    .bind(address)
+    .fetch_one(&mut *tx)
+    .await?;
+    if from_address >= login::MAX_ATTEMPTS_PER_ADDRESS {
+        return Ok(Err(Duration::from_secs(15 * 60)));
+    }
+    if let Err(wait) = login::may_attempt(failures, pending, since.unwrap_or(f64::INFINITY)) {
+        return Ok(Err(wait));
+    }
+    let id = sqlx::query_scalar("INSERT INTO login_attempts (email, address) VALUES ($1, $2) RETURNING id").bind(email).bind(address).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Ok(id))
 }
 
-pub async fn record_failure(conn: &mut PgConnection, email: &str, ip: &str) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO login_failures (email, ip) VALUES ($1, $2)").bind(email).bind(ip).execute(conn).await?;
+/// Records how a reserved attempt ended.
+pub async fn finish_attempt(conn: &mut PgConnection, attempt: i64, ok: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE login_attempts SET outcome = $2 WHERE id = $1").bind(attempt).bind(if ok { "ok" } else { "failed" }).execute(conn).await?;
     Ok(())
 }
 

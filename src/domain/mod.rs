@@ -2,6 +2,7 @@
 //! these through a `parse` that returns a `Result` naming what was wrong.
 
 pub mod import;
+pub mod login;
 pub mod markdown;
 pub mod ranking;
 pub mod text;
@@ -157,13 +158,16 @@ pub const DEFAULT_FLAGS: &[&str] = &[
     "inappropriate for a customer assistant",
 ];
 
-/// A password acceptable for a new account: 10 to 1024 characters.
+/// A password acceptable for an account: 10 to 1024 characters, not on the common-password list.
 pub fn check_password(p: &str) -> Result<(), String> {
     if p.chars().count() < 10 {
         return Err("password must be at least 10 characters".into());
     }
     if p.len() > 1024 {
         return Err("password must be at most 1024 bytes".into());
+    }
+    if login::is_common(p) {
+        return Err("password is one of the most common passwords; choose another".into());
     }
     Ok(())
 }
@@ -180,5 +184,7 @@ mod tests {
         assert_eq!(Email::parse(" Ann@Example.org ").unwrap().as_str(), "ann@example.org");
         assert!(Email::parse("no-at-sign").is_err());
         assert!(check_password("short").is_err());
+        assert!(check_password("Charlie123").is_err_and(|e| e.contains("common")), "on the list, in another case");
+        assert!(check_password("correct horse battery").is_ok());
     }
 }

@@ -82,7 +82,7 @@ pub async fn claim(pool: &PgPool, worker: &str, lease: Duration) -> sqlx::Result
 
 /// Claims and executes runs until the queue is empty (`once`) or forever.
 pub async fn run_worker(pool: PgPool, opts: WorkerOpts) -> Result<()> {
-    std::fs::create_dir_all(opts.store.join("runs")).with_context(|| format!("creating the model store {}", opts.store.display()))?;
+    crate::private_fs::create_dir_all(&opts.store).and_then(|_| crate::private_fs::create_dir_all(&opts.store.join("runs"))).with_context(|| format!("creating the model store {}", opts.store.display()))?;
     log::info!("worker {} polling for runs (model store {}, trainer {})", opts.name, opts.store.display(), opts.trainer.display());
     loop {
         match claim(&pool, &opts.name, opts.lease).await {
@@ -225,7 +225,7 @@ async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -
     let config = c.config.as_object().cloned().unwrap_or_default();
     let run_dir = opts.store.join("runs").join(c.id.to_string());
     let dir = run_dir.join(format!("attempt-{}", c.fence));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::private_fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let model = dir.join("model");
 
     let input_dir = run_dir.join("input");
@@ -487,10 +487,10 @@ async fn ensure_export(pool: &PgPool, c: &Claimed, kind: RunKind, f: &Fence<'_>,
         return Ok(e);
     }
     let options = Options { margin: false, include_ties: false, test_percent: None };
-    std::fs::create_dir_all(dir)?;
+    crate::private_fs::create_dir_all(dir)?;
     let pending = |part: &str| dir.join(format!(".pending-{}-{part}", c.fence));
     let export = crate::export::create(pool, c.project_id, format, options, None, |part| {
-        let file = std::fs::File::create(pending(part)).with_context(|| format!("creating {}", pending(part).display()))?;
+        let file = crate::private_fs::create_file(&pending(part)).with_context(|| format!("creating {}", pending(part).display()))?;
         Ok(tokio::io::BufWriter::new(tokio::fs::File::from_std(file)))
     })
     .await?;
@@ -508,13 +508,13 @@ async fn ensure_export(pool: &PgPool, c: &Claimed, kind: RunKind, f: &Fence<'_>,
 /// The export's files under `dir`: written when the export was taken here, else replayed from
 /// its snapshot (the same bytes, checked against the recorded sha256) and kept for later attempts.
 async fn materialize(pool: &PgPool, e: &Export, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
+    crate::private_fs::create_dir_all(dir)?;
     let mut out = Vec::new();
     for part in &e.files {
         let path = export_file(dir, e, &part.part);
         if !path.exists() {
             let tmp = dir.join(format!(".{}-{}.partial-{}", e.id, part.part, uuid::Uuid::new_v4().simple()));
-            let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(&tmp).await?);
+            let mut file = tokio::io::BufWriter::new(tokio::fs::File::from_std(crate::private_fs::create_file(&tmp)?));
             let mut conn = pool.acquire().await?;
             crate::export::write_part(&mut conn, e.project_id, e.format(), &e.options, &e.snapshot, &part.part, &mut file).await.and_then(|(_, sha)| {
                 if sha == part.sha256 {
@@ -630,12 +630,14 @@ async fn run_child(f: &Fence<'_>, trainer: &Path, args: &[String]) -> Result<Chi
 }
 
 /// Asks Linux to kill the trainer when the worker dies (a SIGKILLed worker must not leave a
-/// trainer writing on). Safety: `prctl` is async-signal-safe and touches no memory.
+/// trainer writing on), and gives it umask 077 so the models it writes are private.
+/// Safety: `prctl` and `umask` are async-signal-safe and touch no memory.
 #[allow(unsafe_code)]
 fn die_with_parent(cmd: &mut tokio::process::Command) {
     #[cfg(target_os = "linux")]
     unsafe {
         cmd.pre_exec(|| {
+            libc::umask(0o077);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -674,7 +676,7 @@ async fn write_score_items(pool: &PgPool, project: ProjectId, path: &Path) -> Re
     )
     .bind(project)
     .fetch(&mut *conn);
-    let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(path).await?);
+    let mut file = tokio::io::BufWriter::new(tokio::fs::File::from_std(crate::private_fs::create_file(path)?));
     let mut ids = Vec::new();
     while let Some((prompt, raw, rids, texts)) = rows.try_next().await? {
         let line = json!({"id": ids.len(), "prompt": crate::export::prompt_string(&prompt, &raw), "responses": texts});

@@ -58,6 +58,9 @@ pub struct PasswordForm {
     csrf: String,
     current: String,
     new: String,
+    /// The checkbox "also revoke my API tokens" (absent when unticked).
+    #[serde(default)]
+    revoke_tokens: Option<String>,
 }
 
 pub async fn password(state: web::Data<AppState>, auth: Auth, form: web::Form<PasswordForm>) -> Result<HttpResponse, PageError> {
@@ -69,6 +72,6 @@ pub async fn password(state: web::Data<AppState>, auth: Auth, form: web::Form<Pa
         return Err(AppError::Forbidden("the current password is wrong".into()).into());
     }
     let hash = hash_password(form.new.clone()).await?;
-    users::set_password(&mut conn, auth.user.id, &hash).await?;
+    users::set_password(&mut conn, auth.user.id, &hash, form.revoke_tokens.is_some()).await?;
     Ok(super::pages::redirect("/login"))
 }

@@ -1,26 +1,23 @@
-//! Signing in and out. Login is throttled per email and per address, the session id is new at
-//! every login, and the login form itself carries a double-submit CSRF token.
+//! Signing in and out. An attempt is reserved per (email, client address) before its password
+//! is checked, and throttled with backoff; an unknown email costs the same check as a wrong
+//! password. The session id is new at every login, and the login form itself carries a
+//! double-submit CSRF token.
 
-use actix_web::cookie::{time::Duration, Cookie, SameSite};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::pages::{html, html_with_status, redirect, CsrfOnly, Layout, LoginPage};
 use crate::db::users;
 use crate::domain::Email;
-use crate::web::auth::{keyed_hash, random_secret, session_cookie, verify_password, Auth, Via, SESSION_COOKIE};
+use crate::web::auth::{check_origin, client_address, keyed_hash, random_secret, Auth, Cookies, Via};
 use crate::web::error::{AppError, PageError};
 use crate::web::AppState;
 
-const PRELOGIN_COOKIE: &str = "__Host-rl_login";
-const MAX_FAILURES_PER_EMAIL: i64 = 5;
-const MAX_FAILURES_PER_ADDRESS: i64 = 50;
-
-pub async fn login_page() -> HttpResponse {
+pub async fn login_page(state: web::Data<AppState>) -> HttpResponse {
     let token = random_secret("");
-    let cookie = Cookie::build(PRELOGIN_COOKIE, token.clone()).path("/").secure(true).http_only(true).same_site(SameSite::Strict).finish();
-    let mut res = html(&LoginPage { layout: Layout { email: None, csrf: token }, error: None });
-    let _ = res.add_cookie(&cookie);
+    let mut res = html(&LoginPage { layout: Layout { email: None, csrf: token.clone() }, error: None });
+    let _ = res.add_cookie(&state.cookies.login(token));
     res
 }
 
@@ -32,45 +29,52 @@ pub struct LoginForm {
     password: String,
 }
 
-fn failed(csrf: &str, message: &str, status: actix_web::http::StatusCode) -> HttpResponse {
+fn failed(csrf: &str, message: &str, status: StatusCode) -> HttpResponse {
     html_with_status(status, &LoginPage { layout: Layout { email: None, csrf: csrf.to_string() }, error: Some(message.to_string()) })
 }
 
+fn wait_text(wait: std::time::Duration) -> String {
+    match wait.as_secs() {
+        s if s < 90 => format!("{} seconds", s.max(1)),
+        s => format!("{} minutes", s.div_ceil(60)),
+    }
+}
+
 pub async fn login(state: web::Data<AppState>, req: HttpRequest, form: web::Form<LoginForm>) -> Result<HttpResponse, PageError> {
-    use actix_web::http::StatusCode;
-    let expected = req.cookie(PRELOGIN_COOKIE).map(|c| c.value().to_string()).unwrap_or_default();
+    let expected = req.cookie(state.cookies.login_name()).map(|c| c.value().to_string()).unwrap_or_default();
     if expected.is_empty() || expected != form.csrf {
         return Err(AppError::Forbidden("the sign-in form expired; reload the page and try again".into()).into());
     }
-    let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let email_text = form.email.trim().to_lowercase();
+    check_origin(&req, state.web.origin.as_deref())?;
+    let address = client_address(&req, state.web.client_ip_header.as_ref());
+    // Text that is no email (too long, a NUL…) matches no account: it shares one throttle key.
+    let email = Email::parse(&form.email).ok().filter(|e| !e.as_str().chars().any(char::is_control));
     let mut conn = state.pool.acquire().await?;
-    let (by_email, by_ip) = users::recent_failures(&mut conn, &email_text, &ip).await?;
-    if by_email >= MAX_FAILURES_PER_EMAIL || by_ip >= MAX_FAILURES_PER_ADDRESS {
-        return Ok(failed(&form.csrf, "Too many failed sign-ins; wait 15 minutes and try again.", StatusCode::TOO_MANY_REQUESTS));
-    }
-    let found = match Email::parse(&email_text) {
-        Ok(email) => users::by_email(&mut conn, &email).await?,
-        Err(_) => None,
+    let attempt = match users::reserve_attempt(&mut conn, email.as_ref().map_or("", |e| e.as_str()), &address).await? {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            let message = format!("Too many failed sign-ins; try again in {}.", wait_text(wait));
+            return Ok(failed(&form.csrf, &message, StatusCode::TOO_MANY_REQUESTS));
+        }
     };
-    let ok = match &found {
-        Some((_, hash)) => verify_password(form.password.clone(), hash.clone()).await?,
-        None => false,
+    let found = match &email {
+        Some(email) => users::by_email(&mut conn, email).await?,
+        None => None,
     };
+    let checked = state.login_checks.verify(form.password.clone(), found.as_ref().map(|(_, hash)| hash.clone())).await;
+    users::finish_attempt(&mut conn, attempt, matches!(checked, Ok(true))).await?;
+    let ok = checked?;
     let Some((user, _)) = found.filter(|_| ok) else {
-        users::record_failure(&mut conn, &email_text, &ip).await?;
         return Ok(failed(&form.csrf, "Wrong email or password.", StatusCode::UNAUTHORIZED));
     };
-    if let Some(old) = req.cookie(SESSION_COOKIE) {
+    if let Some(old) = req.cookie(state.cookies.session_name()) {
         users::delete_session(&mut conn, &keyed_hash(state.key.expose(), old.value())).await?;
     }
     let session_id = random_secret("");
     users::create_session(&mut conn, &keyed_hash(state.key.expose(), &session_id), user.id, &random_secret("")).await?;
     let mut res = redirect("/");
-    res.add_cookie(&session_cookie(session_id)).map_err(anyhow::Error::from)?;
-    let mut gone = Cookie::build(PRELOGIN_COOKIE, "").path("/").secure(true).finish();
-    gone.set_max_age(Duration::ZERO);
-    res.add_cookie(&gone).map_err(anyhow::Error::from)?;
+    res.add_cookie(&state.cookies.session(session_id)).map_err(anyhow::Error::from)?;
+    res.add_cookie(&Cookies::removal(state.cookies.login(String::new()))).map_err(anyhow::Error::from)?;
     Ok(res)
 }
 
@@ -80,8 +84,6 @@ pub async fn logout(state: web::Data<AppState>, auth: Auth, form: web::Form<Csrf
         users::delete_session(&mut *state.pool.acquire().await?, id_hash).await?;
     }
     let mut res = redirect("/login");
-    let mut gone = session_cookie(String::new());
-    gone.set_max_age(Duration::ZERO);
-    res.add_cookie(&gone).map_err(anyhow::Error::from)?;
+    res.add_cookie(&Cookies::removal(state.cookies.session(String::new()))).map_err(anyhow::Error::from)?;
     Ok(res)
 }

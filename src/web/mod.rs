@@ -11,7 +11,7 @@ use anyhow::Context;
 use actix_web::{web, App, HttpServer};
 use sqlx::PgPool;
 
-use crate::settings::Secret;
+use crate::settings::{Secret, WebOptions};
 
 /// A reader as a response body, in chunks of up to 256 KiB.
 pub fn byte_stream<R: tokio::io::AsyncRead + Unpin>(reader: R) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
@@ -107,6 +107,10 @@ pub struct AppState {
     pub task_rules: TaskRulesCache,
     /// Submissions, stored in batches.
     pub submits: submits::SubmitQueue,
+    /// How browsers reach this server: the cookies' flags, the origin, the client's address.
+    pub web: WebOptions,
+    pub cookies: auth::Cookies,
+    pub login_checks: auth::LoginChecks,
 }
 
 /// Rules of leased tasks by task id, with the labeller they were leased to. Bounded: it is
@@ -140,19 +144,26 @@ pub const IMPORT_SLOTS: usize = 4;
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// A built server and the port it bound (port 0 picks a free one, as the tests do).
+/// A built server, the port it bound (port 0 picks a free one, as the tests do) and its state.
 pub struct Application {
     pub server: actix_web::dev::Server,
     pub port: u16,
+    pub state: web::Data<AppState>,
 }
 
 impl Application {
-    pub fn build(pool: PgPool, key: Secret<Vec<u8>>, bind: &str, tmp_dir: std::path::PathBuf, workers: Option<usize>) -> anyhow::Result<Self> {
+    pub fn build(pool: PgPool, key: Secret<Vec<u8>>, bind: &str, tmp_dir: std::path::PathBuf, workers: Option<usize>, options: WebOptions) -> anyhow::Result<Self> {
         let uploads = Uploads::open(tmp_dir.clone())?;
         let lanes = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
         let submits = submits::SubmitQueue::start(pool.clone(), lanes);
-        let state = web::Data::new(AppState { pool, key, tmp_dir, uploads, import_slots: tokio::sync::Semaphore::new(IMPORT_SLOTS), task_rules: TaskRulesCache::default(), submits });
+        let cookies = auth::Cookies::new(options.https);
+        let import_slots = tokio::sync::Semaphore::new(IMPORT_SLOTS);
+        let state = web::Data::new(AppState { pool, key, tmp_dir, uploads, import_slots, task_rules: TaskRulesCache::default(), submits, web: options, cookies, login_checks: auth::LoginChecks::default() });
+        // The dummy hash unknown accounts are checked against, made before the first sign-in.
+        tokio::spawn(auth::dummy_hash());
+        let app_state = state.clone();
         let mut server = HttpServer::new(move || {
+            let state = app_state.clone();
             App::new()
                 .app_data(state.clone())
                 .app_data(web::FormConfig::default().limit(1 << 20))
@@ -164,7 +175,9 @@ impl Application {
                         .add(("Content-Security-Policy", CSP))
                         .add(("X-Content-Type-Options", "nosniff"))
                         .add(("X-Frame-Options", "DENY"))
-                        .add(("Referrer-Policy", "no-referrer"))
+                        // same-origin: our own forms carry our origin in `Origin` (under no-referrer
+                        // browsers send `null`), and no Referer leaves the site.
+                        .add(("Referrer-Policy", "same-origin"))
                         .add(("Cache-Control", "no-store")),
                 )
                 .configure(crate::routes::configure)
@@ -176,6 +189,6 @@ impl Application {
         }
         let server = server.bind(bind).with_context(|| format!("listening on {bind}"))?;
         let port = server.addrs().first().map(|a| a.port()).unwrap_or(0);
-        Ok(Self { server: server.disable_signals().run(), port })
+        Ok(Self { server: server.disable_signals().run(), port, state })
     }
 }

@@ -7,9 +7,9 @@ use std::sync::OnceLock;
 use rewardlab::cluster::Cluster;
 use rewardlab::db::{projects as dbp, users};
 use rewardlab::domain::{Email, Role, Slug, TaskKind, UserId, DEFAULT_FLAGS};
-use rewardlab::settings::Secret;
-use rewardlab::web::auth::{hash_password, keyed_hash, random_secret};
-use rewardlab::web::Application;
+use rewardlab::settings::{Secret, WebOptions};
+use rewardlab::web::auth::{hash_password, keyed_hash, random_secret, Cookies};
+use rewardlab::web::{AppState, Application};
 use serde_json::Value;
 use sqlx::{Connection, PgPool};
 
@@ -47,9 +47,18 @@ pub struct TestApp {
     pub pool: PgPool,
     pub key: Vec<u8>,
     pub http: reqwest::Client,
+    /// The server's state (its sign-in password check count, its cookies).
+    pub state: actix_web::web::Data<AppState>,
+    /// This server's upload directory.
+    pub tmp: PathBuf,
 }
 
+/// The server as the tests usually see it: HTTPS semantics (Secure `__Host-` cookies).
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(WebOptions::default()).await
+}
+
+pub async fn spawn_app_with(web: WebOptions) -> TestApp {
     let cluster = template().await;
     let db = format!("test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres")).await.unwrap();
@@ -57,12 +66,12 @@ pub async fn spawn_app() -> TestApp {
     admin.close().await.unwrap();
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect_with(cluster.connect_options(&db)).await.unwrap();
     let key = random_secret("").into_bytes();
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("uploads");
-    let app = Application::build(pool.clone(), Secret::new(key.clone()), "127.0.0.1:0", tmp, Some(2)).unwrap();
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("uploads").join(&db);
+    let app = Application::build(pool.clone(), Secret::new(key.clone()), "127.0.0.1:0", tmp.clone(), Some(2), web).unwrap();
     let addr = format!("http://127.0.0.1:{}", app.port);
     tokio::spawn(app.server);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { addr, db_url: cluster.url(&db), pool, key, http }
+    TestApp { addr, db_url: cluster.url(&db), pool, key, http, state: app.state, tmp }
 }
 
 pub const PASSWORD: &str = "correct horse battery";
@@ -110,26 +119,37 @@ impl TestApp {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
 
+    pub fn cookies(&self) -> Cookies {
+        self.state.cookies
+    }
+
     /// Fills in and posts the login form like a browser.
     pub async fn attempt_login(&self, email: &str, password: &str) -> reqwest::Response {
-        let page = self.http.get(format!("{}/login", self.addr)).send().await.unwrap();
-        let pre = cookie_value(&page, "__Host-rl_login").expect("login cookie");
+        self.attempt_login_with(email, password, &[]).await
+    }
+
+    /// Fills in and posts the login form with extra request headers (Host, Origin, X-Forwarded-For…).
+    pub async fn attempt_login_with(&self, email: &str, password: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let login = self.cookies().login_name();
+        let mut get = self.http.get(format!("{}/login", self.addr));
+        let mut post = self.http.post(format!("{}/login", self.addr));
+        for (k, v) in headers {
+            get = get.header(*k, *v);
+            post = post.header(*k, *v);
+        }
+        let page = get.send().await.unwrap();
+        let pre = cookie_value(&page, login).expect("login cookie");
         let csrf = hidden_csrf(&page.text().await.unwrap());
-        self.http
-            .post(format!("{}/login", self.addr))
-            .header("Cookie", format!("__Host-rl_login={pre}"))
-            .form(&[("csrf", csrf.as_str()), ("email", email), ("password", password)])
-            .send()
-            .await
-            .unwrap()
+        post.header("Cookie", format!("{login}={pre}")).form(&[("csrf", csrf.as_str()), ("email", email), ("password", password)]).send().await.unwrap()
     }
 
     /// Signs in through the login form like a browser; returns the session.
     pub async fn login(&self, email: &str, password: &str) -> Session {
         let res = self.attempt_login(email, password).await;
         assert_eq!(res.status(), 303, "login of {email} failed");
-        let cookie = cookie_value(&res, "__Host-rl_session").expect("session cookie");
-        let mut s = Session { addr: self.addr.clone(), cookie, csrf: String::new(), http: self.http.clone() };
+        let cookie_name = self.cookies().session_name();
+        let cookie = cookie_value(&res, cookie_name).expect("session cookie");
+        let mut s = Session { addr: self.addr.clone(), cookie_name, cookie, csrf: String::new(), http: self.http.clone() };
         s.csrf = hidden_csrf(&s.get("/account").await.text().await.unwrap());
         s
     }
@@ -151,6 +171,7 @@ pub fn hidden_csrf(html: &str) -> String {
 /// A browser-like session: the session cookie and its CSRF token.
 pub struct Session {
     pub addr: String,
+    pub cookie_name: &'static str,
     pub cookie: String,
     pub csrf: String,
     pub http: reqwest::Client,
@@ -158,11 +179,19 @@ pub struct Session {
 
 impl Session {
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(format!("{}{path}", self.addr)).header("Cookie", format!("__Host-rl_session={}", self.cookie)).send().await.unwrap()
+        self.http.get(format!("{}{path}", self.addr)).header("Cookie", format!("{}={}", self.cookie_name, self.cookie)).send().await.unwrap()
     }
 
     pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
-        self.http.post(format!("{}{path}", self.addr)).header("Cookie", format!("__Host-rl_session={}", self.cookie)).form(fields).send().await.unwrap()
+        self.post_form_with(path, fields, &[]).await
+    }
+
+    pub async fn post_form_with(&self, path: &str, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.http.post(format!("{}{path}", self.addr)).header("Cookie", format!("{}={}", self.cookie_name, self.cookie));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.form(fields).send().await.unwrap()
     }
 }
 

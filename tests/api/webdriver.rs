@@ -32,6 +32,11 @@ fn free_port() -> u16 {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session.
     pub async fn start() -> Browser {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts one with extra Chromium flags (e.g. `--host-resolver-rules`).
+    pub async fn start_with(extra_args: &[&str]) -> Browser {
         let port = free_port();
         let driver = Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
             .arg(format!("--port={port}"))
@@ -50,11 +55,13 @@ impl Browser {
         let download_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("downloads-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&download_dir).unwrap();
         let profile = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chrome-{}", uuid::Uuid::new_v4().simple()));
+        let mut args: Vec<String> = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,1000"]
+            .iter().chain(extra_args).map(|a| a.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
-                     format!("--user-data-dir={}", profile.display())],
+            "args": args,
             "prefs": {"download.default_directory": download_dir.display().to_string(), "download.prompt_for_download": false}
         }}}});
         let mut browser = Browser { http, base, driver, profile, download_dir };
