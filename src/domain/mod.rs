@@ -3,6 +3,7 @@
 
 pub mod import;
 pub mod markdown;
+pub mod provenance;
 pub mod ranking;
 
 use serde::{Deserialize, Serialize};
