@@ -187,8 +187,20 @@ async fn a_test_share_above_90_percent_is_refused_naming_the_field() {
         let text = res.text().await.unwrap();
         assert!(text.contains("test_percent") && text.contains("0 to 90"), "{text}");
     }
+    // The lead's export form checks the same, and takes the same options.
+    let session = app.login("lead@example.org", PASSWORD).await;
+    for bad in ["150", "ten"] {
+        let res = session.post_form("/projects/alpha/exports", &[("csrf", &session.csrf), ("format", "preferences"), ("test_percent", bad)]).await;
+        assert_eq!(res.status(), 400, "test_percent {bad}");
+        assert!(res.text().await.unwrap().contains("test_percent"));
+    }
     assert_eq!(app.count("SELECT count(*) FROM exports").await, 0);
     assert_eq!(lead.post("/api/v1/projects/alpha/exports", &json!({"format": "preferences", "test_percent": 90})).await.status(), 201);
+    let form = [("csrf", session.csrf.as_str()), ("format", "preferences"), ("test_percent", "20"), ("include_ties", "true"), ("include_both_bad", "true")];
+    assert_eq!(session.post_form("/projects/alpha/exports", &form).await.status(), 303);
+    let listed: Value = lead.get("/api/v1/projects/alpha/exports").await.json().await.unwrap();
+    let options = &listed["exports"][0]["options"];
+    assert_eq!((options["test_percent"].as_u64(), options["include_ties"].as_bool(), options["include_both_bad"].as_bool()), (Some(20), Some(true), Some(true)));
 }
 
 #[tokio::test]
