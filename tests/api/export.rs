@@ -396,3 +396,34 @@ async fn downloads_that_stop_reading_leave_the_api_answering() {
     assert_eq!(lead.post("/api/v1/projects/big/exports", &json!({"format": "prompts"})).await.status(), 201);
     drop(stalled);
 }
+
+#[tokio::test]
+async fn an_export_taken_before_provenance_columns_existed_still_downloads_its_recorded_bytes() {
+    let app = spawn_app().await;
+    app.project("alpha", TaskKind::Ranking, 1).await;
+    let lead = app.member("lead@example.org", "alpha", Role::Lead).await;
+    lead.post_bytes("/api/v1/projects/alpha/items", items_jsonl(3, 3, "o")).await;
+    judge_all(&lead, "alpha", false).await;
+    let export: Value = lead.post("/api/v1/projects/alpha/exports", &json!({"format": "comparisons"})).await.json().await.unwrap();
+    assert_eq!(export["options"]["revision"], 2);
+    // What the writer of revision 1 wrote: the same rows without the provenance columns.
+    let id: rewardlab::domain::ExportId = export["id"].as_str().unwrap().parse().unwrap();
+    let e = rewardlab::export::get(&mut *app.pool.acquire().await.unwrap(), id).await.unwrap().unwrap();
+    let mut now = Vec::new();
+    rewardlab::export::write_part(&mut *app.pool.acquire().await.unwrap(), e.project_id, e.format(), &e.options, &e.snapshot, "all", &mut now).await.unwrap();
+    let old = String::from_utf8(now).unwrap().replace(",\"chosen_provenance\":null", "").replace(",\"rejected_provenance\":null", "");
+    let old_sha = hex::encode(Sha256::digest(old.as_bytes()));
+    // Stored as an export of before the upgrade is: no revision in its options, its sha256 then.
+    sqlx::query("UPDATE exports SET options = options - 'revision', files = jsonb_set(files, '{0,sha256}', to_jsonb($2::text)) WHERE id = $1")
+        .bind(id)
+        .bind(&old_sha)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let res = lead.get(&format!("/api/v1/exports/{id}/download")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["X-Rewardlab-Sha256"], old_sha.as_str());
+    assert_eq!(res.text().await.unwrap(), old, "the bytes it was taken with");
+    let listed: Value = lead.get("/api/v1/projects/alpha/exports").await.json().await.unwrap();
+    assert!(listed["exports"][0]["features"].get("chosen_provenance").is_none(), "its features are those of its revision");
+}
