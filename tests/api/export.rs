@@ -408,9 +408,9 @@ async fn an_export_taken_before_provenance_columns_existed_still_downloads_its_r
     assert_eq!(export["options"]["revision"], 2);
     // What the writer of revision 1 wrote: the same rows without the provenance columns.
     let id: rewardlab::domain::ExportId = export["id"].as_str().unwrap().parse().unwrap();
-    let e = rewardlab::export::get(&mut *app.pool.acquire().await.unwrap(), id).await.unwrap().unwrap();
+    let e = rewardlab::export::get(&mut app.pool.acquire().await.unwrap(), id).await.unwrap().unwrap();
     let mut now = Vec::new();
-    rewardlab::export::write_part(&mut *app.pool.acquire().await.unwrap(), e.project_id, e.format(), &e.options, &e.snapshot, "all", &mut now).await.unwrap();
+    rewardlab::export::write_part(&mut app.pool.acquire().await.unwrap(), e.project_id, e.format(), &e.options, &e.snapshot, "all", &mut now).await.unwrap();
     let old = String::from_utf8(now).unwrap().replace(",\"chosen_provenance\":null", "").replace(",\"rejected_provenance\":null", "");
     let old_sha = hex::encode(Sha256::digest(old.as_bytes()));
     // Stored as an export of before the upgrade is: no revision in its options, its sha256 then.
