@@ -385,7 +385,7 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, pre
             let p = dbp::by_slug_for_cli(&mut conn, &project).await?.with_context(|| format!("no project has the slug {project:?}"))?;
             drop(conn);
             let format: Format = format.parse().map_err(anyhow::Error::msg)?;
-            export_to_path(pool, &p, format, Options { margin, include_ties: false, test_percent }, &out).await?;
+            export_to_path(pool, &p, format, Options { margin, test_percent, ..Options::default() }, &out).await?;
         }
     }
     Ok(())
@@ -457,7 +457,7 @@ async fn export_to_path(pool: &sqlx::PgPool, p: &dbp::Project, format: Format, o
     }
     if dir_mode {
         let manifest = serde_json::json!({"export_id": export.id, "format": export.format, "schema_version": crate::export::SCHEMA_VERSION,
-            "created_at": export.created_at, "options": export.options, "files": export.files});
+            "created_at": export.created_at, "options": export.options, "files": export.files, "features": crate::export::schema::features(format, &export.options)});
         std::fs::write(out.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
     }
     let secs = started.elapsed().as_secs_f64();

@@ -1,6 +1,8 @@
-//! Export snapshots: create, list, download (streamed from PostgreSQL, bounded memory).
+//! Export snapshots: create, list, download (written from PostgreSQL to a file once, then
+//! served from the file: a client that stops reading holds no database connection).
 
 use actix_web::{web, HttpResponse};
+use anyhow::Context;
 use serde::Deserialize;
 
 use super::project;
@@ -22,9 +24,7 @@ pub struct CreateBody {
 pub async fn create_export(state: &AppState, auth: &Auth, slug: &str, format: &str, options: Options) -> Result<Export, AppError> {
     let p = project(state, auth, slug, Role::Lead).await?;
     let format: Format = format.parse().map_err(AppError::Invalid)?;
-    if options.test_percent.is_some_and(|t| t > 90) {
-        return Err(AppError::Invalid("test_percent: expected 0 to 90".into()));
-    }
+    let options = options.checked(format).map_err(AppError::Invalid)?;
     Ok(export::create(&state.pool, p.id, format, options, Some(auth.user.id), |_| Ok(tokio::io::sink())).await?)
 }
 
@@ -47,24 +47,19 @@ pub struct PartQuery {
 
 pub async fn download(state: web::Data<AppState>, auth: Auth, id: web::Path<String>, q: web::Query<PartQuery>) -> Result<HttpResponse, ApiError> {
     let id: ExportId = id.parse().map_err(|_| AppError::NotFound)?;
-    let mut conn = state.pool.acquire().await?;
-    let e = export::get_for_lead(&mut conn, id, auth.user.id).await?.ok_or(AppError::NotFound)?;
+    let e = export::get_for_lead(&mut *state.pool.acquire().await?, id, auth.user.id).await?.ok_or(AppError::NotFound)?;
     let part = q.part.clone().unwrap_or_else(|| e.format().parts()[0].to_string());
     let summary = e.files.iter().find(|f| f.part == part).ok_or_else(|| AppError::Invalid(format!("part: this export has {:?}", e.format().parts())))?.clone();
-    // At most four chunks wait for the client: memory stays flat however big the export.
-    let (chunks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let path = export::part_file(&state.pool, &e, &summary, &state.tmp_dir.join("exports")).await.context("writing the export's file")?;
+    let file = tokio::fs::File::open(&path).await.context("opening the export's file")?;
+    let size = file.metadata().await.context("reading the export's file")?.len();
     let filename = format!("{}-{}-{}.jsonl", e.format, part, e.id);
-    tokio::spawn(async move {
-        let written = export::replay_part(&mut conn, &e, &part, &chunks).await;
-        if let Err(err) = written {
-            log::error!("export {} download failed: {err:#}", e.id);
-        }
-    });
-    let body = futures_util::stream::poll_fn(move |cx| received.poll_recv(cx).map(|c| c.map(Ok::<_, std::io::Error>)));
+    let body = crate::web::byte_stream(file);
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .insert_header(("Content-Disposition", format!("attachment; filename=\"{filename}\"")))
         .insert_header(("X-Rewardlab-Sha256", summary.sha256))
         .insert_header(("X-Rewardlab-Rows", summary.rows.to_string()))
+        .no_chunking(size)
         .streaming(body))
 }

@@ -92,3 +92,62 @@ async fn insert_imported_choices(conn: &mut PgConnection, project: ProjectId, fr
     .await?;
     Ok(done.rows_affected())
 }
+
+/// An item as its project's leads see it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ItemView {
+    pub id: ItemId,
+    pub external_id: String,
+    pub prompt: Value,
+    pub prompt_raw: Option<String>,
+    pub metadata: Option<Value>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One response of an item, with its model and metadata.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ResponseView {
+    pub id: ResponseId,
+    pub model: String,
+    pub text: String,
+    pub metadata: Option<Value>,
+}
+
+/// One judgement of an item.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JudgementView {
+    pub labeller: String,
+    pub ranks: Option<Vec<i16>>,
+    pub strength: Option<i16>,
+    pub both_bad: bool,
+    pub demonstration: Option<String>,
+    pub flags: Value,
+    pub rating: Option<i16>,
+    pub comment: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The item `item` of `project` with its responses and judgements, if `user` leads the
+/// project (or is an admin); scoped in the query, so the rest is only read for such a caller.
+pub async fn for_lead(conn: &mut PgConnection, project: ProjectId, item: ItemId, user: crate::domain::UserId) -> sqlx::Result<Option<(ItemView, Vec<ResponseView>, Vec<JudgementView>)>> {
+    let found: Option<ItemView> = sqlx::query_as(
+        "SELECT i.id, i.external_id, i.prompt, i.prompt_raw, i.metadata, i.created_at FROM items i JOIN users u ON u.id = $3
+         WHERE i.id = $1 AND i.project_id = $2
+           AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = i.project_id AND m.user_id = u.id AND m.role = 'lead'))",
+    )
+    .bind(item)
+    .bind(project)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(found) = found else { return Ok(None) };
+    let responses = sqlx::query_as("SELECT id, model, text, metadata FROM responses WHERE item_id = $1 ORDER BY position").bind(found.id).fetch_all(&mut *conn).await?;
+    let judgements = sqlx::query_as(
+        "SELECT COALESCE(u.email, 'imported') AS labeller, j.ranks, j.strength, j.both_bad, j.demonstration, j.flags, j.rating, j.comment, j.created_at
+         FROM judgements j LEFT JOIN users u ON u.id = j.user_id WHERE j.item_id = $1 ORDER BY j.seq",
+    )
+    .bind(found.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some((found, responses, judgements)))
+}

@@ -315,6 +315,7 @@ pub struct RmAgreement {
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct Disagreement {
     pub judgement_id: uuid::Uuid,
+    pub item_id: uuid::Uuid,
     pub labeller: String,
     #[serde(skip)]
     pub prompt_json: Value,
@@ -339,7 +340,7 @@ impl Disagreement {
 
 /// Human comparisons (non-tied pairs) with both responses scored by `run`.
 const SCORED_PAIRS: &str = "
-    SELECT j.id AS judgement_id, COALESCE(u.email, 'imported') AS labeller, i.prompt AS prompt_json, i.prompt_raw, a.text AS preferred, b.text AS other,
+    SELECT j.id AS judgement_id, j.item_id, COALESCE(u.email, 'imported') AS labeller, i.prompt AS prompt_json, i.prompt_raw, a.text AS preferred, b.text AS other,
            sa.reward AS preferred_reward, sb.reward AS other_reward
     FROM judgements j
     JOIN items i ON i.id = j.item_id

@@ -183,6 +183,8 @@ fn take_metadata(obj: &mut Map<String, Value>) -> Result<Option<Value>, String> 
 /// Splits two HH dialogues into their shared prompt and the two responses: at the last
 /// `\n\nAssistant:` of their common prefix (for well-formed pairs, the last turn of each;
 /// where the dialogues diverge earlier, as a few HH-RLHF rows do, at that turn, as TRL does).
+/// Nothing is trimmed: prompt + chosen == chosen and prompt + rejected == rejected, byte for
+/// byte, so each response keeps the space that follows `Assistant:` (as TRL's split does).
 pub fn split_pair<'a>(chosen: &'a str, rejected: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
     const MARK: &str = "\n\nAssistant:";
     let common = chosen.bytes().zip(rejected.bytes()).take_while(|(a, b)| a == b).count();
@@ -191,8 +193,7 @@ pub fn split_pair<'a>(chosen: &'a str, rejected: &'a str) -> Option<(&'a str, &'
         end -= 1;
     }
     let at = chosen[..end].rfind(MARK)? + MARK.len();
-    let trim = |s: &'a str| s.strip_prefix(' ').unwrap_or(s);
-    Some((&chosen[..at], trim(&chosen[at..]), trim(&rejected[at..])))
+    Some((&chosen[..at], &chosen[at..], &rejected[at..]))
 }
 
 /// Turns of an HH transcript (`\n\nHuman: …\n\nAssistant: …`); a trailing empty assistant turn is dropped.
@@ -247,8 +248,8 @@ mod tests {
         let item = parse_line(line, TaskKind::Pairwise).unwrap();
         assert_eq!(item.prompt.len(), 3);
         assert_eq!(item.prompt[2].content, "how?");
-        assert_eq!(item.responses[0].text, "like this");
-        assert_eq!(item.responses[1].text, "no");
+        assert_eq!(item.responses[0].text, " like this");
+        assert_eq!(item.responses[1].text, " no");
         assert!(item.imported_choice);
         assert_eq!(prompt_text(&item.prompt), "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how?\n\nAssistant:");
     }
@@ -303,7 +304,16 @@ mod split_tests {
     fn dialogues_that_diverge_before_their_last_turn_split_where_they_diverge() {
         let c = "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d";
         let r = "\n\nHuman: a\n\nAssistant: x";
-        assert_eq!(split_pair(c, r), Some(("\n\nHuman: a\n\nAssistant:", "b\n\nHuman: c\n\nAssistant: d", "x")));
+        assert_eq!(split_pair(c, r), Some(("\n\nHuman: a\n\nAssistant:", " b\n\nHuman: c\n\nAssistant: d", " x")));
         assert_eq!(split_pair("no turns", "at all"), None);
+    }
+
+    #[test]
+    fn prompt_and_response_join_back_to_the_original_dialogue() {
+        let c = "\n\nHuman: hi\n\nAssistant: Sounds good";
+        let r = "\n\nHuman: hi\n\nAssistant:  two spaces";
+        let (p, chosen, rejected) = split_pair(c, r).unwrap();
+        assert_eq!(format!("{p}{chosen}"), c);
+        assert_eq!(format!("{p}{rejected}"), r);
     }
 }

@@ -4,6 +4,7 @@
 pub mod import;
 pub mod login;
 pub mod markdown;
+pub mod provenance;
 pub mod ranking;
 pub mod text;
 

@@ -2,12 +2,15 @@
 //! (`pg_current_snapshot()` inside a REPEATABLE READ transaction); judgements and items are
 //! immutable and carry their creating transaction id, so replaying the same queries filtered by
 //! `pg_visible_in_snapshot` gives the same bytes, with the same sha256, every time. Rows stream
-//! from the database to the writer in chunks, so memory stays flat. The formats are documented
-//! in `docs/export-formats.md`.
+//! from the database to the writer in chunks, so memory stays flat. A download is served from
+//! a file the snapshot was written to once ([`part_file`]), so a slow client never holds a
+//! database connection. The formats are documented in `docs/export-formats.md`.
 
 mod rows;
+pub mod schema;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
@@ -68,12 +71,46 @@ pub struct Options {
     /// Add `margin` (the pairwise strength, or the rank difference) to preference rows.
     #[serde(default)]
     pub margin: bool,
-    /// Keep ties in preference rows (TRL cannot use them; dropped by default).
+    /// Keep ties in preference rows, marked by a `tie` column (TRL cannot use them; dropped by default).
     #[serde(default)]
     pub include_ties: bool,
-    /// Percentage of prompts that go to the test split (default 10).
+    /// Keep pairs a labeller marked "both bad" in preference rows, marked by a `both_bad`
+    /// column (dropped by default: neither response is one to prefer).
+    #[serde(default)]
+    pub include_both_bad: bool,
+    /// Percentage of prompts that go to the test split of `preferences` (0 to 90; default 10,
+    /// recorded as 10 when the export is taken).
     #[serde(default)]
     pub test_percent: Option<u8>,
+    /// The revision of the row writer that took the export (set when it is taken); a download
+    /// replays with the same one, so an export taken before an upgrade keeps its bytes. 1:
+    /// before provenance columns, tie/both_bad markers and best-ranked SFT targets; 2: now.
+    #[serde(default = "first_revision")]
+    pub revision: u32,
+}
+
+/// The revision new exports are written with.
+pub const REVISION: u32 = 2;
+pub const DEFAULT_TEST_PERCENT: u8 = 10;
+pub const MAX_TEST_PERCENT: u8 = 90;
+
+fn first_revision() -> u32 {
+    1
+}
+
+impl Options {
+    /// The options an export of `format` is taken with: checked, with the effective defaults
+    /// filled in (so the record and manifest say what was used). Errors name the field.
+    pub fn checked(mut self, format: Format) -> Result<Self, String> {
+        if let Some(t) = self.test_percent.filter(|t| *t > MAX_TEST_PERCENT) {
+            return Err(format!("test_percent: expected 0 to {MAX_TEST_PERCENT} (the share of prompts held out for testing), got {t}"));
+        }
+        if format == Format::Preferences {
+            self.test_percent.get_or_insert(DEFAULT_TEST_PERCENT);
+        }
+        self.revision = REVISION;
+        Ok(self)
+    }
 }
 
 /// One file of an export.
@@ -84,8 +121,8 @@ pub struct PartSummary {
     pub sha256: String,
 }
 
-/// An export as stored.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+/// An export as stored; serialized with its `schema_version` and `features` (see [`schema`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Export {
     pub id: ExportId,
     pub project_id: ProjectId,
@@ -107,12 +144,31 @@ impl Export {
     }
 }
 
-/// Takes a snapshot, writes each part through `sink(part)` and records the export.
+impl serde::Serialize for Export {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("Export", 10)?;
+        m.serialize_field("id", &self.id)?;
+        m.serialize_field("project_id", &self.project_id)?;
+        m.serialize_field("format", &self.format)?;
+        m.serialize_field("schema_version", &SCHEMA_VERSION)?;
+        m.serialize_field("options", &self.options)?;
+        m.serialize_field("snapshot", &self.snapshot)?;
+        m.serialize_field("files", &self.files)?;
+        m.serialize_field("created_at", &self.created_at)?;
+        m.serialize_field("features", &schema::features(self.format(), &self.options))?;
+        m.end()
+    }
+}
+
+/// Takes a snapshot, writes each part through `sink(part)` and records the export. The
+/// options are checked here (see [`Options::checked`]), whoever calls.
 pub async fn create<W, F>(pool: &PgPool, project: ProjectId, format: Format, options: Options, by: Option<UserId>, mut sink: F) -> anyhow::Result<Export>
 where
     W: AsyncWrite + Unpin,
     F: FnMut(&str) -> anyhow::Result<W>,
 {
+    let options = options.checked(format).map_err(anyhow::Error::msg)?;
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
     let snapshot: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
@@ -142,17 +198,45 @@ where
 
 /// Writes one part of an export as of `snapshot`; returns its row count and sha256.
 pub async fn write_part<W: AsyncWrite + Unpin>(conn: &mut PgConnection, project: ProjectId, format: Format, options: &Options, snapshot: &str, part: &str, out: &mut W) -> anyhow::Result<(u64, String)> {
-    let mut w = ChunkWriter { out: Out::Write(out), hash: Some(Sha256::new()), buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
+    let mut w = ChunkWriter { out, hash: Sha256::new(), buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
     stream_rows(conn, project, format, options, snapshot, part, &mut w).await?;
     w.finish().await
 }
 
-/// Streams one part of a recorded export (its sha256 is known, so none is computed) as chunks
-/// sent to `chunks`, each handed over without a copy.
-pub async fn replay_part(conn: &mut PgConnection, e: &Export, part: &str, chunks: &tokio::sync::mpsc::Sender<bytes::Bytes>) -> anyhow::Result<u64> {
-    let mut w: ChunkWriter<'_, tokio::io::Sink> = ChunkWriter { out: Out::Chunks(chunks), hash: None, buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
-    stream_rows(conn, e.project_id, e.format(), &e.options, &e.snapshot, part, &mut w).await?;
-    Ok(w.finish().await?.0)
+/// The file holding `part` of a recorded export, under `dir`: written from its snapshot the
+/// first time it is asked for, checked against the recorded sha256, then kept (0600). One file
+/// is written at a time, so downloads hold at most one pool connection, and that only for as
+/// long as the disk takes, never for a client's pace.
+pub async fn part_file(pool: &PgPool, e: &Export, part: &PartSummary, dir: &Path) -> anyhow::Result<PathBuf> {
+    static WRITING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let path = dir.join(format!("{}-{}.jsonl", e.id, part.part));
+    if tokio::fs::try_exists(&path).await? {
+        return Ok(path);
+    }
+    let _one = WRITING.acquire().await?;
+    if tokio::fs::try_exists(&path).await? {
+        return Ok(path);
+    }
+    tokio::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).await?;
+    let tmp = dir.join(format!(".{}-{}.partial-{}", e.id, part.part, uuid::Uuid::new_v4().simple()));
+    let written = write_file(pool, e, part, &tmp).await;
+    if let Err(err) = written {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(err);
+    }
+    tokio::fs::rename(&tmp, &path).await?;
+    Ok(path)
+}
+
+async fn write_file(pool: &PgPool, e: &Export, part: &PartSummary, tmp: &Path) -> anyhow::Result<()> {
+    let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(tmp).await?;
+    let mut out = tokio::io::BufWriter::new(file);
+    let mut conn = pool.acquire().await?;
+    let (_, sha) = write_part(&mut conn, e.project_id, e.format(), &e.options, &e.snapshot, &part.part, &mut out).await?;
+    drop(conn);
+    out.flush().await?;
+    anyhow::ensure!(sha == part.sha256, "export {} part {} replayed with sha256 {sha}, recorded {}", e.id, part.part, part.sha256);
+    Ok(())
 }
 
 async fn stream_rows<W: AsyncWrite + Unpin>(conn: &mut PgConnection, project: ProjectId, format: Format, options: &Options, snapshot: &str, part: &str, w: &mut ChunkWriter<'_, W>) -> anyhow::Result<()> {
@@ -177,16 +261,10 @@ async fn stream_rows<W: AsyncWrite + Unpin>(conn: &mut PgConnection, project: Pr
 
 const CHUNK: usize = 64 * 1024;
 
-/// Where a chunk goes: written out, or handed over whole.
-enum Out<'a, W> {
-    Write(&'a mut W),
-    Chunks(&'a tokio::sync::mpsc::Sender<bytes::Bytes>),
-}
-
-/// Buffers rows into chunks, hashing (when asked) what it writes.
+/// Buffers rows into chunks, hashing what it writes.
 struct ChunkWriter<'a, W> {
-    out: Out<'a, W>,
-    hash: Option<Sha256>,
+    out: &'a mut W,
+    hash: Sha256,
     buf: Vec<u8>,
     rows: u64,
 }
@@ -200,27 +278,15 @@ impl<W: AsyncWrite + Unpin> ChunkWriter<'_, W> {
     }
 
     async fn flush(&mut self) -> anyhow::Result<()> {
-        if let Some(h) = &mut self.hash {
-            h.update(&self.buf);
-        }
-        match &mut self.out {
-            Out::Write(w) => {
-                w.write_all(&self.buf).await?;
-                self.buf.clear();
-            }
-            Out::Chunks(tx) => {
-                if !self.buf.is_empty() {
-                    let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK * 2));
-                    tx.send(bytes::Bytes::from(chunk)).await.map_err(|_| anyhow::anyhow!("the download was abandoned"))?;
-                }
-            }
-        }
+        self.hash.update(&self.buf);
+        self.out.write_all(&self.buf).await?;
+        self.buf.clear();
         Ok(())
     }
 
     async fn finish(mut self) -> anyhow::Result<(u64, String)> {
         self.flush().await?;
-        Ok((self.rows, self.hash.take().map(|h| hex::encode(h.finalize())).unwrap_or_default()))
+        Ok((self.rows, hex::encode(self.hash.finalize())))
     }
 }
 

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Format, Options};
 use crate::domain::import::{prompt_text, Turn};
+use crate::domain::provenance::Provenance;
 use crate::domain::ranking::pairs;
 use crate::domain::{ItemId, JudgementId, ResponseId};
 
@@ -15,13 +16,14 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const JUDGEMENTS_SQL: &str = "
     SELECT j.id, j.item_id, i.external_id, i.prompt, i.prompt_raw, j.source, COALESCE(u.pseudonym, 'import') AS labeller,
            j.ranks, j.display_order, j.strength, j.both_bad, j.demonstration, j.flags, j.rating, j.comment,
-           j.time_on_task_ms, j.created_at, rs.ids, rs.models, rs.texts
+           j.time_on_task_ms, j.created_at, rs.ids, rs.models, rs.texts, rs.metas
     FROM judgements j
     JOIN items i ON i.id = j.item_id
     LEFT JOIN users u ON u.id = j.user_id
     CROSS JOIN LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.position), '{}') AS ids,
                                COALESCE(array_agg(r.model ORDER BY r.position), '{}') AS models,
-                               COALESCE(array_agg(r.text ORDER BY r.position), '{}') AS texts
+                               COALESCE(array_agg(r.text ORDER BY r.position), '{}') AS texts,
+                               COALESCE(jsonb_agg(r.metadata ORDER BY r.position), '[]') AS metas
                         FROM responses r WHERE r.item_id = j.item_id) rs
     WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::pg_snapshot)
     ORDER BY j.seq";
@@ -69,6 +71,7 @@ pub struct JudgementRow {
     ids: Vec<ResponseId>,
     models: Vec<String>,
     texts: Vec<String>,
+    metas: Value,
 }
 
 /// The prompt as one string: verbatim when it was imported as a string, else rendered from its turns.
@@ -115,11 +118,19 @@ struct SideKeys {
     response_id: &'static str,
     rank: &'static str,
     flags: &'static str,
+    provenance: &'static str,
 }
 
-const CHOSEN: SideKeys = SideKeys { text: "chosen", model: "chosen_model", response_id: "chosen_response_id", rank: "chosen_rank", flags: "chosen_flags" };
-const REJECTED: SideKeys =
-    SideKeys { text: "rejected", model: "rejected_model", response_id: "rejected_response_id", rank: "rejected_rank", flags: "rejected_flags" };
+const CHOSEN: SideKeys =
+    SideKeys { text: "chosen", model: "chosen_model", response_id: "chosen_response_id", rank: "chosen_rank", flags: "chosen_flags", provenance: "chosen_provenance" };
+const REJECTED: SideKeys = SideKeys {
+    text: "rejected",
+    model: "rejected_model",
+    response_id: "rejected_response_id",
+    rank: "rejected_rank",
+    flags: "rejected_flags",
+    provenance: "rejected_provenance",
+};
 
 impl JudgementRow {
     /// Appends the lines this judgement contributes to `part` of `format`; returns how many.
@@ -127,19 +138,19 @@ impl JudgementRow {
     pub fn write(&self, format: Format, options: &Options, part: &str, out: &mut Vec<u8>) -> u64 {
         let prompt = prompt_string(&self.prompt, &self.prompt_raw);
         match format {
-            Format::Comparisons => self.comparisons(&prompt, out),
+            Format::Comparisons => self.comparisons(&prompt, options, out),
             Format::Preferences => {
-                let test = in_test_split(&prompt, options.test_percent.unwrap_or(10));
+                let test = in_test_split(&prompt, options.test_percent.unwrap_or(super::DEFAULT_TEST_PERCENT));
                 if test != (part == "test") {
                     return 0;
                 }
                 self.preferences(&prompt, options, out)
             }
-            Format::Sft => match &self.demonstration {
-                Some(d) => {
+            Format::Sft => match self.sft_target(options) {
+                Some(completion) => {
                     out.extend_from_slice(b"{\"prompt\":");
                     js(out, &prompt);
-                    field(out, "completion", &to_json(d));
+                    field(out, "completion", &to_json(completion));
                     out.extend_from_slice(b"}\n");
                     1
                 }
@@ -149,7 +160,22 @@ impl JudgementRow {
         }
     }
 
-    fn comparisons(&self, prompt: &str, out: &mut Vec<u8>) -> u64 {
+    /// The SFT target of this judgement: the demonstration a labeller wrote, else (from
+    /// revision 2 on) the response ranked first alone, unless the labeller marked both bad.
+    fn sft_target(&self, options: &Options) -> Option<&str> {
+        if let Some(d) = &self.demonstration {
+            return Some(d);
+        }
+        let ranks = self.ranks.as_ref().filter(|_| options.revision >= 2 && !self.both_bad)?;
+        let best = *ranks.iter().min()?;
+        let mut firsts = ranks.iter().enumerate().filter(|(_, r)| **r == best);
+        match (firsts.next(), firsts.next()) {
+            (Some((p, _)), None) => self.texts.get(p).map(String::as_str),
+            _ => None,
+        }
+    }
+
+    fn comparisons(&self, prompt: &str, options: &Options, out: &mut Vec<u8>) -> u64 {
         let Some(ranks) = &self.ranks else { return 0 };
         let k = ranks.len();
         // Every value a pair repeats is written as JSON once per judgement; pairs only copy.
@@ -158,6 +184,7 @@ impl JudgementRow {
         let flags: Vec<Vec<u8>> = (0..k).map(|p| self.flags.get(p.to_string()).map_or_else(|| b"[]".to_vec(), to_json)).collect();
         let ids: Vec<String> = self.ids.iter().map(|id| format!("\"{id}\"")).collect();
         let rank_text: Vec<String> = ranks.iter().map(|r| r.to_string()).collect();
+        let provenance: Vec<Vec<u8>> = (0..k).map(|p| to_json(&self.metas.get(p).and_then(Provenance::from_metadata))).collect();
         let mut head = Vec::with_capacity(prompt.len() * 2 + 256);
         head.extend_from_slice(format!("{{\"schema_version\":{SCHEMA_VERSION},\"judgement_id\":\"{}\",\"item_id\":\"{}\"", self.id, self.item_id).as_bytes());
         field(&mut head, "external_id", &to_json(&self.external_id));
@@ -185,6 +212,9 @@ impl JudgementRow {
                 field(out, keys.response_id, ids[p].as_bytes());
                 field(out, keys.rank, rank_text[p].as_bytes());
                 field(out, keys.flags, &flags[p]);
+                if options.revision >= 2 {
+                    field(out, keys.provenance, &provenance[p]);
+                }
             }
             field(out, "tie", if tie { b"true" } else { b"false" });
             out.extend_from_slice(&tail);
@@ -197,6 +227,10 @@ impl JudgementRow {
         let prompt = str_json(prompt);
         let texts: Vec<Vec<u8>> = self.texts.iter().map(|t| str_json(t)).collect();
         let mut n = 0;
+        let v2 = options.revision >= 2;
+        if v2 && self.both_bad && !options.include_both_bad {
+            return 0;
+        }
         for (w, l, tie) in pairs(ranks) {
             if tie && !options.include_ties {
                 continue;
@@ -208,6 +242,12 @@ impl JudgementRow {
             if options.margin {
                 let m = self.strength.map(f64::from).unwrap_or(f64::from(ranks[l] - ranks[w]));
                 field(out, "margin", &to_json(&m));
+            }
+            if v2 && options.include_ties {
+                field(out, "tie", if tie { b"true" } else { b"false" });
+            }
+            if v2 && options.include_both_bad {
+                field(out, "both_bad", if self.both_bad { b"true" } else { b"false" });
             }
             out.extend_from_slice(b"}\n");
             n += 1;

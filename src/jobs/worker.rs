@@ -486,7 +486,7 @@ async fn ensure_export(pool: &PgPool, c: &Claimed, kind: RunKind, f: &Fence<'_>,
         }
         return Ok(e);
     }
-    let options = Options { margin: false, include_ties: false, test_percent: None };
+    let options = Options::default();
     crate::private_fs::create_dir_all(dir)?;
     let pending = |part: &str| dir.join(format!(".pending-{}-{part}", c.fence));
     let export = crate::export::create(pool, c.project_id, format, options, None, |part| {

@@ -1,6 +1,7 @@
 //! Server-rendered pages, grouped by feature; the route table is here.
 
 mod account;
+mod item;
 mod project;
 pub mod pages;
 mod runs;
@@ -24,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}/settings", web::post().to(project::settings))
         .route("/projects/{slug}/import", web::post().to(project::import))
         .route("/projects/{slug}/exports", web::post().to(project::export))
+        .route("/projects/{slug}/items/{item}", web::get().to(item::show))
         .route("/projects/{slug}/runs", web::get().to(runs::list))
         .route("/projects/{slug}/runs", web::post().to(runs::start))
         .route("/projects/{slug}/runs/compare", web::get().to(runs::compare))

@@ -168,11 +168,21 @@ pub struct ExportForm {
     format: String,
     #[serde(default)]
     margin: Option<String>,
+    #[serde(default)]
+    include_ties: Option<String>,
+    #[serde(default)]
+    include_both_bad: Option<String>,
+    #[serde(default)]
+    test_percent: Option<String>,
 }
 
 pub async fn export(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, form: web::Form<ExportForm>) -> Result<HttpResponse, PageError> {
     auth.check_csrf(&form.csrf)?;
-    let options = Options { margin: form.margin.is_some(), ..Options::default() };
+    let test_percent = match form.test_percent.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(t.parse().map_err(|_| AppError::Invalid(format!("test_percent: expected a whole number from 0 to 90, got {t:?}")))?),
+    };
+    let options = Options { margin: form.margin.is_some(), include_ties: form.include_ties.is_some(), include_both_bad: form.include_both_bad.is_some(), test_percent, ..Options::default() };
     create_export(&state, &auth, &slug, &form.format, options).await?;
     Ok(redirect(&format!("/projects/{slug}#exports")))
 }

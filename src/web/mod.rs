@@ -144,6 +144,19 @@ pub const IMPORT_SLOTS: usize = 4;
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// How long a connection may leave what it was sent unacknowledged, or its window shut (a
+/// client that stopped reading a download), before the kernel drops it.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Gives each accepted connection the [`SEND_TIMEOUT`] (`TCP_USER_TIMEOUT`).
+fn set_send_timeout(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(SEND_TIMEOUT)) {
+            log::warn!("setting the send timeout of a connection: {e}");
+        }
+    }
+}
+
 /// A built server, the port it bound (port 0 picks a free one, as the tests do) and its state.
 pub struct Application {
     pub server: actix_web::dev::Server,
@@ -183,6 +196,7 @@ impl Application {
                 .configure(crate::routes::configure)
                 .configure(crate::api::configure)
         })
+        .on_connect(set_send_timeout)
         .shutdown_timeout(10);
         if let Some(n) = workers {
             server = server.workers(n);

@@ -87,6 +87,11 @@ async fn the_command_line_creates_accounts_projects_imports_and_exports() {
     assert_eq!(std::fs::read_to_string(prefs.join("test.jsonl")).unwrap(), "");
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(prefs.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["schema_version"], 1);
+    assert_eq!(manifest["options"]["test_percent"], 0);
+    assert_eq!(manifest["features"]["chosen"], serde_json::json!({"dtype": "string", "_type": "Value"}));
+    let too_many = cli(&["export", "--project", "demo", "--format", "preferences", "--out", prefs.to_str().unwrap(), "--test-percent", "150"], None);
+    assert!(!too_many.status.success());
+    assert!(String::from_utf8_lossy(&too_many.stderr).contains("test_percent: expected 0 to 90"), "{}", String::from_utf8_lossy(&too_many.stderr));
 }
 
 #[tokio::test]

@@ -122,13 +122,27 @@ async fn the_hh_rlhf_pairs_import_as_pairwise_items_with_their_human_choice() {
     assert_eq!(rows.len() as i64, added);
     assert!(test.lines().count() > 100 && train.lines().count() > 700, "about 20% test");
 
-    // Every exported row reassembles into an original dialogue: prompt + " " + chosen.
+    // Every exported row is exactly an original pair: prompt + chosen is the original chosen
+    // dialogue and prompt + rejected the original rejected one, byte for byte.
     let mut decoder = flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap());
     let mut source = String::new();
     std::io::Read::read_to_string(&mut decoder, &mut source).unwrap();
-    let originals: std::collections::HashSet<String> = source.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["chosen"].as_str().unwrap().to_string()).collect();
-    let rebuilt = rows.iter().filter(|r| originals.contains(&format!("{} {}", r["prompt"].as_str().unwrap(), r["chosen"].as_str().unwrap()))).count();
-    assert!(rebuilt as f64 > 0.95 * rows.len() as f64, "{rebuilt} of {} rows rebuild their dialogue", rows.len());
+    let originals: std::collections::HashSet<(String, String)> = source
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["chosen"].as_str().unwrap().to_string(), v["rejected"].as_str().unwrap().to_string()))
+        .collect();
+    let rebuilt: std::collections::HashSet<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            let prompt = r["prompt"].as_str().unwrap();
+            (format!("{prompt}{}", r["chosen"].as_str().unwrap()), format!("{prompt}{}", r["rejected"].as_str().unwrap()))
+        })
+        .collect();
+    assert_eq!(rebuilt.len(), rows.len(), "no two rows alike");
+    let strays: Vec<&(String, String)> = rebuilt.difference(&originals).collect();
+    assert!(strays.is_empty(), "{} of {} rows do not rebuild their original pair, e.g. {:?}", strays.len(), rows.len(), strays.first());
+    assert!(rows.iter().all(|r| r["prompt"].as_str().unwrap().ends_with("\n\nAssistant:")));
     for row in &rows {
         let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
         assert_eq!(keys, vec!["chosen", "prompt", "rejected"], "exactly TRL's columns");
