@@ -246,3 +246,33 @@ async fn upload_files_are_private_and_removed_on_every_way_out() {
 
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_imports_at_once_never_take_every_database_connection() {
+    let app = spawn_app().await;
+    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 1, 2).await;
+    // Imports that cannot finish: their inserts wait for this lock, holding what they hold.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE items IN SHARE MODE").execute(&mut *blocker).await.unwrap();
+    let imports: Vec<_> = (0..24)
+        .map(|i| {
+            let lead = lead.clone();
+            tokio::spawn(async move { lead.post_bytes("/api/v1/projects/alpha/items", items_jsonl(3, 2, &format!("many{i}"))).await.status().as_u16() })
+        })
+        .collect();
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_locks WHERE relation = 'items'::regclass AND NOT granted").fetch_one(&app.pool).await.unwrap()
+    };
+    while waiting().await < rewardlab::web::IMPORT_SLOTS as i64 {
+        tokio::task::yield_now().await;
+    }
+    // The rest of the API still gets connections while the imports wait.
+    assert_eq!(lead.get("/api/v1/projects").await.status(), 200);
+    assert_eq!(lead.get("/api/v1/projects/alpha/progress").await.status(), 200);
+    assert!(waiting().await <= rewardlab::web::IMPORT_SLOTS as i64, "at most the import slots hold a connection");
+    blocker.commit().await.unwrap();
+    for import in imports {
+        assert_eq!(import.await.unwrap(), 200);
+    }
+    assert_eq!(app.count("SELECT count(*) FROM items").await, 1 + 24 * 3);
+}
