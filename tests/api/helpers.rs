@@ -115,6 +115,14 @@ impl TestApp {
         dbp::insert(&mut conn, &new, None).await.unwrap().unwrap();
     }
 
+    /// Project `slug` with a lead (returned) and `n` items of `k` responses.
+    pub async fn lead_with_items(&self, slug: &str, kind: TaskKind, overlap: i32, n: usize, k: usize) -> Api {
+        self.project(slug, kind, overlap).await;
+        let lead = self.member(&format!("lead@{slug}.org"), slug, Role::Lead).await;
+        assert_eq!(lead.post_bytes(&format!("/api/v1/projects/{slug}/items"), items_jsonl(n, k, slug)).await.status(), 200);
+        lead
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }

@@ -3,19 +3,12 @@ use std::collections::HashSet;
 use rewardlab::domain::{Role, TaskKind};
 use serde_json::{json, Value};
 
-use crate::helpers::{items_jsonl, spawn_app, Api};
-
-async fn lead_with_items(app: &crate::helpers::TestApp, slug: &str, kind: TaskKind, overlap: i32, n: usize, k: usize) -> Api {
-    app.project(slug, kind, overlap).await;
-    let lead = app.member(&format!("lead@{slug}.org"), slug, Role::Lead).await;
-    assert_eq!(lead.post_bytes(&format!("/api/v1/projects/{slug}/items"), items_jsonl(n, k, slug)).await.status(), 200);
-    lead
-}
+use crate::helpers::spawn_app;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_labellers_never_exceed_the_overlap_and_never_judge_an_item_twice() {
     let app = spawn_app().await;
-    lead_with_items(&app, "alpha", TaskKind::Ranking, 3, 20, 3).await;
+    app.lead_with_items("alpha", TaskKind::Ranking, 3, 20, 3).await;
     let mut labellers = Vec::new();
     for i in 0..8 {
         labellers.push(app.member(&format!("l{i}@example.org"), "alpha", Role::Labeller).await);
@@ -48,7 +41,7 @@ async fn concurrent_labellers_never_exceed_the_overlap_and_never_judge_an_item_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn simultaneous_lease_requests_hand_out_no_more_leases_than_an_item_needs() {
     let app = spawn_app().await;
-    lead_with_items(&app, "alpha", TaskKind::Ranking, 2, 1, 2).await;
+    app.lead_with_items("alpha", TaskKind::Ranking, 2, 1, 2).await;
     let mut handles = Vec::new();
     for i in 0..10 {
         let api = app.member(&format!("l{i}@example.org"), "alpha", Role::Labeller).await;
@@ -65,7 +58,7 @@ async fn simultaneous_lease_requests_hand_out_no_more_leases_than_an_item_needs(
 #[tokio::test]
 async fn a_duplicate_submit_stores_one_judgement_and_answers_the_same() {
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 2, 4).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 2, 4).await;
     let task = lead.next_task("alpha").await.unwrap();
     let (a, b) = tokio::join!(lead.submit_in_order(&task, "same-key"), lead.submit_in_order(&task, "same-key"));
     let mut statuses = vec![a.status().as_u16(), b.status().as_u16()];
@@ -84,7 +77,7 @@ async fn a_duplicate_submit_stores_one_judgement_and_answers_the_same() {
 #[tokio::test]
 async fn an_expired_lease_returns_to_the_pool_and_a_late_submit_then_answers_409() {
     let app = spawn_app().await;
-    lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 1, 2).await;
+    app.lead_with_items("alpha", TaskKind::Ranking, 1, 1, 2).await;
     let slow = app.member("slow@example.org", "alpha", Role::Labeller).await;
     let fast = app.member("fast@example.org", "alpha", Role::Labeller).await;
     let task = slow.next_task("alpha").await.unwrap();
@@ -102,7 +95,7 @@ async fn an_expired_lease_returns_to_the_pool_and_a_late_submit_then_answers_409
 #[tokio::test]
 async fn a_late_submit_is_kept_when_nobody_else_needed_the_slot() {
     let app = spawn_app().await;
-    lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 1, 2).await;
+    app.lead_with_items("alpha", TaskKind::Ranking, 1, 1, 2).await;
     let slow = app.member("slow@example.org", "alpha", Role::Labeller).await;
     let task = slow.next_task("alpha").await.unwrap();
     sqlx::query("UPDATE tasks SET expires_at = now() - interval '1 second'").execute(&app.pool).await.unwrap();
@@ -112,7 +105,7 @@ async fn a_late_submit_is_kept_when_nobody_else_needed_the_slot() {
 #[tokio::test]
 async fn an_invalid_ranking_is_a_400_that_says_why_and_stores_nothing() {
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 1, 3).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 1, 3).await;
     sqlx::query("UPDATE projects SET allow_ties = false").execute(&app.pool).await.unwrap();
     let task = lead.next_task("alpha").await.unwrap();
     let ids: Vec<Value> = task["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
@@ -147,7 +140,7 @@ async fn an_invalid_ranking_is_a_400_that_says_why_and_stores_nothing() {
 #[tokio::test]
 async fn a_labeller_never_sees_an_item_twice_even_after_skipping_it() {
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 2, 3, 2).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 2, 3, 2).await;
     let mut seen = HashSet::new();
     let first = lead.next_task("alpha").await.unwrap();
     let res = lead.post(&format!("/api/v1/tasks/{}/skip", first["task_id"].as_str().unwrap()), &json!({"reason": "unclear prompt"})).await;
@@ -164,7 +157,7 @@ async fn a_labeller_never_sees_an_item_twice_even_after_skipping_it() {
 #[tokio::test]
 async fn pairwise_and_demonstration_judgements_store_their_kind_specific_fields() {
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "pairs", TaskKind::Pairwise, 1, 1, 2).await;
+    let lead = app.lead_with_items("pairs", TaskKind::Pairwise, 1, 1, 2).await;
     let task = lead.next_task("pairs").await.unwrap();
     let ids: Vec<Value> = task["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
     let res = lead.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()),
@@ -189,7 +182,7 @@ async fn pairwise_and_demonstration_judgements_store_their_kind_specific_fields(
 #[tokio::test]
 async fn a_submission_can_carry_the_next_task_back() {
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 2, 2).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 2, 2).await;
     let first = lead.next_task("alpha").await.unwrap();
     let ids: Vec<Value> = first["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
     let url = format!("/api/v1/tasks/{}/judgement?next=1", first["task_id"].as_str().unwrap());
@@ -209,7 +202,7 @@ async fn a_submission_can_carry_the_next_task_back() {
 #[tokio::test]
 async fn a_labeller_removed_from_the_project_can_no_longer_submit_a_task_they_hold() {
     let app = spawn_app().await;
-    lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 2, 2).await;
+    app.lead_with_items("alpha", TaskKind::Ranking, 1, 2, 2).await;
     let gone = app.member("gone@example.org", "alpha", Role::Labeller).await;
     let task = gone.next_task("alpha").await.unwrap();
     sqlx::query("DELETE FROM memberships m USING users u WHERE u.id = m.user_id AND u.email = 'gone@example.org'").execute(&app.pool).await.unwrap();
@@ -245,7 +238,7 @@ async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_a
     use rewardlab::db::tasks::{self as dbt, Outcome};
     use rewardlab::web::submits::SubmitQueue;
     let app = spawn_app().await;
-    lead_with_items(&app, "alpha", TaskKind::Ranking, 3, 40, 3).await;
+    app.lead_with_items("alpha", TaskKind::Ranking, 3, 40, 3).await;
     let project: rewardlab::domain::ProjectId = sqlx::query_scalar("SELECT id FROM projects WHERE slug = 'alpha'").fetch_one(&app.pool).await.unwrap();
     let mut users = Vec::new();
     for i in 0..24 {

@@ -3,14 +3,7 @@
 use rewardlab::domain::{Role, TaskKind};
 use serde_json::{json, Value};
 
-use crate::helpers::{items_jsonl, spawn_app, Api, TestApp};
-
-async fn lead_with_items(app: &TestApp, slug: &str, kind: TaskKind, overlap: i32, n: usize, k: usize) -> Api {
-    app.project(slug, kind, overlap).await;
-    let lead = app.member(&format!("lead@{slug}.org"), slug, Role::Lead).await;
-    assert_eq!(lead.post_bytes(&format!("/api/v1/projects/{slug}/items"), items_jsonl(n, k, slug)).await.status(), 200);
-    lead
-}
+use crate::helpers::{items_jsonl, spawn_app, Api};
 
 async fn error_message(res: reqwest::Response) -> (u16, String) {
     let status = res.status().as_u16();
@@ -21,7 +14,7 @@ async fn error_message(res: reqwest::Response) -> (u16, String) {
 #[tokio::test]
 async fn the_progress_endpoint_counts_todays_judgements_and_the_items_left() {
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 3, 2).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 3, 2).await;
     let progress = |api: Api| async move {
         let res = api.get("/api/v1/projects/alpha/progress").await;
         assert_eq!(res.status(), 200);
@@ -39,7 +32,7 @@ async fn the_progress_endpoint_counts_todays_judgements_and_the_items_left() {
 #[tokio::test]
 async fn a_nul_character_anywhere_is_a_400_naming_the_field_and_stores_nothing() {
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 2, 2).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 2, 2).await;
     let before = app.count("SELECT count(*) FROM items").await;
     let bad_import = b"{\"prompt\": \"p\", \"responses\": [{\"text\": \"a\"}, {\"text\": \"b\"}]}\n{\"prompt\": \"q\", \"responses\": [{\"text\": \"a\"}, {\"text\": \"b\\u0000\"}]}\n";
     let (status, message) = error_message(lead.post_bytes("/api/v1/projects/alpha/items", bad_import.to_vec()).await).await;
@@ -75,7 +68,7 @@ async fn a_nul_character_anywhere_is_a_400_naming_the_field_and_stores_nothing()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bad_judgement_among_good_ones_submitted_together_fails_alone() {
     let app = spawn_app().await;
-    lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 24, 2).await;
+    app.lead_with_items("alpha", TaskKind::Ranking, 1, 24, 2).await;
     let mut handles = Vec::new();
     for i in 0..16 {
         let api = app.member(&format!("l{i}@example.org"), "alpha", Role::Labeller).await;
@@ -98,7 +91,7 @@ async fn a_bad_judgement_among_good_ones_submitted_together_fails_alone() {
 #[tokio::test]
 async fn a_type_error_in_a_body_names_its_field() {
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 1, 2).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 1, 2).await;
     let (status, message) = error_message(lead.post("/api/v1/projects", &json!({"slug": "beta", "name": "B", "kind": "ranking", "overlap": "3"})).await).await;
     assert_eq!(status, 400);
     assert!(message.starts_with("overlap: invalid type"), "{message}");
@@ -128,7 +121,7 @@ async fn a_demonstration_item_with_too_many_responses_is_refused() {
 async fn a_line_longer_than_the_limit_is_refused_while_it_is_read() {
     use std::io::Write;
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 1, 2).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 1, 2).await;
     // 64 MiB of one line, gzipped to a few hundred KiB.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(b"{\"prompt\": \"").unwrap();
@@ -146,7 +139,7 @@ async fn a_line_longer_than_the_limit_is_refused_while_it_is_read() {
 #[tokio::test]
 async fn a_lease_the_database_lost_answers_409_saying_so() {
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 2, 2).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 2, 2).await;
     let task = lead.next_task("alpha").await.unwrap();
     // What a crash does to a lease committed without waiting for the disk.
     sqlx::query("DELETE FROM tasks").execute(&app.pool).await.unwrap();
@@ -163,7 +156,7 @@ async fn a_lease_the_database_lost_answers_409_saying_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_labellers_racing_next_calls_get_one_lease() {
     let app = spawn_app().await;
-    lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 5, 2).await;
+    app.lead_with_items("alpha", TaskKind::Ranking, 1, 5, 2).await;
     let ann = app.member("ann@example.org", "alpha", Role::Labeller).await;
     let ann_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'ann@example.org'").fetch_one(&app.pool).await.unwrap();
     let mut first = app.pool.begin().await.unwrap();
@@ -210,7 +203,7 @@ async fn a_labellers_racing_next_calls_get_one_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_submission_with_next_and_a_racing_next_call_leave_one_live_lease() {    let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 3, 2).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 3, 2).await;
     let task = lead.next_task("alpha").await.unwrap();
     let ids: Vec<Value> = task["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
     let url = format!("/api/v1/tasks/{}/judgement?next=1", task["task_id"].as_str().unwrap());
@@ -250,7 +243,7 @@ async fn upload_files_are_private_and_removed_on_every_way_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_imports_at_once_never_take_every_database_connection() {
     let app = spawn_app().await;
-    let lead = lead_with_items(&app, "alpha", TaskKind::Ranking, 1, 1, 2).await;
+    let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 1, 2).await;
     // Imports that cannot finish: their inserts wait for this lock, holding what they hold.
     let mut blocker = app.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE items IN SHARE MODE").execute(&mut *blocker).await.unwrap();
