@@ -420,7 +420,17 @@ async fn import_with_progress(pool: &sqlx::PgPool, p: &dbp::Project, file: &std:
     let result = crate::import::import_file(pool, p.id, p.kind, file, read).await;
     ticker.abort();
     bar.finish_and_clear();
+    if let Some(mib) = peak_memory_mib() {
+        log::info!("import: peak memory {mib} MiB");
+    }
     result.with_context(|| format!("nothing from {} was imported", file.display()))
+}
+
+/// This process's peak resident memory (Linux `VmHWM`), in MiB.
+fn peak_memory_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024)
 }
 
 fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
