@@ -22,7 +22,7 @@ pub async fn issue_token(pool: &PgPool, key: &[u8], user: UserId, name: &TokenNa
 }
 
 pub async fn tokens(pool: &PgPool, user: UserId) -> Result<Vec<TokenRow>, AppError> {
-    Ok(users::tokens(&mut *pool.acquire().await?, user).await.context("listing tokens")?)
+    users::tokens(&mut *pool.acquire().await?, user).await.context("listing tokens")
 }
 
 /// Revokes one of `user`'s tokens; not found when it has none with `id`.

@@ -20,7 +20,7 @@ pub async fn create(pool: &PgPool, p: &Project, by: &User, format: Format, optio
 
 pub async fn list(pool: &PgPool, p: &Project) -> Result<Vec<Export>, AppError> {
     let mut conn = pool.acquire().await?;
-    Ok(export::list(&mut conn, p.id).await.context("listing exports")?)
+    export::list(&mut conn, p.id).await.context("listing exports")
 }
 
 /// A part of an export `user` leads (its first part when `part` is none), with the file that
