@@ -8,7 +8,7 @@ use super::project;
 use crate::domain::{Email, Flags, Guidelines, NewProject, Overlap, Role};
 use crate::services::{self, imports::Importer};
 use crate::web::auth::Auth;
-use crate::web::error::{ApiError, AppError, DbContext};
+use crate::web::error::{ApiError, AppError};
 use crate::web::json::Json;
 use crate::web::AppState;
 
@@ -82,7 +82,5 @@ pub async fn add_member(state: web::Data<AppState>, auth: Auth, slug: web::Path<
 
 pub async fn dashboard(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Lead).await?;
-    let mut conn = state.pool.acquire().await?;
-    let stats = crate::db::stats::dashboard(&mut conn, &p).await.context("computing the dashboard")?;
-    Ok(HttpResponse::Ok().json(stats))
+    Ok(HttpResponse::Ok().json(services::projects::dashboard(&state.pool, &p).await?))
 }

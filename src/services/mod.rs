@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod error;
 pub mod exports;
 pub mod imports;
+pub mod labelling;
 pub mod projects;
 
 pub use error::AppError;

@@ -76,6 +76,11 @@ pub async fn remove_member(pool: &PgPool, p: &Project, user: UserId) -> Result<(
     Ok(())
 }
 
+/// Progress, labellers, agreement and models of `p`.
+pub async fn dashboard(pool: &PgPool, p: &Project) -> Result<Dashboard, AppError> {
+    crate::db::stats::dashboard(&mut *pool.acquire().await?, p).await.context("computing the dashboard")
+}
+
 /// What a lead sees on the project page.
 pub struct LeadView {
     pub dashboard: Dashboard,

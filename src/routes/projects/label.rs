@@ -43,3 +43,36 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
     };
     Ok(html(&LabelPage { layout: Layout::of(&auth), project: p, config }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Overlap, ProjectId};
+
+    #[test]
+    fn the_config_block_is_json_that_no_flag_can_break_out_of() {
+        let flags = vec!["</script><b>\"x\" & 'y'".to_string()];
+        let slug = Slug::parse("hh").unwrap();
+        let project = Project {
+            id: ProjectId::new(),
+            slug: slug.clone(),
+            name: "HH".into(),
+            kind: TaskKind::Pairwise,
+            guidelines: String::new(),
+            flags: flags.clone(),
+            allow_ties: true,
+            rating_enabled: false,
+            overlap: Overlap::DEFAULT,
+            lease_seconds: 600,
+            role: Role::Labeller,
+        };
+        let config = LabelConfig { slug, kind: TaskKind::Pairwise, flags, allow_ties: true, rating_enabled: false, csrf: "c".into() };
+        let html = LabelPage { layout: Layout::default(), project, config }.render().unwrap();
+        let start = html.find(r#"<script type="application/json" id="config">"#).unwrap();
+        let body = &html[start..];
+        let json = &body[body.find('>').unwrap() + 1..body.find("</script>").unwrap()];
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(value["flags"][0], "</script><b>\"x\" & 'y'");
+        assert_eq!((value["slug"].as_str(), value["kind"].as_str(), value["csrf"].as_str()), (Some("hh"), Some("pairwise"), Some("c")));
+    }
+}
