@@ -11,10 +11,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::db::{projects as dbp, users};
-use crate::domain::{check_password, Email, Role, Slug, TaskKind, DEFAULT_FLAGS};
+use crate::domain::{check_password, Email, NewProject, Overlap, Role, TokenName};
 use crate::export::{Format, Options};
 use crate::settings::Settings;
-use crate::web::auth::{hash_password, keyed_hash, random_secret};
+use crate::services::{self, accounts::{hash_password, random_secret}};
 
 #[derive(Parser)]
 #[command(name = "rewardlab", version, about = "The human side of RLHF: labelling, preference datasets, training runs")]
@@ -259,13 +259,12 @@ fn prepare(command: &Command) -> Result<Prepared> {
             email(e)?;
             prepared.password = Some(new_password(*password_stdin)?);
         }
-        Command::Token { command: TokenCommand::Create { email: e, .. } } => email(e)?,
-        Command::Project { command: ProjectCommand::Create { slug, kind, overlap, .. } } => {
-            Slug::parse(slug).map_err(anyhow::Error::msg)?;
-            kind.parse::<TaskKind>().map_err(anyhow::Error::msg)?;
-            if !(1..=100).contains(overlap) {
-                bail!("--overlap must be 1 to 100, got {overlap}");
-            }
+        Command::Token { command: TokenCommand::Create { email: e, name } } => {
+            email(e)?;
+            TokenName::parse(name).map_err(anyhow::Error::msg)?;
+        }
+        Command::Project { command: ProjectCommand::Create { slug, name, kind, overlap } } => {
+            new_project(slug, name, kind, *overlap)?;
         }
         Command::Project { command: ProjectCommand::AddMember { email: e, role, .. } } => {
             email(e)?;
@@ -341,7 +340,7 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, pre
             let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
             let (user, _) = users::by_email(&mut conn, &email).await?.with_context(|| format!("no account has the email {}", email.as_str()))?;
             let (password, generated) = prepared.password.context("no password was prepared")?;
-            users::set_password(&mut conn, user.id, &hash_password(password.clone()).await?, true).await?;
+            services::accounts::set_password(pool, user.id, &password, true).await.context("resetting the password")?;
             println!("reset the password of {}; its sessions and API tokens are revoked", email.as_str());
             if generated {
                 println!("password (shown once): {password}");
@@ -350,21 +349,15 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, pre
         Command::Token { command: TokenCommand::Create { email, name } } => {
             let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
             let (user, _) = users::by_email(&mut conn, &email).await?.with_context(|| format!("no account has the email {}", email.as_str()))?;
-            let token = random_secret("rl_");
-            users::insert_token(&mut conn, user.id, &name, &keyed_hash(settings.session_key()?.expose(), &token)).await?;
-            println!("created API token {name:?} for {}", email.as_str());
+            let name = TokenName::parse(&name).map_err(anyhow::Error::msg)?;
+            let token = services::accounts::issue_token(pool, settings.session_key()?.expose(), user.id, &name).await.context("creating the token")?;
+            println!("created API token {:?} for {}", name.as_str(), email.as_str());
             println!("{token}");
         }
         Command::Project { command: ProjectCommand::Create { slug, name, kind, overlap } } => {
-            let slug = Slug::parse(&slug).map_err(anyhow::Error::msg)?;
-            let kind: TaskKind = kind.parse().map_err(anyhow::Error::msg)?;
-            if !(1..=100).contains(&overlap) {
-                bail!("--overlap must be 1 to 100, got {overlap}");
-            }
-            let flags = DEFAULT_FLAGS.iter().map(|s| s.to_string()).collect();
-            let new = dbp::NewProject { slug: &slug, name: &name, kind, overlap, flags, allow_ties: true, rating_enabled: false, guidelines: "" };
-            dbp::insert(&mut conn, &new, None).await?.with_context(|| format!("a project with slug {:?} exists", slug.as_str()))?;
-            println!("created {} project {} ({name}), overlap {overlap}", kind.as_str(), slug.as_str());
+            let new = new_project(&slug, &name, &kind, overlap)?;
+            services::projects::create(pool, None, &new).await.context("creating the project")?;
+            println!("created {} project {} ({}), overlap {}", new.kind.as_str(), new.slug, new.name, new.overlap);
         }
         Command::Project { command: ProjectCommand::AddMember { project, email, role } } => {
             let p = dbp::by_slug_for_cli(&mut conn, &project).await?.with_context(|| format!("no project has the slug {project:?}"))?;
@@ -389,6 +382,13 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, pre
         }
     }
     Ok(())
+}
+
+/// The project the flags describe, checked as the API and the forms check it.
+fn new_project(slug: &str, name: &str, kind: &str, overlap: i32) -> Result<NewProject> {
+    let mut new = NewProject::parse(slug, name, kind).map_err(anyhow::Error::msg)?;
+    new.overlap = Overlap::parse(overlap).map_err(anyhow::Error::msg)?;
+    Ok(new)
 }
 
 /// A checked password from stdin, or a generated one (true: print it once).

@@ -2,7 +2,7 @@
 // dragging, and submits. Every text from the server is inserted with textContent, never HTML.
 "use strict";
 (function () {
-  const config = JSON.parse(document.getElementById("config").dataset.config);
+  const config = JSON.parse(document.getElementById("config").textContent);
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);

@@ -5,12 +5,9 @@ mod projects;
 pub mod runs;
 mod tasks;
 
-pub use exports::create_export;
-pub use projects::{add_member_checked, create_project, import_body, CreateBody};
-
 use actix_web::web;
 
-use crate::db::projects::{self as dbp, Project};
+use crate::db::projects::Project;
 use crate::domain::Role;
 use crate::web::auth::Auth;
 use crate::web::error::AppError;
@@ -44,15 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// The project if the caller may see it with `role`; 404 otherwise (never 403: a stranger
-/// must not learn that a project exists).
+/// The project if the caller may see it with `role` (see [`crate::services::project`]).
 pub async fn project(state: &AppState, auth: &Auth, slug: &str, role: Role) -> Result<Project, AppError> {
-    let mut conn = state.pool.acquire().await?;
-    if let Some(p) = dbp::for_user(&mut conn, auth.user.id, slug, role).await? {
-        return Ok(p);
-    }
-    if role == Role::Lead && dbp::for_user(&mut conn, auth.user.id, slug, Role::Labeller).await?.is_some() {
-        return Err(AppError::Forbidden("only the project's leads may do this".into()));
-    }
-    Err(AppError::NotFound)
+    crate::services::project(&state.pool, &auth.user, slug, role).await
 }

@@ -1,24 +1,19 @@
 //! Projects: list, create, import, members, dashboard.
 
-use std::sync::Arc;
-
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 
 use super::project;
-use crate::db::projects::{self as dbp, NewProject};
-use crate::domain::{Email, Role, Slug, TaskKind, DEFAULT_FLAGS};
-use crate::import::{import_file, ImportError};
+use crate::domain::{Email, Flags, Guidelines, NewProject, Overlap, Role};
+use crate::services::{self, imports::Importer};
 use crate::web::auth::Auth;
-use crate::web::json::Json;
 use crate::web::error::{ApiError, AppError};
+use crate::web::json::Json;
 use crate::web::AppState;
 
 pub async fn list(state: web::Data<AppState>, auth: Auth) -> Result<HttpResponse, ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    let projects = dbp::list_for_user(&mut conn, auth.user.id).await?;
+    let (projects, _) = services::projects::list(&state.pool, &auth.user).await?;
     let out: Vec<_> = projects
         .iter()
         .map(|p| serde_json::json!({"slug": p.slug, "name": p.name, "kind": p.kind, "overlap": p.overlap, "role": p.role}))
@@ -26,7 +21,7 @@ pub async fn list(state: web::Data<AppState>, auth: Auth) -> Result<HttpResponse
     Ok(HttpResponse::Ok().json(serde_json::json!({"projects": out})))
 }
 
-/// The fields of a new project, from JSON or a form.
+/// The fields of a new project.
 #[derive(Debug, Deserialize)]
 pub struct CreateBody {
     pub slug: String,
@@ -44,73 +39,30 @@ pub struct CreateBody {
     pub guidelines: Option<String>,
 }
 
-/// Checks the fields and creates the project with the caller as lead.
-pub async fn create_project(state: &AppState, auth: &Auth, body: CreateBody) -> Result<Slug, AppError> {
-    let mut conn = state.pool.acquire().await?;
-    if !dbp::may_create(&mut conn, &auth.user).await? {
-        return Err(AppError::Forbidden("only site admins and project leads may create projects".into()));
+impl CreateBody {
+    fn parse(self) -> Result<NewProject, String> {
+        let mut new = NewProject::parse(&self.slug, &self.name, &self.kind)?;
+        if let Some(overlap) = self.overlap {
+            new.overlap = Overlap::parse(overlap)?;
+        }
+        new.flags = self.flags.map(Flags::new).unwrap_or(new.flags);
+        new.allow_ties = self.allow_ties.unwrap_or(new.allow_ties);
+        new.rating_enabled = self.rating.unwrap_or(new.rating_enabled);
+        new.guidelines = self.guidelines.map(Guidelines::new).unwrap_or(new.guidelines);
+        Ok(new)
     }
-    let slug = Slug::parse(body.slug.trim()).map_err(AppError::Invalid)?;
-    let kind: TaskKind = body.kind.parse().map_err(AppError::Invalid)?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(AppError::Invalid("name: 1-200 characters".into()));
-    }
-    let overlap = body.overlap.unwrap_or(3);
-    if !(1..=100).contains(&overlap) {
-        return Err(AppError::Invalid(format!("overlap: expected 1 to 100, got {overlap}")));
-    }
-    let flags = body.flags.unwrap_or_else(|| DEFAULT_FLAGS.iter().map(|s| s.to_string()).collect());
-    let new = NewProject {
-        slug: &slug,
-        name,
-        kind,
-        overlap,
-        flags,
-        allow_ties: body.allow_ties.unwrap_or(true),
-        rating_enabled: body.rating.unwrap_or(false),
-        guidelines: body.guidelines.as_deref().unwrap_or(""),
-    };
-    dbp::insert(&mut conn, &new, Some(auth.user.id)).await?.ok_or_else(|| AppError::Conflict(format!("a project with slug {:?} exists", slug.as_str())))?;
-    Ok(slug)
 }
 
 pub async fn create(state: web::Data<AppState>, auth: Auth, body: Json<CreateBody>) -> Result<HttpResponse, ApiError> {
-    let slug = create_project(&state, &auth, body.into_inner()).await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({"slug": slug.as_str()})))
-}
-
-/// The largest upload accepted (compressed bytes as sent).
-pub const MAX_UPLOAD: u64 = 4 << 30;
-
-/// Streams a request body to a temporary file (bounded memory and size), imports it, removes
-/// the file. The file is removed on every way out (an error, a dropped request, a shutdown);
-/// one left by a killed server is removed by the next start (see [`crate::web::Uploads`]).
-/// At most a few imports hold a database connection at once, so they never starve the pool.
-pub async fn import_body(state: &AppState, p: &dbp::Project, mut body: impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Unpin) -> Result<crate::import::ImportReport, AppError> {
-    let upload = state.uploads.create().map_err(anyhow::Error::from)?;
-    let mut file = tokio::fs::File::from_std(upload.file().try_clone().map_err(anyhow::Error::from)?);
-    let mut size = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| AppError::Invalid(format!("the upload broke off: {e}")))?;
-        size += chunk.len() as u64;
-        if size > MAX_UPLOAD {
-            return Err(AppError::TooLarge(format!("the upload is larger than {} GiB; split the file", MAX_UPLOAD >> 30)));
-        }
-        file.write_all(&chunk).await.map_err(anyhow::Error::from)?;
-    }
-    file.flush().await.map_err(anyhow::Error::from)?;
-    drop(file);
-    let _slot = state.import_slots.acquire().await.map_err(anyhow::Error::from)?;
-    import_file(&state.pool, p.id, p.kind, upload.path(), Arc::default()).await.map_err(|e| match e {
-        ImportError::Line { .. } | ImportError::Io(_) => AppError::Invalid(format!("nothing was imported: {e}")),
-        ImportError::Db(db) => AppError::from(db),
-    })
+    let new = body.into_inner().parse().map_err(AppError::Invalid)?;
+    let slug = services::projects::create(&state.pool, Some(&auth.user), &new).await?;
+    Ok(HttpResponse::Created().json(serde_json::json!({"slug": slug})))
 }
 
 pub async fn import(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: web::Payload) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Lead).await?;
-    let report = import_body(&state, &p, body.map(|c| c.map_err(|e| e.to_string()))).await?;
+    let importer = Importer { pool: &state.pool, uploads: &state.uploads, slots: &state.import_slots };
+    let report = importer.import(&p, body.map(|c| c.map_err(|e| e.to_string()))).await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -122,24 +74,13 @@ pub struct MemberBody {
 
 pub async fn add_member(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<MemberBody>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Lead).await?;
-    add_member_checked(&state, &p, &body.email, &body.role).await?;
+    let email = Email::parse(&body.email).map_err(AppError::Invalid)?;
+    let role: Role = body.role.parse().map_err(AppError::Invalid)?;
+    services::projects::add_member(&state.pool, &p, &email, role).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"email": body.email, "role": body.role})))
-}
-
-/// Parses and adds a member; an unknown email is a clear error.
-pub async fn add_member_checked(state: &AppState, p: &dbp::Project, email: &str, role: &str) -> Result<(), AppError> {
-    let email = Email::parse(email).map_err(AppError::Invalid)?;
-    let role: Role = role.parse().map_err(AppError::Invalid)?;
-    let mut conn = state.pool.acquire().await?;
-    if !dbp::add_member_by_email(&mut conn, p.id, &email, role).await? {
-        return Err(AppError::Invalid(format!("no account has the email {}; an admin creates it with `rewardlab user add`", email.as_str())));
-    }
-    Ok(())
 }
 
 pub async fn dashboard(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Lead).await?;
-    let mut conn = state.pool.acquire().await?;
-    let stats = crate::db::stats::dashboard(&mut conn, &p).await?;
-    Ok(HttpResponse::Ok().json(stats))
+    Ok(HttpResponse::Ok().json(services::projects::dashboard(&state.pool, &p).await?))
 }

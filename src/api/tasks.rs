@@ -6,7 +6,8 @@ use serde::Deserialize;
 use super::project;
 use crate::db::tasks::{self as dbt, Outcome};
 use crate::domain::ranking::{Rules, Submission, SubmissionInput};
-use crate::domain::{Role, TaskId};
+use crate::domain::{Role, SkipReason, TaskId};
+use crate::services::labelling;
 use crate::web::auth::Auth;
 use crate::web::json::Json;
 use crate::web::error::{ApiError, AppError};
@@ -25,8 +26,7 @@ pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
 
 pub async fn progress(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Labeller).await?;
-    let mut conn = state.pool.acquire().await?;
-    let (done_today, left) = dbt::progress(&mut conn, p.id, auth.user.id).await?;
+    let (done_today, left) = labelling::progress(&state.pool, &p, auth.user.id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"done_today": done_today, "left": left})))
 }
 
@@ -94,13 +94,7 @@ pub struct SkipBody {
 
 pub async fn skip(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, body: Json<SkipBody>) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.len() > 1000 {
-        return Err(AppError::Invalid("reason: say in 1-1000 characters why you skip this task".into()).into());
-    }
-    let mut conn = state.pool.acquire().await?;
-    if !dbt::skip(&mut conn, task_id, auth.user.id, reason).await? {
-        return Err(AppError::NotFound.into());
-    }
+    let reason = SkipReason::parse(&body.reason).map_err(AppError::Invalid)?;
+    labelling::skip(&state.pool, task_id, auth.user.id, &reason).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"task_id": task_id, "status": "skipped"})))
 }

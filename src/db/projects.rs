@@ -4,20 +4,20 @@
 use sqlx::PgConnection;
 
 use crate::db::users::User;
-use crate::domain::{Email, ProjectId, Role, Slug, TaskKind, UserId};
+use crate::domain::{Email, NewProject, Overlap, ProjectId, ProjectSettings, Role, Slug, TaskKind, UserId};
 
 /// A project as its members see it, with the caller's role.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Project {
     pub id: ProjectId,
-    pub slug: String,
+    pub slug: Slug,
     pub name: String,
     pub kind: TaskKind,
     pub guidelines: String,
     pub flags: Vec<String>,
     pub allow_ties: bool,
     pub rating_enabled: bool,
-    pub overlap: i32,
+    pub overlap: Overlap,
     pub lease_seconds: i32,
     pub role: Role,
 }
@@ -26,18 +26,6 @@ impl Project {
     pub fn is_lead(&self) -> bool {
         self.role == Role::Lead
     }
-}
-
-/// What a new project is made of.
-pub struct NewProject<'a> {
-    pub slug: &'a Slug,
-    pub name: &'a str,
-    pub kind: TaskKind,
-    pub overlap: i32,
-    pub flags: Vec<String>,
-    pub allow_ties: bool,
-    pub rating_enabled: bool,
-    pub guidelines: &'a str,
 }
 
 const SELECT: &str = "SELECT p.id, p.slug, p.name, p.kind, p.guidelines, p.flags, p.allow_ties, p.rating_enabled, p.overlap, p.lease_seconds,
@@ -72,41 +60,35 @@ pub async fn may_create(conn: &mut PgConnection, user: &User) -> sqlx::Result<bo
         .await
 }
 
-/// Creates a project, with `creator` (if any) as its lead; `None` when the slug is taken.
-pub async fn insert(conn: &mut PgConnection, p: &NewProject<'_>, creator: Option<UserId>) -> sqlx::Result<Option<ProjectId>> {
-    let id = ProjectId::new();
-    let made: Option<ProjectId> = sqlx::query_scalar(
+/// Creates a project; `None` when the slug is taken.
+pub async fn insert(conn: &mut PgConnection, p: &NewProject) -> sqlx::Result<Option<ProjectId>> {
+    sqlx::query_scalar(
         "INSERT INTO projects (id, slug, name, kind, overlap, flags, allow_ties, rating_enabled, guidelines)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (slug) DO NOTHING RETURNING id",
     )
-    .bind(id)
+    .bind(ProjectId::new())
     .bind(p.slug.as_str())
-    .bind(p.name)
+    .bind(p.name.as_str())
     .bind(p.kind)
     .bind(p.overlap)
-    .bind(&p.flags)
+    .bind(p.flags.as_slice())
     .bind(p.allow_ties)
     .bind(p.rating_enabled)
-    .bind(p.guidelines)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let (Some(pid), Some(uid)) = (made, creator) {
-        set_member(conn, pid, uid, Role::Lead).await?;
-    }
-    Ok(made)
+    .bind(p.guidelines.as_str())
+    .fetch_optional(conn)
+    .await
 }
 
-/// Settings a lead may change.
-#[allow(clippy::too_many_arguments)]
-pub async fn update(conn: &mut PgConnection, id: ProjectId, name: &str, guidelines: &str, flags: &[String], overlap: i32, allow_ties: bool, rating: bool) -> sqlx::Result<()> {
+/// Stores a lead's settings and reopens or closes items for the new overlap.
+pub async fn update(conn: &mut PgConnection, id: ProjectId, s: &ProjectSettings) -> sqlx::Result<()> {
     sqlx::query("UPDATE projects SET name = $2, guidelines = $3, flags = $4, overlap = $5, allow_ties = $6, rating_enabled = $7 WHERE id = $1")
         .bind(id)
-        .bind(name)
-        .bind(guidelines)
-        .bind(flags)
-        .bind(overlap)
-        .bind(allow_ties)
-        .bind(rating)
+        .bind(s.name.as_str())
+        .bind(s.guidelines.as_str())
+        .bind(s.flags.as_slice())
+        .bind(s.overlap)
+        .bind(s.allow_ties)
+        .bind(s.rating_enabled)
         .execute(&mut *conn)
         .await?;
     sqlx::query(
@@ -116,7 +98,7 @@ pub async fn update(conn: &mut PgConnection, id: ProjectId, name: &str, guidelin
          WHERE i.id = c.id AND (i.is_open <> (c.n < $2) OR i.done_count <> c.n)",
     )
     .bind(id)
-    .bind(overlap)
+    .bind(s.overlap)
     .execute(conn)
     .await?;
     Ok(())

@@ -45,7 +45,7 @@ pub async fn dashboard(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Das
          FROM c",
     )
     .bind(p.id)
-    .bind(p.overlap as i64)
+    .bind(p.overlap.get() as i64)
     .fetch_one(&mut *conn)
     .await?;
     let labellers = labellers(conn, p).await?;

@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 
 use crate::domain::ranking::Submission;
-use crate::domain::{JudgementId, ProjectId, ResponseId, TaskId, UserId};
+use crate::domain::{JudgementId, ProjectId, ResponseId, SkipReason, TaskId, UserId};
 
 /// A leased task, as the labeller sees it (no model names). The prompt and the responses are
 /// passed on as PostgreSQL wrote them (checked JSON, never parsed into a tree and written again).
@@ -213,7 +213,7 @@ pub async fn exists(conn: &mut PgConnection, task: TaskId) -> sqlx::Result<bool>
 
 /// Gives a leased task back with a reason; the labeller will not be offered the item again.
 /// Only while they are still a member of the project (or a site admin), as for a submission.
-pub async fn skip(conn: &mut PgConnection, task: TaskId, user: UserId, reason: &str) -> sqlx::Result<bool> {
+pub async fn skip(conn: &mut PgConnection, task: TaskId, user: UserId, reason: &SkipReason) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE tasks SET status = 'skipped', skip_reason = $3 WHERE id = $1 AND user_id = $2 AND status = 'leased'
            AND (EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = tasks.project_id AND m.user_id = $2)
@@ -221,7 +221,7 @@ pub async fn skip(conn: &mut PgConnection, task: TaskId, user: UserId, reason: &
     )
         .bind(task)
         .bind(user)
-        .bind(reason)
+        .bind(reason.as_str())
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)

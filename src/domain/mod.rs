@@ -4,9 +4,12 @@
 pub mod import;
 pub mod login;
 pub mod markdown;
+pub mod project;
 pub mod provenance;
 pub mod ranking;
 pub mod text;
+
+pub use project::{Flags, Guidelines, NewProject, Overlap, ProjectName, ProjectSettings, SkipReason, TokenName};
 
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +114,9 @@ impl Role {
 }
 
 /// A project slug: 2–64 of `a-z0-9-`, starting with a letter or digit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(transparent)]
+#[serde(transparent)]
 pub struct Slug(String);
 
 impl Slug {
@@ -125,6 +130,12 @@ impl Slug {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl std::fmt::Display for Slug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 
 use super::pages::{html, Layout};
-use crate::api::project;
+use crate::services::project;
 use crate::db::items::{self, ItemView, JudgementView, ResponseView};
 use crate::db::projects::Project;
 use crate::domain::provenance::Provenance;
@@ -16,7 +16,7 @@ use crate::web::error::{AppError, PageError};
 use crate::web::AppState;
 
 #[derive(Template)]
-#[template(path = "item.html")]
+#[template(path = "items/show.html")]
 pub struct ItemPage {
     pub layout: Layout,
     pub project: Project,
@@ -86,7 +86,7 @@ impl ItemPage {
 
 pub async fn show(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>) -> Result<HttpResponse, PageError> {
     let (slug, item) = path.into_inner();
-    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     let item: ItemId = item.parse().map_err(|_| AppError::NotFound)?;
     let mut conn = state.pool.acquire().await?;
     let (item, responses, judgements) = items::for_lead(&mut conn, p.id, item, auth.user.id).await?.ok_or(AppError::NotFound)?;

@@ -2,8 +2,8 @@
 
 mod account;
 mod item;
-mod project;
 pub mod pages;
+mod projects;
 mod runs;
 mod session;
 
@@ -15,16 +15,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/login", web::get().to(session::login_page))
         .route("/login", web::post().to(session::login))
         .route("/logout", web::post().to(session::logout))
-        .route("/", web::get().to(project::index))
-        .route("/projects", web::post().to(project::create))
-        .route("/projects/{slug}", web::get().to(project::show))
-        .route("/projects/{slug}/guidelines", web::get().to(project::guidelines))
-        .route("/projects/{slug}/label", web::get().to(project::label))
-        .route("/projects/{slug}/members", web::post().to(project::add_member))
-        .route("/projects/{slug}/members/{user}/remove", web::post().to(project::remove_member))
-        .route("/projects/{slug}/settings", web::post().to(project::settings))
-        .route("/projects/{slug}/import", web::post().to(project::import))
-        .route("/projects/{slug}/exports", web::post().to(project::export))
+        .route("/", web::get().to(projects::index::show))
+        .route("/projects", web::post().to(projects::index::create))
+        .route("/projects/{slug}", web::get().to(projects::show::show))
+        .route("/projects/{slug}/guidelines", web::get().to(projects::guidelines::show))
+        .route("/projects/{slug}/label", web::get().to(projects::label::show))
+        .route("/projects/{slug}/members", web::post().to(projects::members::add))
+        .route("/projects/{slug}/members/{user}/remove", web::post().to(projects::members::remove))
+        .route("/projects/{slug}/settings", web::post().to(projects::settings::update))
+        .route("/projects/{slug}/import", web::post().to(projects::import::upload))
+        .route("/projects/{slug}/exports", web::post().to(projects::export::create))
         .route("/projects/{slug}/items/{item}", web::get().to(item::show))
         .route("/projects/{slug}/runs", web::get().to(runs::list))
         .route("/projects/{slug}/runs", web::post().to(runs::start))

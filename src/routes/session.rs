@@ -7,12 +7,21 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::pages::{html, html_with_status, redirect, CsrfOnly, Layout, LoginPage};
+use askama::Template;
+
+use super::pages::{html, html_with_status, redirect, CsrfOnly, Layout};
 use crate::db::users;
 use crate::domain::Email;
 use crate::web::auth::{check_origin, client_address, keyed_hash, random_secret, Auth, Cookies, Via};
 use crate::web::error::{AppError, PageError};
 use crate::web::AppState;
+
+#[derive(Template)]
+#[template(path = "session/login.html")]
+pub struct LoginPage {
+    pub layout: Layout,
+    pub error: Option<String>,
+}
 
 pub async fn login_page(state: web::Data<AppState>) -> HttpResponse {
     let token = random_secret("");

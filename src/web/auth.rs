@@ -12,19 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{web, FromRequest, HttpRequest};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use rand::RngCore;
-use sha2::Sha256;
-use tokio::sync::Semaphore;
 
 use super::error::AppError;
 use super::AppState;
 use crate::db::users::{self, User};
 use crate::settings::public_origin;
 
+pub use crate::services::accounts::{hash_password, keyed_hash, random_secret, verify_password};
 
 /// How the caller proved who they are.
 #[derive(Debug, Clone)]
@@ -62,20 +56,6 @@ impl Auth {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A keyed hash of a session id or token, as stored.
-pub fn keyed_hash(key: &[u8], secret: &str) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(secret.as_bytes());
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// A fresh random secret, URL-safe.
-pub fn random_secret(prefix: &str) -> String {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The session and sign-in cookies as the deployment's scheme allows: over HTTPS `Secure` with
@@ -224,25 +204,4 @@ async fn authenticate(req: &HttpRequest) -> Result<Auth, AppError> {
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get("Authorization")?.to_str().ok()?;
     value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
-}
-
-/// At most two password hashes run at once, on the blocking pool, never on a request thread.
-static HASH_SLOTS: Semaphore = Semaphore::const_new(2);
-
-pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    let _slot = HASH_SLOTS.acquire().await?;
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| anyhow::anyhow!("hashing: {e}"))
-    })
-    .await?
-}
-
-pub async fn verify_password(password: String, hash: String) -> anyhow::Result<bool> {
-    let _slot = HASH_SLOTS.acquire().await?;
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
-        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-    })
-    .await?
 }

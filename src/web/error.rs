@@ -1,46 +1,10 @@
-//! One error type for the web layer. Pages render it as an HTML page, the API as
-//! `{"error": {"code", "message"}}`. Database text never reaches a user.
+//! One error type for the web layer, the use cases' [`AppError`]. Pages render it as an HTML
+//! page, the API as `{"error": {"code", "message"}}`. Database text never reaches a user.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("sign in first")]
-    Unauthorized,
-    #[error("not found")]
-    NotFound,
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    TooMany(String),
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("the database is not reachable right now (it may be restarting); try again in a few seconds")]
-    Unavailable,
-    #[error("something went wrong on our side")]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for AppError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::Unavailable,
-            // admin_shutdown, crash_shutdown, cannot_connect_now and the connection exceptions:
-            // the server is going down or coming back up.
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c.as_ref())) => Self::Unavailable,
-            // A NUL character that slipped past the checks at the boundary: still the caller's input.
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "22021" || c == "22P05") => {
-                Self::Invalid("text may not contain the NUL character (\\u0000)".into())
-            }
-            _ => Self::Unexpected(e.into()),
-        }
-    }
-}
+pub use crate::services::error::{AppError, DbContext};
 
 impl AppError {
     fn code(&self) -> &'static str {
@@ -114,8 +78,8 @@ impl ResponseError for PageError {
         if matches!(self.0, AppError::Unauthorized) {
             return HttpResponse::SeeOther().insert_header(("Location", "/login")).finish();
         }
-        let page = crate::routes::pages::ErrorPage { layout: Default::default(), status: self.0.status().as_u16(), message: self.0.to_string() };
-        crate::routes::pages::html_with_status(self.0.status(), &page)
+        let page = super::page::ErrorPage { layout: Default::default(), status: self.0.status().as_u16(), message: self.0.to_string() };
+        super::page::html_with_status(self.0.status(), &page)
     }
 }
 

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod chart;
 pub mod error;
 pub mod json;
+pub mod page;
 pub mod submits;
 
 use actix_web::middleware::DefaultHeaders;
@@ -12,6 +13,8 @@ use actix_web::{web, App, HttpServer};
 use sqlx::PgPool;
 
 use crate::settings::{Secret, WebOptions};
+
+pub use crate::services::imports::{Upload, Uploads};
 
 /// A reader as a response body, in chunks of up to 256 KiB.
 pub fn byte_stream<R: tokio::io::AsyncRead + Unpin>(reader: R) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
@@ -24,74 +27,6 @@ pub fn byte_stream<R: tokio::io::AsyncRead + Unpin>(reader: R) -> impl futures_u
             Err(err) => Some((Err(err), r)),
         }
     })
-}
-
-/// Upload files waiting to be imported, in one private directory (0700, files 0600). A live
-/// upload holds an exclusive lock on its file and removes it when dropped, on every way out; a
-/// file nobody holds locked was left by a killed process, and is removed at start.
-pub struct Uploads {
-    dir: std::path::PathBuf,
-}
-
-impl Uploads {
-    pub fn open(dir: std::path::PathBuf) -> std::io::Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(&dir)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        let uploads = Self { dir };
-        let removed = uploads.sweep()?;
-        if removed > 0 {
-            log::info!("removed {removed} upload file(s) left by a server that was stopped mid-import");
-        }
-        Ok(uploads)
-    }
-
-    /// Removes the upload files no live process holds; how many.
-    pub fn sweep(&self) -> std::io::Result<usize> {
-        let mut removed = 0;
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("upload-")) {
-                continue;
-            }
-            let Ok(file) = std::fs::File::open(&path) else { continue };
-            if file.try_lock().is_ok() && std::fs::remove_file(&path).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// A new, empty upload file, locked for this process.
-    pub fn create(&self) -> std::io::Result<Upload> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = self.dir.join(format!("upload-{}.jsonl", uuid::Uuid::new_v4()));
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        file.lock()?;
-        Ok(Upload { path, file })
-    }
-}
-
-/// One upload file; removed when dropped.
-pub struct Upload {
-    path: std::path::PathBuf,
-    file: std::fs::File,
-}
-
-impl Upload {
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
-    pub fn file(&self) -> &std::fs::File {
-        &self.file
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// What every handler can reach.

@@ -21,7 +21,37 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::error::{ApiError, AppError};
 use crate::db::tasks::{self as dbt, Outcome, SubmitEntry, Submitted};
+
+/// Why a submission got no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue's lanes have stopped (the server is shutting down).
+    #[error("the submission queue is closed")]
+    Closed,
+    /// The lane that took the submission ended before answering.
+    #[error("the submission queue dropped a submission without answering")]
+    Lost,
+    #[error("storing a submission: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl From<SubmitError> for AppError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Closed => Self::Unavailable,
+            SubmitError::Lost => Self::Unexpected(e.into()),
+            SubmitError::Db(db) => Self::from(db),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        Self(e.into())
+    }
+}
 
 struct Job {
     entry: SubmitEntry,
@@ -61,10 +91,10 @@ impl SubmitQueue {
         (self.counts.calls.load(Ordering::Relaxed), self.counts.submissions.load(Ordering::Relaxed))
     }
 
-    pub async fn submit(&self, entry: SubmitEntry) -> sqlx::Result<Submitted> {
+    pub async fn submit(&self, entry: SubmitEntry) -> Result<Submitted, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Job { entry, reply }).await.map_err(|_| sqlx::Error::PoolClosed)?;
-        answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+        self.tx.send(Job { entry, reply }).await.map_err(|_| SubmitError::Closed)?;
+        Ok(answer.await.map_err(|_| SubmitError::Lost)??)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use rewardlab::cluster::Cluster;
 use rewardlab::db::{projects as dbp, users};
-use rewardlab::domain::{Email, Role, Slug, TaskKind, UserId, DEFAULT_FLAGS};
+use rewardlab::domain::{Email, Guidelines, NewProject, Overlap, Role, TaskKind, UserId};
 use rewardlab::settings::{Secret, WebOptions};
 use rewardlab::web::auth::{hash_password, keyed_hash, random_secret, Cookies};
 use rewardlab::web::{AppState, Application};
@@ -101,18 +101,11 @@ impl TestApp {
 
     pub async fn project(&self, slug: &str, kind: TaskKind, overlap: i32) {
         let mut conn = self.pool.acquire().await.unwrap();
-        let slug = Slug::parse(slug).unwrap();
-        let new = dbp::NewProject {
-            slug: &slug,
-            name: "Test project",
-            kind,
-            overlap,
-            flags: DEFAULT_FLAGS.iter().map(|s| s.to_string()).collect(),
-            allow_ties: true,
-            rating_enabled: true,
-            guidelines: "Be **kind**.",
-        };
-        dbp::insert(&mut conn, &new, None).await.unwrap().unwrap();
+        let mut new = NewProject::parse(slug, "Test project", kind.as_str()).unwrap();
+        new.overlap = Overlap::parse(overlap).unwrap();
+        new.rating_enabled = true;
+        new.guidelines = Guidelines::new("Be **kind**.");
+        dbp::insert(&mut conn, &new).await.unwrap().unwrap();
     }
 
     /// Project `slug` with a lead (returned) and `n` items of `k` responses.

@@ -1,0 +1,51 @@
+//! A lead changes a project's settings.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use crate::db::projects::Project;
+use crate::domain::{Flags, Guidelines, Overlap, ProjectName, ProjectSettings, Role};
+use crate::routes::pages::redirect;
+use crate::services::{self, project};
+use crate::web::auth::Auth;
+use crate::web::error::{AppError, PageError};
+use crate::web::AppState;
+
+#[derive(Deserialize)]
+pub struct SettingsForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    overlap: String,
+    #[serde(default)]
+    allow_ties: Option<String>,
+    #[serde(default)]
+    rating: Option<String>,
+    #[serde(default)]
+    flags: String,
+    #[serde(default)]
+    guidelines: String,
+}
+
+impl SettingsForm {
+    /// The settings; a blank overlap keeps the project's.
+    fn parse(&self, p: &Project) -> Result<ProjectSettings, String> {
+        let overlap = Overlap::parse_field(Some(&self.overlap))?.unwrap_or(p.overlap);
+        Ok(ProjectSettings {
+            name: ProjectName::parse(&self.name)?,
+            guidelines: Guidelines::new(self.guidelines.clone()),
+            flags: Flags::from_lines(&self.flags),
+            overlap,
+            allow_ties: self.allow_ties.is_some(),
+            rating_enabled: self.rating.is_some(),
+        })
+    }
+}
+
+pub async fn update(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, form: web::Form<SettingsForm>) -> Result<HttpResponse, PageError> {
+    auth.check_csrf(&form.csrf)?;
+    let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    let settings = form.parse(&p).map_err(AppError::Invalid)?;
+    services::projects::update_settings(&state.pool, &p, &settings).await?;
+    Ok(redirect(&format!("/projects/{}#settings", p.slug)))
+}

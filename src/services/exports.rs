@@ -1,0 +1,36 @@
+//! Export snapshots: taking one, listing them, and the file a download is served from
+//! (written from PostgreSQL once, then served from disk: a client that stops reading holds no
+//! database connection).
+
+use std::path::{Path, PathBuf};
+
+use sqlx::PgPool;
+
+use super::error::{AppError, DbContext};
+use crate::db::projects::Project;
+use crate::db::users::User;
+use crate::domain::ExportId;
+use crate::export::{self, Export, Format, Options, PartSummary};
+
+/// Takes a snapshot of `p` in `format`, by `by`; the options are checked against the format.
+pub async fn create(pool: &PgPool, p: &Project, by: &User, format: Format, options: Options) -> Result<Export, AppError> {
+    let options = options.checked(format).map_err(AppError::Invalid)?;
+    Ok(export::create(pool, p.id, format, options, Some(by.id), |_| Ok(tokio::io::sink())).await.map_err(|e| e.context("taking an export"))?)
+}
+
+pub async fn list(pool: &PgPool, p: &Project) -> Result<Vec<Export>, AppError> {
+    let mut conn = pool.acquire().await?;
+    export::list(&mut conn, p.id).await.context("listing exports")
+}
+
+/// A part of an export `user` leads (its first part when `part` is none), with the file that
+/// holds its bytes under `dir`.
+pub async fn part_file(pool: &PgPool, dir: &Path, user: &User, id: ExportId, part: Option<&str>) -> Result<(Export, PartSummary, PathBuf), AppError> {
+    let mut conn = pool.acquire().await?;
+    let e = export::get_for_lead(&mut conn, id, user.id).await.context("finding the export")?.ok_or(AppError::NotFound)?;
+    drop(conn);
+    let part = part.unwrap_or_else(|| e.format().parts()[0]);
+    let summary = e.files.iter().find(|f| f.part == part).ok_or_else(|| AppError::Invalid(format!("part: this export has {:?}", e.format().parts())))?.clone();
+    let path = export::part_file(pool, &e, &summary, &dir.join("exports")).await.map_err(|e| e.context("writing the export's file"))?;
+    Ok((e, summary, path))
+}

@@ -1,0 +1,14 @@
+//! Use cases the pages (`routes/`), the JSON API (`api/`) and the CLI share, written once. They
+//! take values already parsed into domain types and the caller already authenticated; each
+//! owns its transaction, and answers an [`AppError`]. Below them only `db/`, `export/`,
+//! `import` and `domain/`; nothing here knows about HTTP.
+
+pub mod accounts;
+pub mod error;
+pub mod exports;
+pub mod imports;
+pub mod labelling;
+pub mod projects;
+
+pub use error::AppError;
+pub use projects::project;
