@@ -12,5 +12,6 @@ pub mod import;
 pub mod jobs;
 pub mod private_fs;
 pub mod routes;
+pub mod services;
 pub mod settings;
 pub mod web;

@@ -102,15 +102,15 @@ pub struct ProjectPage {
 
 /// A leaderboard row with its confidence interval placed on a common 0–160 px scale.
 pub struct LeaderRow {
-    pub e: crate::jobs::leaderboard::Entry,
-    pub run: Option<uuid::Uuid>,
+    pub e: crate::domain::leaderboard::Entry,
+    pub run: Option<crate::domain::RunId>,
     pub x_low: f64,
     pub x_high: f64,
     pub x: f64,
 }
 
 impl LeaderRow {
-    pub fn rows(board: Vec<(crate::jobs::leaderboard::Entry, Option<uuid::Uuid>)>) -> Vec<Self> {
+    pub fn rows(board: Vec<(crate::domain::leaderboard::Entry, Option<crate::domain::RunId>)>) -> Vec<Self> {
         let lo = board.iter().map(|(e, _)| e.ci_low).fold(f64::MAX, f64::min);
         let hi = board.iter().map(|(e, _)| e.ci_high).fold(f64::MIN, f64::max);
         let span = (hi - lo).max(1e-9);

@@ -1,0 +1,108 @@
+//! The trainer as a child process: its metric lines (stdout) and log lines (stderr) go into
+//! PostgreSQL as they come, heartbeats renew the lease meanwhile, and it is killed as soon as
+//! the run is no longer ours.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::fence::Fence;
+
+/// How the trainer ended.
+pub enum Child {
+    /// The run stopped being ours; the trainer was killed.
+    Lost,
+    Exited { ok: bool, status: String, last_line: String, summary: Option<Value> },
+}
+
+enum Event {
+    Out(Option<String>),
+    Err(Option<String>),
+    Beat,
+    Exit(std::io::Result<std::process::ExitStatus>),
+}
+
+/// Runs the trainer: metric lines (stdout) and log lines (stderr) into PostgreSQL as they
+/// come, heartbeats meanwhile; kills it as soon as the run is no longer ours.
+pub async fn run_child(f: &Fence<'_>, trainer: &Path, args: &[String]) -> Result<Child> {
+    let mut cmd = tokio::process::Command::new(trainer);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .env_remove("DATABASE_URL")
+        .env_remove("REWARDLAB_SESSION_KEY");
+    die_with_parent(&mut cmd);
+    f.log(&format!("[worker] $ rewardlab-train {}", args.join(" "))).await;
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", trainer.display()))?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut beat = tokio::time::interval(f.lease / 3);
+    beat.tick().await;
+    let (mut out_open, mut err_open) = (true, true);
+    let (mut last_line, mut summary) = (String::new(), None);
+    loop {
+        let event = tokio::select! {
+            l = out.next_line(), if out_open => Event::Out(l.ok().flatten()),
+            l = err.next_line(), if err_open => Event::Err(l.ok().flatten()),
+            _ = beat.tick() => Event::Beat,
+            s = child.wait(), if !out_open && !err_open => Event::Exit(s),
+        };
+        let owned = match event {
+            Event::Out(None) => {
+                out_open = false;
+                true
+            }
+            Event::Err(None) => {
+                err_open = false;
+                true
+            }
+            Event::Out(Some(line)) => match serde_json::from_str::<Value>(&line) {
+                Ok(v) if v.get("event").is_some() => {
+                    if v["event"] == "done" {
+                        summary = Some(v.clone());
+                    }
+                    f.metric(&v).await
+                }
+                _ => f.log(&line).await,
+            },
+            Event::Err(Some(line)) => {
+                if !line.trim().is_empty() {
+                    last_line = line.clone();
+                }
+                f.log(&line).await
+            }
+            Event::Beat => f.heartbeat().await,
+            Event::Exit(status) => {
+                let status = status?;
+                let shown = status.code().map_or_else(|| format!("signal {}", std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)), |c| format!("status {c}"));
+                return Ok(Child::Exited { ok: status.success(), status: shown, last_line, summary });
+            }
+        };
+        if !owned {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Ok(Child::Lost);
+        }
+    }
+}
+
+/// Asks Linux to kill the trainer when the worker dies (a SIGKILLed worker must not leave a
+/// trainer writing on), and gives it umask 077 so the models it writes are private.
+/// Safety: `prctl` and `umask` are async-signal-safe and touch no memory.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o077);
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
