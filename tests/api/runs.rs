@@ -201,7 +201,7 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
         let pool = app.pool.clone();
         tokio::spawn(async move { rewardlab::jobs::schedule::tick(&pool).await.unwrap() })
     });
-    let fired: Vec<uuid::Uuid> = futures_util::future::join_all(ticks).await.into_iter().flat_map(|r| r.unwrap()).collect();
+    let fired: Vec<rewardlab::domain::RunId> = futures_util::future::join_all(ticks).await.into_iter().flat_map(|r| r.unwrap()).collect();
     assert_eq!(fired.len(), 1, "one firing however many schedulers tick");
     assert_eq!(app.count("SELECT count(*) FROM runs WHERE schedule_id IS NOT NULL").await, 3);
     assert!(rewardlab::jobs::schedule::tick(&app.pool).await.unwrap().is_empty(), "the threshold counts from the last firing");
