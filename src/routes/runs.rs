@@ -85,7 +85,7 @@ pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
     let params = RUN_KINDS
         .iter()
         .map(|k| {
-            let ps = k.params().into_iter().map(|p| (p.name, p.default.to_json().to_string().replace("null", "unset"), p.help, p.ty.describe())).collect();
+            let ps = k.params().into_iter().map(|p| (p.name, p.default.to_string().replace("null", "unset"), p.help, p.ty.describe())).collect();
             (k.as_str(), ps)
         })
         .collect();

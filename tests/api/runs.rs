@@ -524,7 +524,7 @@ fn every_run_parameter_is_a_flag_of_its_trainer_command_with_the_same_default() 
                 .iter()
                 .find(|b| b.lines().next().unwrap().split([',', ' ', '<']).any(|w| w == flag))
                 .unwrap_or_else(|| panic!("{} has no {flag}:\n{help}", kind.as_str()));
-            match p.default.to_json() {
+            match p.default.clone() {
                 // Unset here: the trainer has no fixed default (at most a described one).
                 Value::Null => {
                     let d = block.split("[default: ").nth(1).and_then(|s| s.split(']').next());

@@ -3,7 +3,6 @@
 //! (rankings expand into their pairs); implicit-reward accuracy and margin on a prompt-split
 //! validation set.
 
-use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -18,26 +17,7 @@ use crate::sft::{encode_demonstrations, lm_forward, DemoEx};
 use crate::tokenizer::Tok;
 use crate::train::{self, Metrics, Stats, Task, TrainOpts};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct DpoArgs {
-    /// The policy to optimise (a GPT2LMHeadModel directory, e.g. from `sft`); its initial
-    /// weights are the frozen reference.
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Preference data, as for `rm`.
-    #[arg(long, num_args = 1.., required = true)]
-    pub data: Vec<PathBuf>,
-    #[arg(long)]
-    pub out: PathBuf,
-    /// The DPO temperature β.
-    #[arg(long, default_value_t = 0.1)]
-    pub beta: f64,
-    /// Longest sequence in tokens (prompt start cut first).
-    #[arg(long, default_value_t = 256)]
-    pub max_len: usize,
-    #[command(flatten)]
-    pub train: TrainOpts,
-}
+pub use rewardlab_protocol::DpoArgs;
 
 /// A preference pair, tokenized, with the reference model's log-probabilities of each response.
 pub struct PairEx {
@@ -141,7 +121,7 @@ fn with_reference(reference: &LmModel, pairs: Vec<(DemoEx, DemoEx)>, pad: u32, d
 
 pub fn run(args: &DpoArgs) -> Result<()> {
     let opts: &TrainOpts = &args.train;
-    let device = opts.device()?;
+    let device = train::device(opts.device)?;
     let rankings = read_rankings(&args.data)?;
     if rankings.is_empty() {
         bail!("no preference pairs in {:?}", args.data)

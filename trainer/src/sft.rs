@@ -1,7 +1,6 @@
 //! `rewardlab-train sft`: supervised fine-tuning on demonstrations, cross-entropy on the
 //! response tokens only (the prompt is context, not a target); validation loss and perplexity.
 
-use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -11,27 +10,11 @@ use crate::checkpoint::{save_model, ModelKind};
 use crate::data::{read_demonstrations, split_by_prompt, Demonstration};
 use crate::gpt2::LmModel;
 use crate::loss::token_nll;
-use crate::setup::{self, pad, ModelOpts, Source};
+use crate::setup::{self, pad, Source};
 use crate::tokenizer::Tok;
 use crate::train::{self, Metrics, Stats, Task, TrainOpts};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct SftArgs {
-    /// Demonstrations: `sft` exports / TRL prompt–completion rows, or preference rows (the
-    /// chosen response is the demonstration).
-    #[arg(long, num_args = 1.., required = true)]
-    pub data: Vec<PathBuf>,
-    /// The output model directory (a Hugging Face GPT2LMHeadModel).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Start from a Hugging Face GPT-2 directory.
-    #[arg(long)]
-    pub init: Option<PathBuf>,
-    #[command(flatten)]
-    pub model: ModelOpts,
-    #[command(flatten)]
-    pub train: TrainOpts,
-}
+pub use rewardlab_protocol::SftArgs;
 
 /// A tokenized demonstration: prompt tokens, then response tokens and end-of-text.
 pub struct DemoEx {
@@ -126,7 +109,7 @@ impl Task for SftTask<'_> {
 
 pub fn run(args: &SftArgs) -> Result<()> {
     let opts: &TrainOpts = &args.train;
-    let device = opts.device()?;
+    let device = train::device(opts.device)?;
     let demos = read_demonstrations(&args.data)?;
     if demos.is_empty() {
         bail!("no demonstrations in {:?}", args.data)

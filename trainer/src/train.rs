@@ -14,72 +14,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::checkpoint::{commit_checkpoint, write_atomic, MARKER};
-use crate::optim::{learning_rate, AdamW, AdamWConfig, Grads, Schedule};
+use crate::optim::{learning_rate, AdamW, AdamWConfig, Grads};
 use crate::rng::Rng;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda,
-}
+pub use rewardlab_protocol::DeviceArg;
 
-/// Flags of the training loop, the same on every trainer.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TrainOpts {
-    /// Passes over the training split.
-    #[arg(long, default_value_t = 1)]
-    pub epochs: usize,
-    /// Peak learning rate [default: 1e-3 from scratch, 1e-5 with --init].
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Examples (rankings, pairs or demonstrations) per batch.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// Batches whose gradients are summed into one optimizer step.
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
-    /// Most padded tokens in one forward pass; a larger batch is split into micro-batches and
-    /// their gradients accumulated.
-    #[arg(long, default_value_t = 8192)]
-    pub max_tokens: usize,
-    #[arg(long, value_enum, default_value = "cosine")]
-    pub schedule: Schedule,
-    /// Share of the optimizer steps spent warming the learning rate up.
-    #[arg(long, default_value_t = 0.05)]
-    pub warmup_ratio: f64,
-    /// Clip gradients to this global L2 norm (0: no clipping).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
-    /// Seeds the initial weights, the train/validation split and the data order.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Share of prompts held out for validation.
-    #[arg(long, default_value_t = 0.2)]
-    pub val_fraction: f64,
-    /// Write a checkpoint every N optimizer steps (0: only at the end of each epoch).
-    #[arg(long, default_value_t = 0)]
-    pub save_every: u64,
-    /// Checkpoints kept (the oldest are removed).
-    #[arg(long, default_value_t = 2)]
-    pub keep_checkpoints: usize,
-    /// Evaluate on the validation split every N steps (0: at the end of each epoch).
-    #[arg(long, default_value_t = 0)]
-    pub eval_every: u64,
-    /// Metrics as JSON lines: a file (appended to), or `-` for stdout.
-    #[arg(long)]
-    pub metrics: Option<String>,
-    /// Continue from a checkpoint directory, or the latest complete checkpoint of a run's --out.
-    #[arg(long)]
-    pub resume: Option<PathBuf>,
-    /// Stop after this many optimizer steps without finishing (as if the run were killed).
-    #[arg(long)]
-    pub stop_after: Option<u64>,
-    /// Where to train [default: cuda when built with it and present, else cpu].
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
-}
+pub use rewardlab_protocol::TrainOpts;
 
 /// The device `--device` names, or the default: CUDA when built with it and present, else CPU.
 pub fn device(arg: Option<DeviceArg>) -> Result<Device> {
@@ -87,16 +27,6 @@ pub fn device(arg: Option<DeviceArg>) -> Result<Device> {
         Some(DeviceArg::Cpu) => Ok(Device::Cpu),
         Some(DeviceArg::Cuda) => Device::new_cuda(0).map_err(|e| anyhow!("--device cuda: {e}")),
         None => Ok(crate::gpt2::default_device()),
-    }
-}
-
-impl TrainOpts {
-    pub fn device(&self) -> Result<Device> {
-        device(self.device)
-    }
-
-    pub fn lr_or(&self, from_scratch: bool) -> f64 {
-        self.lr.unwrap_or(if from_scratch { 1e-3 } else { 1e-5 })
     }
 }
 

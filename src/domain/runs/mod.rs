@@ -9,7 +9,7 @@ pub mod store;
 
 pub use input::{ModelSource, RunInput, RunSpec};
 pub use input::ChainStep;
-pub use params::{check_for_project, config_int, resolve_config, trainer_flags, Config, DefaultValue, Param, ParamType};
+pub use params::{check_for_project, config_int, resolve_config, trainer_flags, Config, Param, ParamType};
 pub use store::{store_area, store_relative, StoreArea};
 
 /// Declares an enum stored as one of a few words in a `text` column (a CHECK lists them):

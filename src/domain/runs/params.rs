@@ -11,29 +11,23 @@ pub type Config = Map<String, Value>;
 impl RunKind {
     /// The parameters a run of this kind accepts, with their defaults.
     pub fn params(self) -> Vec<&'static Param> {
-        let pick = |names: &[&str]| -> Vec<&'static Param> { PARAMS.iter().filter(|p| names.contains(&p.name)).collect() };
+        static TABLES: std::sync::OnceLock<Vec<(RunKind, Vec<Param>)>> = std::sync::OnceLock::new();
+        let tables = TABLES.get_or_init(|| RunKind::ALL.iter().map(|k| (*k, k.specs().into_iter().map(|s| s.param(*k)).collect())).collect());
+        tables.iter().find(|(k, _)| *k == self).map(|(_, ps)| ps.iter().collect()).unwrap_or_default()
+    }
+
+    /// The rows of the tables a run of this kind takes.
+    fn specs(self) -> Vec<&'static Spec> {
+        let pick = |names: &[&str]| -> Vec<&'static Spec> { PARAMS.iter().filter(|p| names.contains(&p.name)).collect() };
         const TRAIN: [&str; 14] = [
             "epochs", "lr", "batch_size", "grad_accum", "max_tokens", "schedule", "warmup_ratio", "max_grad_norm", "weight_decay", "seed", "val_fraction",
             "save_every", "keep_checkpoints", "eval_every",
         ];
         const MODEL: [&str; 6] = ["init", "vocab_size", "n_embd", "n_layer", "n_head", "max_len"];
         match self {
-            Self::Rm => {
-                let mut v = pick(&MODEL);
-                v.extend(pick(&TRAIN));
-                v.extend(pick(&["margin_scale", "center_rewards"]));
-                v
-            }
-            Self::Sft => {
-                let mut v = pick(&MODEL);
-                v.extend(pick(&TRAIN));
-                v
-            }
-            Self::Dpo => {
-                let mut v = pick(&["beta", "max_len"]);
-                v.extend(pick(&TRAIN));
-                v
-            }
+            Self::Rm => [pick(&MODEL), pick(&TRAIN), pick(&["margin_scale", "center_rewards"])].concat(),
+            Self::Sft => [pick(&MODEL), pick(&TRAIN)].concat(),
+            Self::Dpo => [pick(&["beta", "max_len"]), pick(&TRAIN)].concat(),
             Self::Ppo => PPO.iter().collect(),
             Self::Generate => GENERATE.iter().collect(),
         }
@@ -68,6 +62,16 @@ impl ParamType {
         }
     }
 
+    /// A default as clap shows it, as the JSON value of this type.
+    fn parse_default(self, text: &str) -> Value {
+        let parsed = match self {
+            Self::Int(..) => text.parse::<i64>().ok().map(Value::from),
+            Self::Float(..) | Self::Positive(_) => text.parse::<f64>().ok().map(Value::from),
+            Self::Word(_) | Self::StorePath => Some(Value::from(text)),
+        };
+        parsed.unwrap_or_else(|| panic!("the trainer's default {text:?} is not {}", self.describe()))
+    }
+
     /// The value if it is in range.
     fn accept(self, v: &Value) -> Option<Value> {
         match self {
@@ -86,104 +90,109 @@ impl ParamType {
 pub struct Param {
     pub name: &'static str,
     pub ty: ParamType,
-    pub default: DefaultValue,
+    /// The trainer's own default for a flag (read from `rewardlab-protocol`), the worker's for
+    /// a worker setting.
+    pub default: Value,
     pub help: &'static str,
     /// False for settings the worker itself uses (they are not trainer flags).
     pub flag: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub enum DefaultValue {
-    None,
-    Int(i64),
-    Float(f64),
-    Text(&'static str),
-}
-
-impl DefaultValue {
-    pub fn to_json(self) -> Value {
-        match self {
-            Self::None => Value::Null,
-            Self::Int(i) => i.into(),
-            Self::Float(f) => f.into(),
-            Self::Text(t) => t.into(),
-        }
-    }
+/// A row of the tables below: the platform's side of a parameter (its range and help); the
+/// default of a flag is the trainer's, a worker setting's is given here.
+struct Spec {
+    name: &'static str,
+    ty: ParamType,
+    help: &'static str,
+    worker_default: Option<i64>,
 }
 
 macro_rules! p {
-    ($name:literal, $ty:ident $(($($r:expr),*))?, $d:expr, $help:literal) => {
-        Param { name: $name, ty: ParamType::$ty $(($($r),*))?, default: $d, help: $help, flag: true }
+    ($name:literal, $ty:ident $(($($r:expr),*))?, $help:literal) => {
+        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, worker_default: None }
     };
-    ($name:literal, $ty:ident $(($($r:expr),*))?, $d:expr, $help:literal, worker) => {
-        Param { name: $name, ty: ParamType::$ty $(($($r),*))?, default: $d, help: $help, flag: false }
+    ($name:literal, $ty:ident $(($($r:expr),*))?, $help:literal, worker($d:expr)) => {
+        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, worker_default: Some($d) }
     };
 }
 
-use DefaultValue::{Float as F, Int as I, None as N, Text as T};
+impl Spec {
+    /// The parameter for runs of `kind`, with the default of `rewardlab-train <kind>`'s flag.
+    fn param(&self, kind: RunKind) -> Param {
+        let default = match self.worker_default {
+            Some(d) => Value::from(d),
+            None => rewardlab_protocol::default_of(kind.as_str(), &self.flag()).map_or(Value::Null, |text| self.ty.parse_default(&text)),
+        };
+        Param { name: self.name, ty: self.ty, default, help: self.help, flag: self.worker_default.is_none() }
+    }
+
+    fn flag(&self) -> String {
+        self.name.replace('_', "-")
+    }
+}
 
 /// Seeds: what fits the trainer's `u64` and every JSON reader.
 const SEED: i64 = u32::MAX as i64;
 
-/// rm / sft / dpo: the shared training loop and the small model built from scratch. The
-/// defaults are `rewardlab-train`'s (a test checks every name is one of its flags).
-static PARAMS: &[Param] = &[
-    p!("init", StorePath, N, "start from a Hugging Face GPT-2 directory in the model store"),
-    p!("vocab_size", Int(260, 262_144), I(4096), "tokens in the BPE trained on the data (without init)"),
-    p!("n_embd", Int(1, 8192), I(128), "width of the model built from scratch"),
-    p!("n_layer", Int(1, 128), I(2), "layers of the model built from scratch"),
-    p!("n_head", Int(1, 128), I(4), "attention heads"),
-    p!("max_len", Int(2, 32_768), I(256), "longest sequence in tokens"),
-    p!("epochs", Int(1, 10_000), I(1), "passes over the training split"),
-    p!("lr", Positive(1.0), N, "peak learning rate (1e-3 from scratch, 1e-5 with init)"),
-    p!("batch_size", Int(1, 4096), I(16), "examples per batch"),
-    p!("grad_accum", Int(1, 1024), I(1), "batches per optimizer step"),
-    p!("max_tokens", Int(1, 16_777_216), I(8192), "most padded tokens in one forward pass"),
-    p!("schedule", Word(&["cosine", "linear", "constant"]), T("cosine"), "learning-rate schedule: cosine, linear or constant"),
-    p!("warmup_ratio", Float(0.0, 1.0), F(0.05), "share of steps warming up"),
-    p!("max_grad_norm", Float(0.0, 1000.0), F(1.0), "global gradient-norm clip (0: none)"),
-    p!("weight_decay", Float(0.0, 1.0), F(0.0), "AdamW weight decay"),
-    p!("seed", Int(0, SEED), I(42), "seeds weights, split and order"),
-    p!("val_fraction", Float(0.0, 0.9), F(0.2), "share of prompts held out for validation"),
-    p!("save_every", Int(0, 1_000_000), I(0), "checkpoint every N steps (0: each epoch)"),
-    p!("keep_checkpoints", Int(1, 100), I(2), "checkpoints kept"),
-    p!("eval_every", Int(0, 1_000_000), I(0), "validate every N steps (0: each epoch)"),
-    p!("margin_scale", Float(0.0, 100.0), F(1.0), "weight of the preference margin in the loss"),
-    p!("center_rewards", Float(0.0, 100.0), F(0.0), "coefficient pulling rewards towards zero"),
-    p!("beta", Positive(100.0), F(0.1), "the DPO temperature"),
+/// rm / sft / dpo: the shared training loop and the small model built from scratch (a test
+/// checks every name is a flag of each trainer command it is offered for).
+static PARAMS: &[Spec] = &[
+    p!("init", StorePath, "start from a Hugging Face GPT-2 directory in the model store"),
+    p!("vocab_size", Int(260, 262_144), "tokens in the BPE trained on the data (without init)"),
+    p!("n_embd", Int(1, 8192), "width of the model built from scratch"),
+    p!("n_layer", Int(1, 128), "layers of the model built from scratch"),
+    p!("n_head", Int(1, 128), "attention heads"),
+    p!("max_len", Int(2, 32_768), "longest sequence in tokens"),
+    p!("epochs", Int(1, 10_000), "passes over the training split"),
+    p!("lr", Positive(1.0), "peak learning rate (1e-3 from scratch, 1e-5 with init)"),
+    p!("batch_size", Int(1, 4096), "examples per batch"),
+    p!("grad_accum", Int(1, 1024), "batches per optimizer step"),
+    p!("max_tokens", Int(1, 16_777_216), "most padded tokens in one forward pass"),
+    p!("schedule", Word(&["cosine", "linear", "constant"]), "learning-rate schedule: cosine, linear or constant"),
+    p!("warmup_ratio", Float(0.0, 1.0), "share of steps warming up"),
+    p!("max_grad_norm", Float(0.0, 1000.0), "global gradient-norm clip (0: none)"),
+    p!("weight_decay", Float(0.0, 1.0), "AdamW weight decay"),
+    p!("seed", Int(0, SEED), "seeds weights, split and order"),
+    p!("val_fraction", Float(0.0, 0.9), "share of prompts held out for validation"),
+    p!("save_every", Int(0, 1_000_000), "checkpoint every N steps (0: each epoch)"),
+    p!("keep_checkpoints", Int(1, 100), "checkpoints kept"),
+    p!("eval_every", Int(0, 1_000_000), "validate every N steps (0: each epoch)"),
+    p!("margin_scale", Float(0.0, 100.0), "weight of the preference margin in the loss"),
+    p!("center_rewards", Float(0.0, 100.0), "coefficient pulling rewards towards zero"),
+    p!("beta", Positive(100.0), "the DPO temperature"),
 ];
 
-static PPO: &[Param] = &[
-    p!("iterations", Int(1, 100_000), I(20), "rollout batches"),
-    p!("batch_size", Int(1, 4096), I(16), "prompts per iteration"),
-    p!("mini_batch_size", Int(1, 4096), I(4), "rollouts per optimizer step"),
-    p!("ppo_epochs", Int(1, 100), I(4), "optimisation epochs per rollout batch"),
-    p!("kl_coef", Float(0.0, 100.0), F(0.05), "β of the per-token KL penalty"),
-    p!("target_kl", Positive(1000.0), N, "adapt β towards this KL per sequence"),
-    p!("kl_horizon", Positive(1e9), F(10000.0), "horizon of the adaptive β"),
-    p!("max_new_tokens", Int(1, 4096), I(53), "longest response"),
-    p!("temperature", Positive(10.0), F(0.7), "sampling temperature of rollouts"),
-    p!("missing_eos_penalty", Float(0.0, 1000.0), N, "subtracted when a response never ends"),
-    p!("cliprange", Positive(10.0), F(0.2), "policy ratio clip"),
-    p!("cliprange_value", Positive(1000.0), F(0.2), "value clip"),
-    p!("vf_coef", Float(0.0, 100.0), F(0.1), "value loss weight"),
-    p!("gamma", Float(0.0, 1.0), F(1.0), "discount"),
-    p!("lam", Float(0.0, 1.0), F(0.95), "GAE λ"),
-    p!("lr", Positive(1.0), F(3e-6), "learning rate"),
-    p!("max_grad_norm", Float(0.0, 1000.0), F(1.0), "global gradient-norm clip"),
-    p!("seed", Int(0, SEED), I(0), "seeds sampling and order"),
-    p!("save_every", Int(0, 1_000_000), I(5), "checkpoint every N iterations"),
+static PPO: &[Spec] = &[
+    p!("iterations", Int(1, 100_000), "rollout batches"),
+    p!("batch_size", Int(1, 4096), "prompts per iteration"),
+    p!("mini_batch_size", Int(1, 4096), "rollouts per optimizer step"),
+    p!("ppo_epochs", Int(1, 100), "optimisation epochs per rollout batch"),
+    p!("kl_coef", Float(0.0, 100.0), "β of the per-token KL penalty"),
+    p!("target_kl", Positive(1000.0), "adapt β towards this KL per sequence"),
+    p!("kl_horizon", Positive(1e9), "horizon of the adaptive β"),
+    p!("max_new_tokens", Int(1, 4096), "longest response"),
+    p!("temperature", Positive(10.0), "sampling temperature of rollouts"),
+    p!("missing_eos_penalty", Float(0.0, 1000.0), "subtracted when a response never ends"),
+    p!("cliprange", Positive(10.0), "policy ratio clip"),
+    p!("cliprange_value", Positive(1000.0), "value clip"),
+    p!("vf_coef", Float(0.0, 100.0), "value loss weight"),
+    p!("gamma", Float(0.0, 1.0), "discount"),
+    p!("lam", Float(0.0, 1.0), "GAE λ"),
+    p!("lr", Positive(1.0), "learning rate"),
+    p!("max_grad_norm", Float(0.0, 1000.0), "global gradient-norm clip"),
+    p!("seed", Int(0, SEED), "seeds sampling and order"),
+    p!("save_every", Int(0, 1_000_000), "checkpoint every N iterations"),
 ];
 
-static GENERATE: &[Param] = &[
-    p!("samples", Int(1, 8), I(1), "new responses per prompt"),
-    p!("temperature", Float(0.0, 10.0), F(0.7), "softmax temperature (0: greedy)"),
-    p!("top_p", Positive(1.0), F(1.0), "nucleus sampling mass"),
-    p!("max_new_tokens", Int(1, 4096), I(64), "longest response"),
-    p!("seed", Int(0, SEED), I(0), "seeds sampling"),
-    p!("batch_size", Int(1, 4096), I(16), "sequences generated together"),
-    p!("max_prompts", Int(1, 100_000), I(100), "distinct prompts sampled (the earliest items first)", worker),
-    p!("compare_with", Int(0, 8), I(1), "earlier responses on the same prompt shown beside the new ones", worker),
+static GENERATE: &[Spec] = &[
+    p!("samples", Int(1, 8), "new responses per prompt"),
+    p!("temperature", Float(0.0, 10.0), "softmax temperature (0: greedy)"),
+    p!("top_p", Positive(1.0), "nucleus sampling mass"),
+    p!("max_new_tokens", Int(1, 4096), "longest response"),
+    p!("seed", Int(0, SEED), "seeds sampling"),
+    p!("batch_size", Int(1, 4096), "sequences generated together"),
+    p!("max_prompts", Int(1, 100_000), "distinct prompts sampled (the earliest items first)", worker(100)),
+    p!("compare_with", Int(0, 8), "earlier responses on the same prompt shown beside the new ones", worker(1)),
 ];
 
 /// The full configuration of a run: every parameter of its kind, the given value or the
@@ -204,7 +213,7 @@ pub fn resolve_config(kind: RunKind, given: &Value) -> Result<Config, String> {
     let mut out = Map::new();
     for p in params {
         let v = given.get(p.name).cloned().unwrap_or(Value::Null);
-        let v = if v.is_null() { p.default.to_json() } else { check(p, v)? };
+        let v = if v.is_null() { p.default.clone() } else { check(p, v)? };
         out.insert(p.name.to_string(), v);
     }
     Ok(out)
@@ -278,6 +287,24 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_is_one_of_its_trainer_command_s_and_takes_the_trainer_s_default() {
+        for kind in RUN_KINDS {
+            for p in kind.params().into_iter().filter(|p| p.flag) {
+                assert!(rewardlab_protocol::has_flag(kind.as_str(), &p.name.replace('_', "-")), "{kind} has no --{}", p.name);
+            }
+        }
+        let default = |kind: RunKind, name: &str| kind.params().into_iter().find(|p| p.name == name).unwrap().default.clone();
+        assert_eq!(default(RunKind::Rm, "seed"), json!(42));
+        assert_eq!(default(RunKind::Ppo, "seed"), json!(0));
+        assert_eq!(default(RunKind::Ppo, "lr"), json!(3e-6));
+        assert_eq!(default(RunKind::Sft, "warmup_ratio"), json!(0.05));
+        assert_eq!(default(RunKind::Sft, "schedule"), json!("cosine"));
+        assert_eq!(default(RunKind::Generate, "max_new_tokens"), json!(64));
+        assert_eq!(default(RunKind::Generate, "max_prompts"), json!(100), "a worker setting");
+        assert!(default(RunKind::Rm, "lr").is_null() && default(RunKind::Ppo, "target_kl").is_null());
+    }
+
+    #[test]
     fn flags_leave_out_unset_values_and_worker_settings() {
         let c = resolve_config(RunKind::Generate, &json!({"samples": 2})).unwrap();
         let flags = trainer_flags(RunKind::Generate, &c, std::path::Path::new("/s"));
@@ -293,7 +320,7 @@ mod tests {
     fn every_default_is_in_its_range_and_absurd_settings_are_refused_naming_the_range() {
         for kind in RUN_KINDS {
             for p in kind.params() {
-                let d = p.default.to_json();
+                let d = p.default.clone();
                 assert!(d.is_null() || p.ty.accept(&d).is_some(), "{} {}: default {d} outside {}", kind.as_str(), p.name, p.ty.describe());
             }
         }
