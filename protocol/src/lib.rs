@@ -3,8 +3,10 @@
 //! (`metrics`). Both crates depend on this one; neither writes the contract by hand.
 
 pub mod args;
+pub mod metrics;
 
 pub use args::*;
+pub use metrics::{Done, Eval, Generated, Iteration, MetricEvent, MetricLine, Report, Step, Timings};
 
 use clap::Args;
 

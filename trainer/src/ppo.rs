@@ -22,6 +22,7 @@ use crate::rng::Rng;
 use crate::setup::{self, pad, Source};
 use crate::tokenizer::Tok;
 use crate::train::{self, Metrics};
+use rewardlab_protocol::{Done, Iteration, MetricEvent, Timings};
 
 pub use rewardlab_protocol::PpoArgs;
 
@@ -406,15 +407,24 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         state.iteration += 1;
         state.adam_step = opt.steps_taken();
         let m = |x: f64| x / updates.max(1.0);
-        metrics.emit(&json!({
-            "event": "iteration", "iteration": state.iteration, "score": mean_score, "kl": kl,
-            "non_score_reward": non_score, "rlhf_reward": mean_score + non_score, "kl_coef": coef_used,
-            "entropy": entropy_sum / token_count.max(1) as f64, "approxkl": m(sums.approxkl), "clipfrac": m(sums.pg_clipfrac),
-            "ratio_mean": m(sums.ratio_mean), "ratio_var": m(sums.ratio_var), "pg_loss": m(sums.pg_loss),
-            "vf_loss": m(sums.vf_loss), "vf_clipfrac": m(sums.vf_clipfrac),
-            "eos_rate": rollouts.iter().filter(|r| r.eos).count() as f64 / n,
-            "response_length": rollouts.iter().map(|r| r.response.len()).sum::<usize>() as f64 / n,
-            "time": {"generate_s": gen_s, "score_s": score_s, "optimise_s": opt_s},
+        metrics.emit(&MetricEvent::Iteration(Iteration {
+            iteration: state.iteration,
+            score: mean_score,
+            kl,
+            non_score_reward: non_score,
+            rlhf_reward: mean_score + non_score,
+            kl_coef: coef_used,
+            entropy: entropy_sum / token_count.max(1) as f64,
+            approxkl: m(sums.approxkl),
+            clipfrac: m(sums.pg_clipfrac),
+            ratio_mean: m(sums.ratio_mean),
+            ratio_var: m(sums.ratio_var),
+            pg_loss: m(sums.pg_loss),
+            vf_loss: m(sums.vf_loss),
+            vf_clipfrac: m(sums.vf_clipfrac),
+            eos_rate: rollouts.iter().filter(|r| r.eos).count() as f64 / n,
+            response_length: rollouts.iter().map(|r| r.response.len()).sum::<usize>() as f64 / n,
+            time: Timings { generate_s: gen_s, score_s, optimise_s: opt_s },
         }))?;
         bar.set_position(state.iteration);
         bar.set_message(format!("score {mean_score:.3} kl {kl:.3}"));
@@ -434,7 +444,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
     setup::save_tokenizer(&tok, &args.out, pcfg.n_positions)?;
     save_model(&args.out.join("value"), &rcfg, ModelKind::Reward, &value_params, rm_tok.eos(), None)?;
     rm_tok.save(&args.out.join("value"))?;
-    metrics.emit(&json!({"event": "done", "iteration": state.iteration, "kl_coef": state.kl_coef}))?;
+    metrics.emit(&MetricEvent::Done(Done { iteration: Some(state.iteration), kl_coef: Some(state.kl_coef), ..Done::default() }))?;
     eprintln!("policy saved to {} (value network in {}/value)", args.out.display(), args.out.display());
     Ok(())
 }

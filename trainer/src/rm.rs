@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::checkpoint::{load_reward_model, save_model, ModelKind};
 use crate::data::{join, read_rankings, read_score_rows, split_by_prompt, Ranking, ScoreRow};
@@ -15,7 +15,7 @@ use crate::gpt2::RewardModel;
 use crate::loss::{batch_ranking_loss, RankGroup};
 use crate::setup::{self, keep_last, pad, Source};
 use crate::tokenizer::Tok;
-use crate::train::{self, Metrics, Stats, Task};
+use crate::train::{self, Done, MetricEvent, Metrics, Report, Stats, Task};
 
 pub use rewardlab_protocol::RmArgs;
 
@@ -72,9 +72,9 @@ impl Task for RewardTask<'_> {
         Ok((loss, stats))
     }
 
-    fn report(&self, s: &Stats) -> Value {
-        json!({"loss": s.loss(), "accuracy": s.accuracy(), "margin": s.margin_sum / s.counted.max(1.0),
-               "rankings": s.units, "pairs": s.counted})
+    fn report(&self, s: &Stats) -> Report {
+        let margin = s.margin_sum / s.counted.max(1.0);
+        Report { loss: s.loss(), accuracy: Some(s.accuracy()), margin: Some(margin), rankings: Some(s.units), pairs: Some(s.counted), ..Report::default() }
     }
 }
 
@@ -193,13 +193,12 @@ pub fn run(args: &RmArgs) -> Result<()> {
         "reference_texts": reference.len(), "validation": outcome.validation,
     }});
     save_model(&args.out, &cfg, ModelKind::Reward, &params, tok.eos(), Some(&extra))?;
-    metrics.emit(&json!({"event": "done", "step": outcome.state.step, "reward_bias": bias, "reward_std": std,
-                         "validation": outcome.validation}))?;
-    match &outcome.validation {
+    let done = Done { step: Some(outcome.state.step), reward_bias: Some(bias), reward_std: Some(std), validation: outcome.validation.clone(), ..Done::default() };
+    metrics.emit(&MetricEvent::Done(done))?;
+    match outcome.validation.as_ref().map(|v| &v.report) {
         Some(v) => eprintln!(
             "validation: accuracy {:.4}, mean margin {:.4}, loss {:.4} over {} pairs",
-            v["accuracy"].as_f64().unwrap_or(f64::NAN), v["margin"].as_f64().unwrap_or(f64::NAN),
-            v["loss"].as_f64().unwrap_or(f64::NAN), v["pairs"]
+            v.accuracy.unwrap_or(f64::NAN), v.margin.unwrap_or(f64::NAN), v.loss, v.pairs.unwrap_or(f64::NAN)
         ),
         None => eprintln!("no validation split (--val-fraction 0)"),
     }

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, D};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::checkpoint::{save_model, ModelKind};
 use crate::data::{read_demonstrations, split_by_prompt, Demonstration};
@@ -12,7 +12,7 @@ use crate::gpt2::LmModel;
 use crate::loss::token_nll;
 use crate::setup::{self, pad, Source};
 use crate::tokenizer::Tok;
-use crate::train::{self, Metrics, Stats, Task, TrainOpts};
+use crate::train::{self, Done, MetricEvent, Metrics, Report, Stats, Task, TrainOpts};
 
 pub use rewardlab_protocol::SftArgs;
 
@@ -102,8 +102,8 @@ impl Task for SftTask<'_> {
         Ok((loss, stats))
     }
 
-    fn report(&self, s: &Stats) -> Value {
-        json!({"loss": s.loss(), "perplexity": s.loss().exp(), "token_accuracy": s.accuracy(), "tokens": s.units})
+    fn report(&self, s: &Stats) -> Report {
+        Report { loss: s.loss(), perplexity: Some(s.loss().exp()), token_accuracy: Some(s.accuracy()), tokens: Some(s.units), ..Report::default() }
     }
 }
 
@@ -138,12 +138,11 @@ pub fn run(args: &SftArgs) -> Result<()> {
     };
     let extra = json!({"rewardlab": {"max_len": max_len, "validation": outcome.validation}});
     save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
-    metrics.emit(&json!({"event": "done", "step": outcome.state.step, "validation": outcome.validation}))?;
-    if let Some(v) = &outcome.validation {
+    metrics.emit(&MetricEvent::Done(Done { step: Some(outcome.state.step), validation: outcome.validation.clone(), ..Done::default() }))?;
+    if let Some(v) = outcome.validation.as_ref().map(|v| &v.report) {
         eprintln!(
             "validation: loss {:.4}, perplexity {:.2}, token accuracy {:.4}",
-            v["loss"].as_f64().unwrap_or(f64::NAN), v["perplexity"].as_f64().unwrap_or(f64::NAN),
-            v["token_accuracy"].as_f64().unwrap_or(f64::NAN)
+            v.loss, v.perplexity.unwrap_or(f64::NAN), v.token_accuracy.unwrap_or(f64::NAN)
         );
     }
     eprintln!("model saved to {}", args.out.display());

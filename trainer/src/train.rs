@@ -11,11 +11,11 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::checkpoint::{commit_checkpoint, write_atomic, MARKER};
 use crate::optim::{learning_rate, AdamW, AdamWConfig, Grads};
 use crate::rng::Rng;
+pub use rewardlab_protocol::{Done, Eval, MetricEvent, Report, Step};
 
 pub use rewardlab_protocol::DeviceArg;
 
@@ -73,8 +73,8 @@ pub trait Task {
     fn units(&self, ex: &Self::Example) -> f64;
     /// The summed loss of a micro-batch (a scalar with a graph) and its statistics.
     fn loss(&self, batch: &[&Self::Example]) -> Result<(Tensor, Stats)>;
-    /// Validation metrics from summed statistics, as a JSON object.
-    fn report(&self, stats: &Stats) -> Value;
+    /// Validation metrics from summed statistics.
+    fn report(&self, stats: &Stats) -> Report;
 }
 
 /// The progress of a run, saved in every checkpoint.
@@ -106,9 +106,9 @@ impl Metrics {
         Ok(Self { out })
     }
 
-    pub fn emit(&mut self, v: &Value) -> Result<()> {
+    pub fn emit(&mut self, event: &MetricEvent) -> Result<()> {
         if let Some(out) = &mut self.out {
-            writeln!(out, "{v}")?;
+            writeln!(out, "{}", event.to_line())?;
             out.flush()?;
         }
         Ok(())
@@ -188,7 +188,7 @@ pub struct Run<'a> {
 pub struct Outcome {
     pub state: State,
     /// Validation metrics of the last evaluation.
-    pub validation: Option<Value>,
+    pub validation: Option<Eval>,
     /// False when `--stop-after` ended it early.
     pub finished: bool,
 }
@@ -288,10 +288,17 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
             if !loss.is_finite() {
                 bail!("the loss became {loss} at step {}: lower --lr or check the data", state.step)
             }
-            run.metrics.emit(&json!({
-                "event": "step", "step": state.step, "epoch": state.epoch, "loss": loss, "accuracy": stats.accuracy(),
-                "lr": lr, "grad_norm": grad_norm, "tokens_per_s": stats.tokens as f64 / secs,
-                "examples": examples.len(), "elapsed_s": started.elapsed().as_secs_f64(), "rss_mb": rss_mb(),
+            run.metrics.emit(&MetricEvent::Step(Step {
+                step: state.step,
+                epoch: state.epoch,
+                loss,
+                accuracy: stats.accuracy(),
+                lr,
+                grad_norm,
+                tokens_per_s: stats.tokens as f64 / secs,
+                examples: examples.len(),
+                elapsed_s: started.elapsed().as_secs_f64(),
+                rss_mb: rss_mb(),
             }))?;
             bar.set_position(state.step);
             bar.set_message(format!("loss {loss:.4} acc {:.3}", stats.accuracy()));
@@ -301,13 +308,11 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
                 state.step_in_epoch = 0;
             }
             if (opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every)) || (epoch_done && !val.is_empty()) {
-                let mut report = task.report(&evaluate(task, val, opts)?);
-                report["event"] = "eval".into();
-                report["step"] = state.step.into();
-                report["epoch"] = state.epoch.into();
-                run.metrics.emit(&report)?;
-                bar.println(format!("step {}: validation {}", state.step, report));
-                validation = Some(report);
+                let eval = Eval { step: state.step, epoch: state.epoch, report: task.report(&evaluate(task, val, opts)?) };
+                let event = MetricEvent::Eval(eval.clone());
+                run.metrics.emit(&event)?;
+                bar.println(format!("step {}: validation {}", state.step, event.to_line()));
+                validation = Some(eval);
             }
             if (opts.save_every > 0 && state.step.is_multiple_of(opts.save_every)) || epoch_done {
                 save_checkpoint(&run, &optimizer, &state)?;

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rewardlab_protocol::MetricLine;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -60,14 +61,14 @@ pub async fn run_child(f: &Fence<'_>, trainer: &Path, args: &[String]) -> Result
                 err_open = false;
                 true
             }
-            Event::Out(Some(line)) => match serde_json::from_str::<Value>(&line) {
-                Ok(v) if v.get("event").is_some() => {
-                    if v["event"] == "done" {
-                        summary = Some(v.clone());
+            Event::Out(Some(line)) => match MetricLine::parse(&line) {
+                Some(m) => {
+                    if m.is_done() {
+                        summary = Some(m.data.clone());
                     }
-                    f.metric(&v).await
+                    f.metric_line(&m).await
                 }
-                _ => f.log(&line).await,
+                None => f.log(&line).await,
             },
             Event::Err(Some(line)) => {
                 if !line.trim().is_empty() {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use rewardlab_protocol::MetricLine;
+
 use crate::db::worker as dbw;
 use crate::domain::{ExportId, RunId};
 
@@ -39,11 +41,13 @@ impl Fence<'_> {
         or_owned(dbw::log(self.pool, self.run, self.fence, &line).await, "log", self.run)
     }
 
-    /// Stores one line of the trainer's metrics stream (`event`, and `step` or `iteration`).
+    /// Stores one line of the trainer's metrics stream.
     pub async fn metric(&self, data: &serde_json::Value) -> Owned {
-        let event = data["event"].as_str().unwrap_or("metric");
-        let step = data.get("step").or_else(|| data.get("iteration")).and_then(serde_json::Value::as_i64);
-        or_owned(dbw::metric(self.pool, self.run, self.fence, event, step, data).await, "metric", self.run)
+        self.metric_line(&MetricLine::from_value(data.clone())).await
+    }
+
+    pub async fn metric_line(&self, m: &MetricLine) -> Owned {
+        or_owned(dbw::metric(self.pool, self.run, self.fence, &m.event, m.step, &m.data).await, "metric", self.run)
     }
 
     pub async fn set_resolved(&self, resolved: &serde_json::Value) -> sqlx::Result<Owned> {

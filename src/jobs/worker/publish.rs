@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::TryStreamExt;
+use rewardlab_protocol::{Done, Generated, MetricEvent};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 use tokio::io::AsyncWriteExt;
@@ -108,7 +109,7 @@ async fn import_generated(tx: &mut PgConnection, c: &Claimed, policy: &Resolved,
     let config = c.config.as_object().cloned().unwrap_or_default();
     let compare_with = config_int(&config, "compare_with", 1).max(0);
     let mut batch = Vec::new();
-    let mut skipped = 0;
+    let mut skipped = 0usize;
     for (n, line) in std::fs::read_to_string(path)?.lines().enumerate() {
         let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), n + 1))?;
         let ext = v["id"].as_str().map(str::to_string).or_else(|| sources.get(n).cloned()).ok_or_else(|| anyhow!("{}:{}: no id", path.display(), n + 1))?;
@@ -118,7 +119,8 @@ async fn import_generated(tx: &mut PgConnection, c: &Claimed, policy: &Resolved,
         }
     }
     let added = crate::db::items::insert_batch(tx, c.project_id, &batch).await?;
-    Ok(json!({"event": "done", "prompts": sources.len(), "items_added": added.items, "responses_added": added.responses, "skipped": skipped, "policy": policy.label}))
+    let generated = Generated { prompts: sources.len(), items_added: added.items, responses_added: added.responses, skipped, policy: policy.label.clone() };
+    Ok(serde_json::to_value(MetricEvent::Done(Done { generated: Some(generated), ..Done::default() }))?)
 }
 
 /// One generated line as a new item beside its source item's earlier responses; None when
