@@ -80,14 +80,23 @@ impl Run {
     }
 }
 
-const RUN_COLS: &str = "r.id, r.project_id, p.slug, r.kind, r.config, r.input, r.export_id, r.after_run, r.schedule_id, r.status, r.created_at, r.started_at,
-    r.finished_at, r.worker, r.attempts, r.model_dir, r.resumed_from, r.error, r.summary";
+/// The columns of a [`Run`] (`r`: runs, `p`: projects); a macro so queries are whole literals.
+macro_rules! run_cols {
+    () => {
+        "r.id, r.project_id, p.slug, r.kind, r.config, r.input, r.export_id, r.after_run, r.schedule_id, r.status, r.created_at, r.started_at,
+    r.finished_at, r.worker, r.attempts, r.model_dir, r.resumed_from, r.error, r.summary"
+    };
+}
 
 /// The lead gate: the caller leads the run's project, or is a site admin.
-const LEADS: &str = "EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = r.project_id AND m.user_id = u.id AND m.role = 'lead')))";
+macro_rules! leads {
+    () => {
+        "EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = r.project_id AND m.user_id = u.id AND m.role = 'lead')))"
+    };
+}
 
 pub async fn get_for_lead(conn: &mut PgConnection, id: RunId, user: UserId) -> sqlx::Result<Option<Run>> {
-    sqlx::query_as(&format!("SELECT {RUN_COLS} FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1 AND {LEADS}"))
+    sqlx::query_as(concat!("SELECT ", run_cols!(), " FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1 AND ", leads!()))
         .bind(id)
         .bind(user)
         .fetch_optional(conn)
@@ -96,7 +105,7 @@ pub async fn get_for_lead(conn: &mut PgConnection, id: RunId, user: UserId) -> s
 
 /// Runs of a project (the caller has been checked as its lead).
 pub async fn list(conn: &mut PgConnection, project: ProjectId, limit: i64) -> sqlx::Result<Vec<Run>> {
-    sqlx::query_as(&format!("SELECT {RUN_COLS} FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.project_id = $1 ORDER BY r.seq DESC LIMIT $2"))
+    sqlx::query_as(concat!("SELECT ", run_cols!(), " FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.project_id = $1 ORDER BY r.seq DESC LIMIT $2"))
         .bind(project)
         .bind(limit)
         .fetch_all(conn)
@@ -284,7 +293,9 @@ impl Disagreement {
 }
 
 /// Human comparisons (non-tied pairs) with both responses scored by `run`.
-const SCORED_PAIRS: &str = "
+macro_rules! scored_pairs {
+    () => {
+        "
     SELECT j.id AS judgement_id, j.item_id, COALESCE(u.email, 'imported') AS labeller, i.prompt AS prompt_json, i.prompt_raw, a.text AS preferred, b.text AS other,
            sa.reward AS preferred_reward, sb.reward AS other_reward
     FROM judgements j
@@ -294,7 +305,9 @@ const SCORED_PAIRS: &str = "
     JOIN responses b ON b.item_id = j.item_id AND j.ranks[a.position + 1] < j.ranks[b.position + 1]
     JOIN response_scores sa ON sa.response_id = a.id AND sa.run_id = $2
     JOIN response_scores sb ON sb.response_id = b.id AND sb.run_id = $2
-    WHERE j.project_id = $1 AND j.ranks IS NOT NULL";
+    WHERE j.project_id = $1 AND j.ranks IS NOT NULL"
+    };
+}
 
 pub async fn rm_agreement(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Option<RmAgreement>> {
     let run: Option<RunId> = sqlx::query_scalar(
@@ -305,16 +318,20 @@ pub async fn rm_agreement(conn: &mut PgConnection, project: ProjectId) -> sqlx::
     .fetch_optional(&mut *conn)
     .await?;
     let Some(run) = run else { return Ok(None) };
-    let per: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT labeller, count(*) FILTER (WHERE preferred_reward > other_reward), count(*) FROM ({SCORED_PAIRS}) s GROUP BY labeller ORDER BY labeller"
+    let per: Vec<(String, i64, i64)> = sqlx::query_as(concat!(
+        "SELECT labeller, count(*) FILTER (WHERE preferred_reward > other_reward), count(*) FROM (",
+        scored_pairs!(),
+        ") s GROUP BY labeller ORDER BY labeller"
     ))
     .bind(project)
     .bind(run)
     .fetch_all(&mut *conn)
     .await?;
     let (agree, pairs) = per.iter().fold((0, 0), |(a, n), (_, x, m)| (a + x, n + m));
-    let disagreements: Vec<Disagreement> = sqlx::query_as(&format!(
-        "SELECT * FROM ({SCORED_PAIRS}) s WHERE other_reward > preferred_reward ORDER BY other_reward - preferred_reward DESC LIMIT 20"
+    let disagreements: Vec<Disagreement> = sqlx::query_as(concat!(
+        "SELECT * FROM (",
+        scored_pairs!(),
+        ") s WHERE other_reward > preferred_reward ORDER BY other_reward - preferred_reward DESC LIMIT 20"
     ))
     .bind(project)
     .bind(run)

@@ -9,7 +9,7 @@ use rewardlab_protocol::MetricLine;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::fence::Fence;
+use super::fence::{Fence, Owned};
 
 /// How the trainer ended.
 pub enum Child {
@@ -28,6 +28,34 @@ enum Event {
 /// Runs the trainer: metric lines (stdout) and log lines (stderr) into PostgreSQL as they
 /// come, heartbeats meanwhile; kills it as soon as the run is no longer ours.
 pub async fn run_child(f: &Fence<'_>, trainer: &Path, args: &[String]) -> Result<Child> {
+    let mut cmd = command(trainer, args);
+    f.log(&format!("[worker] $ rewardlab-train {}", args.join(" "))).await;
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", trainer.display()))?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut beat = tokio::time::interval(f.lease / 3);
+    beat.tick().await;
+    let mut seen = Seen { out_open: true, err_open: true, last_line: String::new(), summary: None };
+    loop {
+        let event = tokio::select! {
+            l = out.next_line(), if seen.out_open => Event::Out(l.ok().flatten()),
+            l = err.next_line(), if seen.err_open => Event::Err(l.ok().flatten()),
+            _ = beat.tick() => Event::Beat,
+            s = child.wait(), if !seen.out_open && !seen.err_open => Event::Exit(s),
+        };
+        if let Event::Exit(status) = event {
+            return Ok(seen.exited(status?));
+        }
+        if !seen.record(f, event).await {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Ok(Child::Lost);
+        }
+    }
+}
+
+/// The trainer's command: piped output, no secrets in its environment, killed with the worker.
+fn command(trainer: &Path, args: &[String]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(trainer);
     cmd.args(args)
         .stdin(std::process::Stdio::null())
@@ -37,57 +65,49 @@ pub async fn run_child(f: &Fence<'_>, trainer: &Path, args: &[String]) -> Result
         .env_remove("DATABASE_URL")
         .env_remove("REWARDLAB_SESSION_KEY");
     die_with_parent(&mut cmd);
-    f.log(&format!("[worker] $ rewardlab-train {}", args.join(" "))).await;
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", trainer.display()))?;
-    let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let mut beat = tokio::time::interval(f.lease / 3);
-    beat.tick().await;
-    let (mut out_open, mut err_open) = (true, true);
-    let (mut last_line, mut summary) = (String::new(), None);
-    loop {
-        let event = tokio::select! {
-            l = out.next_line(), if out_open => Event::Out(l.ok().flatten()),
-            l = err.next_line(), if err_open => Event::Err(l.ok().flatten()),
-            _ = beat.tick() => Event::Beat,
-            s = child.wait(), if !out_open && !err_open => Event::Exit(s),
-        };
-        let owned = match event {
-            Event::Out(None) => {
-                out_open = false;
-                true
-            }
-            Event::Err(None) => {
-                err_open = false;
-                true
-            }
+    cmd
+}
+
+/// What the worker has seen of a running trainer.
+struct Seen {
+    out_open: bool,
+    err_open: bool,
+    /// The last non-blank line on stderr: the error, when it fails.
+    last_line: String,
+    /// Its `done` line.
+    summary: Option<Value>,
+}
+
+impl Seen {
+    /// Records one event; false once the run is no longer ours.
+    async fn record(&mut self, f: &Fence<'_>, event: Event) -> Owned {
+        match event {
+            Event::Out(None) => self.out_open = false,
+            Event::Err(None) => self.err_open = false,
             Event::Out(Some(line)) => match MetricLine::parse(&line) {
                 Some(m) => {
                     if m.is_done() {
-                        summary = Some(m.data.clone());
+                        self.summary = Some(m.data.clone());
                     }
-                    f.metric_line(&m).await
+                    return f.metric_line(&m).await;
                 }
-                None => f.log(&line).await,
+                None => return f.log(&line).await,
             },
             Event::Err(Some(line)) => {
                 if !line.trim().is_empty() {
-                    last_line = line.clone();
+                    self.last_line = line.clone();
                 }
-                f.log(&line).await
+                return f.log(&line).await;
             }
-            Event::Beat => f.heartbeat().await,
-            Event::Exit(status) => {
-                let status = status?;
-                let shown = status.code().map_or_else(|| format!("signal {}", std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)), |c| format!("status {c}"));
-                return Ok(Child::Exited { ok: status.success(), status: shown, last_line, summary });
-            }
-        };
-        if !owned {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return Ok(Child::Lost);
+            Event::Beat => return f.heartbeat().await,
+            Event::Exit(_) => {}
         }
+        true
+    }
+
+    fn exited(self, status: std::process::ExitStatus) -> Child {
+        let shown = status.code().map_or_else(|| format!("signal {}", std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)), |c| format!("status {c}"));
+        Child::Exited { ok: status.success(), status: shown, last_line: self.last_line, summary: self.summary }
     }
 }
 
