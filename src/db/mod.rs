@@ -5,9 +5,11 @@
 pub mod items;
 pub mod projects;
 pub mod runs;
+pub mod schedules;
 pub mod stats;
 pub mod tasks;
 pub mod users;
+pub mod worker;
 
 use anyhow::Context;
 use sqlx::migrate::{Migrate, Migrator};

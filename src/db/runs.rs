@@ -1,33 +1,32 @@
-//! Training runs, schedules, metrics, logs, and what reward models said about responses.
-//! Reads for the web are scoped to the project's leads (or admins) in the SQL itself; the
-//! worker's writes carry its fence and change nothing once another claim has raised it.
+//! Training runs, metrics, logs, and what reward models said about responses. Reads for the
+//! web are scoped to the project's leads (or admins) in the SQL itself; the worker's writes
+//! (`db::worker`) carry its fence and change nothing once another claim has raised it.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::domain::{ProjectId, UserId};
-use crate::jobs::leaderboard::Cell;
-use crate::jobs::RunKind;
+use crate::domain::leaderboard::{Cell, Entry};
+use crate::domain::runs::{RunKind, RunSpec, RunStatus};
+use crate::domain::{ExportId, ItemId, JudgementId, ProjectId, RunId, ScheduleId, UserId};
 
+/// A run to queue: alone, or a step of a schedule's chain after the one before.
 pub struct NewRun {
     pub project: ProjectId,
-    pub kind: RunKind,
-    pub config: Value,
-    pub input: Value,
-    pub after_run: Option<uuid::Uuid>,
-    pub schedule: Option<uuid::Uuid>,
+    pub spec: RunSpec,
+    pub after_run: Option<RunId>,
+    pub schedule: Option<ScheduleId>,
     pub by: Option<UserId>,
 }
 
-pub async fn insert(conn: &mut PgConnection, r: &NewRun) -> sqlx::Result<uuid::Uuid> {
-    let id = uuid::Uuid::new_v4();
+pub async fn insert(conn: &mut PgConnection, r: &NewRun) -> sqlx::Result<RunId> {
+    let id = RunId(uuid::Uuid::new_v4());
     sqlx::query("INSERT INTO runs (id, project_id, kind, config, input, after_run, schedule_id, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(id)
         .bind(r.project)
-        .bind(r.kind.as_str())
-        .bind(&r.config)
-        .bind(if r.input.is_null() { serde_json::json!({}) } else { r.input.clone() })
+        .bind(r.spec.kind)
+        .bind(Value::Object(r.spec.config.clone()))
+        .bind(r.spec.input.to_json())
         .bind(r.after_run)
         .bind(r.schedule)
         .bind(r.by)
@@ -39,16 +38,16 @@ pub async fn insert(conn: &mut PgConnection, r: &NewRun) -> sqlx::Result<uuid::U
 /// A run as the web shows it.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct Run {
-    pub id: uuid::Uuid,
+    pub id: RunId,
     pub project_id: ProjectId,
     pub slug: String,
-    pub kind: String,
+    pub kind: RunKind,
     pub config: Value,
     pub input: Value,
-    pub export_id: Option<uuid::Uuid>,
-    pub after_run: Option<uuid::Uuid>,
-    pub schedule_id: Option<uuid::Uuid>,
-    pub status: String,
+    pub export_id: Option<ExportId>,
+    pub after_run: Option<RunId>,
+    pub schedule_id: Option<ScheduleId>,
+    pub status: RunStatus,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -62,10 +61,10 @@ pub struct Run {
 
 impl Run {
     pub fn short(&self) -> String {
-        self.id.simple().to_string()[..8].to_string()
+        self.id.0.simple().to_string()[..8].to_string()
     }
     pub fn is_active(&self) -> bool {
-        self.status == "queued" || self.status == "running"
+        self.status.is_active()
     }
     pub fn config_pretty(&self) -> String {
         serde_json::to_string_pretty(&self.config).unwrap_or_default()
@@ -81,14 +80,23 @@ impl Run {
     }
 }
 
-const RUN_COLS: &str = "r.id, r.project_id, p.slug, r.kind, r.config, r.input, r.export_id, r.after_run, r.schedule_id, r.status, r.created_at, r.started_at,
-    r.finished_at, r.worker, r.attempts, r.model_dir, r.resumed_from, r.error, r.summary";
+/// The columns of a [`Run`] (`r`: runs, `p`: projects); a macro so queries are whole literals.
+macro_rules! run_cols {
+    () => {
+        "r.id, r.project_id, p.slug, r.kind, r.config, r.input, r.export_id, r.after_run, r.schedule_id, r.status, r.created_at, r.started_at,
+    r.finished_at, r.worker, r.attempts, r.model_dir, r.resumed_from, r.error, r.summary"
+    };
+}
 
 /// The lead gate: the caller leads the run's project, or is a site admin.
-const LEADS: &str = "EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = r.project_id AND m.user_id = u.id AND m.role = 'lead')))";
+macro_rules! leads {
+    () => {
+        "EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = r.project_id AND m.user_id = u.id AND m.role = 'lead')))"
+    };
+}
 
-pub async fn get_for_lead(conn: &mut PgConnection, id: uuid::Uuid, user: UserId) -> sqlx::Result<Option<Run>> {
-    sqlx::query_as(&format!("SELECT {RUN_COLS} FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1 AND {LEADS}"))
+pub async fn get_for_lead(conn: &mut PgConnection, id: RunId, user: UserId) -> sqlx::Result<Option<Run>> {
+    sqlx::query_as(concat!("SELECT ", run_cols!(), " FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1 AND ", leads!()))
         .bind(id)
         .bind(user)
         .fetch_optional(conn)
@@ -97,7 +105,7 @@ pub async fn get_for_lead(conn: &mut PgConnection, id: uuid::Uuid, user: UserId)
 
 /// Runs of a project (the caller has been checked as its lead).
 pub async fn list(conn: &mut PgConnection, project: ProjectId, limit: i64) -> sqlx::Result<Vec<Run>> {
-    sqlx::query_as(&format!("SELECT {RUN_COLS} FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.project_id = $1 ORDER BY r.seq DESC LIMIT $2"))
+    sqlx::query_as(concat!("SELECT ", run_cols!(), " FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.project_id = $1 ORDER BY r.seq DESC LIMIT $2"))
         .bind(project)
         .bind(limit)
         .fetch_all(conn)
@@ -105,7 +113,7 @@ pub async fn list(conn: &mut PgConnection, project: ProjectId, limit: i64) -> sq
 }
 
 /// Whether `id` is a run of the project, of one of `kinds` (any kind when empty).
-pub async fn is_project_run(conn: &mut PgConnection, project: ProjectId, id: uuid::Uuid, kinds: &[&str]) -> sqlx::Result<bool> {
+pub async fn is_project_run(conn: &mut PgConnection, project: ProjectId, id: RunId, kinds: &[RunKind]) -> sqlx::Result<bool> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND project_id = $2 AND (cardinality($3::text[]) = 0 OR kind = ANY($3)))")
         .bind(id)
         .bind(project)
@@ -115,12 +123,12 @@ pub async fn is_project_run(conn: &mut PgConnection, project: ProjectId, id: uui
 }
 
 /// Whether `id` is an export of the project.
-pub async fn is_project_export(conn: &mut PgConnection, project: ProjectId, id: uuid::Uuid) -> sqlx::Result<bool> {
+pub async fn is_project_export(conn: &mut PgConnection, project: ProjectId, id: ExportId) -> sqlx::Result<bool> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM exports WHERE id = $1 AND project_id = $2)").bind(id).bind(project).fetch_one(conn).await
 }
 
 /// Whether a run of the project of one of `kinds` made its model or is queued or running to.
-pub async fn has_model_maker(conn: &mut PgConnection, project: ProjectId, kinds: &[&str]) -> sqlx::Result<bool> {
+pub async fn has_model_maker(conn: &mut PgConnection, project: ProjectId, kinds: &[RunKind]) -> sqlx::Result<bool> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE project_id = $1 AND kind = ANY($2) AND status IN ('queued', 'running', 'succeeded'))")
         .bind(project)
         .bind(kinds)
@@ -130,7 +138,7 @@ pub async fn has_model_maker(conn: &mut PgConnection, project: ProjectId, kinds:
 
 /// Cancels a queued or running run of a project the caller leads, and the runs chained after
 /// it. A running run's worker sees the status at its next heartbeat and stops its trainer.
-pub async fn cancel(conn: &mut PgConnection, id: uuid::Uuid, user: UserId) -> sqlx::Result<Option<u64>> {
+pub async fn cancel(conn: &mut PgConnection, id: RunId, user: UserId) -> sqlx::Result<Option<u64>> {
     let Some(run) = get_for_lead(conn, id, user).await? else { return Ok(None) };
     let done = sqlx::query(
         "WITH RECURSIVE chain(id) AS (SELECT $1::uuid UNION SELECT r.id FROM runs r JOIN chain c ON r.after_run = c.id)
@@ -151,7 +159,7 @@ pub struct MetricRow {
     pub data: Value,
 }
 
-pub async fn metrics(conn: &mut PgConnection, run: uuid::Uuid) -> sqlx::Result<Vec<MetricRow>> {
+pub async fn metrics(conn: &mut PgConnection, run: RunId) -> sqlx::Result<Vec<MetricRow>> {
     sqlx::query_as(
         "SELECT event, step, data FROM (
              SELECT DISTINCT ON (event, COALESCE(step, -id)) event, step, data, id FROM run_metrics WHERE run_id = $1
@@ -165,14 +173,14 @@ pub async fn metrics(conn: &mut PgConnection, run: uuid::Uuid) -> sqlx::Result<V
 
 /// The last value of every numeric metric of each run (by event: `step.loss`,
 /// `eval.accuracy`, …), from the newest line of each event.
-pub async fn last_values(conn: &mut PgConnection, runs: &[uuid::Uuid]) -> sqlx::Result<std::collections::HashMap<uuid::Uuid, serde_json::Map<String, Value>>> {
-    let rows: Vec<(uuid::Uuid, String, Value)> = sqlx::query_as(
+pub async fn last_values(conn: &mut PgConnection, runs: &[RunId]) -> sqlx::Result<std::collections::HashMap<RunId, serde_json::Map<String, Value>>> {
+    let rows: Vec<(RunId, String, Value)> = sqlx::query_as(
         "SELECT DISTINCT ON (run_id, event) run_id, event, data FROM run_metrics WHERE run_id = ANY($1) ORDER BY run_id, event, id DESC",
     )
     .bind(runs)
     .fetch_all(conn)
     .await?;
-    let mut out: std::collections::HashMap<uuid::Uuid, serde_json::Map<String, Value>> = runs.iter().map(|r| (*r, serde_json::Map::new())).collect();
+    let mut out: std::collections::HashMap<RunId, serde_json::Map<String, Value>> = runs.iter().map(|r| (*r, serde_json::Map::new())).collect();
     for (run, event, data) in rows {
         let Value::Object(m) = data else { continue };
         let values = out.entry(run).or_default();
@@ -185,64 +193,10 @@ pub async fn last_values(conn: &mut PgConnection, runs: &[uuid::Uuid]) -> sqlx::
     Ok(out)
 }
 
-pub async fn log_tail(conn: &mut PgConnection, run: uuid::Uuid, lines: i64) -> sqlx::Result<Vec<String>> {
+pub async fn log_tail(conn: &mut PgConnection, run: RunId, lines: i64) -> sqlx::Result<Vec<String>> {
     let mut v: Vec<String> = sqlx::query_scalar("SELECT line FROM run_logs WHERE run_id = $1 ORDER BY id DESC LIMIT $2").bind(run).bind(lines).fetch_all(conn).await?;
     v.reverse();
     Ok(v)
-}
-
-/// A schedule as the runs page shows it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
-pub struct Schedule {
-    pub id: uuid::Uuid,
-    pub cron: Option<String>,
-    pub min_new_comparisons: Option<i64>,
-    pub chain: Value,
-    pub enabled: bool,
-    pub next_fire_at: Option<DateTime<Utc>>,
-    pub last_fired_at: Option<DateTime<Utc>>,
-    pub comparisons_at_last: i64,
-}
-
-impl Schedule {
-    pub fn chain_text(&self) -> String {
-        self.chain.as_array().map(|a| a.iter().filter_map(|s| s["kind"].as_str()).collect::<Vec<_>>().join(" → ")).unwrap_or_default()
-    }
-}
-
-pub async fn insert_schedule(conn: &mut PgConnection, project: ProjectId, cron: Option<&str>, min_new: Option<i64>, chain: &Value, by: UserId) -> sqlx::Result<uuid::Uuid> {
-    let id = uuid::Uuid::new_v4();
-    let next = cron.and_then(|c| crate::jobs::schedule::next_after(c, Utc::now()));
-    // A threshold counts comparisons from now on.
-    let comparisons: i64 = sqlx::query_scalar(crate::jobs::schedule::COMPARISONS_SQL).bind(project).fetch_one(&mut *conn).await?;
-    sqlx::query(
-        "INSERT INTO schedules (id, project_id, cron, min_new_comparisons, chain, next_fire_at, created_by, comparisons_at_last)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(id)
-    .bind(project)
-    .bind(cron)
-    .bind(min_new)
-    .bind(chain)
-    .bind(next)
-    .bind(by)
-    .bind(comparisons)
-    .execute(conn)
-    .await?;
-    Ok(id)
-}
-
-pub async fn schedules(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Schedule>> {
-    sqlx::query_as(
-        "SELECT id, cron, min_new_comparisons, chain, enabled, next_fire_at, last_fired_at, comparisons_at_last FROM schedules WHERE project_id = $1 ORDER BY created_at",
-    )
-    .bind(project)
-    .fetch_all(conn)
-    .await
-}
-
-pub async fn delete_schedule(conn: &mut PgConnection, project: ProjectId, id: uuid::Uuid) -> sqlx::Result<bool> {
-    Ok(sqlx::query("DELETE FROM schedules WHERE id = $1 AND project_id = $2").bind(id).bind(project).execute(conn).await?.rows_affected() == 1)
 }
 
 /// Model-versus-model comparisons of a project: every pair of differently-named responses
@@ -279,11 +233,11 @@ pub async fn model_cells(conn: &mut PgConnection, project: ProjectId) -> sqlx::R
 }
 
 /// The leaderboard of a project, with where each model came from (the run that generated it).
-pub async fn leaderboard(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<(crate::jobs::leaderboard::Entry, Option<uuid::Uuid>)>> {
+pub async fn leaderboard(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<(Entry, Option<RunId>)>> {
     let cells = model_cells(conn, project).await?;
     let total: f64 = cells.iter().map(|c| c.a_wins + c.b_wins + c.ties).sum();
     let rounds = ((2_000_000.0 / total.max(1.0)) as usize).clamp(20, 200);
-    let board = crate::jobs::leaderboard::leaderboard(&cells, rounds, 0x5eed);
+    let board = crate::domain::leaderboard::leaderboard(&cells, rounds, 0x5eed);
     let models: Vec<&str> = board.iter().map(|e| e.model.as_str()).collect();
     let runs: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT DISTINCT ON (r.model) r.model, r.metadata->>'run_id' FROM responses r JOIN items i ON i.id = r.item_id
@@ -305,7 +259,7 @@ pub async fn leaderboard(conn: &mut PgConnection, project: ProjectId) -> sqlx::R
 /// How often the newest reward model of a project orders a human comparison the same way.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RmAgreement {
-    pub run_id: uuid::Uuid,
+    pub run_id: RunId,
     pub overall: Option<f64>,
     pub pairs: i64,
     pub per_labeller: Vec<(String, Option<f64>, i64)>,
@@ -314,8 +268,8 @@ pub struct RmAgreement {
 
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct Disagreement {
-    pub judgement_id: uuid::Uuid,
-    pub item_id: uuid::Uuid,
+    pub judgement_id: JudgementId,
+    pub item_id: ItemId,
     pub labeller: String,
     #[serde(skip)]
     pub prompt_json: Value,
@@ -339,7 +293,9 @@ impl Disagreement {
 }
 
 /// Human comparisons (non-tied pairs) with both responses scored by `run`.
-const SCORED_PAIRS: &str = "
+macro_rules! scored_pairs {
+    () => {
+        "
     SELECT j.id AS judgement_id, j.item_id, COALESCE(u.email, 'imported') AS labeller, i.prompt AS prompt_json, i.prompt_raw, a.text AS preferred, b.text AS other,
            sa.reward AS preferred_reward, sb.reward AS other_reward
     FROM judgements j
@@ -349,10 +305,12 @@ const SCORED_PAIRS: &str = "
     JOIN responses b ON b.item_id = j.item_id AND j.ranks[a.position + 1] < j.ranks[b.position + 1]
     JOIN response_scores sa ON sa.response_id = a.id AND sa.run_id = $2
     JOIN response_scores sb ON sb.response_id = b.id AND sb.run_id = $2
-    WHERE j.project_id = $1 AND j.ranks IS NOT NULL";
+    WHERE j.project_id = $1 AND j.ranks IS NOT NULL"
+    };
+}
 
 pub async fn rm_agreement(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Option<RmAgreement>> {
-    let run: Option<uuid::Uuid> = sqlx::query_scalar(
+    let run: Option<RunId> = sqlx::query_scalar(
         "SELECT r.id FROM runs r WHERE r.project_id = $1 AND r.kind = 'rm' AND r.status = 'succeeded'
            AND EXISTS (SELECT 1 FROM response_scores s WHERE s.run_id = r.id) ORDER BY r.finished_at DESC LIMIT 1",
     )
@@ -360,16 +318,20 @@ pub async fn rm_agreement(conn: &mut PgConnection, project: ProjectId) -> sqlx::
     .fetch_optional(&mut *conn)
     .await?;
     let Some(run) = run else { return Ok(None) };
-    let per: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT labeller, count(*) FILTER (WHERE preferred_reward > other_reward), count(*) FROM ({SCORED_PAIRS}) s GROUP BY labeller ORDER BY labeller"
+    let per: Vec<(String, i64, i64)> = sqlx::query_as(concat!(
+        "SELECT labeller, count(*) FILTER (WHERE preferred_reward > other_reward), count(*) FROM (",
+        scored_pairs!(),
+        ") s GROUP BY labeller ORDER BY labeller"
     ))
     .bind(project)
     .bind(run)
     .fetch_all(&mut *conn)
     .await?;
     let (agree, pairs) = per.iter().fold((0, 0), |(a, n), (_, x, m)| (a + x, n + m));
-    let disagreements: Vec<Disagreement> = sqlx::query_as(&format!(
-        "SELECT * FROM ({SCORED_PAIRS}) s WHERE other_reward > preferred_reward ORDER BY other_reward - preferred_reward DESC LIMIT 20"
+    let disagreements: Vec<Disagreement> = sqlx::query_as(concat!(
+        "SELECT * FROM (",
+        scored_pairs!(),
+        ") s WHERE other_reward > preferred_reward ORDER BY other_reward - preferred_reward DESC LIMIT 20"
     ))
     .bind(project)
     .bind(run)

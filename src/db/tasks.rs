@@ -1,5 +1,5 @@
-//! Leasing tasks and storing judgements, through the server-side functions of migrations 0002,
-//! 0005 and 0006 (`rl_next_task`, `rl_take`, `rl_submit_batch`): an item is handed to at most `overlap` distinct
+//! Leasing tasks and storing judgements, through the server-side functions of the migrations
+//! (`rl_next_task`, `rl_take`, `rl_submit_batch`): an item is handed to at most `overlap` distinct
 //! labellers, its candidate row locked `FOR NO KEY UPDATE SKIP LOCKED` and its need re-checked
 //! under the lock with a fresh snapshot, so concurrent requests never over-lease.
 
@@ -23,7 +23,7 @@ pub struct TaskView {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A lease's columns as `rl_next_task` (migration 0005) answers them: the task as the labeller
+/// A lease's columns as `rl_next_task` answers them: the task as the labeller
 /// sees it and the rules its submission is checked against.
 #[derive(Debug, sqlx::FromRow)]
 pub struct NextRow {
@@ -126,7 +126,7 @@ fn outcome(outcome: &str, judgement: Option<JudgementId>) -> Outcome {
     }
 }
 
-/// One checked submission, as `rl_submit_batch` (migration 0006) reads it.
+/// One checked submission, as `rl_submit_batch` reads it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SubmitEntry {
     pub task: TaskId,

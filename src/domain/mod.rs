@@ -2,11 +2,13 @@
 //! these through a `parse` that returns a `Result` naming what was wrong.
 
 pub mod import;
+pub mod leaderboard;
 pub mod login;
 pub mod markdown;
 pub mod project;
 pub mod provenance;
 pub mod ranking;
+pub mod runs;
 pub mod text;
 
 pub use project::{Flags, Guidelines, NewProject, Overlap, ProjectName, ProjectSettings, SkipReason, TokenName};
@@ -50,7 +52,7 @@ macro_rules! id_type {
     )*};
 }
 
-id_type!(UserId, ProjectId, ItemId, ResponseId, TaskId, JudgementId, ExportId, TokenId);
+id_type!(UserId, ProjectId, ItemId, ResponseId, TaskId, JudgementId, ExportId, TokenId, RunId, ScheduleId);
 
 /// The kind of work a project asks of its labellers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]

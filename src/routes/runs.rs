@@ -7,12 +7,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::pages::{html, redirect, CsrfOnly, Layout};
-use crate::api::project;
-use crate::api::runs::{create_schedule, start_run, ScheduleBody, StartBody};
 use crate::db::projects::Project;
-use crate::db::runs::{self as dbr, Run, Schedule};
-use crate::domain::Role;
-use crate::jobs::{RunKind, RUN_KINDS};
+use crate::db::runs::{self as dbr, Run};
+use crate::db::schedules::{self as dbs, Schedule};
+use crate::domain::runs::{RunKind, RunSpec, RunStatus, RUN_KINDS};
+use crate::domain::{Role, RunId, ScheduleId};
+use crate::services::runs::{self as service, ScheduleRequest};
 use crate::web::auth::Auth;
 use crate::web::chart::{charts, fmt_num, Chart};
 use crate::web::error::{AppError, PageError};
@@ -73,10 +73,10 @@ fn headline(last: &serde_json::Map<String, Value>) -> String {
 }
 
 pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
-    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let p = crate::services::project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     let mut conn = state.pool.acquire().await?;
     let list = dbr::list(&mut conn, p.id, 100).await?;
-    let last = dbr::last_values(&mut conn, &list.iter().map(|r| r.id).collect::<Vec<_>>()).await?;
+    let last = dbr::last_values(&mut conn, &list.iter().map(|r| r.id).collect::<Vec<RunId>>()).await?;
     let runs = list.into_iter().map(|r| {
         let h = last.get(&r.id).map(headline).unwrap_or_default();
         (r, h)
@@ -84,11 +84,11 @@ pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
     let params = RUN_KINDS
         .iter()
         .map(|k| {
-            let ps = k.params().into_iter().map(|p| (p.name, p.default.to_json().to_string().replace("null", "unset"), p.help, p.ty.describe())).collect();
+            let ps = k.params().into_iter().map(|p| (p.name, p.default.to_string().replace("null", "unset"), p.help, p.ty.describe())).collect();
             (k.as_str(), ps)
         })
         .collect();
-    let schedules = dbr::schedules(&mut conn, p.id).await?;
+    let schedules = dbs::list(&mut conn, p.id).await?;
     Ok(html(&RunsPage { layout: Layout::of(&auth), project: p, runs, kinds: RUN_KINDS, params, schedules }))
 }
 
@@ -113,8 +113,11 @@ fn json_field(name: &str, text: &str) -> Result<Value, AppError> {
 
 pub async fn start(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, form: web::Form<StartForm>) -> Result<HttpResponse, PageError> {
     auth.check_csrf(&form.csrf)?;
-    let body = StartBody { kind: form.kind.clone(), config: json_field("config", &form.config)?, input: json_field("input", &form.input)? };
-    let id = start_run(&state, &auth, &slug, body).await?;
+    let (config, input) = (json_field("config", &form.config)?, json_field("input", &form.input)?);
+    let p = crate::services::project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    let spec = RunSpec::parse(&form.kind, &config, &input, p.kind).map_err(AppError::Invalid)?;
+    let mut conn = state.pool.acquire().await?;
+    let id = service::start_run(&mut conn, &p, auth.user.id, spec).await.map_err(AppError::from)?;
     Ok(redirect(&format!("/projects/{slug}/runs/{id}")))
 }
 
@@ -136,18 +139,20 @@ pub async fn add_schedule(state: web::Data<AppState>, auth: Auth, slug: web::Pat
         t => Some(t.parse().map_err(|_| AppError::Invalid(format!("min_new_comparisons: expected a whole number, got {t:?}")))?),
     };
     let chain = serde_json::from_value(json_field("chain", &form.chain)?).map_err(|e| AppError::Invalid(format!("chain: expected a list of {{\"kind\", \"config\"?}} ({e})")))?;
-    let body = ScheduleBody { cron: Some(form.cron.clone()), min_new_comparisons: min, chain };
-    create_schedule(&state, &auth, &slug, body).await?;
+    let req = ScheduleRequest { cron: Some(form.cron.clone()), min_new_comparisons: min, chain };
+    let p = crate::services::project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    let mut conn = state.pool.acquire().await?;
+    service::create_schedule(&mut conn, &p, auth.user.id, &req).await.map_err(AppError::from)?;
     Ok(redirect(&format!("/projects/{slug}/runs")))
 }
 
 pub async fn delete_schedule(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>, form: web::Form<CsrfOnly>) -> Result<HttpResponse, PageError> {
     auth.check_csrf(&form.csrf)?;
     let (slug, id) = path.into_inner();
-    let p = project(&state, &auth, &slug, Role::Lead).await?;
-    let id = id.parse().map_err(|_| AppError::NotFound)?;
+    let p = crate::services::project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    let id: ScheduleId = id.parse().map_err(|_| AppError::NotFound)?;
     let mut conn = state.pool.acquire().await?;
-    if !dbr::delete_schedule(&mut conn, p.id, id).await? {
+    if !dbs::delete(&mut conn, p.id, id).await? {
         return Err(AppError::NotFound.into());
     }
     Ok(redirect(&format!("/projects/{slug}/runs")))
@@ -155,7 +160,7 @@ pub async fn delete_schedule(state: web::Data<AppState>, auth: Auth, path: web::
 
 /// The run if the caller leads its project and it belongs to `slug`.
 async fn lead_run(state: &AppState, auth: &Auth, slug: &str, id: &str) -> Result<Run, AppError> {
-    let id: uuid::Uuid = id.parse().map_err(|_| AppError::NotFound)?;
+    let id: RunId = id.parse().map_err(|_| AppError::NotFound)?;
     let mut conn = state.pool.acquire().await?;
     dbr::get_for_lead(&mut conn, id, auth.user.id).await?.filter(|r| r.slug == slug).ok_or(AppError::NotFound)
 }
@@ -170,7 +175,7 @@ async fn live_parts(state: &AppState, run: &Run) -> Result<(Vec<Chart>, Vec<Stri
 /// A succeeded run's own output as its worker recorded it (`…/runs/<id>/attempt-<n>/model`,
 /// or `…/generated.jsonl` for a generate run), and nothing else.
 fn own_output(run: &Run) -> Option<&std::path::Path> {
-    let path = std::path::Path::new(run.model_dir.as_deref().filter(|_| run.status == "succeeded")?);
+    let path = std::path::Path::new(run.model_dir.as_deref().filter(|_| run.status == RunStatus::Succeeded)?);
     let mut back = path.iter().rev().map(|c| c.to_str());
     let (last, attempt, id, runs) = (back.next()??, back.next()??, back.next()??, back.next()??);
     let own = matches!(last, "model" | "generated.jsonl") && attempt.starts_with("attempt-") && id == run.id.to_string() && runs == "runs";

@@ -9,7 +9,7 @@ use crate::db::stats::Dashboard;
 use crate::db::users::User;
 use crate::domain::{Email, NewProject, ProjectSettings, Role, Slug, UserId};
 use crate::export::Export;
-use crate::jobs::leaderboard::Entry;
+use crate::domain::leaderboard::Entry;
 
 /// The project if `user` may see it with `role`; not found otherwise (never forbidden to a
 /// stranger, who must not learn that a project exists; a labeller asking for a lead's work is).
@@ -86,7 +86,7 @@ pub struct LeadView {
     pub dashboard: Dashboard,
     pub members: Vec<Member>,
     pub exports: Vec<Export>,
-    pub leaderboard: Vec<(Entry, Option<uuid::Uuid>)>,
+    pub leaderboard: Vec<(Entry, Option<crate::domain::RunId>)>,
     pub rm: Option<RmAgreement>,
 }
 

@@ -98,3 +98,12 @@ impl ResponseError for ApiError {
         HttpResponse::build(self.0.status()).json(serde_json::json!({"error": {"code": self.0.code(), "message": self.0.to_string()}}))
     }
 }
+
+impl From<crate::services::runs::Refusal> for AppError {
+    fn from(e: crate::services::runs::Refusal) -> Self {
+        match e {
+            crate::services::runs::Refusal::Invalid(message) => Self::Invalid(message),
+            crate::services::runs::Refusal::Database(e) => e.into(),
+        }
+    }
+}

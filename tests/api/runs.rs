@@ -201,7 +201,7 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
         let pool = app.pool.clone();
         tokio::spawn(async move { rewardlab::jobs::schedule::tick(&pool).await.unwrap() })
     });
-    let fired: Vec<uuid::Uuid> = futures_util::future::join_all(ticks).await.into_iter().flat_map(|r| r.unwrap()).collect();
+    let fired: Vec<rewardlab::domain::RunId> = futures_util::future::join_all(ticks).await.into_iter().flat_map(|r| r.unwrap()).collect();
     assert_eq!(fired.len(), 1, "one firing however many schedulers tick");
     assert_eq!(app.count("SELECT count(*) FROM runs WHERE schedule_id IS NOT NULL").await, 3);
     assert!(rewardlab::jobs::schedule::tick(&app.pool).await.unwrap().is_empty(), "the threshold counts from the last firing");
@@ -363,7 +363,7 @@ async fn a_sigkilled_worker_s_run_is_resumed_by_another_and_racing_workers_never
     // Claims and fencing at the database: eight concurrent claims of one run, one winner; a
     // claim whose lease passed is taken over, and the old owner's writes are refused.
     let res = lead.post("/api/v1/projects/kill/runs", &json!({"kind": "rm"})).await;
-    let fenced: uuid::Uuid = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+    let fenced: rewardlab::domain::RunId = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
     let claims = (0..8).map(|i| {
         let pool = app.pool.clone();
         tokio::spawn(async move { claim(&pool, &format!("c{i}"), Duration::from_secs(2)).await.unwrap() })
@@ -502,7 +502,7 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
 
 #[test]
 fn every_run_parameter_is_a_flag_of_its_trainer_command_with_the_same_default() {
-    for kind in rewardlab::jobs::RUN_KINDS {
+    for kind in rewardlab::domain::runs::RUN_KINDS {
         let out = Command::new(trainer()).args([kind.as_str(), "--help"]).output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "{help}");
@@ -524,7 +524,7 @@ fn every_run_parameter_is_a_flag_of_its_trainer_command_with_the_same_default() 
                 .iter()
                 .find(|b| b.lines().next().unwrap().split([',', ' ', '<']).any(|w| w == flag))
                 .unwrap_or_else(|| panic!("{} has no {flag}:\n{help}", kind.as_str()));
-            match p.default.to_json() {
+            match p.default.clone() {
                 // Unset here: the trainer has no fixed default (at most a described one).
                 Value::Null => {
                     let d = block.split("[default: ").nth(1).and_then(|s| s.split(']').next());
@@ -763,7 +763,7 @@ async fn a_lead_can_neither_train_on_nor_download_another_project_s_models() {
     let sneaked = uuid::Uuid::new_v4();
     sqlx::query("INSERT INTO runs (id, project_id, kind, config, input) SELECT $1, id, 'generate', $2, $3 FROM projects WHERE slug = 'beta'")
         .bind(sneaked)
-        .bind(rewardlab::jobs::resolve_config(rewardlab::jobs::RunKind::Generate, &json!({"samples": 1})).map(Value::Object).unwrap())
+        .bind(rewardlab::domain::runs::resolve_config(rewardlab::domain::runs::RunKind::Generate, &json!({"samples": 1})).map(Value::Object).unwrap())
         .bind(json!({"policy_path": a_rel}))
         .execute(&app.pool)
         .await

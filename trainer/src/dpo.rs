@@ -3,11 +3,10 @@
 //! (rankings expand into their pairs); implicit-reward accuracy and margin on a prompt-split
 //! validation set.
 
-use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::checkpoint::{save_model, ModelKind};
 use crate::data::{read_rankings, split_by_prompt, Demonstration, Ranking};
@@ -16,28 +15,9 @@ use crate::loss::{dpo_loss, sequence_logprobs};
 use crate::setup::{self, ModelOpts, Source};
 use crate::sft::{encode_demonstrations, lm_forward, DemoEx};
 use crate::tokenizer::Tok;
-use crate::train::{self, Metrics, Stats, Task, TrainOpts};
+use crate::train::{self, Done, MetricEvent, Metrics, Report, Stats, Task, TrainOpts};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct DpoArgs {
-    /// The policy to optimise (a GPT2LMHeadModel directory, e.g. from `sft`); its initial
-    /// weights are the frozen reference.
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Preference data, as for `rm`.
-    #[arg(long, num_args = 1.., required = true)]
-    pub data: Vec<PathBuf>,
-    #[arg(long)]
-    pub out: PathBuf,
-    /// The DPO temperature β.
-    #[arg(long, default_value_t = 0.1)]
-    pub beta: f64,
-    /// Longest sequence in tokens (prompt start cut first).
-    #[arg(long, default_value_t = 256)]
-    pub max_len: usize,
-    #[command(flatten)]
-    pub train: TrainOpts,
-}
+pub use rewardlab_protocol::DpoArgs;
 
 /// A preference pair, tokenized, with the reference model's log-probabilities of each response.
 pub struct PairEx {
@@ -96,8 +76,8 @@ impl Task for DpoTask<'_> {
         Ok((loss, stats))
     }
 
-    fn report(&self, s: &Stats) -> Value {
-        json!({"loss": s.loss(), "accuracy": s.accuracy(), "margin": s.margin_sum / s.counted.max(1.0), "pairs": s.counted})
+    fn report(&self, s: &Stats) -> Report {
+        Report { loss: s.loss(), accuracy: Some(s.accuracy()), margin: Some(s.margin_sum / s.counted.max(1.0)), pairs: Some(s.counted), ..Report::default() }
     }
 }
 
@@ -141,7 +121,7 @@ fn with_reference(reference: &LmModel, pairs: Vec<(DemoEx, DemoEx)>, pad: u32, d
 
 pub fn run(args: &DpoArgs) -> Result<()> {
     let opts: &TrainOpts = &args.train;
-    let device = opts.device()?;
+    let device = train::device(opts.device)?;
     let rankings = read_rankings(&args.data)?;
     if rankings.is_empty() {
         bail!("no preference pairs in {:?}", args.data)
@@ -171,12 +151,11 @@ pub fn run(args: &DpoArgs) -> Result<()> {
     let extra = json!({"rewardlab": {"max_len": max_len, "dpo_beta": args.beta, "reference": args.policy.display().to_string(),
                                      "validation": outcome.validation}});
     save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
-    metrics.emit(&json!({"event": "done", "step": outcome.state.step, "validation": outcome.validation}))?;
-    if let Some(v) = &outcome.validation {
+    metrics.emit(&MetricEvent::Done(Done { step: Some(outcome.state.step), validation: outcome.validation.clone(), ..Done::default() }))?;
+    if let Some(v) = outcome.validation.as_ref().map(|v| &v.report) {
         eprintln!(
             "validation: implicit-reward accuracy {:.4}, margin {:.4}, loss {:.4} over {} pairs",
-            v["accuracy"].as_f64().unwrap_or(f64::NAN), v["margin"].as_f64().unwrap_or(f64::NAN),
-            v["loss"].as_f64().unwrap_or(f64::NAN), v["pairs"]
+            v.accuracy.unwrap_or(f64::NAN), v.margin.unwrap_or(f64::NAN), v.loss, v.pairs.unwrap_or(f64::NAN)
         );
     }
     eprintln!("policy saved to {}", args.out.display());

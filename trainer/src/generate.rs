@@ -3,7 +3,7 @@
 //! response's provenance, so the samples become new labelling work.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -16,46 +16,9 @@ use crate::rng::Rng;
 use crate::tokenizer::Tok;
 use crate::train;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct GenerateArgs {
-    /// A policy directory (GPT2LMHeadModel: ours or Hugging Face's).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Prompts: the platform's `prompts` export, items or preference rows.
-    #[arg(long)]
-    pub prompts: PathBuf,
-    /// Where to write items (`-` for stdout).
-    #[arg(long)]
-    pub out: String,
-    /// Samples per prompt.
-    #[arg(short = 'n', long = "samples", default_value_t = 1)]
-    pub n: usize,
-    #[command(flatten)]
-    pub sampling: SamplingOpts,
-    /// Sequences generated together.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// Recompute every position at every step instead of caching keys and values (slower;
-    /// for comparison).
-    #[arg(long)]
-    pub no_cache: bool,
-    #[arg(long, value_enum)]
-    pub device: Option<train::DeviceArg>,
-}
+pub use rewardlab_protocol::GenerateArgs;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct SamplingOpts {
-    /// Softmax temperature (0: greedy).
-    #[arg(long, default_value_t = 0.7)]
-    pub temperature: f64,
-    /// Nucleus sampling: the smallest set of tokens whose probability reaches this.
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f64,
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
+pub use rewardlab_protocol::SamplingOpts;
 
 /// A frozen policy for inference: weights as plain tensors (no graph is recorded).
 pub fn load_frozen_lm(dir: &Path, device: &Device) -> Result<LmModel> {

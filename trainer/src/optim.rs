@@ -157,13 +157,7 @@ impl AdamW {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    Cosine,
-    Linear,
-    Constant,
-}
+pub use rewardlab_protocol::Schedule;
 
 /// The learning rate for optimizer step `step` (0-based) of `total`: linear warmup over
 /// `warmup` steps to `peak`, then cosine or linear decay to 0 (Hugging Face's schedules).

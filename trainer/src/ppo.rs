@@ -5,7 +5,6 @@
 //! over shuffled minibatches for several epochs, a separate value network initialised from
 //! the reward model, fixed or adaptive KL coefficient.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -23,76 +22,9 @@ use crate::rng::Rng;
 use crate::setup::{self, pad, Source};
 use crate::tokenizer::Tok;
 use crate::train::{self, Metrics};
+use rewardlab_protocol::{Done, Iteration, MetricEvent, Timings};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct PpoArgs {
-    /// The policy to start from (an SFT GPT2LMHeadModel directory); also the frozen reference.
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// The frozen reward model; it also initialises the value network.
-    #[arg(long)]
-    pub reward_model: PathBuf,
-    /// Prompts (the platform's `prompts` export, items or preference rows).
-    #[arg(long)]
-    pub prompts: PathBuf,
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Rollout batches, each followed by its optimisation epochs.
-    #[arg(long, default_value_t = 20)]
-    pub iterations: u64,
-    /// Prompts (rollouts) per iteration.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// Rollouts per optimizer step.
-    #[arg(long, default_value_t = 4)]
-    pub mini_batch_size: usize,
-    #[arg(long, default_value_t = 4)]
-    pub ppo_epochs: usize,
-    /// β of the per-token KL penalty (its start, with --target-kl).
-    #[arg(long, default_value_t = 0.05)]
-    pub kl_coef: f64,
-    /// Adapt β towards this KL per sequence (Ziegler et al.); fixed β when absent.
-    #[arg(long)]
-    pub target_kl: Option<f64>,
-    #[arg(long, default_value_t = 10_000.0)]
-    pub kl_horizon: f64,
-    #[arg(long, default_value_t = 53)]
-    pub max_new_tokens: usize,
-    #[arg(long, default_value_t = 0.7)]
-    pub temperature: f64,
-    /// Subtracted from the score of a response that ran out of tokens before end-of-text.
-    #[arg(long)]
-    pub missing_eos_penalty: Option<f64>,
-    #[arg(long, default_value_t = 0.2)]
-    pub cliprange: f64,
-    #[arg(long, default_value_t = 0.2)]
-    pub cliprange_value: f64,
-    #[arg(long, default_value_t = 0.1)]
-    pub vf_coef: f64,
-    #[arg(long, default_value_t = 1.0)]
-    pub gamma: f64,
-    #[arg(long, default_value_t = 0.95)]
-    pub lam: f64,
-    #[arg(long, default_value_t = 3e-6)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Checkpoint every N iterations (and at the end).
-    #[arg(long, default_value_t = 5)]
-    pub save_every: u64,
-    #[arg(long)]
-    pub metrics: Option<String>,
-    /// Continue from a checkpoint, or the latest complete one under a run's --out.
-    #[arg(long)]
-    pub resume: Option<PathBuf>,
-    /// Stop after this many iterations without finishing (as if the run were killed).
-    #[arg(long)]
-    pub stop_after: Option<u64>,
-    #[arg(long, value_enum)]
-    pub device: Option<train::DeviceArg>,
-}
+pub use rewardlab_protocol::PpoArgs;
 
 /// Generalised advantage estimation over one response: `rewards`, `values` per token.
 /// Returns (advantages, returns = advantages + values).
@@ -475,15 +407,24 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         state.iteration += 1;
         state.adam_step = opt.steps_taken();
         let m = |x: f64| x / updates.max(1.0);
-        metrics.emit(&json!({
-            "event": "iteration", "iteration": state.iteration, "score": mean_score, "kl": kl,
-            "non_score_reward": non_score, "rlhf_reward": mean_score + non_score, "kl_coef": coef_used,
-            "entropy": entropy_sum / token_count.max(1) as f64, "approxkl": m(sums.approxkl), "clipfrac": m(sums.pg_clipfrac),
-            "ratio_mean": m(sums.ratio_mean), "ratio_var": m(sums.ratio_var), "pg_loss": m(sums.pg_loss),
-            "vf_loss": m(sums.vf_loss), "vf_clipfrac": m(sums.vf_clipfrac),
-            "eos_rate": rollouts.iter().filter(|r| r.eos).count() as f64 / n,
-            "response_length": rollouts.iter().map(|r| r.response.len()).sum::<usize>() as f64 / n,
-            "time": {"generate_s": gen_s, "score_s": score_s, "optimise_s": opt_s},
+        metrics.emit(&MetricEvent::Iteration(Iteration {
+            iteration: state.iteration,
+            score: mean_score,
+            kl,
+            non_score_reward: non_score,
+            rlhf_reward: mean_score + non_score,
+            kl_coef: coef_used,
+            entropy: entropy_sum / token_count.max(1) as f64,
+            approxkl: m(sums.approxkl),
+            clipfrac: m(sums.pg_clipfrac),
+            ratio_mean: m(sums.ratio_mean),
+            ratio_var: m(sums.ratio_var),
+            pg_loss: m(sums.pg_loss),
+            vf_loss: m(sums.vf_loss),
+            vf_clipfrac: m(sums.vf_clipfrac),
+            eos_rate: rollouts.iter().filter(|r| r.eos).count() as f64 / n,
+            response_length: rollouts.iter().map(|r| r.response.len()).sum::<usize>() as f64 / n,
+            time: Timings { generate_s: gen_s, score_s, optimise_s: opt_s },
         }))?;
         bar.set_position(state.iteration);
         bar.set_message(format!("score {mean_score:.3} kl {kl:.3}"));
@@ -503,7 +444,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
     setup::save_tokenizer(&tok, &args.out, pcfg.n_positions)?;
     save_model(&args.out.join("value"), &rcfg, ModelKind::Reward, &value_params, rm_tok.eos(), None)?;
     rm_tok.save(&args.out.join("value"))?;
-    metrics.emit(&json!({"event": "done", "iteration": state.iteration, "kl_coef": state.kl_coef}))?;
+    metrics.emit(&MetricEvent::Done(Done { iteration: Some(state.iteration), kl_coef: Some(state.kl_coef), ..Done::default() }))?;
     eprintln!("policy saved to {} (value network in {}/value)", args.out.display(), args.out.display());
     Ok(())
 }

@@ -3,47 +3,21 @@
 //! score files.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::checkpoint::{load_reward_model, save_model, ModelKind};
 use crate::data::{join, read_rankings, read_score_rows, split_by_prompt, Ranking, ScoreRow};
 use crate::gpt2::RewardModel;
 use crate::loss::{batch_ranking_loss, RankGroup};
-use crate::setup::{self, keep_last, pad, ModelOpts, Source};
+use crate::setup::{self, keep_last, pad, Source};
 use crate::tokenizer::Tok;
-use crate::train::{self, Metrics, Stats, Task, TrainOpts};
+use crate::train::{self, Done, MetricEvent, Metrics, Report, Stats, Task};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct RmArgs {
-    /// Training data: comparisons or preferences exports, TRL or HH-RLHF pair files (.jsonl,
-    /// .jsonl.gz).
-    #[arg(long, num_args = 1.., required = true)]
-    pub data: Vec<PathBuf>,
-    /// The output model directory (Hugging Face layout; checkpoints under checkpoints/).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Start from a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long)]
-    pub init: Option<PathBuf>,
-    /// TRL's per-pair margin from the data's `margin` field, times this (0: no margin).
-    #[arg(long, default_value_t = 1.0)]
-    pub margin_scale: f64,
-    /// TRL's reward centring coefficient (TRL suggests 0.01).
-    #[arg(long, default_value_t = 0.0)]
-    pub center_rewards: f64,
-    /// Texts whose mean reward is shifted to 0 after training (a file to score); default: the
-    /// training split's responses.
-    #[arg(long)]
-    pub reference: Option<PathBuf>,
-    #[command(flatten)]
-    pub model: ModelOpts,
-    #[command(flatten)]
-    pub train: TrainOpts,
-}
+pub use rewardlab_protocol::RmArgs;
 
 /// One ranking, tokenized: a sequence per response.
 pub struct RankingEx {
@@ -98,9 +72,9 @@ impl Task for RewardTask<'_> {
         Ok((loss, stats))
     }
 
-    fn report(&self, s: &Stats) -> Value {
-        json!({"loss": s.loss(), "accuracy": s.accuracy(), "margin": s.margin_sum / s.counted.max(1.0),
-               "rankings": s.units, "pairs": s.counted})
+    fn report(&self, s: &Stats) -> Report {
+        let margin = s.margin_sum / s.counted.max(1.0);
+        Report { loss: s.loss(), accuracy: Some(s.accuracy()), margin: Some(margin), rankings: Some(s.units), pairs: Some(s.counted), ..Report::default() }
     }
 }
 
@@ -176,7 +150,7 @@ fn mean_std(xs: &[f32]) -> (f64, f64) {
 
 pub fn run(args: &RmArgs) -> Result<()> {
     let opts = &args.train;
-    let device = opts.device()?;
+    let device = train::device(opts.device)?;
     let rankings = read_rankings(&args.data)?;
     if rankings.is_empty() {
         bail!("no rankings with a preference in {:?}", args.data)
@@ -219,13 +193,12 @@ pub fn run(args: &RmArgs) -> Result<()> {
         "reference_texts": reference.len(), "validation": outcome.validation,
     }});
     save_model(&args.out, &cfg, ModelKind::Reward, &params, tok.eos(), Some(&extra))?;
-    metrics.emit(&json!({"event": "done", "step": outcome.state.step, "reward_bias": bias, "reward_std": std,
-                         "validation": outcome.validation}))?;
-    match &outcome.validation {
+    let done = Done { step: Some(outcome.state.step), reward_bias: Some(bias), reward_std: Some(std), validation: outcome.validation.clone(), ..Done::default() };
+    metrics.emit(&MetricEvent::Done(done))?;
+    match outcome.validation.as_ref().map(|v| &v.report) {
         Some(v) => eprintln!(
             "validation: accuracy {:.4}, mean margin {:.4}, loss {:.4} over {} pairs",
-            v["accuracy"].as_f64().unwrap_or(f64::NAN), v["margin"].as_f64().unwrap_or(f64::NAN),
-            v["loss"].as_f64().unwrap_or(f64::NAN), v["pairs"]
+            v.accuracy.unwrap_or(f64::NAN), v.margin.unwrap_or(f64::NAN), v.loss, v.pairs.unwrap_or(f64::NAN)
         ),
         None => eprintln!("no validation split (--val-fraction 0)"),
     }
@@ -233,23 +206,7 @@ pub fn run(args: &RmArgs) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct ScoreArgs {
-    /// A reward model directory (ours or a Hugging Face GPT2ForSequenceClassification).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Preference rows or item rows (.jsonl, .jsonl.gz).
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Where to write one JSON line per input line (`-` for stdout).
-    #[arg(long)]
-    pub out: String,
-    /// Most padded tokens in one forward pass.
-    #[arg(long, default_value_t = 8192)]
-    pub max_tokens: usize,
-    #[arg(long, value_enum)]
-    pub device: Option<train::DeviceArg>,
-}
+pub use rewardlab_protocol::ScoreArgs;
 
 /// Scores every line of a file: `{"chosen_reward", "rejected_reward"}` for a preference row,
 /// `{"id", "rewards"}` for an item, rewards shifted by the model's saved bias.

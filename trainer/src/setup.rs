@@ -13,23 +13,7 @@ use crate::gpt2::{init_weights, Config};
 use crate::optim::named_params;
 use crate::tokenizer::Tok;
 
-/// The size of a model built from scratch (ignored with --init or --resume, whose config.json
-/// decides).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ModelOpts {
-    /// Tokens in the byte-level BPE trained on the training texts.
-    #[arg(long, default_value_t = 4096)]
-    pub vocab_size: usize,
-    #[arg(long, default_value_t = 128)]
-    pub n_embd: usize,
-    #[arg(long, default_value_t = 2)]
-    pub n_layer: usize,
-    #[arg(long, default_value_t = 4)]
-    pub n_head: usize,
-    /// Longest sequence in tokens; longer texts lose their beginning (the prompt's start).
-    #[arg(long, default_value_t = 256)]
-    pub max_len: usize,
-}
+pub use rewardlab_protocol::ModelOpts;
 
 /// Where the weights come from.
 pub enum Source {

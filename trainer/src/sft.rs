@@ -1,37 +1,20 @@
 //! `rewardlab-train sft`: supervised fine-tuning on demonstrations, cross-entropy on the
 //! response tokens only (the prompt is context, not a target); validation loss and perplexity.
 
-use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, D};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::checkpoint::{save_model, ModelKind};
 use crate::data::{read_demonstrations, split_by_prompt, Demonstration};
 use crate::gpt2::LmModel;
 use crate::loss::token_nll;
-use crate::setup::{self, pad, ModelOpts, Source};
+use crate::setup::{self, pad, Source};
 use crate::tokenizer::Tok;
-use crate::train::{self, Metrics, Stats, Task, TrainOpts};
+use crate::train::{self, Done, MetricEvent, Metrics, Report, Stats, Task, TrainOpts};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct SftArgs {
-    /// Demonstrations: `sft` exports / TRL prompt–completion rows, or preference rows (the
-    /// chosen response is the demonstration).
-    #[arg(long, num_args = 1.., required = true)]
-    pub data: Vec<PathBuf>,
-    /// The output model directory (a Hugging Face GPT2LMHeadModel).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Start from a Hugging Face GPT-2 directory.
-    #[arg(long)]
-    pub init: Option<PathBuf>,
-    #[command(flatten)]
-    pub model: ModelOpts,
-    #[command(flatten)]
-    pub train: TrainOpts,
-}
+pub use rewardlab_protocol::SftArgs;
 
 /// A tokenized demonstration: prompt tokens, then response tokens and end-of-text.
 pub struct DemoEx {
@@ -119,14 +102,14 @@ impl Task for SftTask<'_> {
         Ok((loss, stats))
     }
 
-    fn report(&self, s: &Stats) -> Value {
-        json!({"loss": s.loss(), "perplexity": s.loss().exp(), "token_accuracy": s.accuracy(), "tokens": s.units})
+    fn report(&self, s: &Stats) -> Report {
+        Report { loss: s.loss(), perplexity: Some(s.loss().exp()), token_accuracy: Some(s.accuracy()), tokens: Some(s.units), ..Report::default() }
     }
 }
 
 pub fn run(args: &SftArgs) -> Result<()> {
     let opts: &TrainOpts = &args.train;
-    let device = opts.device()?;
+    let device = train::device(opts.device)?;
     let demos = read_demonstrations(&args.data)?;
     if demos.is_empty() {
         bail!("no demonstrations in {:?}", args.data)
@@ -155,12 +138,11 @@ pub fn run(args: &SftArgs) -> Result<()> {
     };
     let extra = json!({"rewardlab": {"max_len": max_len, "validation": outcome.validation}});
     save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
-    metrics.emit(&json!({"event": "done", "step": outcome.state.step, "validation": outcome.validation}))?;
-    if let Some(v) = &outcome.validation {
+    metrics.emit(&MetricEvent::Done(Done { step: Some(outcome.state.step), validation: outcome.validation.clone(), ..Done::default() }))?;
+    if let Some(v) = outcome.validation.as_ref().map(|v| &v.report) {
         eprintln!(
             "validation: loss {:.4}, perplexity {:.2}, token accuracy {:.4}",
-            v["loss"].as_f64().unwrap_or(f64::NAN), v["perplexity"].as_f64().unwrap_or(f64::NAN),
-            v["token_accuracy"].as_f64().unwrap_or(f64::NAN)
+            v.loss, v.perplexity.unwrap_or(f64::NAN), v.token_accuracy.unwrap_or(f64::NAN)
         );
     }
     eprintln!("model saved to {}", args.out.display());

@@ -11,75 +11,15 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::checkpoint::{commit_checkpoint, write_atomic, MARKER};
-use crate::optim::{learning_rate, AdamW, AdamWConfig, Grads, Schedule};
+use crate::optim::{learning_rate, AdamW, AdamWConfig, Grads};
 use crate::rng::Rng;
+pub use rewardlab_protocol::{Done, Eval, MetricEvent, Report, Step};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda,
-}
+pub use rewardlab_protocol::DeviceArg;
 
-/// Flags of the training loop, the same on every trainer.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TrainOpts {
-    /// Passes over the training split.
-    #[arg(long, default_value_t = 1)]
-    pub epochs: usize,
-    /// Peak learning rate [default: 1e-3 from scratch, 1e-5 with --init].
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Examples (rankings, pairs or demonstrations) per batch.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// Batches whose gradients are summed into one optimizer step.
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
-    /// Most padded tokens in one forward pass; a larger batch is split into micro-batches and
-    /// their gradients accumulated.
-    #[arg(long, default_value_t = 8192)]
-    pub max_tokens: usize,
-    #[arg(long, value_enum, default_value = "cosine")]
-    pub schedule: Schedule,
-    /// Share of the optimizer steps spent warming the learning rate up.
-    #[arg(long, default_value_t = 0.05)]
-    pub warmup_ratio: f64,
-    /// Clip gradients to this global L2 norm (0: no clipping).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
-    /// Seeds the initial weights, the train/validation split and the data order.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Share of prompts held out for validation.
-    #[arg(long, default_value_t = 0.2)]
-    pub val_fraction: f64,
-    /// Write a checkpoint every N optimizer steps (0: only at the end of each epoch).
-    #[arg(long, default_value_t = 0)]
-    pub save_every: u64,
-    /// Checkpoints kept (the oldest are removed).
-    #[arg(long, default_value_t = 2)]
-    pub keep_checkpoints: usize,
-    /// Evaluate on the validation split every N steps (0: at the end of each epoch).
-    #[arg(long, default_value_t = 0)]
-    pub eval_every: u64,
-    /// Metrics as JSON lines: a file (appended to), or `-` for stdout.
-    #[arg(long)]
-    pub metrics: Option<String>,
-    /// Continue from a checkpoint directory, or the latest complete checkpoint of a run's --out.
-    #[arg(long)]
-    pub resume: Option<PathBuf>,
-    /// Stop after this many optimizer steps without finishing (as if the run were killed).
-    #[arg(long)]
-    pub stop_after: Option<u64>,
-    /// Where to train [default: cuda when built with it and present, else cpu].
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
-}
+pub use rewardlab_protocol::TrainOpts;
 
 /// The device `--device` names, or the default: CUDA when built with it and present, else CPU.
 pub fn device(arg: Option<DeviceArg>) -> Result<Device> {
@@ -87,16 +27,6 @@ pub fn device(arg: Option<DeviceArg>) -> Result<Device> {
         Some(DeviceArg::Cpu) => Ok(Device::Cpu),
         Some(DeviceArg::Cuda) => Device::new_cuda(0).map_err(|e| anyhow!("--device cuda: {e}")),
         None => Ok(crate::gpt2::default_device()),
-    }
-}
-
-impl TrainOpts {
-    pub fn device(&self) -> Result<Device> {
-        device(self.device)
-    }
-
-    pub fn lr_or(&self, from_scratch: bool) -> f64 {
-        self.lr.unwrap_or(if from_scratch { 1e-3 } else { 1e-5 })
     }
 }
 
@@ -143,8 +73,8 @@ pub trait Task {
     fn units(&self, ex: &Self::Example) -> f64;
     /// The summed loss of a micro-batch (a scalar with a graph) and its statistics.
     fn loss(&self, batch: &[&Self::Example]) -> Result<(Tensor, Stats)>;
-    /// Validation metrics from summed statistics, as a JSON object.
-    fn report(&self, stats: &Stats) -> Value;
+    /// Validation metrics from summed statistics.
+    fn report(&self, stats: &Stats) -> Report;
 }
 
 /// The progress of a run, saved in every checkpoint.
@@ -176,9 +106,9 @@ impl Metrics {
         Ok(Self { out })
     }
 
-    pub fn emit(&mut self, v: &Value) -> Result<()> {
+    pub fn emit(&mut self, event: &MetricEvent) -> Result<()> {
         if let Some(out) = &mut self.out {
-            writeln!(out, "{v}")?;
+            writeln!(out, "{}", event.to_line())?;
             out.flush()?;
         }
         Ok(())
@@ -258,7 +188,7 @@ pub struct Run<'a> {
 pub struct Outcome {
     pub state: State,
     /// Validation metrics of the last evaluation.
-    pub validation: Option<Value>,
+    pub validation: Option<Eval>,
     /// False when `--stop-after` ended it early.
     pub finished: bool,
 }
@@ -358,10 +288,17 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
             if !loss.is_finite() {
                 bail!("the loss became {loss} at step {}: lower --lr or check the data", state.step)
             }
-            run.metrics.emit(&json!({
-                "event": "step", "step": state.step, "epoch": state.epoch, "loss": loss, "accuracy": stats.accuracy(),
-                "lr": lr, "grad_norm": grad_norm, "tokens_per_s": stats.tokens as f64 / secs,
-                "examples": examples.len(), "elapsed_s": started.elapsed().as_secs_f64(), "rss_mb": rss_mb(),
+            run.metrics.emit(&MetricEvent::Step(Step {
+                step: state.step,
+                epoch: state.epoch,
+                loss,
+                accuracy: stats.accuracy(),
+                lr,
+                grad_norm,
+                tokens_per_s: stats.tokens as f64 / secs,
+                examples: examples.len(),
+                elapsed_s: started.elapsed().as_secs_f64(),
+                rss_mb: rss_mb(),
             }))?;
             bar.set_position(state.step);
             bar.set_message(format!("loss {loss:.4} acc {:.3}", stats.accuracy()));
@@ -371,13 +308,11 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
                 state.step_in_epoch = 0;
             }
             if (opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every)) || (epoch_done && !val.is_empty()) {
-                let mut report = task.report(&evaluate(task, val, opts)?);
-                report["event"] = "eval".into();
-                report["step"] = state.step.into();
-                report["epoch"] = state.epoch.into();
-                run.metrics.emit(&report)?;
-                bar.println(format!("step {}: validation {}", state.step, report));
-                validation = Some(report);
+                let eval = Eval { step: state.step, epoch: state.epoch, report: task.report(&evaluate(task, val, opts)?) };
+                let event = MetricEvent::Eval(eval.clone());
+                run.metrics.emit(&event)?;
+                bar.println(format!("step {}: validation {}", state.step, event.to_line()));
+                validation = Some(eval);
             }
             if (opts.save_every > 0 && state.step.is_multiple_of(opts.save_every)) || epoch_done {
                 save_checkpoint(&run, &optimizer, &state)?;

@@ -9,7 +9,7 @@ use crate::db::runs::{Disagreement, RmAgreement};
 use crate::db::stats::Dashboard;
 use crate::domain::Role;
 use crate::export::Export;
-use crate::jobs::leaderboard::Entry;
+use crate::domain::leaderboard::Entry;
 use crate::routes::pages::{first_chars, html, percent, Layout};
 use crate::services::{self, project};
 use crate::web::auth::Auth;
@@ -59,14 +59,14 @@ impl ProjectPage {
 /// A leaderboard row with its confidence interval placed on a common 0–160 px scale.
 pub struct LeaderRow {
     pub e: Entry,
-    pub run: Option<uuid::Uuid>,
+    pub run: Option<crate::domain::RunId>,
     pub x_low: f64,
     pub x_high: f64,
     pub x: f64,
 }
 
 impl LeaderRow {
-    pub fn rows(board: Vec<(Entry, Option<uuid::Uuid>)>) -> Vec<Self> {
+    pub fn rows(board: Vec<(Entry, Option<crate::domain::RunId>)>) -> Vec<Self> {
         let lo = board.iter().map(|(e, _)| e.ci_low).fold(f64::MAX, f64::min);
         let hi = board.iter().map(|(e, _)| e.ci_high).fold(f64::MIN, f64::max);
         let span = (hi - lo).max(1e-9);

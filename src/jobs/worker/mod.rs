@@ -1,0 +1,181 @@
+//! `rewardlab worker`: claims queued runs and executes them with `rewardlab-train`.
+//!
+//! A claim (`FOR UPDATE SKIP LOCKED`, the condition re-checked by the outer `UPDATE`) takes a
+//! queued run, or a running one whose lease has expired, and raises its `fence`. Every write
+//! the worker makes afterwards — heartbeats, metric lines, log lines, the final status — names
+//! that fence and changes nothing once the row carries another one (a later claim) or is no
+//! longer running (cancelled): the worker then kills its trainer and publishes nothing.
+//! Each attempt trains into its own directory (`runs/<id>/attempt-<fence>/model`), so a
+//! fenced-out trainer that is still writing can never touch what the new owner publishes; a
+//! new attempt resumes from the newest complete checkpoint an earlier attempt left.
+
+mod child;
+mod fence;
+mod inputs;
+mod plan;
+mod publish;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use sqlx::PgPool;
+
+pub use crate::db::worker::{claim, Claimed};
+use crate::domain::runs::{config_int, trainer_flags, ParamType, RunInput};
+pub use fence::{Fence, Owned};
+use child::{run_child, Child};
+use inputs::Resolved;
+use plan::{Inputs, Output, Plan};
+use publish::Outcome;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOpts {
+    /// Shown on the runs page and in the runs table.
+    pub name: String,
+    /// Model store: runs write under `runs/<id>/`, `*_path` inputs are relative to it.
+    pub store: PathBuf,
+    /// The `rewardlab-train` binary.
+    pub trainer: PathBuf,
+    /// A claim lasts this long unless renewed; heartbeats renew it every third of it.
+    pub lease: Duration,
+    /// Wait between looks at an empty queue.
+    pub poll: Duration,
+    /// Stop when the queue is empty instead of waiting.
+    pub once: bool,
+}
+
+/// The `rewardlab-train` next to the running executable, else the one on PATH.
+pub fn default_trainer() -> PathBuf {
+    std::env::current_exe().ok().map(|e| e.with_file_name("rewardlab-train")).filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from("rewardlab-train"))
+}
+
+/// Claims and executes runs until the queue is empty (`once`) or forever.
+pub async fn run_worker(pool: PgPool, opts: WorkerOpts) -> Result<()> {
+    crate::private_fs::create_dir_all(&opts.store).and_then(|_| crate::private_fs::create_dir_all(&opts.store.join("runs"))).with_context(|| format!("creating the model store {}", opts.store.display()))?;
+    log::info!("worker {} polling for runs (model store {}, trainer {})", opts.name, opts.store.display(), opts.trainer.display());
+    loop {
+        match claim(&pool, &opts.name, opts.lease).await {
+            Ok(Some(c)) => execute(&pool, &opts, c).await,
+            Ok(None) if opts.once => return Ok(()),
+            Ok(None) => tokio::time::sleep(opts.poll).await,
+            Err(e) => {
+                log::warn!("claiming a run: {e}");
+                tokio::time::sleep(opts.poll).await;
+            }
+        }
+    }
+}
+
+enum Ended {
+    Succeeded,
+    Lost,
+}
+
+async fn execute(pool: &PgPool, opts: &WorkerOpts, c: Claimed) {
+    let f = Fence { pool, run: c.id, fence: c.fence, lease: opts.lease };
+    log::info!("run {} ({}): attempt {} (fence {})", c.id, c.kind, c.attempts, c.fence);
+    f.log(&format!("[worker] attempt {} (fence {}) on {}", c.attempts, c.fence, opts.name)).await;
+    match attempt(pool, opts, &c, &f).await {
+        Ok(Ended::Succeeded) => log::info!("run {} succeeded", c.id),
+        Ok(Ended::Lost) => log::warn!("run {}: no longer ours (cancelled, or its lease passed to another worker); its trainer was stopped and nothing was published", c.id),
+        Err(e) => {
+            let message = format!("{e:#}");
+            log::warn!("run {} failed: {message}", c.id);
+            f.log(&format!("[worker] failed: {message}")).await;
+            if let Err(e) = f.fail(&message).await {
+                log::error!("recording the failure of run {}: {e:#}", c.id);
+            }
+        }
+    }
+}
+
+/// An attempt's trainer command and what it needs to publish.
+struct Prepared {
+    args: Vec<String>,
+    models: Vec<Resolved>,
+    /// For `generate`: the source items of the prompts it samples.
+    sources: Vec<String>,
+}
+
+/// One attempt: inputs, the trainer, the reward model's scores, then publishing.
+async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -> Result<Ended> {
+    let input = RunInput::from_stored(c.kind, &c.input).map_err(anyhow::Error::msg)?;
+    let plan = Plan::new(c.kind, c.project_kind);
+    let run_dir = opts.store.join("runs").join(c.id.to_string());
+    let dir = run_dir.join(format!("attempt-{}", c.fence));
+    crate::private_fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let prepared = prepare(pool, opts, c, f, &input, &plan, &run_dir).await?;
+    let summary = match run_child(f, &opts.trainer, &prepared.args).await? {
+        Child::Lost => return Ok(Ended::Lost),
+        Child::Exited { ok: false, status, last_line, .. } => bail!("rewardlab-train {} exited with {status}: {last_line}", c.kind),
+        Child::Exited { ok: true, summary, .. } => summary,
+    };
+    let scores = match plan.scores_responses {
+        true => match publish::score_responses(pool, f, &opts.trainer, c, &dir, &plan.output_path(&dir)).await? {
+            Some(scores) => scores,
+            None => return Ok(Ended::Lost),
+        },
+        false => Vec::new(),
+    };
+    let generated = (plan.output == Output::Generated).then(|| (&prepared.models[0], prepared.sources));
+    let outcome = Outcome { plan, dir, summary, scores, generated };
+    Ok(if publish::publish(pool, c, outcome).await? { Ended::Succeeded } else { Ended::Lost })
+}
+
+/// Gathers the attempt's inputs (export files, models, prompts, the checkpoint to resume
+/// from), records them on the run, and builds the trainer's arguments.
+async fn prepare(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>, input: &RunInput, plan: &Plan, run_dir: &Path) -> Result<Prepared> {
+    let dir = run_dir.join(format!("attempt-{}", c.fence));
+    let input_dir = run_dir.join("input");
+    let export = inputs::ensure_export(pool, c, input, plan, f, &input_dir).await?;
+    let files = inputs::materialize(pool, &export, &input_dir).await?;
+    f.log(&format!("[worker] input: export {} ({}, {} rows)", export.id, export.format, export.rows())).await;
+
+    let mut models = Vec::new();
+    let mut resolved = serde_json::Map::new();
+    for role in plan.needs() {
+        let m = inputs::resolve_model(pool, c, input, *role, &opts.store).await?;
+        resolved.insert(role.key().into(), m.to_json());
+        models.push(m);
+    }
+    let config = c.config.as_object().cloned().unwrap_or_default();
+    let prompts = dir.join("prompts.jsonl");
+    let sources = match plan.output {
+        Output::Generated => inputs::distinct_prompts(&files[0], &prompts, config_int(&config, "max_prompts", 100) as usize)?,
+        Output::Model => Vec::new(),
+    };
+    f.set_resolved(&Value::Object(resolved)).await?;
+    let resume = match plan.output {
+        Output::Model => resume_from(f, run_dir, c.fence).await?,
+        Output::Generated => None,
+    };
+    check_store_paths(pool, opts, c, &config).await?;
+
+    let dirs: Vec<PathBuf> = models.iter().map(|m| m.dir.clone()).collect();
+    let prompts = (plan.output == Output::Generated).then_some(prompts.as_path());
+    let mut args = plan.input_args(&Inputs { data: &files, prompts, models: &dirs });
+    args.extend(plan.output_args(&dir, resume.as_deref()));
+    args.extend(trainer_flags(c.kind, &config, &opts.store));
+    Ok(Prepared { args, models, sources })
+}
+
+/// The newest complete checkpoint an earlier attempt left, recorded on the run.
+async fn resume_from(f: &Fence<'_>, run_dir: &Path, fence: i64) -> Result<Option<PathBuf>> {
+    let Some(prev) = inputs::previous_checkpoint(run_dir, fence) else { return Ok(None) };
+    f.log(&format!("[worker] resuming from {}", prev.display())).await;
+    f.set_resumed_from(&prev.display().to_string()).await?;
+    Ok(Some(prev))
+}
+
+/// The store paths of the configuration are still the project's where they are read.
+async fn check_store_paths(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, config: &serde_json::Map<String, Value>) -> Result<()> {
+    for p in c.kind.params().into_iter().filter(|p| p.ty == ParamType::StorePath) {
+        if let Some(rel) = config.get(p.name).and_then(Value::as_str) {
+            inputs::owned_store_dir(pool, c, &opts.store, &format!("config.{}", p.name), rel).await?;
+        }
+    }
+    Ok(())
+}
