@@ -114,7 +114,7 @@ pub async fn list(conn: &mut PgConnection, project: ProjectId, limit: i64) -> sq
 
 /// Whether `id` is a run of the project, of one of `kinds` (any kind when empty).
 pub async fn is_project_run(conn: &mut PgConnection, project: ProjectId, id: RunId, kinds: &[RunKind]) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND project_id = $2 AND (cardinality($3::text[]) = 0 OR kind = ANY($3)))")
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND project_id = $2 AND (cardinality($3::run_kind[]) = 0 OR kind = ANY($3)))")
         .bind(id)
         .bind(project)
         .bind(kinds)

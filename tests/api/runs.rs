@@ -206,7 +206,7 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
     assert_eq!(app.count("SELECT count(*) FROM runs WHERE schedule_id IS NOT NULL").await, 3);
     assert!(rewardlab::jobs::schedule::tick(&app.pool).await.unwrap().is_empty(), "the threshold counts from the last firing");
 
-    let ids: Vec<(uuid::Uuid, String)> = sqlx::query_as("SELECT id, kind FROM runs WHERE schedule_id IS NOT NULL ORDER BY seq").fetch_all(&app.pool).await.unwrap();
+    let ids: Vec<(uuid::Uuid, String)> = sqlx::query_as("SELECT id, kind::text FROM runs WHERE schedule_id IS NOT NULL ORDER BY seq").fetch_all(&app.pool).await.unwrap();
     let id = |k: &str| ids.iter().find(|(_, kind)| kind == k).unwrap().0.to_string();
     for k in ["rm", "ppo", "generate"] {
         let run = wait_final(&app, &lead, &id(k), Duration::from_secs(300)).await;
@@ -425,7 +425,7 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
     for first in fired {
         let run = wait_final(&app, &lead, &first.to_string(), Duration::from_secs(60)).await;
         assert_eq!(run["status"], "failed", "{run}");
-        let next: (String, Option<String>) = sqlx::query_as("SELECT status, error FROM runs WHERE after_run = $1").bind(first).fetch_one(&app.pool).await.unwrap();
+        let next: (String, Option<String>) = sqlx::query_as("SELECT status::text, error FROM runs WHERE after_run = $1").bind(first).fetch_one(&app.pool).await.unwrap();
         assert_eq!(next.0, "cancelled");
         assert!(next.1.unwrap().contains("chain failed"));
     }

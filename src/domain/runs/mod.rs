@@ -12,10 +12,10 @@ pub use input::ChainStep;
 pub use params::{check_for_project, config_int, resolve_config, trainer_flags, Config, Param, ParamType};
 pub use store::{store_area, store_relative, StoreArea};
 
-/// Declares an enum stored as one of a few words in a `text` column (a CHECK lists them):
-/// `as_str`, `FromStr`, `Display`, serde and sqlx all use the same words.
+/// Declares an enum stored as a PostgreSQL enum type `$pg` (array type `$pg_array`) with the
+/// same words: `as_str`, `FromStr`, `Display`, serde and sqlx all use them.
 macro_rules! text_enum {
-    ($(#[$m:meta])* $name:ident, $what:literal { $($variant:ident = $word:literal),* $(,)? }) => {
+    ($(#[$m:meta])* $name:ident, $what:literal, $pg:literal, $pg_array:literal { $($variant:ident = $word:literal),* $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "lowercase")]
@@ -46,16 +46,16 @@ macro_rules! text_enum {
 
         impl sqlx::Type<sqlx::Postgres> for $name {
             fn type_info() -> sqlx::postgres::PgTypeInfo {
-                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+                sqlx::postgres::PgTypeInfo::with_name($pg)
             }
             fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+                *ty == Self::type_info() || <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
             }
         }
 
         impl sqlx::postgres::PgHasArrayType for $name {
             fn array_type_info() -> sqlx::postgres::PgTypeInfo {
-                <&str as sqlx::postgres::PgHasArrayType>::array_type_info()
+                sqlx::postgres::PgTypeInfo::with_name($pg_array)
             }
         }
 
@@ -84,12 +84,12 @@ fn or_list(words: &[&str]) -> String {
 
 text_enum!(
     /// The kinds of run, one per trainer subcommand.
-    RunKind, "kind" { Rm = "rm", Sft = "sft", Ppo = "ppo", Dpo = "dpo", Generate = "generate" }
+    RunKind, "kind", "run_kind", "_run_kind" { Rm = "rm", Sft = "sft", Ppo = "ppo", Dpo = "dpo", Generate = "generate" }
 );
 
 text_enum!(
     /// Where a run is: queued, running (claimed by a worker), or finished one of three ways.
-    RunStatus, "status" { Queued = "queued", Running = "running", Succeeded = "succeeded", Failed = "failed", Cancelled = "cancelled" }
+    RunStatus, "status", "run_status", "_run_status" { Queued = "queued", Running = "running", Succeeded = "succeeded", Failed = "failed", Cancelled = "cancelled" }
 );
 
 /// Every kind of run, in the order the runs page offers them.
