@@ -52,11 +52,16 @@ fn cpu_seconds(pid: &str) -> f64 {
 
 /// CPU seconds used by every postgres process so far (live ones only).
 fn postgres_cpu() -> f64 {
-    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| {
-        let name = e.file_name().to_string_lossy().to_string();
-        let comm = std::fs::read_to_string(format!("/proc/{name}/comm")).ok()?;
-        (comm.trim() == "postgres").then(|| cpu_seconds(&name))
-    }).sum()
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let comm = std::fs::read_to_string(format!("/proc/{name}/comm")).ok()?;
+            (comm.trim() == "postgres").then(|| cpu_seconds(&name))
+        })
+        .sum()
 }
 
 /// CPU seconds the hypervisor took from this machine so far (the `steal` column of /proc/stat).
@@ -84,7 +89,9 @@ fn items_file(dir: &std::path::Path, n: usize) -> anyhow::Result<PathBuf> {
                 let rs: Vec<Value> = src["responses"].as_array().unwrap().iter().take(4).map(|r| json!({"model": r["model"], "text": r["text"]})).collect();
                 json!({"id": format!("bench-{i}"), "prompt": format!("{} (#{i})", src["prompt"].as_str().unwrap_or("")), "responses": rs})
             }
-            None => json!({"id": format!("bench-{i}"), "prompt": format!("question {i}"), "responses": (0..4).map(|j| json!({"model": format!("m{j}"), "text": format!("answer {j} to question {i} ").repeat(20)})).collect::<Vec<_>>()}),
+            None => {
+                json!({"id": format!("bench-{i}"), "prompt": format!("question {i}"), "responses": (0..4).map(|j| json!({"model": format!("m{j}"), "text": format!("answer {j} to question {i} ").repeat(20)})).collect::<Vec<_>>()})
+            }
         };
         out.push_str(&line.to_string());
         out.push('\n');
@@ -132,16 +139,29 @@ async fn run() -> anyhow::Result<()> {
     let mut tokens = Vec::new();
     for i in 0..=n_labellers {
         let email = format!("u{i}@bench.example");
-        let out = Command::new(bin).args(["user", "add", "--email", &email, "--password-stdin"]).env("DATABASE_URL", &url)
-            .env("REWARDLAB_DATA", dir.join("data")).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn()
-            .and_then(|mut c| { use std::io::Write; c.stdin.take().unwrap().write_all(b"bench password 123")?; c.wait_with_output() })?;
+        let out = Command::new(bin)
+            .args(["user", "add", "--email", &email, "--password-stdin"])
+            .env("DATABASE_URL", &url)
+            .env("REWARDLAB_DATA", dir.join("data"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b"bench password 123")?;
+                c.wait_with_output()
+            })?;
         anyhow::ensure!(out.status.success(), "user add");
         cli(&["project", "add-member", "--project", "bench", "--email", &email, "--role", if i == 0 { "lead" } else { "labeller" }])?;
         tokens.push(cli(&["token", "create", "--email", &email])?.lines().last().unwrap_or_default().to_string());
     }
     let server = Server {
-        child: Command::new(bin).args(["serve", "--bind", &format!("127.0.0.1:{port}")]).env("DATABASE_URL", &url)
-            .env("REWARDLAB_DATA", dir.join("data")).env("RUST_LOG", "warn").spawn()?,
+        child: Command::new(bin)
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .env("DATABASE_URL", &url)
+            .env("REWARDLAB_DATA", dir.join("data"))
+            .env("RUST_LOG", "warn")
+            .spawn()?,
     };
     let pid = server.child.id();
     let base = format!("http://127.0.0.1:{port}");
@@ -256,21 +276,49 @@ async fn run() -> anyhow::Result<()> {
     let export_rate = rows as f64 / download_s;
     println!("rewardlab platform benchmark ({} cores, release, loopback)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!("{:<44} {:>14} {:>22} {:>7}", "figure", "measured", "target", "");
-    println!("{:<44} {:>14.0} {:>22} {:>7}", format!("import items/s ({n_items} x 4, {mb:.1} MB, {:.2} s)", import_s), import_rate, ">= 5000", verdict(import_rate >= 5000.0));
-    println!("{:<44} {:>14.0} {:>22} {:>7}", format!("judgements/s ({n_labellers} labellers, {judged} in {label_s:.1} s)"), judge_rate, ">= 1000", verdict(judge_rate >= 1000.0));
+    println!(
+        "{:<44} {:>14.0} {:>22} {:>7}",
+        format!("import items/s ({n_items} x 4, {mb:.1} MB, {:.2} s)", import_s),
+        import_rate,
+        ">= 5000",
+        verdict(import_rate >= 5000.0)
+    );
+    println!(
+        "{:<44} {:>14.0} {:>22} {:>7}",
+        format!("judgements/s ({n_labellers} labellers, {judged} in {label_s:.1} s)"),
+        judge_rate,
+        ">= 1000",
+        verdict(judge_rate >= 1000.0)
+    );
     if judged as usize >= n_items * 3 {
         println!("  (every item got its 3 judgements before the {seconds} s were up: the labellers ran out of work)");
     }
     println!("{:<44} {:>14.1} {:>22} {:>7}", "submit+next latency p50 (ms)", percentile(&submit_ms, 0.5), "", "");
     println!("{:<44} {:>14.1} {:>22} {:>7}", "submit+next latency p99 (ms)", p99, "< 100", verdict(p99 < 100.0));
-    println!("{:<44} {:>14.1} {:>22} {:>7}", "first lease latency p50 / p99 (ms)", percentile(&lease_ms, 0.5), format!("{:.1}", percentile(&lease_ms, 0.99)), "");
-    println!("{:<44} {:>14.0} {:>22} {:>7}", format!("export rows/s, download ({rows} rows, {:.0} MB)", bytes as f64 / 1e6), export_rate, ">= 100000", verdict(export_rate >= 100_000.0));
+    println!(
+        "{:<44} {:>14.1} {:>22} {:>7}",
+        "first lease latency p50 / p99 (ms)",
+        percentile(&lease_ms, 0.5),
+        format!("{:.1}", percentile(&lease_ms, 0.99)),
+        ""
+    );
+    println!(
+        "{:<44} {:>14.0} {:>22} {:>7}",
+        format!("export rows/s, download ({rows} rows, {:.0} MB)", bytes as f64 / 1e6),
+        export_rate,
+        ">= 100000",
+        verdict(export_rate >= 100_000.0)
+    );
     println!("{:<44} {:>14.0} {:>22} {:>7}", format!("export rows/s, snapshot + sha256 ({snapshot_s:.2} s)"), rows as f64 / snapshot_s, "", "");
     println!("{:<44} {:>14.1} {:>22} {:>7}", "server peak RSS (MB), whole run", peak_mb, "< 200", verdict(peak_mb < 200.0));
     println!("{:<44} {:>14.1} {:>22} {:>7}", "server RSS after import (MB)", rss_after_import as f64 / 1024.0, "", "");
     println!(
         "labelling phase CPU seconds: server {:.1}, postgres {:.1}, load generator {:.1}, taken by the hypervisor (steal) {:.1}, of {:.1}",
-        cpu.0, cpu.2, cpu.1, stolen, 2.0 * label_s
+        cpu.0,
+        cpu.2,
+        cpu.1,
+        stolen,
+        2.0 * label_s
     );
     println!("import report: {report}");
     drop(server);

@@ -13,8 +13,11 @@ use clap::{Parser, Subcommand};
 use crate::db::{projects as dbp, users};
 use crate::domain::{check_password, Email, NewProject, Overlap, Role, TokenName};
 use crate::export::{Format, Options};
+use crate::services::{
+    self,
+    accounts::{hash_password, random_secret},
+};
 use crate::settings::Settings;
-use crate::services::{self, accounts::{hash_password, random_secret}};
 
 #[derive(Parser)]
 #[command(name = "rewardlab", version, about = "The human side of RLHF: labelling, preference datasets, training runs")]
@@ -289,7 +292,16 @@ fn default_worker_name() -> String {
 /// Serves until SIGINT or SIGTERM. A server using the private cluster also watches it and
 /// starts it again when its postmaster dies.
 #[allow(clippy::too_many_arguments)]
-async fn serve(settings: &Settings, pool: &sqlx::PgPool, cluster: Option<&crate::cluster::Cluster>, bind: &str, workers: Option<usize>, schedule_every: u64, web: crate::settings::WebOptions, signals: &mut Signals) -> Result<()> {
+async fn serve(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    cluster: Option<&crate::cluster::Cluster>,
+    bind: &str,
+    workers: Option<usize>,
+    schedule_every: u64,
+    web: crate::settings::WebOptions,
+    signals: &mut Signals,
+) -> Result<()> {
     let key = settings.session_key()?;
     let app = crate::web::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, web)?;
     log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
@@ -438,7 +450,10 @@ fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     bar.set_message(what.to_string());
     bar
 }

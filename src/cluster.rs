@@ -20,8 +20,7 @@ pub struct Cluster {
 impl Cluster {
     /// Describes the cluster under `data_dir` (`pg/` and `run/`); nothing is started yet.
     pub fn new(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
         let root = std::fs::canonicalize(data_dir)?;
         let run_as = is_root().then(|| "postgres".to_string());
         Ok(Self { root, run_as, bin: find_bin_dir()? })
@@ -38,11 +37,7 @@ impl Cluster {
     /// Connection options for database `db` over the private socket.
     pub fn connect_options(&self, db: &str) -> PgConnectOptions {
         let user = self.run_as.clone().unwrap_or_else(current_user);
-        PgConnectOptions::new()
-            .socket(self.socket_dir())
-            .port(5432)
-            .username(&user)
-            .database(db)
+        PgConnectOptions::new().socket(self.socket_dir()).port(5432).username(&user).database(db)
     }
 
     /// A `DATABASE_URL` for database `db` over the private socket.
@@ -204,12 +199,7 @@ impl Cluster {
 
     /// Stops the cluster with a fast shutdown (clean: everything committed is on disk).
     pub fn stop(&self) -> Result<()> {
-        let status = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.pgdata())
-            .args(["-m", "fast", "-w", "stop"])
-            .output()?;
+        let status = self.command("pg_ctl").arg("-D").arg(self.pgdata()).args(["-m", "fast", "-w", "stop"]).output()?;
         // A postmaster that died meanwhile (killed, crashed) is stopped too.
         if !status.status.success() && self.is_running() {
             bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&status.stderr));
@@ -222,10 +212,8 @@ impl Cluster {
     pub fn stop_when_process_exits(&self, pid: u32, remove: bool) -> Result<()> {
         let stop = self.command_line("pg_ctl");
         let rm = if remove { format!("rm -rf '{}'", self.root.display()) } else { String::new() };
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} -D '{}' -m immediate stop >/dev/null 2>&1; {rm}",
-            self.pgdata().display()
-        );
+        let script =
+            format!("while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} -D '{}' -m immediate stop >/dev/null 2>&1; {rm}", self.pgdata().display());
         Command::new("setsid")
             .args(["sh", "-c", &script])
             .stdin(std::process::Stdio::null())
@@ -322,17 +310,10 @@ fn find_bin_dir() -> Result<PathBuf> {
             }
         }
     }
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|p| p.join("initdb").exists())
-        .collect();
+    let mut found: Vec<PathBuf> =
+        std::fs::read_dir("/usr/lib/postgresql").into_iter().flatten().flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect();
     found.sort();
-    found.pop().context(
-        "no PostgreSQL binaries found (install Debian's `postgresql` package, or set DATABASE_URL)",
-    )
+    found.pop().context("no PostgreSQL binaries found (install Debian's `postgresql` package, or set DATABASE_URL)")
 }
 
 fn is_root() -> bool {

@@ -93,15 +93,9 @@ pub struct Settings {
 impl Settings {
     /// Reads `REWARDLAB_DATA`, `DATABASE_URL` and `REWARDLAB_SESSION_KEY`; a flag wins over the environment.
     pub fn from_env(data_dir: Option<PathBuf>) -> Self {
-        let data_dir = data_dir
-            .or_else(|| std::env::var_os("REWARDLAB_DATA").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("rewardlab-data"));
+        let data_dir = data_dir.or_else(|| std::env::var_os("REWARDLAB_DATA").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("rewardlab-data"));
         let nonempty = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).map(Secret::new);
-        Self {
-            data_dir,
-            database_url: nonempty("DATABASE_URL"),
-            session_key: nonempty("REWARDLAB_SESSION_KEY"),
-        }
+        Self { data_dir, database_url: nonempty("DATABASE_URL"), session_key: nonempty("REWARDLAB_SESSION_KEY") }
     }
 
     /// Connects (starting the private cluster when there is no DATABASE_URL) and migrates.
@@ -160,10 +154,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 pub async fn ensure_database(cluster: &Cluster, name: &str) -> Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres")).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)").bind(name).fetch_one(&mut conn).await?;
     if !exists {
         sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', ""))).execute(&mut conn).await?;
     }

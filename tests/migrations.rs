@@ -25,9 +25,7 @@ fn migration_files() -> Vec<(i64, String)> {
             continue;
         }
         let version = name.split_once('_').and_then(|(v, _)| v.parse::<i64>().ok());
-        let version = version.unwrap_or_else(|| {
-            panic!("migrations/{name} is not named <version>_<name>.sql, so sqlx would skip it")
-        });
+        let version = version.unwrap_or_else(|| panic!("migrations/{name} is not named <version>_<name>.sql, so sqlx would skip it"));
         files.push((version, name));
     }
     files.sort();
@@ -142,12 +140,7 @@ fn dropped_names(statement: &str) -> Vec<String> {
     }
     let words = flat.split_whitespace().skip(2).collect::<Vec<_>>().join(" ");
     let words = words.strip_prefix("IF EXISTS ").or(words.strip_prefix("if exists ")).unwrap_or(&words);
-    words
-        .split(',')
-        .map(|n| n.split_whitespace().next().unwrap_or_default())
-        .filter(|n| !n.is_empty())
-        .map(unqualified)
-        .collect()
+    words.split(',').map(|n| n.split_whitespace().next().unwrap_or_default()).filter(|n| !n.is_empty()).map(unqualified).collect()
 }
 
 /// Each live function's name and body, from the migrations' text: the latest definition wins,

@@ -186,7 +186,18 @@ mod tests {
 
     #[test]
     fn each_event_writes_the_keys_the_platform_reads() {
-        let step = MetricEvent::Step(Step { step: 3, epoch: 0, loss: 0.5, accuracy: 0.75, lr: 1e-3, grad_norm: 1.0, tokens_per_s: 10.0, examples: 4, elapsed_s: 1.0, rss_mb: None });
+        let step = MetricEvent::Step(Step {
+            step: 3,
+            epoch: 0,
+            loss: 0.5,
+            accuracy: 0.75,
+            lr: 1e-3,
+            grad_norm: 1.0,
+            tokens_per_s: 10.0,
+            examples: 4,
+            elapsed_s: 1.0,
+            rss_mb: None,
+        });
         assert_eq!(keys(&step), ["accuracy", "elapsed_s", "epoch", "event", "examples", "grad_norm", "loss", "lr", "rss_mb", "step", "tokens_per_s"]);
         let report = Report { loss: 0.4, accuracy: Some(0.9), margin: Some(1.0), rankings: Some(2.0), pairs: Some(3.0), ..Report::default() };
         let eval = Eval { step: 3, epoch: 1, report };

@@ -14,10 +14,8 @@ use crate::web::AppState;
 
 pub async fn list(state: web::Data<AppState>, auth: Auth) -> Result<HttpResponse, ApiError> {
     let (projects, _) = services::projects::list(&state.pool, &auth.user).await?;
-    let out: Vec<_> = projects
-        .iter()
-        .map(|p| serde_json::json!({"slug": p.slug, "name": p.name, "kind": p.kind, "overlap": p.overlap, "role": p.role}))
-        .collect();
+    let out: Vec<_> =
+        projects.iter().map(|p| serde_json::json!({"slug": p.slug, "name": p.name, "kind": p.kind, "overlap": p.overlap, "role": p.role})).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({"projects": out})))
 }
 

@@ -82,7 +82,9 @@ pub async fn leaderboard_json(state: &AppState, project: crate::domain::ProjectI
             v
         })
         .collect();
-    Ok(json!({"method": "Bradley–Terry (MM), ties as half wins, 95% bootstrap intervals over comparisons; strength in log-odds, elo = 1000 + 400·strength/ln 10", "models": models}))
+    Ok(
+        json!({"method": "Bradley–Terry (MM), ties as half wins, 95% bootstrap intervals over comparisons; strength in log-odds, elo = 1000 + 400·strength/ln 10", "models": models}),
+    )
 }
 
 pub async fn leaderboard(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -96,8 +98,14 @@ pub async fn rm_agreement(state: web::Data<AppState>, auth: Auth, slug: web::Pat
     let a = dbr::rm_agreement(&mut conn, p.id).await?;
     let out = a.map(|a| {
         let mut v = serde_json::to_value(&a).unwrap_or_default();
-        v["disagreements"] = a.disagreements.iter().map(|d| json!({"judgement_id": d.judgement_id, "labeller": d.labeller, "prompt": d.prompt(), "preferred": d.preferred,
-            "other": d.other, "preferred_reward": d.preferred_reward, "other_reward": d.other_reward})).collect();
+        v["disagreements"] = a
+            .disagreements
+            .iter()
+            .map(|d| {
+                json!({"judgement_id": d.judgement_id, "labeller": d.labeller, "prompt": d.prompt(), "preferred": d.preferred,
+            "other": d.other, "preferred_reward": d.preferred_reward, "other_reward": d.other_reward})
+            })
+            .collect();
         v
     });
     Ok(HttpResponse::Ok().json(json!({"rm_agreement": out})))

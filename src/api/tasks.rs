@@ -9,8 +9,8 @@ use crate::domain::ranking::{Rules, Submission, SubmissionInput};
 use crate::domain::{Role, SkipReason, TaskId};
 use crate::services::labelling;
 use crate::web::auth::Auth;
-use crate::web::json::Json;
 use crate::web::error::{ApiError, AppError};
+use crate::web::json::Json;
 use crate::web::AppState;
 
 pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -38,7 +38,13 @@ pub struct SubmitQuery {
     next: Option<u8>,
 }
 
-pub async fn submit(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, q: web::Query<SubmitQuery>, body: Json<SubmissionInput>) -> Result<HttpResponse, ApiError> {
+pub async fn submit(
+    state: web::Data<AppState>,
+    auth: Auth,
+    task: web::Path<String>,
+    q: web::Query<SubmitQuery>,
+    body: Json<SubmissionInput>,
+) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let user = auth.user.id;
     let cached = state.task_rules.get(task_id, user);

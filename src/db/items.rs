@@ -129,7 +129,12 @@ pub struct JudgementView {
 
 /// The item `item` of `project` with its responses and judgements, if `user` leads the
 /// project (or is an admin); scoped in the query, so the rest is only read for such a caller.
-pub async fn for_lead(conn: &mut PgConnection, project: ProjectId, item: ItemId, user: crate::domain::UserId) -> sqlx::Result<Option<(ItemView, Vec<ResponseView>, Vec<JudgementView>)>> {
+pub async fn for_lead(
+    conn: &mut PgConnection,
+    project: ProjectId,
+    item: ItemId,
+    user: crate::domain::UserId,
+) -> sqlx::Result<Option<(ItemView, Vec<ResponseView>, Vec<JudgementView>)>> {
     let found: Option<ItemView> = sqlx::query_as(
         "SELECT i.id, i.external_id, i.prompt, i.prompt_raw, i.metadata, i.created_at FROM items i JOIN users u ON u.id = $3
          WHERE i.id = $1 AND i.project_id = $2
@@ -141,7 +146,8 @@ pub async fn for_lead(conn: &mut PgConnection, project: ProjectId, item: ItemId,
     .fetch_optional(&mut *conn)
     .await?;
     let Some(found) = found else { return Ok(None) };
-    let responses = sqlx::query_as("SELECT id, model, text, metadata FROM responses WHERE item_id = $1 ORDER BY position").bind(found.id).fetch_all(&mut *conn).await?;
+    let responses =
+        sqlx::query_as("SELECT id, model, text, metadata FROM responses WHERE item_id = $1 ORDER BY position").bind(found.id).fetch_all(&mut *conn).await?;
     let judgements = sqlx::query_as(
         "SELECT COALESCE(u.email, 'imported') AS labeller, j.ranks, j.strength, j.both_bad, j.demonstration, j.flags, j.rating, j.comment, j.created_at
          FROM judgements j LEFT JOIN users u ON u.id = j.user_id WHERE j.item_id = $1 ORDER BY j.seq",

@@ -54,10 +54,7 @@ pub async fn may_create(conn: &mut PgConnection, user: &User) -> sqlx::Result<bo
     if user.is_admin {
         return Ok(true);
     }
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND role = 'lead')")
-        .bind(user.id)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND role = 'lead')").bind(user.id).fetch_one(conn).await
 }
 
 /// Creates a project; `None` when the slug is taken.
@@ -142,10 +139,12 @@ pub struct Member {
 }
 
 pub async fn members(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Member>> {
-    sqlx::query_as("SELECT u.id AS user_id, u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.project_id = $1 ORDER BY m.role, u.email")
-        .bind(project)
-        .fetch_all(conn)
-        .await
+    sqlx::query_as(
+        "SELECT u.id AS user_id, u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.project_id = $1 ORDER BY m.role, u.email",
+    )
+    .bind(project)
+    .fetch_all(conn)
+    .await
 }
 
 /// The project by slug with no caller, for the CLI (which runs with the database's own rights).

@@ -174,12 +174,11 @@ pub async fn metrics(conn: &mut PgConnection, run: RunId) -> sqlx::Result<Vec<Me
 /// The last value of every numeric metric of each run (by event: `step.loss`,
 /// `eval.accuracy`, …), from the newest line of each event.
 pub async fn last_values(conn: &mut PgConnection, runs: &[RunId]) -> sqlx::Result<std::collections::HashMap<RunId, serde_json::Map<String, Value>>> {
-    let rows: Vec<(RunId, String, Value)> = sqlx::query_as(
-        "SELECT DISTINCT ON (run_id, event) run_id, event, data FROM run_metrics WHERE run_id = ANY($1) ORDER BY run_id, event, id DESC",
-    )
-    .bind(runs)
-    .fetch_all(conn)
-    .await?;
+    let rows: Vec<(RunId, String, Value)> =
+        sqlx::query_as("SELECT DISTINCT ON (run_id, event) run_id, event, data FROM run_metrics WHERE run_id = ANY($1) ORDER BY run_id, event, id DESC")
+            .bind(runs)
+            .fetch_all(conn)
+            .await?;
     let mut out: std::collections::HashMap<RunId, serde_json::Map<String, Value>> = runs.iter().map(|r| (*r, serde_json::Map::new())).collect();
     for (run, event, data) in rows {
         let Value::Object(m) = data else { continue };
@@ -194,7 +193,8 @@ pub async fn last_values(conn: &mut PgConnection, runs: &[RunId]) -> sqlx::Resul
 }
 
 pub async fn log_tail(conn: &mut PgConnection, run: RunId, lines: i64) -> sqlx::Result<Vec<String>> {
-    let mut v: Vec<String> = sqlx::query_scalar("SELECT line FROM run_logs WHERE run_id = $1 ORDER BY id DESC LIMIT $2").bind(run).bind(lines).fetch_all(conn).await?;
+    let mut v: Vec<String> =
+        sqlx::query_scalar("SELECT line FROM run_logs WHERE run_id = $1 ORDER BY id DESC LIMIT $2").bind(run).bind(lines).fetch_all(conn).await?;
     v.reverse();
     Ok(v)
 }

@@ -49,7 +49,8 @@ pub async fn dashboard(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Das
     .fetch_one(&mut *conn)
     .await?;
     let labellers = labellers(conn, p).await?;
-    let (agreed, pairs): (i64, i64) = labellers.iter().fold((0, 0), |(a, n), l| (a + (l.agreement.unwrap_or(0.0) * l.agreement_pairs as f64).round() as i64, n + l.agreement_pairs));
+    let (agreed, pairs): (i64, i64) =
+        labellers.iter().fold((0, 0), |(a, n), l| (a + (l.agreement.unwrap_or(0.0) * l.agreement_pairs as f64).round() as i64, n + l.agreement_pairs));
     let models = models(conn, p).await?;
     Ok(Dashboard {
         items_total,

@@ -188,11 +188,7 @@ struct BatchRow {
 /// with `next`, leases the caller's next task). Without `wait`, a submission on a lapsed lease
 /// comes back as [`Outcome::Retry`]. Results are in the entries' order.
 pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait: bool) -> sqlx::Result<Vec<Submitted>> {
-    let rows: Vec<BatchRow> = sqlx::query_as("SELECT * FROM rl_submit_batch($1, $2)")
-        .bind(sqlx::types::Json(entries))
-        .bind(wait)
-        .fetch_all(conn)
-        .await?;
+    let rows: Vec<BatchRow> = sqlx::query_as("SELECT * FROM rl_submit_batch($1, $2)").bind(sqlx::types::Json(entries)).bind(wait).fetch_all(conn).await?;
     let mut results: Vec<Option<Submitted>> = entries.iter().map(|_| None).collect();
     for row in rows {
         let Some(i) = usize::try_from(row.idx).ok().and_then(|i| i.checked_sub(1)).filter(|&i| i < entries.len()) else { continue };
@@ -200,10 +196,7 @@ pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait
         let next = (entries[i].next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).then(|| row.next.into_lease(&entries[i].slug).flatten());
         results[i] = Some((outcome, next));
     }
-    results
-        .into_iter()
-        .map(|r| r.ok_or_else(|| sqlx::Error::Protocol("rl_submit_batch answered no row for an entry".into())))
-        .collect()
+    results.into_iter().map(|r| r.ok_or_else(|| sqlx::Error::Protocol("rl_submit_batch answered no row for an entry".into()))).collect()
 }
 
 /// Whether a task exists at all (whoever holds it).
@@ -219,11 +212,11 @@ pub async fn skip(conn: &mut PgConnection, task: TaskId, user: UserId, reason: &
            AND (EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = tasks.project_id AND m.user_id = $2)
                 OR EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND u.is_admin))",
     )
-        .bind(task)
-        .bind(user)
-        .bind(reason.as_str())
-        .execute(conn)
-        .await?;
+    .bind(task)
+    .bind(user)
+    .bind(reason.as_str())
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -36,10 +36,7 @@ pub async fn insert(conn: &mut PgConnection, email: &Email, password_hash: &str,
 
 pub async fn by_email(conn: &mut PgConnection, email: &Email) -> sqlx::Result<Option<(User, String)>> {
     let row: Option<(UserId, String, bool, String, String)> =
-        sqlx::query_as("SELECT id, email, is_admin, pseudonym, password_hash FROM users WHERE email = $1")
-            .bind(email.as_str())
-            .fetch_optional(conn)
-            .await?;
+        sqlx::query_as("SELECT id, email, is_admin, pseudonym, password_hash FROM users WHERE email = $1").bind(email.as_str()).fetch_optional(conn).await?;
     Ok(row.map(|(id, email, is_admin, pseudonym, hash)| (User { id, email, is_admin, pseudonym }, hash)))
 }
 
@@ -113,7 +110,8 @@ pub async fn reserve_attempt(conn: &mut PgConnection, email: &str, address: &str
     if let Err(wait) = login::may_attempt(failures, pending, since.unwrap_or(f64::INFINITY)) {
         return Ok(Err(wait));
     }
-    let id = sqlx::query_scalar("INSERT INTO login_attempts (email, address) VALUES ($1, $2) RETURNING id").bind(email).bind(address).fetch_one(&mut *tx).await?;
+    let id =
+        sqlx::query_scalar("INSERT INTO login_attempts (email, address) VALUES ($1, $2) RETURNING id").bind(email).bind(address).fetch_one(&mut *tx).await?;
     tx.commit().await?;
     Ok(Ok(id))
 }

@@ -119,12 +119,14 @@ pub async fn set_export(db: impl PgExecutor<'_>, run: RunId, fence: i64, export:
 
 /// Marks the run failed if it is still ours; true when it did.
 pub async fn fail(conn: &mut PgConnection, run: RunId, fence: i64, error: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE runs SET status = 'failed', error = $3, finished_at = now(), lease_expires_at = NULL WHERE id = $1 AND fence = $2 AND status = 'running'")
-        .bind(run)
-        .bind(fence)
-        .bind(error)
-        .execute(conn)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE runs SET status = 'failed', error = $3, finished_at = now(), lease_expires_at = NULL WHERE id = $1 AND fence = $2 AND status = 'running'",
+    )
+    .bind(run)
+    .bind(fence)
+    .bind(error)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -143,7 +145,11 @@ pub async fn cancel_dependents(conn: &mut PgConnection, run: RunId, why: &str) -
 
 /// Locks the run's row if it is still ours; false when it is not.
 pub async fn lock_if_ours(conn: &mut PgConnection, run: RunId, fence: i64) -> sqlx::Result<bool> {
-    let ours: Option<i64> = sqlx::query_scalar("SELECT fence FROM runs WHERE id = $1 AND fence = $2 AND status = 'running' FOR UPDATE").bind(run).bind(fence).fetch_optional(conn).await?;
+    let ours: Option<i64> = sqlx::query_scalar("SELECT fence FROM runs WHERE id = $1 AND fence = $2 AND status = 'running' FOR UPDATE")
+        .bind(run)
+        .bind(fence)
+        .fetch_optional(conn)
+        .await?;
     Ok(ours.is_some())
 }
 
@@ -160,14 +166,21 @@ pub async fn insert_scores(conn: &mut PgConnection, run: RunId, responses: &[Res
 
 /// Publishes the run: succeeded, with its model directory and summary, and a last log line.
 pub async fn succeed(conn: &mut PgConnection, run: RunId, fence: i64, model_dir: &str, summary: &Value) -> sqlx::Result<()> {
-    sqlx::query("UPDATE runs SET status = 'succeeded', finished_at = now(), lease_expires_at = NULL, model_dir = $3, summary = $4 WHERE id = $1 AND fence = $2")
+    sqlx::query(
+        "UPDATE runs SET status = 'succeeded', finished_at = now(), lease_expires_at = NULL, model_dir = $3, summary = $4 WHERE id = $1 AND fence = $2",
+    )
+    .bind(run)
+    .bind(fence)
+    .bind(model_dir)
+    .bind(summary)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO run_logs (run_id, fence, line) VALUES ($1, $2, $3)")
         .bind(run)
         .bind(fence)
-        .bind(model_dir)
-        .bind(summary)
-        .execute(&mut *conn)
+        .bind(format!("[worker] succeeded: {summary}"))
+        .execute(conn)
         .await?;
-    sqlx::query("INSERT INTO run_logs (run_id, fence, line) VALUES ($1, $2, $3)").bind(run).bind(fence).bind(format!("[worker] succeeded: {summary}")).execute(conn).await?;
     Ok(())
 }
 
@@ -176,12 +189,14 @@ pub type MadeModel = (RunId, RunKind, String);
 
 /// The model `id` made, if it is a succeeded run of the project of one of `kinds`.
 pub async fn model_of_run(conn: &mut PgConnection, project: ProjectId, id: RunId, kinds: &[RunKind]) -> sqlx::Result<Option<MadeModel>> {
-    sqlx::query_as("SELECT id, kind, model_dir FROM runs WHERE id = $1 AND project_id = $2 AND status = 'succeeded' AND kind = ANY($3) AND model_dir IS NOT NULL")
-        .bind(id)
-        .bind(project)
-        .bind(kinds)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(
+        "SELECT id, kind, model_dir FROM runs WHERE id = $1 AND project_id = $2 AND status = 'succeeded' AND kind = ANY($3) AND model_dir IS NOT NULL",
+    )
+    .bind(id)
+    .bind(project)
+    .bind(kinds)
+    .fetch_optional(conn)
+    .await
 }
 
 /// The model of the nearest run up the chain from `after` (itself first) of one of `kinds`.
@@ -221,10 +236,19 @@ pub fn score_items(conn: &mut PgConnection, project: ProjectId) -> impl Stream<I
 
 /// The project's item with `external_id`: its id and prompt (as stored).
 pub async fn item_by_external_id(conn: &mut PgConnection, project: ProjectId, external_id: &str) -> sqlx::Result<Option<(ItemId, Value, Option<String>)>> {
-    sqlx::query_as("SELECT id, prompt, prompt_raw FROM items WHERE project_id = $1 AND external_id = $2").bind(project).bind(external_id).fetch_optional(conn).await
+    sqlx::query_as("SELECT id, prompt, prompt_raw FROM items WHERE project_id = $1 AND external_id = $2")
+        .bind(project)
+        .bind(external_id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Up to `limit` responses of an item (in order) from models other than `model`.
 pub async fn other_responses(conn: &mut PgConnection, item: ItemId, model: &str, limit: i64) -> sqlx::Result<Vec<(String, String, Option<Value>)>> {
-    sqlx::query_as("SELECT model, text, metadata FROM responses WHERE item_id = $1 AND model <> $2 ORDER BY position LIMIT $3").bind(item).bind(model).bind(limit).fetch_all(conn).await
+    sqlx::query_as("SELECT model, text, metadata FROM responses WHERE item_id = $1 AND model <> $2 ORDER BY position LIMIT $3")
+        .bind(item)
+        .bind(model)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
 }

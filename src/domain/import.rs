@@ -50,11 +50,7 @@ pub fn parse_line(line: &str, kind: TaskKind) -> Result<ImportItem, String> {
     let Value::Object(mut obj) = value else {
         return Err("expected a JSON object".into());
     };
-    let item = if obj.contains_key("chosen") || obj.contains_key("rejected") {
-        parse_pair(&mut obj)?
-    } else {
-        parse_item(&mut obj)?
-    };
+    let item = if obj.contains_key("chosen") || obj.contains_key("rejected") { parse_pair(&mut obj)? } else { parse_item(&mut obj)? };
     check_kind(&item, kind)?;
     Ok(item)
 }
@@ -84,14 +80,18 @@ fn parse_pair(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
     };
     let id = take_id(obj)?;
     let metadata = take_metadata(obj)?;
-    let responses = vec![
-        ResponseIn { model: "imported".into(), text: chosen, metadata: None },
-        ResponseIn { model: "imported".into(), text: rejected, metadata: None },
-    ];
+    let responses =
+        vec![ResponseIn { model: "imported".into(), text: chosen, metadata: None }, ResponseIn { model: "imported".into(), text: rejected, metadata: None }];
     finish(id, prompt, responses, metadata, true)
 }
 
-fn finish(id: Option<String>, (prompt, prompt_raw): (Vec<Turn>, Option<String>), responses: Vec<ResponseIn>, metadata: Option<Value>, choice: bool) -> Result<ImportItem, String> {
+fn finish(
+    id: Option<String>,
+    (prompt, prompt_raw): (Vec<Turn>, Option<String>),
+    responses: Vec<ResponseIn>,
+    metadata: Option<Value>,
+    choice: bool,
+) -> Result<ImportItem, String> {
     let external_id = id.unwrap_or_else(|| content_id(&prompt, &responses));
     Ok(ImportItem { external_id, prompt, prompt_raw, responses, metadata, imported_choice: choice })
 }
@@ -231,7 +231,13 @@ pub fn prompt_text(turns: &[Turn]) -> String {
     }
     let mut s = String::new();
     for t in turns {
-        let who = if t.role == "assistant" { "Assistant" } else if t.role == "system" { "System" } else { "Human" };
+        let who = if t.role == "assistant" {
+            "Assistant"
+        } else if t.role == "system" {
+            "System"
+        } else {
+            "Human"
+        };
         s.push_str(&format!("\n\n{who}: {}", t.content));
     }
     s.push_str("\n\nAssistant:");

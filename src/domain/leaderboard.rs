@@ -100,10 +100,13 @@ pub fn leaderboard(cells: &[Cell], rounds: usize, seed: u64) -> Vec<Entry> {
     let strengths = fit(n, &matrix(&|k| outcomes[k].3));
     // Bootstrap: resample the comparisons with replacement (a multinomial over outcomes).
     let total: f64 = outcomes.iter().map(|o| o.3).sum();
-    let cumulative: Vec<f64> = outcomes.iter().scan(0.0, |acc, o| {
-        *acc += o.3;
-        Some(*acc)
-    }).collect();
+    let cumulative: Vec<f64> = outcomes
+        .iter()
+        .scan(0.0, |acc, o| {
+            *acc += o.3;
+            Some(*acc)
+        })
+        .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); n];
     for _ in 0..rounds {

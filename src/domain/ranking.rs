@@ -25,10 +25,7 @@ impl Ranking {
                 return Err("this project does not allow ties".into());
             }
             for id in tier {
-                let pos = responses
-                    .iter()
-                    .position(|r| r == id)
-                    .ok_or_else(|| format!("response {id} is not one of this task's responses"))?;
+                let pos = responses.iter().position(|r| r == id).ok_or_else(|| format!("response {id} is not one of this task's responses"))?;
                 if !seen.insert(*id) {
                     return Err(format!("response {id} appears more than once in the ranking"));
                 }
@@ -36,11 +33,7 @@ impl Ranking {
             }
         }
         if seen.len() != responses.len() {
-            return Err(format!(
-                "the ranking must order all {} responses; it names {}",
-                responses.len(),
-                seen.len()
-            ));
+            return Err(format!("the ranking must order all {} responses; it names {}", responses.len(), seen.len()));
         }
         Ok(Self(ranks))
     }
@@ -112,8 +105,7 @@ impl Submission {
             }
             TaskKind::Ranking | TaskKind::Pairwise => {
                 let tiers = input.ranking.ok_or("ranking: missing; expected a list of tiers of response ids, best first")?;
-                let ranking = Ranking::parse(&tiers, responses, rules.allow_ties || rules.kind == TaskKind::Pairwise)
-                    .map_err(|e| format!("ranking: {e}"))?;
+                let ranking = Ranking::parse(&tiers, responses, rules.allow_ties || rules.kind == TaskKind::Pairwise).map_err(|e| format!("ranking: {e}"))?;
                 let strength = parse_strength(rules.kind, &ranking, input.strength)?;
                 (Some(ranking), strength, None)
             }

@@ -197,7 +197,15 @@ where
 }
 
 /// Writes one part of an export as of `snapshot`; returns its row count and sha256.
-pub async fn write_part<W: AsyncWrite + Unpin>(conn: &mut PgConnection, project: ProjectId, format: Format, options: &Options, snapshot: &str, part: &str, out: &mut W) -> anyhow::Result<(u64, String)> {
+pub async fn write_part<W: AsyncWrite + Unpin>(
+    conn: &mut PgConnection,
+    project: ProjectId,
+    format: Format,
+    options: &Options,
+    snapshot: &str,
+    part: &str,
+    out: &mut W,
+) -> anyhow::Result<(u64, String)> {
     let mut w = ChunkWriter { out, hash: Sha256::new(), buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
     stream_rows(conn, project, format, options, snapshot, part, &mut w).await?;
     w.finish().await
@@ -239,7 +247,15 @@ async fn write_file(pool: &PgPool, e: &Export, part: &PartSummary, tmp: &Path) -
     Ok(())
 }
 
-async fn stream_rows<W: AsyncWrite + Unpin>(conn: &mut PgConnection, project: ProjectId, format: Format, options: &Options, snapshot: &str, part: &str, w: &mut ChunkWriter<'_, W>) -> anyhow::Result<()> {
+async fn stream_rows<W: AsyncWrite + Unpin>(
+    conn: &mut PgConnection,
+    project: ProjectId,
+    format: Format,
+    options: &Options,
+    snapshot: &str,
+    part: &str,
+    w: &mut ChunkWriter<'_, W>,
+) -> anyhow::Result<()> {
     match format {
         Format::Prompts => {
             let mut stream = sqlx::query_as::<_, rows::PromptRow>(rows::PROMPTS_SQL).bind(project).bind(snapshot).fetch(&mut *conn);
@@ -304,10 +320,12 @@ pub async fn get_for_lead(conn: &mut PgConnection, id: ExportId, user: UserId) -
 }
 
 pub async fn list(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Export>> {
-    sqlx::query_as("SELECT id, project_id, format, options, snapshot::text AS snapshot, files, created_at FROM exports WHERE project_id = $1 ORDER BY created_at DESC")
-        .bind(project)
-        .fetch_all(conn)
-        .await
+    sqlx::query_as(
+        "SELECT id, project_id, format, options, snapshot::text AS snapshot, files, created_at FROM exports WHERE project_id = $1 ORDER BY created_at DESC",
+    )
+    .bind(project)
+    .fetch_all(conn)
+    .await
 }
 
 /// An export by id, unscoped: for the worker, which acts for the project that queued the run.

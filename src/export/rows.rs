@@ -121,8 +121,14 @@ struct SideKeys {
     provenance: &'static str,
 }
 
-const CHOSEN: SideKeys =
-    SideKeys { text: "chosen", model: "chosen_model", response_id: "chosen_response_id", rank: "chosen_rank", flags: "chosen_flags", provenance: "chosen_provenance" };
+const CHOSEN: SideKeys = SideKeys {
+    text: "chosen",
+    model: "chosen_model",
+    response_id: "chosen_response_id",
+    rank: "chosen_rank",
+    flags: "chosen_flags",
+    provenance: "chosen_provenance",
+};
 const REJECTED: SideKeys = SideKeys {
     text: "rejected",
     model: "rejected_model",

@@ -122,7 +122,16 @@ impl Col {
                 Self::ListInt => list(|x| x.is_i64()),
                 Self::Messages => list(|t| t["role"].is_string() && t["content"].is_string() && t.as_object().is_some_and(|o| o.len() == 2)),
                 Self::Provenance => v.as_object().is_some_and(|o| {
-                    let typed = |t: &str, x: &Value| x.is_null() || if t == "string" { x.is_string() } else if t == "int64" { x.is_i64() || x.is_u64() } else { x.is_f64() };
+                    let typed = |t: &str, x: &Value| {
+                        x.is_null()
+                            || if t == "string" {
+                                x.is_string()
+                            } else if t == "int64" {
+                                x.is_i64() || x.is_u64()
+                            } else {
+                                x.is_f64()
+                            }
+                    };
                     o.len() == PROVENANCE.len() && PROVENANCE.iter().all(|(k, t)| o.get(*k).is_some_and(|x| typed(t, x)))
                 }),
             }

@@ -6,11 +6,11 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 
 use super::pages::{html, Layout};
-use crate::services::project;
 use crate::db::items::{self, ItemView, JudgementView, ResponseView};
 use crate::db::projects::Project;
 use crate::domain::provenance::Provenance;
 use crate::domain::{ItemId, Role};
+use crate::services::project;
 use crate::web::auth::Auth;
 use crate::web::error::{AppError, PageError};
 use crate::web::AppState;

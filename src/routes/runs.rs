@@ -77,10 +77,13 @@ pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
     let mut conn = state.pool.acquire().await?;
     let list = dbr::list(&mut conn, p.id, 100).await?;
     let last = dbr::last_values(&mut conn, &list.iter().map(|r| r.id).collect::<Vec<RunId>>()).await?;
-    let runs = list.into_iter().map(|r| {
-        let h = last.get(&r.id).map(headline).unwrap_or_default();
-        (r, h)
-    }).collect();
+    let runs = list
+        .into_iter()
+        .map(|r| {
+            let h = last.get(&r.id).map(headline).unwrap_or_default();
+            (r, h)
+        })
+        .collect();
     let params = RUN_KINDS
         .iter()
         .map(|k| {
@@ -138,7 +141,8 @@ pub async fn add_schedule(state: web::Data<AppState>, auth: Auth, slug: web::Pat
         "" => None,
         t => Some(t.parse().map_err(|_| AppError::Invalid(format!("min_new_comparisons: expected a whole number, got {t:?}")))?),
     };
-    let chain = serde_json::from_value(json_field("chain", &form.chain)?).map_err(|e| AppError::Invalid(format!("chain: expected a list of {{\"kind\", \"config\"?}} ({e})")))?;
+    let chain = serde_json::from_value(json_field("chain", &form.chain)?)
+        .map_err(|e| AppError::Invalid(format!("chain: expected a list of {{\"kind\", \"config\"?}} ({e})")))?;
     let req = ScheduleRequest { cron: Some(form.cron.clone()), min_new_comparisons: min, chain };
     let p = crate::services::project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     let mut conn = state.pool.acquire().await?;
@@ -146,7 +150,12 @@ pub async fn add_schedule(state: web::Data<AppState>, auth: Auth, slug: web::Pat
     Ok(redirect(&format!("/projects/{slug}/runs")))
 }
 
-pub async fn delete_schedule(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>, form: web::Form<CsrfOnly>) -> Result<HttpResponse, PageError> {
+pub async fn delete_schedule(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, PageError> {
     auth.check_csrf(&form.csrf)?;
     let (slug, id) = path.into_inner();
     let p = crate::services::project(&state.pool, &auth.user, &slug, Role::Lead).await?;

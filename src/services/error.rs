@@ -29,7 +29,9 @@ impl From<sqlx::Error> for AppError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::Unavailable,
             // admin_shutdown, crash_shutdown, cannot_connect_now and the connection exceptions:
             // the server is going down or coming back up.
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c.as_ref())) => Self::Unavailable,
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c.as_ref())) => {
+                Self::Unavailable
+            }
             // A NUL character that slipped past the checks at the boundary: still the caller's input.
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "22021" || c == "22P05") => {
                 Self::Invalid("text may not contain the NUL character (\\u0000)".into())

@@ -27,7 +27,11 @@ impl Importer<'_> {
     /// the file. The file is removed on every way out (an error, a dropped request, a shutdown);
     /// one left by a killed server is removed by the next start (see [`Uploads`]). At most a few
     /// imports hold a database connection at once, so they never starve the pool.
-    pub async fn import(&self, p: &Project, mut body: impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Unpin) -> Result<ImportReport, AppError> {
+    pub async fn import(
+        &self,
+        p: &Project,
+        mut body: impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Unpin,
+    ) -> Result<ImportReport, AppError> {
         let upload = self.uploads.create().map_err(|e| anyhow::Error::from(e).context("creating an upload file"))?;
         let file = upload.file().try_clone().map_err(|e| anyhow::Error::from(e).context("opening the upload file"))?;
         let mut file = tokio::fs::File::from_std(file);

@@ -7,9 +7,9 @@ use crate::db::projects::{self as dbp, Member, Project};
 use crate::db::runs::RmAgreement;
 use crate::db::stats::Dashboard;
 use crate::db::users::User;
+use crate::domain::leaderboard::Entry;
 use crate::domain::{Email, NewProject, ProjectSettings, Role, Slug, UserId};
 use crate::export::Export;
-use crate::domain::leaderboard::Entry;
 
 /// The project if `user` may see it with `role`; not found otherwise (never forbidden to a
 /// stranger, who must not learn that a project exists; a labeller asking for a lead's work is).

@@ -71,12 +71,20 @@ impl Cookies {
     }
 
     pub fn session_name(self) -> &'static str {
-        if self.secure { "__Host-rl_session" } else { "rl_session" }
+        if self.secure {
+            "__Host-rl_session"
+        } else {
+            "rl_session"
+        }
     }
 
     /// The sign-in form's double-submit cookie.
     pub fn login_name(self) -> &'static str {
-        if self.secure { "__Host-rl_login" } else { "rl_login" }
+        if self.secure {
+            "__Host-rl_login"
+        } else {
+            "rl_login"
+        }
     }
 
     pub fn session(self, value: String) -> Cookie<'static> {
@@ -168,13 +176,15 @@ impl FromRequest for Auth {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            authenticate(&req).await.map_err(|e| {
-                if req.path().starts_with("/api/") {
-                    super::error::ApiError(e).into()
-                } else {
-                    super::error::PageError(e).into()
-                }
-            })
+            authenticate(&req).await.map_err(
+                |e| {
+                    if req.path().starts_with("/api/") {
+                        super::error::ApiError(e).into()
+                    } else {
+                        super::error::PageError(e).into()
+                    }
+                },
+            )
         })
     }
 }

@@ -8,8 +8,8 @@ pub mod page;
 pub mod submits;
 
 use actix_web::middleware::DefaultHeaders;
-use anyhow::Context;
 use actix_web::{web, App, HttpServer};
+use anyhow::Context;
 use sqlx::PgPool;
 
 use crate::settings::{Secret, WebOptions};
@@ -51,7 +51,9 @@ pub struct AppState {
 /// Rules of leased tasks by task id, with the labeller they were leased to. Bounded: it is
 /// emptied when full (a miss only costs the lookup it saves).
 #[derive(Default)]
-pub struct TaskRulesCache(std::sync::Mutex<std::collections::HashMap<crate::domain::TaskId, (crate::domain::UserId, std::sync::Arc<crate::db::tasks::TaskRules>)>>);
+pub struct TaskRulesCache(
+    std::sync::Mutex<std::collections::HashMap<crate::domain::TaskId, (crate::domain::UserId, std::sync::Arc<crate::db::tasks::TaskRules>)>>,
+);
 
 impl TaskRulesCache {
     const MAX: usize = 100_000;
@@ -77,7 +79,8 @@ impl TaskRulesCache {
 /// Imports running at once; the rest wait (their uploads already on disk).
 pub const IMPORT_SLOTS: usize = 4;
 
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub const CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// How long a connection may leave what it was sent unacknowledged, or its window shut (a
 /// client that stopped reading a download), before the kernel drops it.
@@ -100,13 +103,31 @@ pub struct Application {
 }
 
 impl Application {
-    pub fn build(pool: PgPool, key: Secret<Vec<u8>>, bind: &str, tmp_dir: std::path::PathBuf, workers: Option<usize>, options: WebOptions) -> anyhow::Result<Self> {
+    pub fn build(
+        pool: PgPool,
+        key: Secret<Vec<u8>>,
+        bind: &str,
+        tmp_dir: std::path::PathBuf,
+        workers: Option<usize>,
+        options: WebOptions,
+    ) -> anyhow::Result<Self> {
         let uploads = Uploads::open(tmp_dir.clone())?;
         let lanes = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
         let submits = submits::SubmitQueue::start(pool.clone(), lanes);
         let cookies = auth::Cookies::new(options.https);
         let import_slots = tokio::sync::Semaphore::new(IMPORT_SLOTS);
-        let state = web::Data::new(AppState { pool, key, tmp_dir, uploads, import_slots, task_rules: TaskRulesCache::default(), submits, web: options, cookies, login_checks: auth::LoginChecks::default() });
+        let state = web::Data::new(AppState {
+            pool,
+            key,
+            tmp_dir,
+            uploads,
+            import_slots,
+            task_rules: TaskRulesCache::default(),
+            submits,
+            web: options,
+            cookies,
+            login_checks: auth::LoginChecks::default(),
+        });
         // The dummy hash unknown accounts are checked against, made before the first sign-in.
         tokio::spawn(auth::dummy_hash());
         let app_state = state.clone();
@@ -115,9 +136,11 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::FormConfig::default().limit(1 << 20))
-                .app_data(web::JsonConfig::default().limit(4 << 20).error_handler(|e, _| {
-                    error::ApiError(error::AppError::Invalid(format!("the JSON body is not valid: {e}"))).into()
-                }))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(4 << 20)
+                        .error_handler(|e, _| error::ApiError(error::AppError::Invalid(format!("the JSON body is not valid: {e}"))).into()),
+                )
                 .wrap(
                     DefaultHeaders::new()
                         .add(("Content-Security-Policy", CSP))

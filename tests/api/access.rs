@@ -13,7 +13,8 @@ async fn a_labeller_of_another_project_gets_404_for_every_page_and_api_call() {
     let task_b = lead_b.next_task("beta").await.unwrap();
     let export_b: serde_json::Value = lead_b.post("/api/v1/projects/beta/exports", &json!({"format": "comparisons"})).await.json().await.unwrap();
     let run_b: serde_json::Value = lead_b.post("/api/v1/projects/beta/runs", &json!({"kind": "rm"})).await.json().await.unwrap();
-    let schedule_b: serde_json::Value = lead_b.post("/api/v1/projects/beta/schedules", &json!({"cron": "0 3 * * *", "chain": [{"kind": "rm"}]})).await.json().await.unwrap();
+    let schedule_b: serde_json::Value =
+        lead_b.post("/api/v1/projects/beta/schedules", &json!({"cron": "0 3 * * *", "chain": [{"kind": "rm"}]})).await.json().await.unwrap();
     let (run_id, schedule_id) = (run_b["id"].as_str().unwrap(), schedule_b["id"].as_str().unwrap());
     let outsider = app.member("a-labeller@example.org", "alpha", Role::Labeller).await;
 
@@ -33,7 +34,8 @@ async fn a_labeller_of_another_project_gets_404_for_every_page_and_api_call() {
     ] {
         assert_eq!(outsider.get(path).await.status(), 404, "GET {path}");
     }
-    let delete = outsider.http.delete(format!("{}/api/v1/projects/beta/schedules/{schedule_id}", outsider.app_addr)).bearer_auth(&outsider.token).send().await.unwrap();
+    let delete =
+        outsider.http.delete(format!("{}/api/v1/projects/beta/schedules/{schedule_id}", outsider.app_addr)).bearer_auth(&outsider.token).send().await.unwrap();
     assert_eq!(delete.status(), 404);
     let posts = [
         ("/api/v1/projects/beta/tasks/next".to_string(), json!(null)),
@@ -76,7 +78,17 @@ async fn a_labeller_of_another_project_gets_404_for_every_page_and_api_call() {
         &format!("/projects/beta/runs/{run_id}/cancel"),
         &format!("/projects/beta/schedules/{schedule_id}/delete"),
     ] {
-        let fields = [("csrf", csrf.as_str()), ("email", "x@example.org"), ("role", "lead"), ("name", "n"), ("overlap", "1"), ("format", "comparisons"), ("kind", "rm"), ("chain", "[{\"kind\": \"rm\"}]"), ("cron", "* * * * *")];
+        let fields = [
+            ("csrf", csrf.as_str()),
+            ("email", "x@example.org"),
+            ("role", "lead"),
+            ("name", "n"),
+            ("overlap", "1"),
+            ("format", "comparisons"),
+            ("kind", "rm"),
+            ("chain", "[{\"kind\": \"rm\"}]"),
+            ("cron", "* * * * *"),
+        ];
         let res = session.post_form(path, &fields).await;
         assert_eq!(res.status(), 404, "form {path}");
     }

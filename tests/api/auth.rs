@@ -64,8 +64,14 @@ async fn a_form_post_without_its_csrf_token_is_refused() {
         let res = s.post_form("/projects", &form).await;
         assert_eq!(res.status(), 403);
     }
-    let res = s.http.post(format!("{}/api/v1/projects", s.addr)).header("Cookie", format!("__Host-rl_session={}", s.cookie))
-        .json(&serde_json::json!({"slug": "evil", "name": "Evil", "kind": "ranking"})).send().await.unwrap();
+    let res = s
+        .http
+        .post(format!("{}/api/v1/projects", s.addr))
+        .header("Cookie", format!("__Host-rl_session={}", s.cookie))
+        .json(&serde_json::json!({"slug": "evil", "name": "Evil", "kind": "ranking"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403, "a cookie-authenticated API call needs X-CSRF-Token");
     let res = s.post_form("/logout", &[]).await;
     assert_eq!(res.status(), 403);
@@ -173,7 +179,10 @@ async fn over_https_the_cookies_are_secure_host_cookies_and_are_deleted_as_they_
     assert_eq!(res.status(), 303);
     assert!(set_cookie(&res, "__Host-rl_session").unwrap().contains("Secure"));
     let gone = set_cookie(&res, "__Host-rl_login").unwrap();
-    assert!(gone.contains("Max-Age=0") && gone.contains("Secure") && gone.contains("Path=/"), "the sign-in cookie is deleted with the attributes it was set with: {gone}");
+    assert!(
+        gone.contains("Max-Age=0") && gone.contains("Secure") && gone.contains("Path=/"),
+        "the sign-in cookie is deleted with the attributes it was set with: {gone}"
+    );
 
     let s = app.login("ann@example.org", PASSWORD).await;
     let out = s.post_form_with("/logout", &[("csrf", &s.csrf)], &origin).await;
@@ -286,7 +295,9 @@ async fn a_password_change_revokes_the_api_tokens_when_asked() {
     assert_eq!(res.status(), 303);
     assert_eq!(api_status(token.clone()).await.unwrap().status(), 200, "unticked: tokens stay");
     let s = app.login("ann@example.org", "a second long password").await;
-    let res = s.post_form("/account/password", &[("csrf", &s.csrf), ("current", "a second long password"), ("new", "a third long password"), ("revoke_tokens", "on")]).await;
+    let res = s
+        .post_form("/account/password", &[("csrf", &s.csrf), ("current", "a second long password"), ("new", "a third long password"), ("revoke_tokens", "on")])
+        .await;
     assert_eq!(res.status(), 303);
     assert_eq!(api_status(token).await.unwrap().status(), 401, "ticked: tokens are revoked");
     assert_eq!(s.get("/account").await.status(), 303, "sessions end either way");
@@ -370,14 +381,28 @@ async fn a_state_changing_request_from_another_origin_is_refused() {
     assert_eq!(create_project(&s, "evil", "https://evil.example").await, 403);
     assert_eq!(create_project(&s, "evil2", "null").await, 403);
     assert_eq!(create_project(&s, "good", &app.addr).await, 303, "the server's own origin passes");
-    let res = s.http.post(format!("{}/api/v1/projects", s.addr)).header("Cookie", format!("__Host-rl_session={}", s.cookie))
-        .header("X-CSRF-Token", &s.csrf).header("Origin", "https://evil.example")
-        .json(&serde_json::json!({"slug": "evil3", "name": "Evil", "kind": "ranking"})).send().await.unwrap();
+    let res = s
+        .http
+        .post(format!("{}/api/v1/projects", s.addr))
+        .header("Cookie", format!("__Host-rl_session={}", s.cookie))
+        .header("X-CSRF-Token", &s.csrf)
+        .header("Origin", "https://evil.example")
+        .json(&serde_json::json!({"slug": "evil3", "name": "Evil", "kind": "ranking"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403, "a cookie-authenticated API call too");
     assert_eq!(app.attempt_login_with("lead@example.org", PASSWORD, &[("Origin", "https://evil.example")]).await.status(), 403, "and the sign-in form");
     // A token is no ambient authority: a script's call is not judged by its Origin.
-    let res = lead.http.post(format!("{}/api/v1/projects", lead.app_addr)).bearer_auth(&lead.token).header("Origin", "https://evil.example")
-        .json(&serde_json::json!({"slug": "scripted", "name": "S", "kind": "ranking"})).send().await.unwrap();
+    let res = lead
+        .http
+        .post(format!("{}/api/v1/projects", lead.app_addr))
+        .bearer_auth(&lead.token)
+        .header("Origin", "https://evil.example")
+        .json(&serde_json::json!({"slug": "scripted", "name": "S", "kind": "ranking"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     let slugs: Vec<String> = sqlx::query_scalar("SELECT slug FROM projects ORDER BY slug").fetch_all(&app.pool).await.unwrap();
     assert_eq!(slugs, ["alpha", "good", "scripted"]);

@@ -39,7 +39,8 @@ async fn a_labeller_ranks_with_the_keyboard_and_the_lead_downloads_the_export() 
     b.keys(&[ENTER]).await;
     b.wait_for_text("#status", "Nothing left").await;
 
-    let (ranks, order): (Vec<i16>, Vec<i32>) = sqlx::query_as("SELECT j.ranks, t.display_order FROM judgements j JOIN tasks t ON t.id = j.task_id").fetch_one(&app.pool).await.unwrap();
+    let (ranks, order): (Vec<i16>, Vec<i32>) =
+        sqlx::query_as("SELECT j.ranks, t.display_order FROM judgements j JOIN tasks t ON t.id = j.task_id").fetch_one(&app.pool).await.unwrap();
     assert_eq!(ranks[order[2] as usize], 1, "the response shown third was ranked best");
     assert_eq!(ranks[order[0] as usize], 2);
     assert_eq!(ranks[order[1] as usize], 3);

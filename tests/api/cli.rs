@@ -100,8 +100,13 @@ async fn serve_starts_its_own_cluster_and_stops_it_cleanly_on_sigterm() {
     let data = dir.join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let serve = || {
-        Command::new(BIN).args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--data-dir", data.to_str().unwrap()])
-            .env_remove("DATABASE_URL").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+        Command::new(BIN)
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--data-dir", data.to_str().unwrap()])
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     };
     let http = reqwest::Client::new();
     let wait_healthy = || async {

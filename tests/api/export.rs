@@ -19,7 +19,9 @@ async fn judge_all(api: &Api, slug: &str, reverse: bool) -> usize {
         if reverse {
             ranking.reverse();
         }
-        let res = api.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": format!("k{n}"), "ranking": ranking})).await;
+        let res = api
+            .post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": format!("k{n}"), "ranking": ranking}))
+            .await;
         assert_eq!(res.status(), 201);
         n += 1;
     }
@@ -48,7 +50,23 @@ async fn an_export_is_an_immutable_snapshot_whose_download_matches_its_sha256() 
     assert_eq!(hex::encode(Sha256::digest(&body)), export["files"][0]["sha256"].as_str().unwrap());
     assert_eq!(body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(), 12);
     let row: Value = serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap()).unwrap();
-    for field in ["schema_version", "judgement_id", "prompt", "chosen", "rejected", "chosen_model", "rejected_model", "chosen_rank", "rejected_rank", "k", "tie", "weight", "labeller", "time_on_task_ms", "created_at"] {
+    for field in [
+        "schema_version",
+        "judgement_id",
+        "prompt",
+        "chosen",
+        "rejected",
+        "chosen_model",
+        "rejected_model",
+        "chosen_rank",
+        "rejected_rank",
+        "k",
+        "tie",
+        "weight",
+        "labeller",
+        "time_on_task_ms",
+        "created_at",
+    ] {
         assert!(row.get(field).is_some(), "comparisons rows carry {field}");
     }
     assert!(row["labeller"].as_str().unwrap().starts_with("L-"), "pseudonymous, not an email");
@@ -67,11 +85,17 @@ async fn preferences_are_split_by_prompt_and_ties_dropped_and_margins_added_on_r
     let mut n = 0;
     while let Some(task) = lead.next_task("alpha").await {
         let ids: Vec<Value> = task["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
-        let res = lead.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": format!("k{n}"), "ranking": [[ids[0], ids[1]], [ids[2]]]})).await;
+        let res = lead
+            .post(
+                &format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()),
+                &json!({"idempotency_key": format!("k{n}"), "ranking": [[ids[0], ids[1]], [ids[2]]]}),
+            )
+            .await;
         assert_eq!(res.status(), 201);
         n += 1;
     }
-    let export: Value = lead.post("/api/v1/projects/alpha/exports", &json!({"format": "preferences", "margin": true, "test_percent": 30})).await.json().await.unwrap();
+    let export: Value =
+        lead.post("/api/v1/projects/alpha/exports", &json!({"format": "preferences", "margin": true, "test_percent": 30})).await.json().await.unwrap();
     let id = export["id"].as_str().unwrap();
     let part = |p: &'static str| {
         let lead = lead.clone();
@@ -200,7 +224,10 @@ async fn a_test_share_above_90_percent_is_refused_naming_the_field() {
     assert_eq!(session.post_form("/projects/alpha/exports", &form).await.status(), 303);
     let listed: Value = lead.get("/api/v1/projects/alpha/exports").await.json().await.unwrap();
     let options = &listed["exports"][0]["options"];
-    assert_eq!((options["test_percent"].as_u64(), options["include_ties"].as_bool(), options["include_both_bad"].as_bool()), (Some(20), Some(true), Some(true)));
+    assert_eq!(
+        (options["test_percent"].as_u64(), options["include_ties"].as_bool(), options["include_both_bad"].as_bool()),
+        (Some(20), Some(true), Some(true))
+    );
 }
 
 #[tokio::test]
@@ -212,10 +239,13 @@ async fn an_sft_export_of_a_ranking_project_holds_the_response_each_judgement_ra
     // Ranked by text, reversed: "answer 2" is best; the last item's top two are tied.
     let mut n = 0;
     while let Some(task) = lead.next_task("alpha").await {
-        let mut rs: Vec<(String, Value)> = task["responses"].as_array().unwrap().iter().map(|r| (r["text"].as_str().unwrap().to_string(), r["id"].clone())).collect();
+        let mut rs: Vec<(String, Value)> =
+            task["responses"].as_array().unwrap().iter().map(|r| (r["text"].as_str().unwrap().to_string(), r["id"].clone())).collect();
         rs.sort_by(|a, b| b.0.cmp(&a.0));
         let ranking = if n == 3 { json!([[rs[0].1, rs[1].1], [rs[2].1]]) } else { json!([[rs[0].1], [rs[1].1], [rs[2].1]]) };
-        let res = lead.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": format!("k{n}"), "ranking": ranking})).await;
+        let res = lead
+            .post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": format!("k{n}"), "ranking": ranking}))
+            .await;
         assert_eq!(res.status(), 201);
         n += 1;
     }
@@ -338,7 +368,15 @@ async fn generated_responses_carry_their_provenance_into_the_comparisons_export_
     let res = session.get(&url).await;
     assert_eq!(res.status(), 200);
     let page = res.text().await.unwrap();
-    for shown in ["ab".repeat(32).as_str(), "temperature 0.7", "max_new_tokens 12", "seed 3", "/store/runs/p/attempt-1/model", "0190a1b2-0000-7000-8000-000000000001", "lab@example.org"] {
+    for shown in [
+        "ab".repeat(32).as_str(),
+        "temperature 0.7",
+        "max_new_tokens 12",
+        "seed 3",
+        "/store/runs/p/attempt-1/model",
+        "0190a1b2-0000-7000-8000-000000000001",
+        "lab@example.org",
+    ] {
         assert!(page.contains(shown), "the item page shows {shown}");
     }
     let escaped = |s: &str| page.contains(&s.replace('<', "&lt;").replace('>', "&gt;")) || page.contains(&s.replace('<', "&#60;").replace('>', "&#62;"));
@@ -362,7 +400,10 @@ async fn downloads_that_stop_reading_leave_the_api_answering() {
     // 40 imported pairs of 150 KB responses: a 12 MB export, more than socket buffers hold.
     let mut pairs = String::new();
     for i in 0..40 {
-        pairs.push_str(&json!({"prompt": format!("q{i}"), "chosen": format!("{i} {}", "a".repeat(150_000)), "rejected": format!("{i} {}", "b".repeat(150_000))}).to_string());
+        pairs.push_str(
+            &json!({"prompt": format!("q{i}"), "chosen": format!("{i} {}", "a".repeat(150_000)), "rejected": format!("{i} {}", "b".repeat(150_000))})
+                .to_string(),
+        );
         pairs.push('\n');
     }
     assert_eq!(lead.post_bytes("/api/v1/projects/big/items", pairs.into_bytes()).await.status(), 200);

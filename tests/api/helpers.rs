@@ -229,7 +229,8 @@ impl Api {
     /// Submits the task's responses ranked in the order shown.
     pub async fn submit_in_order(&self, task: &Value, key: &str) -> reqwest::Response {
         let ranking: Vec<Vec<Value>> = task["responses"].as_array().unwrap().iter().map(|r| vec![r["id"].clone()]).collect();
-        self.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &serde_json::json!({"idempotency_key": key, "ranking": ranking})).await
+        self.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &serde_json::json!({"idempotency_key": key, "ranking": ranking}))
+            .await
     }
 }
 

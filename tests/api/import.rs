@@ -54,11 +54,25 @@ async fn the_browser_upload_imports_a_file() {
     app.project("alpha", TaskKind::Ranking, 1).await;
     let s = app.login("boss@example.org", PASSWORD).await;
     let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(items_jsonl(7, 2, "up")).file_name("items.jsonl"));
-    let res = s.http.post(format!("{}/projects/alpha/import?csrf={}", s.addr, s.csrf)).header("Cookie", format!("__Host-rl_session={}", s.cookie)).multipart(form).send().await.unwrap();
+    let res = s
+        .http
+        .post(format!("{}/projects/alpha/import?csrf={}", s.addr, s.csrf))
+        .header("Cookie", format!("__Host-rl_session={}", s.cookie))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("imported 7 items"));
     let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(items_jsonl(1, 2, "x")).file_name("items.jsonl"));
-    let res = s.http.post(format!("{}/projects/alpha/import", s.addr)).header("Cookie", format!("__Host-rl_session={}", s.cookie)).multipart(form).send().await.unwrap();
+    let res = s
+        .http
+        .post(format!("{}/projects/alpha/import", s.addr))
+        .header("Cookie", format!("__Host-rl_session={}", s.cookie))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403, "no CSRF token, no import");
     assert_eq!(app.count("SELECT count(*) FROM items").await, 7);
 }

@@ -126,8 +126,13 @@ async fn an_invalid_ranking_is_a_400_that_says_why_and_stores_nothing() {
     let res = lead.post(&url, &json!({"idempotency_key": "k", "ranking": [[ids[2]], [ids[0]], [ids[1]]], "rating": 9})).await;
     assert_eq!(res.status(), 400);
     assert_eq!(app.count("SELECT count(*) FROM judgements").await, 0);
-    let res = lead.post(&url, &json!({"idempotency_key": "k", "ranking": [[ids[2]], [ids[0]], [ids[1]]], "rating": 6,
-        "flags": {ids[1].as_str().unwrap(): ["hallucination"]}, "comment": "fine"})).await;
+    let res = lead
+        .post(
+            &url,
+            &json!({"idempotency_key": "k", "ranking": [[ids[2]], [ids[0]], [ids[1]]], "rating": 6,
+        "flags": {ids[1].as_str().unwrap(): ["hallucination"]}, "comment": "fine"}),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     let ranks: Vec<i16> = sqlx::query_scalar("SELECT unnest(j.ranks) FROM judgements j").fetch_all(&app.pool).await.unwrap();
     let order: Vec<i32> = sqlx::query_scalar("SELECT unnest(display_order) FROM tasks").fetch_all(&app.pool).await.unwrap();
@@ -160,8 +165,12 @@ async fn pairwise_and_demonstration_judgements_store_their_kind_specific_fields(
     let lead = app.lead_with_items("pairs", TaskKind::Pairwise, 1, 1, 2).await;
     let task = lead.next_task("pairs").await.unwrap();
     let ids: Vec<Value> = task["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
-    let res = lead.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()),
-        &json!({"idempotency_key": "p", "ranking": [[ids[1]], [ids[0]]], "strength": 3, "both_bad": true})).await;
+    let res = lead
+        .post(
+            &format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()),
+            &json!({"idempotency_key": "p", "ranking": [[ids[1]], [ids[0]]], "strength": 3, "both_bad": true}),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     let (strength, both_bad): (i16, bool) = sqlx::query_as("SELECT strength, both_bad FROM judgements").fetch_one(&app.pool).await.unwrap();
     assert_eq!((strength, both_bad), (3, true));
@@ -207,7 +216,12 @@ async fn a_labeller_removed_from_the_project_can_no_longer_submit_a_task_they_ho
     let task = gone.next_task("alpha").await.unwrap();
     sqlx::query("DELETE FROM memberships m USING users u WHERE u.id = m.user_id AND u.email = 'gone@example.org'").execute(&app.pool).await.unwrap();
     // The server remembers the task's rules from the lease; the database still checks membership.
-    let res = gone.post(&format!("/api/v1/tasks/{}/judgement?next=1", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": "k", "ranking": task["responses"].as_array().unwrap().iter().map(|r| vec![r["id"].clone()]).collect::<Vec<_>>()})).await;
+    let res = gone
+        .post(
+            &format!("/api/v1/tasks/{}/judgement?next=1", task["task_id"].as_str().unwrap()),
+            &json!({"idempotency_key": "k", "ranking": task["responses"].as_array().unwrap().iter().map(|r| vec![r["id"].clone()]).collect::<Vec<_>>()}),
+        )
+        .await;
     assert_eq!(res.status(), 404);
     assert_eq!(gone.submit_in_order(&task, "k2").await.status(), 404);
     assert_eq!(app.count("SELECT count(*) FROM judgements").await, 0);
@@ -287,7 +301,11 @@ async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_a
     assert!(matches!(answers[0].0, Outcome::Stored(_)) != matches!(answers[24].0, Outcome::Stored(_)), "exactly one of the two was stored");
     assert_eq!(answers[25].0, Outcome::NotFound);
     assert_eq!(app.count("SELECT count(*) FROM judgements").await, 24);
-    assert_eq!(app.count("SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'leased' GROUP BY user_id HAVING count(*) > 1) x").await, 0, "one live lease each");
+    assert_eq!(
+        app.count("SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'leased' GROUP BY user_id HAVING count(*) > 1) x").await,
+        0,
+        "one live lease each"
+    );
     // The next leases kept the rules: no item over its overlap, nobody twice on an item.
     assert_eq!(app.count("SELECT count(*) FROM (SELECT item_id FROM tasks WHERE status <> 'skipped' GROUP BY item_id HAVING count(*) > 3) x").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM (SELECT 1 FROM tasks GROUP BY item_id, user_id HAVING count(*) > 1) x").await, 0);
@@ -295,7 +313,10 @@ async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_a
     // A lapsed lease in a batch comes back to be sent alone; through the queue it is then kept,
     // since nobody took its slot.
     let live: Vec<(rewardlab::domain::TaskId, rewardlab::domain::UserId)> =
-        sqlx::query_as("SELECT DISTINCT ON (user_id) id, user_id FROM tasks WHERE status = 'leased' ORDER BY user_id, leased_at DESC LIMIT 3").fetch_all(&app.pool).await.unwrap();
+        sqlx::query_as("SELECT DISTINCT ON (user_id) id, user_id FROM tasks WHERE status = 'leased' ORDER BY user_id, leased_at DESC LIMIT 3")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     sqlx::query("UPDATE tasks SET expires_at = now() - interval '1 minute' WHERE id = $1").bind(live[0].0).execute(&app.pool).await.unwrap();
     let lapsed = entry(live[0].0, live[0].1, 3, "second");
     let mut other = entry(live[1].0, live[1].1, 3, "second");

@@ -100,7 +100,15 @@ async fn a_type_error_in_a_body_names_its_field() {
     let (status, message) = error_message(lead.post(&url, &json!({"idempotency_key": "k", "ranking": [], "strength": 70000})).await).await;
     assert_eq!(status, 400);
     assert!(message.starts_with("strength: "), "{message}");
-    let res = app.http.post(format!("{}/api/v1/projects", app.addr)).bearer_auth(&lead.token).header("content-type", "application/json").body("{\"slug\": ").send().await.unwrap();
+    let res = app
+        .http
+        .post(format!("{}/api/v1/projects", app.addr))
+        .bearer_auth(&lead.token)
+        .header("content-type", "application/json")
+        .body("{\"slug\": ")
+        .send()
+        .await
+        .unwrap();
     let (status, message) = error_message(res).await;
     assert_eq!((status, message.starts_with("the JSON body is not valid")), (400, true), "{message}");
 }
@@ -160,21 +168,16 @@ async fn a_labellers_racing_next_calls_get_one_lease() {
     let ann = app.member("ann@example.org", "alpha", Role::Labeller).await;
     let ann_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'ann@example.org'").fetch_one(&app.pool).await.unwrap();
     let mut first = app.pool.begin().await.unwrap();
-    let held: Option<uuid::Uuid> = sqlx::query_scalar("SELECT task FROM rl_next_task('alpha', $1, gen_random_uuid())")
-        .bind(ann_id)
-        .fetch_one(&mut *first)
-        .await
-        .unwrap();
+    let held: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT task FROM rl_next_task('alpha', $1, gen_random_uuid())").bind(ann_id).fetch_one(&mut *first).await.unwrap();
     let racing = tokio::spawn({
         let ann = ann.clone();
         async move { ann.next_task("alpha").await.unwrap() }
     });
     // Commit only once the racing call is waiting for the labeller's lock, or has answered.
     loop {
-        let waiting: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let waiting: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)").fetch_one(&app.pool).await.unwrap();
         if waiting || racing.is_finished() {
             break;
         }
@@ -188,10 +191,12 @@ async fn a_labellers_racing_next_calls_get_one_lease() {
     // And in storms of simultaneous calls, every labeller holds one live lease.
     for round in 0..10 {
         let api = app.member(&format!("storm{round}@example.org"), "alpha", Role::Labeller).await;
-        let calls: Vec<_> = (0..6).map(|_| {
-            let api = api.clone();
-            tokio::spawn(async move { api.next_task("alpha").await.map(|t| t["task_id"].as_str().unwrap().to_string()) })
-        }).collect();
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let api = api.clone();
+                tokio::spawn(async move { api.next_task("alpha").await.map(|t| t["task_id"].as_str().unwrap().to_string()) })
+            })
+            .collect();
         let mut ids = std::collections::HashSet::new();
         for c in calls {
             ids.insert(c.await.unwrap());
@@ -202,7 +207,8 @@ async fn a_labellers_racing_next_calls_get_one_lease() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_submission_with_next_and_a_racing_next_call_leave_one_live_lease() {    let app = spawn_app().await;
+async fn a_submission_with_next_and_a_racing_next_call_leave_one_live_lease() {
+    let app = spawn_app().await;
     let lead = app.lead_with_items("alpha", TaskKind::Ranking, 1, 3, 2).await;
     let task = lead.next_task("alpha").await.unwrap();
     let ids: Vec<Value> = task["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
@@ -297,7 +303,8 @@ async fn importing_a_gigabyte_line_takes_bounded_memory() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("line 1: longer than 11 MiB"), "{stderr}");
-    let peak: u64 = stderr.split("peak memory ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("the import reports its peak memory");
+    let peak: u64 =
+        stderr.split("peak memory ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("the import reports its peak memory");
     assert!(peak < 100, "peak memory {peak} MiB");
     assert_eq!(app.count("SELECT count(*) FROM items").await, 0);
     let _ = std::fs::remove_dir_all(&dir);

@@ -62,7 +62,9 @@ impl Drop for Worker {
     }
 }
 
-const WORDS: [&str; 16] = ["river", "stone", "cloud", "paper", "garden", "window", "silver", "orange", "market", "engine", "forest", "candle", "bridge", "winter", "letter", "planet"];
+const WORDS: [&str; 16] = [
+    "river", "stone", "cloud", "paper", "garden", "window", "silver", "orange", "market", "engine", "forest", "candle", "bridge", "winter", "letter", "planet",
+];
 
 /// A deterministic stream of words.
 fn words(seed: &mut u64, n: usize) -> String {
@@ -100,14 +102,20 @@ async fn judge_all(app: &TestApp, who: &Api, slug: &str, prefer: impl Fn(&str, &
         let mut better = Vec::new();
         for r in &order {
             let id: uuid::Uuid = r["id"].as_str().unwrap().parse().unwrap();
-            let (model, text): (String, String) = sqlx::query_as("SELECT model, text FROM responses WHERE id = $1").bind(id).fetch_one(&app.pool).await.unwrap();
+            let (model, text): (String, String) =
+                sqlx::query_as("SELECT model, text FROM responses WHERE id = $1").bind(id).fetch_one(&app.pool).await.unwrap();
             better.push(prefer(&model, &text));
         }
         if !better[0] && better.get(1) == Some(&true) {
             order.swap(0, 1);
         }
         let ranking: Vec<Vec<Value>> = order.iter().map(|r| vec![r["id"].clone()]).collect();
-        let res = who.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": format!("k{n}-{}", task["task_id"]), "ranking": ranking})).await;
+        let res = who
+            .post(
+                &format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()),
+                &json!({"idempotency_key": format!("k{n}-{}", task["task_id"]), "ranking": ranking}),
+            )
+            .await;
         assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
         n += 1;
     }
@@ -129,7 +137,8 @@ async fn wait_final(app: &TestApp, api: &Api, id: &str, limit: Duration) -> Valu
             return run;
         }
         if started.elapsed() > limit {
-            let log: Vec<String> = sqlx::query_scalar("SELECT line FROM run_logs WHERE run_id = $1::uuid ORDER BY id").bind(id).fetch_all(&app.pool).await.unwrap();
+            let log: Vec<String> =
+                sqlx::query_scalar("SELECT line FROM run_logs WHERE run_id = $1::uuid ORDER BY id").bind(id).fetch_all(&app.pool).await.unwrap();
             panic!("run {id} still {} after {limit:?}; log:\n{}", run["status"], log.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -206,7 +215,8 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
     assert_eq!(app.count("SELECT count(*) FROM runs WHERE schedule_id IS NOT NULL").await, 3);
     assert!(rewardlab::jobs::schedule::tick(&app.pool).await.unwrap().is_empty(), "the threshold counts from the last firing");
 
-    let ids: Vec<(uuid::Uuid, String)> = sqlx::query_as("SELECT id, kind::text FROM runs WHERE schedule_id IS NOT NULL ORDER BY seq").fetch_all(&app.pool).await.unwrap();
+    let ids: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, kind::text FROM runs WHERE schedule_id IS NOT NULL ORDER BY seq").fetch_all(&app.pool).await.unwrap();
     let id = |k: &str| ids.iter().find(|(_, kind)| kind == k).unwrap().0.to_string();
     for k in ["rm", "ppo", "generate"] {
         let run = wait_final(&app, &lead, &id(k), Duration::from_secs(300)).await;
@@ -223,16 +233,26 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
     assert!(ppo["metrics"]["iteration.kl"].is_number() && ppo["metrics"]["iteration.score"].is_number(), "{ppo}");
     assert_eq!(ppo["input"]["resolved"]["reward_model"]["run"], id("rm"), "PPO used the chain's reward model");
     assert_eq!(ppo["input"]["resolved"]["policy"]["run"], sft_id.as_str(), "…and the project's SFT policy");
-    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM run_metrics WHERE run_id = $1::uuid AND event = 'iteration'").bind(id("ppo")).fetch_one(&app.pool).await.unwrap();
+    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM run_metrics WHERE run_id = $1::uuid AND event = 'iteration'")
+        .bind(id("ppo"))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(steps, 3);
     assert!(PathBuf::from(ppo["model_dir"].as_str().unwrap()).join("model.safetensors").exists());
 
     // The generated responses are new labelling tasks, with their provenance.
-    let gen: Vec<(String, Value, i32)> = sqlx::query_as("SELECT external_id, metadata, n_responses FROM items WHERE external_id LIKE 'gen-%' ORDER BY seq").fetch_all(&app.pool).await.unwrap();
+    let gen: Vec<(String, Value, i32)> =
+        sqlx::query_as("SELECT external_id, metadata, n_responses FROM items WHERE external_id LIKE 'gen-%' ORDER BY seq").fetch_all(&app.pool).await.unwrap();
     assert_eq!(gen.len(), 10);
     assert!(gen.iter().all(|(_, m, n)| m["generated_by_run"] == id("generate").as_str() && m["policy_run"] == id("ppo").as_str() && *n == 2));
     let label = format!("ppo-{}", &id("ppo").replace('-', "")[..8]);
-    let (meta,): (Value,) = sqlx::query_as("SELECT r.metadata FROM responses r JOIN items i ON i.id = r.item_id WHERE i.external_id LIKE 'gen-%' AND r.model = $1 LIMIT 1").bind(&label).fetch_one(&app.pool).await.unwrap();
+    let (meta,): (Value,) =
+        sqlx::query_as("SELECT r.metadata FROM responses r JOIN items i ON i.id = r.item_id WHERE i.external_id LIKE 'gen-%' AND r.model = $1 LIMIT 1")
+            .bind(&label)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(meta["run_id"], id("ppo").as_str());
     assert_eq!(meta["generate_run"], id("generate").as_str());
     assert_eq!(meta["temperature"], 0.7);
@@ -323,11 +343,18 @@ async fn a_sigkilled_worker_s_run_is_resumed_by_another_and_racing_workers_never
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     a.kill();
-    let steps_a: i64 = sqlx::query_scalar("SELECT count(*) FROM run_metrics WHERE run_id = $1::uuid AND fence = 1 AND event = 'step'").bind(&id).fetch_one(&app.pool).await.unwrap();
+    let steps_a: i64 = sqlx::query_scalar("SELECT count(*) FROM run_metrics WHERE run_id = $1::uuid AND fence = 1 AND event = 'step'")
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(run_json(&lead, &id).await["status"], "running", "the run is still leased to the dead worker");
     // The trainer died with its worker (PR_SET_PDEATHSIG): nothing writes to attempt 1 anymore.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let alive = std::fs::read_dir("/proc").unwrap().filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok()).any(|c| String::from_utf8_lossy(&c).contains(&format!("{id}/attempt-1")));
+    let alive = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).contains(&format!("{id}/attempt-1")));
     assert!(!alive, "worker A's trainer outlived it");
 
     let b = Worker::start(&app, &store, "worker-b", 3.0);
@@ -339,7 +366,11 @@ async fn a_sigkilled_worker_s_run_is_resumed_by_another_and_racing_workers_never
     let log = log_of(&app, &id).await;
     assert!(log.contains("[worker] resuming from") && log.contains("on worker-a") && log.contains("on worker-b"), "{log}");
     // Attempt 2 continued after the checkpoint instead of starting again.
-    let first_b: i64 = sqlx::query_scalar("SELECT min(step) FROM run_metrics WHERE run_id = $1::uuid AND fence = 2 AND event = 'step'").bind(&id).fetch_one(&app.pool).await.unwrap();
+    let first_b: i64 = sqlx::query_scalar("SELECT min(step) FROM run_metrics WHERE run_id = $1::uuid AND fence = 2 AND event = 'step'")
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert!(first_b > 5, "attempt 2 started at step {first_b} (A had reported {steps_a}): it resumed, it did not start over");
     assert!(PathBuf::from(run["model_dir"].as_str().unwrap()).ends_with("attempt-2/model"));
     drop(b);
@@ -357,7 +388,13 @@ async fn a_sigkilled_worker_s_run_is_resumed_by_another_and_racing_workers_never
     assert_eq!(run["export_id"], export["id"]);
     let replayed = store.join("runs").join(&race).join("input").join(format!("comparisons-{}-all.jsonl", export["id"].as_str().unwrap()));
     assert_eq!(std::fs::read_to_string(replayed).unwrap().lines().count() as u64, export["files"][0]["rows"].as_u64().unwrap());
-    assert_eq!(std::fs::read_dir(store.join("runs").join(&race)).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().starts_with("attempt-")).count(), 1);
+    assert_eq!(
+        std::fs::read_dir(store.join("runs").join(&race))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().starts_with("attempt-"))
+            .count(),
+        1
+    );
     drop((w1, w2));
 
     // Claims and fencing at the database: eight concurrent claims of one run, one winner; a
@@ -403,12 +440,19 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
     let store = scratch("store");
 
     // A schedule whose reward model cannot be built (n_embd 32 is not a multiple of 3 heads).
-    let res = lead.post("/api/v1/projects/fail/schedules", &json!({"min_new_comparisons": 10,
-        "chain": [{"kind": "rm", "config": tiny(json!({"n_head": 3}))}, {"kind": "sft"}]})).await;
+    let res = lead
+        .post(
+            "/api/v1/projects/fail/schedules",
+            &json!({"min_new_comparisons": 10,
+        "chain": [{"kind": "rm", "config": tiny(json!({"n_head": 3}))}, {"kind": "sft"}]}),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     // No judgements yet: the export is empty, and the run fails with a clear message.
     let mut seed = 5u64;
-    let pairs: String = (0..40).map(|i| format!("{}\n", json!({"prompt": format!("P{i} {}", words(&mut seed, 3)), "chosen": words(&mut seed, 4), "rejected": words(&mut seed, 4)}))).collect();
+    let pairs: String = (0..40)
+        .map(|i| format!("{}\n", json!({"prompt": format!("P{i} {}", words(&mut seed, 3)), "chosen": words(&mut seed, 4), "rejected": words(&mut seed, 4)})))
+        .collect();
     let res = lead.post("/api/v1/projects/fail/runs", &json!({"kind": "sft"})).await;
     let early = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     assert_eq!(stranger.get(&format!("/api/v1/runs/{early}")).await.status(), 404, "another project's lead sees nothing");
@@ -425,7 +469,8 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
     for first in fired {
         let run = wait_final(&app, &lead, &first.to_string(), Duration::from_secs(60)).await;
         assert_eq!(run["status"], "failed", "{run}");
-        let next: (String, Option<String>) = sqlx::query_as("SELECT status::text, error FROM runs WHERE after_run = $1").bind(first).fetch_one(&app.pool).await.unwrap();
+        let next: (String, Option<String>) =
+            sqlx::query_as("SELECT status::text, error FROM runs WHERE after_run = $1").bind(first).fetch_one(&app.pool).await.unwrap();
         assert_eq!(next.0, "cancelled");
         assert!(next.1.unwrap().contains("chain failed"));
     }
@@ -487,7 +532,11 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
     assert_eq!(res.status(), 303);
     assert_eq!(run_json(&lead, &long).await["status"], "cancelled");
     let started = Instant::now();
-    while std::fs::read_dir("/proc").unwrap().filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok()).any(|c| String::from_utf8_lossy(&c).contains(&long)) {
+    while std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).contains(&long))
+    {
         assert!(started.elapsed() < Duration::from_secs(30), "the cancelled run's trainer is still running");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -532,7 +581,8 @@ fn every_run_parameter_is_a_flag_of_its_trainer_command_with_the_same_default() 
                 }
                 d => {
                     let shown = d.as_str().map(str::to_string).unwrap_or_else(|| d.to_string());
-                    let trainer_default = block.split("[default: ").nth(1).and_then(|s| s.split(']').next()).unwrap_or_else(|| panic!("{flag}: no default shown:\n{block}"));
+                    let trainer_default =
+                        block.split("[default: ").nth(1).and_then(|s| s.split(']').next()).unwrap_or_else(|| panic!("{flag}: no default shown:\n{block}"));
                     let same = trainer_default == shown || trainer_default.parse::<f64>().ok() == shown.parse::<f64>().ok();
                     assert!(same, "{} {flag}: trainer default {trainer_default}, platform default {shown}", kind.as_str());
                 }
@@ -544,7 +594,12 @@ fn every_run_parameter_is_a_flag_of_its_trainer_command_with_the_same_default() 
 /// `n` preference pairs, imported with their human choice: one comparison each.
 fn pairs(tag: &str, n: usize) -> Vec<u8> {
     let mut seed = n as u64;
-    (0..n).map(|i| format!("{}\n", json!({"prompt": format!("{tag}{i} {}?", words(&mut seed, 3)), "chosen": words(&mut seed, 4), "rejected": words(&mut seed, 4)}))).collect::<String>().into_bytes()
+    (0..n)
+        .map(|i| {
+            format!("{}\n", json!({"prompt": format!("{tag}{i} {}?", words(&mut seed, 3)), "chosen": words(&mut seed, 4), "rejected": words(&mut seed, 4)}))
+        })
+        .collect::<String>()
+        .into_bytes()
 }
 
 async fn error_of(res: reqwest::Response) -> (u16, String) {
@@ -594,7 +649,8 @@ async fn a_schedule_fires_again_only_once_every_run_of_its_previous_chain_has_fi
     sqlx::query("UPDATE schedules SET next_fire_at = now() - interval '1 second' WHERE id = $1").bind(cron).execute(&app.pool).await.unwrap();
     assert!(tick().await.unwrap().is_empty(), "its rm run is still queued");
     assert_eq!(app.count(&format!("SELECT count(*) FROM runs WHERE schedule_id = '{cron}'")).await, 1);
-    let next: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT next_fire_at FROM schedules WHERE id = $1").bind(cron).fetch_one(&app.pool).await.unwrap();
+    let next: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT next_fire_at FROM schedules WHERE id = $1").bind(cron).fetch_one(&app.pool).await.unwrap();
     assert!(next > chrono::Utc::now(), "moved on to the next occurrence: {next}");
 }
 
@@ -726,7 +782,12 @@ async fn a_lead_can_neither_train_on_nor_download_another_project_s_models() {
     let a_rel = format!("runs/{a_id}/attempt-1/model");
     std::fs::create_dir_all(store.join(&a_rel)).unwrap();
     std::fs::write(store.join(&a_rel).join("config.json"), r#"{"secret": "alpha's"}"#).unwrap();
-    sqlx::query("UPDATE runs SET status = 'succeeded', model_dir = $2 WHERE id = $1::uuid").bind(&a_id).bind(store.join(&a_rel).display().to_string()).execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE runs SET status = 'succeeded', model_dir = $2 WHERE id = $1::uuid")
+        .bind(&a_id)
+        .bind(store.join(&a_rel).display().to_string())
+        .execute(&app.pool)
+        .await
+        .unwrap();
 
     // B's lead names it every way a run can.
     let b_runs = "/api/v1/projects/beta/runs";
@@ -787,7 +848,12 @@ async fn a_lead_can_neither_train_on_nor_download_another_project_s_models() {
     assert_eq!(session_a.get(&format!("/projects/alpha/runs/{a_id}/files/config.json")).await.status(), 200);
     let session_b = app.login("b@example.org", PASSWORD).await;
     assert_eq!(session_b.get(&format!("/projects/alpha/runs/{a_id}/files/config.json")).await.status(), 404);
-    sqlx::query("UPDATE runs SET status = 'succeeded', model_dir = $2 WHERE id = $1").bind(sneaked).bind(store.join(&a_rel).display().to_string()).execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE runs SET status = 'succeeded', model_dir = $2 WHERE id = $1")
+        .bind(sneaked)
+        .bind(store.join(&a_rel).display().to_string())
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let res = session_b.get(&format!("/projects/beta/runs/{sneaked}/files/config.json")).await;
     assert_eq!(res.status(), 404);
     assert!(!session_b.get(&format!("/projects/beta/runs/{sneaked}")).await.text().await.unwrap().contains("config.json"), "not listed either");

@@ -55,9 +55,22 @@ impl Browser {
         let download_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("downloads-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&download_dir).unwrap();
         let profile = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chrome-{}", uuid::Uuid::new_v4().simple()));
-        let mut args: Vec<String> = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,1000"]
-            .iter().chain(extra_args).map(|a| a.to_string()).collect();
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1000",
+        ]
+        .iter()
+        .chain(extra_args)
+        .map(|a| a.to_string())
+        .collect();
         args.push(format!("--user-data-dir={}", profile.display()));
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
@@ -105,7 +118,16 @@ impl Browser {
     /// Waits up to 10 s for an element matching `css`.
     pub async fn find(&self, css: &str) -> String {
         for _ in 0..100 {
-            let res: Value = self.http.post(format!("{}/element", self.base)).json(&json!({"using": "css selector", "value": css})).send().await.unwrap().json().await.unwrap();
+            let res: Value = self
+                .http
+                .post(format!("{}/element", self.base))
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if let Some(id) = res["value"][ELEMENT].as_str() {
                 return id.to_string();
             }

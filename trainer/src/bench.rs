@@ -54,17 +54,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     init_weights(&params, &cfg, 0)?;
     let mut rng = Rng::new(1);
     let examples: Vec<RankingEx> = (0..PAIRS)
-        .map(|_| RankingEx {
-            seqs: (0..2).map(|_| (0..SEQ).map(|_| rng.below(VOCAB) as u32).collect()).collect(),
-            ranks: vec![1, 2],
-            margin: 0.0,
-        })
+        .map(|_| RankingEx { seqs: (0..2).map(|_| (0..SEQ).map(|_| rng.below(VOCAB) as u32).collect()).collect(), ranks: vec![1, 2], margin: 0.0 })
         .collect();
     let batch: Vec<&RankingEx> = examples.iter().collect();
     let task = RewardTask { model: &model, device: device.clone(), pad: 0, centring: 0.0 };
     let mut opt = AdamW::new(params.clone(), AdamWConfig::default())?;
     let threads = candle_core::utils::get_num_threads();
-    eprintln!("candle: {} parameters, {PAIRS} pairs × 2 × {SEQ} tokens a step, {threads} threads, {device:?}", params.iter().map(|(_, v)| v.elem_count()).sum::<usize>());
+    eprintln!(
+        "candle: {} parameters, {PAIRS} pairs × 2 × {SEQ} tokens a step, {threads} threads, {device:?}",
+        params.iter().map(|(_, v)| v.elem_count()).sum::<usize>()
+    );
     let (mut fwd, mut bwd, mut upd, mut step) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..args.steps + 2 {
         let t0 = Instant::now();
@@ -124,7 +123,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     println!("{}", torch);
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!("\n| per step ({threads} threads) | candle | PyTorch | candle / PyTorch |\n| --- | ---: | ---: | ---: |");
-    for (label, key) in [("train step ms", "ms_per_step"), ("forward ms", "forward_ms"), ("backward ms", "backward_ms"), ("optimizer ms", "optimizer_ms"), ("scoring ms (32 × 128 tokens)", "score_ms_per_batch")] {
+    for (label, key) in [
+        ("train step ms", "ms_per_step"),
+        ("forward ms", "forward_ms"),
+        ("backward ms", "backward_ms"),
+        ("optimizer ms", "optimizer_ms"),
+        ("scoring ms (32 × 128 tokens)", "score_ms_per_batch"),
+    ] {
         println!("| {label} | {:.1} | {:.1} | {:.2}× |", f(&ours, key), f(&torch, key), f(&ours, key) / f(&torch, key));
     }
     println!("| train tokens/s | {:.0} | {:.0} | |", f(&ours, "tokens_per_s"), f(&torch, "tokens_per_s"));
@@ -178,11 +183,33 @@ fn ppo_bench(args: &BenchArgs, device: &candle_core::Device) -> Result<()> {
     // One PPO iteration through the command itself.
     let metrics = dir.join("metrics.jsonl");
     let ppo_args = crate::ppo::PpoArgs {
-        policy: dir.join("policy"), reward_model: dir.join("rm"), prompts: dir.join("prompts.jsonl"), out: dir.join("out"),
-        iterations: 1, batch_size: 64, mini_batch_size: 8, ppo_epochs: 4, kl_coef: 0.05, target_kl: None, kl_horizon: 10_000.0,
-        max_new_tokens: 64, temperature: 0.7, missing_eos_penalty: None, cliprange: 0.2, cliprange_value: 0.2, vf_coef: 0.1,
-        gamma: 1.0, lam: 0.95, lr: 3e-6, max_grad_norm: 1.0, seed: 0, save_every: 0,
-        metrics: Some(metrics.display().to_string()), resume: None, stop_after: None, device: args.device,
+        policy: dir.join("policy"),
+        reward_model: dir.join("rm"),
+        prompts: dir.join("prompts.jsonl"),
+        out: dir.join("out"),
+        iterations: 1,
+        batch_size: 64,
+        mini_batch_size: 8,
+        ppo_epochs: 4,
+        kl_coef: 0.05,
+        target_kl: None,
+        kl_horizon: 10_000.0,
+        max_new_tokens: 64,
+        temperature: 0.7,
+        missing_eos_penalty: None,
+        cliprange: 0.2,
+        cliprange_value: 0.2,
+        vf_coef: 0.1,
+        gamma: 1.0,
+        lam: 0.95,
+        lr: 3e-6,
+        max_grad_norm: 1.0,
+        seed: 0,
+        save_every: 0,
+        metrics: Some(metrics.display().to_string()),
+        resume: None,
+        stop_after: None,
+        device: args.device,
     };
     let t0 = Instant::now();
     crate::ppo::run(&ppo_args)?;
@@ -199,12 +226,17 @@ fn ppo_bench(args: &BenchArgs, device: &candle_core::Device) -> Result<()> {
     });
     println!("{report}");
     println!("\n| one PPO iteration (64 prompts × 64 new tokens, {} threads) | seconds |\n| --- | ---: |", candle_core::utils::get_num_threads());
-    for (label, key) in [("generation", "generate_s"), ("scoring", "score_s"), ("optimisation (4 epochs)", "optimise_s"), ("whole iteration", "ppo_iteration_s")] {
+    for (label, key) in
+        [("generation", "generate_s"), ("scoring", "score_s"), ("optimisation (4 epochs)", "optimise_s"), ("whole iteration", "ppo_iteration_s")]
+    {
         println!("| {label} | {:.2} |", f(&report[key]));
     }
-    println!("\ngeneration: {:.0} tokens/s with the KV cache, {:.0} tokens/s without ({:.1}×)",
-        f(&report["generation_tokens_per_s_kv_cache"]), f(&report["generation_tokens_per_s_no_cache"]),
-        f(&report["generation_tokens_per_s_kv_cache"]) / f(&report["generation_tokens_per_s_no_cache"]));
+    println!(
+        "\ngeneration: {:.0} tokens/s with the KV cache, {:.0} tokens/s without ({:.1}×)",
+        f(&report["generation_tokens_per_s_kv_cache"]),
+        f(&report["generation_tokens_per_s_no_cache"]),
+        f(&report["generation_tokens_per_s_kv_cache"]) / f(&report["generation_tokens_per_s_no_cache"])
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -16,12 +16,36 @@ const TRANS: c_int = 112;
 #[link(name = "openblas")]
 extern "C" {
     fn cblas_sgemm(
-        layout: c_int, transa: c_int, transb: c_int, m: c_int, n: c_int, k: c_int, alpha: f32, a: *const f32, lda: c_int,
-        b: *const f32, ldb: c_int, beta: f32, c: *mut f32, ldc: c_int,
+        layout: c_int,
+        transa: c_int,
+        transb: c_int,
+        m: c_int,
+        n: c_int,
+        k: c_int,
+        alpha: f32,
+        a: *const f32,
+        lda: c_int,
+        b: *const f32,
+        ldb: c_int,
+        beta: f32,
+        c: *mut f32,
+        ldc: c_int,
     );
     fn cblas_dgemm(
-        layout: c_int, transa: c_int, transb: c_int, m: c_int, n: c_int, k: c_int, alpha: f64, a: *const f64, lda: c_int,
-        b: *const f64, ldb: c_int, beta: f64, c: *mut f64, ldc: c_int,
+        layout: c_int,
+        transa: c_int,
+        transb: c_int,
+        m: c_int,
+        n: c_int,
+        k: c_int,
+        alpha: f64,
+        a: *const f64,
+        lda: c_int,
+        b: *const f64,
+        ldb: c_int,
+        beta: f64,
+        c: *mut f64,
+        ldc: c_int,
     );
 }
 
@@ -76,9 +100,7 @@ impl Gemm for f32 {
         // SAFETY: `block` checked that `a` is the whole m×k matrix (so rows r0..r0+rows of op(a),
         // read from offset `off` with leading dimension `lda`, lie inside it), `b` the whole
         // k×n matrix and `c` exactly `rows` rows of n; `c` is a unique borrow.
-        unsafe {
-            cblas_sgemm(ROW_MAJOR, t(ta), t(tb), rows, ni, ki, 1.0, a.as_ptr().add(off), lda, b.as_ptr(), ldb, 0.0, c.as_mut_ptr(), ni.max(1))
-        }
+        unsafe { cblas_sgemm(ROW_MAJOR, t(ta), t(tb), rows, ni, ki, 1.0, a.as_ptr().add(off), lda, b.as_ptr(), ldb, 0.0, c.as_mut_ptr(), ni.max(1)) }
     }
 }
 
@@ -87,8 +109,6 @@ impl Gemm for f64 {
         let (rows, ni, ki, lda, ldb, off) = block(ta, tb, m, n, k, r0, (a.len(), b.len(), c.len()));
         let t = |x: bool| if x { TRANS } else { NO_TRANS };
         // SAFETY: as for f32 above.
-        unsafe {
-            cblas_dgemm(ROW_MAJOR, t(ta), t(tb), rows, ni, ki, 1.0, a.as_ptr().add(off), lda, b.as_ptr(), ldb, 0.0, c.as_mut_ptr(), ni.max(1))
-        }
+        unsafe { cblas_dgemm(ROW_MAJOR, t(ta), t(tb), rows, ni, ki, 1.0, a.as_ptr().add(off), lda, b.as_ptr(), ldb, 0.0, c.as_mut_ptr(), ni.max(1)) }
     }
 }

@@ -92,8 +92,7 @@ pub fn commit_checkpoint(root: &Path, name: &str, keep: usize, write: impl FnOnc
     sync_dir(root)?;
     write_atomic(&dir.join(MARKER), b"")?;
     sync_dir(&dir)?;
-    let mut complete: Vec<std::path::PathBuf> =
-        std::fs::read_dir(root)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join(MARKER).exists()).collect();
+    let mut complete: Vec<std::path::PathBuf> = std::fs::read_dir(root)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join(MARKER).exists()).collect();
     complete.sort();
     for old in &complete[..complete.len().saturating_sub(keep.max(1))] {
         std::fs::remove_dir_all(old).with_context(|| format!("cannot remove {}", old.display()))?;
@@ -166,8 +165,7 @@ pub struct LoadedReward {
 /// Loads a reward model directory (ours or Hugging Face's) as frozen tensors on `device`.
 pub fn load_reward_model(dir: &Path, device: &Device) -> Result<LoadedReward> {
     let (cfg, raw) = read_config(dir)?;
-    let bytes = std::fs::read(dir.join("model.safetensors"))
-        .with_context(|| format!("cannot read {}", dir.join("model.safetensors").display()))?;
+    let bytes = std::fs::read(dir.join("model.safetensors")).with_context(|| format!("cannot read {}", dir.join("model.safetensors").display()))?;
     let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)?;
     let model = RewardModel::new(&cfg, vb).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
     let bias = raw.pointer("/rewardlab/reward_bias").and_then(Value::as_f64).unwrap_or(0.0);

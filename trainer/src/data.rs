@@ -65,10 +65,7 @@ pub enum ScoreRow {
 /// neither side has whitespace at the joint, as where the platform split `…Assistant:` from
 /// its response, so an HH dialogue comes back exactly as it was written.
 pub fn join(prompt: &str, response: &str) -> String {
-    let gap = !prompt.is_empty()
-        && !response.is_empty()
-        && !prompt.ends_with(char::is_whitespace)
-        && !response.starts_with(char::is_whitespace);
+    let gap = !prompt.is_empty() && !response.is_empty() && !prompt.ends_with(char::is_whitespace) && !response.starts_with(char::is_whitespace);
     let mut text = String::with_capacity(prompt.len() + response.len() + 1);
     text.push_str(prompt);
     if gap {
@@ -116,9 +113,7 @@ fn render_turns(turns: &[Value]) -> Result<String> {
     for (i, turn) in turns.iter().enumerate() {
         let role = turn.get("role").and_then(Value::as_str);
         let content = turn.get("content").and_then(Value::as_str);
-        let (Some(role), Some(content)) = (role, content) else {
-            bail!("turn {i}: expected {{\"role\": string, \"content\": string}}")
-        };
+        let (Some(role), Some(content)) = (role, content) else { bail!("turn {i}: expected {{\"role\": string, \"content\": string}}") };
         let speaker = if role == "assistant" { "Assistant" } else { "Human" };
         out.push_str(&format!("\n\n{speaker}: {content}"));
     }
@@ -146,9 +141,8 @@ fn preference(obj: &Map<String, Value>) -> Result<(String, String, String)> {
     if obj.contains_key("prompt") {
         return Ok((text(obj, "prompt")?, chosen, rejected));
     }
-    split_dialogues(&chosen, &rejected).ok_or_else(|| {
-        anyhow!("no \"prompt\" field, and \"chosen\"/\"rejected\" share no \"\\n\\nAssistant:\" turn to split the prompt at")
-    })
+    split_dialogues(&chosen, &rejected)
+        .ok_or_else(|| anyhow!("no \"prompt\" field, and \"chosen\"/\"rejected\" share no \"\\n\\nAssistant:\" turn to split the prompt at"))
 }
 
 fn item(obj: &Map<String, Value>) -> Result<(String, Vec<String>)> {
@@ -159,9 +153,11 @@ fn item(obj: &Map<String, Value>) -> Result<(String, Vec<String>)> {
         .enumerate()
         .map(|(i, r)| match r {
             Value::String(s) => Ok(s.clone()),
-            _ => r.get("text").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
-                anyhow!("field \"responses\", entry {i}: expected a string or {{\"text\": string}}")
-            }),
+            _ => r
+                .get("text")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("field \"responses\", entry {i}: expected a string or {{\"text\": string}}")),
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((prompt, responses))
@@ -191,8 +187,8 @@ pub fn read_rankings(paths: &[PathBuf]) -> Result<Vec<Ranking>> {
                 out.push(Ranking { prompt, responses: vec![chosen, rejected], ranks: vec![1, 2], margin });
             } else if obj.contains_key("responses") && obj.contains_key("ranks") {
                 let (prompt, responses) = item(&obj).map_err(at)?;
-                let ranks: Vec<i16> = serde_json::from_value(obj["ranks"].clone())
-                    .map_err(|_| at(anyhow!("field \"ranks\": expected a list of small integers")))?;
+                let ranks: Vec<i16> =
+                    serde_json::from_value(obj["ranks"].clone()).map_err(|_| at(anyhow!("field \"ranks\": expected a list of small integers")))?;
                 if ranks.len() != responses.len() {
                     return Err(at(anyhow!("field \"ranks\": {} ranks for {} responses", ranks.len(), responses.len())));
                 }
@@ -208,14 +204,9 @@ pub fn read_rankings(paths: &[PathBuf]) -> Result<Vec<Ranking>> {
     Ok(out)
 }
 
-fn comparison_row(
-    obj: &Map<String, Value>,
-    groups: &mut HashMap<String, (usize, Vec<String>)>,
-    out: &mut Vec<Ranking>,
-) -> Result<()> {
+fn comparison_row(obj: &Map<String, Value>, groups: &mut HashMap<String, (usize, Vec<String>)>, out: &mut Vec<Ranking>) -> Result<()> {
     let str_field = |f: &str| obj.get(f).and_then(Value::as_str).ok_or_else(|| anyhow!("field \"{f}\": expected a string"));
-    let rank_field =
-        |f: &str| obj.get(f).and_then(Value::as_i64).ok_or_else(|| anyhow!("field \"{f}\": expected an integer"));
+    let rank_field = |f: &str| obj.get(f).and_then(Value::as_i64).ok_or_else(|| anyhow!("field \"{f}\": expected an integer"));
     let judgement = str_field("judgement_id")?;
     let prompt = text(obj, "prompt")?;
     let (index, ids) = groups.entry(judgement.to_string()).or_insert_with(|| {
@@ -379,7 +370,8 @@ mod tests {
 
     #[test]
     fn a_malformed_line_names_file_line_and_field() {
-        let path = file("bad.jsonl", "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\"}\n\n{\"prompt\": \"p\", \"chosen\": 3, \"rejected\": \"b\"}\n");
+        let path =
+            file("bad.jsonl", "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\"}\n\n{\"prompt\": \"p\", \"chosen\": 3, \"rejected\": \"b\"}\n");
         let e = format!("{:#}", read_rankings(std::slice::from_ref(&path)).unwrap_err());
         assert!(e.contains("bad.jsonl:3") && e.contains("\"chosen\""), "{e}");
         let e = format!("{:#}", read_demonstrations(&[file("d.jsonl", "{\"prompt\": \"p\"}\nnot json")]).unwrap_err());

@@ -3,7 +3,6 @@
 //! (rankings expand into their pairs); implicit-reward accuracy and margin on a prompt-split
 //! validation set.
 
-
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use serde_json::json;
@@ -112,11 +111,7 @@ fn with_reference(reference: &LmModel, pairs: Vec<(DemoEx, DemoEx)>, pad: u32, d
         out.extend(lp.chunks(2).map(|l| (l[0], l[1])).collect::<Vec<_>>());
     }
     let refs: Vec<(f32, f32)> = out;
-    Ok(pairs
-        .into_iter()
-        .zip(refs)
-        .map(|((chosen, rejected), (ref_chosen, ref_rejected))| PairEx { chosen, rejected, ref_chosen, ref_rejected })
-        .collect())
+    Ok(pairs.into_iter().zip(refs).map(|((chosen, rejected), (ref_chosen, ref_rejected))| PairEx { chosen, rejected, ref_chosen, ref_rejected }).collect())
 }
 
 pub fn run(args: &DpoArgs) -> Result<()> {
@@ -144,8 +139,7 @@ pub fn run(args: &DpoArgs) -> Result<()> {
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
     let lr = opts.lr_or(false);
     let model_files = (params.as_slice(), &cfg, ModelKind::Lm);
-    let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)?
-    else {
+    let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)? else {
         return Ok(());
     };
     let extra = json!({"rewardlab": {"max_len": max_len, "dpo_beta": args.beta, "reference": args.policy.display().to_string(),
@@ -155,7 +149,10 @@ pub fn run(args: &DpoArgs) -> Result<()> {
     if let Some(v) = outcome.validation.as_ref().map(|v| &v.report) {
         eprintln!(
             "validation: implicit-reward accuracy {:.4}, margin {:.4}, loss {:.4} over {} pairs",
-            v.accuracy.unwrap_or(f64::NAN), v.margin.unwrap_or(f64::NAN), v.loss, v.pairs.unwrap_or(f64::NAN)
+            v.accuracy.unwrap_or(f64::NAN),
+            v.margin.unwrap_or(f64::NAN),
+            v.loss,
+            v.pairs.unwrap_or(f64::NAN)
         );
     }
     eprintln!("policy saved to {}", args.out.display());

@@ -35,8 +35,7 @@ pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut Rng)
         return argmax(logits);
     }
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let mut probs: Vec<(f64, u32)> =
-        logits.iter().enumerate().map(|(i, &l)| (((l as f64 - max) / temperature).exp(), i as u32)).collect();
+    let mut probs: Vec<(f64, u32)> = logits.iter().enumerate().map(|(i, &l)| (((l as f64 - max) / temperature).exp(), i as u32)).collect();
     let total: f64 = probs.iter().map(|p| p.0).sum();
     probs.iter_mut().for_each(|p| p.0 /= total);
     if top_p < 1.0 {
@@ -169,8 +168,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let mut generated = 0usize;
     for batch in jobs.chunks(args.batch_size.max(1)) {
         let batch_prompts: Vec<Vec<u32>> = batch.iter().map(|&(p, _)| encoded[p].clone()).collect();
-        let mut rngs: Vec<Rng> =
-            batch.iter().map(|&(p, k)| Rng::derived(args.sampling.seed, "sample", (p * args.n + k) as u64)).collect();
+        let mut rngs: Vec<Rng> = batch.iter().map(|&(p, k)| Rng::derived(args.sampling.seed, "sample", (p * args.n + k) as u64)).collect();
         let conts = generate_batch(&model, &batch_prompts, tok.eos(), &args.sampling, &mut rngs, !args.no_cache, &device)?;
         for (&(p, k), c) in batch.iter().zip(conts) {
             generated += c.tokens.len() + usize::from(c.eos);
@@ -205,7 +203,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     out.flush()?;
     eprintln!(
         "generated {} responses to {} prompts: {generated} tokens in {secs:.1} s ({:.0} tokens/s, {})",
-        prompts.len() * args.n, prompts.len(), generated as f64 / secs, if args.no_cache { "no cache" } else { "KV cache" }
+        prompts.len() * args.n,
+        prompts.len(),
+        generated as f64 / secs,
+        if args.no_cache { "no cache" } else { "KV cache" }
     );
     Ok(())
 }

@@ -113,9 +113,7 @@ impl Attention {
         let attended = match (fused, mask) {
             (Some(o), _) => o,
             (None, AttentionMask::Keys(keys)) => crate::ops::causal_masked_softmax(&q.matmul(&k.t()?)?, keys, scale)?.matmul(&v)?,
-            (None, AttentionMask::Bias(bias)) => {
-                crate::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?)?.matmul(&v)?
-            }
+            (None, AttentionMask::Bias(bias)) => crate::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?)?.matmul(&v)?,
         };
         let out = attended.transpose(1, 2)?.reshape((b, t, d))?;
         self.c_proj.forward(&out)
@@ -242,8 +240,7 @@ impl Gpt2Model {
         let mut x = (self.wte.forward(ids)? + self.wpe.forward(positions)?)?;
         // Query i (absolute position total - t + i) sees key j ≤ it that is not padding.
         let offset = total - t;
-        let causal: Vec<f32> =
-            (0..t).flat_map(|i| (0..total).map(move |j| if j <= offset + i { 1.0 } else { 0.0 })).collect();
+        let causal: Vec<f32> = (0..t).flat_map(|i| (0..total).map(move |j| if j <= offset + i { 1.0 } else { 0.0 })).collect();
         let causal = Tensor::from_vec(causal, (1, 1, t, total), ids.device())?;
         let keys = key_mask.to_dtype(DType::F32)?.reshape((b, 1, 1, total))?;
         let bias = ((causal.broadcast_mul(&keys)? - 1.0)? * 1e9)?.to_dtype(x.dtype())?;

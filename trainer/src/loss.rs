@@ -23,9 +23,7 @@ impl RankGroup<'_> {
     /// The ordered pairs `(winner, loser)` as indices into the flat rewards.
     pub fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         let k = self.ranks.len();
-        (0..k).flat_map(move |i| (0..k).map(move |j| (i, j)))
-            .filter(|&(i, j)| self.ranks[i] < self.ranks[j])
-            .map(|(i, j)| (self.offset + i, self.offset + j))
+        (0..k).flat_map(move |i| (0..k).map(move |j| (i, j))).filter(|&(i, j)| self.ranks[i] < self.ranks[j]).map(|(i, j)| (self.offset + i, self.offset + j))
     }
 }
 

@@ -308,9 +308,7 @@ fn attention_fwd<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], v: &[T], mask: 
 /// dS = p ⊙ (dP − rowsum(dP ⊙ p))·scale, dQ = dS·k, dK = dSᵀ·q. Returns `[3, b, h, t, d]`.
 #[cfg(feature = "openblas")]
 #[allow(clippy::too_many_arguments)]
-fn attention_bwd<T: Float + crate::blas::Gemm>(
-    q: &[T], k: &[T], v: &[T], g: &[T], mask: &[T], (b, h, t, d): (usize, usize, usize, usize), scale: T,
-) -> Vec<T> {
+fn attention_bwd<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], v: &[T], g: &[T], mask: &[T], (b, h, t, d): (usize, usize, usize, usize), scale: T) -> Vec<T> {
     let n = b * h * t * d;
     let mut out = vec![T::zero(); 3 * n];
     let (dq, rest) = out.split_at_mut(n);
@@ -519,10 +517,13 @@ fn column_sums<T: Float + Send + Sync>(g: &[T], n: usize) -> Vec<T> {
             }
             acc
         })
-        .reduce(|| vec![T::zero(); n], |mut a, b| {
-            a.iter_mut().zip(b).for_each(|(a, b)| *a = *a + b);
-            a
-        })
+        .reduce(
+            || vec![T::zero(); n],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a = *a + b);
+                a
+            },
+        )
 }
 
 impl Kernel for ColumnSums {
@@ -688,14 +689,7 @@ impl CustomOp3 for LayerNorm {
         dispatch(self, &[(s1, l1), (s2, l2), (s3, l3)])
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
-        _y: &Tensor,
-        g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // One pass gives dx for every row, then dw and db as the last two rows.
         let d = w.dim(0)?;
         let rows = x.elem_count() / d;
@@ -838,9 +832,8 @@ mod tests {
         // additive mask and a plain softmax; the second row's last key is padding.
         let scores = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, 3, 4, 4), &dev).unwrap()).unwrap();
         let keys = Tensor::new(&[[1f64, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]], &dev).unwrap();
-        let allowed: Vec<f64> = (0..2)
-            .flat_map(|b| (0..4).flat_map(move |i| (0..4).map(move |j| if j <= i && !(b == 1 && j == 3) { 0.0 } else { -1e9 })))
-            .collect();
+        let allowed: Vec<f64> =
+            (0..2).flat_map(|b| (0..4).flat_map(move |i| (0..4).map(move |j| if j <= i && !(b == 1 && j == 3) { 0.0 } else { -1e9 }))).collect();
         let bias = Tensor::from_vec(allowed, (2, 1, 4, 4), &dev).unwrap();
         let p4 = Tensor::randn(0f64, 1.0, (2, 3, 4, 4), &dev).unwrap();
         let fused = causal_masked_softmax(&scores, &keys, 0.5).unwrap();
@@ -854,13 +847,7 @@ mod tests {
         let mean = x.mean_keepdim(D::Minus1).unwrap();
         let centred = x.broadcast_sub(&mean).unwrap();
         let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-        let plain = centred
-            .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
-            .unwrap()
-            .broadcast_mul(&w)
-            .unwrap()
-            .broadcast_add(&b)
-            .unwrap();
+        let plain = centred.broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap()).unwrap().broadcast_mul(&w).unwrap().broadcast_add(&b).unwrap();
         close(&fused, &plain, "layer norm");
         let gf = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
         let gp = (plain * &probe).unwrap().sum_all().unwrap().backward().unwrap();

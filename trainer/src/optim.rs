@@ -143,9 +143,8 @@ impl AdamW {
         let mut tensors = candle_core::safetensors::load(path, self.params[0].1.device())?;
         for (i, (name, var)) in self.params.iter().enumerate() {
             for (prefix, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
-                let t = tensors
-                    .remove(&format!("{prefix}.{name}"))
-                    .ok_or_else(|| candle_core::Error::Msg(format!("optimizer state has no {prefix}.{name}")))?;
+                let t =
+                    tensors.remove(&format!("{prefix}.{name}")).ok_or_else(|| candle_core::Error::Msg(format!("optimizer state has no {prefix}.{name}")))?;
                 if t.shape() != var.shape() {
                     candle_core::bail!("optimizer state {prefix}.{name} has shape {:?}, the model {:?}", t.shape(), var.shape())
                 }

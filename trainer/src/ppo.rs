@@ -264,8 +264,12 @@ pub fn run(args: &PpoArgs) -> Result<()> {
     let mut metrics = Metrics::open(args.metrics.as_deref())?;
     eprintln!(
         "ppo: {} prompts, {} iterations of {} rollouts, β {}{}, on {:?}",
-        prompts.len(), args.iterations, args.batch_size, args.kl_coef,
-        args.target_kl.map_or(String::new(), |t| format!(" (adaptive, target KL {t})")), device
+        prompts.len(),
+        args.iterations,
+        args.batch_size,
+        args.kl_coef,
+        args.target_kl.map_or(String::new(), |t| format!(" (adaptive, target KL {t})")),
+        device
     );
     let bar = indicatif::ProgressBar::new(args.iterations).with_position(state.iteration);
     let sampling = SamplingOpts { temperature: args.temperature, top_p: 1.0, max_new_tokens: args.max_new_tokens, seed: args.seed };
@@ -295,11 +299,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         let gen_s = t0.elapsed().as_secs_f64();
         // 2. Scores from the reward model.
         let t1 = Instant::now();
-        let texts: Vec<String> = picks
-            .iter()
-            .zip(&conts)
-            .map(|(&p, c)| Ok(join(&prompts[p].1, &tok.decode(&c.tokens)?)))
-            .collect::<Result<_>>()?;
+        let texts: Vec<String> = picks.iter().zip(&conts).map(|(&p, c)| Ok(join(&prompts[p].1, &tok.decode(&c.tokens)?))).collect::<Result<_>>()?;
         let raw = score_texts(&reward, &rm_tok, &texts, rm_len, 16_384, &device)?;
         let mut rollouts: Vec<Rollout> = batch_queries
             .into_iter()
@@ -385,9 +385,13 @@ pub fn run(args: &PpoArgs) -> Result<()> {
                 grads.clip(args.max_grad_norm)?;
                 opt.step(&grads, args.lr)?;
                 for (s, v) in [
-                    (&mut sums.pg_loss, st.pg_loss), (&mut sums.vf_loss, st.vf_loss), (&mut sums.pg_clipfrac, st.pg_clipfrac),
-                    (&mut sums.vf_clipfrac, st.vf_clipfrac), (&mut sums.approxkl, st.approxkl),
-                    (&mut sums.ratio_mean, st.ratio_mean), (&mut sums.ratio_var, st.ratio_var),
+                    (&mut sums.pg_loss, st.pg_loss),
+                    (&mut sums.vf_loss, st.vf_loss),
+                    (&mut sums.pg_clipfrac, st.pg_clipfrac),
+                    (&mut sums.vf_clipfrac, st.vf_clipfrac),
+                    (&mut sums.approxkl, st.approxkl),
+                    (&mut sums.ratio_mean, st.ratio_mean),
+                    (&mut sums.ratio_var, st.ratio_var),
                 ] {
                     *s += v;
                 }
@@ -510,8 +514,8 @@ mod tests {
         assert!((st.ratio_mean - 0.5f64.exp()).abs() < 1e-5 && st.ratio_var.abs() < 1e-9);
         // A masked token changes nothing.
         let two = |a: f32, b: f32| Tensor::new(&[[a, b]], &Device::Cpu).unwrap();
-        let (masked, _) = ppo_loss(&two(-1.0, 5.0), &two(-1.5, 0.0), &two(2.0, 9.0), &two(1.0, 3.0), &two(0.5, 0.0),
-            &two(2.0, -4.0), &two(1.0, 0.0), 0.2, 0.2, 0.1).unwrap();
+        let (masked, _) =
+            ppo_loss(&two(-1.0, 5.0), &two(-1.5, 0.0), &two(2.0, 9.0), &two(1.0, 3.0), &two(0.5, 0.0), &two(2.0, -4.0), &two(1.0, 0.0), 0.2, 0.2, 0.1).unwrap();
         assert!((scalar(&masked).unwrap() + 2.3155).abs() < 1e-5);
     }
 }

@@ -56,12 +56,8 @@ impl Task for RewardTask<'_> {
         }
         let loss = batch_ranking_loss(&rewards, &groups, self.centring)?;
         let r: Vec<f32> = rewards.to_vec1()?;
-        let mut stats = Stats {
-            units: batch.len() as f64,
-            loss_sum: loss.to_scalar::<f32>()? as f64,
-            tokens: seqs.iter().map(|s| s.len()).sum(),
-            ..Default::default()
-        };
+        let mut stats =
+            Stats { units: batch.len() as f64, loss_sum: loss.to_scalar::<f32>()? as f64, tokens: seqs.iter().map(|s| s.len()).sum(), ..Default::default() };
         for g in &groups {
             for (w, l) in g.pairs() {
                 stats.counted += 1.0;
@@ -168,16 +164,21 @@ pub fn run(args: &RmArgs) -> Result<()> {
     eprintln!(
         "reward model: {} training rankings ({pairs} pairs), {} validation rankings; {} sequences cut to {max_len} tokens; \
          {} parameters ({} layers, n_embd {}, vocab {}) on {:?}",
-        train_x.len(), val_x.len(), cut_t + cut_v,
-        params.iter().map(|(_, v)| v.elem_count()).sum::<usize>(), cfg.n_layer, cfg.n_embd, cfg.vocab_size, device
+        train_x.len(),
+        val_x.len(),
+        cut_t + cut_v,
+        params.iter().map(|(_, v)| v.elem_count()).sum::<usize>(),
+        cfg.n_layer,
+        cfg.n_embd,
+        cfg.vocab_size,
+        device
     );
     setup::save_tokenizer(&tok, &args.out, max_len)?;
     let task = RewardTask { model: &model, device: device.clone(), pad: tok.eos(), centring: args.center_rewards };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
     let lr = opts.lr_or(args.init.is_none());
     let model_files = (params.as_slice(), &cfg, ModelKind::Reward);
-    let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)?
-    else {
+    let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)? else {
         return Ok(());
     };
     // Normalise: the reference set's mean reward becomes 0.
@@ -193,12 +194,16 @@ pub fn run(args: &RmArgs) -> Result<()> {
         "reference_texts": reference.len(), "validation": outcome.validation,
     }});
     save_model(&args.out, &cfg, ModelKind::Reward, &params, tok.eos(), Some(&extra))?;
-    let done = Done { step: Some(outcome.state.step), reward_bias: Some(bias), reward_std: Some(std), validation: outcome.validation.clone(), ..Done::default() };
+    let done =
+        Done { step: Some(outcome.state.step), reward_bias: Some(bias), reward_std: Some(std), validation: outcome.validation.clone(), ..Done::default() };
     metrics.emit(&MetricEvent::Done(done))?;
     match outcome.validation.as_ref().map(|v| &v.report) {
         Some(v) => eprintln!(
             "validation: accuracy {:.4}, mean margin {:.4}, loss {:.4} over {} pairs",
-            v.accuracy.unwrap_or(f64::NAN), v.margin.unwrap_or(f64::NAN), v.loss, v.pairs.unwrap_or(f64::NAN)
+            v.accuracy.unwrap_or(f64::NAN),
+            v.margin.unwrap_or(f64::NAN),
+            v.loss,
+            v.pairs.unwrap_or(f64::NAN)
         ),
         None => eprintln!("no validation split (--val-fraction 0)"),
     }
@@ -225,7 +230,7 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
             ScoreRow::Item { prompt, responses, .. } => texts.extend(responses.iter().map(|r| join(prompt, r))),
         }
     }
-        let rewards = score_texts(&loaded.model, &tok, &texts, loaded.max_len, args.max_tokens, &device)?;
+    let rewards = score_texts(&loaded.model, &tok, &texts, loaded.max_len, args.max_tokens, &device)?;
     let mut next = rewards.iter().map(|&r| r as f64 - loaded.bias);
     let mut out: Box<dyn Write> = if args.out == "-" {
         Box::new(std::io::stdout().lock())

@@ -1,7 +1,6 @@
 //! `rewardlab-train sft`: supervised fine-tuning on demonstrations, cross-entropy on the
 //! response tokens only (the prompt is context, not a target); validation loss and perplexity.
 
-
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, D};
 use serde_json::json;
@@ -125,15 +124,18 @@ pub fn run(args: &SftArgs) -> Result<()> {
     let (val_x, cut_v) = encode_demonstrations(&tok, &val_d, max_len)?;
     eprintln!(
         "sft: {} training and {} validation demonstrations; {} cut to {max_len} tokens; {} parameters on {:?}",
-        train_x.len(), val_x.len(), cut_t + cut_v, params.iter().map(|(_, v)| v.elem_count()).sum::<usize>(), device
+        train_x.len(),
+        val_x.len(),
+        cut_t + cut_v,
+        params.iter().map(|(_, v)| v.elem_count()).sum::<usize>(),
+        device
     );
     setup::save_tokenizer(&tok, &args.out, max_len)?;
     let task = SftTask { model: &model, device: device.clone(), pad: tok.eos() };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
     let lr = opts.lr_or(args.init.is_none());
     let model_files = (params.as_slice(), &cfg, ModelKind::Lm);
-    let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)?
-    else {
+    let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)? else {
         return Ok(());
     };
     let extra = json!({"rewardlab": {"max_len": max_len, "validation": outcome.validation}});
@@ -142,7 +144,9 @@ pub fn run(args: &SftArgs) -> Result<()> {
     if let Some(v) = outcome.validation.as_ref().map(|v| &v.report) {
         eprintln!(
             "validation: loss {:.4}, perplexity {:.2}, token accuracy {:.4}",
-            v.loss, v.perplexity.unwrap_or(f64::NAN), v.token_accuracy.unwrap_or(f64::NAN)
+            v.loss,
+            v.perplexity.unwrap_or(f64::NAN),
+            v.token_accuracy.unwrap_or(f64::NAN)
         );
     }
     eprintln!("model saved to {}", args.out.display());

@@ -88,8 +88,7 @@ pub fn write_hf_tokenizer_files(dir: &Path, max_len: usize) -> Result<()> {
     });
     let special = serde_json::json!({"bos_token": EOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS});
     for (name, value) in [("tokenizer_config.json", config), ("special_tokens_map.json", special)] {
-        std::fs::write(dir.join(name), serde_json::to_vec_pretty(&value)?)
-            .with_context(|| format!("cannot write {}", dir.join(name).display()))?;
+        std::fs::write(dir.join(name), serde_json::to_vec_pretty(&value)?).with_context(|| format!("cannot write {}", dir.join(name).display()))?;
     }
     Ok(())
 }
@@ -100,8 +99,7 @@ mod tests {
 
     #[test]
     fn trains_saves_and_loads_the_same_ids() {
-        let texts: Vec<String> =
-            (0..200).map(|i| format!("the quick brown fox {i} jumps over the lazy dog, é ü 😀")).collect();
+        let texts: Vec<String> = (0..200).map(|i| format!("the quick brown fox {i} jumps over the lazy dog, é ü 😀")).collect();
         let tok = Tok::train(texts.iter().map(String::as_str), 300).unwrap();
         assert!(tok.vocab_size() > 257 && tok.vocab_size() <= 300, "{}", tok.vocab_size());
         let dir = std::env::temp_dir().join(format!("rl-tok-{}", std::process::id()));

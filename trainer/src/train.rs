@@ -99,9 +99,9 @@ impl Metrics {
         let out: Option<Box<dyn Write>> = match target {
             None => None,
             Some("-") => Some(Box::new(std::io::stdout())),
-            Some(path) => Some(Box::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open --metrics {path}"))?,
-            )),
+            Some(path) => {
+                Some(Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open --metrics {path}"))?))
+            }
         };
         Ok(Self { out })
     }
@@ -236,8 +236,7 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
     let total_steps = (steps_per_epoch * opts.epochs) as u64;
     let warmup = (total_steps as f64 * opts.warmup_ratio).round() as u64;
     let mut optimizer = AdamW::new(run.params.clone(), AdamWConfig { weight_decay: opts.weight_decay, ..Default::default() })?;
-    let mut state =
-        State { step: 0, epoch: 0, step_in_epoch: 0, total_steps, seed: opts.seed, train_examples: train.len(), peak_lr: run.lr };
+    let mut state = State { step: 0, epoch: 0, step_in_epoch: 0, total_steps, seed: opts.seed, train_examples: train.len(), peak_lr: run.lr };
     if let Some(ckpt) = &run.resume {
         let saved = read_state(ckpt)?;
         let key = |s: &State| (s.seed, s.train_examples, s.total_steps, s.peak_lr.to_bits());
@@ -245,18 +244,22 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
             bail!(
                 "--resume {}: it was a run of {} training examples, {} steps, seed {}, lr {}; this one has {}, {}, {}, {}: \
                  resume with the same data and flags",
-                ckpt.display(), saved.train_examples, saved.total_steps, saved.seed, saved.peak_lr,
-                state.train_examples, state.total_steps, state.seed, state.peak_lr
+                ckpt.display(),
+                saved.train_examples,
+                saved.total_steps,
+                saved.seed,
+                saved.peak_lr,
+                state.train_examples,
+                state.total_steps,
+                state.seed,
+                state.peak_lr
             )
         }
         optimizer.load(&ckpt.join("optimizer.safetensors"), saved.step)?;
         state = saved;
     }
     let bar = indicatif::ProgressBar::new(total_steps).with_position(state.step);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta}) {msg}")
-            .expect("a valid template"),
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta}) {msg}").expect("a valid template"));
     let mut validation = None;
     let started = Instant::now();
     while state.epoch < opts.epochs {
@@ -266,8 +269,7 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
         while state.step_in_epoch < steps.len() {
             let t0 = Instant::now();
             let examples: Vec<&T::Example> = steps[state.step_in_epoch].iter().map(|&i| &train[i]).collect();
-            let micro: Vec<Vec<&T::Example>> =
-                examples.chunks(opts.batch_size.max(1)).flat_map(|b| micro_batches(task, b, opts.max_tokens)).collect();
+            let micro: Vec<Vec<&T::Example>> = examples.chunks(opts.batch_size.max(1)).flat_map(|b| micro_batches(task, b, opts.max_tokens)).collect();
             // The loss is averaged over the whole step: each micro-batch's summed loss is
             // divided by the step's total units before its backward pass.
             let units: f64 = examples.iter().map(|e| task.units(e)).sum();

@@ -22,8 +22,11 @@ fn cached_left_padded_logits_equal_the_full_forward_pass() {
     let dev = Device::Cpu;
     let seq: Vec<u32> = vec![5, 9, 2, 33, 7, 1, 18];
     // Reference: the training forward over the whole sequence, one row, no padding.
-    let full = model.forward(&Tensor::new(seq.as_slice(), &dev).unwrap().unsqueeze(0).unwrap(),
-        &Tensor::ones((1, seq.len()), DType::U32, &dev).unwrap()).unwrap().squeeze(0).unwrap();
+    let full = model
+        .forward(&Tensor::new(seq.as_slice(), &dev).unwrap().unsqueeze(0).unwrap(), &Tensor::ones((1, seq.len()), DType::U32, &dev).unwrap())
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
     // The same sequence as row 1 of a batch, left-padded by 3, prefilled with 4 tokens and
     // then fed one token at a time through the cache.
     let pad = 3u32;

@@ -46,7 +46,8 @@ fn backprop_agrees_with_finite_differences() {
     let vars = varmap.data().lock().unwrap();
     let eps = 1e-5;
     let mut checked = 0;
-    for name in ["transformer.h.0.ln_1.weight", "transformer.h.1.attn.c_attn.weight", "transformer.h.0.mlp.c_fc.bias", "transformer.wpe.weight", "score.weight"] {
+    for name in ["transformer.h.0.ln_1.weight", "transformer.h.1.attn.c_attn.weight", "transformer.h.0.mlp.c_fc.bias", "transformer.wpe.weight", "score.weight"]
+    {
         let var: &Var = &vars[name];
         let analytic: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
         let original = var.as_tensor().copy().unwrap();
@@ -72,9 +73,7 @@ fn backprop_agrees_with_finite_differences() {
 fn padding_does_not_change_a_reward() {
     let (_varmap, model) = tiny(DType::F32);
     let short = model.forward(&Tensor::new(&[[3u32, 1, 4]], &Device::Cpu).unwrap(), &Tensor::new(&[[1u32, 1, 1]], &Device::Cpu).unwrap()).unwrap();
-    let padded = model
-        .forward(&Tensor::new(&[[3u32, 1, 4, 0, 0]], &Device::Cpu).unwrap(), &Tensor::new(&[[1u32, 1, 1, 0, 0]], &Device::Cpu).unwrap())
-        .unwrap();
+    let padded = model.forward(&Tensor::new(&[[3u32, 1, 4, 0, 0]], &Device::Cpu).unwrap(), &Tensor::new(&[[1u32, 1, 1, 0, 0]], &Device::Cpu).unwrap()).unwrap();
     let (a, b): (Vec<f32>, Vec<f32>) = (short.to_vec1().unwrap(), padded.to_vec1().unwrap());
     assert!((a[0] - b[0]).abs() < 1e-5, "{a:?} vs {b:?}");
 }

@@ -34,8 +34,8 @@ fn read_json(path: &Path) -> Value {
 }
 
 const WORDS: [&str; 24] = [
-    "river", "stone", "cloud", "paper", "garden", "window", "silver", "orange", "market", "engine", "forest", "candle",
-    "bridge", "winter", "letter", "planet", "motor", "violin", "harbor", "pencil", "copper", "meadow", "rocket", "saddle",
+    "river", "stone", "cloud", "paper", "garden", "window", "silver", "orange", "market", "engine", "forest", "candle", "bridge", "winter", "letter", "planet",
+    "motor", "violin", "harbor", "pencil", "copper", "meadow", "rocket", "saddle",
 ];
 
 fn sentence(rng: &mut Rng, n: usize) -> String {
@@ -69,8 +69,8 @@ fn a_reward_model_learns_a_planted_preference_in_under_a_minute_and_scores_files
     let out = dir.join("rm");
     let metrics = dir.join("metrics.jsonl");
     let started = Instant::now();
-    let mut args = vec!["rm", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--epochs", "3",
-        "--lr", "3e-3", "--metrics", metrics.to_str().unwrap()];
+    let mut args =
+        vec!["rm", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--epochs", "3", "--lr", "3e-3", "--metrics", metrics.to_str().unwrap()];
     args.extend(SMALL);
     run(&args);
     let elapsed = started.elapsed().as_secs_f64();
@@ -86,8 +86,7 @@ fn a_reward_model_learns_a_planted_preference_in_under_a_minute_and_scores_files
     }
 
     // The metrics stream: a line per step with the fields the platform reads, evals, and done.
-    let lines: Vec<Value> =
-        std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let steps: Vec<&Value> = lines.iter().filter(|l| l["event"] == "step").collect();
     assert!(steps.len() >= 30, "{} steps", steps.len());
     for key in ["step", "loss", "accuracy", "lr", "grad_norm", "tokens_per_s"] {
@@ -114,8 +113,11 @@ fn a_reward_model_learns_a_planted_preference_in_under_a_minute_and_scores_files
     assert!(right >= 95, "{right}/100 fresh pairs ordered right");
 
     let items = dir.join("items.jsonl");
-    write_jsonl(&items, &[json!({"id": "q1", "prompt": "Question: river stone?\nAnswer:", "responses": [
-        {"model": "a", "text": " paper cloud market"}, {"model": "b", "text": " paper kindly cloud market"}, {"model": "c", "text": " engine"}]})]);
+    write_jsonl(
+        &items,
+        &[json!({"id": "q1", "prompt": "Question: river stone?\nAnswer:", "responses": [
+        {"model": "a", "text": " paper cloud market"}, {"model": "b", "text": " paper kindly cloud market"}, {"model": "c", "text": " engine"}]})],
+    );
     let out_items = run(&["score", "--model", out.to_str().unwrap(), "--data", items.to_str().unwrap(), "--out", "-"]);
     let row: Value = serde_json::from_slice(&out_items.stdout).unwrap();
     assert_eq!(row["id"], "q1");
@@ -134,9 +136,25 @@ fn a_killed_and_resumed_run_ends_bit_identical() {
     let data = dir.join("pairs.jsonl");
     write_jsonl(&data, &planted_pairs(160, 3));
     let base = |out: &Path| {
-        let mut a: Vec<String> = ["rm", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--epochs", "2",
-            "--batch-size", "8", "--grad-accum", "2", "--max-tokens", "300", "--save-every", "3"]
-            .map(String::from).to_vec();
+        let mut a: Vec<String> = [
+            "rm",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--grad-accum",
+            "2",
+            "--max-tokens",
+            "300",
+            "--save-every",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec();
         a.extend(SMALL.map(String::from));
         a
     };
@@ -183,12 +201,12 @@ fn sft_learns_to_continue_demonstrations() {
     write_jsonl(&data, &rows);
     let out = dir.join("sft");
     let metrics = dir.join("m.jsonl");
-    let mut args = vec!["sft", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--epochs", "4", "--lr", "3e-3",
-        "--metrics", metrics.to_str().unwrap()];
+    let mut args =
+        vec!["sft", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--epochs", "4", "--lr", "3e-3", "--metrics", metrics.to_str().unwrap()];
     args.extend(SMALL);
     run(&args);
-    let evals: Vec<Value> = std::fs::read_to_string(&metrics).unwrap().lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["event"] == "eval").collect();
+    let evals: Vec<Value> =
+        std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["event"] == "eval").collect();
     let first = evals[0]["perplexity"].as_f64().unwrap();
     let last = evals.last().unwrap()["perplexity"].as_f64().unwrap();
     eprintln!("sft validation perplexity {first:.2} after one epoch, {last:.2} after four");
@@ -196,19 +214,36 @@ fn sft_learns_to_continue_demonstrations() {
     assert!(last < 14.0, "the words are uniform over 24: below that the model reads its prompt ({last})");
     let config = read_json(&out.join("config.json"));
     assert_eq!(config["architectures"][0], "GPT2LMHeadModel");
-    let names: Vec<String> = candle_core::safetensors::load(out.join("model.safetensors"), &candle_core::Device::Cpu)
-        .unwrap().into_keys().collect();
+    let names: Vec<String> = candle_core::safetensors::load(out.join("model.safetensors"), &candle_core::Device::Cpu).unwrap().into_keys().collect();
     assert!(names.iter().all(|n| n.starts_with("transformer.")), "the LM head is tied, not stored: {names:?}");
 
     // Sampling from it: items in the platform's import format, with provenance, the same
     // bytes for the same seed.
     let prompts = dir.join("prompts.jsonl");
-    write_jsonl(&prompts, &[json!({"id": "p1", "prompt": "Reverse: river stone cloud paper\nReversed:"}),
-        json!({"item_id": "p2", "prompt": "Reverse: engine forest\nReversed:"})]);
+    write_jsonl(
+        &prompts,
+        &[
+            json!({"id": "p1", "prompt": "Reverse: river stone cloud paper\nReversed:"}),
+            json!({"item_id": "p2", "prompt": "Reverse: engine forest\nReversed:"}),
+        ],
+    );
     let gen = |name: &str| {
         let path = dir.join(name);
-        run(&["generate", "--model", out.to_str().unwrap(), "--prompts", prompts.to_str().unwrap(), "--out", path.to_str().unwrap(),
-            "-n", "2", "--seed", "7", "--max-new-tokens", "12"]);
+        run(&[
+            "generate",
+            "--model",
+            out.to_str().unwrap(),
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--out",
+            path.to_str().unwrap(),
+            "-n",
+            "2",
+            "--seed",
+            "7",
+            "--max-new-tokens",
+            "12",
+        ]);
         std::fs::read_to_string(path).unwrap()
     };
     let (first, again) = (gen("gen1.jsonl"), gen("gen2.jsonl"));
@@ -240,8 +275,7 @@ fn sft_learns_to_continue_demonstrations() {
     let rm = dir.join("rm");
     run(&["rm", "--data", pairs.to_str().unwrap(), "--out", rm.to_str().unwrap(), "--init", hub.to_str().unwrap(), "--lr", "1e-12"]);
     let trained = candle_core::safetensors::load(rm.join("model.safetensors"), &cpu).unwrap();
-    let diff = (&trained["transformer.wte.weight"] - &weights["transformer.wte.weight"]).unwrap().abs().unwrap()
-        .max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = (&trained["transformer.wte.weight"] - &weights["transformer.wte.weight"]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 1e-6, "the trunk moved by {diff}");
     assert_eq!(trained["score.weight"].dims(), [1, 64]);
 }
@@ -280,10 +314,25 @@ fn dpo_learns_a_planted_preference_against_a_frozen_reference() {
     // …learns from the pairs to prefer the planted word.
     let out = dir.join("dpo");
     let metrics = dir.join("m.jsonl");
-    run(&["dpo", "--policy", policy.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--epochs", "3", "--lr", "1e-3", "--max-len", "64", "--metrics", metrics.to_str().unwrap()]);
-    let evals: Vec<Value> = std::fs::read_to_string(&metrics).unwrap().lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["event"] == "eval").collect();
+    run(&[
+        "dpo",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--lr",
+        "1e-3",
+        "--max-len",
+        "64",
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    let evals: Vec<Value> =
+        std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["event"] == "eval").collect();
     let accuracy = evals.last().unwrap()["accuracy"].as_f64().unwrap();
     let margin = evals.last().unwrap()["margin"].as_f64().unwrap();
     eprintln!("dpo: held-out implicit-reward accuracy {accuracy:.3}, margin {margin:.3}");
@@ -295,8 +344,7 @@ fn dpo_learns_a_planted_preference_against_a_frozen_reference() {
 }
 
 fn iterations(metrics: &Path) -> Vec<Value> {
-    std::fs::read_to_string(metrics).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["event"] == "iteration").collect()
+    std::fs::read_to_string(metrics).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["event"] == "iteration").collect()
 }
 
 fn mean(rows: &[Value], key: &str) -> f64 {
@@ -310,8 +358,13 @@ fn ppo_raises_the_score_with_a_bounded_kl_and_resumes_exactly() {
     let pairs = planted_pairs(400, 21);
     let (data, both, prompts) = (dir.join("pairs.jsonl"), dir.join("both.jsonl"), dir.join("prompts.jsonl"));
     write_jsonl(&data, &pairs);
-    write_jsonl(&both, &pairs.iter().flat_map(|p| [json!({"prompt": p["prompt"], "completion": p["chosen"]}),
-        json!({"prompt": p["prompt"], "completion": p["rejected"]})]).collect::<Vec<_>>());
+    write_jsonl(
+        &both,
+        &pairs
+            .iter()
+            .flat_map(|p| [json!({"prompt": p["prompt"], "completion": p["chosen"]}), json!({"prompt": p["prompt"], "completion": p["rejected"]})])
+            .collect::<Vec<_>>(),
+    );
     write_jsonl(&prompts, &pairs[..64].iter().enumerate().map(|(i, p)| json!({"id": i, "prompt": p["prompt"]})).collect::<Vec<_>>());
     let (policy, rm) = (dir.join("policy"), dir.join("rm"));
     let mut a = vec!["sft", "--data", both.to_str().unwrap(), "--out", policy.to_str().unwrap(), "--lr", "3e-3"];
@@ -323,10 +376,29 @@ fn ppo_raises_the_score_with_a_bounded_kl_and_resumes_exactly() {
     let ppo = |name: &str, beta: &str, iters: &str, extra: &[&str]| {
         let out = dir.join(name);
         let metrics = dir.join(format!("{name}.jsonl"));
-        let mut a = vec!["ppo", "--policy", policy.to_str().unwrap(), "--reward-model", rm.to_str().unwrap(),
-            "--prompts", prompts.to_str().unwrap(), "--out", out.to_str().unwrap(), "--iterations", iters,
-            "--batch-size", "16", "--max-new-tokens", "16", "--lr", "5e-4", "--kl-coef", beta,
-            "--metrics", metrics.to_str().unwrap()];
+        let mut a = vec![
+            "ppo",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--reward-model",
+            rm.to_str().unwrap(),
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--iterations",
+            iters,
+            "--batch-size",
+            "16",
+            "--max-new-tokens",
+            "16",
+            "--lr",
+            "5e-4",
+            "--kl-coef",
+            beta,
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ];
         a.extend(extra);
         run(&a);
         (out, metrics)

@@ -148,9 +148,11 @@ impl RunSpec {
     /// A stored chain's runs (checked when the schedule was made; a check added since may
     /// refuse it now).
     pub fn from_stored_chain(chain: &[ChainStep]) -> Result<Vec<Self>, String> {
-        let steps = resolve_kinds(chain)?.into_iter().zip(chain).enumerate().map(|(i, ((kind, config), s))| {
-            Ok(Self { kind, config, input: RunInput::parse(kind, &s.input).map_err(|e| format!("chain[{i}].{e}"))? })
-        });
+        let steps = resolve_kinds(chain)?
+            .into_iter()
+            .zip(chain)
+            .enumerate()
+            .map(|(i, ((kind, config), s))| Ok(Self { kind, config, input: RunInput::parse(kind, &s.input).map_err(|e| format!("chain[{i}].{e}"))? }));
         steps.collect()
     }
 }
@@ -190,7 +192,10 @@ mod tests {
     fn a_spec_checks_kind_config_project_then_input() {
         let s = RunSpec::parse("generate", &json!({"samples": 1}), &Value::Null, TaskKind::Pairwise).unwrap();
         assert_eq!((s.kind, s.config["samples"].as_i64()), (RunKind::Generate, Some(1)));
-        assert_eq!(RunSpec::parse("rn", &Value::Null, &Value::Null, TaskKind::Ranking).unwrap_err(), "kind: kind must be rm, sft, ppo, dpo or generate, not \"rn\"");
+        assert_eq!(
+            RunSpec::parse("rn", &Value::Null, &Value::Null, TaskKind::Ranking).unwrap_err(),
+            "kind: kind must be rm, sft, ppo, dpo or generate, not \"rn\""
+        );
         assert!(RunSpec::parse("generate", &Value::Null, &Value::Null, TaskKind::Demonstration).unwrap_err().starts_with("kind: generate runs feed"));
         let chain: Vec<ChainStep> = serde_json::from_value(json!([{"kind": "rm"}, {"kind": "sft", "config": {"epoch": 1}}])).unwrap();
         assert!(RunSpec::parse_chain(&chain, TaskKind::Ranking).unwrap_err().starts_with("chain[1].config.epoch: not a parameter"));

@@ -7,8 +7,8 @@ pub mod input;
 pub mod params;
 pub mod store;
 
-pub use input::{ModelSource, RunInput, RunSpec};
 pub use input::ChainStep;
+pub use input::{ModelSource, RunInput, RunSpec};
 pub use params::{check_for_project, config_int, resolve_config, trainer_flags, Config, Param, ParamType};
 pub use store::{store_area, store_relative, StoreArea};
 

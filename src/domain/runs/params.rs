@@ -20,8 +20,20 @@ impl RunKind {
     fn specs(self) -> Vec<&'static Spec> {
         let pick = |names: &[&str]| -> Vec<&'static Spec> { PARAMS.iter().filter(|p| names.contains(&p.name)).collect() };
         const TRAIN: [&str; 14] = [
-            "epochs", "lr", "batch_size", "grad_accum", "max_tokens", "schedule", "warmup_ratio", "max_grad_norm", "weight_decay", "seed", "val_fraction",
-            "save_every", "keep_checkpoints", "eval_every",
+            "epochs",
+            "lr",
+            "batch_size",
+            "grad_accum",
+            "max_tokens",
+            "schedule",
+            "warmup_ratio",
+            "max_grad_norm",
+            "weight_decay",
+            "seed",
+            "val_fraction",
+            "save_every",
+            "keep_checkpoints",
+            "eval_every",
         ];
         const MODEL: [&str; 6] = ["init", "vocab_size", "n_embd", "n_layer", "n_head", "max_len"];
         match self {
@@ -251,9 +263,15 @@ pub fn check_for_project(kind: RunKind, config: &Config, project: crate::domain:
     let int = |name: &str| config.get(name).and_then(Value::as_i64).unwrap_or(1);
     let shown = int("samples") + int("compare_with");
     match project {
-        TaskKind::Demonstration => Err("kind: generate runs feed ranking and pairwise projects (a demonstration project's labellers write the responses)".into()),
-        TaskKind::Pairwise if shown != 2 => Err(format!("config: a pairwise project shows exactly 2 responses, so samples + compare_with must be 2, not {shown}")),
-        TaskKind::Ranking if !(2..=9).contains(&shown) => Err(format!("config: a ranking project shows 2 to 9 responses, so samples + compare_with must be 2 to 9, not {shown}")),
+        TaskKind::Demonstration => {
+            Err("kind: generate runs feed ranking and pairwise projects (a demonstration project's labellers write the responses)".into())
+        }
+        TaskKind::Pairwise if shown != 2 => {
+            Err(format!("config: a pairwise project shows exactly 2 responses, so samples + compare_with must be 2, not {shown}"))
+        }
+        TaskKind::Ranking if !(2..=9).contains(&shown) => {
+            Err(format!("config: a ranking project shows 2 to 9 responses, so samples + compare_with must be 2 to 9, not {shown}"))
+        }
         _ => Ok(()),
     }
 }

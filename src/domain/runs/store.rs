@@ -37,7 +37,8 @@ mod tests {
         let id = crate::domain::RunId::new();
         assert_eq!(store_area("shared/gpt2"), Some(StoreArea::Shared));
         assert_eq!(store_area(&format!("runs/{id}/attempt-1/model")), Some(StoreArea::Run(id)));
-        for bad in ["shared", "runs", "runs/x/attempt-1/model", "gpt2", "/etc", "../x", "shared/../runs", &format!("runs/{id}/../../x"), &format!("/runs/{id}")] {
+        for bad in ["shared", "runs", "runs/x/attempt-1/model", "gpt2", "/etc", "../x", "shared/../runs", &format!("runs/{id}/../../x"), &format!("/runs/{id}")]
+        {
             assert_eq!(store_area(bad), None, "{bad}");
         }
     }

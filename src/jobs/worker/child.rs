@@ -15,7 +15,12 @@ use super::fence::{Fence, Owned};
 pub enum Child {
     /// The run stopped being ours; the trainer was killed.
     Lost,
-    Exited { ok: bool, status: String, last_line: String, summary: Option<Value> },
+    Exited {
+        ok: bool,
+        status: String,
+        last_line: String,
+        summary: Option<Value>,
+    },
 }
 
 enum Event {
@@ -106,7 +111,8 @@ impl Seen {
     }
 
     fn exited(self, status: std::process::ExitStatus) -> Child {
-        let shown = status.code().map_or_else(|| format!("signal {}", std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)), |c| format!("status {c}"));
+        let shown =
+            status.code().map_or_else(|| format!("signal {}", std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)), |c| format!("status {c}"));
         Child::Exited { ok: status.success(), status: shown, last_line: self.last_line, summary: self.summary }
     }
 }

@@ -25,7 +25,10 @@ fn export_file(dir: &Path, e: &Export, part: &str) -> PathBuf {
 pub async fn ensure_export(pool: &PgPool, c: &Claimed, input: &RunInput, plan: &Plan, f: &Fence<'_>, dir: &Path) -> Result<Export> {
     if let Some(id) = c.export_id.or(input.export) {
         let mut conn = pool.acquire().await?;
-        let e = crate::export::get(&mut conn, id).await?.filter(|e| e.project_id == c.project_id).ok_or_else(|| anyhow!("input.export_id: no export {id} in this project"))?;
+        let e = crate::export::get(&mut conn, id)
+            .await?
+            .filter(|e| e.project_id == c.project_id)
+            .ok_or_else(|| anyhow!("input.export_id: no export {id} in this project"))?;
         if c.export_id.is_none() {
             f.set_export(e.id).await?;
         }
@@ -97,9 +100,10 @@ pub fn previous_checkpoint(run_dir: &Path, fence: i64) -> Option<PathBuf> {
         .filter(|(n, _)| *n < fence)
         .collect();
     attempts.sort_by_key(|a| std::cmp::Reverse(a.0));
-    attempts.into_iter().map(|(_, p)| p.join("model")).find(|m| {
-        std::fs::read_dir(m.join("checkpoints")).map(|mut it| it.any(|e| e.is_ok_and(|e| e.path().join("COMPLETE").exists()))).unwrap_or(false)
-    })
+    attempts
+        .into_iter()
+        .map(|(_, p)| p.join("model"))
+        .find(|m| std::fs::read_dir(m.join("checkpoints")).map(|mut it| it.any(|e| e.is_ok_and(|e| e.path().join("COMPLETE").exists()))).unwrap_or(false))
 }
 
 /// A store path a run names, checked again where it is read (the API checked it when the run
@@ -166,7 +170,8 @@ pub async fn resolve_model(pool: &PgPool, c: &Claimed, input: &RunInput, role: M
             }
         }
     };
-    let (id, kind, dir) = made.ok_or_else(|| anyhow!("no {} to start from: give input.{key}_run or input.{key}_path, or run {} first", key.replace('_', " "), role.kinds()[0]))?;
+    let (id, kind, dir) =
+        made.ok_or_else(|| anyhow!("no {} to start from: give input.{key}_run or input.{key}_path, or run {} first", key.replace('_', " "), role.kinds()[0]))?;
     Ok(Resolved { dir: PathBuf::from(dir), run: Some(id), label: format!("{kind}-{}", &id.0.simple().to_string()[..8]) })
 }
 

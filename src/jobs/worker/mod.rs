@@ -24,8 +24,8 @@ use sqlx::PgPool;
 
 pub use crate::db::worker::{claim, Claimed};
 use crate::domain::runs::{config_int, trainer_flags, ParamType, RunInput};
-pub use fence::{Fence, Owned};
 use child::{run_child, Child};
+pub use fence::{Fence, Owned};
 use inputs::Resolved;
 use plan::{Inputs, Output, Plan};
 use publish::Outcome;
@@ -54,7 +54,9 @@ pub fn default_trainer() -> PathBuf {
 
 /// Claims and executes runs until the queue is empty (`once`) or forever.
 pub async fn run_worker(pool: PgPool, opts: WorkerOpts) -> Result<()> {
-    crate::private_fs::create_dir_all(&opts.store).and_then(|_| crate::private_fs::create_dir_all(&opts.store.join("runs"))).with_context(|| format!("creating the model store {}", opts.store.display()))?;
+    crate::private_fs::create_dir_all(&opts.store)
+        .and_then(|_| crate::private_fs::create_dir_all(&opts.store.join("runs")))
+        .with_context(|| format!("creating the model store {}", opts.store.display()))?;
     log::info!("worker {} polling for runs (model store {}, trainer {})", opts.name, opts.store.display(), opts.trainer.display());
     loop {
         match claim(&pool, &opts.name, opts.lease).await {
@@ -80,7 +82,9 @@ async fn execute(pool: &PgPool, opts: &WorkerOpts, c: Claimed) {
     f.log(&format!("[worker] attempt {} (fence {}) on {}", c.attempts, c.fence, opts.name)).await;
     match attempt(pool, opts, &c, &f).await {
         Ok(Ended::Succeeded) => log::info!("run {} succeeded", c.id),
-        Ok(Ended::Lost) => log::warn!("run {}: no longer ours (cancelled, or its lease passed to another worker); its trainer was stopped and nothing was published", c.id),
+        Ok(Ended::Lost) => {
+            log::warn!("run {}: no longer ours (cancelled, or its lease passed to another worker); its trainer was stopped and nothing was published", c.id)
+        }
         Err(e) => {
             let message = format!("{e:#}");
             log::warn!("run {} failed: {message}", c.id);

@@ -33,7 +33,13 @@ impl ExportForm {
             None => None,
             Some(t) => Some(t.parse().map_err(|_| format!("test_percent: expected a whole number from 0 to 90, got {t:?}"))?),
         };
-        Ok(Options { margin: self.margin.is_some(), include_ties: self.include_ties.is_some(), include_both_bad: self.include_both_bad.is_some(), test_percent, ..Options::default() })
+        Ok(Options {
+            margin: self.margin.is_some(),
+            include_ties: self.include_ties.is_some(),
+            include_both_bad: self.include_both_bad.is_some(),
+            test_percent,
+            ..Options::default()
+        })
     }
 }
 

@@ -19,7 +19,13 @@ pub struct CsrfQuery {
     csrf: String,
 }
 
-pub async fn upload(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, q: web::Query<CsrfQuery>, mut form: Multipart) -> Result<HttpResponse, PageError> {
+pub async fn upload(
+    state: web::Data<AppState>,
+    auth: Auth,
+    slug: web::Path<String>,
+    q: web::Query<CsrfQuery>,
+    mut form: Multipart,
+) -> Result<HttpResponse, PageError> {
     auth.check_csrf(&q.csrf)?;
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     let field = form
