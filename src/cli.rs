@@ -303,7 +303,7 @@ async fn serve(
     signals: &mut Signals,
 ) -> Result<()> {
     let key = settings.session_key()?;
-    let app = crate::web::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, web)?;
+    let app = crate::startup::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, web)?;
     log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
     let handle = app.server.handle();
     let server = tokio::spawn(app.server);

@@ -14,4 +14,5 @@ pub mod private_fs;
 pub mod routes;
 pub mod services;
 pub mod settings;
+pub mod startup;
 pub mod web;

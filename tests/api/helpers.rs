@@ -8,8 +8,9 @@ use rewardlab::cluster::Cluster;
 use rewardlab::db::{projects as dbp, users};
 use rewardlab::domain::{Email, Guidelines, NewProject, Overlap, Role, TaskKind, UserId};
 use rewardlab::settings::{Secret, WebOptions};
+use rewardlab::startup::Application;
 use rewardlab::web::auth::{hash_password, keyed_hash, random_secret, Cookies};
-use rewardlab::web::{AppState, Application};
+use rewardlab::web::AppState;
 use serde_json::Value;
 use sqlx::{Connection, PgPool};
 
