@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -172,4 +172,20 @@ pub fn load_reward_model(dir: &Path, device: &Device) -> Result<LoadedReward> {
     let max_len = raw.pointer("/rewardlab/max_len").and_then(Value::as_u64).map_or(cfg.n_positions, |m| m as usize);
     let max_len = max_len.min(cfg.n_positions);
     Ok(LoadedReward { cfg, model, bias, max_len })
+}
+
+/// The checkpoint `--resume PATH` names: PATH itself when it is a complete checkpoint, else
+/// the latest complete one in `PATH/checkpoints`.
+pub fn find_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join(MARKER).exists() {
+        return Ok(path.to_path_buf());
+    }
+    let dir = path.join("checkpoints");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("--resume {}: no checkpoint there and no {}", path.display(), dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(MARKER).exists())
+        .collect();
+    found.sort();
+    found.pop().ok_or_else(|| anyhow!("--resume {}: no complete checkpoint in {}", path.display(), dir.display()))
 }

@@ -223,7 +223,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         bail!("no prompts in {}", args.prompts.display())
     }
     let resume = match &args.resume {
-        Some(p) => Some(train::find_checkpoint(p)?),
+        Some(p) => Some(crate::checkpoint::find_checkpoint(p)?),
         None => None,
     };
     let policy_src = match &resume {

@@ -25,7 +25,7 @@ pub enum Source {
 impl Source {
     pub fn new(resume: Option<&Path>, init: Option<&Path>) -> Result<Self> {
         Ok(match (resume, init) {
-            (Some(r), _) => Source::Resume(crate::train::find_checkpoint(r)?),
+            (Some(r), _) => Source::Resume(crate::checkpoint::find_checkpoint(r)?),
             (None, Some(i)) => Source::Init(i.to_path_buf()),
             (None, None) => Source::Scratch,
         })

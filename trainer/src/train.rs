@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{commit_checkpoint, write_atomic, MARKER};
+use crate::checkpoint::{commit_checkpoint, write_atomic};
 use crate::optim::{learning_rate, AdamW, AdamWConfig, Grads};
 use crate::rng::Rng;
 pub use rewardlab_protocol::{Done, Eval, MetricEvent, Report, Step};
@@ -147,22 +147,6 @@ pub fn evaluate<T: Task>(task: &T, examples: &[T::Example], opts: &TrainOpts) ->
         }
     }
     Ok(total)
-}
-
-/// The checkpoint `--resume PATH` names: PATH itself when it is a complete checkpoint, else
-/// the latest complete one in `PATH/checkpoints`.
-pub fn find_checkpoint(path: &Path) -> Result<PathBuf> {
-    if path.join(MARKER).exists() {
-        return Ok(path.to_path_buf());
-    }
-    let dir = path.join("checkpoints");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("--resume {}: no checkpoint there and no {}", path.display(), dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(MARKER).exists())
-        .collect();
-    found.sort();
-    found.pop().ok_or_else(|| anyhow!("--resume {}: no complete checkpoint in {}", path.display(), dir.display()))
 }
 
 pub fn read_state(checkpoint: &Path) -> Result<State> {
