@@ -41,8 +41,9 @@ enum Command {
         /// Seconds between the scheduler's looks at the project schedules.
         #[arg(long, default_value_t = 15)]
         schedule_every: u64,
-        /// The URL browsers use, e.g. https://labels.example.org [default: http://BIND]; with
-        /// https the sign-in cookies are Secure, with http they cannot be.
+        /// The URL browsers use, e.g. https://labels.example.org; with https the sign-in cookies
+        /// are Secure, with http they cannot be. Without it: plain cookies, and a request's
+        /// Origin is checked against its Host header (a proxy must pass Host on unchanged).
         #[arg(long, env = "REWARDLAB_PUBLIC_URL")]
         public_url: Option<String>,
         /// The header a reverse proxy in front puts the client's address in (its last entry counts),
@@ -167,9 +168,6 @@ enum ProjectCommand {
 
 pub async fn run(cli: Cli) -> Result<()> {
     let settings = Settings::from_env(cli.data_dir);
-    // Registered before anything starts, so Ctrl-C or SIGTERM at any point below lets this
-    // process release the cluster it may have started.
-    let mut signals = Signals::new()?;
     if let Command::Worker { lease_secs, poll_secs, .. } = &cli.command {
         if !(*lease_secs >= 1.0 && *poll_secs > 0.0) {
             bail!("--lease-secs must be at least 1 and --poll-secs positive");
@@ -177,6 +175,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     // Everything that needs no database is checked before a cluster is created or started.
     let prepared = prepare(&cli.command)?;
+    // Registered before anything starts, so Ctrl-C or SIGTERM at any point below lets this
+    // process release the cluster it may have started.
+    let mut signals = Signals::new()?;
     let (pool, cluster) = tokio::select! {
         r = settings.connect() => r?,
         _ = signals.recv() => bail!("interrupted"),

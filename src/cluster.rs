@@ -92,20 +92,17 @@ impl Cluster {
 
     /// Registers this process as a user of the cluster, starting it if it is down. Every
     /// process using the private cluster (servers, workers, CLI commands) holds a shared lock
-    /// on `run/users.lock` for as long as it uses it; starting and stopping happen under an
-    /// exclusive `run/start.lock`, so two processes never start it twice, and the last user out
+    /// on `locks/users.lock` for as long as it uses it; starting and stopping happen under an
+    /// exclusive `locks/start.lock`, so two processes never start it twice, and the last user out
     /// stops it (and only a cluster a rewardlab process started: one started by hand is left
     /// running). Dropping the [`ClusterUse`] releases it on every exit path.
     pub fn acquire(&self) -> Result<ClusterUse> {
         let _start = self.start_lock()?;
         let users = self.lock_file("users.lock")?;
         users.lock_shared().context("locking the cluster's users file")?;
-        let mut use_ = ClusterUse { cluster: self.clone(), users: Some(users) };
-        if let Err(e) = self.start_if_down_locked() {
-            use_.users = None; // nothing was started: just stop being a user
-            return Err(e);
-        }
-        Ok(use_)
+        // On failure `users` is dropped (this process is no user) while the start lock is held.
+        self.start_if_down_locked()?;
+        Ok(ClusterUse { cluster: self.clone(), users: Some(users) })
     }
 
     fn lock_file(&self, name: &str) -> Result<std::fs::File> {
@@ -142,21 +139,23 @@ impl Cluster {
         }
         // A postmaster killed a moment ago may leave backends that still hold its shared
         // memory for a few hundred milliseconds; they exit by themselves.
+        // The marker goes first: a start that times out while the postmaster goes on starting
+        // (a long crash recovery) still leaves a cluster rewardlab started.
+        std::fs::write(self.owned_marker(), std::process::id().to_string())?;
         let mut tries = 0;
         loop {
             match self.ensure_running() {
-                Ok(started) => {
-                    if started {
-                        std::fs::write(self.owned_marker(), std::process::id().to_string())?;
-                    }
-                    return Ok(started);
-                }
+                Ok(started) => return Ok(started),
+                Err(e) if self.is_running() => return Err(e),
                 Err(e) if tries < 20 => {
                     tries += 1;
                     log::warn!("PostgreSQL did not start yet (try {tries}): {e:#}");
                     std::thread::sleep(std::time::Duration::from_millis(250));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    let _ = std::fs::remove_file(self.owned_marker());
+                    return Err(e);
+                }
             }
         }
     }

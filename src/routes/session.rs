@@ -70,7 +70,10 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, form: web::Form
         Some(email) => users::by_email(&mut conn, email).await?,
         None => None,
     };
+    // No connection is held while the password waits for a hashing slot and is checked.
+    drop(conn);
     let checked = state.login_checks.verify(form.password.clone(), found.as_ref().map(|(_, hash)| hash.clone())).await;
+    let mut conn = state.pool.acquire().await?;
     users::finish_attempt(&mut conn, attempt, matches!(checked, Ok(true))).await?;
     let ok = checked?;
     let Some((user, _)) = found.filter(|_| ok) else {

@@ -93,9 +93,14 @@ impl Uploads {
     /// A new, empty upload file, locked for this process.
     pub fn create(&self) -> std::io::Result<Upload> {
         use std::os::unix::fs::OpenOptionsExt;
-        let path = self.dir.join(format!("upload-{}.jsonl", uuid::Uuid::new_v4()));
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        // Created under a name the sweep ignores, and named an upload only once locked, so a
+        // server starting meanwhile never takes it for a dead one's.
+        let id = uuid::Uuid::new_v4();
+        let new = self.dir.join(format!(".new-{id}"));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&new)?;
         file.lock()?;
+        let path = self.dir.join(format!("upload-{id}.jsonl"));
+        std::fs::rename(&new, &path)?;
         Ok(Upload { path, file })
     }
 }

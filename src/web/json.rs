@@ -33,11 +33,12 @@ impl<T> std::ops::Deref for Json<T> {
 /// Parses a JSON body; the error says which field is wrong and why.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     if json_may_hold_nul(body) {
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
-            if let Some(path) = nul_path(&value) {
-                let at = if path.is_empty() { "the body".to_string() } else { path };
-                return Err(format!("{at}: text may not contain the NUL character (\\u0000)"));
-            }
+        // A body the tree parser refuses may still pass the typed one (which skips unknown
+        // fields without checking them): refuse it here rather than let its NUL through.
+        let value = serde_json::from_slice::<serde_json::Value>(body).map_err(|e| format!("the JSON body is not valid: {e}"))?;
+        if let Some(path) = nul_path(&value) {
+            let at = if path.is_empty() { "the body".to_string() } else { path };
+            return Err(format!("{at}: text may not contain the NUL character (\\u0000)"));
         }
     }
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -109,5 +110,8 @@ mod tests {
         let e = parse::<Body>(br#"{"name": "#).unwrap_err();
         assert!(e.starts_with("the JSON body is not valid"), "{e}");
         assert_eq!(parse::<Body>(br#"{"name": "\\u0000"}"#).unwrap().name, "\\u0000");
+        // An unknown field the typed parser would skip unchecked does not carry a NUL past.
+        let e = parse::<Body>(br#"{"name": "x\u0000", "zz": 1e400}"#).unwrap_err();
+        assert!(e.starts_with("the JSON body is not valid"), "{e}");
     }
 }
