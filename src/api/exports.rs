@@ -24,7 +24,7 @@ pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<Stri
     let body = body.into_inner();
     let p = project(&state, &auth, &slug, Role::Lead).await?;
     let format: Format = body.format.parse().map_err(AppError::Invalid)?;
-    let e = exports::create(&state.pool, &p, &auth.user, format, body.options).await?;
+    let e = exports::create(&state.pool, &state.tmp_dir, &p, &auth.user, format, body.options).await?;
     Ok(HttpResponse::Created().json(e))
 }
 

@@ -215,9 +215,14 @@ pub async fn write_part<W: AsyncWrite + Unpin>(
 /// first time it is asked for, checked against the recorded sha256, then kept (0600). One file
 /// is written at a time, so downloads hold at most one pool connection, and that only for as
 /// long as the disk takes, never for a client's pace.
+/// Where part `part` of export `e` is kept under `dir`.
+pub fn part_path(dir: &Path, e: &Export, part: &str) -> PathBuf {
+    dir.join(format!("{}-{part}.jsonl", e.id))
+}
+
 pub async fn part_file(pool: &PgPool, e: &Export, part: &PartSummary, dir: &Path) -> anyhow::Result<PathBuf> {
     static WRITING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-    let path = dir.join(format!("{}-{}.jsonl", e.id, part.part));
+    let path = part_path(dir, e, &part.part);
     if tokio::fs::try_exists(&path).await? {
         return Ok(path);
     }

@@ -13,9 +13,33 @@ use crate::domain::ExportId;
 use crate::export::{self, Export, Format, Options, PartSummary};
 
 /// Takes a snapshot of `p` in `format`, by `by`; the options are checked against the format.
-pub async fn create(pool: &PgPool, p: &Project, by: &User, format: Format, options: Options) -> Result<Export, AppError> {
+/// Its parts are written as they are taken into the files downloads are served from (under
+/// `dir/exports`), so a download streams a file and never replays the snapshot.
+pub async fn create(pool: &PgPool, dir: &Path, p: &Project, by: &User, format: Format, options: Options) -> Result<Export, AppError> {
     let options = options.checked(format).map_err(AppError::Invalid)?;
-    Ok(export::create(pool, p.id, format, options, Some(by.id), |_| Ok(tokio::io::sink())).await.map_err(|e| e.context("taking an export"))?)
+    let files = dir.join("exports");
+    crate::private_fs::create_dir_all(&files).map_err(|e| anyhow::Error::from(e).context("creating the exports folder"))?;
+    let batch = uuid::Uuid::new_v4().simple().to_string();
+    let partial = |part: &str| files.join(format!(".{batch}-{part}.partial"));
+    let taken = export::create(pool, p.id, format, options, Some(by.id), |part| {
+        let file = crate::private_fs::create_file(&partial(part))?;
+        Ok(tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file)))
+    })
+    .await;
+    let e = match taken {
+        Ok(e) => e,
+        Err(err) => {
+            for part in format.parts() {
+                let _ = std::fs::remove_file(partial(part));
+            }
+            return Err(err.context("taking an export").into());
+        }
+    };
+    for part in format.parts() {
+        // A file that cannot be renamed is written again from the snapshot at its download.
+        let _ = std::fs::rename(partial(part), export::part_path(&files, &e, part));
+    }
+    Ok(e)
 }
 
 pub async fn list(pool: &PgPool, p: &Project) -> Result<Vec<Export>, AppError> {

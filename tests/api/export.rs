@@ -461,6 +461,8 @@ async fn an_export_taken_before_provenance_columns_existed_still_downloads_its_r
         .execute(&app.pool)
         .await
         .unwrap();
+    // Nor had it a file: exports before the upgrade were written at their first download.
+    std::fs::remove_file(app.tmp.join("exports").join(format!("{id}-all.jsonl"))).unwrap();
     let res = lead.get(&format!("/api/v1/exports/{id}/download")).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["X-Rewardlab-Sha256"], old_sha.as_str());

@@ -48,6 +48,6 @@ pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<Stri
     let options = form.options().map_err(AppError::Invalid)?;
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     let format: Format = form.format.parse().map_err(AppError::Invalid)?;
-    exports::create(&state.pool, &p, &auth.user, format, options).await?;
+    exports::create(&state.pool, &state.tmp_dir, &p, &auth.user, format, options).await?;
     Ok(redirect(&format!("/projects/{slug}#exports")))
 }
