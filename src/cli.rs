@@ -19,6 +19,15 @@ use crate::services::{
 };
 use crate::settings::Settings;
 
+/// Prints a line of the command's output; a reader that went away (`| head -1`) is not an
+/// error worth a panic, and the command still finishes and releases what it holds.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(name = "rewardlab", version, about = "The human side of RLHF: labelling, preference datasets, training runs")]
 pub struct Cli {
@@ -344,9 +353,9 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, pre
             let (password, generated) = prepared.password.context("no password was prepared")?;
             let hash = hash_password(password.clone()).await?;
             users::insert(&mut conn, &email, &hash, admin).await?.with_context(|| format!("an account with email {} exists", email.as_str()))?;
-            println!("created {} {}", if admin { "admin" } else { "user" }, email.as_str());
+            say!("created {} {}", if admin { "admin" } else { "user" }, email.as_str());
             if generated {
-                println!("password (shown once): {password}");
+                say!("password (shown once): {password}");
             }
         }
         Command::User { command: UserCommand::ResetPassword { email, .. } } => {
@@ -354,9 +363,9 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, pre
             let (user, _) = users::by_email(&mut conn, &email).await?.with_context(|| format!("no account has the email {}", email.as_str()))?;
             let (password, generated) = prepared.password.context("no password was prepared")?;
             services::accounts::set_password(pool, user.id, &password, true).await.context("resetting the password")?;
-            println!("reset the password of {}; its sessions and API tokens are revoked", email.as_str());
+            say!("reset the password of {}; its sessions and API tokens are revoked", email.as_str());
             if generated {
-                println!("password (shown once): {password}");
+                say!("password (shown once): {password}");
             }
         }
         Command::Token { command: TokenCommand::Create { email, name } } => {
@@ -364,13 +373,13 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, pre
             let (user, _) = users::by_email(&mut conn, &email).await?.with_context(|| format!("no account has the email {}", email.as_str()))?;
             let name = TokenName::parse(&name).map_err(anyhow::Error::msg)?;
             let token = services::accounts::issue_token(pool, settings.session_key()?.expose(), user.id, &name).await.context("creating the token")?;
-            println!("created API token {:?} for {}", name.as_str(), email.as_str());
-            println!("{token}");
+            say!("created API token {:?} for {}", name.as_str(), email.as_str());
+            say!("{token}");
         }
         Command::Project { command: ProjectCommand::Create { slug, name, kind, overlap } } => {
             let new = new_project(&slug, &name, &kind, overlap)?;
             services::projects::create(pool, None, &new).await.context("creating the project")?;
-            println!("created {} project {} ({}), overlap {}", new.kind.as_str(), new.slug, new.name, new.overlap);
+            say!("created {} project {} ({}), overlap {}", new.kind.as_str(), new.slug, new.name, new.overlap);
         }
         Command::Project { command: ProjectCommand::AddMember { project, email, role } } => {
             let p = dbp::by_slug_for_cli(&mut conn, &project).await?.with_context(|| format!("no project has the slug {project:?}"))?;
@@ -379,13 +388,13 @@ async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, pre
             if !dbp::add_member_by_email(&mut conn, p.id, &email, role).await? {
                 bail!("no account has the email {}; create it with `rewardlab user add`", email.as_str());
             }
-            println!("{} is now a {} of {}", email.as_str(), role.as_str(), p.slug);
+            say!("{} is now a {} of {}", email.as_str(), role.as_str(), p.slug);
         }
         Command::Import { project, file } => {
             let p = dbp::by_slug_for_cli(&mut conn, &project).await?.with_context(|| format!("no project has the slug {project:?}"))?;
             drop(conn);
             let report = import_with_progress(pool, &p, &file).await?;
-            println!("{report}");
+            say!("{report}");
         }
         Command::Export { project, format, out, margin, test_percent } => {
             let p = dbp::by_slug_for_cli(&mut conn, &project).await?.with_context(|| format!("no project has the slug {project:?}"))?;
@@ -479,7 +488,7 @@ async fn export_to_path(pool: &sqlx::PgPool, p: &dbp::Project, format: Format, o
     .await?;
     for f in &export.files {
         std::fs::rename(tmp(&f.part), target(&f.part))?;
-        println!("wrote {} ({} rows, sha256 {})", target(&f.part).display(), f.rows, f.sha256);
+        say!("wrote {} ({} rows, sha256 {})", target(&f.part).display(), f.rows, f.sha256);
     }
     if dir_mode {
         let manifest = serde_json::json!({"export_id": export.id, "format": export.format, "schema_version": crate::export::SCHEMA_VERSION,
@@ -487,6 +496,6 @@ async fn export_to_path(pool: &sqlx::PgPool, p: &dbp::Project, format: Format, o
         std::fs::write(out.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("export {} of {}: {} {} rows in {:.2} s ({:.0} rows/s)", export.id, p.slug, export.rows(), format, secs, export.rows() as f64 / secs.max(1e-9));
+    say!("export {} of {}: {} {} rows in {:.2} s ({:.0} rows/s)", export.id, p.slug, export.rows(), format, secs, export.rows() as f64 / secs.max(1e-9));
     Ok(())
 }

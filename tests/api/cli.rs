@@ -136,3 +136,23 @@ async fn serve_starts_its_own_cluster_and_stops_it_cleanly_on_sigterm() {
     assert!(server.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_command_whose_reader_goes_away_still_finishes_without_a_panic() {
+    let app = spawn_app().await;
+    let dir = scratch("pipe");
+    let mut child = Command::new(BIN)
+        .args(["user", "add", "--email", "piped@example.org"])
+        .env("DATABASE_URL", &app.db_url)
+        .env("REWARDLAB_DATA", &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `| head -0`: the reader is gone before anything is printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{stderr}");
+    assert_eq!(app.count("SELECT count(*) FROM users WHERE email = 'piped@example.org'").await, 1);
+}
