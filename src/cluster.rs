@@ -137,11 +137,12 @@ impl Cluster {
         if self.is_running() {
             return Ok(false);
         }
-        // A postmaster killed a moment ago may leave backends that still hold its shared
-        // memory for a few hundred milliseconds; they exit by themselves.
         // The marker goes first: a start that times out while the postmaster goes on starting
         // (a long crash recovery) still leaves a cluster rewardlab started.
         std::fs::write(self.owned_marker(), std::process::id().to_string())?;
+        // A postmaster killed a moment ago may leave backends that still hold its shared
+        // memory for a few hundred milliseconds; they exit by themselves, so a failed start is
+        // tried again.
         let mut tries = 0;
         loop {
             match self.ensure_running() {

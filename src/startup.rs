@@ -8,7 +8,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 
 use crate::settings::{Secret, WebOptions};
-use crate::web::{auth, error, submits, AppState, TaskRulesCache, Uploads, IMPORT_SLOTS};
+use crate::web::{auth, submits, AppState, TaskRulesCache, Uploads, IMPORT_SLOTS};
 
 pub const CSP: &str =
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -67,11 +67,6 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::FormConfig::default().limit(1 << 20))
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(4 << 20)
-                        .error_handler(|e, _| error::ApiError(error::AppError::Invalid(format!("the JSON body is not valid: {e}"))).into()),
-                )
                 .wrap(
                     DefaultHeaders::new()
                         .add(("Content-Security-Policy", CSP))

@@ -38,7 +38,6 @@ pub fn json_may_hold_nul(json: &[u8]) -> bool {
         }
         from = at + 1;
     }
-    // Escapes may be written in upper case hex digits too, but 0 has no case; `\U` is not JSON.
     false
 }
 

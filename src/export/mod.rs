@@ -211,15 +211,15 @@ pub async fn write_part<W: AsyncWrite + Unpin>(
     w.finish().await
 }
 
-/// The file holding `part` of a recorded export, under `dir`: written from its snapshot the
-/// first time it is asked for, checked against the recorded sha256, then kept (0600). One file
-/// is written at a time, so downloads hold at most one pool connection, and that only for as
-/// long as the disk takes, never for a client's pace.
 /// Where part `part` of export `e` is kept under `dir`.
 pub fn part_path(dir: &Path, e: &Export, part: &str) -> PathBuf {
     dir.join(format!("{}-{part}.jsonl", e.id))
 }
 
+/// The file holding `part` of a recorded export, under `dir`: normally written as the snapshot
+/// was taken; when it is missing, written from the snapshot now, checked against the recorded
+/// sha256, then kept (0600). One file is written at a time, so downloads hold at most one pool
+/// connection, and that only for as long as the disk takes, never for a client's pace.
 pub async fn part_file(pool: &PgPool, e: &Export, part: &PartSummary, dir: &Path) -> anyhow::Result<PathBuf> {
     static WRITING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let path = part_path(dir, e, &part.part);
@@ -231,24 +231,33 @@ pub async fn part_file(pool: &PgPool, e: &Export, part: &PartSummary, dir: &Path
         return Ok(path);
     }
     tokio::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).await?;
-    let tmp = dir.join(format!(".{}-{}.partial-{}", e.id, part.part, uuid::Uuid::new_v4().simple()));
-    let written = write_file(pool, e, part, &tmp).await;
+    replay_to(pool, e, part, &path).await?;
+    Ok(path)
+}
+
+/// Writes `part` of a recorded export to `path` (0600) from its snapshot, checked against the
+/// recorded sha256: into a temporary file beside it, synced, then renamed, so `path` only ever
+/// holds the whole, right bytes.
+pub async fn replay_to(pool: &PgPool, e: &Export, part: &PartSummary, path: &Path) -> anyhow::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("export");
+    let tmp = path.with_file_name(format!(".{name}.partial-{}", uuid::Uuid::new_v4().simple()));
+    let written = async {
+        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).await?;
+        let mut out = tokio::io::BufWriter::new(file);
+        let mut conn = pool.acquire().await?;
+        let (_, sha) = write_part(&mut conn, e.project_id, e.format(), &e.options, &e.snapshot, &part.part, &mut out).await?;
+        drop(conn);
+        out.flush().await?;
+        out.into_inner().sync_all().await?;
+        anyhow::ensure!(sha == part.sha256, "export {} part {} replayed with sha256 {sha}, recorded {}", e.id, part.part, part.sha256);
+        Ok(())
+    }
+    .await;
     if let Err(err) = written {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(err);
     }
-    tokio::fs::rename(&tmp, &path).await?;
-    Ok(path)
-}
-
-async fn write_file(pool: &PgPool, e: &Export, part: &PartSummary, tmp: &Path) -> anyhow::Result<()> {
-    let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(tmp).await?;
-    let mut out = tokio::io::BufWriter::new(file);
-    let mut conn = pool.acquire().await?;
-    let (_, sha) = write_part(&mut conn, e.project_id, e.format(), &e.options, &e.snapshot, &part.part, &mut out).await?;
-    drop(conn);
-    out.flush().await?;
-    anyhow::ensure!(sha == part.sha256, "export {} part {} replayed with sha256 {sha}, recorded {}", e.id, part.part, part.sha256);
+    tokio::fs::rename(&tmp, path).await?;
     Ok(())
 }
 

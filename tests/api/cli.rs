@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use crate::helpers::spawn_app;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rewardlab");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_rewardlab");
 
-fn run(db_url: &str, data_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) fn run(db_url: &str, data_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args).env("REWARDLAB_DATA", data_dir).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     if db_url.is_empty() {
@@ -23,12 +23,12 @@ fn run(db_url: &str, data_dir: &std::path::Path, args: &[&str], stdin: Option<&s
     child.wait_with_output().unwrap()
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir

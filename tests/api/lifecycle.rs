@@ -2,18 +2,12 @@
 //! last user, started again when its postmaster dies, and never left running by a command that
 //! failed, was refused or was interrupted.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rewardlab");
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use crate::cli::{ok, scratch, BIN};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -29,28 +23,6 @@ fn serve(data: &Path, port: u16) -> Child {
         .unwrap()
 }
 
-fn cli(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("REWARDLAB_DATA", data)
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 fn postmaster_pid(data: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(data.join("pg/postmaster.pid")).ok()?;
     text.lines().next()?.trim().parse().ok()
@@ -59,11 +31,7 @@ fn postmaster_pid(data: &Path) -> Option<i32> {
 /// Whether the data directory's postmaster is alive (a killed one nobody reaped yet, a zombie,
 /// is not).
 fn cluster_running(data: &Path) -> bool {
-    postmaster_pid(data).is_some_and(|pid| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
-        state.is_some_and(|s| s != 'Z' && s != 'X')
-    })
+    rewardlab::cluster::Cluster::new(data).unwrap().is_running()
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -106,14 +74,14 @@ async fn two_servers_share_the_cluster_and_the_last_one_out_stops_it() {
     let mut second = serve(&data, p2);
     wait_healthy(p2).await;
     // A command run beside them neither starts a second cluster nor stops theirs.
-    ok(&cli(&data, &["user", "add", "--email", "ann@example.org", "--password-stdin"], Some("a long enough password")));
+    ok(&crate::cli::run("", &data, &["user", "add", "--email", "ann@example.org", "--password-stdin"], Some("a long enough password")));
     assert!(cluster_running(&data));
 
     signal(&second, "-TERM");
     assert!(wait_exit(&mut second).success());
     assert!(cluster_running(&data), "the first server still uses the cluster");
     wait_healthy(p1).await;
-    ok(&cli(&data, &["token", "create", "--email", "ann@example.org"], None));
+    ok(&crate::cli::run("", &data, &["token", "create", "--email", "ann@example.org"], None));
 
     signal(&first, "-TERM");
     assert!(wait_exit(&mut first).success());
@@ -149,12 +117,12 @@ fn a_command_that_fails_its_checks_creates_no_cluster() {
         vec!["import", "--project", "demo", "/nonexistent/items.jsonl"],
         vec!["export", "--project", "demo", "--format", "csv", "--out", "x"],
     ] {
-        let out = cli(&data, &args, None);
+        let out = crate::cli::run("", &data, &args, None);
         assert!(!out.status.success(), "{args:?}");
         assert!(!String::from_utf8_lossy(&out.stderr).trim().is_empty());
         assert!(!data.exists(), "{args:?} created {}", data.display());
     }
-    let short = cli(&data, &["user", "add", "--email", "a@example.org", "--password-stdin"], Some("short"));
+    let short = crate::cli::run("", &data, &["user", "add", "--email", "a@example.org", "--password-stdin"], Some("short"));
     assert!(!short.status.success() && !data.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -163,7 +131,7 @@ fn a_command_that_fails_its_checks_creates_no_cluster() {
 async fn an_interrupted_command_stores_nothing_and_stops_the_cluster_it_started() {
     let dir = scratch("interrupted");
     let data = dir.join("data");
-    ok(&cli(&data, &["project", "create", "--slug", "demo", "--name", "D", "--kind", "ranking"], None));
+    ok(&crate::cli::run("", &data, &["project", "create", "--slug", "demo", "--name", "D", "--kind", "ranking"], None));
     assert!(!cluster_running(&data));
     let fifo = dir.join("items.jsonl");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
@@ -189,7 +157,7 @@ async fn an_interrupted_command_stores_nothing_and_stops_the_cluster_it_started(
     assert!(!cluster_running(&data), "the interrupted command stopped the cluster it started");
     let items = dir.join("one.jsonl");
     std::fs::write(&items, crate::helpers::items_jsonl(1, 2, "after")).unwrap();
-    let out = ok(&cli(&data, &["import", "--project", "demo", items.to_str().unwrap()], None));
+    let out = ok(&crate::cli::run("", &data, &["import", "--project", "demo", items.to_str().unwrap()], None));
     assert!(out.contains("imported 1 items"), "nothing from the interrupted import was kept: {out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -201,12 +169,12 @@ async fn the_server_starts_its_cluster_again_when_the_postmaster_dies_and_keeps_
     let port = free_port();
     let mut server = serve(&data, port);
     wait_healthy(port).await;
-    ok(&cli(&data, &["user", "add", "--email", "lead@example.org", "--admin", "--password-stdin"], Some("a long enough password")));
-    ok(&cli(&data, &["project", "create", "--slug", "demo", "--name", "D", "--kind", "ranking", "--overlap", "1"], None));
+    ok(&crate::cli::run("", &data, &["user", "add", "--email", "lead@example.org", "--admin", "--password-stdin"], Some("a long enough password")));
+    ok(&crate::cli::run("", &data, &["project", "create", "--slug", "demo", "--name", "D", "--kind", "ranking", "--overlap", "1"], None));
     let items = dir.join("items.jsonl");
     std::fs::write(&items, crate::helpers::items_jsonl(40, 2, "sup")).unwrap();
-    ok(&cli(&data, &["import", "--project", "demo", items.to_str().unwrap()], None));
-    let token = ok(&cli(&data, &["token", "create", "--email", "lead@example.org"], None)).lines().last().unwrap().to_string();
+    ok(&crate::cli::run("", &data, &["import", "--project", "demo", items.to_str().unwrap()], None));
+    let token = ok(&crate::cli::run("", &data, &["token", "create", "--email", "lead@example.org"], None)).lines().last().unwrap().to_string();
     let api = crate::helpers::Api { app_addr: format!("http://127.0.0.1:{port}"), token, http: reqwest::Client::new() };
 
     let mut acknowledged = 0;
@@ -257,9 +225,9 @@ async fn a_stop_during_an_upload_leaves_no_upload_file_behind() {
     let port = free_port();
     let mut server = serve(&data, port);
     wait_healthy(port).await;
-    ok(&cli(&data, &["user", "add", "--email", "lead@example.org", "--admin", "--password-stdin"], Some("a long enough password")));
-    ok(&cli(&data, &["project", "create", "--slug", "demo", "--name", "D", "--kind", "ranking"], None));
-    let token = ok(&cli(&data, &["token", "create", "--email", "lead@example.org"], None)).lines().last().unwrap().to_string();
+    ok(&crate::cli::run("", &data, &["user", "add", "--email", "lead@example.org", "--admin", "--password-stdin"], Some("a long enough password")));
+    ok(&crate::cli::run("", &data, &["project", "create", "--slug", "demo", "--name", "D", "--kind", "ranking"], None));
+    let token = ok(&crate::cli::run("", &data, &["token", "create", "--email", "lead@example.org"], None)).lines().last().unwrap().to_string();
     // A body that sends one chunk and then waits for ever.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
     tx.send(Ok(bytes::Bytes::from(crate::helpers::items_jsonl(100, 2, "up")))).await.unwrap();

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::io::AsyncWriteExt;
 
 use super::fence::Fence;
 use super::plan::Plan;
@@ -67,19 +66,7 @@ pub async fn materialize(pool: &PgPool, e: &Export, dir: &Path) -> Result<Vec<Pa
     for part in &e.files {
         let path = export_file(dir, e, &part.part);
         if !path.exists() {
-            let tmp = dir.join(format!(".{}-{}.partial-{}", e.id, part.part, uuid::Uuid::new_v4().simple()));
-            let mut file = tokio::io::BufWriter::new(tokio::fs::File::from_std(crate::private_fs::create_file(&tmp)?));
-            let mut conn = pool.acquire().await?;
-            crate::export::write_part(&mut conn, e.project_id, e.format(), &e.options, &e.snapshot, &part.part, &mut file).await.and_then(|(_, sha)| {
-                if sha == part.sha256 {
-                    Ok(())
-                } else {
-                    Err(anyhow!("export {} replayed with sha256 {sha}, recorded {}", e.id, part.sha256))
-                }
-            })?;
-            file.flush().await?;
-            file.into_inner().sync_all().await?;
-            std::fs::rename(&tmp, &path)?;
+            crate::export::replay_to(pool, e, part, &path).await?;
         }
         if part.rows > 0 {
             out.push(path);
