@@ -154,10 +154,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 pub async fn ensure_database(cluster: &Cluster, name: &str) -> Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres")).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)").bind(name).fetch_one(&mut conn).await?;
-    if !exists {
-        sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', ""))).execute(&mut conn).await?;
-    }
+    crate::db::ensure_database(&mut conn, name).await?;
     Ok(())
 }
 

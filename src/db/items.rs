@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::domain::import::ImportItem;
-use crate::domain::{ItemId, ProjectId, ResponseId};
+use crate::domain::{ItemId, ProjectId, ResponseId, UserId};
 
 /// What one batch added.
 #[derive(Debug, Default, Clone, Copy)]
@@ -24,19 +24,19 @@ pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[
     let prompts: Vec<Value> = batch.iter().map(|i| serde_json::to_value(&i.prompt).unwrap_or(Value::Null)).collect();
     let metas: Vec<Option<Value>> = batch.iter().map(|i| i.metadata.clone()).collect();
     let counts: Vec<i32> = batch.iter().map(|i| i.responses.len() as i32).collect();
-    let inserted: Vec<ItemId> = sqlx::query_scalar(
-        "INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw)
-         SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw
-         FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[]) AS u(id, ext, prompt, meta, n, raw)
-         ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id",
+    let inserted: Vec<ItemId> = sqlx::query_scalar!(
+        r#"INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw)
+           SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw
+           FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[]) AS u(id, ext, prompt, meta, n, raw)
+           ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id AS "id: ItemId""#,
+        project as ProjectId,
+        ids.as_slice() as &[ItemId],
+        ext.as_slice() as &[&str],
+        prompts.as_slice(),
+        metas.as_slice() as &[Option<Value>],
+        counts.as_slice(),
+        raws.as_slice() as &[Option<&str>],
     )
-    .bind(project)
-    .bind(&ids)
-    .bind(&ext)
-    .bind(&prompts)
-    .bind(&metas)
-    .bind(&counts)
-    .bind(&raws)
     .fetch_all(&mut *conn)
     .await?;
     let new: std::collections::HashSet<ItemId> = inserted.iter().copied().collect();
@@ -61,16 +61,16 @@ async fn insert_responses(conn: &mut PgConnection, fresh: &[(ItemId, &ImportItem
     if ids.is_empty() {
         return Ok(0);
     }
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "INSERT INTO responses (id, item_id, position, model, text, metadata)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::jsonb[])",
+        ids.as_slice() as &[ResponseId],
+        items.as_slice() as &[ItemId],
+        pos.as_slice(),
+        models.as_slice() as &[&str],
+        texts.as_slice() as &[&str],
+        metas.as_slice() as &[Option<Value>],
     )
-    .bind(&ids)
-    .bind(&items)
-    .bind(&pos)
-    .bind(&models)
-    .bind(&texts)
-    .bind(&metas)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
@@ -82,19 +82,19 @@ async fn insert_imported_choices(conn: &mut PgConnection, project: ProjectId, fr
     if items.is_empty() {
         return Ok(0);
     }
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "INSERT INTO judgements (id, project_id, item_id, source, ranks, display_order)
          SELECT gen_random_uuid(), $1, u.item, 'import', '{1,2}', '{0,1}' FROM UNNEST($2::uuid[]) AS u(item)",
+        project as ProjectId,
+        items.as_slice() as &[ItemId],
     )
-    .bind(project)
-    .bind(&items)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// An item as its project's leads see it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ItemView {
     pub id: ItemId,
     pub external_id: String,
@@ -105,7 +105,7 @@ pub struct ItemView {
 }
 
 /// One response of an item, with its model and metadata.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ResponseView {
     pub id: ResponseId,
     pub model: String,
@@ -114,7 +114,7 @@ pub struct ResponseView {
 }
 
 /// One judgement of an item.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct JudgementView {
     pub labeller: String,
     pub ranks: Option<Vec<i16>>,
@@ -133,26 +133,30 @@ pub async fn for_lead(
     conn: &mut PgConnection,
     project: ProjectId,
     item: ItemId,
-    user: crate::domain::UserId,
+    user: UserId,
 ) -> sqlx::Result<Option<(ItemView, Vec<ResponseView>, Vec<JudgementView>)>> {
-    let found: Option<ItemView> = sqlx::query_as(
+    let found = sqlx::query_as!(
+        ItemView,
         "SELECT i.id, i.external_id, i.prompt, i.prompt_raw, i.metadata, i.created_at FROM items i JOIN users u ON u.id = $3
          WHERE i.id = $1 AND i.project_id = $2
            AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = i.project_id AND m.user_id = u.id AND m.role = 'lead'))",
+        item as ItemId,
+        project as ProjectId,
+        user as UserId,
     )
-    .bind(item)
-    .bind(project)
-    .bind(user)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(found) = found else { return Ok(None) };
-    let responses =
-        sqlx::query_as("SELECT id, model, text, metadata FROM responses WHERE item_id = $1 ORDER BY position").bind(found.id).fetch_all(&mut *conn).await?;
-    let judgements = sqlx::query_as(
-        "SELECT COALESCE(u.email, 'imported') AS labeller, j.ranks, j.strength, j.both_bad, j.demonstration, j.flags, j.rating, j.comment, j.created_at
-         FROM judgements j LEFT JOIN users u ON u.id = j.user_id WHERE j.item_id = $1 ORDER BY j.seq",
+    let responses = sqlx::query_as!(ResponseView, "SELECT id, model, text, metadata FROM responses WHERE item_id = $1 ORDER BY position", found.id as ItemId)
+        .fetch_all(&mut *conn)
+        .await?;
+    let judgements = sqlx::query_as!(
+        JudgementView,
+        r#"SELECT COALESCE(u.email, 'imported') AS "labeller!", j.ranks, j.strength, j.both_bad, j.demonstration, j.flags, j.rating, j.comment,
+                  j.created_at
+             FROM judgements j LEFT JOIN users u ON u.id = j.user_id WHERE j.item_id = $1 ORDER BY j.seq"#,
+        found.id as ItemId,
     )
-    .bind(found.id)
     .fetch_all(&mut *conn)
     .await?;
     Ok(Some((found, responses, judgements)))

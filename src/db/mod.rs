@@ -2,6 +2,7 @@
 //! what commits together; every lookup of project-owned rows is scoped by the caller's
 //! membership in the query itself.
 
+pub mod exports;
 pub mod items;
 pub mod projects;
 pub mod runs;
@@ -13,7 +14,7 @@ pub mod worker;
 
 use anyhow::Context;
 use sqlx::migrate::{Migrate, Migrator};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// The forward-only migrations in `migrations/` (see migrations/README.md).
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -51,6 +52,22 @@ async fn check_applied(pool: &PgPool) -> anyhow::Result<()> {
              is never edited: restore it and add a new migration (migrations/README.md).",
             applied.version
         );
+    }
+    Ok(())
+}
+
+/// Whether the database answers a query (the health check).
+pub async fn ping(pool: &PgPool) -> sqlx::Result<()> {
+    sqlx::query_scalar!(r#"SELECT 1 AS "one!""#).fetch_one(pool).await.map(drop)
+}
+
+/// Creates database `name` on the server `conn` is connected to, unless it exists. The one
+/// statement here not checked at compile time: a database name cannot be a bind parameter, so
+/// it is quoted as an identifier instead.
+pub async fn ensure_database(conn: &mut PgConnection, name: &str) -> sqlx::Result<()> {
+    let exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#, name).fetch_one(&mut *conn).await?;
+    if !exists {
+        sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""))).execute(conn).await?;
     }
     Ok(())
 }

@@ -21,22 +21,24 @@ pub struct NewRun {
 
 pub async fn insert(conn: &mut PgConnection, r: &NewRun) -> sqlx::Result<RunId> {
     let id = RunId(uuid::Uuid::new_v4());
-    sqlx::query("INSERT INTO runs (id, project_id, kind, config, input, after_run, schedule_id, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(id)
-        .bind(r.project)
-        .bind(r.spec.kind)
-        .bind(Value::Object(r.spec.config.clone()))
-        .bind(r.spec.input.to_json())
-        .bind(r.after_run)
-        .bind(r.schedule)
-        .bind(r.by)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO runs (id, project_id, kind, config, input, after_run, schedule_id, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        id as RunId,
+        r.project as ProjectId,
+        r.spec.kind as RunKind,
+        Value::Object(r.spec.config.clone()),
+        r.spec.input.to_json(),
+        r.after_run as Option<RunId>,
+        r.schedule as Option<ScheduleId>,
+        r.by as Option<UserId>,
+    )
+    .execute(conn)
+    .await?;
     Ok(id)
 }
 
 /// A run as the web shows it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Run {
     pub id: RunId,
     pub project_id: ProjectId,
@@ -80,79 +82,86 @@ impl Run {
     }
 }
 
-/// The columns of a [`Run`] (`r`: runs, `p`: projects); a macro so queries are whole literals.
-macro_rules! run_cols {
-    () => {
-        "r.id, r.project_id, p.slug, r.kind, r.config, r.input, r.export_id, r.after_run, r.schedule_id, r.status, r.created_at, r.started_at,
-    r.finished_at, r.worker, r.attempts, r.model_dir, r.resumed_from, r.error, r.summary"
+/// `query_as!` for [`Run`]s (`r`: runs, `p`: projects) with `$rest` (literal SQL: a WHERE clause and
+/// what follows) appended.
+macro_rules! select_runs {
+    ($rest:tt, $($arg:expr),*) => {
+        sqlx::query_as!(
+            Run,
+            r#"SELECT r.id, r.project_id, p.slug, r.kind AS "kind: RunKind", r.config, r.input, r.export_id AS "export_id: ExportId",
+                      r.after_run AS "after_run: RunId", r.schedule_id AS "schedule_id: ScheduleId",
+                      r.status AS "status: RunStatus", r.created_at, r.started_at, r.finished_at, r.worker, r.attempts, r.model_dir,
+                      r.resumed_from, r.error, r.summary
+                 FROM runs r JOIN projects p ON p.id = r.project_id "# + $rest,
+            $($arg),*
+        )
     };
 }
 
-/// The lead gate: the caller leads the run's project, or is a site admin.
-macro_rules! leads {
-    () => {
-        "EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = r.project_id AND m.user_id = u.id AND m.role = 'lead')))"
-    };
-}
-
+/// The run `id` if the caller leads its project, or is a site admin.
 pub async fn get_for_lead(conn: &mut PgConnection, id: RunId, user: UserId) -> sqlx::Result<Option<Run>> {
-    sqlx::query_as(concat!("SELECT ", run_cols!(), " FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1 AND ", leads!()))
-        .bind(id)
-        .bind(user)
-        .fetch_optional(conn)
-        .await
+    select_runs!(
+        "WHERE r.id = $1 AND EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS
+            (SELECT 1 FROM memberships m WHERE m.project_id = r.project_id AND m.user_id = u.id AND m.role = 'lead')))",
+        id as RunId,
+        user as UserId
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// Runs of a project (the caller has been checked as its lead).
 pub async fn list(conn: &mut PgConnection, project: ProjectId, limit: i64) -> sqlx::Result<Vec<Run>> {
-    sqlx::query_as(concat!("SELECT ", run_cols!(), " FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.project_id = $1 ORDER BY r.seq DESC LIMIT $2"))
-        .bind(project)
-        .bind(limit)
-        .fetch_all(conn)
-        .await
+    select_runs!("WHERE r.project_id = $1 ORDER BY r.seq DESC LIMIT $2", project as ProjectId, limit).fetch_all(conn).await
 }
 
 /// Whether `id` is a run of the project, of one of `kinds` (any kind when empty).
 pub async fn is_project_run(conn: &mut PgConnection, project: ProjectId, id: RunId, kinds: &[RunKind]) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND project_id = $2 AND (cardinality($3::run_kind[]) = 0 OR kind = ANY($3)))")
-        .bind(id)
-        .bind(project)
-        .bind(kinds)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND project_id = $2 AND (cardinality($3::run_kind[]) = 0 OR kind = ANY($3))) AS "exists!""#,
+        id as RunId,
+        project as ProjectId,
+        kinds as &[RunKind],
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// Whether `id` is an export of the project.
 pub async fn is_project_export(conn: &mut PgConnection, project: ProjectId, id: ExportId) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM exports WHERE id = $1 AND project_id = $2)").bind(id).bind(project).fetch_one(conn).await
+    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM exports WHERE id = $1 AND project_id = $2) AS "exists!""#, id as ExportId, project as ProjectId)
+        .fetch_one(conn)
+        .await
 }
 
 /// Whether a run of the project of one of `kinds` made its model or is queued or running to.
 pub async fn has_model_maker(conn: &mut PgConnection, project: ProjectId, kinds: &[RunKind]) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE project_id = $1 AND kind = ANY($2) AND status IN ('queued', 'running', 'succeeded'))")
-        .bind(project)
-        .bind(kinds)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM runs WHERE project_id = $1 AND kind = ANY($2) AND status IN ('queued', 'running', 'succeeded')) AS "exists!""#,
+        project as ProjectId,
+        kinds as &[RunKind],
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// Cancels a queued or running run of a project the caller leads, and the runs chained after
 /// it. A running run's worker sees the status at its next heartbeat and stops its trainer.
 pub async fn cancel(conn: &mut PgConnection, id: RunId, user: UserId) -> sqlx::Result<Option<u64>> {
     let Some(run) = get_for_lead(conn, id, user).await? else { return Ok(None) };
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "WITH RECURSIVE chain(id) AS (SELECT $1::uuid UNION SELECT r.id FROM runs r JOIN chain c ON r.after_run = c.id)
          UPDATE runs SET status = 'cancelled', finished_at = now(), error = COALESCE(error, 'cancelled by a lead')
          WHERE id IN (SELECT id FROM chain) AND status IN ('queued', 'running')",
+        run.id as RunId,
     )
-    .bind(run.id)
     .execute(conn)
     .await?;
     Ok(Some(done.rows_affected()))
 }
 
 /// One metric event (the highest fence's value for each event and step).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct MetricRow {
     pub event: String,
     pub step: Option<i64>,
@@ -160,13 +169,14 @@ pub struct MetricRow {
 }
 
 pub async fn metrics(conn: &mut PgConnection, run: RunId) -> sqlx::Result<Vec<MetricRow>> {
-    sqlx::query_as(
-        "SELECT event, step, data FROM (
+    sqlx::query_as!(
+        MetricRow,
+        r#"SELECT event AS "event!", step, data AS "data!" FROM (
              SELECT DISTINCT ON (event, COALESCE(step, -id)) event, step, data, id FROM run_metrics WHERE run_id = $1
              ORDER BY event, COALESCE(step, -id), fence DESC, id DESC) m
-         ORDER BY step NULLS LAST, id",
+         ORDER BY step NULLS LAST, id"#,
+        run as RunId,
     )
-    .bind(run)
     .fetch_all(conn)
     .await
 }
@@ -174,13 +184,15 @@ pub async fn metrics(conn: &mut PgConnection, run: RunId) -> sqlx::Result<Vec<Me
 /// The last value of every numeric metric of each run (by event: `step.loss`,
 /// `eval.accuracy`, …), from the newest line of each event.
 pub async fn last_values(conn: &mut PgConnection, runs: &[RunId]) -> sqlx::Result<std::collections::HashMap<RunId, serde_json::Map<String, Value>>> {
-    let rows: Vec<(RunId, String, Value)> =
-        sqlx::query_as("SELECT DISTINCT ON (run_id, event) run_id, event, data FROM run_metrics WHERE run_id = ANY($1) ORDER BY run_id, event, id DESC")
-            .bind(runs)
-            .fetch_all(conn)
-            .await?;
+    let rows = sqlx::query!(
+        "SELECT DISTINCT ON (run_id, event) run_id, event, data FROM run_metrics WHERE run_id = ANY($1) ORDER BY run_id, event, id DESC",
+        runs as &[RunId],
+    )
+    .fetch_all(conn)
+    .await?;
     let mut out: std::collections::HashMap<RunId, serde_json::Map<String, Value>> = runs.iter().map(|r| (*r, serde_json::Map::new())).collect();
-    for (run, event, data) in rows {
+    for row in rows {
+        let (run, event, data) = (RunId(row.run_id), row.event, row.data);
         let Value::Object(m) = data else { continue };
         let values = out.entry(run).or_default();
         for (k, v) in m {
@@ -194,7 +206,7 @@ pub async fn last_values(conn: &mut PgConnection, runs: &[RunId]) -> sqlx::Resul
 
 pub async fn log_tail(conn: &mut PgConnection, run: RunId, lines: i64) -> sqlx::Result<Vec<String>> {
     let mut v: Vec<String> =
-        sqlx::query_scalar("SELECT line FROM run_logs WHERE run_id = $1 ORDER BY id DESC LIMIT $2").bind(run).bind(lines).fetch_all(conn).await?;
+        sqlx::query_scalar!("SELECT line FROM run_logs WHERE run_id = $1 ORDER BY id DESC LIMIT $2", run as RunId, lines).fetch_all(conn).await?;
     v.reverse();
     Ok(v)
 }
@@ -202,23 +214,24 @@ pub async fn log_tail(conn: &mut PgConnection, run: RunId, lines: i64) -> sqlx::
 /// Model-versus-model comparisons of a project: every pair of differently-named responses
 /// a judgement ranked, aggregated per (model, model).
 pub async fn model_cells(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Cell>> {
-    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT a.model, b.model,
-                count(*) FILTER (WHERE j.ranks[a.position + 1] < j.ranks[b.position + 1]),
-                count(*) FILTER (WHERE j.ranks[a.position + 1] > j.ranks[b.position + 1]),
-                count(*) FILTER (WHERE j.ranks[a.position + 1] = j.ranks[b.position + 1])
+    let rows = sqlx::query!(
+        r#"SELECT a.model AS a, b.model AS b,
+                count(*) FILTER (WHERE j.ranks[a.position + 1] < j.ranks[b.position + 1]) AS "a_wins!",
+                count(*) FILTER (WHERE j.ranks[a.position + 1] > j.ranks[b.position + 1]) AS "b_wins!",
+                count(*) FILTER (WHERE j.ranks[a.position + 1] = j.ranks[b.position + 1]) AS "ties!"
          FROM judgements j
          JOIN responses a ON a.item_id = j.item_id
          JOIN responses b ON b.item_id = j.item_id AND a.position < b.position AND a.model <> b.model
          WHERE j.project_id = $1 AND j.ranks IS NOT NULL
-         GROUP BY 1, 2",
+         GROUP BY 1, 2"#,
+        project as ProjectId,
     )
-    .bind(project)
     .fetch_all(conn)
     .await?;
     // Fold (a, b) and (b, a) into one cell.
     let mut cells: Vec<Cell> = Vec::new();
-    for (a, b, aw, bw, t) in rows {
+    for row in rows {
+        let (a, b, aw, bw, t) = (row.a, row.b, row.a_wins, row.b_wins, row.ties);
         let (a, b, aw, bw) = if a <= b { (a, b, aw, bw) } else { (b, a, bw, aw) };
         match cells.iter_mut().find(|c| c.a == a && c.b == b) {
             Some(c) => {
@@ -239,18 +252,18 @@ pub async fn leaderboard(conn: &mut PgConnection, project: ProjectId) -> sqlx::R
     let rounds = ((2_000_000.0 / total.max(1.0)) as usize).clamp(20, 200);
     let board = crate::domain::leaderboard::leaderboard(&cells, rounds, 0x5eed);
     let models: Vec<&str> = board.iter().map(|e| e.model.as_str()).collect();
-    let runs: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT DISTINCT ON (r.model) r.model, r.metadata->>'run_id' FROM responses r JOIN items i ON i.id = r.item_id
+    let runs = sqlx::query!(
+        "SELECT DISTINCT ON (r.model) r.model, r.metadata->>'run_id' AS run FROM responses r JOIN items i ON i.id = r.item_id
          WHERE i.project_id = $1 AND r.model = ANY($2) AND r.metadata ? 'run_id' ORDER BY r.model",
+        project as ProjectId,
+        &models as &[&str],
     )
-    .bind(project)
-    .bind(&models)
     .fetch_all(conn)
     .await?;
     Ok(board
         .into_iter()
         .map(|e| {
-            let run = runs.iter().find(|(m, _)| *m == e.model).and_then(|(_, r)| r.as_deref()).and_then(|r| r.parse().ok());
+            let run = runs.iter().find(|r| r.model == e.model).and_then(|r| r.run.as_deref()).and_then(|r| r.parse().ok());
             (e, run)
         })
         .collect())
@@ -266,7 +279,7 @@ pub struct RmAgreement {
     pub disagreements: Vec<Disagreement>,
 }
 
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Disagreement {
     pub judgement_id: JudgementId,
     pub item_id: ItemId,
@@ -292,56 +305,72 @@ impl Disagreement {
     }
 }
 
-/// Human comparisons (non-tied pairs) with both responses scored by `run`.
-macro_rules! scored_pairs {
-    () => {
-        "
-    SELECT j.id AS judgement_id, j.item_id, COALESCE(u.email, 'imported') AS labeller, i.prompt AS prompt_json, i.prompt_raw, a.text AS preferred, b.text AS other,
-           sa.reward AS preferred_reward, sb.reward AS other_reward
-    FROM judgements j
-    JOIN items i ON i.id = j.item_id
-    LEFT JOIN users u ON u.id = j.user_id
-    JOIN responses a ON a.item_id = j.item_id
-    JOIN responses b ON b.item_id = j.item_id AND j.ranks[a.position + 1] < j.ranks[b.position + 1]
-    JOIN response_scores sa ON sa.response_id = a.id AND sa.run_id = $2
-    JOIN response_scores sb ON sb.response_id = b.id AND sb.run_id = $2
-    WHERE j.project_id = $1 AND j.ranks IS NOT NULL"
+/// `query_as!` over the human comparisons (non-tied pairs) of project `$1` with both responses
+/// scored by run `$2`, as `s`: `$head` selects from them, `$tail` follows.
+macro_rules! over_scored_pairs {
+    ($record:path, $head:tt, $tail:tt, $project:expr, $run:expr) => {
+        sqlx::query_as!(
+            $record,
+            $head
+                + r#" FROM (
+                SELECT j.id AS judgement_id, j.item_id, COALESCE(u.email, 'imported') AS labeller, i.prompt AS prompt_json, i.prompt_raw,
+                       a.text AS preferred, b.text AS other, sa.reward AS preferred_reward, sb.reward AS other_reward
+                FROM judgements j
+                JOIN items i ON i.id = j.item_id
+                LEFT JOIN users u ON u.id = j.user_id
+                JOIN responses a ON a.item_id = j.item_id
+                JOIN responses b ON b.item_id = j.item_id AND j.ranks[a.position + 1] < j.ranks[b.position + 1]
+                JOIN response_scores sa ON sa.response_id = a.id AND sa.run_id = $2
+                JOIN response_scores sb ON sb.response_id = b.id AND sb.run_id = $2
+                WHERE j.project_id = $1 AND j.ranks IS NOT NULL) s "#
+                + $tail,
+            $project as ProjectId,
+            $run as RunId
+        )
     };
 }
 
+/// One labeller's comparisons the reward model orders the same way.
+struct LabellerAgreement {
+    labeller: String,
+    agree: i64,
+    pairs: i64,
+}
+
 pub async fn rm_agreement(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Option<RmAgreement>> {
-    let run: Option<RunId> = sqlx::query_scalar(
-        "SELECT r.id FROM runs r WHERE r.project_id = $1 AND r.kind = 'rm' AND r.status = 'succeeded'
-           AND EXISTS (SELECT 1 FROM response_scores s WHERE s.run_id = r.id) ORDER BY r.finished_at DESC LIMIT 1",
+    let run = sqlx::query_scalar!(
+        r#"SELECT r.id AS "id: RunId" FROM runs r WHERE r.project_id = $1 AND r.kind = 'rm' AND r.status = 'succeeded'
+             AND EXISTS (SELECT 1 FROM response_scores s WHERE s.run_id = r.id) ORDER BY r.finished_at DESC LIMIT 1"#,
+        project as ProjectId,
     )
-    .bind(project)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(run) = run else { return Ok(None) };
-    let per: Vec<(String, i64, i64)> = sqlx::query_as(concat!(
-        "SELECT labeller, count(*) FILTER (WHERE preferred_reward > other_reward), count(*) FROM (",
-        scored_pairs!(),
-        ") s GROUP BY labeller ORDER BY labeller"
-    ))
-    .bind(project)
-    .bind(run)
+    let per: Vec<LabellerAgreement> = over_scored_pairs!(
+        LabellerAgreement,
+        r#"SELECT labeller AS "labeller!", count(*) FILTER (WHERE preferred_reward > other_reward) AS "agree!", count(*) AS "pairs!""#,
+        "GROUP BY labeller ORDER BY labeller",
+        project,
+        run
+    )
     .fetch_all(&mut *conn)
     .await?;
-    let (agree, pairs) = per.iter().fold((0, 0), |(a, n), (_, x, m)| (a + x, n + m));
-    let disagreements: Vec<Disagreement> = sqlx::query_as(concat!(
-        "SELECT * FROM (",
-        scored_pairs!(),
-        ") s WHERE other_reward > preferred_reward ORDER BY other_reward - preferred_reward DESC LIMIT 20"
-    ))
-    .bind(project)
-    .bind(run)
+    let (agree, pairs) = per.iter().fold((0, 0), |(a, n), l| (a + l.agree, n + l.pairs));
+    let disagreements: Vec<Disagreement> = over_scored_pairs!(
+        Disagreement,
+        r#"SELECT judgement_id AS "judgement_id!", item_id AS "item_id!", labeller AS "labeller!", prompt_json AS "prompt_json!", prompt_raw,
+                  preferred AS "preferred!", other AS "other!", preferred_reward AS "preferred_reward!", other_reward AS "other_reward!""#,
+        "WHERE other_reward > preferred_reward ORDER BY other_reward - preferred_reward DESC LIMIT 20",
+        project,
+        run
+    )
     .fetch_all(&mut *conn)
     .await?;
     Ok(Some(RmAgreement {
         run_id: run,
         overall: (pairs > 0).then(|| agree as f64 / pairs as f64),
         pairs,
-        per_labeller: per.into_iter().map(|(l, a, n)| (l, (n > 0).then(|| a as f64 / n as f64), n)).collect(),
+        per_labeller: per.into_iter().map(|l| (l.labeller, (l.pairs > 0).then(|| l.agree as f64 / l.pairs as f64), l.pairs)).collect(),
         disagreements,
     }))
 }

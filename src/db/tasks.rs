@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 
 use crate::domain::ranking::Submission;
-use crate::domain::{JudgementId, ProjectId, ResponseId, SkipReason, TaskId, UserId};
+use crate::domain::{JudgementId, ProjectId, ResponseId, SkipReason, TaskId, TaskKind, UserId};
 
 /// A leased task, as the labeller sees it (no model names). The prompt and the responses are
 /// passed on as PostgreSQL wrote them (checked JSON, never parsed into a tree and written again).
@@ -25,7 +25,7 @@ pub struct TaskView {
 
 /// A lease's columns as `rl_next_task` answers them: the task as the labeller
 /// sees it and the rules its submission is checked against.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct NextRow {
     member: Option<bool>,
     task: Option<TaskId>,
@@ -33,7 +33,7 @@ pub struct NextRow {
     expires_at: Option<DateTime<Utc>>,
     responses: Option<Json<Box<RawValue>>>,
     response_ids: Option<Vec<ResponseId>>,
-    kind: Option<crate::domain::TaskKind>,
+    kind: Option<TaskKind>,
     allow_ties: Option<bool>,
     rating_enabled: Option<bool>,
     flags: Option<Vec<String>>,
@@ -68,16 +68,27 @@ impl NextRow {
 /// lock, so concurrent requests never over-lease), with the rules its submission is checked
 /// against. `None` when the caller may not see the project; `Some(None)` when nothing is left.
 pub async fn lease_next(conn: &mut PgConnection, slug: &str, user: UserId) -> sqlx::Result<Option<Option<(TaskView, TaskRules)>>> {
-    let row: NextRow = sqlx::query_as("SELECT * FROM rl_next_task($1, $2, $3)").bind(slug).bind(user).bind(TaskId::new()).fetch_one(conn).await?;
+    let row = sqlx::query_as!(
+        NextRow,
+        r#"SELECT member, task AS "task: TaskId", prompt AS "prompt: Json<Box<RawValue>>", expires_at,
+                  responses AS "responses: Json<Box<RawValue>>", response_ids AS "response_ids: Vec<ResponseId>", kind AS "kind: TaskKind",
+                  allow_ties, rating_enabled, flags
+             FROM rl_next_task($1, $2, $3)"#,
+        slug,
+        user as UserId,
+        TaskId::new() as TaskId,
+    )
+    .fetch_one(conn)
+    .await?;
     Ok(row.into_lease(slug))
 }
 
 /// What a submission is checked against: the task's project rules and its responses in
 /// position order. Only for the caller's own task in a project they still belong to.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct TaskRules {
     pub slug: String,
-    pub kind: crate::domain::TaskKind,
+    pub kind: TaskKind,
     pub allow_ties: bool,
     pub rating_enabled: bool,
     pub flags: Vec<String>,
@@ -85,15 +96,17 @@ pub struct TaskRules {
 }
 
 pub async fn rules(conn: &mut PgConnection, task: TaskId, user: UserId) -> sqlx::Result<Option<TaskRules>> {
-    sqlx::query_as(
-        "SELECT p.slug, p.kind, p.allow_ties, p.rating_enabled, p.flags,
-                COALESCE((SELECT array_agg(r.id ORDER BY r.position) FROM responses r WHERE r.item_id = t.item_id), '{}') AS response_ids
-         FROM tasks t JOIN projects p ON p.id = t.project_id JOIN users u ON u.id = t.user_id
-         LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = u.id
-         WHERE t.id = $1 AND t.user_id = $2 AND (m.user_id IS NOT NULL OR u.is_admin)",
+    sqlx::query_as!(
+        TaskRules,
+        r#"SELECT p.slug, p.kind AS "kind: TaskKind", p.allow_ties, p.rating_enabled, p.flags,
+                  COALESCE((SELECT array_agg(r.id ORDER BY r.position) FROM responses r WHERE r.item_id = t.item_id), '{}')
+                      AS "response_ids!: Vec<ResponseId>"
+             FROM tasks t JOIN projects p ON p.id = t.project_id JOIN users u ON u.id = t.user_id
+             LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = u.id
+            WHERE t.id = $1 AND t.user_id = $2 AND (m.user_id IS NOT NULL OR u.is_admin)"#,
+        task as TaskId,
+        user as UserId,
     )
-    .bind(task)
-    .bind(user)
     .fetch_optional(conn)
     .await
 }
@@ -173,27 +186,40 @@ impl SubmitEntry {
 /// judgement was stored or repeated, the caller's next lease (`None` when nothing is left).
 pub type Submitted = (Outcome, Option<Option<(TaskView, TaskRules)>>);
 
-#[derive(sqlx::FromRow)]
-struct BatchRow {
-    idx: i32,
-    outcome: String,
-    judgement: Option<JudgementId>,
-    #[sqlx(flatten)]
-    next: NextRow,
-}
-
 /// Stores checked judgements in one call and one transaction (`rl_submit_batch`: per entry,
 /// locks the task in task order, checks the caller still belongs to the project, honours the
 /// idempotency key, refuses a lapsed lease whose slot others have taken, and counts the item;
 /// with `next`, leases the caller's next task). Without `wait`, a submission on a lapsed lease
 /// comes back as [`Outcome::Retry`]. Results are in the entries' order.
 pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait: bool) -> sqlx::Result<Vec<Submitted>> {
-    let rows: Vec<BatchRow> = sqlx::query_as("SELECT * FROM rl_submit_batch($1, $2)").bind(sqlx::types::Json(entries)).bind(wait).fetch_all(conn).await?;
+    let rows = sqlx::query!(
+        r#"SELECT idx, outcome, judgement AS "judgement: JudgementId",
+                  member, task AS "task: TaskId", prompt AS "prompt: Json<Box<RawValue>>", expires_at,
+                  responses AS "responses: Json<Box<RawValue>>", response_ids AS "response_ids: Vec<ResponseId>", kind AS "kind: TaskKind",
+                  allow_ties, rating_enabled, flags
+             FROM rl_submit_batch($1, $2)"#,
+        Json(entries) as Json<&[SubmitEntry]>,
+        wait,
+    )
+    .fetch_all(conn)
+    .await?;
     let mut results: Vec<Option<Submitted>> = entries.iter().map(|_| None).collect();
     for row in rows {
-        let Some(i) = usize::try_from(row.idx).ok().and_then(|i| i.checked_sub(1)).filter(|&i| i < entries.len()) else { continue };
-        let outcome = outcome(&row.outcome, row.judgement);
-        let next = (entries[i].next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).then(|| row.next.into_lease(&entries[i].slug).flatten());
+        let Some(i) = row.idx.and_then(|i| usize::try_from(i).ok()).and_then(|i| i.checked_sub(1)).filter(|&i| i < entries.len()) else { continue };
+        let outcome = outcome(row.outcome.as_deref().unwrap_or(""), row.judgement);
+        let next_row = NextRow {
+            member: row.member,
+            task: row.task,
+            prompt: row.prompt,
+            expires_at: row.expires_at,
+            responses: row.responses,
+            response_ids: row.response_ids,
+            kind: row.kind,
+            allow_ties: row.allow_ties,
+            rating_enabled: row.rating_enabled,
+            flags: row.flags,
+        };
+        let next = (entries[i].next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).then(|| next_row.into_lease(&entries[i].slug).flatten());
         results[i] = Some((outcome, next));
     }
     results.into_iter().map(|r| r.ok_or_else(|| sqlx::Error::Protocol("rl_submit_batch answered no row for an entry".into()))).collect()
@@ -201,20 +227,20 @@ pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait
 
 /// Whether a task exists at all (whoever holds it).
 pub async fn exists(conn: &mut PgConnection, task: TaskId) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)").bind(task).fetch_one(conn).await
+    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1) AS "exists!""#, task as TaskId).fetch_one(conn).await
 }
 
 /// Gives a leased task back with a reason; the labeller will not be offered the item again.
 /// Only while they are still a member of the project (or a site admin), as for a submission.
 pub async fn skip(conn: &mut PgConnection, task: TaskId, user: UserId, reason: &SkipReason) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE tasks SET status = 'skipped', skip_reason = $3 WHERE id = $1 AND user_id = $2 AND status = 'leased'
            AND (EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = tasks.project_id AND m.user_id = $2)
                 OR EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND u.is_admin))",
+        task as TaskId,
+        user as UserId,
+        reason.as_str(),
     )
-    .bind(task)
-    .bind(user)
-    .bind(reason.as_str())
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -222,15 +248,17 @@ pub async fn skip(conn: &mut PgConnection, task: TaskId, user: UserId, reason: &
 
 /// Progress for the labelling page: judged today by the caller, and items still open to them.
 pub async fn progress(conn: &mut PgConnection, project: ProjectId, user: UserId) -> sqlx::Result<(i64, i64)> {
-    sqlx::query_as(
-        "SELECT (SELECT count(*) FROM judgements WHERE project_id = $1 AND user_id = $2 AND created_at >= date_trunc('day', now())),
+    let row = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM judgements WHERE project_id = $1 AND user_id = $2 AND created_at >= date_trunc('day', now())) AS "today!",
                 (SELECT count(*) FROM items i JOIN projects p ON p.id = i.project_id WHERE i.project_id = $1 AND i.is_open
                    AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status <> 'leased')
                    AND (rl_taken(i.id) < p.overlap
-                        OR EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status = 'leased' AND t.expires_at > now())))",
+                        OR EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = $2 AND t.status = 'leased' AND t.expires_at > now())))
+                   AS "left!""#,
+        project as ProjectId,
+        user as UserId,
     )
-    .bind(project)
-    .bind(user)
     .fetch_one(conn)
-    .await
+    .await?;
+    Ok((row.today, row.left))
 }

@@ -2,7 +2,7 @@
 //! the claim's fence and changes nothing once the row carries another one (a later claim) or
 //! is no longer running (cancelled); the `bool` results say whether it still did.
 
-use futures_util::Stream;
+use futures_util::{Stream, TryStreamExt};
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
@@ -10,7 +10,7 @@ use crate::domain::runs::RunKind;
 use crate::domain::{ExportId, ItemId, ProjectId, ResponseId, RunId, TaskKind};
 
 /// A run as claimed.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: RunId,
     pub project_id: ProjectId,
@@ -27,42 +27,46 @@ pub struct Claimed {
 /// Claims the oldest runnable run: queued (its chain predecessor, if any, succeeded), or
 /// running with an expired lease; raises its fence.
 pub async fn claim(pool: &PgPool, worker: &str, lease: std::time::Duration) -> sqlx::Result<Option<Claimed>> {
-    sqlx::query_as(
-        "UPDATE runs r SET status = 'running', fence = r.fence + 1, attempts = r.attempts + 1, worker = $1,
+    sqlx::query_as!(
+        Claimed,
+        r#"UPDATE runs r SET status = 'running', fence = r.fence + 1, attempts = r.attempts + 1, worker = $1,
                 lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(r.started_at, now())
          WHERE r.id = (SELECT c.id FROM runs c
                        WHERE (c.status = 'queued' OR (c.status = 'running' AND c.lease_expires_at < now()))
                          AND (c.after_run IS NULL OR EXISTS (SELECT 1 FROM runs p WHERE p.id = c.after_run AND p.status = 'succeeded'))
                        ORDER BY c.seq LIMIT 1 FOR UPDATE SKIP LOCKED)
            AND (r.status = 'queued' OR (r.status = 'running' AND r.lease_expires_at < now()))
-         RETURNING r.id, r.project_id, (SELECT p.kind FROM projects p WHERE p.id = r.project_id) AS project_kind, r.kind, r.config, r.input,
-                   r.export_id, r.after_run, r.fence, r.attempts",
+         RETURNING r.id, r.project_id, (SELECT p.kind FROM projects p WHERE p.id = r.project_id) AS "project_kind!: TaskKind",
+                   r.kind AS "kind: RunKind", r.config, r.input, r.export_id AS "export_id: ExportId", r.after_run AS "after_run: RunId", r.fence,
+                   r.attempts"#,
+        worker,
+        lease.as_secs_f64(),
     )
-    .bind(worker)
-    .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await
 }
 
 /// Renews the lease for `lease` seconds.
 pub async fn heartbeat(db: impl PgExecutor<'_>, run: RunId, fence: i64, lease: std::time::Duration) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE runs SET lease_expires_at = now() + make_interval(secs => $3) WHERE id = $1 AND fence = $2 AND status = 'running'")
-        .bind(run)
-        .bind(fence)
-        .bind(lease.as_secs_f64())
-        .execute(db)
-        .await?;
+    let done = sqlx::query!(
+        "UPDATE runs SET lease_expires_at = now() + make_interval(secs => $3) WHERE id = $1 AND fence = $2 AND status = 'running'",
+        run as RunId,
+        fence,
+        lease.as_secs_f64(),
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Appends a log line while the run is ours.
 pub async fn log(db: impl PgExecutor<'_>, run: RunId, fence: i64, line: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "INSERT INTO run_logs (run_id, fence, line) SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND fence = $2 AND status = 'running')",
+        run as RunId,
+        fence,
+        line,
     )
-    .bind(run)
-    .bind(fence)
-    .bind(line)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -70,15 +74,15 @@ pub async fn log(db: impl PgExecutor<'_>, run: RunId, fence: i64, line: &str) ->
 
 /// Appends a metric line while the run is ours.
 pub async fn metric(db: impl PgExecutor<'_>, run: RunId, fence: i64, event: &str, step: Option<i64>, data: &Value) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "INSERT INTO run_metrics (run_id, fence, event, step, data)
          SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND fence = $2 AND status = 'running')",
+        run as RunId,
+        fence,
+        event,
+        step,
+        data,
     )
-    .bind(run)
-    .bind(fence)
-    .bind(event)
-    .bind(step)
-    .bind(data)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -86,21 +90,20 @@ pub async fn metric(db: impl PgExecutor<'_>, run: RunId, fence: i64, event: &str
 
 /// Records the models the worker found for the run under `input.resolved`.
 pub async fn set_resolved(db: impl PgExecutor<'_>, run: RunId, fence: i64, resolved: &Value) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE runs SET input = input || jsonb_build_object('resolved', $3::jsonb) WHERE id = $1 AND fence = $2 AND status = 'running'")
-        .bind(run)
-        .bind(fence)
-        .bind(resolved)
-        .execute(db)
-        .await?;
+    let done = sqlx::query!(
+        "UPDATE runs SET input = input || jsonb_build_object('resolved', $3::jsonb) WHERE id = $1 AND fence = $2 AND status = 'running'",
+        run as RunId,
+        fence,
+        resolved,
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Records the checkpoint the attempt resumes from.
 pub async fn set_resumed_from(db: impl PgExecutor<'_>, run: RunId, fence: i64, checkpoint: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE runs SET resumed_from = $3 WHERE id = $1 AND fence = $2 AND status = 'running'")
-        .bind(run)
-        .bind(fence)
-        .bind(checkpoint)
+    let done = sqlx::query!("UPDATE runs SET resumed_from = $3 WHERE id = $1 AND fence = $2 AND status = 'running'", run as RunId, fence, checkpoint)
         .execute(db)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -108,10 +111,7 @@ pub async fn set_resumed_from(db: impl PgExecutor<'_>, run: RunId, fence: i64, c
 
 /// Records the export the run trains on, so a takeover trains on the same data.
 pub async fn set_export(db: impl PgExecutor<'_>, run: RunId, fence: i64, export: ExportId) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE runs SET export_id = $3 WHERE id = $1 AND fence = $2 AND status = 'running'")
-        .bind(run)
-        .bind(fence)
-        .bind(export)
+    let done = sqlx::query!("UPDATE runs SET export_id = $3 WHERE id = $1 AND fence = $2 AND status = 'running'", run as RunId, fence, export as ExportId)
         .execute(db)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -119,12 +119,12 @@ pub async fn set_export(db: impl PgExecutor<'_>, run: RunId, fence: i64, export:
 
 /// Marks the run failed if it is still ours; true when it did.
 pub async fn fail(conn: &mut PgConnection, run: RunId, fence: i64, error: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE runs SET status = 'failed', error = $3, finished_at = now(), lease_expires_at = NULL WHERE id = $1 AND fence = $2 AND status = 'running'",
+        run as RunId,
+        fence,
+        error,
     )
-    .bind(run)
-    .bind(fence)
-    .bind(error)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -132,12 +132,12 @@ pub async fn fail(conn: &mut PgConnection, run: RunId, fence: i64, error: &str) 
 
 /// Cancels the queued runs chained after `run`, giving `why`.
 pub async fn cancel_dependents(conn: &mut PgConnection, run: RunId, why: &str) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "WITH RECURSIVE chain(id) AS (SELECT id FROM runs WHERE after_run = $1 UNION SELECT r.id FROM runs r JOIN chain c ON r.after_run = c.id)
          UPDATE runs SET status = 'cancelled', finished_at = now(), error = $2 WHERE id IN (SELECT id FROM chain) AND status = 'queued'",
+        run as RunId,
+        why,
     )
-    .bind(run)
-    .bind(why)
     .execute(conn)
     .await?;
     Ok(())
@@ -145,9 +145,7 @@ pub async fn cancel_dependents(conn: &mut PgConnection, run: RunId, why: &str) -
 
 /// Locks the run's row if it is still ours; false when it is not.
 pub async fn lock_if_ours(conn: &mut PgConnection, run: RunId, fence: i64) -> sqlx::Result<bool> {
-    let ours: Option<i64> = sqlx::query_scalar("SELECT fence FROM runs WHERE id = $1 AND fence = $2 AND status = 'running' FOR UPDATE")
-        .bind(run)
-        .bind(fence)
+    let ours = sqlx::query_scalar!("SELECT fence FROM runs WHERE id = $1 AND fence = $2 AND status = 'running' FOR UPDATE", run as RunId, fence)
         .fetch_optional(conn)
         .await?;
     Ok(ours.is_some())
@@ -155,30 +153,29 @@ pub async fn lock_if_ours(conn: &mut PgConnection, run: RunId, fence: i64) -> sq
 
 /// Stores what the run's reward model said about responses.
 pub async fn insert_scores(conn: &mut PgConnection, run: RunId, responses: &[ResponseId], rewards: &[f64]) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO response_scores (run_id, response_id, reward) SELECT $1, * FROM UNNEST($2::uuid[], $3::float8[]) ON CONFLICT DO NOTHING")
-        .bind(run)
-        .bind(responses)
-        .bind(rewards)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO response_scores (run_id, response_id, reward) SELECT $1, * FROM UNNEST($2::uuid[], $3::float8[]) ON CONFLICT DO NOTHING",
+        run as RunId,
+        responses as &[ResponseId],
+        rewards,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// Publishes the run: succeeded, with its model directory and summary, and a last log line.
 pub async fn succeed(conn: &mut PgConnection, run: RunId, fence: i64, model_dir: &str, summary: &Value) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE runs SET status = 'succeeded', finished_at = now(), lease_expires_at = NULL, model_dir = $3, summary = $4 WHERE id = $1 AND fence = $2",
+        run as RunId,
+        fence,
+        model_dir,
+        summary,
     )
-    .bind(run)
-    .bind(fence)
-    .bind(model_dir)
-    .bind(summary)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("INSERT INTO run_logs (run_id, fence, line) VALUES ($1, $2, $3)")
-        .bind(run)
-        .bind(fence)
-        .bind(format!("[worker] succeeded: {summary}"))
+    sqlx::query!("INSERT INTO run_logs (run_id, fence, line) VALUES ($1, $2, $3)", run as RunId, fence, format!("[worker] succeeded: {summary}"))
         .execute(conn)
         .await?;
     Ok(())
@@ -189,36 +186,43 @@ pub type MadeModel = (RunId, RunKind, String);
 
 /// The model `id` made, if it is a succeeded run of the project of one of `kinds`.
 pub async fn model_of_run(conn: &mut PgConnection, project: ProjectId, id: RunId, kinds: &[RunKind]) -> sqlx::Result<Option<MadeModel>> {
-    sqlx::query_as(
-        "SELECT id, kind, model_dir FROM runs WHERE id = $1 AND project_id = $2 AND status = 'succeeded' AND kind = ANY($3) AND model_dir IS NOT NULL",
+    let row = sqlx::query!(
+        r#"SELECT id AS "id: RunId", kind AS "kind: RunKind", model_dir AS "model_dir!" FROM runs
+            WHERE id = $1 AND project_id = $2 AND status = 'succeeded' AND kind = ANY($3) AND model_dir IS NOT NULL"#,
+        id as RunId,
+        project as ProjectId,
+        kinds as &[RunKind],
     )
-    .bind(id)
-    .bind(project)
-    .bind(kinds)
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(|r| (r.id, r.kind, r.model_dir)))
 }
 
 /// The model of the nearest run up the chain from `after` (itself first) of one of `kinds`.
 pub async fn model_up_chain(conn: &mut PgConnection, after: Option<RunId>, kinds: &[RunKind]) -> sqlx::Result<Option<MadeModel>> {
-    sqlx::query_as(
-        "WITH RECURSIVE up(id, depth) AS (SELECT $1::uuid, 0 UNION ALL SELECT r.after_run, up.depth + 1 FROM runs r JOIN up ON r.id = up.id WHERE r.after_run IS NOT NULL)
-         SELECT r.id, r.kind, r.model_dir FROM up JOIN runs r ON r.id = up.id
-         WHERE r.kind = ANY($2) AND r.status = 'succeeded' AND r.model_dir IS NOT NULL ORDER BY up.depth LIMIT 1",
+    let row = sqlx::query!(
+        r#"WITH RECURSIVE up(id, depth) AS (SELECT $1::uuid, 0 UNION ALL SELECT r.after_run, up.depth + 1 FROM runs r JOIN up ON r.id = up.id WHERE r.after_run IS NOT NULL)
+           SELECT r.id AS "id: RunId", r.kind AS "kind: RunKind", r.model_dir AS "model_dir!" FROM up JOIN runs r ON r.id = up.id
+           WHERE r.kind = ANY($2) AND r.status = 'succeeded' AND r.model_dir IS NOT NULL ORDER BY up.depth LIMIT 1"#,
+        after as Option<RunId>,
+        kinds as &[RunKind],
     )
-    .bind(after)
-    .bind(kinds)
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(|r| (r.id, r.kind, r.model_dir)))
 }
 
 /// The model of the project's newest succeeded run of one of `kinds`.
 pub async fn newest_model(conn: &mut PgConnection, project: ProjectId, kinds: &[RunKind]) -> sqlx::Result<Option<MadeModel>> {
-    sqlx::query_as("SELECT id, kind, model_dir FROM runs WHERE project_id = $1 AND kind = ANY($2) AND status = 'succeeded' AND model_dir IS NOT NULL ORDER BY finished_at DESC LIMIT 1")
-        .bind(project)
-        .bind(kinds)
-        .fetch_optional(conn)
-        .await
+    let row = sqlx::query!(
+        r#"SELECT id AS "id: RunId", kind AS "kind: RunKind", model_dir AS "model_dir!" FROM runs
+            WHERE project_id = $1 AND kind = ANY($2) AND status = 'succeeded' AND model_dir IS NOT NULL ORDER BY finished_at DESC LIMIT 1"#,
+        project as ProjectId,
+        kinds as &[RunKind],
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.id, r.kind, r.model_dir)))
 }
 
 /// An item to score: its prompt (as stored), its responses' ids and texts in order.
@@ -226,29 +230,33 @@ pub type ScoreItem = (Value, Option<String>, Vec<ResponseId>, Vec<String>);
 
 /// Every item of the project with its responses, in import order.
 pub fn score_items(conn: &mut PgConnection, project: ProjectId) -> impl Stream<Item = sqlx::Result<ScoreItem>> + '_ {
-    sqlx::query_as(
-        "SELECT i.prompt, i.prompt_raw, array_agg(r.id ORDER BY r.position), array_agg(r.text ORDER BY r.position)
-         FROM items i JOIN responses r ON r.item_id = i.id WHERE i.project_id = $1 GROUP BY i.id ORDER BY min(i.seq)",
+    sqlx::query!(
+        r#"SELECT i.prompt, i.prompt_raw, array_agg(r.id ORDER BY r.position) AS "ids!: Vec<ResponseId>",
+                  array_agg(r.text ORDER BY r.position) AS "texts!"
+             FROM items i JOIN responses r ON r.item_id = i.id WHERE i.project_id = $1 GROUP BY i.id ORDER BY min(i.seq)"#,
+        project as ProjectId,
     )
-    .bind(project)
     .fetch(conn)
+    .map_ok(|r| (r.prompt, r.prompt_raw, r.ids, r.texts))
 }
 
 /// The project's item with `external_id`: its id and prompt (as stored).
 pub async fn item_by_external_id(conn: &mut PgConnection, project: ProjectId, external_id: &str) -> sqlx::Result<Option<(ItemId, Value, Option<String>)>> {
-    sqlx::query_as("SELECT id, prompt, prompt_raw FROM items WHERE project_id = $1 AND external_id = $2")
-        .bind(project)
-        .bind(external_id)
-        .fetch_optional(conn)
-        .await
+    let row = sqlx::query!(
+        r#"SELECT id AS "id: ItemId", prompt, prompt_raw FROM items WHERE project_id = $1 AND external_id = $2"#,
+        project as ProjectId,
+        external_id
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.id, r.prompt, r.prompt_raw)))
 }
 
 /// Up to `limit` responses of an item (in order) from models other than `model`.
 pub async fn other_responses(conn: &mut PgConnection, item: ItemId, model: &str, limit: i64) -> sqlx::Result<Vec<(String, String, Option<Value>)>> {
-    sqlx::query_as("SELECT model, text, metadata FROM responses WHERE item_id = $1 AND model <> $2 ORDER BY position LIMIT $3")
-        .bind(item)
-        .bind(model)
-        .bind(limit)
-        .fetch_all(conn)
-        .await
+    let rows =
+        sqlx::query!("SELECT model, text, metadata FROM responses WHERE item_id = $1 AND model <> $2 ORDER BY position LIMIT $3", item as ItemId, model, limit)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().map(|r| (r.model, r.text, r.metadata)).collect())
 }

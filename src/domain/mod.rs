@@ -1,6 +1,7 @@
 //! Types and rules of the labelling domain; no I/O. Everything from outside becomes one of
 //! these through a `parse` that returns a `Result` naming what was wrong.
 
+pub mod export;
 pub mod import;
 pub mod leaderboard;
 pub mod login;
@@ -34,6 +35,13 @@ macro_rules! id_type {
             /// A new id, as [`Self::new`].
             fn default() -> Self {
                 Self::new()
+            }
+        }
+
+        impl From<uuid::Uuid> for $name {
+            /// For the compile-time checked queries, which read a `uuid` column as `Uuid`.
+            fn from(id: uuid::Uuid) -> Self {
+                Self(id)
             }
         }
 

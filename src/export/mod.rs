@@ -7,9 +7,7 @@
 //! database connection. The formats are documented in `docs/export-formats.md`.
 
 mod rows;
-pub mod schema;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
@@ -17,149 +15,11 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::domain::{ExportId, ProjectId, UserId};
+use crate::db::exports as db;
+use crate::domain::{ProjectId, UserId};
 
-pub use rows::{prompt_string, SCHEMA_VERSION};
-
-/// The export formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Comparisons,
-    Preferences,
-    Sft,
-    Prompts,
-}
-
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "comparisons" => Ok(Self::Comparisons),
-            "preferences" => Ok(Self::Preferences),
-            "sft" => Ok(Self::Sft),
-            "prompts" => Ok(Self::Prompts),
-            _ => Err(format!("format must be comparisons, preferences, sft or prompts, not {s:?}")),
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Comparisons => "comparisons",
-            Self::Preferences => "preferences",
-            Self::Sft => "sft",
-            Self::Prompts => "prompts",
-        })
-    }
-}
-
-impl Format {
-    /// The files one export of this format consists of.
-    pub fn parts(self) -> &'static [&'static str] {
-        match self {
-            Self::Preferences => &["train", "test"],
-            _ => &["all"],
-        }
-    }
-}
-
-/// Options of an export; stored with it so a download replays it exactly.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Options {
-    /// Add `margin` (the pairwise strength, or the rank difference) to preference rows.
-    #[serde(default)]
-    pub margin: bool,
-    /// Keep ties in preference rows, marked by a `tie` column (TRL cannot use them; dropped by default).
-    #[serde(default)]
-    pub include_ties: bool,
-    /// Keep pairs a labeller marked "both bad" in preference rows, marked by a `both_bad`
-    /// column (dropped by default: neither response is one to prefer).
-    #[serde(default)]
-    pub include_both_bad: bool,
-    /// Percentage of prompts that go to the test split of `preferences` (0 to 90; default 10,
-    /// recorded as 10 when the export is taken).
-    #[serde(default)]
-    pub test_percent: Option<u8>,
-    /// The revision of the row writer that took the export (set when it is taken); a download
-    /// replays with the same one, so an export taken before an upgrade keeps its bytes. 1:
-    /// before provenance columns, tie/both_bad markers and best-ranked SFT targets; 2: now.
-    #[serde(default = "first_revision")]
-    pub revision: u32,
-}
-
-/// The revision new exports are written with.
-pub const REVISION: u32 = 2;
-pub const DEFAULT_TEST_PERCENT: u8 = 10;
-pub const MAX_TEST_PERCENT: u8 = 90;
-
-fn first_revision() -> u32 {
-    1
-}
-
-impl Options {
-    /// The options an export of `format` is taken with: checked, with the effective defaults
-    /// filled in (so the record and manifest say what was used). Errors name the field.
-    pub fn checked(mut self, format: Format) -> Result<Self, String> {
-        if let Some(t) = self.test_percent.filter(|t| *t > MAX_TEST_PERCENT) {
-            return Err(format!("test_percent: expected 0 to {MAX_TEST_PERCENT} (the share of prompts held out for testing), got {t}"));
-        }
-        if format == Format::Preferences {
-            self.test_percent.get_or_insert(DEFAULT_TEST_PERCENT);
-        }
-        self.revision = REVISION;
-        Ok(self)
-    }
-}
-
-/// One file of an export.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct PartSummary {
-    pub part: String,
-    pub rows: u64,
-    pub sha256: String,
-}
-
-/// An export as stored; serialized with its `schema_version` and `features` (see [`schema`]).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Export {
-    pub id: ExportId,
-    pub project_id: ProjectId,
-    pub format: String,
-    #[sqlx(json)]
-    pub options: Options,
-    pub snapshot: String,
-    #[sqlx(json)]
-    pub files: Vec<PartSummary>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl Export {
-    pub fn format(&self) -> Format {
-        self.format.parse().unwrap_or(Format::Comparisons)
-    }
-    pub fn rows(&self) -> u64 {
-        self.files.iter().map(|f| f.rows).sum()
-    }
-}
-
-impl serde::Serialize for Export {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut m = s.serialize_struct("Export", 10)?;
-        m.serialize_field("id", &self.id)?;
-        m.serialize_field("project_id", &self.project_id)?;
-        m.serialize_field("format", &self.format)?;
-        m.serialize_field("schema_version", &SCHEMA_VERSION)?;
-        m.serialize_field("options", &self.options)?;
-        m.serialize_field("snapshot", &self.snapshot)?;
-        m.serialize_field("files", &self.files)?;
-        m.serialize_field("created_at", &self.created_at)?;
-        m.serialize_field("features", &schema::features(self.format(), &self.options))?;
-        m.end()
-    }
-}
+pub use crate::domain::export::{schema, Export, Format, Options, PartSummary, SCHEMA_VERSION};
+pub use rows::prompt_string;
 
 /// Takes a snapshot, writes each part through `sink(part)` and records the export. The
 /// options are checked here (see [`Options::checked`]), whoever calls.
@@ -170,8 +30,7 @@ where
 {
     let options = options.checked(format).map_err(anyhow::Error::msg)?;
     let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
-    let snapshot: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
+    let snapshot = db::snapshot(&mut tx).await?;
     let mut files = Vec::new();
     for part in format.parts() {
         let mut out = sink(part)?;
@@ -179,19 +38,7 @@ where
         out.flush().await?;
         files.push(PartSummary { part: part.to_string(), rows, sha256 });
     }
-    let export: Export = sqlx::query_as(
-        "INSERT INTO exports (id, project_id, format, options, snapshot, files, created_by) VALUES ($1, $2, $3, $4, $5::pg_snapshot, $6, $7)
-         RETURNING id, project_id, format, options, snapshot::text AS snapshot, files, created_at",
-    )
-    .bind(ExportId::new())
-    .bind(project)
-    .bind(format.to_string())
-    .bind(sqlx::types::Json(&options))
-    .bind(&snapshot)
-    .bind(sqlx::types::Json(&files))
-    .bind(by)
-    .fetch_one(&mut *tx)
-    .await?;
+    let export = db::insert(&mut tx, project, format, &options, &snapshot, &files, by).await?;
     tx.commit().await?;
     Ok(export)
 }
@@ -272,14 +119,14 @@ async fn stream_rows<W: AsyncWrite + Unpin>(
 ) -> anyhow::Result<()> {
     match format {
         Format::Prompts => {
-            let mut stream = sqlx::query_as::<_, rows::PromptRow>(rows::PROMPTS_SQL).bind(project).bind(snapshot).fetch(&mut *conn);
+            let mut stream = db::prompt_rows(conn, project, snapshot);
             while let Some(row) = stream.try_next().await? {
                 w.rows += row.write(&mut w.buf);
                 w.maybe_flush().await?;
             }
         }
         _ => {
-            let mut stream = sqlx::query_as::<_, rows::JudgementRow>(rows::JUDGEMENTS_SQL).bind(project).bind(snapshot).fetch(&mut *conn);
+            let mut stream = db::judgement_rows(conn, project, snapshot);
             while let Some(row) = stream.try_next().await? {
                 w.rows += row.write(format, options, part, &mut w.buf);
                 w.maybe_flush().await?;
@@ -318,34 +165,4 @@ impl<W: AsyncWrite + Unpin> ChunkWriter<'_, W> {
         self.flush().await?;
         Ok((self.rows, hex::encode(self.hash.finalize())))
     }
-}
-
-/// An export of a project the caller leads (or any, for an admin); scoped in the query.
-pub async fn get_for_lead(conn: &mut PgConnection, id: ExportId, user: UserId) -> sqlx::Result<Option<Export>> {
-    sqlx::query_as(
-        "SELECT e.id, e.project_id, e.format, e.options, e.snapshot::text AS snapshot, e.files, e.created_at FROM exports e
-         JOIN users u ON u.id = $2
-         WHERE e.id = $1 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = e.project_id AND m.user_id = u.id AND m.role = 'lead'))",
-    )
-    .bind(id)
-    .bind(user)
-    .fetch_optional(conn)
-    .await
-}
-
-pub async fn list(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Export>> {
-    sqlx::query_as(
-        "SELECT id, project_id, format, options, snapshot::text AS snapshot, files, created_at FROM exports WHERE project_id = $1 ORDER BY created_at DESC",
-    )
-    .bind(project)
-    .fetch_all(conn)
-    .await
-}
-
-/// An export by id, unscoped: for the worker, which acts for the project that queued the run.
-pub async fn get(conn: &mut PgConnection, id: ExportId) -> sqlx::Result<Option<Export>> {
-    sqlx::query_as("SELECT id, project_id, format, options, snapshot::text AS snapshot, files, created_at FROM exports WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await
 }

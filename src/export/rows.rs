@@ -1,44 +1,13 @@
 //! The rows of each export format, built from one judgement (or item) at a time.
 
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{Format, Options};
+use super::{Format, Options, SCHEMA_VERSION};
+use crate::db::exports::{JudgementRow, PromptRow};
 use crate::domain::import::{prompt_text, Turn};
 use crate::domain::provenance::Provenance;
 use crate::domain::ranking::pairs;
-use crate::domain::{ItemId, JudgementId, ResponseId};
-
-/// Bumped whenever a field changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 1;
-
-pub const JUDGEMENTS_SQL: &str = "
-    SELECT j.id, j.item_id, i.external_id, i.prompt, i.prompt_raw, j.source, COALESCE(u.pseudonym, 'import') AS labeller,
-           j.ranks, j.display_order, j.strength, j.both_bad, j.demonstration, j.flags, j.rating, j.comment,
-           j.time_on_task_ms, j.created_at, rs.ids, rs.models, rs.texts, rs.metas
-    FROM judgements j
-    JOIN items i ON i.id = j.item_id
-    LEFT JOIN users u ON u.id = j.user_id
-    CROSS JOIN LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.position), '{}') AS ids,
-                               COALESCE(array_agg(r.model ORDER BY r.position), '{}') AS models,
-                               COALESCE(array_agg(r.text ORDER BY r.position), '{}') AS texts,
-                               COALESCE(jsonb_agg(r.metadata ORDER BY r.position), '[]') AS metas
-                        FROM responses r WHERE r.item_id = j.item_id) rs
-    WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::pg_snapshot)
-    ORDER BY j.seq";
-
-pub const PROMPTS_SQL: &str = "
-    SELECT i.id, i.external_id, i.prompt, i.prompt_raw FROM items i
-    WHERE i.project_id = $1 AND pg_visible_in_snapshot(i.txid, $2::pg_snapshot) ORDER BY i.seq";
-
-#[derive(sqlx::FromRow)]
-pub struct PromptRow {
-    id: ItemId,
-    external_id: String,
-    prompt: Value,
-    prompt_raw: Option<String>,
-}
 
 impl PromptRow {
     pub fn write(&self, out: &mut Vec<u8>) -> u64 {
@@ -47,31 +16,6 @@ impl PromptRow {
         out.push(b'\n');
         1
     }
-}
-
-#[derive(sqlx::FromRow)]
-pub struct JudgementRow {
-    id: JudgementId,
-    item_id: ItemId,
-    external_id: String,
-    prompt: Value,
-    prompt_raw: Option<String>,
-    source: String,
-    labeller: String,
-    ranks: Option<Vec<i16>>,
-    display_order: Option<Vec<i32>>,
-    strength: Option<i16>,
-    both_bad: bool,
-    demonstration: Option<String>,
-    flags: Value,
-    rating: Option<i16>,
-    comment: String,
-    time_on_task_ms: Option<i64>,
-    created_at: DateTime<Utc>,
-    ids: Vec<ResponseId>,
-    models: Vec<String>,
-    texts: Vec<String>,
-    metas: Value,
 }
 
 /// The prompt as one string: verbatim when it was imported as a string, else rendered from its turns.
@@ -146,7 +90,7 @@ impl JudgementRow {
         match format {
             Format::Comparisons => self.comparisons(&prompt, options, out),
             Format::Preferences => {
-                let test = in_test_split(&prompt, options.test_percent.unwrap_or(super::DEFAULT_TEST_PERCENT));
+                let test = in_test_split(&prompt, options.test_percent.unwrap_or(crate::domain::export::DEFAULT_TEST_PERCENT));
                 if test != (part == "test") {
                     return 0;
                 }

@@ -42,7 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn healthz(state: web::Data<crate::web::AppState>) -> HttpResponse {
-    match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
+    match crate::db::ping(&state.pool).await {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ok", "database": "ok"})),
         Err(_) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "degraded", "database": "unreachable"})),
     }

@@ -44,14 +44,14 @@ pub async fn create(pool: &PgPool, dir: &Path, p: &Project, by: &User, format: F
 
 pub async fn list(pool: &PgPool, p: &Project) -> Result<Vec<Export>, AppError> {
     let mut conn = pool.acquire().await?;
-    export::list(&mut conn, p.id).await.context("listing exports")
+    crate::db::exports::list(&mut conn, p.id).await.context("listing exports")
 }
 
 /// A part of an export `user` leads (its first part when `part` is none), with the file that
 /// holds its bytes under `dir`.
 pub async fn part_file(pool: &PgPool, dir: &Path, user: &User, id: ExportId, part: Option<&str>) -> Result<(Export, PartSummary, PathBuf), AppError> {
     let mut conn = pool.acquire().await?;
-    let e = export::get_for_lead(&mut conn, id, user.id).await.context("finding the export")?.ok_or(AppError::NotFound)?;
+    let e = crate::db::exports::get_for_lead(&mut conn, id, user.id).await.context("finding the export")?.ok_or(AppError::NotFound)?;
     drop(conn);
     let part = part.unwrap_or_else(|| e.format().parts()[0]);
     let summary = e.files.iter().find(|f| f.part == part).ok_or_else(|| AppError::Invalid(format!("part: this export has {:?}", e.format().parts())))?.clone();

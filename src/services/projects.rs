@@ -95,7 +95,7 @@ pub async fn lead_view(pool: &PgPool, p: &Project) -> Result<LeadView, AppError>
     Ok(LeadView {
         dashboard: crate::db::stats::dashboard(&mut conn, p).await.context("computing the dashboard")?,
         members: dbp::members(&mut conn, p.id).await.context("listing members")?,
-        exports: crate::export::list(&mut conn, p.id).await.context("listing exports")?,
+        exports: crate::db::exports::list(&mut conn, p.id).await.context("listing exports")?,
         leaderboard: crate::db::runs::leaderboard(&mut conn, p.id).await.context("reading the leaderboard")?,
         rm: crate::db::runs::rm_agreement(&mut conn, p.id).await.context("reading the reward model's agreement")?,
     })

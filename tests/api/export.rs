@@ -449,7 +449,7 @@ async fn an_export_taken_before_provenance_columns_existed_still_downloads_its_r
     assert_eq!(export["options"]["revision"], 2);
     // What the writer of revision 1 wrote: the same rows without the provenance columns.
     let id: rewardlab::domain::ExportId = export["id"].as_str().unwrap().parse().unwrap();
-    let e = rewardlab::export::get(&mut app.pool.acquire().await.unwrap(), id).await.unwrap().unwrap();
+    let e = rewardlab::db::exports::get(&mut app.pool.acquire().await.unwrap(), id).await.unwrap().unwrap();
     let mut now = Vec::new();
     rewardlab::export::write_part(&mut app.pool.acquire().await.unwrap(), e.project_id, e.format(), &e.options, &e.snapshot, "all", &mut now).await.unwrap();
     let old = String::from_utf8(now).unwrap().replace(",\"chosen_provenance\":null", "").replace(",\"rejected_provenance\":null", "");

@@ -24,7 +24,7 @@ fn export_file(dir: &Path, e: &Export, part: &str) -> PathBuf {
 pub async fn ensure_export(pool: &PgPool, c: &Claimed, input: &RunInput, plan: &Plan, f: &Fence<'_>, dir: &Path) -> Result<Export> {
     if let Some(id) = c.export_id.or(input.export) {
         let mut conn = pool.acquire().await?;
-        let e = crate::export::get(&mut conn, id)
+        let e = crate::db::exports::get(&mut conn, id)
             .await?
             .filter(|e| e.project_id == c.project_id)
             .ok_or_else(|| anyhow!("input.export_id: no export {id} in this project"))?;

@@ -1,0 +1,149 @@
+//! What an export is: its formats, options and record, and the columns of each format
+//! ([`schema`]). Writing the rows is `crate::export`'s; storing the record is `db::exports`'.
+
+pub mod schema;
+
+use std::fmt;
+
+use crate::domain::{ExportId, ProjectId};
+
+/// Bumped whenever a field changes meaning or disappears.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Comparisons,
+    Preferences,
+    Sft,
+    Prompts,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "comparisons" => Ok(Self::Comparisons),
+            "preferences" => Ok(Self::Preferences),
+            "sft" => Ok(Self::Sft),
+            "prompts" => Ok(Self::Prompts),
+            _ => Err(format!("format must be comparisons, preferences, sft or prompts, not {s:?}")),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Comparisons => "comparisons",
+            Self::Preferences => "preferences",
+            Self::Sft => "sft",
+            Self::Prompts => "prompts",
+        })
+    }
+}
+
+impl Format {
+    /// The files one export of this format consists of.
+    pub fn parts(self) -> &'static [&'static str] {
+        match self {
+            Self::Preferences => &["train", "test"],
+            _ => &["all"],
+        }
+    }
+}
+
+/// Options of an export; stored with it so a download replays it exactly.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Options {
+    /// Add `margin` (the pairwise strength, or the rank difference) to preference rows.
+    #[serde(default)]
+    pub margin: bool,
+    /// Keep ties in preference rows, marked by a `tie` column (TRL cannot use them; dropped by default).
+    #[serde(default)]
+    pub include_ties: bool,
+    /// Keep pairs a labeller marked "both bad" in preference rows, marked by a `both_bad`
+    /// column (dropped by default: neither response is one to prefer).
+    #[serde(default)]
+    pub include_both_bad: bool,
+    /// Percentage of prompts that go to the test split of `preferences` (0 to 90; default 10,
+    /// recorded as 10 when the export is taken).
+    #[serde(default)]
+    pub test_percent: Option<u8>,
+    /// The revision of the row writer that took the export (set when it is taken); a download
+    /// replays with the same one, so an export taken before an upgrade keeps its bytes. 1:
+    /// before provenance columns, tie/both_bad markers and best-ranked SFT targets; 2: now.
+    #[serde(default = "first_revision")]
+    pub revision: u32,
+}
+
+/// The revision new exports are written with.
+pub const REVISION: u32 = 2;
+pub const DEFAULT_TEST_PERCENT: u8 = 10;
+pub const MAX_TEST_PERCENT: u8 = 90;
+
+fn first_revision() -> u32 {
+    1
+}
+
+impl Options {
+    /// The options an export of `format` is taken with: checked, with the effective defaults
+    /// filled in (so the record and manifest say what was used). Errors name the field.
+    pub fn checked(mut self, format: Format) -> Result<Self, String> {
+        if let Some(t) = self.test_percent.filter(|t| *t > MAX_TEST_PERCENT) {
+            return Err(format!("test_percent: expected 0 to {MAX_TEST_PERCENT} (the share of prompts held out for testing), got {t}"));
+        }
+        if format == Format::Preferences {
+            self.test_percent.get_or_insert(DEFAULT_TEST_PERCENT);
+        }
+        self.revision = REVISION;
+        Ok(self)
+    }
+}
+
+/// One file of an export.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PartSummary {
+    pub part: String,
+    pub rows: u64,
+    pub sha256: String,
+}
+
+/// An export as stored; serialized with its `schema_version` and `features` (see [`schema`]).
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub id: ExportId,
+    pub project_id: ProjectId,
+    pub format: String,
+    pub options: Options,
+    pub snapshot: String,
+    pub files: Vec<PartSummary>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Export {
+    pub fn format(&self) -> Format {
+        self.format.parse().unwrap_or(Format::Comparisons)
+    }
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+}
+
+impl serde::Serialize for Export {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("Export", 10)?;
+        m.serialize_field("id", &self.id)?;
+        m.serialize_field("project_id", &self.project_id)?;
+        m.serialize_field("format", &self.format)?;
+        m.serialize_field("schema_version", &SCHEMA_VERSION)?;
+        m.serialize_field("options", &self.options)?;
+        m.serialize_field("snapshot", &self.snapshot)?;
+        m.serialize_field("files", &self.files)?;
+        m.serialize_field("created_at", &self.created_at)?;
+        m.serialize_field("features", &schema::features(self.format(), &self.options))?;
+        m.end()
+    }
+}
