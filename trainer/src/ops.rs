@@ -509,7 +509,10 @@ struct ColumnSums {
 }
 
 fn column_sums<T: Float + Send + Sync>(g: &[T], n: usize) -> Vec<T> {
-    g.par_chunks(n * rows_per_task(n).max(64))
+    // Partial sums over fixed chunks of rows, added in chunk order: the same bits whatever the
+    // thread count or scheduling (a rayon `reduce` adds partials in the order threads finish).
+    let partial: Vec<Vec<T>> = g
+        .par_chunks(n * rows_per_task(n).max(64))
         .map(|c| {
             let mut acc = vec![T::zero(); n];
             for row in c.chunks(n) {
@@ -517,13 +520,12 @@ fn column_sums<T: Float + Send + Sync>(g: &[T], n: usize) -> Vec<T> {
             }
             acc
         })
-        .reduce(
-            || vec![T::zero(); n],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a = *a + b);
-                a
-            },
-        )
+        .collect();
+    let mut sums = vec![T::zero(); n];
+    for p in partial {
+        sums.iter_mut().zip(p).for_each(|(a, b)| *a = *a + b);
+    }
+    sums
 }
 
 impl Kernel for ColumnSums {
