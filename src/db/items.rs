@@ -24,10 +24,11 @@ pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[
     let prompts: Vec<Value> = batch.iter().map(|i| serde_json::to_value(&i.prompt).unwrap_or(Value::Null)).collect();
     let metas: Vec<Option<Value>> = batch.iter().map(|i| i.metadata.clone()).collect();
     let counts: Vec<i32> = batch.iter().map(|i| i.responses.len() as i32).collect();
+    let instructions: Vec<Option<&str>> = batch.iter().map(|i| i.instructions.as_deref()).collect();
     let inserted: Vec<ItemId> = sqlx::query_scalar(
-        "INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw)
-         SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw
-         FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[]) AS u(id, ext, prompt, meta, n, raw)
+        "INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw, instructions)
+         SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw, u.instructions
+         FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[], $8::text[]) AS u(id, ext, prompt, meta, n, raw, instructions)
          ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id",
     )
     .bind(project)
@@ -37,6 +38,7 @@ pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[
     .bind(&metas)
     .bind(&counts)
     .bind(&raws)
+    .bind(&instructions)
     .fetch_all(&mut *conn)
     .await?;
     let new: std::collections::HashSet<ItemId> = inserted.iter().copied().collect();
