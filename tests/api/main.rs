@@ -8,6 +8,7 @@ mod cli;
 mod export;
 mod helpers;
 mod import;
+mod label_page;
 mod labelling;
 mod lifecycle;
 mod robustness;
