@@ -6,6 +6,7 @@ mod auth;
 mod browser;
 mod cli;
 mod export;
+mod first_steps;
 mod helpers;
 mod import;
 mod label_page;
