@@ -13,7 +13,7 @@
     return e;
   };
   const ranked = config.kind !== "demonstration";
-  let task = null, ranking = [], tieNext = false, key = null, busy = false, started = 0, raw = false;
+  let task = null, ranking = [], tieNext = false, key = null, busy = false, raw = false;
 
   function api(method, path, body) {
     return fetch(path, {
@@ -72,10 +72,13 @@
     ranking = [];
     tieNext = false;
     key = crypto.randomUUID();
-    started = performance.now();
+    const t0 = performance.now();
     render();
     status("");
-    window.__labelShownAt = performance.now();
+    // Client time, for measurements: rendering a task, and from a submission to the next task
+    // on screen.
+    performance.measure("rl-render", { start: t0, end: performance.now() });
+    if (performance.getEntriesByName("rl-submit").length) performance.measure("rl-turnaround", "rl-submit");
   }
 
   // How a character that would not print is shown (as the server's Markdown renderer does):
@@ -308,12 +311,22 @@
     return body;
   }
 
+  // One response left unranked is the last one: Enter ranks it so (K-1 numbers and Enter).
+  function completeRanking() {
+    if (config.kind !== "ranking") return;
+    const left = task.responses.map((_, i) => i).filter((i) => !ranking.some((tier) => tier.includes(i)));
+    if (left.length === 1 && ranking.length) {
+      ranking.push(left);
+      renderRanking();
+    }
+  }
+
   async function submit() {
     if (!task || busy) return;
+    completeRanking();
     busy = true;
     status("Submitting…");
-    // Client time for this judgement: from the task on screen to the submission sent.
-    window.__labelClientMs = (window.__labelClientMs || 0) + (performance.now() - started);
+    performance.mark("rl-submit");
     try {
       const res = await api("POST", "/api/v1/tasks/" + task.task_id + "/judgement?next=1&render=1", collect());
       if (res.status === 201 || res.status === 200) {

@@ -17,17 +17,18 @@ async fn import(lead: &Api, slug: &str, items: impl IntoIterator<Item = Value>) 
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 }
 
-/// A project `slug` of `kind` (overlap 1) with a lead and the labeller `lab@example.org`.
+/// A project `slug` of `kind` (overlap 1) with a lead (returned) and the labeller `lab@<slug>.org`.
 async fn project(app: &TestApp, slug: &str, kind: TaskKind) -> Api {
     app.project(slug, kind, 1).await;
-    app.member("lab@example.org", slug, Role::Labeller).await;
+    app.member(&format!("lab@{slug}.org"), slug, Role::Labeller).await;
     app.member(&format!("lead@{slug}.org"), slug, Role::Lead).await
 }
 
-async fn labeller(app: &TestApp, width: u32, height: u32) -> Browser {
+/// A browser of `width` × `height` signed in as project `slug`'s labeller.
+async fn labeller(app: &TestApp, slug: &str, width: u32, height: u32) -> Browser {
     let b = Browser::start().await;
     b.resize(width, height).await;
-    b.sign_in(&app.addr, "lab@example.org").await;
+    b.sign_in(&app.addr, &format!("lab@{slug}.org")).await;
     b
 }
 
@@ -74,7 +75,7 @@ async fn eight_long_markdown_responses_leave_the_ranking_and_submit_in_view_at_b
     let prompt = "Explain, at length, how to write a program that prints a number. ".repeat(12);
     import(&lead, "rank", (0..2).map(|i| json!({"id": format!("long-{i}"), "prompt": prompt, "responses": (0..8).map(|j| json!({"model": format!("m{j}"), "text": long_markdown(j)})).collect::<Vec<_>>()})))
         .await;
-    let b = labeller(&app, WIDE.0, WIDE.1).await;
+    let b = labeller(&app, "rank", WIDE.0, WIDE.1).await;
     for (n, (width, height, name)) in [WIDE, NARROW].into_iter().enumerate() {
         b.resize(width, height).await;
         b.goto(&format!("{}/projects/rank/label", app.addr)).await;
@@ -129,7 +130,7 @@ async fn a_pair_stands_side_by_side_wide_and_stacks_narrow() {
     let lead = project(&app, "pair", TaskKind::Pairwise).await;
     import(&lead, "pair", (0..2).map(|i| json!({"id": i, "prompt": "Which is better?", "responses": [{"model": "a", "text": long_markdown(1)}, {"model": "b", "text": "Short."}]})))
         .await;
-    let b = labeller(&app, WIDE.0, WIDE.1).await;
+    let b = labeller(&app, "pair", WIDE.0, WIDE.1).await;
     for (n, (width, height, name)) in [WIDE, NARROW].into_iter().enumerate() {
         b.resize(width, height).await;
         b.goto(&format!("{}/projects/pair/label", app.addr)).await;
@@ -165,7 +166,7 @@ async fn a_demonstration_takes_enter_as_a_new_line_and_ctrl_enter_as_submit() {
     let app = spawn_app().await;
     let lead = project(&app, "demo", TaskKind::Demonstration).await;
     import(&lead, "demo", (0..2).map(|i| json!({"id": i, "prompt": "Write two lines.", "responses": []}))).await;
-    let b = labeller(&app, WIDE.0, WIDE.1).await;
+    let b = labeller(&app, "demo", WIDE.0, WIDE.1).await;
     for (n, (width, height, name)) in [WIDE, NARROW].into_iter().enumerate() {
         b.resize(width, height).await;
         b.goto(&format!("{}/projects/demo/label", app.addr)).await;
@@ -221,7 +222,7 @@ async fn markdown_renders_sanitized_with_a_raw_toggle_and_visible_control_charac
     assert_eq!(responses.len(), 9);
     import(&lead, "md", [json!({"id": "md", "prompt": corpus[..12].join("\n\n"), "instructions": corpus[12..24].join("\n\n"), "responses": responses})]).await;
 
-    let b = labeller(&app, WIDE.0, WIDE.1).await;
+    let b = labeller(&app, "md", WIDE.0, WIDE.1).await;
     b.goto(&format!("{}/projects/md/label", app.addr)).await;
     b.find("#response-9 .md").await;
     assert_eq!(b.script(INERT).await, json!(["undefined", []]), "the XSS corpus is inert in rendered Markdown");
@@ -267,7 +268,7 @@ async fn the_guidelines_panel_the_shortcut_overlay_and_the_items_instructions_at
     let instructions = "Judge **only** the tone. <script>window.__xss=1</script>";
     import(&lead, "guide", (0..2).map(|i| json!({"id": i, "prompt": "Say hello.", "instructions": instructions, "responses": [{"model": "a", "text": "Hello!"}, {"model": "b", "text": "Go away."}]})))
         .await;
-    let b = labeller(&app, WIDE.0, WIDE.1).await;
+    let b = labeller(&app, "guide", WIDE.0, WIDE.1).await;
     for (n, (width, height, name)) in [WIDE, NARROW].into_iter().enumerate() {
         b.resize(width, height).await;
         b.goto(&format!("{}/projects/guide/label", app.addr)).await;
@@ -351,4 +352,49 @@ async fn the_page_view_of_a_task_carries_its_instructions_and_sanitized_markdown
     let next = &res.json::<Value>().await.unwrap()["next"];
     assert_eq!(next["instructions_html"], "<p>Be <em>brief</em></p>\n", "{next}");
     assert!(next["responses"][0]["html"].is_string());
+}
+
+/// Prints (asserts nothing about speed) the keystrokes and the client time a judgement takes
+/// for K = 2, 4, 8 at 1400×1000: K-1 numbers and Enter (the last response is ranked last by
+/// itself); the page's own measures of rendering a task and of a submission's turnaround (from
+/// Enter to the next task on screen, the server's answer included); and the wall time per
+/// judgement as driven through WebDriver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystrokes_and_client_time_per_judgement_for_k_2_4_8() {
+    const ITEMS: usize = 6;
+    let app = spawn_app().await;
+    let mut table = vec!["K  keys/judgement  render ms (median)  Enter->next task ms (median)  wall ms/judgement (WebDriver)".to_string()];
+    for k in [2usize, 4, 8] {
+        let slug = format!("k{k}");
+        let lead = project(&app, &slug, TaskKind::Ranking).await;
+        import(&lead, &slug, (0..ITEMS).map(|i| json!({"id": i, "prompt": format!("Question {i}"), "responses": (0..k).map(|j| json!({"model": format!("m{j}"), "text": long_markdown(j)})).collect::<Vec<_>>()})))
+            .await;
+        let b = labeller(&app, &slug, WIDE.0, WIDE.1).await;
+        b.goto(&format!("{}/projects/{slug}/label", app.addr)).await;
+        let before = judgements(&app).await;
+        let keys: Vec<String> = (1..k).map(|n| n.to_string()).chain([ENTER.to_string()]).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let started = std::time::Instant::now();
+        for _ in 0..ITEMS {
+            b.find(&format!("#response-{k}")).await;
+            b.wait_until("return document.getElementById('ranking').children.length === 0").await;
+            b.keys(&keys).await;
+            b.wait_until("return document.querySelectorAll('#ranking li').length === 0 || document.getElementById('status').textContent.includes('Nothing left')").await;
+        }
+        b.wait_for_text("#status", "Nothing left").await;
+        let wall = started.elapsed().as_secs_f64() * 1000.0 / ITEMS as f64;
+        wait_for_judgements(&app, before + ITEMS as i64).await;
+        let (render, turnaround) = (median(&b, "rl-render").await, median(&b, "rl-turnaround").await);
+        table.push(format!("{k}  {:>15}  {render:>18.1}  {turnaround:>28.1}  {wall:>29.0}", keys.len()));
+        b.quit().await;
+    }
+    let complete: i64 = app.count("SELECT count(*) FROM judgements WHERE array_length(ranks, 1) IN (2, 4, 8)").await;
+    assert_eq!(complete, 3 * ITEMS as i64, "every judgement ranks all K responses");
+    println!("{}", table.join("\n"));
+}
+
+/// The median duration of the page's performance measures called `name`.
+async fn median(b: &Browser, name: &str) -> f64 {
+    let script = format!("const d = performance.getEntriesByName('{name}').map(e => e.duration).sort((a, b) => a - b); return d[Math.floor(d.length / 2)] || 0");
+    b.script(&script).await.as_f64().unwrap_or(0.0)
 }
