@@ -146,16 +146,13 @@ mod tests {
 
     #[test]
     fn the_xss_corpus_renders_inert() {
-        const TAGS: &[&str] = &[
-            "p", "br", "em", "strong", "del", "code", "pre", "a", "img", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "blockquote", "hr",
-            "table", "thead", "tbody", "tr", "th", "td", "span",
-        ];
+        const TAGS: &str = "p br em strong del code pre a img h1 h2 h3 h4 h5 h6 ul ol li blockquote hr table thead tbody tr th td span";
         let corpus = xss_corpus();
         assert!(corpus.len() >= 70, "{}", corpus.len());
         for payload in &corpus {
             let out = render(payload);
             for (name, attrs) in tags(&out) {
-                assert!(TAGS.contains(&name.as_str()), "<{name}> from {payload:?}: {out}");
+                assert!(TAGS.split(' ').any(|t| t == name), "<{name}> from {payload:?}: {out}");
                 for (key, value) in attrs {
                     match key.as_str() {
                         "href" | "src" => {

@@ -128,8 +128,13 @@ async fn eight_long_markdown_responses_leave_the_ranking_and_submit_in_view_at_b
 async fn a_pair_stands_side_by_side_wide_and_stacks_narrow() {
     let app = spawn_app().await;
     let lead = project(&app, "pair", TaskKind::Pairwise).await;
-    import(&lead, "pair", (0..2).map(|i| json!({"id": i, "prompt": "Which is better?", "responses": [{"model": "a", "text": long_markdown(1)}, {"model": "b", "text": "Short."}]})))
-        .await;
+    import(
+        &lead,
+        "pair",
+        (0..2)
+            .map(|i| json!({"id": i, "prompt": "Which is better?", "responses": [{"model": "a", "text": long_markdown(1)}, {"model": "b", "text": "Short."}]})),
+    )
+    .await;
     let b = labeller(&app, "pair", WIDE.0, WIDE.1).await;
     for (n, (width, height, name)) in [WIDE, NARROW].into_iter().enumerate() {
         b.resize(width, height).await;
@@ -242,7 +247,13 @@ async fn markdown_renders_sanitized_with_a_raw_toggle_and_visible_control_charac
     b.wait_until("return document.querySelectorAll('#responses pre.raw').length === 9").await;
     assert_eq!(shown(&b, "#responses .md").await, 0);
     assert_eq!(b.text("#raw-toggle").await, "Rendered (r)");
-    assert!(b.script("return [...document.querySelectorAll('#responses pre.raw')].some(p => p.textContent.includes('| a | b |') && p.textContent.includes('**bold**'))").await == json!(true));
+    assert!(
+        b.script(
+            "return [...document.querySelectorAll('#responses pre.raw')].some(p => p.textContent.includes('| a | b |') && p.textContent.includes('**bold**'))"
+        )
+        .await
+            == json!(true)
+    );
     assert!(shown(&b, "#responses pre.raw .ctl").await >= 5);
     assert_eq!(b.script(INERT).await, json!(["undefined", []]), "the XSS corpus is inert as raw text");
     b.screenshot("label-markdown-raw-1400").await;
@@ -379,7 +390,10 @@ async fn keystrokes_and_client_time_per_judgement_for_k_2_4_8() {
             b.find(&format!("#response-{k}")).await;
             b.wait_until("return document.getElementById('ranking').children.length === 0").await;
             b.keys(&keys).await;
-            b.wait_until("return document.querySelectorAll('#ranking li').length === 0 || document.getElementById('status').textContent.includes('Nothing left')").await;
+            b.wait_until(
+                "return document.querySelectorAll('#ranking li').length === 0 || document.getElementById('status').textContent.includes('Nothing left')",
+            )
+            .await;
         }
         b.wait_for_text("#status", "Nothing left").await;
         let wall = started.elapsed().as_secs_f64() * 1000.0 / ITEMS as f64;
@@ -395,6 +409,7 @@ async fn keystrokes_and_client_time_per_judgement_for_k_2_4_8() {
 
 /// The median duration of the page's performance measures called `name`.
 async fn median(b: &Browser, name: &str) -> f64 {
-    let script = format!("const d = performance.getEntriesByName('{name}').map(e => e.duration).sort((a, b) => a - b); return d[Math.floor(d.length / 2)] || 0");
+    let script =
+        format!("const d = performance.getEntriesByName('{name}').map(e => e.duration).sort((a, b) => a - b); return d[Math.floor(d.length / 2)] || 0");
     b.script(&script).await.as_f64().unwrap_or(0.0)
 }

@@ -172,7 +172,8 @@ impl Browser {
     /// The first element matching `css`: its box in the viewport (left, top, width, height).
     pub async fn rect(&self, css: &str) -> (f64, f64, f64, f64) {
         self.find(css).await;
-        let r = self.script(&format!("const r = document.querySelector({}).getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", json!(css))).await;
+        let r =
+            self.script(&format!("const r = document.querySelector({}).getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", json!(css))).await;
         let n = |i: usize| r[i].as_f64().unwrap();
         (n(0), n(1), n(2), n(3))
     }
