@@ -413,3 +413,28 @@ async fn median(b: &Browser, name: &str) -> f64 {
         format!("const d = performance.getEntriesByName('{name}').map(e => e.duration).sort((a, b) => a - b); return d[Math.floor(d.length / 2)] || 0");
     b.script(&script).await.as_f64().unwrap_or(0.0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_follows_a_dark_system_setting() {
+    let app = spawn_app().await;
+    let lead = project(&app, "dark", TaskKind::Pairwise).await;
+    import(
+        &lead,
+        "dark",
+        [json!({"prompt": "Which is better?", "responses": [{"model": "a", "text": long_markdown(1)}, {"model": "b", "text": "Short `code`."}]})],
+    )
+    .await;
+    let b = Browser::start_with(&["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+    b.resize(WIDE.0, WIDE.1).await;
+    b.sign_in(&app.addr, "lab@dark.org").await;
+    b.goto(&format!("{}/projects/dark/label", app.addr)).await;
+    b.find("#response-2 .md code").await;
+    assert_eq!(b.script("return matchMedia('(prefers-color-scheme: dark)').matches").await, json!(true));
+    let colours = b
+        .script("return [document.body, document.getElementById('response-1'), document.getElementById('panel')].map(e => getComputedStyle(e).backgroundColor)")
+        .await;
+    assert_eq!(colours, json!(["rgb(21, 24, 30)", "rgb(30, 34, 42)", "rgb(30, 34, 42)"]));
+    assert_eq!(b.script("return getComputedStyle(document.getElementById('response-1')).color").await, json!("rgb(227, 230, 236)"));
+    b.screenshot("label-dark-1400").await;
+    b.quit().await;
+}
