@@ -344,6 +344,7 @@ async fn the_page_view_of_a_task_carries_its_instructions_and_sanitized_markdown
 
     let plain = lead.next_task("view").await.unwrap();
     assert!(plain.get("instructions").is_none() && plain["responses"][0].get("html").is_none(), "the API's view is unchanged: {plain}");
+    assert_eq!(lead.post("/api/v1/projects/view/tasks/next?render=yes", &Value::Null).await.status(), 400);
     let res = lead.post("/api/v1/projects/view/tasks/next?render=1", &Value::Null).await;
     assert_eq!(res.status(), 200);
     let view: Value = res.json().await.unwrap();
