@@ -104,6 +104,8 @@ pub struct ItemView {
     pub prompt_raw: Option<String>,
     pub metadata: Option<Value>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Shown to labellers above the prompt (Markdown).
+    pub instructions: Option<String>,
 }
 
 /// One response of an item, with its model and metadata.
@@ -138,7 +140,7 @@ pub async fn for_lead(
     user: crate::domain::UserId,
 ) -> sqlx::Result<Option<(ItemView, Vec<ResponseView>, Vec<JudgementView>)>> {
     let found: Option<ItemView> = sqlx::query_as(
-        "SELECT i.id, i.external_id, i.prompt, i.prompt_raw, i.metadata, i.created_at FROM items i JOIN users u ON u.id = $3
+        "SELECT i.id, i.external_id, i.prompt, i.prompt_raw, i.metadata, i.created_at, i.instructions FROM items i JOIN users u ON u.id = $3
          WHERE i.id = $1 AND i.project_id = $2
            AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = i.project_id AND m.user_id = u.id AND m.role = 'lead'))",
     )

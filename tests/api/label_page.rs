@@ -5,7 +5,7 @@
 use rewardlab::domain::{Role, TaskKind};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Api, TestApp};
+use crate::helpers::{spawn_app, Api, TestApp, PASSWORD};
 use crate::webdriver::{Browser, BACKSPACE, CONTROL, ENTER, ESCAPE};
 
 const WIDE: (u32, u32, &str) = (1400, 1000, "1400");
@@ -364,6 +364,11 @@ async fn the_page_view_of_a_task_carries_its_instructions_and_sanitized_markdown
     let next = &res.json::<Value>().await.unwrap()["next"];
     assert_eq!(next["instructions_html"], "<p>Be <em>brief</em></p>\n", "{next}");
     assert!(next["responses"][0]["html"].is_string());
+
+    // The lead's item page shows them too.
+    let item: uuid::Uuid = sqlx::query_scalar("SELECT id FROM items WHERE external_id = '0'").fetch_one(&app.pool).await.unwrap();
+    let page = app.login("lead@view.org", PASSWORD).await.get(&format!("/projects/view/items/{item}")).await.text().await.unwrap();
+    assert!(page.contains("<pre class=\"wrap\" id=\"item-instructions\">Be *brief*</pre>"), "{page}");
 }
 
 /// Prints (asserts nothing about speed) the keystrokes and the client time a judgement takes
