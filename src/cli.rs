@@ -42,6 +42,8 @@ pub struct Cli {
 enum Command {
     /// Serve the web application and the API.
     Serve {
+        /// The address to listen on; 0.0.0.0:8080 serves the local network, where teammates
+        /// open http://<this machine's name or address>:8080 (plain HTTP works on a LAN).
         #[arg(long, default_value = "127.0.0.1:8080")]
         bind: String,
         /// HTTP worker threads (default: one per core).

@@ -1,5 +1,7 @@
 // The labelling page: leases a task, lets the labeller rank it with the keyboard or by
-// dragging, and submits. Every text from the server is inserted with textContent, never HTML.
+// dragging, and submits. Text from the server is inserted with textContent; the only HTML
+// inserted is what the server rendered from Markdown and sanitized (ammonia's allow-list):
+// the `html` beside each prompt turn and response, and `instructions_html`.
 "use strict";
 (function () {
   const config = JSON.parse(document.getElementById("config").textContent);
@@ -10,7 +12,8 @@
     if (text !== undefined) e.textContent = text;
     return e;
   };
-  let task = null, ranking = [], tieNext = false, key = null, busy = false, started = 0;
+  const ranked = config.kind !== "demonstration";
+  let task = null, ranking = [], tieNext = false, key = null, busy = false, raw = false;
 
   function api(method, path, body) {
     return fetch(path, {
@@ -46,7 +49,7 @@
 
   async function next() {
     status("Loading the next task…");
-    const res = await api("POST", "/api/v1/projects/" + config.slug + "/tasks/next");
+    const res = await api("POST", "/api/v1/projects/" + config.slug + "/tasks/next?render=1");
     if (res.status === 204) {
       show(null);
     } else if (res.ok) {
@@ -62,15 +65,67 @@
     loadProgress();
     if (!task) {
       $("task").hidden = true;
+      $("panel").hidden = true;
       status("Nothing left for you in this project. Thank you!");
       return;
     }
     ranking = [];
     tieNext = false;
     key = crypto.randomUUID();
-    started = Date.now();
+    const t0 = performance.now();
     render();
     status("");
+    // Client time, for measurements: rendering a task, and from a submission to the next task
+    // on screen.
+    performance.measure("rl-render", { start: t0, end: performance.now() });
+    if (performance.getEntriesByName("rl-submit").length) performance.measure("rl-turnaround", "rl-submit");
+  }
+
+  // How a character that would not print is shown (as the server's Markdown renderer does):
+  // a C0 control as its control picture, other invisible or format characters as \u{…}.
+  function shownAs(c) {
+    const n = c.codePointAt(0);
+    if (n === 9 || n === 10 || n === 13) return null;
+    if (n < 0x20) return String.fromCodePoint(0x2400 + n);
+    if (n === 0x7f) return "\u2421";
+    const hidden = (n >= 0x80 && n <= 0x9f) || n === 0x200b || n === 0x200e || n === 0x200f || (n >= 0x2028 && n <= 0x202e) ||
+      (n >= 0x2060 && n <= 0x2064) || (n >= 0x2066 && n <= 0x2069) || n === 0xfeff || (n >= 0xfff9 && n <= 0xfffb) || (n >= 0xfffd && n <= 0xffff);
+    return hidden ? "\\u{" + n.toString(16) + "}" : null;
+  }
+
+  // Raw text as nodes, each character that would not print as a visible badge.
+  function rawText(text) {
+    const out = el("pre", "raw");
+    let run = "";
+    for (const c of text) {
+      const shown = shownAs(c);
+      if (shown === null) {
+        run += c;
+        continue;
+      }
+      out.append(run);
+      run = "";
+      const badge = el("span", "ctl", shown);
+      badge.title = "U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+      out.append(badge);
+    }
+    out.append(run);
+    return out;
+  }
+
+  // The server's sanitized HTML for rendered Markdown, or the raw text.
+  function body(text, html) {
+    if (raw) return rawText(text);
+    const box = el("div", "md");
+    box.innerHTML = html;
+    return box;
+  }
+
+  function renderInstructions() {
+    const box = $("instructions");
+    box.hidden = !task.instructions;
+    box.replaceChildren();
+    if (task.instructions) box.append(body(task.instructions, task.instructions_html));
   }
 
   function renderPrompt() {
@@ -78,20 +133,15 @@
     box.replaceChildren();
     for (const turn of task.prompt) {
       const t = el("div", "turn");
-      t.append(el("span", "role", turn.role), ...richText(turn.content));
+      t.append(el("span", "role", turn.role), body(turn.content, turn.html));
       box.append(t);
     }
-  }
-
-  // Plain text, with ``` fences shown as monospace blocks.
-  function richText(text) {
-    const parts = text.split("```");
-    return parts.map((part, i) => (i % 2 ? el("pre", "code", part.replace(/^[a-zA-Z0-9_+-]*\n/, "")) : el("span", "", part)));
   }
 
   function renderResponses() {
     const box = $("responses");
     box.replaceChildren();
+    box.classList.toggle("pair", config.kind === "pairwise");
     task.responses.forEach((r, i) => {
       const card = el("article", "response");
       card.id = "response-" + (i + 1);
@@ -99,10 +149,18 @@
       head.append(el("span", "", "Response " + (i + 1)));
       const rank = el("span", "badge");
       rank.id = "rank-of-" + (i + 1);
+      rank.hidden = true;
       head.append(rank);
       const text = el("div", "text");
-      text.append(...richText(r.text));
+      text.append(body(r.text, r.html));
       card.append(head, text);
+      const actions = el("div", "actions");
+      if (ranked) {
+        const rankBtn = el("button", "", (config.kind === "pairwise" ? "Better (" : "Rank next (") + (i + 1) + ")");
+        rankBtn.type = "button";
+        rankBtn.addEventListener("click", () => pick(i));
+        actions.append(rankBtn);
+      }
       if (r.text.length > 1200) {
         const more = el("button", "link", "Expand");
         more.type = "button";
@@ -110,13 +168,9 @@
           card.classList.toggle("expanded");
           more.textContent = card.classList.contains("expanded") ? "Collapse" : "Expand";
         });
-        card.append(more);
+        actions.append(more);
       }
-      const rankBtn = el("button", "", "Rank next (" + (i + 1) + ")");
-      rankBtn.type = "button";
-      rankBtn.addEventListener("click", () => pick(i));
-      card.append(rankBtn);
-      if (config.flags.length && config.kind !== "demonstration") {
+      if (config.flags.length && ranked) {
         const flags = el("details", "flags");
         flags.append(el("summary", "", "Flags"));
         for (const f of config.flags) {
@@ -128,26 +182,37 @@
           l.append(c, document.createTextNode(" " + f));
           flags.append(l, el("br"));
         }
-        card.append(flags);
+        actions.append(flags);
       }
+      card.append(actions);
       box.append(card);
     });
   }
 
   function render() {
     $("task").hidden = false;
-    const ranked = config.kind !== "demonstration";
+    $("panel").hidden = false;
     document.querySelector(".ranking-panel").hidden = !ranked;
     $("pairwise-extra").hidden = config.kind !== "pairwise";
     $("demo-extra").hidden = config.kind !== "demonstration";
     $("rating-extra").hidden = !config.rating_enabled;
+    $("submit").textContent = ranked ? "Submit (Enter)" : "Submit (Ctrl+Enter)";
     $("comment").value = "";
     $("demonstration").value = "";
     $("rating").value = "";
     $("both-bad").checked = false;
+    const clearly = document.querySelector("input[name=strength][value='2']");
+    if (clearly) clearly.checked = true;
+    tieHint(false);
+    renderTexts();
+    renderRanking();
+  }
+
+  // Everything that shows the task's text, rendered or raw.
+  function renderTexts() {
+    renderInstructions();
     renderPrompt();
     renderResponses();
-    renderRanking();
   }
 
   function renderRanking() {
@@ -175,13 +240,22 @@
     if (!task) return;
     task.responses.forEach((_, i) => {
       const t = ranking.findIndex((tier) => tier.includes(i));
-      $("rank-of-" + (i + 1)).textContent = t < 0 ? "" : String(t + 1);
+      const badge = $("rank-of-" + (i + 1));
+      badge.textContent = t < 0 ? "" : String(t + 1);
+      badge.hidden = t < 0;
       $("response-" + (i + 1)).classList.toggle("ranked", t >= 0);
     });
   }
 
+  function tieHint(on) {
+    tieNext = on;
+    const hint = $("tie-hint");
+    hint.hidden = !on;
+    hint.textContent = on ? "Tie: press the number of the response that ties with the last one ranked." : "";
+  }
+
   function pick(i) {
-    if (!task || i >= task.responses.length) return;
+    if (!task || !ranked || i >= task.responses.length) return;
     const at = ranking.findIndex((tier) => tier.includes(i));
     if (at >= 0) {
       ranking[at] = ranking[at].filter((x) => x !== i);
@@ -193,23 +267,26 @@
     } else {
       ranking.push([i]);
     }
-    tieNext = false;
+    tieHint(false);
     renderRanking();
   }
 
   function tie() {
+    if (!ranked) return;
     if (config.kind === "pairwise") {
       ranking = [[0, 1]];
       renderRanking();
+    } else if (config.allow_ties && ranking.length) {
+      tieHint(true);
     } else if (config.allow_ties) {
-      tieNext = true;
-      status("Tie: press the number of the response that ties with the last one ranked.");
+      status("Rank a response first; t then a number ties another with it.", true);
     } else {
       status("This project does not allow ties.", true);
     }
   }
 
   function undo() {
+    if (tieNext) return tieHint(false);
     if (!ranking.length) return;
     ranking[ranking.length - 1].pop();
     ranking = ranking.filter((tier) => tier.length);
@@ -234,20 +311,33 @@
     return body;
   }
 
+  // One response left unranked is the last one: Enter ranks it so (K-1 numbers and Enter).
+  function completeRanking() {
+    if (config.kind !== "ranking") return;
+    const left = task.responses.map((_, i) => i).filter((i) => !ranking.some((tier) => tier.includes(i)));
+    if (left.length === 1 && ranking.length) {
+      ranking.push(left);
+      renderRanking();
+    }
+  }
+
   async function submit() {
     if (!task || busy) return;
+    completeRanking();
     busy = true;
     status("Submitting…");
+    performance.mark("rl-submit");
     try {
-      const res = await api("POST", "/api/v1/tasks/" + task.task_id + "/judgement?next=1", collect());
+      const res = await api("POST", "/api/v1/tasks/" + task.task_id + "/judgement?next=1&render=1", collect());
       if (res.status === 201 || res.status === 200) {
+        if (document.activeElement && document.activeElement.closest("textarea, input")) document.activeElement.blur();
         show((await res.json()).next);
       } else {
         // 400 and 409 keep everything the labeller did on screen.
         status(await errorText(res), true);
       }
     } catch (e) {
-      status("Could not reach the server; your work is still here. Press Enter to retry.", true);
+      status("Could not reach the server; your work is still here. Press " + (ranked ? "Enter" : "Ctrl+Enter") + " to retry.", true);
     } finally {
       busy = false;
     }
@@ -267,18 +357,63 @@
     const res = await api("POST", "/api/v1/tasks/" + task.task_id + "/skip", { reason });
     $("skip-box").hidden = true;
     $("skip-reason").value = "";
+    $("skip-reason").blur();
     if (res.ok) await next();
     else status(await errorText(res), true);
   }
 
+  function toggleGuidelines(open) {
+    const panel = $("guidelines-panel");
+    const show = open === undefined ? panel.hidden : open;
+    panel.hidden = !show;
+    $("layout").classList.toggle("with-guidelines", show);
+    $("guidelines-toggle").setAttribute("aria-expanded", String(show));
+  }
+
+  function toggleHelp(open) {
+    const overlay = $("help-overlay");
+    overlay.hidden = open === undefined ? !overlay.hidden : !open;
+    if (!overlay.hidden) $("help-close").focus();
+  }
+
+  function toggleRaw() {
+    raw = !raw;
+    $("raw-toggle").setAttribute("aria-pressed", String(raw));
+    $("raw-toggle").textContent = raw ? "Rendered (r)" : "Raw text (r)";
+    if (task) renderTexts();
+    renderRanking();
+  }
+
+  function focusBox(id) {
+    const box = $(id);
+    if (box && box.offsetParent !== null) box.focus();
+  }
+
   document.addEventListener("keydown", (e) => {
-    const typing = e.target.closest("input, textarea, select");
+    const typing = e.target.closest && e.target.closest("input, textarea, select");
+    if (e.key === "Escape") {
+      if (!$("help-overlay").hidden) toggleHelp(false);
+      else if (!$("guidelines-panel").hidden && !typing) toggleGuidelines(false);
+      else if (typing) e.target.blur();
+      else return;
+      e.preventDefault();
+      return;
+    }
+    if (!$("help-overlay").hidden) {
+      if (e.key === "?") {
+        toggleHelp(false);
+        e.preventDefault();
+      }
+      return;
+    }
     if (e.target.id === "skip-reason" && e.key === "Enter") {
       e.preventDefault();
       skip();
       return;
     }
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey || !typing)) {
+    // Ctrl+Enter submits on every kind, from anywhere; Enter alone only a ranked kind, outside
+    // a text box (in one it is a new line), as the button says.
+    if (e.key === "Enter" && ((e.ctrlKey || e.metaKey) || (ranked && !typing && !e.target.closest("button, a, summary")))) {
       e.preventDefault();
       submit();
       return;
@@ -287,8 +422,13 @@
     if (/^[1-9]$/.test(e.key)) pick(Number(e.key) - 1);
     else if (e.key === "t") tie();
     else if (e.key === "Backspace") undo();
-    else if (e.key === "s") showSkip();
-    else if (e.key === "g") window.open($("guidelines-link").href, "_blank", "noopener");
+    else if (e.key === "s" && task) showSkip();
+    else if (e.key === "g") toggleGuidelines();
+    else if (e.key === "?") toggleHelp(true);
+    else if (e.key === "r") toggleRaw();
+    else if (e.key === "p") $("prompt-box").open = !$("prompt-box").open;
+    else if (e.key === "c") focusBox("comment");
+    else if (e.key === "d") focusBox("demonstration");
     else if (e.key === "x" && config.kind === "pairwise") $("both-bad").checked = !$("both-bad").checked;
     else if ("qwe".includes(e.key) && config.kind === "pairwise") {
       document.querySelector("input[name=strength][value='" + ("qwe".indexOf(e.key) + 1) + "']").checked = true;
@@ -298,5 +438,13 @@
   $("submit").addEventListener("click", submit);
   $("skip").addEventListener("click", showSkip);
   $("skip-confirm").addEventListener("click", skip);
+  $("guidelines-toggle").addEventListener("click", () => toggleGuidelines());
+  $("guidelines-close").addEventListener("click", () => toggleGuidelines(false));
+  $("help-toggle").addEventListener("click", () => toggleHelp(true));
+  $("help-close").addEventListener("click", () => toggleHelp(false));
+  $("help-overlay").addEventListener("click", (e) => {
+    if (e.target === $("help-overlay")) toggleHelp(false);
+  });
+  $("raw-toggle").addEventListener("click", toggleRaw);
   next();
 })();

@@ -13,15 +13,38 @@ use crate::web::error::{ApiError, AppError};
 use crate::web::json::Json;
 use crate::web::AppState;
 
-pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[derive(Deserialize)]
+pub struct NextQuery {
+    /// With `render=1` the task also carries its instructions and its Markdown rendered to
+    /// sanitized HTML, as the labelling page shows it.
+    #[serde(default)]
+    render: Option<u8>,
+}
+
+pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, q: web::Query<NextQuery>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.acquire().await?;
-    Ok(match dbt::lease_next(&mut conn, &slug, auth.user.id).await?.ok_or(AppError::NotFound)? {
+    let lease = dbt::lease_next(&mut conn, &slug, auth.user.id).await?.ok_or(AppError::NotFound)?;
+    drop(conn);
+    Ok(match lease {
         Some((view, rules)) => {
             state.task_rules.remember(view.task_id, auth.user.id, rules);
-            HttpResponse::Ok().json(view)
+            if q.render == Some(1) {
+                HttpResponse::Ok().json(labelling::presented(&state.pool, &view, auth.user.id).await?)
+            } else {
+                HttpResponse::Ok().json(view)
+            }
         }
         None => HttpResponse::NoContent().finish(),
     })
+}
+
+/// The task as JSON: the API's view, or the page's (`render`).
+async fn shown(state: &AppState, view: &dbt::TaskView, user: crate::domain::UserId, render: bool) -> Result<serde_json::Value, AppError> {
+    if render {
+        labelling::presented(&state.pool, view, user).await
+    } else {
+        Ok(serde_json::to_value(view).map_err(anyhow::Error::from)?)
+    }
 }
 
 pub async fn progress(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -36,6 +59,9 @@ pub struct SubmitQuery {
     /// left), saving the labelling page a round trip per task.
     #[serde(default)]
     next: Option<u8>,
+    /// With `render=1` that next task comes as the labelling page shows it (see [`NextQuery`]).
+    #[serde(default)]
+    render: Option<u8>,
 }
 
 pub async fn submit(
@@ -80,11 +106,13 @@ pub async fn submit(
     };
     let mut body = stored(judgement, task_id);
     if let Some(next) = next {
-        let view = next.map(|(view, rules)| {
-            state.task_rules.remember(view.task_id, user, rules);
-            view
-        });
-        body["next"] = serde_json::to_value(view).map_err(anyhow::Error::from)?;
+        body["next"] = match next {
+            Some((view, rules)) => {
+                state.task_rules.remember(view.task_id, user, rules);
+                shown(&state, &view, user, q.render == Some(1)).await?
+            }
+            None => serde_json::Value::Null,
+        };
     }
     Ok(HttpResponse::build(status).json(body))
 }

@@ -24,10 +24,12 @@ pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[
     let prompts: Vec<Value> = batch.iter().map(|i| serde_json::to_value(&i.prompt).unwrap_or(Value::Null)).collect();
     let metas: Vec<Option<Value>> = batch.iter().map(|i| i.metadata.clone()).collect();
     let counts: Vec<i32> = batch.iter().map(|i| i.responses.len() as i32).collect();
+    let instructions: Vec<Option<&str>> = batch.iter().map(|i| i.instructions.as_deref()).collect();
     let inserted: Vec<ItemId> = sqlx::query_scalar!(
-        r#"INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw)
-           SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw
-           FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[]) AS u(id, ext, prompt, meta, n, raw)
+        r#"INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw, instructions)
+           SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw, u.instructions
+           FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[], $8::text[])
+                AS u(id, ext, prompt, meta, n, raw, instructions)
            ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id AS "id: ItemId""#,
         project as ProjectId,
         ids.as_slice() as &[ItemId],
@@ -36,6 +38,7 @@ pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[
         metas.as_slice() as &[Option<Value>],
         counts.as_slice(),
         raws.as_slice() as &[Option<&str>],
+        instructions.as_slice() as &[Option<&str>],
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -102,6 +105,8 @@ pub struct ItemView {
     pub prompt_raw: Option<String>,
     pub metadata: Option<Value>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Shown to labellers above the prompt (Markdown).
+    pub instructions: Option<String>,
 }
 
 /// One response of an item, with its model and metadata.
@@ -137,7 +142,7 @@ pub async fn for_lead(
 ) -> sqlx::Result<Option<(ItemView, Vec<ResponseView>, Vec<JudgementView>)>> {
     let found = sqlx::query_as!(
         ItemView,
-        "SELECT i.id, i.external_id, i.prompt, i.prompt_raw, i.metadata, i.created_at FROM items i JOIN users u ON u.id = $3
+        "SELECT i.id, i.external_id, i.prompt, i.prompt_raw, i.metadata, i.created_at, i.instructions FROM items i JOIN users u ON u.id = $3
          WHERE i.id = $1 AND i.project_id = $2
            AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = i.project_id AND m.user_id = u.id AND m.role = 'lead'))",
         item as ItemId,

@@ -230,6 +230,18 @@ pub async fn exists(conn: &mut PgConnection, task: TaskId) -> sqlx::Result<bool>
     sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1) AS "exists!""#, task as TaskId).fetch_one(conn).await
 }
 
+/// The instructions of the item behind `user`'s task (`None` when it has none or is not theirs).
+pub async fn instructions(conn: &mut PgConnection, task: TaskId, user: UserId) -> sqlx::Result<Option<String>> {
+    let row = sqlx::query_scalar!(
+        "SELECT i.instructions FROM tasks t JOIN items i ON i.id = t.item_id WHERE t.id = $1 AND t.user_id = $2",
+        task as TaskId,
+        user as UserId,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.flatten())
+}
+
 /// Gives a leased task back with a reason; the labeller will not be offered the item again.
 /// Only while they are still a member of the project (or a site admin), as for a submission.
 pub async fn skip(conn: &mut PgConnection, task: TaskId, user: UserId, reason: &SkipReason) -> sqlx::Result<bool> {

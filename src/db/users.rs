@@ -17,6 +17,11 @@ pub struct User {
     pub pseudonym: String,
 }
 
+/// Whether any account exists (the login page tells how to make the first one when none does).
+pub async fn any(conn: &mut PgConnection) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM users) AS "any!""#).fetch_one(conn).await
+}
+
 /// Creates an account; `None` when the email is taken.
 pub async fn insert(conn: &mut PgConnection, email: &Email, password_hash: &str, is_admin: bool) -> sqlx::Result<Option<UserId>> {
     let id = UserId::new();

@@ -33,6 +33,8 @@ pub struct ImportItem {
     pub prompt_raw: Option<String>,
     pub responses: Vec<ResponseIn>,
     pub metadata: Option<Value>,
+    /// Markdown shown to labellers above the prompt (the line's `"instructions"`).
+    pub instructions: Option<String>,
     /// For a preference pair: response 0 was chosen over response 1.
     pub imported_choice: bool,
 }
@@ -63,8 +65,9 @@ fn parse_item(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
         Some(_) => return Err("field \"responses\": expected an array of {\"model\", \"text\"}".into()),
     };
     let id = take_id(obj)?;
+    let instructions = take_instructions(obj)?;
     let metadata = take_metadata(obj)?;
-    finish(id, (prompt, raw), responses, metadata, false)
+    finish(id, (prompt, raw), responses, metadata, false).map(|item| ImportItem { instructions, ..item })
 }
 
 fn parse_pair(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
@@ -79,10 +82,11 @@ fn parse_pair(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
         Some(p) => (parse_prompt(p)?, chosen, rejected),
     };
     let id = take_id(obj)?;
+    let instructions = take_instructions(obj)?;
     let metadata = take_metadata(obj)?;
     let responses =
         vec![ResponseIn { model: "imported".into(), text: chosen, metadata: None }, ResponseIn { model: "imported".into(), text: rejected, metadata: None }];
-    finish(id, prompt, responses, metadata, true)
+    finish(id, prompt, responses, metadata, true).map(|item| ImportItem { instructions, ..item })
 }
 
 fn finish(
@@ -93,7 +97,7 @@ fn finish(
     choice: bool,
 ) -> Result<ImportItem, String> {
     let external_id = id.unwrap_or_else(|| content_id(&prompt, &responses));
-    Ok(ImportItem { external_id, prompt, prompt_raw, responses, metadata, imported_choice: choice })
+    Ok(ImportItem { external_id, prompt, prompt_raw, responses, metadata, instructions: None, imported_choice: choice })
 }
 
 /// `sha256:` and the hex digest of the prompt and responses, for lines without an id.
@@ -155,6 +159,16 @@ fn take_string(obj: &mut Map<String, Value>, field: &str) -> Result<String, Stri
         Some(Value::String(_)) => Err(format!("field {field:?}: longer than 1 MiB")),
         None => Err(format!("field {field:?}: missing")),
         Some(_) => Err(format!("field {field:?}: expected a string")),
+    }
+}
+
+/// `instructions`: absent, null or blank for none, else a string of at most 1 MiB.
+fn take_instructions(obj: &mut Map<String, Value>) -> Result<Option<String>, String> {
+    match obj.remove("instructions") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() > MAX_TEXT => Err("field \"instructions\": longer than 1 MiB".into()),
+        Some(Value::String(s)) => Ok((!s.trim().is_empty()).then_some(s)),
+        Some(_) => Err("field \"instructions\": expected a string (Markdown shown above the prompt)".into()),
     }
 }
 
@@ -247,6 +261,22 @@ pub fn prompt_text(turns: &[Turn]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instructions_are_a_text_of_their_own_not_metadata() {
+        let item = parse_line(r#"{"prompt": "p", "responses": [], "instructions": "Judge **tone** only", "other": 1}"#, TaskKind::Demonstration).unwrap();
+        assert_eq!(item.instructions.as_deref(), Some("Judge **tone** only"));
+        assert_eq!(item.metadata, Some(serde_json::json!({"other": 1})));
+        assert_eq!(parse_line(r#"{"prompt": "p", "instructions": "  "}"#, TaskKind::Demonstration).unwrap().instructions, None);
+        let pair = parse_line(r#"{"prompt": "p", "chosen": "a", "rejected": "b", "instructions": "i"}"#, TaskKind::Pairwise).unwrap();
+        assert_eq!(pair.instructions.as_deref(), Some("i"));
+        for bad in [r#""instructions": 3"#, r#""instructions": ["x"]"#] {
+            let err = parse_line(&format!(r#"{{"prompt": "p", {bad}}}"#), TaskKind::Demonstration).unwrap_err();
+            assert!(err.starts_with("field \"instructions\": expected a string"), "{err}");
+        }
+        let long = format!(r#"{{"prompt": "p", "instructions": "{}"}}"#, "x".repeat((1 << 20) + 1));
+        assert_eq!(parse_line(&long, TaskKind::Demonstration).unwrap_err(), "field \"instructions\": longer than 1 MiB");
+    }
 
     #[test]
     fn an_hh_dialogue_splits_at_its_last_assistant_turn() {

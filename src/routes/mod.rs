@@ -52,6 +52,7 @@ async fn static_file(file: web::Path<String>) -> HttpResponse {
     let (body, mime) = match file.as_str() {
         "label.js" => (include_str!("../../static/label.js"), "text/javascript; charset=utf-8"),
         "app.css" => (include_str!("../../static/app.css"), "text/css; charset=utf-8"),
+        "label.css" => (include_str!("../../static/label.css"), "text/css; charset=utf-8"),
         "runs.js" => (include_str!("../../static/runs.js"), "text/javascript; charset=utf-8"),
         _ => return HttpResponse::NotFound().finish(),
     };

@@ -21,11 +21,18 @@ use crate::web::AppState;
 pub struct LoginPage {
     pub layout: Layout,
     pub error: Option<String>,
+    /// No account exists yet: the page says how the first one is made.
+    pub first_run: bool,
 }
 
 pub async fn login_page(state: web::Data<AppState>) -> HttpResponse {
     let token = random_secret("");
-    let mut res = html(&LoginPage { layout: Layout { email: None, csrf: token.clone() }, error: None });
+    // An unreachable database is the sign-in's to report; here it only hides the first-run note.
+    let first_run = match state.pool.acquire().await {
+        Ok(mut conn) => matches!(users::any(&mut conn).await, Ok(false)),
+        Err(_) => false,
+    };
+    let mut res = html(&LoginPage { layout: Layout { email: None, csrf: token.clone() }, error: None, first_run });
     let _ = res.add_cookie(&state.cookies.login(token));
     res
 }
@@ -39,7 +46,7 @@ pub struct LoginForm {
 }
 
 fn failed(csrf: &str, message: &str, status: StatusCode) -> HttpResponse {
-    html_with_status(status, &LoginPage { layout: Layout { email: None, csrf: csrf.to_string() }, error: Some(message.to_string()) })
+    html_with_status(status, &LoginPage { layout: Layout { email: None, csrf: csrf.to_string() }, error: Some(message.to_string()), first_run: false })
 }
 
 fn wait_text(wait: std::time::Duration) -> String {

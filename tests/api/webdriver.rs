@@ -1,5 +1,8 @@
 //! A small W3C WebDriver client over HTTP, enough to drive headless Chromium through
-//! chromedriver: navigate, find, click, type, press keys, read text and run a script.
+//! chromedriver: navigate, find, click, type, press keys, read text, run a script, size the
+//! window and take screenshots. Screenshots go to `$REWARDLAB_SCREENSHOTS` (default
+//! `target/screenshots/`); a test that panics while its browser is open leaves one there too,
+//! named after the test.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -18,11 +21,31 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.screenshot_on_failure();
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
         let _ = std::fs::remove_dir_all(&self.download_dir);
     }
+}
+
+/// Where screenshots are written: `$REWARDLAB_SCREENSHOTS`, else `target/screenshots/`.
+pub fn screenshot_dir() -> std::path::PathBuf {
+    std::env::var_os("REWARDLAB_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target/tmp has a parent").join("screenshots"))
+}
+
+fn write_screenshot(name: &str, value: &Value) -> Option<std::path::PathBuf> {
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD.decode(value.as_str()?).ok()?;
+    let dir = screenshot_dir();
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = dir.join(format!("{}.png", name.replace("::", "-")));
+    std::fs::write(&file, png).ok()?;
+    Some(file)
 }
 
 fn free_port() -> u16 {
@@ -107,6 +130,76 @@ impl Browser {
         self.wait_for_text("#projects", "Test project").await;
     }
 
+    /// Sizes the window so that the page's viewport is `width` × `height` CSS pixels.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
+        let inner = self.script("return [window.innerWidth, window.innerHeight]").await;
+        let (w, h) = (inner[0].as_u64().unwrap_or(0) as u32, inner[1].as_u64().unwrap_or(0) as u32);
+        if (w, h) != (width, height) {
+            let (outer_w, outer_h) = (2 * width - w, 2 * height - h);
+            self.call(reqwest::Method::POST, "/window/rect", Some(json!({"width": outer_w, "height": outer_h}))).await;
+        }
+    }
+
+    /// Writes a PNG of the viewport as `<screenshot_dir>/<name>.png`.
+    pub async fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let shot = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        write_screenshot(name, &shot).unwrap_or_else(|| panic!("could not write screenshot {name} to {}", screenshot_dir().display()))
+    }
+
+    /// From `Drop` while a test panics: a screenshot named after the test, on a thread and
+    /// runtime of its own (the test's runtime is unwinding).
+    fn screenshot_on_failure(&self) {
+        let name = format!("failed-{}", std::thread::current().name().unwrap_or("test"));
+        let url = format!("{}/screenshot", self.base);
+        let taken = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let shot: Value = rt.block_on(async { reqwest::Client::new().get(url).timeout(Duration::from_secs(10)).send().await.ok()?.json().await.ok() })?;
+            write_screenshot(&name, &shot["value"])
+        })
+        .join();
+        if let Ok(Some(file)) = taken {
+            eprintln!("screenshot of the failure: {}", file.display());
+        }
+    }
+
+    /// Presses `key` while `modifier` (e.g. [`CONTROL`]) is held.
+    pub async fn chord(&self, modifier: &str, key: &str) {
+        let actions = json!([{"type": "keyDown", "value": modifier}, {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}, {"type": "keyUp", "value": modifier}]);
+        self.call(reqwest::Method::POST, "/actions", Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}))).await;
+    }
+
+    /// The first element matching `css`: its box in the viewport (left, top, width, height).
+    pub async fn rect(&self, css: &str) -> (f64, f64, f64, f64) {
+        self.find(css).await;
+        let r =
+            self.script(&format!("const r = document.querySelector({}).getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", json!(css))).await;
+        let n = |i: usize| r[i].as_f64().unwrap();
+        (n(0), n(1), n(2), n(3))
+    }
+
+    /// Whether the first element matching `css` is shown and lies wholly inside the viewport.
+    pub async fn in_viewport(&self, css: &str) -> bool {
+        self.find(css).await;
+        let script = format!(
+            "const e = document.querySelector({}); const r = e.getBoundingClientRect(); \
+             return e.offsetParent !== null && r.width > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= window.innerHeight && r.right <= window.innerWidth",
+            json!(css)
+        );
+        self.script(&script).await == json!(true)
+    }
+
+    /// Waits up to 10 s until `script` returns true.
+    pub async fn wait_until(&self, script: &str) {
+        for _ in 0..100 {
+            if self.script(script).await == json!(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("never true: {script}");
+    }
+
     pub async fn quit(self) {
         let _ = self.http.delete(&self.base).send().await;
     }
@@ -180,3 +273,6 @@ impl Browser {
 }
 
 pub const ENTER: &str = "\u{E007}";
+pub const CONTROL: &str = "\u{E009}";
+pub const ESCAPE: &str = "\u{E00C}";
+pub const BACKSPACE: &str = "\u{E003}";

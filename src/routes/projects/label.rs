@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::db::projects::Project;
 use crate::domain::{Role, Slug, TaskKind};
-use crate::routes::pages::{html, Layout};
+use crate::routes::pages::{html, Layout, SanitizedHtml};
 use crate::services::project;
 use crate::web::auth::Auth;
 use crate::web::error::PageError;
@@ -18,6 +18,8 @@ pub struct LabelPage {
     pub layout: Layout,
     pub project: Project,
     pub config: LabelConfig,
+    /// The guidelines for the side panel (`g`).
+    pub guidelines_html: SanitizedHtml,
 }
 
 /// What static/label.js needs, read from `<script type="application/json" id="config">`.
@@ -41,7 +43,8 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
         rating_enabled: p.rating_enabled,
         csrf: auth.csrf().to_string(),
     };
-    Ok(html(&LabelPage { layout: Layout::of(&auth), project: p, config }))
+    let guidelines_html = SanitizedHtml::from_markdown(if p.guidelines.trim().is_empty() { "*No guidelines yet.*" } else { &p.guidelines });
+    Ok(html(&LabelPage { layout: Layout::of(&auth), project: p, config, guidelines_html }))
 }
 
 #[cfg(test)]
@@ -67,7 +70,7 @@ mod tests {
             role: Role::Labeller,
         };
         let config = LabelConfig { slug, kind: TaskKind::Pairwise, flags, allow_ties: true, rating_enabled: false, csrf: "c".into() };
-        let html = LabelPage { layout: Layout::default(), project, config }.render().unwrap();
+        let html = LabelPage { layout: Layout::default(), project, config, guidelines_html: SanitizedHtml::from_markdown("") }.render().unwrap();
         let start = html.find(r#"<script type="application/json" id="config">"#).unwrap();
         let body = &html[start..];
         let json = &body[body.find('>').unwrap() + 1..body.find("</script>").unwrap()];
