@@ -34,6 +34,11 @@ pub struct ModelOpts {
     /// Longest sequence in tokens; longer texts lose their beginning (the prompt's start).
     #[arg(long, default_value_t = 256)]
     pub max_len: usize,
+    /// Use this model directory's tokenizer.json instead of training a new BPE (without --init),
+    /// so a project's models share one tokenizer and a PPO value network can start from its
+    /// reward model.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// Flags of the training loop, the same on every trainer.
@@ -42,7 +47,8 @@ pub struct TrainOpts {
     /// Passes over the training split.
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
-    /// Peak learning rate [default: 1e-3 from scratch, 1e-5 with --init].
+    /// Peak learning rate [default: 1e-3 for a model trained from scratch here, 1e-5 from a
+    /// pretrained one (--init, or dpo's --policy, whose config.json says which)].
     #[arg(long)]
     pub lr: Option<f64>,
     /// Examples (rankings, pairs or demonstrations) per batch.
@@ -184,9 +190,14 @@ pub struct PpoArgs {
     /// The policy to start from (an SFT GPT2LMHeadModel directory); also the frozen reference.
     #[arg(long)]
     pub policy: PathBuf,
-    /// The frozen reward model; it also initialises the value network.
+    /// The frozen reward model (it reads the text, re-tokenized with its own tokenizer).
     #[arg(long)]
     pub reward_model: PathBuf,
+    /// What the value network starts from: the reward model (as TRL does; only when it shares
+    /// the policy's tokenizer and covers its context), the policy's transformer with a new head,
+    /// or `auto`: the reward model when it can, else the policy.
+    #[arg(long, value_enum, default_value_t = ValueInit::Auto)]
+    pub value_init: ValueInit,
     /// Prompts (the platform's `prompts` export, items or preference rows).
     #[arg(long)]
     pub prompts: PathBuf,
@@ -228,8 +239,10 @@ pub struct PpoArgs {
     pub gamma: f64,
     #[arg(long, default_value_t = 0.95)]
     pub lam: f64,
-    #[arg(long, default_value_t = 3e-6)]
-    pub lr: f64,
+    /// Learning rate [default: 5e-4 for a policy trained from scratch here (its config.json says
+    /// so), 3e-6 for a pretrained one].
+    #[arg(long)]
+    pub lr: Option<f64>,
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
     #[arg(long, default_value_t = 0)]
@@ -291,8 +304,17 @@ pub struct GenerateArgs {
 }
 
 impl TrainOpts {
-    /// The peak learning rate: `--lr`, else 1e-3 from scratch and 1e-5 from a checkpoint.
+    /// The peak learning rate: `--lr`, else 1e-3 for a model trained from scratch here and 1e-5
+    /// for a pretrained one.
     pub fn lr_or(&self, from_scratch: bool) -> f64 {
         self.lr.unwrap_or(if from_scratch { 1e-3 } else { 1e-5 })
     }
+}
+
+/// What PPO's value network starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ValueInit {
+    Auto,
+    RewardModel,
+    Policy,
 }

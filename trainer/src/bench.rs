@@ -185,6 +185,7 @@ fn ppo_bench(args: &BenchArgs, device: &candle_core::Device) -> Result<()> {
     let ppo_args = crate::ppo::PpoArgs {
         policy: dir.join("policy"),
         reward_model: dir.join("rm"),
+        value_init: rewardlab_protocol::ValueInit::Auto,
         prompts: dir.join("prompts.jsonl"),
         out: dir.join("out"),
         iterations: 1,
@@ -202,7 +203,7 @@ fn ppo_bench(args: &BenchArgs, device: &candle_core::Device) -> Result<()> {
         vf_coef: 0.1,
         gamma: 1.0,
         lam: 0.95,
-        lr: 3e-6,
+        lr: Some(3e-6),
         max_grad_norm: 1.0,
         seed: 0,
         save_every: 0,

@@ -130,6 +130,18 @@ pub fn read_config(dir: &Path) -> Result<(Config, Value)> {
     Ok((cfg, raw))
 }
 
+/// Whether the model in `dir` was trained from scratch by rewardlab (its `config.json` says
+/// `"rewardlab": {"from_scratch": true}`), rather than fine-tuned from a pretrained model: its
+/// default learning rates are those of a small model learning from nothing.
+pub fn trained_from_scratch(dir: &Path) -> bool {
+    read_config(dir).is_ok_and(|(_, raw)| raw["rewardlab"]["from_scratch"] == Value::Bool(true))
+}
+
+/// Whether a model started from `init` (or from nothing) descends from a from-scratch model.
+pub fn lineage_from_scratch(init: Option<&Path>) -> bool {
+    init.is_none_or(trained_from_scratch)
+}
+
 /// Copies the weights of `dir/model.safetensors` into `params` (names with or without the
 /// `transformer.` prefix, as GPT-2 checkpoints on the Hub are saved either way). Returns the
 /// names of parameters the file does not have (a new reward head), which keep their values.

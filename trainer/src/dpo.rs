@@ -124,7 +124,7 @@ pub fn run(args: &DpoArgs) -> Result<()> {
     let (train_r, val_r) = split_by_prompt(rankings, |r| r.prompt.as_str(), opts.val_fraction, opts.seed);
     let source = Source::new(opts.resume.as_deref(), Some(&args.policy))?;
     let tok = Tok::load(source.dir().unwrap_or(&args.policy))?;
-    let model_opts = ModelOpts { vocab_size: 0, n_embd: 0, n_layer: 0, n_head: 0, max_len: args.max_len };
+    let model_opts = ModelOpts { vocab_size: 0, n_embd: 0, n_layer: 0, n_head: 0, max_len: args.max_len, tokenizer: None };
     let cfg = setup::config(&source, &model_opts, &tok)?;
     let max_len = args.max_len.min(cfg.n_positions);
     let (model, params) = setup::variables(&source, &cfg, opts.seed, &device, |vb| LmModel::new(&cfg, vb))?;
@@ -137,12 +137,14 @@ pub fn run(args: &DpoArgs) -> Result<()> {
     setup::save_tokenizer(&tok, &args.out, max_len)?;
     let task = DpoTask { model: &model, device: device.clone(), pad: tok.eos(), beta: args.beta };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
-    let lr = opts.lr_or(false);
+    // A policy trained from scratch here learns at a small model's rate (1e-3, not 1e-5).
+    let from_scratch = crate::checkpoint::trained_from_scratch(&args.policy);
+    let lr = opts.lr_or(from_scratch);
     let model_files = (params.as_slice(), &cfg, ModelKind::Lm);
     let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)? else {
         return Ok(());
     };
-    let extra = json!({"rewardlab": {"max_len": max_len, "dpo_beta": args.beta, "reference": args.policy.display().to_string(),
+    let extra = json!({"rewardlab": {"max_len": max_len, "dpo_beta": args.beta, "reference": args.policy.display().to_string(), "from_scratch": from_scratch,
                                      "validation": outcome.validation}});
     save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
     metrics.emit(&MetricEvent::Done(Done { step: Some(outcome.state.step), validation: outcome.validation.clone(), ..Done::default() }))?;

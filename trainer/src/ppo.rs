@@ -22,7 +22,7 @@ use crate::rng::Rng;
 use crate::setup::{self, pad, Source};
 use crate::tokenizer::Tok;
 use crate::train::{self, Metrics};
-use rewardlab_protocol::{Done, Iteration, MetricEvent, Timings};
+use rewardlab_protocol::{Done, Iteration, MetricEvent, Timings, ValueInit};
 
 pub use rewardlab_protocol::PpoArgs;
 
@@ -216,6 +216,33 @@ struct PpoState {
     iterations: u64,
 }
 
+/// Whether the value network starts from the reward model (`--value-init`): it must read the
+/// policy's token ids at the policy's positions, so the reward model must share the policy's
+/// tokenizer and cover its context. `auto` falls back to the policy's transformer (with a new
+/// value head) and says so; an explicit `reward-model` that cannot work is refused.
+fn value_from_reward_model(args: &PpoArgs, tok: &Tok, pcfg: &Config, rm_tok: &Tok, rcfg: &Config) -> Result<bool> {
+    let mismatch = if !tok.same_vocabulary(rm_tok) {
+        Some(format!("the reward model's tokenizer ({} tokens) is not the policy's ({} tokens)", rm_tok.vocab_size(), tok.vocab_size()))
+    } else if rcfg.n_positions < pcfg.n_positions {
+        Some(format!("the reward model reads {} positions, the policy {}", rcfg.n_positions, pcfg.n_positions))
+    } else {
+        None
+    };
+    match (args.value_init, mismatch) {
+        (ValueInit::Policy, _) => Ok(false),
+        (_, None) => Ok(true),
+        (ValueInit::Auto, Some(why)) => {
+            eprintln!("ppo: {why}, so the value network starts from the policy (a new value head); the reward model scores re-tokenized text");
+            Ok(false)
+        }
+        (ValueInit::RewardModel, Some(why)) => bail!(
+            "--value-init reward-model: {why}, so a value network made from it cannot read the policy's tokens. Use --value-init policy \
+             (or auto), or train the reward model with the policy's tokenizer (rewardlab-train rm --tokenizer {})",
+            args.policy.display()
+        ),
+    }
+}
+
 pub fn run(args: &PpoArgs) -> Result<()> {
     let device = train::device(args.device)?;
     let prompts = crate::data::read_prompts(&args.prompts)?;
@@ -230,17 +257,24 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         Some(c) => Source::Resume(c.join("policy")),
         None => Source::Init(args.policy.clone()),
     };
-    let value_src = match &resume {
-        Some(c) => Source::Resume(c.join("value")),
-        None => Source::Init(args.reward_model.clone()),
-    };
     let tok = Tok::load(&args.policy)?;
     let (pcfg, _) = crate::checkpoint::read_config(&args.policy)?;
     let (policy, policy_params) = setup::variables(&policy_src, &pcfg, args.seed, &device, |vb| LmModel::new(&pcfg, vb))?;
     let reference = load_frozen_lm(&args.policy, &device)?;
     let LoadedReward { model: reward, cfg: rcfg, max_len: rm_len, bias: rm_bias } = load_reward_model(&args.reward_model, &device)?;
     let rm_tok = Tok::load(&args.reward_model)?;
-    let (value, value_params) = setup::variables(&value_src, &rcfg, args.seed, &device, |vb| RewardModel::new(&rcfg, vb))?;
+    // The value network reads the policy's tokens: it can start from the reward model only when
+    // that shares the policy's tokenizer and covers its context.
+    let value_from_rm = value_from_reward_model(args, &tok, &pcfg, &rm_tok, &rcfg)?;
+    let vcfg = if value_from_rm { rcfg.clone() } else { pcfg.clone() };
+    let value_src = match &resume {
+        Some(c) => Source::Resume(c.join("value")),
+        None if value_from_rm => Source::Init(args.reward_model.clone()),
+        None => Source::Init(args.policy.clone()),
+    };
+    let (value, value_params) = setup::variables(&value_src, &vcfg, args.seed, &device, |vb| RewardModel::new(&vcfg, vb))?;
+    let from_scratch = crate::checkpoint::trained_from_scratch(&args.policy);
+    let lr = args.lr.unwrap_or(if from_scratch { 5e-4 } else { 3e-6 });
     // One optimizer over both networks, as TRL's policy-and-value wrapper.
     let mut all: Vec<(String, candle_core::Var)> = policy_params.iter().map(|(n, v)| (format!("policy.{n}"), v.clone())).collect();
     all.extend(value_params.iter().map(|(n, v)| (format!("value.{n}"), v.clone())));
@@ -292,7 +326,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         // Frozen views of the current weights for everything before the optimisation: no
         // autograd graph is recorded for generation or the old log-probabilities and values.
         let snapshot = setup::frozen(&policy_params, &device, |vb| LmModel::new(&pcfg, vb))?;
-        let value_snapshot = setup::frozen(&value_params, &device, |vb| RewardModel::new(&rcfg, vb))?;
+        let value_snapshot = setup::frozen(&value_params, &device, |vb| RewardModel::new(&vcfg, vb))?;
         let batch_queries: Vec<Vec<u32>> = picks.iter().map(|&p| queries[p].clone()).collect();
         let mut rngs: Vec<Rng> = (0..args.batch_size).map(|i| Rng::derived(args.seed, "rollout", it * 1_000_003 + i as u64)).collect();
         let conts = generate_batch(&snapshot, &batch_queries, tok.eos(), &sampling, &mut rngs, true, &device)?;
@@ -383,7 +417,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
                 let mut grads = Grads::new(all.len());
                 grads.add(&all, &loss.backward()?)?;
                 grads.clip(args.max_grad_norm)?;
-                opt.step(&grads, args.lr)?;
+                opt.step(&grads, lr)?;
                 for (s, v) in [
                     (&mut sums.pg_loss, st.pg_loss),
                     (&mut sums.vf_loss, st.vf_loss),
@@ -434,7 +468,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         bar.set_message(format!("score {mean_score:.3} kl {kl:.3}"));
         let last = state.iteration == args.iterations;
         if last || (args.save_every > 0 && state.iteration.is_multiple_of(args.save_every)) {
-            save_checkpoint(args, &state, &opt, &policy_params, &pcfg, &value_params, &rcfg, &tok, &rm_tok)?;
+            save_checkpoint(args, &state, &opt, &policy_params, &pcfg, &value_params, &vcfg, &tok)?;
         }
         if args.stop_after == Some(state.iteration) && !last {
             bar.abandon_with_message(format!("stopped after iteration {} (--stop-after)", state.iteration));
@@ -442,11 +476,12 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    let extra = json!({"rewardlab": {"ppo": {"reward_model": args.reward_model.display().to_string(), "iterations": args.iterations,
-        "final_kl_coef": state.kl_coef, "reference": args.policy.display().to_string()}}});
+    let extra = json!({"rewardlab": {"from_scratch": from_scratch, "ppo": {"reward_model": args.reward_model.display().to_string(),
+        "iterations": args.iterations, "final_kl_coef": state.kl_coef, "reference": args.policy.display().to_string(), "lr": lr,
+        "value_init": if value_from_rm { "reward model" } else { "policy" }}}});
     save_model(&args.out, &pcfg, ModelKind::Lm, &policy_params, tok.eos(), Some(&extra))?;
     setup::save_tokenizer(&tok, &args.out, pcfg.n_positions)?;
-    save_model(&args.out.join("value"), &rcfg, ModelKind::Reward, &value_params, rm_tok.eos(), None)?;
+    save_model(&args.out.join("value"), &vcfg, ModelKind::Reward, &value_params, tok.eos(), None)?;
     rm_tok.save(&args.out.join("value"))?;
     metrics.emit(&MetricEvent::Done(Done { iteration: Some(state.iteration), kl_coef: Some(state.kl_coef), ..Done::default() }))?;
     eprintln!("policy saved to {} (value network in {}/value)", args.out.display(), args.out.display());
@@ -461,15 +496,14 @@ fn save_checkpoint(
     policy: &[(String, candle_core::Var)],
     pcfg: &Config,
     value: &[(String, candle_core::Var)],
-    rcfg: &Config,
+    vcfg: &Config,
     tok: &Tok,
-    rm_tok: &Tok,
 ) -> Result<()> {
     let name = format!("iter-{:08}", state.iteration);
     commit_checkpoint(&args.out.join("checkpoints"), &name, 2, |tmp| {
         save_model(&tmp.join("policy"), pcfg, ModelKind::Lm, policy, tok.eos(), None)?;
         tok.save(&tmp.join("policy"))?;
-        save_model(&tmp.join("value"), rcfg, ModelKind::Reward, value, rm_tok.eos(), None)?;
+        save_model(&tmp.join("value"), vcfg, ModelKind::Reward, value, tok.eos(), None)?;
         opt.save(&tmp.join("optimizer.safetensors"))?;
         write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)
     })

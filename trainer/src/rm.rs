@@ -154,7 +154,7 @@ pub fn run(args: &RmArgs) -> Result<()> {
     let (train_r, val_r) = split_by_prompt(rankings, |r| r.prompt.as_str(), opts.val_fraction, opts.seed);
     let source = Source::new(opts.resume.as_deref(), args.init.as_deref())?;
     let texts = train_r.iter().flat_map(|r| std::iter::once(r.prompt.as_str()).chain(r.responses.iter().map(String::as_str)));
-    let tok = setup::tokenizer(&source, texts, args.model.vocab_size)?;
+    let tok = setup::tokenizer(&source, texts, &args.model)?;
     let cfg = setup::config(&source, &args.model, &tok)?;
     let max_len = args.model.max_len.min(cfg.n_positions);
     let (model, params) = setup::variables(&source, &cfg, opts.seed, &device, |vb| RewardModel::new(&cfg, vb))?;
@@ -176,7 +176,8 @@ pub fn run(args: &RmArgs) -> Result<()> {
     setup::save_tokenizer(&tok, &args.out, max_len)?;
     let task = RewardTask { model: &model, device: device.clone(), pad: tok.eos(), centring: args.center_rewards };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
-    let lr = opts.lr_or(args.init.is_none());
+    let from_scratch = crate::checkpoint::lineage_from_scratch(args.init.as_deref());
+    let lr = opts.lr_or(from_scratch);
     let model_files = (params.as_slice(), &cfg, ModelKind::Reward);
     let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)? else {
         return Ok(());
@@ -189,7 +190,7 @@ pub fn run(args: &RmArgs) -> Result<()> {
     let raw = score_texts(&model, &tok, &reference, max_len, opts.max_tokens, &device)?;
     let (bias, std) = mean_std(&raw);
     let extra = json!({"rewardlab": {
-        "reward_bias": bias, "reward_std": std, "max_len": max_len,
+        "reward_bias": bias, "reward_std": std, "max_len": max_len, "from_scratch": from_scratch,
         "reference": args.reference.as_ref().map_or("training responses".to_string(), |p| p.display().to_string()),
         "reference_texts": reference.len(), "validation": outcome.validation,
     }});

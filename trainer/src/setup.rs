@@ -39,12 +39,13 @@ impl Source {
     }
 }
 
-/// The tokenizer: the checkpoint's or the init directory's, or a new byte-level BPE trained
-/// on `texts`.
-pub fn tokenizer<'a>(source: &Source, texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<Tok> {
-    match source.dir() {
-        Some(dir) => Tok::load(dir),
-        None => Tok::train(texts, vocab_size),
+/// The tokenizer: the checkpoint's or the init directory's, else `--tokenizer`'s, else a new
+/// byte-level BPE trained on `texts`.
+pub fn tokenizer<'a>(source: &Source, texts: impl Iterator<Item = &'a str> + Send, opts: &ModelOpts) -> Result<Tok> {
+    match (source.dir(), &opts.tokenizer) {
+        (Some(dir), _) => Tok::load(dir),
+        (None, Some(dir)) => Tok::load(dir).with_context(|| format!("--tokenizer {}", dir.display())),
+        (None, None) => Tok::train(texts, opts.vocab_size),
     }
 }
 

@@ -116,7 +116,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
     let (train_d, val_d) = split_by_prompt(demos, |d| d.prompt.as_str(), opts.val_fraction, opts.seed);
     let source = Source::new(opts.resume.as_deref(), args.init.as_deref())?;
     let texts = train_d.iter().flat_map(|d| [d.prompt.as_str(), d.completion.as_str()]);
-    let tok = setup::tokenizer(&source, texts, args.model.vocab_size)?;
+    let tok = setup::tokenizer(&source, texts, &args.model)?;
     let cfg = setup::config(&source, &args.model, &tok)?;
     let max_len = args.model.max_len.min(cfg.n_positions);
     let (model, params) = setup::variables(&source, &cfg, opts.seed, &device, |vb| LmModel::new(&cfg, vb))?;
@@ -133,12 +133,13 @@ pub fn run(args: &SftArgs) -> Result<()> {
     setup::save_tokenizer(&tok, &args.out, max_len)?;
     let task = SftTask { model: &model, device: device.clone(), pad: tok.eos() };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
-    let lr = opts.lr_or(args.init.is_none());
+    let from_scratch = crate::checkpoint::lineage_from_scratch(args.init.as_deref());
+    let lr = opts.lr_or(from_scratch);
     let model_files = (params.as_slice(), &cfg, ModelKind::Lm);
     let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)? else {
         return Ok(());
     };
-    let extra = json!({"rewardlab": {"max_len": max_len, "validation": outcome.validation}});
+    let extra = json!({"rewardlab": {"max_len": max_len, "from_scratch": from_scratch, "validation": outcome.validation}});
     save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
     metrics.emit(&MetricEvent::Done(Done { step: Some(outcome.state.step), validation: outcome.validation.clone(), ..Done::default() }))?;
     if let Some(v) = outcome.validation.as_ref().map(|v| &v.report) {

@@ -58,6 +58,11 @@ impl Tok {
         self.inner.save(&path, false).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
     }
 
+    /// Whether `other` maps every token to the same id (and has no others).
+    pub fn same_vocabulary(&self, other: &Tok) -> bool {
+        self.eos == other.eos && self.inner.get_vocab(true) == other.inner.get_vocab(true)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -370,7 +370,9 @@ fn ppo_raises_the_score_with_a_bounded_kl_and_resumes_exactly() {
     let mut a = vec!["sft", "--data", both.to_str().unwrap(), "--out", policy.to_str().unwrap(), "--lr", "3e-3"];
     a.extend(SMALL);
     run(&a);
-    let mut a = vec!["rm", "--data", data.to_str().unwrap(), "--out", rm.to_str().unwrap(), "--epochs", "3", "--lr", "3e-3"];
+    // The reward model shares the policy's tokenizer, so the value network starts from it.
+    let mut a =
+        vec!["rm", "--data", data.to_str().unwrap(), "--out", rm.to_str().unwrap(), "--epochs", "3", "--lr", "3e-3", "--tokenizer", policy.to_str().unwrap()];
     a.extend(SMALL);
     run(&a);
     let ppo = |name: &str, beta: &str, iters: &str, extra: &[&str]| {
@@ -484,4 +486,54 @@ fn default_size_runs_are_bit_identical_repeated_resumed_and_on_one_thread() {
     assert_eq!(sha256_file(&b.join("model.safetensors")), want, "two 2-thread runs of one seed differ");
     assert_eq!(sha256_file(&one.join("model.safetensors")), want, "a 1-thread run differs from a 2-thread one");
     assert_eq!(sha256_file(&resumed.join("model.safetensors")), want, "the stopped and resumed run differs from the straight one");
+}
+
+/// PPO's value network reads the policy's tokens: it starts from the reward model only when
+/// that shares the policy's tokenizer and context, else from the policy (`auto`), and an
+/// explicit `--value-init reward-model` that cannot work is refused with what to do. A policy
+/// trained from scratch here gets the from-scratch learning rate.
+#[test]
+fn ppo_takes_its_value_network_from_the_reward_model_only_when_it_reads_the_policy_s_tokens() {
+    let dir = scratch("value-init");
+    let pairs = planted_pairs(120, 31);
+    let (data, both, prompts) = (dir.join("pairs.jsonl"), dir.join("both.jsonl"), dir.join("prompts.jsonl"));
+    write_jsonl(&data, &pairs);
+    write_jsonl(&both, &pairs.iter().map(|p| json!({"prompt": p["prompt"], "completion": p["chosen"]})).collect::<Vec<_>>());
+    write_jsonl(&prompts, &pairs[..8].iter().enumerate().map(|(i, p)| json!({"id": i, "prompt": p["prompt"]})).collect::<Vec<_>>());
+    let policy = dir.join("policy");
+    let mut a = vec!["sft", "--data", both.to_str().unwrap(), "--out", policy.to_str().unwrap()];
+    a.extend(SMALL);
+    run(&a);
+    assert_eq!(read_json(&policy.join("config.json"))["rewardlab"]["from_scratch"], true);
+    let rm = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut a = vec!["rm", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        a.extend(SMALL.chunks(2).filter(|kv| !extra.contains(&kv[0])).flatten().copied());
+        a.extend(extra);
+        run(&a);
+        out
+    };
+    let own = rm("rm-own", &[]);
+    let shared = rm("rm-shared", &["--tokenizer", policy.to_str().unwrap()]);
+    let short = rm("rm-short", &["--tokenizer", policy.to_str().unwrap(), "--max-len", "32"]);
+    let ppo = |name: &str, rm: &Path, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut a = vec!["ppo", "--policy", policy.to_str().unwrap(), "--reward-model", rm.to_str().unwrap(), "--prompts", prompts.to_str().unwrap()];
+        a.extend(["--out", out.to_str().unwrap(), "--iterations", "1", "--batch-size", "4", "--max-new-tokens", "8"]);
+        a.extend(extra);
+        (Command::new(BIN).args(&a).output().unwrap(), out)
+    };
+    let (refused, out) = ppo("refused", &own, &["--value-init", "reward-model"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && !out.join("model.safetensors").exists());
+    assert!(err.contains("tokenizer") && err.contains("--value-init policy") && err.contains("--tokenizer"), "{err}");
+    for (name, rm, want) in [("own", &own, "policy"), ("shared", &shared, "reward model"), ("short", &short, "policy")] {
+        let (o, out) = ppo(name, rm, &[]);
+        assert!(o.status.success(), "ppo with {name}:\n{}", String::from_utf8_lossy(&o.stderr));
+        let ppo_cfg = read_json(&out.join("config.json"))["rewardlab"]["ppo"].clone();
+        assert_eq!(ppo_cfg["value_init"], want, "the value network with the {name} reward model");
+        assert_eq!(ppo_cfg["lr"], 5e-4, "a from-scratch policy's default learning rate");
+        let value = read_json(&out.join("value/config.json"));
+        assert_eq!(value["vocab_size"], read_json(&policy.join("config.json"))["vocab_size"], "the value network reads the policy's vocabulary");
+    }
 }

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use super::fence::Fence;
 use super::plan::Plan;
 use crate::db::worker::{self as dbw, Claimed};
-use crate::domain::runs::{store_area, ModelRole, ModelSource, RunInput, StoreArea};
+use crate::domain::runs::{store_area, ModelRole, ModelSource, RunInput, RunKind, StoreArea};
 use crate::export::{Export, Options};
 
 /// Where an export's part lies in a run's input directory.
@@ -160,6 +160,21 @@ pub async fn resolve_model(pool: &PgPool, c: &Claimed, input: &RunInput, role: M
     let (id, kind, dir) =
         made.ok_or_else(|| anyhow!("no {} to start from: give input.{key}_run or input.{key}_path, or run {} first", key.replace('_', " "), role.kinds()[0]))?;
     Ok(Resolved { dir: PathBuf::from(dir), run: Some(id), label: format!("{kind}-{}", &id.0.simple().to_string()[..8]) })
+}
+
+/// The tokenizer a model trained from scratch shares with the project's others: the nearest
+/// model up the chain, else the project's newest (any kind; `None` for the first). Models that
+/// share one can be combined (a PPO value network starts from the reward model).
+pub async fn shared_tokenizer(pool: &PgPool, c: &Claimed) -> Result<Option<Resolved>> {
+    const ANY: &[RunKind] = &[RunKind::Rm, RunKind::Sft, RunKind::Dpo, RunKind::Ppo];
+    let mut conn = pool.acquire().await?;
+    let made = match dbw::model_up_chain(&mut conn, c.after_run, ANY).await? {
+        Some(m) => Some(m),
+        None => dbw::newest_model(&mut conn, c.project_id, ANY).await?,
+    };
+    Ok(made
+        .map(|(id, kind, dir)| Resolved { dir: PathBuf::from(dir), run: Some(id), label: format!("{kind}-{}", &id.0.simple().to_string()[..8]) })
+        .filter(|m| m.dir.join("tokenizer.json").exists()))
 }
 
 /// Picks up to `max` distinct prompts (earliest first) from a `prompts` export.

@@ -23,7 +23,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 pub use crate::db::worker::{claim, Claimed};
-use crate::domain::runs::{config_int, trainer_flags, ParamType, RunInput};
+use crate::domain::runs::{config_int, trainer_flags, ParamType, RunInput, RunKind};
 use child::{run_child, Child};
 pub use fence::{Fence, Owned};
 use inputs::Resolved;
@@ -146,6 +146,15 @@ async fn prepare(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>, i
         models.push(m);
     }
     let config = c.config.as_object().cloned().unwrap_or_default();
+    // rm and sft models built from scratch share the project's tokenizer.
+    let tokenizer = match plan.kind {
+        RunKind::Rm | RunKind::Sft if config.get("init").is_none_or(Value::is_null) => inputs::shared_tokenizer(pool, c).await?,
+        _ => None,
+    };
+    if let Some(t) = &tokenizer {
+        f.log(&format!("[worker] tokenizer: {}'s ({})", t.label, t.dir.display())).await;
+        resolved.insert("tokenizer".into(), t.to_json());
+    }
     let prompts = dir.join("prompts.jsonl");
     let sources = match plan.output {
         Output::Generated => inputs::distinct_prompts(&files[0], &prompts, config_int(&config, "max_prompts", 100) as usize)?,
@@ -163,6 +172,9 @@ async fn prepare(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>, i
     let mut args = plan.input_args(&Inputs { data: &files, prompts, models: &dirs });
     args.extend(plan.output_args(&dir, resume.as_deref()));
     args.extend(trainer_flags(c.kind, &config, &opts.store));
+    if let Some(t) = &tokenizer {
+        args.extend(["--tokenizer".to_string(), t.dir.display().to_string()]);
+    }
     Ok(Prepared { args, models, sources })
 }
 
