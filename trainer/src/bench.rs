@@ -102,7 +102,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let ms = median(&mut step);
     let score_ms = median(&mut score);
     let ours = json!({
-        "impl": "candle", "threads": threads, "ms_per_step": ms, "tokens_per_s": tokens / ms * 1e3,
+        "impl": "candle", "matmul": crate::matmul_path(), "threads": threads, "ms_per_step": ms, "tokens_per_s": tokens / ms * 1e3,
         "forward_ms": median(&mut fwd), "backward_ms": median(&mut bwd), "optimizer_ms": median(&mut upd),
         "score_ms_per_batch": score_ms, "score_sequences_per_s": (PAIRS * 2) as f64 / score_ms * 1e3,
         "score_tokens_per_s": tokens / score_ms * 1e3,

@@ -51,6 +51,72 @@ extern "C" {
 
 extern "C" {
     fn openblas_set_num_threads(n: c_int);
+    fn openblas_get_corename() -> *const std::os::raw::c_char;
+}
+
+/// The OpenBLAS kernel set ("core") in use, e.g. `SkylakeX`, `Haswell`, `Prescott`.
+pub fn core_name() -> String {
+    // SAFETY: returns a pointer to a static NUL-terminated string of the library.
+    let name = unsafe { openblas_get_corename() };
+    if name.is_null() {
+        return "unknown".into();
+    }
+    // SAFETY: non-null, NUL-terminated and static (checked above).
+    unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned()
+}
+
+/// OpenBLAS x86-64 cores from the oldest instruction sets to the newest that Debian's 0.3.21
+/// ships kernels for.
+const CORES: [&str; 9] = ["prescott", "core2", "penryn", "dunnington", "nehalem", "sandybridge", "haswell", "zen", "skylakex"];
+
+/// The best core this CPU can run, from its features (`None` off x86-64).
+fn best_core() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512cd")
+        {
+            return Some("SkylakeX");
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Some("Haswell");
+        }
+        if is_x86_feature_detected!("avx") {
+            return Some("Sandybridge");
+        }
+    }
+    None
+}
+
+fn rank(core: &str) -> Option<usize> {
+    CORES.iter().position(|c| c.eq_ignore_ascii_case(core))
+}
+
+/// The core to run instead of `current`, when the CPU's `best` is a newer one (both known).
+fn upgrade(current: &str, best: Option<&'static str>) -> Option<&'static str> {
+    let best = best?;
+    (rank(current)? < rank(best)?).then_some(best)
+}
+
+/// Makes OpenBLAS run this CPU's kernels. Debian's OpenBLAS 0.3.21 picks its kernels when it
+/// is loaded (before `main`) from the CPU model, and does not know recent Xeons: it falls back
+/// to `Prescott` (SSE3), 2–3× slower than the AVX-512 `SkylakeX` kernels the CPU can run. When
+/// the core in use is older than the CPU's features allow, the process runs itself again with
+/// `OPENBLAS_CORETYPE` set (once: an `OPENBLAS_CORETYPE` already set, by the user or that
+/// re-run, is left alone). Returns only when nothing needs changing or the re-run failed.
+pub fn ensure_best_core() {
+    if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
+        return;
+    }
+    let current = core_name();
+    let Some(best) = upgrade(&current, best_core()) else { return };
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else { return };
+    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env("OPENBLAS_CORETYPE", best).exec();
+    eprintln!("blas: OpenBLAS chose {current} kernels and running again with {best} failed ({err}); continuing with {current}");
 }
 
 /// OpenBLAS's own thread pool would spin against rayon's for the same two cores (a fifth of a
@@ -110,5 +176,66 @@ impl Gemm for f64 {
         let t = |x: bool| if x { TRANS } else { NO_TRANS };
         // SAFETY: as for f32 above.
         unsafe { cblas_dgemm(ROW_MAJOR, t(ta), t(tb), rows, ni, ki, 1.0, a.as_ptr().add(off), lda, b.as_ptr(), ldb, 0.0, c.as_mut_ptr(), ni.max(1)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `op(a)·op(b)` in f64, one sum at a time.
+    fn reference(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f64> {
+        let at = |i: usize, p: usize| f64::from(if ta { a[p * m + i] } else { a[i * k + p] });
+        let bt = |p: usize, j: usize| f64::from(if tb { b[j * k + p] } else { b[p * n + j] });
+        (0..m * n).map(|ij| (0..k).map(|p| at(ij / n, p) * bt(p, ij % n)).sum()).collect()
+    }
+
+    #[test]
+    fn an_older_core_than_the_cpu_allows_is_upgraded_and_nothing_else() {
+        assert_eq!(upgrade("Prescott", Some("SkylakeX")), Some("SkylakeX"), "Debian's 0.3.21 on a CPU it does not know");
+        assert_eq!(upgrade("Haswell", Some("SkylakeX")), Some("SkylakeX"));
+        assert_eq!(upgrade("SKYLAKEX", Some("SkylakeX")), None, "already the best");
+        assert_eq!(upgrade("SkylakeX", Some("Haswell")), None, "never downgraded");
+        assert_eq!(upgrade("Cooperlake", Some("SkylakeX")), None, "a core newer than the list is left alone");
+        assert_eq!(upgrade("Prescott", None), None, "no x86-64 features known");
+    }
+
+    /// The kernels in use on this machine (whatever core OpenBLAS picked, or was told to)
+    /// compute the same products as plain sums, for every transpose and for sizes that are
+    /// not multiples of any kernel's block (older OpenBLAS builds are known to get some
+    /// processors wrong).
+    #[test]
+    fn the_kernels_in_use_compute_the_products_of_plain_sums() {
+        let mut rng = crate::rng::Rng::new(7);
+        for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (17, 33, 65), (64, 64, 64), (129, 257, 96), (600, 70, 300)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a: Vec<f32> = (0..m * k).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect();
+                let mut c = vec![0f32; m * n];
+                f32::gemm(ta, tb, m, n, k, &a, &b, &mut c);
+                let want = reference(ta, tb, m, n, k, &a, &b);
+                let worst = c.iter().zip(&want).map(|(&x, &y)| (f64::from(x) - y).abs()).fold(0.0, f64::max);
+                assert!(worst < 1e-4 * (k as f64).sqrt(), "{} kernels: {m}×{k}·{k}×{n} (ta {ta}, tb {tb}) off by {worst}", core_name());
+            }
+        }
+        // Every other core the CPU can run (the generic SSE3 one and the AVX2 and AVX-512 ones
+        // the trainer may choose): the same test again in a process OpenBLAS loads with it.
+        if std::env::var_os("OPENBLAS_CORETYPE").is_none() {
+            let best = best_core().and_then(rank).unwrap_or(0);
+            for core in
+                ["Prescott", "Sandybridge", "Haswell", "SkylakeX"].into_iter().filter(|c| rank(c).unwrap_or(0) <= best && !c.eq_ignore_ascii_case(&core_name()))
+            {
+                let out = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["blas::tests::the_kernels_in_use_compute_the_products_of_plain_sums", "--exact", "--nocapture"])
+                    .env("OPENBLAS_CORETYPE", core)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success() && text.contains("1 passed"), "on {core} kernels:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+                let checked = String::from_utf8_lossy(&out.stderr).lines().find(|l| l.starts_with("products checked on")).map(str::to_string);
+                assert_eq!(checked.as_deref().map(|l| l.to_lowercase()), Some(format!("products checked on {} kernels", core.to_lowercase())));
+            }
+        }
+        eprintln!("products checked on {} kernels", core_name());
     }
 }

@@ -5,7 +5,7 @@
 
 pub mod bench;
 #[cfg(feature = "openblas")]
-mod blas;
+pub mod blas;
 pub mod checkpoint;
 pub mod data;
 pub mod dpo;
@@ -21,3 +21,18 @@ pub mod setup;
 pub mod sft;
 pub mod tokenizer;
 pub mod train;
+
+/// Picks the fastest correct matrix-product kernels for this CPU before anything runs (see
+/// [`blas::ensure_best_core`]); may run the process again. A no-op without OpenBLAS.
+pub fn ensure_best_kernels() {
+    #[cfg(feature = "openblas")]
+    blas::ensure_best_core();
+}
+
+/// Which matrix-product path runs: `OpenBLAS (SkylakeX kernels)` or candle's own.
+pub fn matmul_path() -> String {
+    #[cfg(feature = "openblas")]
+    return format!("OpenBLAS ({} kernels)", blas::core_name());
+    #[cfg(not(feature = "openblas"))]
+    return "candle's gemm".into();
+}

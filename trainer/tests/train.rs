@@ -537,3 +537,48 @@ fn ppo_takes_its_value_network_from_the_reward_model_only_when_it_reads_the_poli
         assert_eq!(value["vocab_size"], read_json(&policy.join("config.json"))["vocab_size"], "the value network reads the policy's vocabulary");
     }
 }
+
+/// The trainer says which matrix-product kernels run, picks the CPU's best (AVX-512
+/// `SkylakeX` where the CPU has AVX-512, even where Debian's OpenBLAS falls back to `Prescott`),
+/// and a run on them learns what the generic SSE3 (`Prescott`) kernels learn, to rounding.
+#[test]
+fn training_on_the_chosen_kernels_matches_the_generic_kernels() {
+    let dir = scratch("kernels");
+    let data = dir.join("pairs.jsonl");
+    write_jsonl(&data, &planted_pairs(120, 8));
+    let train = |name: &str, core: Option<&str>| {
+        let (out, metrics) = (dir.join(name), dir.join(format!("{name}.jsonl")));
+        let mut a = vec!["rm", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--metrics", metrics.to_str().unwrap()];
+        a.extend(SMALL);
+        let mut cmd = Command::new(BIN);
+        cmd.args(&a).env_remove("OPENBLAS_CORETYPE").env("RAYON_NUM_THREADS", "2");
+        if let Some(core) = core {
+            cmd.env("OPENBLAS_CORETYPE", core);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        let losses: Vec<f64> = std::fs::read_to_string(metrics)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["event"] == "step")
+            .map(|v| v["loss"].as_f64().unwrap())
+            .collect();
+        (stderr, losses)
+    };
+    let (chosen, ours) = train("chosen", None);
+    let (generic, theirs) = train("generic", Some("Prescott"));
+    let line = |s: &str| s.lines().find(|l| l.contains("matrix products on")).map(str::to_string);
+    let chosen_line = line(&chosen).expect("the trainer names its matrix-product path");
+    assert!(line(&generic).unwrap().contains("Prescott"), "{generic}");
+    let avx512 = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().split_whitespace().any(|f| f == "avx512bw");
+    if avx512 {
+        assert!(chosen_line.contains("SkylakeX"), "an AVX-512 CPU runs the AVX-512 kernels: {chosen_line}");
+    }
+    assert_eq!(ours.len(), theirs.len());
+    assert!(!ours.is_empty());
+    for (step, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert!((a - b).abs() <= 1e-3 * a.abs().max(1.0), "step {}: loss {a} on {chosen_line}, {b} on Prescott's kernels", step + 1);
+    }
+}

@@ -37,6 +37,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    rewardlab_trainer::ensure_best_kernels();
+    if !matches!(cli.command, Command::Score(_) | Command::Generate(_)) {
+        eprintln!("rewardlab-train: matrix products on {}", rewardlab_trainer::matmul_path());
+    }
     let result = match &cli.command {
         Command::Rm(a) => rm::run(a),
         Command::Sft(a) => sft::run(a),
