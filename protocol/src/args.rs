@@ -122,6 +122,13 @@ pub struct RmArgs {
     /// training split's responses.
     #[arg(long)]
     pub reference: Option<PathBuf>,
+    /// Train an ensemble of this many members: member 0 on the training split into --out, member
+    /// i on a bootstrap resample of its prompts with seed + i into OUT/ensemble/member-<i>, all
+    /// with member 0's tokenizer and validation split. `score` then writes each response's mean
+    /// and standard deviation over the members; the validation report adds the ensemble's
+    /// accuracy and calibration (expected calibration error of P(chosen ≻ rejected)).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub ensemble: u32,
     #[command(flatten)]
     pub model: ModelOpts,
     #[command(flatten)]

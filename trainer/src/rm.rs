@@ -144,22 +144,26 @@ fn mean_std(xs: &[f32]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-pub fn run(args: &RmArgs) -> Result<()> {
+/// One trained reward model, with the validation split it was measured on.
+struct Member {
+    model: RewardModel,
+    tok: Tok,
+    max_len: usize,
+    bias: f64,
+}
+
+/// Trains one reward model on `train_r` (checked on `val_r`); `None` when stopped early.
+fn train_member(args: &RmArgs, train_r: &[Ranking], val_r: &[Ranking]) -> Result<Option<Member>> {
     let opts = &args.train;
     let device = train::device(opts.device)?;
-    let rankings = read_rankings(&args.data)?;
-    if rankings.is_empty() {
-        bail!("no rankings with a preference in {:?}", args.data)
-    }
-    let (train_r, val_r) = split_by_prompt(rankings, |r| r.prompt.as_str(), opts.val_fraction, opts.seed);
     let source = Source::new(opts.resume.as_deref(), args.init.as_deref())?;
     let texts = train_r.iter().flat_map(|r| std::iter::once(r.prompt.as_str()).chain(r.responses.iter().map(String::as_str)));
     let tok = setup::tokenizer(&source, texts, &args.model)?;
     let cfg = setup::config(&source, &args.model, &tok)?;
     let max_len = args.model.max_len.min(cfg.n_positions);
     let (model, params) = setup::variables(&source, &cfg, opts.seed, &device, |vb| RewardModel::new(&cfg, vb))?;
-    let (train_x, cut_t) = encode_rankings(&tok, &train_r, max_len, args.margin_scale)?;
-    let (val_x, cut_v) = encode_rankings(&tok, &val_r, max_len, args.margin_scale)?;
+    let (train_x, cut_t) = encode_rankings(&tok, train_r, max_len, args.margin_scale)?;
+    let (val_x, cut_v) = encode_rankings(&tok, val_r, max_len, args.margin_scale)?;
     let pairs: usize = train_r.iter().map(Ranking::pairs).sum();
     eprintln!(
         "reward model: {} training rankings ({pairs} pairs), {} validation rankings; {} sequences cut to {max_len} tokens; \
@@ -180,7 +184,7 @@ pub fn run(args: &RmArgs) -> Result<()> {
     let lr = opts.lr_or(from_scratch);
     let model_files = (params.as_slice(), &cfg, ModelKind::Reward);
     let Some(outcome) = train::run_command(&task, &train_x, &val_x, model_files, &tok, &source, opts, lr, &args.out, &mut metrics)? else {
-        return Ok(());
+        return Ok(None);
     };
     // Normalise: the reference set's mean reward becomes 0.
     let reference = match &args.reference {
@@ -209,7 +213,142 @@ pub fn run(args: &RmArgs) -> Result<()> {
         None => eprintln!("no validation split (--val-fraction 0)"),
     }
     eprintln!("reward bias {bias:.4} (std {std:.4}) over {} reference texts; model saved to {}", reference.len(), args.out.display());
+    Ok(Some(Member { model, tok, max_len, bias }))
+}
+
+pub fn run(args: &RmArgs) -> Result<()> {
+    let opts = &args.train;
+    let rankings = read_rankings(&args.data)?;
+    if rankings.is_empty() {
+        bail!("no rankings with a preference in {:?}", args.data)
+    }
+    let (train_r, val_r) = split_by_prompt(rankings, |r| r.prompt.as_str(), opts.val_fraction, opts.seed);
+    let Some(first) = train_member(args, &train_r, &val_r)? else { return Ok(()) };
+    if args.ensemble <= 1 {
+        return Ok(());
+    }
+    let mut members = vec![first];
+    for i in 1..args.ensemble as u64 {
+        let mut a = args.clone();
+        a.out = ensemble_dir(&args.out).join(format!("member-{i}"));
+        a.train.seed = opts.seed.wrapping_add(i);
+        a.train.resume = None;
+        a.train.metrics = None;
+        a.model.tokenizer = Some(args.out.clone());
+        a.init = args.init.clone();
+        // A bootstrap resample of the training prompts (with replacement), seeded per member.
+        let mut rng = crate::rng::Rng::derived(opts.seed, "bootstrap", i);
+        let resample: Vec<Ranking> = (0..train_r.len()).map(|_| train_r[rng.below(train_r.len())].clone()).collect();
+        eprintln!("ensemble member {i} of {}: seed {}, a bootstrap resample of {} training rankings", args.ensemble, a.train.seed, resample.len());
+        match train_member(&a, &resample, &val_r)? {
+            Some(m) => members.push(m),
+            None => return Ok(()),
+        }
+    }
+    let report = ensemble_report(&members, &val_r, opts.max_tokens, &train::device(opts.device)?)?;
+    eprintln!(
+        "ensemble of {}: validation accuracy {:.4} (members {}), expected calibration error {:.4} over {} pairs",
+        members.len(),
+        report["accuracy"].as_f64().unwrap_or(f64::NAN),
+        report["member_accuracy"]
+            .as_array()
+            .map(|a| a.iter().map(|v| format!("{:.3}", v.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
+        report["ece"].as_f64().unwrap_or(f64::NAN),
+        report["pairs"],
+    );
+    // Recorded beside member 0's own figures, where `score` and people look.
+    let path = args.out.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    config["rewardlab"]["ensemble"] = report;
+    crate::checkpoint::write_atomic(&path, &serde_json::to_vec_pretty(&config)?)?;
     Ok(())
+}
+
+/// Where an ensemble's members other than the first are kept.
+fn ensemble_dir(out: &Path) -> std::path::PathBuf {
+    out.join("ensemble")
+}
+
+/// The ensemble's members: `dir` itself, then `dir/ensemble/member-1…` in order.
+fn ensemble_members(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut members = vec![dir.to_path_buf()];
+    for i in 1.. {
+        let m = ensemble_dir(dir).join(format!("member-{i}"));
+        if !m.join("config.json").exists() {
+            break;
+        }
+        members.push(m);
+    }
+    members
+}
+
+/// Per text: the mean and standard deviation over the members' (bias-shifted) rewards.
+fn ensemble_rewards(members: &[Member], texts: &[String], max_tokens: usize, device: &Device) -> Result<Vec<(f64, f64)>> {
+    let mut all = Vec::new();
+    for m in members {
+        let raw = score_texts(&m.model, &m.tok, texts, m.max_len, max_tokens, device)?;
+        all.push(raw.into_iter().map(|r| r as f64 - m.bias).collect::<Vec<f64>>());
+    }
+    Ok((0..texts.len())
+        .map(|i| {
+            let xs: Vec<f64> = all.iter().map(|v| v[i]).collect();
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+            (mean, var.sqrt())
+        })
+        .collect())
+}
+
+/// The ensemble on the validation pairs: accuracy of the mean reward, each member's accuracy,
+/// and the expected calibration error of P(chosen ≻ rejected) = σ(mean margin).
+fn ensemble_report(members: &[Member], val: &[Ranking], max_tokens: usize, device: &Device) -> Result<serde_json::Value> {
+    let mut texts = Vec::new();
+    let mut pairs = Vec::new();
+    for r in val {
+        let base = texts.len();
+        texts.extend(r.responses.iter().map(|x| join(&r.prompt, x)));
+        for i in 0..r.ranks.len() {
+            for j in 0..r.ranks.len() {
+                if r.ranks[i] < r.ranks[j] {
+                    pairs.push((base + i, base + j));
+                }
+            }
+        }
+    }
+    let mean = ensemble_rewards(members, &texts, max_tokens, device)?;
+    let margins: Vec<f64> = pairs.iter().map(|&(c, r)| mean[c].0 - mean[r].0).collect();
+    let (accuracy, ece) = calibration(&margins);
+    let mut member_accuracy = Vec::new();
+    for m in members {
+        let one = ensemble_rewards(std::slice::from_ref(m), &texts, max_tokens, device)?;
+        member_accuracy.push(calibration(&pairs.iter().map(|&(c, r)| one[c].0 - one[r].0).collect::<Vec<_>>()).0);
+    }
+    Ok(json!({"members": members.len(), "pairs": pairs.len(), "accuracy": accuracy, "ece": ece, "member_accuracy": member_accuracy}))
+}
+
+/// For margins `reward(chosen) − reward(rejected)` of pairs whose chosen response is the better
+/// one: the share ordered right, and the expected calibration error of P(chosen ≻ rejected) =
+/// σ(margin) — the pairs put in 10 equal bins of confidence max(p, 1 − p) over [0.5, 1], the
+/// gap between each bin's mean confidence and its share right, weighted by the bin's size.
+pub fn calibration(margins: &[f64]) -> (f64, f64) {
+    if margins.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = margins.len() as f64;
+    let mut bins = [(0usize, 0f64, 0f64); 10];
+    let mut right = 0usize;
+    for &m in margins {
+        let p = 1.0 / (1.0 + (-m).exp());
+        let (conf, ok) = (p.max(1.0 - p), p > 0.5);
+        right += usize::from(ok);
+        let b = (((conf - 0.5) * 20.0) as usize).min(9);
+        bins[b].0 += 1;
+        bins[b].1 += conf;
+        bins[b].2 += f64::from(u8::from(ok));
+    }
+    let ece = bins.iter().filter(|b| b.0 > 0).map(|&(k, conf, ok)| (k as f64 / n) * (conf / k as f64 - ok / k as f64).abs()).sum();
+    (right as f64 / n, ece)
 }
 
 pub use rewardlab_protocol::ScoreArgs;
@@ -218,8 +357,11 @@ pub use rewardlab_protocol::ScoreArgs;
 /// `{"id", "rewards"}` for an item, rewards shifted by the model's saved bias.
 pub fn score(args: &ScoreArgs) -> Result<()> {
     let device = train::device(args.device)?;
-    let loaded = load_reward_model(&args.model, &device)?;
-    let tok = Tok::load(&args.model)?;
+    let mut members = Vec::new();
+    for dir in ensemble_members(&args.model) {
+        let loaded = load_reward_model(&dir, &device)?;
+        members.push(Member { tok: Tok::load(&dir)?, model: loaded.model, max_len: loaded.max_len, bias: loaded.bias });
+    }
     let rows = read_score_rows(&args.data)?;
     let mut texts = Vec::new();
     for row in &rows {
@@ -231,8 +373,10 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
             ScoreRow::Item { prompt, responses, .. } => texts.extend(responses.iter().map(|r| join(prompt, r))),
         }
     }
-    let rewards = score_texts(&loaded.model, &tok, &texts, loaded.max_len, args.max_tokens, &device)?;
-    let mut next = rewards.iter().map(|&r| r as f64 - loaded.bias);
+    // One model: its rewards. An ensemble: the members' mean, and their standard deviation beside.
+    let rewards = ensemble_rewards(&members, &texts, args.max_tokens, &device)?;
+    let ensemble = members.len() > 1;
+    let mut next = rewards.into_iter();
     let mut out: Box<dyn Write> = if args.out == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -240,14 +384,47 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
     };
     for row in &rows {
         let line = match row {
-            ScoreRow::Pair { .. } => json!({"chosen_reward": next.next(), "rejected_reward": next.next()}),
+            ScoreRow::Pair { .. } => {
+                let (c, r) = (next.next().unwrap_or_default(), next.next().unwrap_or_default());
+                match ensemble {
+                    false => json!({"chosen_reward": c.0, "rejected_reward": r.0}),
+                    true => json!({"chosen_reward": c.0, "rejected_reward": r.0, "chosen_reward_std": c.1, "rejected_reward_std": r.1}),
+                }
+            }
             ScoreRow::Item { id, responses, .. } => {
-                json!({"id": id, "rewards": responses.iter().map(|_| next.next()).collect::<Vec<_>>()})
+                let scored: Vec<(f64, f64)> = responses.iter().map(|_| next.next().unwrap_or_default()).collect();
+                match ensemble {
+                    false => json!({"id": id, "rewards": scored.iter().map(|s| s.0).collect::<Vec<_>>()}),
+                    true => {
+                        json!({"id": id, "rewards": scored.iter().map(|s| s.0).collect::<Vec<_>>(), "reward_std": scored.iter().map(|s| s.1).collect::<Vec<_>>()})
+                    }
+                }
             }
         };
         writeln!(out, "{line}")?;
     }
     out.flush()?;
-    eprintln!("scored {} rows ({} texts) with {}", rows.len(), texts.len(), args.model.display());
+    eprintln!("scored {} rows ({} texts) with {} ({} member{})", rows.len(), texts.len(), args.model.display(), members.len(), if ensemble { "s" } else { "" });
     Ok(())
+}
+
+#[cfg(test)]
+mod calibration_tests {
+    use super::calibration;
+
+    #[test]
+    fn calibration_is_the_gap_between_confidence_and_the_share_right() {
+        let l3 = 3f64.ln(); // σ(ln 3) = 0.75
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        let (acc, ece) = calibration(&[l3]);
+        assert!(close(acc, 1.0) && close(ece, 0.25), "{acc} {ece}");
+        let (acc, ece) = calibration(&[l3, -l3]);
+        assert!(close(acc, 0.5) && close(ece, 0.25), "both at confidence 0.75, half right: {acc} {ece}");
+        let (acc, ece) = calibration(&[0.0, 0.0]);
+        assert!(close(acc, 0.0) && close(ece, 0.5), "a coin toss counted wrong at confidence 0.5: {acc} {ece}");
+        // Three at 0.75 right and one at 0.75 wrong: calibrated.
+        let (acc, ece) = calibration(&[l3, l3, l3, -l3]);
+        assert!(close(acc, 0.75) && close(ece, 0.0), "{acc} {ece}");
+        assert!(calibration(&[]).0.is_nan());
+    }
 }

@@ -582,3 +582,41 @@ fn training_on_the_chosen_kernels_matches_the_generic_kernels() {
         assert!((a - b).abs() <= 1e-3 * a.abs().max(1.0), "step {}: loss {a} on {chosen_line}, {b} on Prescott's kernels", step + 1);
     }
 }
+
+/// `rm --ensemble 3`: member 0 in --out (a plain reward model), the others on bootstrap
+/// resamples under ensemble/, the validation report with the ensemble's accuracy and its
+/// calibration, and `score` writing each response's mean and spread over the members.
+#[test]
+fn an_ensemble_reports_its_calibration_and_scores_with_mean_and_spread() {
+    let dir = scratch("ensemble");
+    let (data, out) = (dir.join("pairs.jsonl"), dir.join("rm"));
+    write_jsonl(&data, &planted_pairs(300, 12));
+    let mut a = vec!["rm", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--ensemble", "3", "--epochs", "2", "--lr", "3e-3"];
+    a.extend(SMALL);
+    run(&a);
+    for m in ["model.safetensors", "ensemble/member-1/model.safetensors", "ensemble/member-2/model.safetensors"] {
+        assert!(out.join(m).exists(), "{m}");
+    }
+    assert!(!out.join("ensemble/member-3").exists());
+    let member1 = std::fs::read(out.join("ensemble/member-1/model.safetensors")).unwrap();
+    assert!(std::fs::read(out.join("model.safetensors")).unwrap() != member1, "members differ");
+    let report = read_json(&out.join("config.json"))["rewardlab"]["ensemble"].clone();
+    assert_eq!(report["members"], 3);
+    let (acc, ece) = (report["accuracy"].as_f64().unwrap(), report["ece"].as_f64().unwrap());
+    assert!(acc > 0.6 && (0.0..=0.5).contains(&ece), "{report}");
+    assert_eq!(report["member_accuracy"].as_array().unwrap().len(), 3);
+    // Scoring: the mean over the members, with the spread.
+    let rows = dir.join("rows.jsonl");
+    write_jsonl(&rows, &planted_pairs(20, 99));
+    let scored = run(&["score", "--model", out.to_str().unwrap(), "--data", rows.to_str().unwrap(), "--out", "-"]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&scored.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 20);
+    assert!(lines.iter().all(|l| l["chosen_reward_std"].as_f64().is_some_and(|s| s >= 0.0)));
+    assert!(lines.iter().any(|l| l["chosen_reward_std"].as_f64().unwrap() > 0.0), "the members disagree somewhere");
+    let right = lines.iter().filter(|l| l["chosen_reward"].as_f64() > l["rejected_reward"].as_f64()).count();
+    assert!(right >= 14, "the ensemble mean prefers the planted word: {right} of 20");
+    // One member alone scores as before, without a spread.
+    let single = run(&["score", "--model", out.join("ensemble/member-1").to_str().unwrap(), "--data", rows.to_str().unwrap(), "--out", "-"]);
+    let first: Value = serde_json::from_str(String::from_utf8_lossy(&single.stdout).lines().next().unwrap()).unwrap();
+    assert!(first.get("chosen_reward_std").is_none() && first["chosen_reward"].is_number());
+}

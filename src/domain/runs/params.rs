@@ -37,7 +37,7 @@ impl RunKind {
         ];
         const MODEL: [&str; 6] = ["init", "vocab_size", "n_embd", "n_layer", "n_head", "max_len"];
         match self {
-            Self::Rm => [pick(&MODEL), pick(&TRAIN), pick(&["margin_scale", "center_rewards"])].concat(),
+            Self::Rm => [pick(&MODEL), pick(&TRAIN), pick(&["margin_scale", "center_rewards", "ensemble"])].concat(),
             Self::Sft => [pick(&MODEL), pick(&TRAIN)].concat(),
             Self::Dpo => [pick(&["beta", "max_len"]), pick(&TRAIN)].concat(),
             Self::Ppo => PPO.iter().collect(),
@@ -172,6 +172,7 @@ static PARAMS: &[Spec] = &[
     p!("margin_scale", Float(0.0, 100.0), "weight of the preference margin in the loss"),
     p!("center_rewards", Float(0.0, 100.0), "coefficient pulling rewards towards zero"),
     p!("beta", Positive(100.0), "the DPO temperature"),
+    p!("ensemble", Int(1, 32), "reward models trained on bootstrap resamples; scores are their mean"),
 ];
 
 static PPO: &[Spec] = &[
