@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/projects/{slug}/exports", web::post().to(exports::create))
             .route("/projects/{slug}/exports", web::get().to(exports::list))
             .route("/exports/{id}/download", web::get().to(exports::download))
+            .route("/exports/{id}/manifest", web::get().to(exports::manifest))
             .route("/projects/{slug}/runs", web::post().to(runs::create))
             .route("/projects/{slug}/runs", web::get().to(runs::list))
             .route("/projects/{slug}/leaderboard", web::get().to(runs::leaderboard))

@@ -2,6 +2,7 @@
 //! what commits together; every lookup of project-owned rows is scoped by the caller's
 //! membership in the query itself.
 
+pub mod item_list;
 pub mod items;
 pub mod projects;
 pub mod runs;

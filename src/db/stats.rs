@@ -66,7 +66,7 @@ pub async fn dashboard(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Das
 
 /// Per labeller: judgements, median time, skips, and how often their pairwise preferences
 /// agree with other labellers' on the same items (ties count as their own answer).
-async fn labellers(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec<LabellerStats>> {
+pub async fn labellers(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec<LabellerStats>> {
     sqlx::query_as(
         "WITH j AS (SELECT user_id, item_id, ranks FROM judgements WHERE project_id = $1 AND source = 'labeller' AND ranks IS NOT NULL),
          cmp AS (SELECT a.user_id, sign(a.ranks[x] - a.ranks[y]) = sign(b.ranks[x] - b.ranks[y]) AS agree

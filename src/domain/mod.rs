@@ -2,6 +2,7 @@
 //! these through a `parse` that returns a `Result` naming what was wrong.
 
 pub mod import;
+pub mod item_filter;
 pub mod leaderboard;
 pub mod login;
 pub mod markdown;

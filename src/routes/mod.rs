@@ -20,6 +20,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}", web::get().to(projects::show::show))
         .route("/projects/{slug}/guidelines", web::get().to(projects::guidelines::show))
         .route("/projects/{slug}/label", web::get().to(projects::label::show))
+        .route("/projects/{slug}/labellers", web::get().to(projects::labellers::show))
+        .route("/projects/{slug}/models", web::get().to(projects::models::show))
+        .route("/projects/{slug}/items", web::get().to(projects::items::show))
+        .route("/projects/{slug}/exports", web::get().to(projects::export::show))
+        .route("/projects/{slug}/settings", web::get().to(projects::settings::show))
         .route("/projects/{slug}/members", web::post().to(projects::members::add))
         .route("/projects/{slug}/members/{user}/remove", web::post().to(projects::members::remove))
         .route("/projects/{slug}/settings", web::post().to(projects::settings::update))
@@ -53,6 +58,7 @@ async fn static_file(file: web::Path<String>) -> HttpResponse {
         "label.js" => (include_str!("../../static/label.js"), "text/javascript; charset=utf-8"),
         "app.css" => (include_str!("../../static/app.css"), "text/css; charset=utf-8"),
         "runs.js" => (include_str!("../../static/runs.js"), "text/javascript; charset=utf-8"),
+        "project.css" => (include_str!("../../static/project.css"), "text/css; charset=utf-8"),
         _ => return HttpResponse::NotFound().finish(),
     };
     HttpResponse::Ok().content_type(mime).insert_header(("Cache-Control", "public, max-age=300")).body(body)

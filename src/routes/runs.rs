@@ -12,6 +12,7 @@ use crate::db::runs::{self as dbr, Run};
 use crate::db::schedules::{self as dbs, Schedule};
 use crate::domain::runs::{RunKind, RunSpec, RunStatus, RUN_KINDS};
 use crate::domain::{Role, RunId, ScheduleId};
+use crate::routes::projects::tabs::TabBar;
 use crate::services::runs::{self as service, ScheduleRequest};
 use crate::web::auth::Auth;
 use crate::web::chart::{charts, fmt_num, Chart};
@@ -22,10 +23,11 @@ use crate::web::AppState;
 pub type ParamRow = (&'static str, String, &'static str, String);
 
 #[derive(Template)]
-#[template(path = "runs.html")]
+#[template(path = "projects/runs.html")]
 pub struct RunsPage {
     pub layout: Layout,
     pub project: Project,
+    pub tabs: TabBar,
     /// Each run with its latest headline metric.
     pub runs: Vec<(Run, String)>,
     pub kinds: [RunKind; 5],
@@ -92,7 +94,7 @@ pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
         })
         .collect();
     let schedules = dbs::list(&mut conn, p.id).await?;
-    Ok(html(&RunsPage { layout: Layout::of(&auth), project: p, runs, kinds: RUN_KINDS, params, schedules }))
+    Ok(html(&RunsPage { layout: Layout::of(&auth), tabs: TabBar::new(&p, "runs"), project: p, runs, kinds: RUN_KINDS, params, schedules }))
 }
 
 #[derive(Deserialize)]

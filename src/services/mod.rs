@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod error;
 pub mod exports;
 pub mod imports;
+pub mod items;
 pub mod labelling;
 pub mod projects;
 pub mod runs;

@@ -9,7 +9,6 @@ use crate::db::stats::Dashboard;
 use crate::db::users::User;
 use crate::domain::leaderboard::Entry;
 use crate::domain::{Email, NewProject, ProjectSettings, Role, Slug, UserId};
-use crate::export::Export;
 
 /// The project if `user` may see it with `role`; not found otherwise (never forbidden to a
 /// stranger, who must not learn that a project exists; a labeller asking for a lead's work is).
@@ -81,22 +80,16 @@ pub async fn dashboard(pool: &PgPool, p: &Project) -> Result<Dashboard, AppError
     crate::db::stats::dashboard(&mut *pool.acquire().await?, p).await.context("computing the dashboard")
 }
 
-/// What a lead sees on the project page.
-pub struct LeadView {
-    pub dashboard: Dashboard,
-    pub members: Vec<Member>,
-    pub exports: Vec<Export>,
-    pub leaderboard: Vec<(Entry, Option<crate::domain::RunId>)>,
-    pub rm: Option<RmAgreement>,
+/// The Labellers tab: per-labeller figures and the members.
+pub async fn people(pool: &PgPool, p: &Project) -> Result<(Vec<crate::db::stats::LabellerStats>, Vec<Member>), AppError> {
+    let mut conn = pool.acquire().await?;
+    let labellers = crate::db::stats::labellers(&mut conn, p).await.context("computing the labellers' figures")?;
+    Ok((labellers, dbp::members(&mut conn, p.id).await.context("listing members")?))
 }
 
-pub async fn lead_view(pool: &PgPool, p: &Project) -> Result<LeadView, AppError> {
+/// The Models tab: the leaderboard and the newest reward model's agreement with people.
+pub async fn models(pool: &PgPool, p: &Project) -> Result<(Vec<(Entry, Option<crate::domain::RunId>)>, Option<RmAgreement>), AppError> {
     let mut conn = pool.acquire().await?;
-    Ok(LeadView {
-        dashboard: crate::db::stats::dashboard(&mut conn, p).await.context("computing the dashboard")?,
-        members: dbp::members(&mut conn, p.id).await.context("listing members")?,
-        exports: crate::export::list(&mut conn, p.id).await.context("listing exports")?,
-        leaderboard: crate::db::runs::leaderboard(&mut conn, p.id).await.context("reading the leaderboard")?,
-        rm: crate::db::runs::rm_agreement(&mut conn, p.id).await.context("reading the reward model's agreement")?,
-    })
+    let board = crate::db::runs::leaderboard(&mut conn, p.id).await.context("reading the leaderboard")?;
+    Ok((board, crate::db::runs::rm_agreement(&mut conn, p.id).await.context("reading the reward model's agreement")?))
 }

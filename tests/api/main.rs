@@ -9,6 +9,7 @@ mod export;
 mod helpers;
 mod import;
 mod labelling;
+mod lead_pages;
 mod lifecycle;
 mod robustness;
 mod runs;

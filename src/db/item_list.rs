@@ -1,0 +1,83 @@
+//! The lead's item browser: a project's items filtered ([`ItemFilter`]) and paged by keyset
+//! (newest first, `seq < cursor`), so every page costs the same on 100,000 items. Word search
+//! uses the GIN indexes of `rl_prompt_doc` and `rl_text_doc` (migration 0005). Scoped to the
+//! project's leads (or admins) in the query itself.
+
+use sqlx::PgConnection;
+
+use crate::domain::item_filter::ItemFilter;
+use crate::domain::{ItemId, ProjectId, UserId};
+
+/// An item as the browser lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ItemRow {
+    pub id: ItemId,
+    pub seq: i64,
+    pub external_id: String,
+    /// The start of the prompt (its first turn).
+    pub prompt: String,
+    pub n_responses: i32,
+    pub models: String,
+    pub judgements: i64,
+    pub flagged: i64,
+    /// Labellers' submitted judgements (what the overlap counts).
+    pub done: i64,
+    pub generated: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One page of items matching `f`, older than `before` (a `seq`), at most `limit`; `overlap` is
+/// the project's, which decides what is complete.
+pub async fn page(
+    conn: &mut PgConnection,
+    project: ProjectId,
+    user: UserId,
+    overlap: i32,
+    f: &ItemFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<ItemRow>> {
+    let (from, to) = f.created_range();
+    sqlx::query_as(
+        "SELECT i.id, i.seq, i.external_id, left(COALESCE(i.prompt_raw, i.prompt->0->>'content', ''), 160) AS prompt, i.n_responses,
+                (SELECT string_agg(DISTINCT r.model, ', ') FROM responses r WHERE r.item_id = i.id) AS models,
+                (SELECT count(*) FROM judgements j WHERE j.item_id = i.id) AS judgements,
+                (SELECT count(*) FROM judgements j WHERE j.item_id = i.id AND EXISTS (SELECT 1 FROM jsonb_each(j.flags) e
+                     WHERE jsonb_typeof(e.value) = 'array' AND jsonb_array_length(e.value) > 0)) AS flagged,
+                done.n AS done, COALESCE(i.metadata ? 'generated_by_run', false) AS generated, i.created_at
+         FROM items i
+         CROSS JOIN LATERAL (SELECT count(*) AS n FROM tasks t WHERE t.item_id = i.id AND t.status = 'submitted') done
+         WHERE i.project_id = $1
+           AND EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin
+                       OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = $1 AND m.user_id = u.id AND m.role = 'lead')))
+           AND ($3::bigint IS NULL OR i.seq < $3)
+           AND ($4::text IS NULL OR rl_prompt_doc(i.prompt) @@ to_tsquery('simple', $4)
+                OR i.id IN (SELECT r.item_id FROM responses r WHERE rl_text_doc(r.text) @@ to_tsquery('simple', $4)))
+           AND ($5::text IS NULL OR ($5 = 'unlabelled' AND done.n = 0) OR ($5 = 'in_progress' AND done.n > 0 AND done.n < $6)
+                OR ($5 = 'complete' AND done.n >= $6))
+           AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM responses r WHERE r.item_id = i.id AND r.model = $7))
+           AND ($8::text IS NULL OR EXISTS (SELECT 1 FROM judgements j JOIN users u ON u.id = j.user_id WHERE j.item_id = i.id AND u.email = $8))
+           AND ($9::text IS NULL OR EXISTS (SELECT 1 FROM judgements j CROSS JOIN LATERAL jsonb_each(j.flags) e
+                WHERE j.item_id = i.id AND jsonb_typeof(e.value) = 'array' AND jsonb_array_length(e.value) > 0 AND ($9 = '*' OR e.value ? $9)))
+           AND ($10::boolean IS NULL OR COALESCE(i.metadata ? 'generated_by_run', false) = $10)
+           AND ($11::timestamptz IS NULL OR i.created_at >= $11)
+           AND ($12::timestamptz IS NULL OR i.created_at < $12)
+         ORDER BY i.seq DESC
+         LIMIT $13",
+    )
+    .bind(project)
+    .bind(user)
+    .bind(before)
+    .bind(f.tsquery())
+    .bind(f.status_word())
+    .bind(i64::from(overlap))
+    .bind(f.model.as_deref())
+    .bind(f.labeller.as_ref().map(|e| e.as_str()))
+    .bind(f.flag_word())
+    .bind(f.generated())
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}

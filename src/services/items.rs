@@ -1,0 +1,28 @@
+//! The lead's item browser: a page of a project's items matching a filter.
+
+use sqlx::PgPool;
+
+use super::error::{AppError, DbContext};
+use crate::db::item_list::{self, ItemRow};
+use crate::db::projects::Project;
+use crate::db::users::User;
+use crate::domain::item_filter::ItemFilter;
+
+/// Items a page shows.
+pub const PAGE: i64 = 50;
+
+/// A page of items and the cursor of the next one (none on the last page).
+pub struct ItemPage {
+    pub items: Vec<ItemRow>,
+    pub next: Option<i64>,
+}
+
+pub async fn browse(pool: &PgPool, p: &Project, user: &User, filter: &ItemFilter, before: Option<i64>) -> Result<ItemPage, AppError> {
+    let mut conn = pool.acquire().await?;
+    let mut items = item_list::page(&mut conn, p.id, user.id, p.overlap.get(), filter, before, PAGE + 1).await.context("listing items")?;
+    let next = (items.len() as i64 > PAGE).then(|| {
+        items.truncate(PAGE as usize);
+        items.last().map(|i| i.seq)
+    });
+    Ok(ItemPage { items, next: next.flatten() })
+}
