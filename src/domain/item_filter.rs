@@ -88,13 +88,12 @@ fn date(field: &str, text: &str) -> Result<Option<NaiveDate>, String> {
 
 impl ItemFilter {
     pub fn parse(q: &ItemQuery) -> Result<Self, String> {
-        let words: Vec<String> = q
-            .q
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(|w| w.to_lowercase().chars().take(MAX_WORD).collect())
-            .take(MAX_WORDS)
-            .collect();
+        let words: Vec<String> =
+            q.q.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(|w| w.to_lowercase().chars().take(MAX_WORD).collect())
+                .take(MAX_WORDS)
+                .collect();
         let status = match blank(&q.status) {
             None => None,
             Some("unlabelled") => Some(ItemStatus::Unlabelled),

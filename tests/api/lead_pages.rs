@@ -104,7 +104,8 @@ async fn the_settings_tab_saves_and_shows_the_settings_again() {
     let app = spawn_app().await;
     judged_project(&app).await;
     let lead = app.login("lead@tabs.org", PASSWORD).await;
-    let fields = [("csrf", lead.csrf.as_str()), ("name", "Renamed"), ("overlap", "2"), ("rating", "true"), ("flags", "too long\nrude"), ("guidelines", "Be *brief*.")];
+    let fields =
+        [("csrf", lead.csrf.as_str()), ("name", "Renamed"), ("overlap", "2"), ("rating", "true"), ("flags", "too long\nrude"), ("guidelines", "Be *brief*.")];
     let res = lead.post_form("/projects/tabs/settings", &fields).await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/projects/tabs/settings");

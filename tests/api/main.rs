@@ -12,5 +12,6 @@ mod labelling;
 mod lead_pages;
 mod lifecycle;
 mod robustness;
+mod run_form;
 mod runs;
 mod webdriver;

@@ -92,6 +92,8 @@ fn a_reward_model_learns_a_planted_preference_in_under_a_minute_and_scores_files
     for key in ["step", "loss", "accuracy", "lr", "grad_norm", "tokens_per_s"] {
         assert!(steps[0][key].is_number(), "step line lacks {key}: {}", steps[0]);
     }
+    let total = steps[0]["total_steps"].as_u64().expect("each step says how many are planned");
+    assert!(steps.iter().all(|s| s["total_steps"] == total) && steps.last().unwrap()["step"] == total, "the plan is the steps taken");
     assert_eq!(lines.iter().filter(|l| l["event"] == "eval").count(), 3, "one evaluation per epoch");
     assert_eq!(lines.last().unwrap()["event"], "done");
     // Memory stays flat: each step's graph is freed (optimizer moments once kept every step's

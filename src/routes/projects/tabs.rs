@@ -40,9 +40,7 @@ impl TabBar {
     }
 
     pub fn links(&self) -> Vec<TabLink> {
-        TABS.iter()
-            .map(|&(id, label, path)| TabLink { id, label, href: format!("/projects/{}{path}", self.slug), active: id == self.active })
-            .collect()
+        TABS.iter().map(|&(id, label, path)| TabLink { id, label, href: format!("/projects/{}{path}", self.slug), active: id == self.active }).collect()
     }
 }
 
