@@ -4,6 +4,7 @@
 
 pub mod item_list;
 pub mod items;
+pub mod people;
 pub mod projects;
 pub mod runs;
 pub mod schedules;

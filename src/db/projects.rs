@@ -125,22 +125,36 @@ pub async fn add_member_by_email(conn: &mut PgConnection, project: ProjectId, em
     Ok(done.rows_affected() == 1)
 }
 
+/// Removes a member, unless they are the project's last lead; false when nothing was removed.
 pub async fn remove_member(conn: &mut PgConnection, project: ProjectId, user: UserId) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM memberships WHERE project_id = $1 AND user_id = $2").bind(project).bind(user).execute(conn).await?;
+    let done = sqlx::query(
+        "DELETE FROM memberships m WHERE m.project_id = $1 AND m.user_id = $2
+           AND (m.role <> 'lead' OR EXISTS (SELECT 1 FROM memberships o WHERE o.project_id = $1 AND o.role = 'lead' AND o.user_id <> $2))",
+    )
+    .bind(project)
+    .bind(user)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
+pub async fn is_member(conn: &mut PgConnection, project: ProjectId, user: UserId) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM memberships WHERE project_id = $1 AND user_id = $2)").bind(project).bind(user).fetch_one(conn).await
+}
+
 /// A member, for the lead's member list.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, sqlx::FromRow, serde::Serialize)]
 pub struct Member {
     pub user_id: UserId,
     pub email: String,
     pub role: Role,
+    /// Whether the account is active (a site admin deactivates accounts).
+    pub active: bool,
 }
 
 pub async fn members(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Member>> {
     sqlx::query_as(
-        "SELECT u.id AS user_id, u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.project_id = $1 ORDER BY m.role, u.email",
+        "SELECT u.id AS user_id, u.email, m.role, u.deactivated_at IS NULL AS active FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.project_id = $1 ORDER BY m.role, u.email",
     )
     .bind(project)
     .fetch_all(conn)

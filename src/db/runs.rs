@@ -195,7 +195,9 @@ pub async fn last_values(conn: &mut PgConnection, runs: &[RunId]) -> sqlx::Resul
 /// The pace of a run's current attempt (its highest fence): its first and last step (or PPO
 /// iteration) with seconds since the run was created, and the steps the trainer plans.
 pub async fn pace(conn: &mut PgConnection, run: RunId) -> sqlx::Result<Option<crate::domain::runs::progress::Pace>> {
-    let row: Option<(Option<i64>, Option<f64>, Option<i64>, Option<f64>, Option<i64>)> = sqlx::query_as(
+    /// First step and its time, last step and its time, steps planned.
+    type Row = (Option<i64>, Option<f64>, Option<i64>, Option<f64>, Option<i64>);
+    let row: Option<Row> = sqlx::query_as(
         "WITH m AS (SELECT m.step, extract(epoch FROM m.at - r.created_at)::float8 AS t, m.data FROM run_metrics m JOIN runs r ON r.id = m.run_id
                     WHERE m.run_id = $1 AND m.event IN ('step', 'iteration') AND m.step IS NOT NULL
                       AND m.fence = (SELECT max(fence) FROM run_metrics WHERE run_id = $1))

@@ -1,6 +1,8 @@
 //! Server-rendered pages, grouped by feature; the route table is here.
 
 mod account;
+mod admin;
+mod invite;
 mod item;
 pub mod pages;
 mod projects;
@@ -40,6 +42,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}/runs/{id}/files/{name}", web::get().to(runs::file))
         .route("/projects/{slug}/schedules", web::post().to(runs::add_schedule))
         .route("/projects/{slug}/schedules/{id}/delete", web::post().to(runs::delete_schedule))
+        .route("/invite/{token}", web::get().to(invite::show))
+        .route("/invite/{token}", web::post().to(invite::accept))
+        .route("/admin/users", web::get().to(admin::show))
+        .route("/admin/users", web::post().to(admin::create))
+        .route("/admin/users/{id}/invite", web::post().to(admin::invite))
+        .route("/admin/users/{id}/deactivate", web::post().to(admin::deactivate))
+        .route("/admin/users/{id}/reactivate", web::post().to(admin::reactivate))
         .route("/account", web::get().to(account::show))
         .route("/account/password", web::post().to(account::password))
         .route("/account/tokens", web::post().to(account::create_token))

@@ -25,7 +25,7 @@ pub struct LoginPage {
 
 pub async fn login_page(state: web::Data<AppState>) -> HttpResponse {
     let token = random_secret("");
-    let mut res = html(&LoginPage { layout: Layout { email: None, csrf: token.clone() }, error: None });
+    let mut res = html(&LoginPage { layout: Layout { email: None, csrf: token.clone(), ..Layout::default() }, error: None });
     let _ = res.add_cookie(&state.cookies.login(token));
     res
 }
@@ -39,7 +39,7 @@ pub struct LoginForm {
 }
 
 fn failed(csrf: &str, message: &str, status: StatusCode) -> HttpResponse {
-    html_with_status(status, &LoginPage { layout: Layout { email: None, csrf: csrf.to_string() }, error: Some(message.to_string()) })
+    html_with_status(status, &LoginPage { layout: Layout { email: None, csrf: csrf.to_string(), ..Layout::default() }, error: Some(message.to_string()) })
 }
 
 fn wait_text(wait: std::time::Duration) -> String {

@@ -9,6 +9,7 @@ pub mod exports;
 pub mod imports;
 pub mod items;
 pub mod labelling;
+pub mod people;
 pub mod projects;
 pub mod runs;
 

@@ -62,17 +62,28 @@ pub async fn update_settings(pool: &PgPool, p: &Project, settings: &ProjectSetti
 pub async fn add_member(pool: &PgPool, p: &Project, email: &Email, role: Role) -> Result<(), AppError> {
     let mut conn = pool.acquire().await?;
     if !dbp::add_member_by_email(&mut conn, p.id, email, role).await.context("adding a member")? {
-        return Err(AppError::Invalid(format!("no account has the email {}; an admin creates it with `rewardlab user add`", email.as_str())));
+        return Err(AppError::Invalid(format!(
+            "email: no account has the email {}; a site admin creates it on the Users page (or with `rewardlab user add`)",
+            email.as_str()
+        )));
     }
     Ok(())
 }
 
-/// Removes a member; not found when `user` is none.
+/// Removes a member; not found when `user` is none, a conflict when they are the last lead.
 pub async fn remove_member(pool: &PgPool, p: &Project, user: UserId) -> Result<(), AppError> {
-    if !dbp::remove_member(&mut *pool.acquire().await?, p.id, user).await.context("removing a member")? {
+    let mut conn = pool.acquire().await?;
+    if !dbp::remove_member(&mut conn, p.id, user).await.context("removing a member")? {
+        if dbp::is_member(&mut conn, p.id, user).await.context("removing a member")? {
+            return Err(AppError::Conflict("a project keeps at least one lead: make another member lead first".into()));
+        }
         return Err(AppError::NotFound);
     }
     Ok(())
+}
+
+pub async fn members(pool: &PgPool, p: &Project) -> Result<Vec<Member>, AppError> {
+    dbp::members(&mut *pool.acquire().await?, p.id).await.context("listing members")
 }
 
 /// Progress, labellers, agreement and models of `p`.

@@ -11,6 +11,7 @@ mod import;
 mod labelling;
 mod lead_pages;
 mod lifecycle;
+mod people;
 mod robustness;
 mod run_form;
 mod runs;

@@ -32,11 +32,14 @@ pub struct RunsPage {
     pub kind: RunKind,
     pub kinds: [RunKind; 5],
     pub params: Vec<&'static Param>,
-    /// The models the run may start from, per role it needs: (role key, label, [(run id, text)]).
-    pub models: Vec<(&'static str, &'static str, Vec<(RunId, String)>)>,
+    /// The models the run may start from, per role it needs.
+    pub models: Vec<ModelChoice>,
     pub exports: Vec<Export>,
     pub schedules: Vec<Schedule>,
 }
+
+/// A role's input field (its key and label) and the project's runs that made such a model.
+pub type ModelChoice = (&'static str, &'static str, Vec<(RunId, String)>);
 
 /// Runs that belong together, oldest first, with a heading when they are a chain.
 pub struct ChainGroup {
@@ -153,7 +156,7 @@ pub struct ListQuery {
 }
 
 /// The models of the project a run of `kind` may start from, per role.
-fn model_choices(kind: RunKind, runs: &[Run]) -> Vec<(&'static str, &'static str, Vec<(RunId, String)>)> {
+fn model_choices(kind: RunKind, runs: &[Run]) -> Vec<ModelChoice> {
     kind.needs()
         .iter()
         .map(|role| {
