@@ -8,6 +8,7 @@ mod cli;
 mod export;
 mod helpers;
 mod import;
+mod item_browser;
 mod labelling;
 mod lead_pages;
 mod lifecycle;

@@ -1,0 +1,180 @@
+//! The lead's item browser (the Items tab): word search over prompts and responses, filters by
+//! status, model, labeller, flag, source and date, keyset pages, refusals; over HTTP and in
+//! Chromium at 1400 and 420 px (screenshots in target/screenshots/).
+
+use rewardlab::domain::{Role, TaskKind};
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, Api, Session, TestApp, PASSWORD};
+use crate::webdriver::Browser;
+
+/// Item ids (external) listed on a page of the browser, in order.
+fn listed(html: &str) -> Vec<String> {
+    html.split("class=\"item-link\"").skip(1).map(|s| s.split("<code>").nth(1).unwrap().split('<').next().unwrap().to_string()).collect()
+}
+
+async fn ids(s: &Session, query: &str) -> Vec<String> {
+    let res = s.get(&format!("/projects/browse/items?{query}")).await;
+    assert_eq!(res.status(), 200, "{query}");
+    listed(&res.text().await.unwrap())
+}
+
+/// A ranking project with overlap 2: `plain-0..5`, a zebra item, an item with a special model,
+/// and a generated one. Ann judges `plain-0`, `plain-1` and the zebra item, flagging the zebra's
+/// first response; Bo judges `plain-0`.
+async fn browse_project(app: &TestApp) -> Api {
+    app.project("browse", TaskKind::Ranking, 2).await;
+    let lead = app.member("lead@browse.org", "browse", Role::Lead).await;
+    let mut lines: Vec<Value> = (0..6)
+        .map(|i| json!({"id": format!("plain-{i}"), "prompt": format!("Question number {i}"), "responses": [{"model": "m0", "text": "yes"}, {"model": "m1", "text": "no"}]}))
+        .collect();
+    lines.push(json!({"id": "zebra", "prompt": "Describe a Zebra crossing\nplease", "responses": [{"model": "m0", "text": "stripes"}, {"model": "m1", "text": "black and white"}]}));
+    lines.push(
+        json!({"id": "special", "prompt": "Anything", "responses": [{"model": "m0", "text": "The quokkas smile"}, {"model": "rare-model", "text": "b"}]}),
+    );
+    lines.push(json!({"id": "gen-1", "prompt": "Sampled", "metadata": {"generated_by_run": "00000000-0000-0000-0000-000000000000"},
+        "responses": [{"model": "m0", "text": "x"}, {"model": "m1", "text": "y"}]}));
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(lead.post_bytes("/api/v1/projects/browse/items", body.into_bytes()).await.status(), 200);
+    let ann = app.member("ann@browse.org", "browse", Role::Labeller).await;
+    let bo = app.member("bo@browse.org", "browse", Role::Labeller).await;
+    let wanted = |ext: &str, who: &str| (ext.to_string(), who.to_string());
+    let plan = [wanted("plain-0", "ann"), wanted("plain-1", "ann"), wanted("zebra", "ann"), wanted("plain-0", "bo")];
+    for (ext, who) in plan {
+        let api = if who == "ann" { &ann } else { &bo };
+        // Skip tasks until the wanted item comes up.
+        loop {
+            let task = api.next_task("browse").await.expect("a task");
+            let prompt = task["prompt"].to_string();
+            let item: String = sqlx::query_scalar("SELECT i.external_id FROM tasks t JOIN items i ON i.id = t.item_id WHERE t.id = $1::uuid")
+                .bind(task["task_id"].as_str().unwrap())
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+            if item != ext {
+                let res = api.post(&format!("/api/v1/tasks/{}/skip", task["task_id"].as_str().unwrap()), &json!({"reason": "later"})).await;
+                assert!(res.status().is_success(), "{prompt}");
+                continue;
+            }
+            let ids: Vec<Value> = task["responses"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+            let mut body = json!({"idempotency_key": format!("{who}-{ext}"), "ranking": [[ids[0]], [ids[1]]]});
+            if ext == "zebra" {
+                body["flags"] = json!({ids[0].as_str().unwrap(): ["hallucination"]});
+            }
+            let res = api.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &body).await;
+            assert_eq!(res.status(), 201);
+            break;
+        }
+    }
+    sqlx::query("UPDATE items SET created_at = '2025-01-15 12:00:00+00' WHERE external_id = 'special'").execute(&app.pool).await.unwrap();
+    lead
+}
+
+#[tokio::test]
+async fn a_lead_searches_and_filters_the_items_and_opens_one() {
+    let app = spawn_app().await;
+    browse_project(&app).await;
+    let s = app.login("lead@browse.org", PASSWORD).await;
+    let all = ids(&s, "").await;
+    assert_eq!(all, ["gen-1", "special", "zebra", "plain-5", "plain-4", "plain-3", "plain-2", "plain-1", "plain-0"], "newest first");
+    assert_eq!(ids(&s, "q=zebra").await, ["zebra"], "a prompt's word, any case");
+    assert_eq!(ids(&s, "q=Zeb").await, ["zebra"], "a prefix");
+    assert_eq!(ids(&s, "q=crossing+please").await, ["zebra"], "every word, across lines");
+    assert_eq!(ids(&s, "q=quokka").await, ["special"], "a response's word");
+    assert_eq!(ids(&s, "q=white+stripes").await, Vec::<String>::new(), "the words of one text");
+    assert_eq!(ids(&s, "q=%27%3B+drop+table").await, Vec::<String>::new(), "punctuation is no syntax");
+    assert_eq!(ids(&s, "status=complete").await, ["plain-0"]);
+    assert_eq!(ids(&s, "status=in_progress").await, ["zebra", "plain-1"]);
+    assert_eq!(ids(&s, "status=unlabelled").await.len(), 6);
+    assert_eq!(ids(&s, "model=rare-model").await, ["special"]);
+    assert_eq!(ids(&s, "labeller=bo%40browse.org").await, ["plain-0"]);
+    assert_eq!(ids(&s, "labeller=ann%40browse.org&status=in_progress").await, ["zebra", "plain-1"], "filters combine");
+    assert_eq!(ids(&s, "flag=*").await, ["zebra"]);
+    assert_eq!(ids(&s, "flag=hallucination").await, ["zebra"]);
+    assert_eq!(ids(&s, "flag=harmful").await, Vec::<String>::new());
+    assert_eq!(ids(&s, "source=generated").await, ["gen-1"]);
+    assert_eq!(ids(&s, "source=imported").await.len(), 8);
+    assert_eq!(ids(&s, "to=2025-01-15").await, ["special"], "the whole last day");
+    assert_eq!(ids(&s, "from=2025-01-16").await.len(), 8);
+
+    let page = s.get("/projects/browse/items?flag=hallucination&q=zebra").await.text().await.unwrap();
+    assert!(page.contains("<option selected>hallucination</option>") && page.contains("value=\"zebra\""), "the form keeps the filters");
+    let zebra: String = sqlx::query_scalar("SELECT id::text FROM items WHERE external_id = 'zebra'").fetch_one(&app.pool).await.unwrap();
+    assert!(page.contains(&format!("href=\"/projects/browse/items/{zebra}\"")));
+    let item = s.get(&format!("/projects/browse/items/{zebra}")).await.text().await.unwrap();
+    assert!(item.contains("id=\"tab-items\" href=\"/projects/browse/items\" class=\"active\""));
+    assert!(item.contains("<td>ann@browse.org</td>") && item.contains(": hallucination"), "every judgement, with its flags: {item}");
+
+    for (query, field) in
+        [("status=done", "status:"), ("source=web", "source:"), ("from=yesterday", "from:"), ("before=x", "before:"), ("labeller=nobody", "labeller:")]
+    {
+        let res = s.get(&format!("/projects/browse/items?{query}")).await;
+        assert_eq!(res.status(), 400, "{query}");
+        assert!(res.text().await.unwrap().contains(field), "{query}");
+    }
+}
+
+#[tokio::test]
+async fn pages_follow_each_other_by_keyset_and_only_the_project_s_leads_browse() {
+    let app = spawn_app().await;
+    let lead = app.lead_with_items("many", TaskKind::Ranking, 1, 120, 2).await;
+    let _ = lead;
+    app.project("other", TaskKind::Ranking, 1).await;
+    app.member("lead@other.org", "other", Role::Lead).await;
+    app.member("lab@many.org", "many", Role::Labeller).await;
+    let s = app.login("lead@many.org", PASSWORD).await;
+    let mut seen: Vec<String> = Vec::new();
+    let mut url = "/projects/many/items?q=many".to_string();
+    let mut pages = 0;
+    loop {
+        let html = s.get(&url).await.text().await.unwrap();
+        let page = listed(&html);
+        assert!(!page.is_empty());
+        seen.extend(page);
+        pages += 1;
+        let Some(at) = html.find("id=\"next-page\"") else { break };
+        let href = html[..at].rsplit("href=\"").next().unwrap().split('"').next().unwrap().replace("&#38;", "&").replace("&amp;", "&");
+        assert!(href.contains("q=many&"), "the next page keeps the filters: {href}");
+        assert!(pages < 10, "{href}");
+        url = href;
+    }
+    assert_eq!((pages, seen.len()), (3, 120));
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 120, "no item twice");
+    assert_eq!(seen[0], "many-119");
+
+    let lab = app.login("lab@many.org", PASSWORD).await;
+    assert_eq!(lab.get("/projects/many/items").await.status(), 403);
+    let other = app.login("lead@other.org", PASSWORD).await;
+    assert_eq!(other.get("/projects/many/items").await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_item_browser_works_in_chromium_wide_and_narrow() {
+    let app = spawn_app().await;
+    browse_project(&app).await;
+    let b = Browser::start().await;
+    b.goto(&format!("{}/login", app.addr)).await;
+    b.type_into("#email", "lead@browse.org").await;
+    b.type_into("#password", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.find("#projects").await;
+    for width in [1400, 420] {
+        b.resize(width, 1000).await;
+        b.goto(&format!("{}/projects/browse/items", app.addr)).await;
+        b.type_into("#filter-q", "zebra").await;
+        b.script("document.querySelector('#filter-status').value = 'in_progress'").await;
+        b.click("#filter-apply").await;
+        b.wait_for_text("#item-list", "zebra").await;
+        assert_eq!(b.script("return document.querySelectorAll('#item-list tbody tr').length").await, json!(1));
+        let overflow = b.script("return document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
+        assert!(overflow.as_f64().unwrap() <= 1.0, "the items tab at {width} px overflows by {overflow}");
+        b.screenshot(&format!("items-search-{width}")).await;
+        b.click("#item-list a.item-link").await;
+        b.wait_for_text("#judgements", "ann@browse.org").await;
+        b.screenshot(&format!("item-{width}")).await;
+    }
+    b.quit().await;
+}
