@@ -178,3 +178,73 @@ async fn the_item_browser_works_in_chromium_wide_and_narrow() {
     }
     b.quit().await;
 }
+
+/// Not a check but a measurement (`cargo test --test api item_browser::measure -- --ignored
+/// --nocapture`): the browser's pages on 100,000 items of 4 responses, 20,000 of them judged.
+#[tokio::test]
+#[ignore]
+async fn measure_the_item_browser_on_100k_items() {
+    let app = spawn_app().await;
+    app.project("big", TaskKind::Ranking, 1).await;
+    app.member("lead@big.org", "big", Role::Lead).await;
+    let labeller = app.user("lab@big.org", false).await;
+    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"];
+    let setup = [
+        "INSERT INTO items (id, project_id, external_id, prompt, n_responses, created_at)
+         SELECT gen_random_uuid(), p.id, 'it-' || g, jsonb_build_array(jsonb_build_object('role', 'user', 'content',
+                'Question ' || g || ' about ' || ($1::text[])[1 + g % 12] || ' and ' || ($1::text[])[1 + (g / 12) % 12] || ' with some more words to read')),
+                4, now() - make_interval(mins => 100000 - g)
+         FROM projects p, generate_series(1, 100000) g WHERE p.slug = 'big'",
+        "INSERT INTO responses (id, item_id, position, model, text)
+         SELECT gen_random_uuid(), i.id, k, 'model-' || ((i.seq + k) % 7), repeat('A response of several sentences about ' || ($1::text[])[1 + (i.seq + k) % 12] || '. ', 6)
+         FROM items i, generate_series(0, 3) k",
+    ];
+    for sql in setup {
+        sqlx::query(sql).bind(&words[..]).execute(&app.pool).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO tasks (id, project_id, item_id, user_id, display_order, status, expires_at)
+         SELECT gen_random_uuid(), i.project_id, i.id, $1, '{0,1,2,3}', 'submitted', now() FROM items i WHERE i.seq % 5 = 0",
+    )
+    .bind(labeller)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO judgements (id, project_id, item_id, task_id, user_id, source, ranks, flags)
+         SELECT gen_random_uuid(), t.project_id, t.item_id, t.id, t.user_id, 'labeller', '{1,2,3,4}',
+                CASE WHEN random() < 0.05 THEN '{\"0\": [\"harmful\"]}'::jsonb ELSE '{}'::jsonb END FROM tasks t",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE").execute(&app.pool).await.unwrap();
+    let s = app.login("lead@big.org", PASSWORD).await;
+    for query in [
+        "",
+        "before=50000",
+        "q=golf",
+        "q=golf+kilo",
+        "q=zzzz",
+        "status=complete",
+        "status=unlabelled&model=model-3",
+        "model=model-6",
+        "labeller=lab%40big.org",
+        "flag=harmful",
+        "source=generated",
+        "from=2026-01-01",
+        "q=question+99999",
+    ] {
+        let _ = s.get(&format!("/projects/big/items?{query}")).await;
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let html = s.get(&format!("/projects/big/items?{query}")).await.text().await.unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            rows = listed(&html).len();
+        }
+        times.sort_by(f64::total_cmp);
+        println!("items?{query:<40} {rows:>3} rows  median {:>7.1} ms", times[1]);
+    }
+}
