@@ -413,6 +413,7 @@ fn ppo_raises_the_score_with_a_bounded_kl_and_resumes_exactly() {
         assert!(rows[0][key].is_number(), "{key} missing: {}", rows[0]);
     }
     assert!(rows[0]["time"]["generate_s"].is_number() && rows[0]["time"]["optimise_s"].is_number());
+    assert!(rows.iter().all(|r| r["total_iterations"] == 30), "each iteration says how many are planned");
     let (start, end) = (mean(&rows[..5], "score"), mean(&rows[20..], "score"));
     let kl = mean(&rows[10..], "kl");
     let (_, free) = ppo("free", "0", "30", &[]);
