@@ -70,6 +70,19 @@ async fn a_run_starts_from_typed_fields_that_show_the_trainer_s_defaults() {
     let res = lead.post_form("/projects/runs/runs", &[("csrf", "stale"), ("kind", "rm")]).await;
     assert_eq!(res.status(), 403);
     assert_eq!(app.count("SELECT count(*) FROM runs").await, 2);
+
+    // A schedule's chain is chosen as kinds in order, without JSON.
+    assert!(page.contains("name=\"step1\"") && page.contains("name=\"step4\""));
+    let form = [("csrf", csrf), ("min_new_comparisons", "100"), ("step1", "rm"), ("step2", ""), ("step3", "sft"), ("step4", ""), ("chain", "")];
+    assert_eq!(lead.post_form("/projects/runs/schedules", &form).await.status(), 303);
+    let chain: Value = sqlx::query_scalar("SELECT chain FROM schedules").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(chain.as_array().unwrap().iter().map(|s| s["kind"].as_str().unwrap()).collect::<Vec<_>>(), ["rm", "sft"]);
+    let res = lead.post_form("/projects/runs/schedules", &[("csrf", csrf), ("min_new_comparisons", "100"), ("step1", "")]).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("chain: expected 1 to 8 runs"));
+    let res = lead.post_form("/projects/runs/schedules", &[("csrf", csrf), ("min_new_comparisons", "100"), ("step1", "rn")]).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(app.count("SELECT count(*) FROM schedules").await, 1);
 }
 
 /// Metric lines of a running run: `steps` of `planned`, one a second, ending now.
