@@ -207,3 +207,58 @@ pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
     };
     Ok(html(&page))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ProjectId, ScheduleId};
+
+    fn run(seq: i64, after: Option<RunId>, schedule: Option<ScheduleId>) -> RunRow {
+        let run = Run {
+            id: RunId(uuid::Uuid::from_u128(seq as u128)),
+            project_id: ProjectId(uuid::Uuid::nil()),
+            slug: "p".into(),
+            kind: RunKind::Rm,
+            config: Value::Null,
+            input: Value::Null,
+            export_id: None,
+            after_run: after,
+            schedule_id: schedule,
+            status: RunStatus::Queued,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            attempts: 0,
+            model_dir: None,
+            resumed_from: None,
+            error: None,
+            summary: None,
+        };
+        RunRow { run, latest: String::new(), chained: false }
+    }
+
+    fn id(seq: u128) -> Option<RunId> {
+        Some(RunId(uuid::Uuid::from_u128(seq)))
+    }
+
+    #[test]
+    fn a_chain_is_one_group_oldest_first_and_a_lone_run_has_no_heading() {
+        let firing = Some(ScheduleId(uuid::Uuid::from_u128(9)));
+        // Newest first, as listed: 5 alone, the firing 2 → 3 → 4, 1 alone.
+        let runs = vec![run(5, None, None), run(4, id(3), firing), run(3, id(2), firing), run(2, None, firing), run(1, None, None)];
+        let groups = group(runs, &[]);
+        let seqs: Vec<Vec<u128>> = groups.iter().map(|g| g.runs.iter().map(|r| r.run.id.0.as_u128()).collect()).collect();
+        assert_eq!(seqs, [vec![5], vec![2, 3, 4], vec![1]]);
+        assert!(groups[0].heading.is_none() && groups[1].heading.as_deref().unwrap().starts_with("Schedule firing"));
+        assert_eq!(groups[1].runs.iter().map(|r| r.chained).collect::<Vec<_>>(), [false, true, true]);
+    }
+
+    #[test]
+    fn a_chain_whose_start_is_off_the_list_still_groups_what_is_listed() {
+        let runs = vec![run(7, id(6), None), run(6, id(1), None)];
+        let groups = group(runs, &[]);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].heading.as_deref(), Some("Chain of 2 runs"));
+    }
+}
