@@ -1,7 +1,8 @@
 //! The lead's item browser: a project's items filtered ([`ItemFilter`]) and paged by keyset
 //! (newest first, `seq < cursor`), so every page costs the same on 100,000 items. Word search
-//! uses the GIN indexes of `rl_prompt_doc` and `rl_text_doc` (migration 0005). Scoped to the
-//! project's leads (or admins) in the query itself.
+//! over prompts uses the GIN index of `rl_prompt_doc` (migration 0005); responses, which have no
+//! such index (it would slow imports several times), are searched with `ILIKE` when asked.
+//! Scoped to the project's leads (or admins) in the query itself.
 
 use sqlx::PgConnection;
 
@@ -51,9 +52,9 @@ pub async fn page(
            AND EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin
                        OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = $1 AND m.user_id = u.id AND m.role = 'lead')))
            AND ($3::bigint IS NULL OR i.seq < $3)
-           AND ($4::text IS NULL OR i.id IN (
-                SELECT m.id FROM items m WHERE m.project_id = $1 AND rl_prompt_doc(m.prompt) @@ to_tsquery('simple', $4)
-                UNION SELECT r.item_id FROM responses r WHERE rl_text_doc(r.text) @@ to_tsquery('simple', $4)))
+           AND ($4::text IS NULL
+                OR i.id IN (SELECT m.id FROM items m WHERE m.project_id = $1 AND rl_prompt_doc(m.prompt) @@ to_tsquery('simple', $4))
+                OR ($14::text[] IS NOT NULL AND EXISTS (SELECT 1 FROM responses r WHERE r.item_id = i.id AND r.text ILIKE ALL ($14))))
            AND ($5::text IS NULL OR ($5 = 'unlabelled' AND done.n = 0) OR ($5 = 'in_progress' AND done.n > 0 AND done.n < $6)
                 OR ($5 = 'complete' AND done.n >= $6))
            AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM responses r WHERE r.item_id = i.id AND r.model = $7))
@@ -79,6 +80,7 @@ pub async fn page(
     .bind(from)
     .bind(to)
     .bind(limit)
+    .bind(f.response_patterns())
     .fetch_all(conn)
     .await
 }

@@ -36,8 +36,10 @@ pub enum FlagFilter {
 /// The filters of the item browser; `None` everywhere lists every item, newest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ItemFilter {
-    /// Words each text must contain (prompt or a response), matched as word prefixes.
+    /// Words the prompt must contain, matched as word prefixes (an index finds them)…
     pub words: Vec<String>,
+    /// …or, when asked, that one response contains (anywhere; without an index, so slower).
+    pub in_responses: bool,
     pub status: Option<ItemStatus>,
     pub model: Option<String>,
     pub labeller: Option<Email>,
@@ -54,6 +56,9 @@ pub struct ItemFilter {
 pub struct ItemQuery {
     #[serde(default)]
     pub q: String,
+    /// `1` to search the responses too.
+    #[serde(default)]
+    pub responses: String,
     #[serde(default)]
     pub status: String,
     #[serde(default)]
@@ -115,13 +120,20 @@ impl ItemFilter {
                 return Err(format!("to: {b} is before from ({a})"));
             }
         }
-        Ok(Self { words, status, model: blank(&q.model).map(str::to_string), labeller, flag, source, from, to })
+        let in_responses = blank(&q.responses).is_some();
+        Ok(Self { words, in_responses, status, model: blank(&q.model).map(str::to_string), labeller, flag, source, from, to })
     }
 
     /// The words as a PostgreSQL `tsquery` of prefixes (`foo:* & bar:*`); they hold only
     /// letters and digits, so nothing in them is `tsquery` syntax.
     pub fn tsquery(&self) -> Option<String> {
         (!self.words.is_empty()).then(|| self.words.iter().map(|w| format!("{w}:*")).collect::<Vec<_>>().join(" & "))
+    }
+
+    /// `ILIKE` patterns a response must all match (`%word%`), when responses are searched; words
+    /// hold only letters and digits, so none is a `LIKE` wildcard.
+    pub fn response_patterns(&self) -> Option<Vec<String>> {
+        (self.in_responses && !self.words.is_empty()).then(|| self.words.iter().map(|w| format!("%{w}%")).collect())
     }
 
     /// The status as the query's word.
@@ -180,6 +192,13 @@ mod tests {
         assert_eq!(f.tsquery().unwrap(), "fn:* & main:* & x:* & ö:*");
         let many = parse(|q| q.q = "a b c d e f g h i j".into()).unwrap();
         assert_eq!(many.words.len(), MAX_WORDS);
+        assert_eq!(f.response_patterns(), None, "responses only when asked");
+        let r = parse(|q| {
+            q.q = "50% off_".into();
+            q.responses = "1".into();
+        })
+        .unwrap();
+        assert_eq!(r.response_patterns().unwrap(), ["%50%", "%off%"], "no wildcard gets through");
     }
 
     #[test]

@@ -80,8 +80,12 @@ async fn a_lead_searches_and_filters_the_items_and_opens_one() {
     assert_eq!(ids(&s, "q=zebra").await, ["zebra"], "a prompt's word, any case");
     assert_eq!(ids(&s, "q=Zeb").await, ["zebra"], "a prefix");
     assert_eq!(ids(&s, "q=crossing+please").await, ["zebra"], "every word, across lines");
-    assert_eq!(ids(&s, "q=quokka").await, ["special"], "a response's word");
-    assert_eq!(ids(&s, "q=white+stripes").await, Vec::<String>::new(), "the words of one text");
+    assert_eq!(ids(&s, "q=quokka").await, Vec::<String>::new(), "responses only when asked");
+    assert_eq!(ids(&s, "q=quokka&responses=1").await, ["special"], "a response's word");
+    assert_eq!(ids(&s, "q=stripes&responses=1").await, ["zebra"]);
+    assert_eq!(ids(&s, "q=zebra&responses=1").await, ["zebra"], "the prompt still counts");
+    assert_eq!(ids(&s, "q=white+stripes&responses=1").await, Vec::<String>::new(), "the words of one text");
+    assert_eq!(ids(&s, "q=%25&responses=1").await.len(), 9, "a wildcard alone is no word: nothing is searched");
     assert_eq!(ids(&s, "q=%27%3B+drop+table").await, Vec::<String>::new(), "punctuation is no syntax");
     assert_eq!(ids(&s, "status=complete").await, ["plain-0"]);
     assert_eq!(ids(&s, "status=in_progress").await, ["zebra", "plain-1"]);
@@ -226,6 +230,8 @@ async fn measure_the_item_browser_on_100k_items() {
         "q=golf",
         "q=golf+kilo",
         "q=zzzz",
+        "q=zzzz&responses=1",
+        "q=golf&responses=1",
         "status=complete",
         "status=unlabelled&model=model-3",
         "model=model-6",

@@ -50,6 +50,7 @@ impl ItemsPage {
 fn next_link(slug: &str, q: &ItemQuery, before: i64) -> String {
     let fields = [
         ("q", &q.q),
+        ("responses", &q.responses),
         ("status", &q.status),
         ("model", &q.model),
         ("labeller", &q.labeller),
