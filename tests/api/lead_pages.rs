@@ -5,7 +5,7 @@
 use rewardlab::domain::{Role, TaskKind};
 use serde_json::{json, Value};
 
-use crate::helpers::{items_jsonl, spawn_app, TestApp, PASSWORD};
+use crate::helpers::{spawn_app, TestApp, PASSWORD};
 use crate::webdriver::Browser;
 
 /// (tab id, path after /projects/{slug}, an id its content carries).
@@ -21,9 +21,8 @@ const TABS: [(&str, &str, &str); 7] = [
 
 /// A ranking project `tabs` with a lead, a labeller and 6 judged items.
 async fn judged_project(app: &TestApp) {
-    let lead = app.lead_with_items("tabs", TaskKind::Ranking, 1, 6, 3).await;
+    app.lead_with_items("tabs", TaskKind::Ranking, 1, 6, 3).await;
     let labeller = app.member("lab@tabs.org", "tabs", Role::Labeller).await;
-    let _ = lead;
     let mut n = 0;
     while let Some(task) = labeller.next_task("tabs").await {
         assert_eq!(labeller.submit_in_order(&task, &format!("k{n}")).await.status(), 201);
@@ -152,7 +151,7 @@ async fn every_tab_renders_in_chromium_wide_and_narrow() {
 }
 
 #[tokio::test]
-async fn a_labeller_s_page_offers_labelling_and_members_are_managed_from_the_labellers_tab() {
+async fn members_are_added_from_the_labellers_tab() {
     let app = spawn_app().await;
     judged_project(&app).await;
     app.user("new@tabs.org", false).await;
@@ -162,6 +161,8 @@ async fn a_labeller_s_page_offers_labelling_and_members_are_managed_from_the_lab
     assert_eq!(res.headers()["location"], "/projects/tabs/labellers#members");
     let page = lead.get("/projects/tabs/labellers").await.text().await.unwrap();
     assert!(page.contains("<td>new@tabs.org</td><td>labeller</td>"), "{page}");
-    let _ = items_jsonl;
-    let _ = json!(null);
+    let res = lead.post_form("/projects/tabs/members", &[("csrf", lead.csrf.as_str()), ("email", "nobody@tabs.org"), ("role", "labeller")]).await;
+    assert_eq!(res.status(), 400, "an unknown account");
+    let res = lead.post_form("/projects/tabs/members", &[("csrf", lead.csrf.as_str()), ("email", "new@tabs.org"), ("role", "boss")]).await;
+    assert_eq!(res.status(), 400, "an unknown role");
 }
