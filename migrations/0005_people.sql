@@ -1,6 +1,6 @@
 -- People management without a shell (issue 13, item 9): accounts an admin deactivates, and
 -- one-time invitation links; and the lead's item browser (item 7): items listed newest first
--- per project, and word search over prompts.
+-- per project, word search over prompts, and items a lead excluded.
 -- Forward-only: never edit once landed.
 
 -- ==== accounts ====
@@ -28,6 +28,17 @@ CREATE INDEX invites_user ON invites (user_id);
 
 -- Keyset pages of a project's items, newest first.
 CREATE INDEX items_project_seq ON items (project_id, seq);
+
+-- Items a lead excluded: they are leased no more and leave every export taken after (an export
+-- sees an exclusion only when its snapshot does, so an earlier export replays unchanged). An
+-- exclusion is permanent, like the judgements it sets aside.
+CREATE TABLE item_exclusions (
+    item_id     uuid PRIMARY KEY REFERENCES items ON DELETE CASCADE,
+    project_id  uuid NOT NULL,
+    excluded_by uuid REFERENCES users ON DELETE SET NULL,
+    txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
 
 -- ==== function rl_prompt_doc ====
 

@@ -20,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/projects", web::get().to(projects::list))
             .route("/projects", web::post().to(projects::create))
             .route("/projects/{slug}/items", web::post().to(projects::import))
+            .route("/projects/{slug}/items/exclude", web::post().to(projects::exclude_items))
             .route("/projects/{slug}/members", web::post().to(projects::add_member))
             .route("/projects/{slug}/members", web::get().to(people::members))
             .route("/projects/{slug}/members/{user}", web::delete().to(people::remove_member))

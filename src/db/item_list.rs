@@ -23,6 +23,7 @@ pub struct ItemRow {
     pub flagged: i64,
     /// Labellers' submitted judgements (what the overlap counts).
     pub done: i64,
+    pub excluded: bool,
     pub generated: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
@@ -45,9 +46,10 @@ pub async fn page(
                 (SELECT count(*) FROM judgements j WHERE j.item_id = i.id) AS judgements,
                 (SELECT count(*) FROM judgements j WHERE j.item_id = i.id AND EXISTS (SELECT 1 FROM jsonb_each(j.flags) e
                      WHERE jsonb_typeof(e.value) = 'array' AND jsonb_array_length(e.value) > 0)) AS flagged,
-                done.n AS done, COALESCE(i.metadata ? 'generated_by_run', false) AS generated, i.created_at
+                done.n AS done, x.excluded, COALESCE(i.metadata ? 'generated_by_run', false) AS generated, i.created_at
          FROM items i
          CROSS JOIN LATERAL (SELECT count(*) AS n FROM tasks t WHERE t.item_id = i.id AND t.status = 'submitted') done
+         CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM item_exclusions e WHERE e.item_id = i.id) AS excluded) x
          WHERE i.project_id = $1
            AND EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin
                        OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = $1 AND m.user_id = u.id AND m.role = 'lead')))
@@ -55,7 +57,8 @@ pub async fn page(
            AND ($4::text IS NULL
                 OR i.id IN (SELECT m.id FROM items m WHERE m.project_id = $1 AND rl_prompt_doc(m.prompt) @@ to_tsquery('simple', $4))
                 OR ($14::text[] IS NOT NULL AND EXISTS (SELECT 1 FROM responses r WHERE r.item_id = i.id AND r.text ILIKE ALL ($14))))
-           AND ($5::text IS NULL OR ($5 = 'unlabelled' AND done.n = 0) OR ($5 = 'in_progress' AND done.n > 0 AND done.n < $6)
+           AND ($5::text IS NULL OR ($5 = 'excluded') = x.excluded)
+           AND ($5::text IS NULL OR $5 = 'excluded' OR ($5 = 'unlabelled' AND done.n = 0) OR ($5 = 'in_progress' AND done.n > 0 AND done.n < $6)
                 OR ($5 = 'complete' AND done.n >= $6))
            AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM responses r WHERE r.item_id = i.id AND r.model = $7))
            AND ($8::text IS NULL OR EXISTS (SELECT 1 FROM judgements j JOIN users u ON u.id = j.user_id WHERE j.item_id = i.id AND u.email = $8))
@@ -83,4 +86,29 @@ pub async fn page(
     .bind(f.response_patterns())
     .fetch_all(conn)
     .await
+}
+
+/// Excludes items of `project` for `user`, its lead (or an admin; the gate is in the query):
+/// each is recorded once and closed, so it is leased no more and leaves later exports. Returns
+/// how many were newly excluded; ids of other projects' items change nothing.
+pub async fn exclude(conn: &mut PgConnection, project: ProjectId, user: UserId, items: &[ItemId]) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "INSERT INTO item_exclusions (item_id, project_id, excluded_by)
+         SELECT i.id, i.project_id, $2 FROM items i
+         WHERE i.id = ANY($3) AND i.project_id = $1
+           AND EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin
+                       OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = $1 AND m.user_id = u.id AND m.role = 'lead')))
+         ON CONFLICT (item_id) DO NOTHING",
+    )
+    .bind(project)
+    .bind(user)
+    .bind(items)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE items SET is_open = false WHERE project_id = $1 AND is_open AND id IN (SELECT item_id FROM item_exclusions WHERE item_id = ANY($2))")
+        .bind(project)
+        .bind(items)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
 }

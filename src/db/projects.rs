@@ -76,7 +76,8 @@ pub async fn insert(conn: &mut PgConnection, p: &NewProject) -> sqlx::Result<Opt
     .await
 }
 
-/// Stores a lead's settings and reopens or closes items for the new overlap.
+/// Stores a lead's settings and reopens or closes items for the new overlap (excluded items stay
+/// closed).
 pub async fn update(conn: &mut PgConnection, id: ProjectId, s: &ProjectSettings) -> sqlx::Result<()> {
     sqlx::query("UPDATE projects SET name = $2, guidelines = $3, flags = $4, overlap = $5, allow_ties = $6, rating_enabled = $7 WHERE id = $1")
         .bind(id)
@@ -89,10 +90,11 @@ pub async fn update(conn: &mut PgConnection, id: ProjectId, s: &ProjectSettings)
         .execute(&mut *conn)
         .await?;
     sqlx::query(
-        "UPDATE items i SET done_count = c.n, is_open = c.n < $2
-         FROM (SELECT it.id, (SELECT count(*) FROM tasks t WHERE t.item_id = it.id AND t.status = 'submitted')::int AS n
+        "UPDATE items i SET done_count = c.n, is_open = c.n < $2 AND NOT c.excluded
+         FROM (SELECT it.id, (SELECT count(*) FROM tasks t WHERE t.item_id = it.id AND t.status = 'submitted')::int AS n,
+                      EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = it.id) AS excluded
                FROM items it WHERE it.project_id = $1) c
-         WHERE i.id = c.id AND (i.is_open <> (c.n < $2) OR i.done_count <> c.n)",
+         WHERE i.id = c.id AND (i.is_open <> (c.n < $2 AND NOT c.excluded) OR i.done_count <> c.n)",
     )
     .bind(id)
     .bind(s.overlap)

@@ -16,6 +16,8 @@ pub enum ItemStatus {
     InProgress,
     /// As many judgements as the overlap asks for.
     Complete,
+    /// Set aside by a lead: leased no more, in no export.
+    Excluded,
 }
 
 /// Where an item came from.
@@ -104,7 +106,8 @@ impl ItemFilter {
             Some("unlabelled") => Some(ItemStatus::Unlabelled),
             Some("in_progress") => Some(ItemStatus::InProgress),
             Some("complete") => Some(ItemStatus::Complete),
-            Some(s) => return Err(format!("status: expected unlabelled, in_progress or complete, got {s:?}")),
+            Some("excluded") => Some(ItemStatus::Excluded),
+            Some(s) => return Err(format!("status: expected unlabelled, in_progress, complete or excluded, got {s:?}")),
         };
         let source = match blank(&q.source) {
             None => None,
@@ -142,6 +145,7 @@ impl ItemFilter {
             ItemStatus::Unlabelled => "unlabelled",
             ItemStatus::InProgress => "in_progress",
             ItemStatus::Complete => "complete",
+            ItemStatus::Excluded => "excluded",
         })
     }
 

@@ -26,11 +26,14 @@ pub const JUDGEMENTS_SQL: &str = "
                                COALESCE(jsonb_agg(r.metadata ORDER BY r.position), '[]') AS metas
                         FROM responses r WHERE r.item_id = j.item_id) rs
     WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::pg_snapshot)
+      AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id AND pg_visible_in_snapshot(x.txid, $2::pg_snapshot))
     ORDER BY j.seq";
 
 pub const PROMPTS_SQL: &str = "
     SELECT i.id, i.external_id, i.prompt, i.prompt_raw FROM items i
-    WHERE i.project_id = $1 AND pg_visible_in_snapshot(i.txid, $2::pg_snapshot) ORDER BY i.seq";
+    WHERE i.project_id = $1 AND pg_visible_in_snapshot(i.txid, $2::pg_snapshot)
+      AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = i.id AND pg_visible_in_snapshot(x.txid, $2::pg_snapshot))
+    ORDER BY i.seq";
 
 #[derive(sqlx::FromRow)]
 pub struct PromptRow {

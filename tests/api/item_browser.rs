@@ -154,6 +154,79 @@ async fn pages_follow_each_other_by_keyset_and_only_the_project_s_leads_browse()
     assert_eq!(other.get("/projects/many/items").await.status(), 404);
 }
 
+#[tokio::test]
+async fn excluded_items_are_leased_no_more_and_leave_later_exports_but_not_earlier_ones() {
+    let app = spawn_app().await;
+    let lead = app.lead_with_items("ex", TaskKind::Ranking, 1, 4, 2).await;
+    let lab = app.member("lab@ex.org", "ex", Role::Labeller).await;
+    let task = lab.next_task("ex").await.unwrap();
+    assert_eq!(lab.submit_in_order(&task, "k0").await.status(), 201);
+    let before: Value = lead.post("/api/v1/projects/ex/exports", &json!({"format": "comparisons"})).await.json().await.unwrap();
+    let item = |ext: &'static str| {
+        let pool = app.pool.clone();
+        async move { sqlx::query_scalar::<_, String>("SELECT id::text FROM items WHERE external_id = $1").bind(ext).fetch_one(&pool).await.unwrap() }
+    };
+    let (ex0, ex1) = (item("ex-0").await, item("ex-1").await);
+
+    let s = app.login("lead@ex.org", PASSWORD).await;
+    let back = "/projects/ex/items?status=unlabelled";
+    let form = [("csrf", s.csrf.as_str()), ("back", back), ("item", ex0.as_str()), ("item", ex1.as_str())];
+    let res = s.post_form("/projects/ex/items/exclude", &form).await;
+    assert_eq!((res.status().as_u16(), res.headers()["location"].to_str().unwrap()), (303, back));
+    let excluded = listed(&s.get("/projects/ex/items?status=excluded").await.text().await.unwrap());
+    assert_eq!(excluded, ["ex-1", "ex-0"]);
+    assert_eq!(listed(&s.get("/projects/ex/items?status=unlabelled").await.text().await.unwrap()), ["ex-3", "ex-2"]);
+    let res = s.post_form("/projects/ex/items/exclude", &[("csrf", s.csrf.as_str()), ("back", "https://evil.example/"), ("item", ex0.as_str())]).await;
+    assert_eq!(res.headers()["location"], "/projects/ex/items", "back only to the list");
+
+    // Leased no more, even after the overlap rises.
+    let fields = [("csrf", s.csrf.as_str()), ("name", "Test project"), ("overlap", "2")];
+    assert_eq!(s.post_form("/projects/ex/settings", &fields).await.status(), 303);
+    let mut leased = Vec::new();
+    while let Some(task) = lab.next_task("ex").await {
+        leased.push(task["prompt"].to_string());
+        assert_eq!(lab.submit_in_order(&task, &format!("k{}", leased.len())).await.status(), 201);
+    }
+    assert_eq!(leased.len(), 2, "only ex-2 and ex-3: {leased:?}");
+    let lab2 = app.member("lab2@ex.org", "ex", Role::Labeller).await;
+    let mut second = 0;
+    while let Some(task) = lab2.next_task("ex").await {
+        assert!(!task["prompt"].to_string().contains("question 0") && !task["prompt"].to_string().contains("question 1"));
+        assert_eq!(lab2.submit_in_order(&task, &format!("m{second}")).await.status(), 201);
+        second += 1;
+    }
+    assert_eq!(second, 2);
+
+    // A later export leaves the excluded item's judgement out; the earlier one replays unchanged.
+    let after: Value = lead.post("/api/v1/projects/ex/exports", &json!({"format": "comparisons"})).await.json().await.unwrap();
+    assert_eq!((before["files"][0]["rows"].as_u64(), after["files"][0]["rows"].as_u64()), (Some(1), Some(4)));
+    let old = before["id"].as_str().unwrap();
+    let first = lead.get(&format!("/api/v1/exports/{old}/download")).await.bytes().await.unwrap();
+    for f in std::fs::read_dir(app.tmp.join("exports")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let res = lead.get(&format!("/api/v1/exports/{old}/download")).await;
+    assert_eq!(res.headers()["X-Rewardlab-Sha256"], before["files"][0]["sha256"].as_str().unwrap());
+    assert_eq!(res.bytes().await.unwrap(), first, "replayed from its snapshot, the exclusion unseen");
+
+    // The API, and its refusals.
+    let ex2 = item("ex-2").await;
+    assert_eq!(lab.post("/api/v1/projects/ex/items/exclude", &json!({"items": [ex2]})).await.status(), 403);
+    app.project("other", TaskKind::Ranking, 1).await;
+    let other = app.member("lead@other.org", "other", Role::Lead).await;
+    assert_eq!(other.post("/api/v1/projects/ex/items/exclude", &json!({"items": [ex2]})).await.status(), 404);
+    let res = other.post("/api/v1/projects/other/items/exclude", &json!({"items": [ex2]})).await;
+    assert_eq!(res.json::<Value>().await.unwrap()["excluded"], 0, "another project's item is untouched");
+    assert_eq!(lead.post("/api/v1/projects/ex/items/exclude", &json!({"items": []})).await.status(), 400);
+    assert_eq!(lead.post("/api/v1/projects/ex/items/exclude", &json!({"items": ["x"]})).await.status(), 400);
+    let res = lead.post("/api/v1/projects/ex/items/exclude", &json!({"items": [ex2, ex0]})).await;
+    assert_eq!(res.json::<Value>().await.unwrap()["excluded"], 1);
+    let res = s.post_form("/projects/ex/items/exclude", &[("csrf", s.csrf.as_str()), ("item", "nope")]).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(s.post_form("/projects/ex/items/exclude", &[("csrf", "stale"), ("item", ex2.as_str())]).await.status(), 403);
+    assert_eq!(app.count("SELECT count(*) FROM item_exclusions").await, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_item_browser_works_in_chromium_wide_and_narrow() {
     let app = spawn_app().await;
@@ -179,6 +252,14 @@ async fn the_item_browser_works_in_chromium_wide_and_narrow() {
         b.wait_for_text("#judgements", "ann@browse.org").await;
         b.screenshot(&format!("item-{width}")).await;
     }
+    // Tick an item and exclude it; the list comes back, and the item is listed as excluded.
+    b.goto(&format!("{}/projects/browse/items?q=question+5", app.addr)).await;
+    b.click("#item-list input[name=item]").await;
+    b.click("#exclude-button").await;
+    b.wait_for_text("#item-list", "excluded").await;
+    assert_eq!(b.script("return location.search").await, json!("?q=question+5"));
+    b.goto(&format!("{}/projects/browse/items?status=excluded", app.addr)).await;
+    assert!(b.text("#item-list").await.contains("plain-5"));
     b.quit().await;
 }
 

@@ -8,8 +8,8 @@ use super::tabs::TabBar;
 use crate::db::item_list::ItemRow;
 use crate::db::projects::Project;
 use crate::domain::item_filter::{parse_cursor, ItemFilter, ItemQuery};
-use crate::domain::Role;
-use crate::routes::pages::{html, Layout};
+use crate::domain::{ItemId, Role};
+use crate::routes::pages::{html, redirect, Layout};
 use crate::services::{items, project};
 use crate::web::auth::Auth;
 use crate::web::error::{AppError, PageError};
@@ -28,6 +28,8 @@ pub struct ItemsPage {
     pub next: Option<String>,
     /// Whether this is a later page (a link back to the first is shown).
     pub later: bool,
+    /// This page's path and query, to come back to after excluding items.
+    pub here: String,
 }
 
 impl ItemsPage {
@@ -38,6 +40,9 @@ impl ItemsPage {
 
     /// An item's status from its submitted judgements and the overlap.
     pub fn status(&self, i: &ItemRow) -> &'static str {
+        if i.excluded {
+            return "excluded";
+        }
         match i.done {
             0 => "unlabelled",
             n if n < i64::from(self.project.overlap.get()) => "in progress",
@@ -80,15 +85,45 @@ fn urlencoding(v: &str) -> String {
         .collect()
 }
 
-pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, q: web::Query<ItemQuery>) -> Result<HttpResponse, PageError> {
+pub async fn show(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: actix_web::HttpRequest,
+    slug: web::Path<String>,
+    q: web::Query<ItemQuery>,
+) -> Result<HttpResponse, PageError> {
     let q = q.into_inner();
     let filter = ItemFilter::parse(&q).map_err(AppError::Invalid)?;
     let before = parse_cursor(&q.before).map_err(AppError::Invalid)?;
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     let page = items::browse(&state.pool, &p, &auth.user, &filter, before).await?;
     let next = page.next.map(|n| next_link(p.slug.as_str(), &q, n));
-    let page = ItemsPage { layout: Layout::of(&auth), tabs: TabBar::new(&p, "items"), project: p, q, items: page.items, next, later: before.is_some() };
+    let here = req.uri().path_and_query().map(|pq| pq.to_string()).unwrap_or_default();
+    let tabs = TabBar::new(&p, "items");
+    let page = ItemsPage { layout: Layout::of(&auth), tabs, project: p, q, items: page.items, next, later: before.is_some(), here };
     Ok(html(&page))
+}
+
+/// Excludes the items ticked in the list (`item` fields), then shows the list again (`back`,
+/// one of this project's item pages).
+pub async fn exclude(
+    state: web::Data<AppState>,
+    auth: Auth,
+    slug: web::Path<String>,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, PageError> {
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
+    auth.check_csrf(field("csrf"))?;
+    let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    let ids: Vec<ItemId> = form
+        .iter()
+        .filter(|(k, _)| k == "item")
+        .map(|(_, v)| v.parse().map_err(|_| AppError::Invalid(format!("item: expected an item id, got {v:?}"))))
+        .collect::<Result<_, _>>()?;
+    items::exclude(&state.pool, &p, &auth.user, &ids).await?;
+    let list = format!("/projects/{}/items", p.slug.as_str());
+    let back = Some(field("back")).filter(|b| b.starts_with(&list) && !b.contains("//")).unwrap_or(&list);
+    Ok(redirect(back))
 }
 
 #[cfg(test)]
