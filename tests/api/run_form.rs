@@ -159,8 +159,16 @@ async fn runs_are_grouped_by_chain_and_a_run_shows_its_progress_and_time_left() 
         assert!(overflow.as_f64().unwrap() <= 1.0, "the runs tab at {width} px overflows by {overflow}");
         b.screenshot(&format!("runs-list-{width}")).await;
         b.click("#kind-sft").await;
-        b.find("#param-epochs").await;
-        assert_eq!(b.script("return document.querySelector('#run-kind').value").await, json!("sft"));
+        // Polled by script: the rm form is replaced by the sft one.
+        let mut kind = Value::Null;
+        for _ in 0..100 {
+            kind = b.script("const k = document.querySelector('#run-kind'); return k ? k.value : ''").await;
+            if kind == json!("sft") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(kind, json!("sft"));
         b.type_into("#param-epochs", "4").await;
         b.script("document.querySelector('#param-schedule').value = 'constant'").await;
         b.script("document.querySelector('#start-run').scrollIntoView()").await;
