@@ -493,9 +493,7 @@ async fn export_to_path(pool: &sqlx::PgPool, p: &dbp::Project, format: Format, o
         say!("wrote {} ({} rows, sha256 {})", target(&f.part).display(), f.rows, f.sha256);
     }
     if dir_mode {
-        let manifest = serde_json::json!({"export_id": export.id, "format": export.format, "schema_version": crate::export::SCHEMA_VERSION,
-            "created_at": export.created_at, "options": export.options, "files": export.files, "features": crate::export::schema::features(format, &export.options)});
-        std::fs::write(out.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
+        std::fs::write(out.join("manifest.json"), serde_json::to_vec_pretty(&export.manifest())?)?;
     }
     let secs = started.elapsed().as_secs_f64();
     say!("export {} of {}: {} {} rows in {:.2} s ({:.0} rows/s)", export.id, p.slug, export.rows(), format, secs, export.rows() as f64 / secs.max(1e-9));

@@ -30,6 +30,10 @@ pub struct Step {
     pub elapsed_s: f64,
     /// Resident memory (Linux only).
     pub rss_mb: Option<f64>,
+    /// Optimizer steps the run plans in all (epochs × steps per epoch), for its progress and
+    /// time left; absent from trainers before it was added.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub total_steps: Option<u64>,
 }
 
 /// What a validation pass measured; which fields a task reports depends on the task.
@@ -70,6 +74,9 @@ pub struct Eval {
 #[serde(tag = "event", rename = "iteration")]
 pub struct Iteration {
     pub iteration: u64,
+    /// Iterations the run plans in all (`--iterations`); absent from trainers before it was added.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub total_iterations: Option<u64>,
     /// Mean reward-model score of the rollouts.
     pub score: f64,
     /// Mean KL to the reference policy per sequence.
@@ -197,8 +204,14 @@ mod tests {
             examples: 4,
             elapsed_s: 1.0,
             rss_mb: None,
+            total_steps: Some(9),
         });
-        assert_eq!(keys(&step), ["accuracy", "elapsed_s", "epoch", "event", "examples", "grad_norm", "loss", "lr", "rss_mb", "step", "tokens_per_s"]);
+        assert_eq!(
+            keys(&step),
+            ["accuracy", "elapsed_s", "epoch", "event", "examples", "grad_norm", "loss", "lr", "rss_mb", "step", "tokens_per_s", "total_steps"]
+        );
+        let old = r#"{"event": "step", "step": 1, "epoch": 0, "loss": 1, "accuracy": 0, "lr": 1, "grad_norm": 1, "tokens_per_s": 1, "examples": 1, "elapsed_s": 1, "rss_mb": null}"#;
+        assert!(matches!(serde_json::from_str::<MetricEvent>(old).unwrap(), MetricEvent::Step(Step { total_steps: None, .. })), "an older trainer's line");
         let report = Report { loss: 0.4, accuracy: Some(0.9), margin: Some(1.0), rankings: Some(2.0), pairs: Some(3.0), ..Report::default() };
         let eval = Eval { step: 3, epoch: 1, report };
         assert_eq!(keys(&MetricEvent::Eval(eval.clone())), ["accuracy", "epoch", "event", "loss", "margin", "pairs", "rankings", "step"]);

@@ -53,3 +53,14 @@ pub async fn download(state: web::Data<AppState>, auth: Auth, id: web::Path<Stri
         .no_chunking(size)
         .streaming(body))
 }
+
+/// The export's `manifest.json` (the CLI writes the same beside a `preferences` directory).
+pub async fn manifest(state: web::Data<AppState>, auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id: ExportId = id.parse().map_err(|_| AppError::NotFound)?;
+    let e = exports::get(&state.pool, &auth.user, id).await?;
+    let body = serde_json::to_vec_pretty(&e.manifest()).context("writing the manifest")?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("Content-Disposition", format!("attachment; filename=\"manifest-{}.json\"", e.id)))
+        .body(body))
+}

@@ -1,6 +1,7 @@
 //! The JSON API (v1). Bearer tokens or a browser session; errors are `{"error": {"code", "message"}}`.
 
 mod exports;
+mod people;
 mod projects;
 pub mod runs;
 mod tasks;
@@ -19,7 +20,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/projects", web::get().to(projects::list))
             .route("/projects", web::post().to(projects::create))
             .route("/projects/{slug}/items", web::post().to(projects::import))
+            .route("/projects/{slug}/items/exclude", web::post().to(projects::exclude_items))
             .route("/projects/{slug}/members", web::post().to(projects::add_member))
+            .route("/projects/{slug}/members", web::get().to(people::members))
+            .route("/projects/{slug}/members/{user}", web::delete().to(people::remove_member))
+            .route("/users", web::get().to(people::list))
+            .route("/users", web::post().to(people::create))
+            .route("/users/{id}/invite", web::post().to(people::invite))
+            .route("/users/{id}/deactivate", web::post().to(people::deactivate))
+            .route("/users/{id}/reactivate", web::post().to(people::reactivate))
             .route("/projects/{slug}/dashboard", web::get().to(projects::dashboard))
             .route("/projects/{slug}/progress", web::get().to(tasks::progress))
             .route("/projects/{slug}/tasks/next", web::post().to(tasks::next))
@@ -28,6 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/projects/{slug}/exports", web::post().to(exports::create))
             .route("/projects/{slug}/exports", web::get().to(exports::list))
             .route("/exports/{id}/download", web::get().to(exports::download))
+            .route("/exports/{id}/manifest", web::get().to(exports::manifest))
             .route("/projects/{slug}/runs", web::post().to(runs::create))
             .route("/projects/{slug}/runs", web::get().to(runs::list))
             .route("/projects/{slug}/leaderboard", web::get().to(runs::leaderboard))

@@ -82,3 +82,15 @@ pub async fn dashboard(state: web::Data<AppState>, auth: Auth, slug: web::Path<S
     let p = project(&state, &auth, &slug, Role::Lead).await?;
     Ok(HttpResponse::Ok().json(services::projects::dashboard(&state.pool, &p).await?))
 }
+
+#[derive(Deserialize)]
+pub struct ExcludeBody {
+    items: Vec<crate::domain::ItemId>,
+}
+
+/// Excludes items: leased no more, in no later export.
+pub async fn exclude_items(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<ExcludeBody>) -> Result<HttpResponse, ApiError> {
+    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let n = services::items::exclude(&state.pool, &p, &auth.user, &body.items).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"excluded": n})))
+}

@@ -110,12 +110,14 @@ pub struct PromptRow {
     pub(crate) prompt_raw: Option<String>,
 }
 
-/// The project's items as of `snapshot`, in import order.
+/// The project's items as of `snapshot`, in import order (less those excluded by then).
 pub fn prompt_rows<'c>(conn: &'c mut PgConnection, project: ProjectId, snapshot: &'c str) -> impl Stream<Item = sqlx::Result<PromptRow>> + 'c {
     sqlx::query_as!(
         PromptRow,
         "SELECT i.id, i.external_id, i.prompt, i.prompt_raw FROM items i
-         WHERE i.project_id = $1 AND pg_visible_in_snapshot(i.txid, $2::text::pg_snapshot) ORDER BY i.seq",
+         WHERE i.project_id = $1 AND pg_visible_in_snapshot(i.txid, $2::text::pg_snapshot)
+           AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = i.id AND pg_visible_in_snapshot(x.txid, $2::text::pg_snapshot))
+         ORDER BY i.seq",
         project as ProjectId,
         snapshot,
     )
@@ -148,7 +150,8 @@ pub struct JudgementRow {
     pub(crate) metas: Value,
 }
 
-/// The project's judgements as of `snapshot`, in the order they were stored.
+/// The project's judgements as of `snapshot`, in the order they were stored (less those of
+/// items excluded by then).
 pub fn judgement_rows<'c>(conn: &'c mut PgConnection, project: ProjectId, snapshot: &'c str) -> impl Stream<Item = sqlx::Result<JudgementRow>> + 'c {
     sqlx::query_as!(
         JudgementRow,
@@ -165,6 +168,7 @@ pub fn judgement_rows<'c>(conn: &'c mut PgConnection, project: ProjectId, snapsh
                                       COALESCE(jsonb_agg(r.metadata ORDER BY r.position), '[]') AS metas
                                FROM responses r WHERE r.item_id = j.item_id) rs
            WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::text::pg_snapshot)
+             AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id AND pg_visible_in_snapshot(x.txid, $2::text::pg_snapshot))
            ORDER BY j.seq"#,
         project as ProjectId,
         snapshot,

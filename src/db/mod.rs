@@ -3,7 +3,9 @@
 //! membership in the query itself.
 
 pub mod exports;
+pub mod item_list;
 pub mod items;
+pub mod people;
 pub mod projects;
 pub mod runs;
 pub mod schedules;

@@ -83,7 +83,8 @@ pub async fn insert(conn: &mut PgConnection, p: &NewProject) -> sqlx::Result<Opt
     .await
 }
 
-/// Stores a lead's settings and reopens or closes items for the new overlap.
+/// Stores a lead's settings and reopens or closes items for the new overlap (excluded items stay
+/// closed).
 pub async fn update(conn: &mut PgConnection, id: ProjectId, s: &ProjectSettings) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE projects SET name = $2, guidelines = $3, flags = $4, overlap = $5, allow_ties = $6, rating_enabled = $7 WHERE id = $1",
@@ -98,10 +99,11 @@ pub async fn update(conn: &mut PgConnection, id: ProjectId, s: &ProjectSettings)
     .execute(&mut *conn)
     .await?;
     sqlx::query!(
-        "UPDATE items i SET done_count = c.n, is_open = c.n < $2
-         FROM (SELECT it.id, (SELECT count(*) FROM tasks t WHERE t.item_id = it.id AND t.status = 'submitted')::int AS n
+        "UPDATE items i SET done_count = c.n, is_open = c.n < $2 AND NOT c.excluded
+         FROM (SELECT it.id, (SELECT count(*) FROM tasks t WHERE t.item_id = it.id AND t.status = 'submitted')::int AS n,
+                      EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = it.id) AS excluded
                FROM items it WHERE it.project_id = $1) c
-         WHERE i.id = c.id AND (i.is_open <> (c.n < $2) OR i.done_count <> c.n)",
+         WHERE i.id = c.id AND (i.is_open <> (c.n < $2 AND NOT c.excluded) OR i.done_count <> c.n)",
         id as ProjectId,
         s.overlap as Overlap,
     )
@@ -136,24 +138,44 @@ pub async fn add_member_by_email(conn: &mut PgConnection, project: ProjectId, em
     Ok(done.rows_affected() == 1)
 }
 
+/// Removes a member, unless they are the project's last lead; false when nothing was removed.
 pub async fn remove_member(conn: &mut PgConnection, project: ProjectId, user: UserId) -> sqlx::Result<bool> {
-    let done = sqlx::query!("DELETE FROM memberships WHERE project_id = $1 AND user_id = $2", project as ProjectId, user as UserId).execute(conn).await?;
+    let done = sqlx::query!(
+        "DELETE FROM memberships m WHERE m.project_id = $1 AND m.user_id = $2
+           AND (m.role <> 'lead' OR EXISTS (SELECT 1 FROM memberships o WHERE o.project_id = $1 AND o.role = 'lead' AND o.user_id <> $2))",
+        project as ProjectId,
+        user as UserId,
+    )
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
+pub async fn is_member(conn: &mut PgConnection, project: ProjectId, user: UserId) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM memberships WHERE project_id = $1 AND user_id = $2) AS "member!""#,
+        project as ProjectId,
+        user as UserId
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// A member, for the lead's member list.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct Member {
     pub user_id: UserId,
     pub email: String,
     pub role: Role,
+    /// Whether the account is active (a site admin deactivates accounts).
+    pub active: bool,
 }
 
 pub async fn members(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Member>> {
     sqlx::query_as!(
         Member,
-        r#"SELECT u.id AS user_id, u.email, m.role AS "role: Role" FROM memberships m JOIN users u ON u.id = m.user_id
-            WHERE m.project_id = $1 ORDER BY m.role, u.email"#,
+        r#"SELECT u.id AS user_id, u.email, m.role AS "role: Role", u.deactivated_at IS NULL AS "active!" FROM memberships m
+             JOIN users u ON u.id = m.user_id WHERE m.project_id = $1 ORDER BY m.role, u.email"#,
         project as ProjectId,
     )
     .fetch_all(conn)

@@ -204,6 +204,23 @@ pub async fn last_values(conn: &mut PgConnection, runs: &[RunId]) -> sqlx::Resul
     Ok(out)
 }
 
+/// The pace of a run's current attempt (its highest fence): its first and last step (or PPO
+/// iteration) with seconds since the run was created, and the steps the trainer plans.
+pub async fn pace(conn: &mut PgConnection, run: RunId) -> sqlx::Result<Option<crate::domain::runs::progress::Pace>> {
+    let row = sqlx::query!(
+        r#"WITH m AS (SELECT m.step, extract(epoch FROM m.at - r.created_at)::float8 AS t, m.data FROM run_metrics m JOIN runs r ON r.id = m.run_id
+                    WHERE m.run_id = $1 AND m.event IN ('step', 'iteration') AND m.step IS NOT NULL
+                      AND m.fence = (SELECT max(fence) FROM run_metrics WHERE run_id = $1))
+         SELECT (SELECT step FROM m ORDER BY step LIMIT 1) AS s0, (SELECT t FROM m ORDER BY step LIMIT 1) AS t0,
+                (SELECT step FROM m ORDER BY step DESC LIMIT 1) AS s1, (SELECT t FROM m ORDER BY step DESC LIMIT 1) AS t1,
+                (SELECT max(COALESCE(data->>'total_steps', data->>'total_iterations')::bigint) FROM m) AS planned"#,
+        run as RunId,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.and_then(|r| Some(crate::domain::runs::progress::Pace { first: (r.s0?, r.t0?), last: (r.s1?, r.t1?), planned: r.planned })))
+}
+
 pub async fn log_tail(conn: &mut PgConnection, run: RunId, lines: i64) -> sqlx::Result<Vec<String>> {
     let mut v: Vec<String> =
         sqlx::query_scalar!("SELECT line FROM run_logs WHERE run_id = $1 ORDER BY id DESC LIMIT $2", run as RunId, lines).fetch_all(conn).await?;

@@ -69,7 +69,7 @@ pub async fn dashboard(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Das
 
 /// Per labeller: judgements, median time, skips, and how often their pairwise preferences
 /// agree with other labellers' on the same items (ties count as their own answer).
-async fn labellers(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec<LabellerStats>> {
+pub async fn labellers(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec<LabellerStats>> {
     sqlx::query_as!(
         LabellerStats,
         r#"WITH j AS (SELECT user_id, item_id, ranks FROM judgements WHERE project_id = $1 AND source = 'labeller' AND ranks IS NOT NULL),

@@ -39,8 +39,11 @@ pub async fn insert(conn: &mut PgConnection, email: &Email, password_hash: &str,
     .await
 }
 
+/// The active account with `email` and its password hash (a deactivated one signs in no more).
 pub async fn by_email(conn: &mut PgConnection, email: &Email) -> sqlx::Result<Option<(User, String)>> {
-    let row = sqlx::query!("SELECT id, email, is_admin, pseudonym, password_hash FROM users WHERE email = $1", email.as_str()).fetch_optional(conn).await?;
+    let row = sqlx::query!("SELECT id, email, is_admin, pseudonym, password_hash FROM users WHERE email = $1 AND deactivated_at IS NULL", email.as_str())
+        .fetch_optional(conn)
+        .await?;
     Ok(row.map(|r| (User { id: r.id.into(), email: r.email, is_admin: r.is_admin, pseudonym: r.pseudonym }, r.password_hash)))
 }
 
@@ -75,7 +78,7 @@ pub async fn create_session(conn: &mut PgConnection, id_hash: &[u8], user: UserI
 pub async fn session(conn: &mut PgConnection, id_hash: &[u8]) -> sqlx::Result<Option<(User, String)>> {
     let row = sqlx::query!(
         "SELECT u.id, u.email, u.is_admin, u.pseudonym, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.id_hash = $1 AND s.expires_at > now()",
+         WHERE s.id_hash = $1 AND s.expires_at > now() AND u.deactivated_at IS NULL",
         id_hash,
     )
     .fetch_optional(conn)
@@ -143,7 +146,7 @@ pub async fn by_token(conn: &mut PgConnection, hash: &[u8]) -> sqlx::Result<Opti
     let row = sqlx::query!(
         r#"SELECT u.id, u.email, u.is_admin, u.pseudonym, t.id AS token,
                 t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute' AS "stale!"
-         FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL"#,
+         FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.deactivated_at IS NULL"#,
         hash,
     )
     .fetch_optional(&mut *conn)

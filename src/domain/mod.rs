@@ -3,6 +3,7 @@
 
 pub mod export;
 pub mod import;
+pub mod item_filter;
 pub mod leaderboard;
 pub mod login;
 pub mod markdown;

@@ -18,7 +18,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::db::exports as db;
 use crate::domain::{ProjectId, UserId};
 
-pub use crate::domain::export::{schema, Export, Format, Options, PartSummary, SCHEMA_VERSION};
+pub use crate::domain::export::{schema, Export, Format, Options, PartSummary, DEFAULT_TEST_PERCENT, MAX_TEST_PERCENT, SCHEMA_VERSION};
 pub use rows::prompt_string;
 
 /// Takes a snapshot, writes each part through `sink(part)` and records the export. The

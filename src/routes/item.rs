@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 
 use super::pages::{html, Layout};
+use super::projects::tabs::TabBar;
 use crate::db::items::{self, ItemView, JudgementView, ResponseView};
 use crate::db::projects::Project;
 use crate::domain::provenance::Provenance;
@@ -20,6 +21,7 @@ use crate::web::AppState;
 pub struct ItemPage {
     pub layout: Layout,
     pub project: Project,
+    pub tabs: TabBar,
     pub item: ItemView,
     pub prompt: String,
     pub responses: Vec<ResponseRow>,
@@ -93,5 +95,5 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, path: web::Path<(Strin
     let prompt = crate::export::prompt_string(&item.prompt, &item.prompt_raw);
     let responses = responses.into_iter().enumerate().map(|(p, r)| ResponseRow::new(p, r)).collect();
     let judgements = judgements.into_iter().map(JudgementRow::new).collect();
-    Ok(html(&ItemPage { layout: Layout::of(&auth), project: p, item, prompt, responses, judgements }))
+    Ok(html(&ItemPage { layout: Layout::of(&auth), tabs: TabBar::new(&p, "items"), project: p, item, prompt, responses, judgements }))
 }

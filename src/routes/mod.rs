@@ -1,6 +1,8 @@
 //! Server-rendered pages, grouped by feature; the route table is here.
 
 mod account;
+mod admin;
+mod invite;
 mod item;
 pub mod pages;
 mod projects;
@@ -20,6 +22,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}", web::get().to(projects::show::show))
         .route("/projects/{slug}/guidelines", web::get().to(projects::guidelines::show))
         .route("/projects/{slug}/label", web::get().to(projects::label::show))
+        .route("/projects/{slug}/labellers", web::get().to(projects::labellers::show))
+        .route("/projects/{slug}/models", web::get().to(projects::models::show))
+        .route("/projects/{slug}/items", web::get().to(projects::items::show))
+        .route("/projects/{slug}/items/exclude", web::post().to(projects::items::exclude))
+        .route("/projects/{slug}/exports", web::get().to(projects::export::show))
+        .route("/projects/{slug}/settings", web::get().to(projects::settings::show))
         .route("/projects/{slug}/members", web::post().to(projects::members::add))
         .route("/projects/{slug}/members/{user}/remove", web::post().to(projects::members::remove))
         .route("/projects/{slug}/settings", web::post().to(projects::settings::update))
@@ -35,6 +43,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}/runs/{id}/files/{name}", web::get().to(runs::file))
         .route("/projects/{slug}/schedules", web::post().to(runs::add_schedule))
         .route("/projects/{slug}/schedules/{id}/delete", web::post().to(runs::delete_schedule))
+        .route("/invite/{token}", web::get().to(invite::show))
+        .route("/invite/{token}", web::post().to(invite::accept))
+        .route("/admin/users", web::get().to(admin::show))
+        .route("/admin/users", web::post().to(admin::create))
+        .route("/admin/users/{id}/invite", web::post().to(admin::invite))
+        .route("/admin/users/{id}/deactivate", web::post().to(admin::deactivate))
+        .route("/admin/users/{id}/reactivate", web::post().to(admin::reactivate))
         .route("/account", web::get().to(account::show))
         .route("/account/password", web::post().to(account::password))
         .route("/account/tokens", web::post().to(account::create_token))
@@ -54,6 +69,7 @@ async fn static_file(file: web::Path<String>) -> HttpResponse {
         "app.css" => (include_str!("../../static/app.css"), "text/css; charset=utf-8"),
         "label.css" => (include_str!("../../static/label.css"), "text/css; charset=utf-8"),
         "runs.js" => (include_str!("../../static/runs.js"), "text/javascript; charset=utf-8"),
+        "project.css" => (include_str!("../../static/project.css"), "text/css; charset=utf-8"),
         _ => return HttpResponse::NotFound().finish(),
     };
     HttpResponse::Ok().content_type(mime).insert_header(("Cache-Control", "public, max-age=300")).body(body)

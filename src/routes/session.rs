@@ -32,7 +32,7 @@ pub async fn login_page(state: web::Data<AppState>) -> HttpResponse {
         Ok(mut conn) => matches!(users::any(&mut conn).await, Ok(false)),
         Err(_) => false,
     };
-    let mut res = html(&LoginPage { layout: Layout { email: None, csrf: token.clone() }, error: None, first_run });
+    let mut res = html(&LoginPage { layout: Layout { email: None, csrf: token.clone(), ..Layout::default() }, error: None, first_run });
     let _ = res.add_cookie(&state.cookies.login(token));
     res
 }
@@ -46,7 +46,10 @@ pub struct LoginForm {
 }
 
 fn failed(csrf: &str, message: &str, status: StatusCode) -> HttpResponse {
-    html_with_status(status, &LoginPage { layout: Layout { email: None, csrf: csrf.to_string() }, error: Some(message.to_string()), first_run: false })
+    html_with_status(
+        status,
+        &LoginPage { layout: Layout { email: None, csrf: csrf.to_string(), ..Layout::default() }, error: Some(message.to_string()), first_run: false },
+    )
 }
 
 fn wait_text(wait: std::time::Duration) -> String {

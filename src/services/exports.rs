@@ -47,6 +47,12 @@ pub async fn list(pool: &PgPool, p: &Project) -> Result<Vec<Export>, AppError> {
     crate::db::exports::list(&mut conn, p.id).await.context("listing exports")
 }
 
+/// An export of a project `user` leads (or any, for an admin).
+pub async fn get(pool: &PgPool, user: &User, id: ExportId) -> Result<Export, AppError> {
+    let mut conn = pool.acquire().await?;
+    crate::db::exports::get_for_lead(&mut conn, id, user.id).await.context("finding the export")?.ok_or(AppError::NotFound)
+}
+
 /// A part of an export `user` leads (its first part when `part` is none), with the file that
 /// holds its bytes under `dir`.
 pub async fn part_file(pool: &PgPool, dir: &Path, user: &User, id: ExportId, part: Option<&str>) -> Result<(Export, PartSummary, PathBuf), AppError> {

@@ -7,7 +7,9 @@ pub mod accounts;
 pub mod error;
 pub mod exports;
 pub mod imports;
+pub mod items;
 pub mod labelling;
+pub mod people;
 pub mod projects;
 pub mod runs;
 

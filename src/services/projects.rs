@@ -9,7 +9,6 @@ use crate::db::stats::Dashboard;
 use crate::db::users::User;
 use crate::domain::leaderboard::Entry;
 use crate::domain::{Email, NewProject, ProjectSettings, Role, Slug, UserId};
-use crate::export::Export;
 
 /// The project if `user` may see it with `role`; not found otherwise (never forbidden to a
 /// stranger, who must not learn that a project exists; a labeller asking for a lead's work is).
@@ -63,17 +62,28 @@ pub async fn update_settings(pool: &PgPool, p: &Project, settings: &ProjectSetti
 pub async fn add_member(pool: &PgPool, p: &Project, email: &Email, role: Role) -> Result<(), AppError> {
     let mut conn = pool.acquire().await?;
     if !dbp::add_member_by_email(&mut conn, p.id, email, role).await.context("adding a member")? {
-        return Err(AppError::Invalid(format!("no account has the email {}; an admin creates it with `rewardlab user add`", email.as_str())));
+        return Err(AppError::Invalid(format!(
+            "email: no account has the email {}; a site admin creates it on the Users page (or with `rewardlab user add`)",
+            email.as_str()
+        )));
     }
     Ok(())
 }
 
-/// Removes a member; not found when `user` is none.
+/// Removes a member; not found when `user` is none, a conflict when they are the last lead.
 pub async fn remove_member(pool: &PgPool, p: &Project, user: UserId) -> Result<(), AppError> {
-    if !dbp::remove_member(&mut *pool.acquire().await?, p.id, user).await.context("removing a member")? {
+    let mut conn = pool.acquire().await?;
+    if !dbp::remove_member(&mut conn, p.id, user).await.context("removing a member")? {
+        if dbp::is_member(&mut conn, p.id, user).await.context("removing a member")? {
+            return Err(AppError::Conflict("a project keeps at least one lead: make another member lead first".into()));
+        }
         return Err(AppError::NotFound);
     }
     Ok(())
+}
+
+pub async fn members(pool: &PgPool, p: &Project) -> Result<Vec<Member>, AppError> {
+    dbp::members(&mut *pool.acquire().await?, p.id).await.context("listing members")
 }
 
 /// Progress, labellers, agreement and models of `p`.
@@ -81,22 +91,16 @@ pub async fn dashboard(pool: &PgPool, p: &Project) -> Result<Dashboard, AppError
     crate::db::stats::dashboard(&mut *pool.acquire().await?, p).await.context("computing the dashboard")
 }
 
-/// What a lead sees on the project page.
-pub struct LeadView {
-    pub dashboard: Dashboard,
-    pub members: Vec<Member>,
-    pub exports: Vec<Export>,
-    pub leaderboard: Vec<(Entry, Option<crate::domain::RunId>)>,
-    pub rm: Option<RmAgreement>,
+/// The Labellers tab: per-labeller figures and the members.
+pub async fn people(pool: &PgPool, p: &Project) -> Result<(Vec<crate::db::stats::LabellerStats>, Vec<Member>), AppError> {
+    let mut conn = pool.acquire().await?;
+    let labellers = crate::db::stats::labellers(&mut conn, p).await.context("computing the labellers' figures")?;
+    Ok((labellers, dbp::members(&mut conn, p.id).await.context("listing members")?))
 }
 
-pub async fn lead_view(pool: &PgPool, p: &Project) -> Result<LeadView, AppError> {
+/// The Models tab: the leaderboard and the newest reward model's agreement with people.
+pub async fn models(pool: &PgPool, p: &Project) -> Result<(Vec<(Entry, Option<crate::domain::RunId>)>, Option<RmAgreement>), AppError> {
     let mut conn = pool.acquire().await?;
-    Ok(LeadView {
-        dashboard: crate::db::stats::dashboard(&mut conn, p).await.context("computing the dashboard")?,
-        members: dbp::members(&mut conn, p.id).await.context("listing members")?,
-        exports: crate::db::exports::list(&mut conn, p.id).await.context("listing exports")?,
-        leaderboard: crate::db::runs::leaderboard(&mut conn, p.id).await.context("reading the leaderboard")?,
-        rm: crate::db::runs::rm_agreement(&mut conn, p.id).await.context("reading the reward model's agreement")?,
-    })
+    let board = crate::db::runs::leaderboard(&mut conn, p.id).await.context("reading the leaderboard")?;
+    Ok((board, crate::db::runs::rm_agreement(&mut conn, p.id).await.context("reading the reward model's agreement")?))
 }

@@ -15,9 +15,12 @@ const BOTTOM: f64 = 26.0;
 const COLORS: [&str; 6] = ["#1f6feb", "#d9480f", "#2f9e44", "#9c36b5", "#e8590c", "#495057"];
 
 /// What is plotted first, when present.
-const ORDER: [&str; 12] = ["loss", "accuracy", "score", "kl", "reward", "mean_margin", "perplexity", "kl_coef", "lr", "grad_norm", "tokens_per_s", "rss_mb"];
+const ORDER: [&str; 14] =
+    ["loss", "accuracy", "score", "rlhf_reward", "margin", "kl", "reward", "mean_margin", "perplexity", "kl_coef", "lr", "grad_norm", "tokens_per_s", "rss_mb"];
 /// Counters, not metrics.
-const SKIP: [&str; 6] = ["step", "epoch", "iteration", "step_in_epoch", "total_steps", "examples"];
+const SKIP: [&str; 7] = ["step", "epoch", "iteration", "step_in_epoch", "total_steps", "total_iterations", "examples"];
+/// The charts a lead reads first (loss, accuracy, reward, KL); the rest are folded away.
+const PRIMARY: [&str; 6] = ["loss", "accuracy", "score", "rlhf_reward", "margin", "kl"];
 
 pub struct Series {
     pub name: String,
@@ -105,8 +108,13 @@ pub fn charts(runs: &[(String, &[MetricRow])]) -> Vec<Chart> {
     }
     let rank = |name: &str| ORDER.iter().position(|o| *o == name).unwrap_or(ORDER.len());
     by_metric.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then(a.0.cmp(&b.0)));
-    by_metric.truncate(16);
+    by_metric.truncate(32);
     by_metric.into_iter().map(|(title, series)| chart(title, series)).collect()
+}
+
+/// The charts a lead reads first, and the rest.
+pub fn split(charts: Vec<Chart>) -> (Vec<Chart>, Vec<Chart>) {
+    charts.into_iter().partition(|c| PRIMARY.contains(&c.title.as_str()))
 }
 
 /// A series' name and its (x, y) points.
@@ -170,6 +178,8 @@ mod tests {
         assert_eq!(charts[0].series.len(), 2);
         assert_eq!(charts[0].series[0].last_value, "0.500");
         assert!(charts.iter().all(|c| c.title != "epoch" && c.title != "step"));
+        let (first, rest) = split(super::charts(&[(String::new(), &rows)]));
+        assert_eq!((first.len(), rest[0].title.as_str()), (1, "lr"), "loss first, the learning rate folded");
         // The lowest loss sits at the bottom of the plot, the highest at the top.
         let pts: Vec<f64> = charts[0].series[0].points.split(' ').map(|p| p.split(',').nth(1).unwrap().parse().unwrap()).collect();
         assert!((pts[0] - TOP).abs() < 0.1 && (pts[1] - (HEIGHT - BOTTOM)).abs() < 0.1, "{pts:?}");

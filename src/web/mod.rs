@@ -75,5 +75,17 @@ impl TaskRulesCache {
     }
 }
 
+/// This server's base URL as browsers reach it: the public URL's origin when one was given,
+/// else the request's own scheme and host (for links shown to be sent, such as invitations).
+pub fn public_base(req: &actix_web::HttpRequest, state: &AppState) -> String {
+    match &state.web.origin {
+        Some(origin) => origin.clone(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    }
+}
+
 /// Imports running at once; the rest wait (their uploads already on disk).
 pub const IMPORT_SLOTS: usize = 4;

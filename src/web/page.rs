@@ -7,16 +7,18 @@ use askama::Template;
 
 use super::auth::Auth;
 
-/// What the base layout needs: the signed-in email and the CSRF token for forms.
+/// What the base layout needs: the signed-in email, the CSRF token for forms, and whether to
+/// link the admin's Users page.
 #[derive(Default)]
 pub struct Layout {
     pub email: Option<String>,
     pub csrf: String,
+    pub admin: bool,
 }
 
 impl Layout {
     pub fn of(auth: &Auth) -> Self {
-        Self { email: Some(auth.user.email.clone()), csrf: auth.csrf().to_string() }
+        Self { email: Some(auth.user.email.clone()), csrf: auth.csrf().to_string(), admin: auth.user.is_admin }
     }
 }
 

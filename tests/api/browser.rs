@@ -56,6 +56,7 @@ async fn a_labeller_ranks_with_the_keyboard_and_the_lead_downloads_the_export() 
     b.wait_for_text("#projects", "Test project").await;
     b.goto(&format!("{}/projects/web", app.addr)).await;
     assert_eq!(b.text("#judgements-total").await, "1");
+    b.click("#tab-exports").await;
     b.click("#export-button").await;
     b.click("#export-list a.download").await;
     let file = wait_for_download(&b.download_dir).await;

@@ -285,11 +285,11 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
     // The pages render in a real browser: the runs list, a run's charts, the leaderboard.
     let b = Browser::start().await;
     b.sign_in(&app.addr, "lead@example.org").await;
-    b.goto(&format!("{}/projects/loop", app.addr)).await;
+    b.goto(&format!("{}/projects/loop/models", app.addr)).await;
     let table = b.wait_for_text("#leaderboard-table", &label).await;
     assert!(table.contains("alpha") && table.contains("beta"), "{table}");
     assert!(b.text("#rm-agreement").await.contains("of 60 human comparisons"));
-    b.click("#runs-link").await;
+    b.click("#tab-runs").await;
     let runs = b.wait_for_text("#runs", "generate").await;
     assert_eq!(runs.matches("succeeded").count(), 4, "{runs}");
     b.goto(&format!("{}/projects/loop/runs/{}", app.addr, id("ppo"))).await;

@@ -447,6 +447,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         let m = |x: f64| x / updates.max(1.0);
         metrics.emit(&MetricEvent::Iteration(Iteration {
             iteration: state.iteration,
+            total_iterations: Some(args.iterations),
             score: mean_score,
             kl,
             non_score_reward: non_score,

@@ -285,6 +285,7 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
                 examples: examples.len(),
                 elapsed_s: started.elapsed().as_secs_f64(),
                 rss_mb: rss_mb(),
+                total_steps: Some(total_steps),
             }))?;
             bar.set_position(state.step);
             bar.set_message(format!("loss {loss:.4} acc {:.3}", stats.accuracy()));

@@ -92,6 +92,8 @@ fn a_reward_model_learns_a_planted_preference_in_under_a_minute_and_scores_files
     for key in ["step", "loss", "accuracy", "lr", "grad_norm", "tokens_per_s"] {
         assert!(steps[0][key].is_number(), "step line lacks {key}: {}", steps[0]);
     }
+    let total = steps[0]["total_steps"].as_u64().expect("each step says how many are planned");
+    assert!(steps.iter().all(|s| s["total_steps"] == total) && steps.last().unwrap()["step"] == total, "the plan is the steps taken");
     assert_eq!(lines.iter().filter(|l| l["event"] == "eval").count(), 3, "one evaluation per epoch");
     assert_eq!(lines.last().unwrap()["event"], "done");
     // Memory stays flat: each step's graph is freed (optimizer moments once kept every step's
@@ -413,6 +415,7 @@ fn ppo_raises_the_score_with_a_bounded_kl_and_resumes_exactly() {
         assert!(rows[0][key].is_number(), "{key} missing: {}", rows[0]);
     }
     assert!(rows[0]["time"]["generate_s"].is_number() && rows[0]["time"]["optimise_s"].is_number());
+    assert!(rows.iter().all(|r| r["total_iterations"] == 30), "each iteration says how many are planned");
     let (start, end) = (mean(&rows[..5], "score"), mean(&rows[20..], "score"));
     let kl = mean(&rows[10..], "kl");
     let (_, free) = ppo("free", "0", "30", &[]);

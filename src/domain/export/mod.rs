@@ -129,6 +129,13 @@ impl Export {
     pub fn rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
     }
+
+    /// The `manifest.json` written beside the files: what the export is, its options, its
+    /// files with their rows and sha256, and the columns' features.
+    pub fn manifest(&self) -> serde_json::Value {
+        serde_json::json!({"export_id": self.id, "format": self.format, "schema_version": SCHEMA_VERSION, "created_at": self.created_at,
+            "options": self.options, "files": self.files, "features": schema::features(self.format(), &self.options)})
+    }
 }
 
 impl serde::Serialize for Export {

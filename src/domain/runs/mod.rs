@@ -3,10 +3,13 @@
 //! what a run starts from (`input`). A run from outside becomes a [`RunSpec`] once, at the
 //! boundary; nothing downstream re-checks its shape.
 
+pub mod form;
 pub mod input;
 pub mod params;
+pub mod progress;
 pub mod store;
 
+pub use form::config_from_fields;
 pub use input::ChainStep;
 pub use input::{ModelSource, RunInput, RunSpec};
 pub use params::{check_for_project, config_int, resolve_config, trainer_flags, Config, Param, ParamType};

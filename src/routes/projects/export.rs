@@ -1,15 +1,70 @@
-//! A lead takes an export snapshot from the project page.
+//! The Exports tab: every option of an export snapshot as a form, and the snapshots taken, each
+//! file downloadable with the manifest beside it.
 
 use actix_web::{web, HttpResponse};
+use askama::Template;
 use serde::Deserialize;
 
+use super::tabs::TabBar;
+use crate::db::projects::Project;
 use crate::domain::Role;
-use crate::export::{Format, Options};
-use crate::routes::pages::redirect;
+use crate::export::{Export, Format, Options, DEFAULT_TEST_PERCENT, MAX_TEST_PERCENT};
+use crate::routes::pages::{html, redirect, Layout};
 use crate::services::{exports, project};
 use crate::web::auth::Auth;
 use crate::web::error::{AppError, PageError};
 use crate::web::AppState;
+
+#[derive(Template)]
+#[template(path = "projects/exports.html")]
+pub struct ExportsPage {
+    pub layout: Layout,
+    pub project: Project,
+    pub tabs: TabBar,
+    pub exports: Vec<Export>,
+    pub default_test_percent: u8,
+    pub max_test_percent: u8,
+}
+
+impl ExportsPage {
+    /// The start of a sha256, enough to tell files apart.
+    pub fn short_sha<'a>(&self, sha: &'a str) -> &'a str {
+        sha.get(..12).unwrap_or(sha)
+    }
+
+    /// The options an export was taken with, in words.
+    pub fn options(&self, e: &Export) -> String {
+        let o = &e.options;
+        let mut parts: Vec<String> = Vec::new();
+        for (on, name) in [(o.margin, "margin"), (o.include_ties, "ties kept"), (o.include_both_bad, "\"both bad\" kept")] {
+            if on {
+                parts.push(name.into());
+            }
+        }
+        if let Some(t) = o.test_percent {
+            parts.push(format!("test {t}%"));
+        }
+        if parts.is_empty() {
+            "defaults".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
+    let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    let exports = exports::list(&state.pool, &p).await?;
+    let page = ExportsPage {
+        layout: Layout::of(&auth),
+        tabs: TabBar::new(&p, "exports"),
+        project: p,
+        exports,
+        default_test_percent: DEFAULT_TEST_PERCENT,
+        max_test_percent: MAX_TEST_PERCENT,
+    };
+    Ok(html(&page))
+}
 
 #[derive(Deserialize)]
 pub struct ExportForm {
@@ -49,5 +104,5 @@ pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<Stri
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     let format: Format = form.format.parse().map_err(AppError::Invalid)?;
     exports::create(&state.pool, &state.tmp_dir, &p, &auth.user, format, options).await?;
-    Ok(redirect(&format!("/projects/{slug}#exports")))
+    Ok(redirect(&format!("/projects/{slug}/exports")))
 }

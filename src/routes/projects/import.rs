@@ -35,6 +35,6 @@ pub async fn upload(
         .ok_or_else(|| AppError::Invalid("choose a file to import".into()))?;
     let importer = Importer { pool: &state.pool, uploads: &state.uploads, slots: &state.import_slots };
     let report = importer.import(&p, field.map(|c| c.map_err(|e| e.to_string()))).await?;
-    let page = MessagePage { layout: Layout::of(&auth), title: "Imported", message: report.to_string(), back: format!("/projects/{}", p.slug) };
+    let page = MessagePage { layout: Layout::of(&auth), title: "Imported", message: report.to_string(), back: format!("/projects/{}/items", p.slug) };
     Ok(html(&page))
 }

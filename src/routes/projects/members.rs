@@ -24,7 +24,7 @@ pub async fn add(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>
     let email = Email::parse(&form.email).map_err(AppError::Invalid)?;
     let role: Role = form.role.parse().map_err(AppError::Invalid)?;
     services::projects::add_member(&state.pool, &p, &email, role).await?;
-    Ok(redirect(&format!("/projects/{}#members", p.slug)))
+    Ok(redirect(&format!("/projects/{}/labellers#members", p.slug)))
 }
 
 pub async fn remove(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>, form: web::Form<CsrfOnly>) -> Result<HttpResponse, PageError> {
@@ -33,5 +33,5 @@ pub async fn remove(state: web::Data<AppState>, auth: Auth, path: web::Path<(Str
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     let user: UserId = user.parse().map_err(|_| AppError::NotFound)?;
     services::projects::remove_member(&state.pool, &p, user).await?;
-    Ok(redirect(&format!("/projects/{}#members", p.slug)))
+    Ok(redirect(&format!("/projects/{}/labellers#members", p.slug)))
 }

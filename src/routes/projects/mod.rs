@@ -1,12 +1,17 @@
-//! Project pages: the list and a new project, the project itself (the lead's dashboard,
-//! members, import, exports, settings), its guidelines and the labelling page. One file an
-//! action; each page struct sits beside its handler.
+//! Project pages: the list and a new project, the project itself (for a lead in tabs, see
+//! `tabs`: overview, labellers and members, models, items, exports, runs, settings), its
+//! guidelines and the labelling page. One file an action; each page struct sits beside its
+//! handler.
 
 pub mod export;
 pub mod guidelines;
 pub mod import;
 pub mod index;
+pub mod items;
 pub mod label;
+pub mod labellers;
 pub mod members;
+pub mod models;
 pub mod settings;
 pub mod show;
+pub mod tabs;

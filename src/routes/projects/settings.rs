@@ -1,15 +1,31 @@
-//! A lead changes a project's settings.
+//! The Settings tab: a lead changes a project's name, overlap, ties, rating, flags and
+//! guidelines.
 
 use actix_web::{web, HttpResponse};
+use askama::Template;
 use serde::Deserialize;
 
+use super::tabs::TabBar;
 use crate::db::projects::Project;
 use crate::domain::{Flags, Guidelines, Overlap, ProjectName, ProjectSettings, Role};
-use crate::routes::pages::redirect;
+use crate::routes::pages::{html, redirect, Layout};
 use crate::services::{self, project};
 use crate::web::auth::Auth;
 use crate::web::error::{AppError, PageError};
 use crate::web::AppState;
+
+#[derive(Template)]
+#[template(path = "projects/settings.html")]
+pub struct SettingsPage {
+    pub layout: Layout,
+    pub project: Project,
+    pub tabs: TabBar,
+}
+
+pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
+    let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    Ok(html(&SettingsPage { layout: Layout::of(&auth), tabs: TabBar::new(&p, "settings"), project: p }))
+}
 
 #[derive(Deserialize)]
 pub struct SettingsForm {
@@ -47,5 +63,5 @@ pub async fn update(state: web::Data<AppState>, auth: Auth, slug: web::Path<Stri
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     let settings = form.parse(&p).map_err(AppError::Invalid)?;
     services::projects::update_settings(&state.pool, &p, &settings).await?;
-    Ok(redirect(&format!("/projects/{}#settings", p.slug)))
+    Ok(redirect(&format!("/projects/{}/settings", p.slug)))
 }
