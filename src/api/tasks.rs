@@ -1,18 +1,26 @@
 //! Leasing tasks and submitting judgements.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::doc::ErrorBody;
 use super::project;
-use crate::db::tasks::{self as dbt, Outcome};
+use crate::db::tasks::{self as dbt, Outcome, TaskView};
 use crate::domain::ranking::{Rules, Submission, SubmissionInput};
-use crate::domain::{Role, SkipReason, TaskId};
+use crate::domain::{JudgementId, Role, SkipReason, TaskId};
 use crate::services::labelling;
 use crate::web::auth::Auth;
 use crate::web::error::{ApiError, AppError};
 use crate::web::json::Json;
 use crate::web::AppState;
 
+/// Leases the caller's next task in the project (204 when none is left for them).
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/tasks/next", operation_id = "next_task", tag = "labelling",
+    params(("slug" = String, Path, description = "The project's slug.")),
+    responses((status = 200, description = "A task leased to the caller until `expires_at`.", body = TaskView),
+              (status = 204, description = "No task is left for the caller."),
+              (status = 404, description = "No such project, or the caller is not a member.", body = ErrorBody)))]
 pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.acquire().await?;
     Ok(match dbt::lease_next(&mut conn, &slug, auth.user.id).await?.ok_or(AppError::NotFound)? {
@@ -24,20 +32,57 @@ pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
     })
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    /// Judgements the caller stored today (UTC).
+    pub done_today: i64,
+    /// Tasks still open to the caller.
+    pub left: i64,
+}
+
+/// The caller's progress in the project.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/progress", operation_id = "progress", tag = "labelling",
+    params(("slug" = String, Path, description = "The project's slug.")),
+    responses((status = 200, description = "The caller's progress.", body = Progress),
+              (status = 404, description = "No such project, or the caller is not a member.", body = ErrorBody)))]
 pub async fn progress(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Labeller).await?;
     let (done_today, left) = labelling::progress(&state.pool, &p, auth.user.id).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"done_today": done_today, "left": left})))
+    Ok(HttpResponse::Ok().json(Progress { done_today, left }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub struct SubmitQuery {
     /// With `next=1` the answer also carries the caller's next task (`null` when none is
     /// left), saving the labelling page a round trip per task.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 255)]
     next: Option<u8>,
 }
 
+/// A stored judgement (or a skipped task).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stored {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judgement_id: Option<JudgementId>,
+    pub task_id: TaskId,
+    /// `stored` or `skipped`.
+    pub status: &'static str,
+    /// With `next=1`: the caller's next task, `null` when none is left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable)]
+    pub next: Option<Option<TaskView>>,
+}
+
+/// Submits the judgement of a leased task. Sending the same `idempotency_key` again answers
+/// 200 with the judgement already stored.
+#[utoipa::path(post, path = "/api/v1/tasks/{task_id}/judgement", operation_id = "submit_judgement", tag = "labelling",
+    params(("task_id" = String, Path, description = "The task's id."), SubmitQuery),
+    request_body = SubmissionInput,
+    responses((status = 201, description = "Stored.", body = Stored),
+              (status = 200, description = "Already stored under this idempotency key.", body = Stored),
+              (status = 404, description = "No such task leased to the caller.", body = ErrorBody),
+              (status = 409, description = "The task was already submitted or skipped, the lease expired, or the key was used for another task.", body = ErrorBody)))]
 pub async fn submit(
     state: web::Data<AppState>,
     auth: Auth,
@@ -78,29 +123,31 @@ pub async fn submit(
             return Err(AppError::NotFound.into());
         }
     };
-    let mut body = stored(judgement, task_id);
-    if let Some(next) = next {
-        let view = next.map(|(view, rules)| {
+    let next = next.map(|next| {
+        next.map(|(view, rules)| {
             state.task_rules.remember(view.task_id, user, rules);
             view
-        });
-        body["next"] = serde_json::to_value(view).map_err(anyhow::Error::from)?;
-    }
-    Ok(HttpResponse::build(status).json(body))
+        })
+    });
+    Ok(HttpResponse::build(status).json(Stored { judgement_id: Some(judgement), task_id, status: "stored", next }))
 }
 
-fn stored(judgement: crate::domain::JudgementId, task: TaskId) -> serde_json::Value {
-    serde_json::json!({"judgement_id": judgement, "task_id": task, "status": "stored"})
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SkipBody {
+    /// Why the task is skipped (free text, not empty).
     reason: String,
 }
 
+/// Skips a leased task; it goes to another labeller.
+#[utoipa::path(post, path = "/api/v1/tasks/{task_id}/skip", operation_id = "skip_task", tag = "labelling",
+    params(("task_id" = String, Path, description = "The task's id.")),
+    request_body = SkipBody,
+    responses((status = 200, description = "Skipped.", body = Stored),
+              (status = 404, description = "No such task leased to the caller.", body = ErrorBody),
+              (status = 409, description = "The task was already submitted or skipped.", body = ErrorBody)))]
 pub async fn skip(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, body: Json<SkipBody>) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let reason = SkipReason::parse(&body.reason).map_err(AppError::Invalid)?;
     labelling::skip(&state.pool, task_id, auth.user.id, &reason).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"task_id": task_id, "status": "skipped"})))
+    Ok(HttpResponse::Ok().json(Stored { judgement_id: None, task_id, status: "skipped", next: None }))
 }

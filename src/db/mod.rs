@@ -4,6 +4,7 @@
 
 pub mod exports;
 pub mod items;
+pub mod metrics;
 pub mod projects;
 pub mod runs;
 pub mod schedules;
