@@ -19,7 +19,7 @@ use crate::web::AppState;
 /// An export to take: its format and options.
 #[derive(Deserialize, ToSchema)]
 pub struct CreateBody {
-    /// `comparisons`, `preferences`, `sft` or `prompts`.
+    #[schema(value_type = Format)]
     pub format: String,
     #[serde(flatten)]
     pub options: Options,

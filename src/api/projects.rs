@@ -48,12 +48,15 @@ pub async fn list(state: web::Data<AppState>, auth: Auth) -> Result<HttpResponse
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateBody {
     /// 2–64 of `a-z0-9-`, starting with a letter or digit.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,63}$")]
     pub slug: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
-    /// `ranking`, `pairwise` or `demonstration`.
+    #[schema(value_type = TaskKind)]
     pub kind: String,
-    /// Judgements wanted per item (default 1).
+    /// Judgements wanted per item (default 3).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub overlap: Option<i32>,
     /// The flags labellers may put on a response.
     #[serde(default)]
@@ -120,8 +123,9 @@ pub async fn import(state: web::Data<AppState>, auth: Auth, slug: web::Path<Stri
 /// A member to add (an existing account) and their role.
 #[derive(Deserialize, Serialize, ToSchema)]
 pub struct MemberBody {
+    #[schema(format = Email)]
     email: String,
-    /// `lead` or `labeller`.
+    #[schema(value_type = Role)]
     role: String,
 }
 

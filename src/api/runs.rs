@@ -14,7 +14,7 @@ use crate::db::schedules as dbs;
 use crate::db::schedules::Schedule;
 use crate::domain::leaderboard::Entry;
 use crate::domain::runs::RunSpec;
-use crate::domain::runs::RunStatus;
+use crate::domain::runs::{RunKind, RunStatus};
 use crate::domain::{JudgementId, Role, RunId, ScheduleId};
 use crate::services::runs::{self as service, ScheduleRequest};
 use crate::web::auth::Auth;
@@ -25,7 +25,7 @@ use crate::web::AppState;
 /// A run as the API and the runs page's form give it, before it is parsed into a [`RunSpec`].
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StartBody {
-    /// `sft`, `rm`, `ppo`, `dpo`, `generate`, ….
+    #[schema(value_type = RunKind)]
     pub kind: String,
     /// Hyper-parameters (see the runs page for each kind's); unknown keys are refused.
     #[serde(default)]

@@ -13,6 +13,7 @@ use crate::services::labelling;
 use crate::web::auth::Auth;
 use crate::web::error::{ApiError, AppError};
 use crate::web::json::Json;
+use crate::web::metrics::Metrics;
 use crate::web::AppState;
 
 /// Leases the caller's next task in the project (204 when none is left for them).
@@ -89,6 +90,7 @@ pub async fn submit(
     task: web::Path<String>,
     q: web::Query<SubmitQuery>,
     body: Json<SubmissionInput>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let user = auth.user.id;
@@ -108,7 +110,10 @@ pub async fn submit(
     let (outcome, next) = state.submits.submit(entry).await?;
     state.task_rules.forget(task_id);
     let (status, judgement) = match outcome {
-        Outcome::Stored(j) => (actix_web::http::StatusCode::CREATED, j),
+        Outcome::Stored(j) => {
+            metrics.judgement_stored(&rules.slug);
+            (actix_web::http::StatusCode::CREATED, j)
+        }
         Outcome::Repeat(j) => (actix_web::http::StatusCode::OK, j),
         Outcome::KeyReused => return conflict("this idempotency_key was already used for another task"),
         Outcome::AlreadySubmitted => return conflict("this task was already submitted"),
@@ -134,7 +139,8 @@ pub async fn submit(
 
 #[derive(Deserialize, ToSchema)]
 pub struct SkipBody {
-    /// Why the task is skipped (free text, not empty).
+    /// Why the task is skipped.
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
 }
 

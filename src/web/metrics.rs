@@ -1,7 +1,7 @@
 //! `/metrics` in Prometheus' text format: request counts and latencies by route pattern (never
-//! the raw path, so ids do not make new series) and status, and the figures a lead watches,
-//! computed in SQL at scrape time and kept for a few seconds so that frequent scrapes cost
-//! one computation. Off unless a token (`--metrics-token`) or a separate address
+//! the raw path, so ids do not make new series) and status, judgements stored per project, and
+//! the figures a lead watches, computed in SQL at scrape time and kept for a few seconds so that
+//! frequent scrapes cost one computation. Off unless a token (`--metrics-token`) or a separate address
 //! (`--metrics-bind`) is configured.
 
 use std::sync::Mutex;
@@ -25,6 +25,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    judgements: IntCounterVec,
     figures: Mutex<Option<(Instant, String)>>,
 }
 
@@ -43,9 +44,20 @@ impl Metrics {
             &["method", "route", "status"],
         )
         .expect("a valid metric");
+        let judgements = IntCounterVec::new(
+            Opts::new("rewardlab_judgements_total", "Judgements this server stored, per project (judgements per minute: 60 * rate(…[1m]))"),
+            &["project"],
+        )
+        .expect("a valid metric");
         registry.register(Box::new(requests.clone())).expect("registered once");
         registry.register(Box::new(latency.clone())).expect("registered once");
-        Self { registry, requests, latency, figures: Mutex::new(None) }
+        registry.register(Box::new(judgements.clone())).expect("registered once");
+        Self { registry, requests, latency, judgements, figures: Mutex::new(None) }
+    }
+
+    /// Counts a judgement stored in project `slug`.
+    pub fn judgement_stored(&self, slug: &str) {
+        self.judgements.with_label_values(&[slug]).inc();
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -97,8 +109,7 @@ fn encode_figures(f: &Figures) -> anyhow::Result<String> {
     let open =
         gauge("rewardlab_open_items", "Items the labelling queue holds open, per project (closed as they complete, at most a few seconds late)", &["project"])?;
     let leases = gauge("rewardlab_live_leases", "Tasks leased to a labeller and not yet expired, per project", &["project"])?;
-    let per_minute = gauge("rewardlab_judgements_last_minute", "Judgements stored in the last 60 seconds, per project", &["project"])?;
-    let active = gauge("rewardlab_active_labellers", "Labellers who leased a task in the last 15 minutes, per project", &["project"])?;
+    let active = gauge("rewardlab_active_labellers", "Members whose newest task in the project was leased in the last 15 minutes", &["project"])?;
     let agreement = real(
         "rewardlab_rm_agreement",
         "Validation accuracy of the project's newest succeeded reward model: the share of held-out human comparisons it orders the same way",
@@ -115,7 +126,6 @@ fn encode_figures(f: &Figures) -> anyhow::Result<String> {
         let slug = [p.slug.as_str()];
         open.with_label_values(&slug).set(p.open_items);
         leases.with_label_values(&slug).set(p.live_leases);
-        per_minute.with_label_values(&slug).set(p.judgements_last_minute);
         active.with_label_values(&slug).set(p.active_labellers);
         if let (Some(value), Some(run)) = (p.rm_agreement, p.rm_run) {
             agreement.with_label_values(&[p.slug.as_str(), &run.to_string()]).set(value);

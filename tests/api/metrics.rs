@@ -129,7 +129,7 @@ async fn counters_move_by_route_pattern_and_the_leads_figures_come_from_the_data
     assert!(!s.iter().any(|x| x.labels.get("route").is_some_and(|r| r.contains("/watch/"))), "routes are patterns, not paths");
     assert_eq!(value(&s, "rewardlab_open_items", &[("project", "watch")]), Some(3.0));
     assert_eq!(value(&s, "rewardlab_live_leases", &[("project", "watch")]), Some(1.0));
-    assert_eq!(value(&s, "rewardlab_judgements_last_minute", &[("project", "watch")]), Some(1.0));
+    assert_eq!(value(&s, "rewardlab_judgements_total", &[("project", "watch")]), Some(1.0));
     assert_eq!(value(&s, "rewardlab_active_labellers", &[("project", "watch")]), Some(1.0));
 }
 

@@ -70,6 +70,7 @@ pub struct Options {
     /// Percentage of prompts that go to the test split of `preferences` (0 to 90; default 10,
     /// recorded as 10 when the export is taken).
     #[serde(default)]
+    #[schema(maximum = 90)]
     pub test_percent: Option<u8>,
     /// The revision of the row writer that took the export (set when it is taken); a download
     /// replays with the same one, so an export taken before an upgrade keeps its bytes. 1:
