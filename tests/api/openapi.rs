@@ -111,17 +111,20 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_description_contra
     assert_eq!(lead.post("/api/v1/projects/fuzz/exports", &serde_json::json!({"format": "comparisons"})).await.status(), 201);
     let report = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("schemathesis-{}", uuid::Uuid::new_v4().simple()));
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/schemathesis");
+    // More examples per operation for a longer hunt: REWARDLAB_FUZZ_EXAMPLES=500.
+    let examples = std::env::var("REWARDLAB_FUZZ_EXAMPLES").unwrap_or_else(|_| "40".into());
     let out = Command::new(&python)
         .args(["-m", "schemathesis.cli", "--config-file", dir.join("config.toml").to_str().unwrap()])
         .args(["run", &format!("{}/api/v1/openapi.json", app.addr), "--url", &app.addr])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance"])
-        .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "40", "--seed", "1", "--workers", "2", "--no-color"])
+        .args(["--phases", "examples,coverage,fuzzing", "--max-examples", &examples, "--seed", "1", "--workers", "2", "--no-color"])
         .args(["--generation-database", "none", "--report-dir", report.to_str().unwrap()])
         .env("SCHEMATHESIS_HOOKS", dir.join("hooks.py"))
         .output()
         .expect("schemathesis runs");
     let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
     assert!(out.status.success(), "schemathesis found problems:\n{text}");
     assert!(text.contains("passed") || text.contains("Passed"), "{text}");
 }
