@@ -110,6 +110,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_description_contra
     assert_eq!(lead.submit_in_order(&task, "k1").await.status(), 201);
     assert_eq!(lead.post("/api/v1/projects/fuzz/exports", &serde_json::json!({"format": "comparisons"})).await.status(), 201);
     let report = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("schemathesis-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&report).unwrap();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/schemathesis");
     // More examples per operation for a longer hunt: REWARDLAB_FUZZ_EXAMPLES=500.
     let examples = std::env::var("REWARDLAB_FUZZ_EXAMPLES").unwrap_or_else(|_| "40".into());
@@ -121,6 +122,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_description_contra
         .args(["--phases", "examples,coverage,fuzzing", "--max-examples", &examples, "--seed", "1", "--workers", "2", "--no-color"])
         .args(["--generation-database", "none", "--report-dir", report.to_str().unwrap()])
         .env("SCHEMATHESIS_HOOKS", dir.join("hooks.py"))
+        // Its caches go there too, not into the checkout.
+        .current_dir(&report)
         .output()
         .expect("schemathesis runs");
     let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
