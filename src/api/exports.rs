@@ -18,6 +18,7 @@ use crate::web::AppState;
 
 /// An export to take: its format and options.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = NewExportBody)]
 pub struct CreateBody {
     #[schema(value_type = Format)]
     pub format: String,

@@ -46,6 +46,7 @@ pub async fn list(state: web::Data<AppState>, auth: Auth) -> Result<HttpResponse
 
 /// The fields of a new project.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewProjectBody)]
 pub struct CreateBody {
     /// 2–64 of `a-z0-9-`, starting with a letter or digit.
     #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,63}$")]

@@ -60,6 +60,10 @@ async fn every_api_route_is_described_with_its_answers() {
         assert_ne!(res.status(), 405, "{method} {path}");
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // Each body names its own schema (two types of one name would silently share one).
+    let body = |path: &str| doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str().unwrap().to_string();
+    let bodies = ["/api/v1/projects", "/api/v1/projects/{slug}/exports", "/api/v1/projects/{slug}/runs", "/api/v1/projects/{slug}/members"].map(body);
+    assert_eq!(bodies.iter().collect::<std::collections::HashSet<_>>().len(), bodies.len(), "{bodies:?}");
     assert_eq!(doc["components"]["securitySchemes"]["token"]["scheme"], "bearer");
     // The real types are what is described: a created project's fields are the schema's.
     let summary = doc["components"]["schemas"]["ProjectSummary"]["properties"].as_object().unwrap();
