@@ -7,7 +7,9 @@
 //!
 //! It prints import items/s, judgements/s with p50/p99 latency, export rows/s and the
 //! server's peak RSS, beside the targets. `BENCH_SECONDS`, `BENCH_ITEMS` and
-//! `BENCH_LABELLERS` change the sizes.
+//! `BENCH_LABELLERS` change the sizes. With `BENCH_SCRAPE_SECS=5` a Prometheus-like scraper
+//! reads `/metrics` every 5 s throughout (the server always has a metrics token, so runs with
+//! and without scraping differ only in the scrapes).
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -101,10 +103,31 @@ fn items_file(dir: &std::path::Path, n: usize) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+const METRICS_TOKEN: &str = "bench-metrics-token-0123456789";
+
+/// Reads `/metrics` every `every` seconds while `running`; the count and each scrape's ms.
+async fn scrape(http: reqwest::Client, url: String, every: u64, running: Arc<AtomicBool>) -> anyhow::Result<(usize, Vec<f64>)> {
+    let mut ms = Vec::new();
+    while running.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let res = http.get(&url).bearer_auth(METRICS_TOKEN).send().await?;
+        anyhow::ensure!(res.status() == 200, "metrics answered {}", res.status());
+        res.bytes().await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let next = Instant::now() + Duration::from_secs(every);
+        while running.load(Ordering::Relaxed) && Instant::now() < next {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((ms.len(), ms))
+}
+
 async fn run() -> anyhow::Result<()> {
     let n_items = env_or("BENCH_ITEMS", 10_000);
     let seconds = env_or("BENCH_SECONDS", 30);
     let n_labellers = env_or("BENCH_LABELLERS", 32);
+    let scrape_every = env_or("BENCH_SCRAPE_SECS", 0);
     let dir = std::env::temp_dir().join(format!("rewardlab-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cluster = Cluster::new(&dir.join("data"))?;
@@ -157,7 +180,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let server = Server {
         child: Command::new(bin)
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--metrics-token", METRICS_TOKEN])
             .env("DATABASE_URL", &url)
             .env("REWARDLAB_DATA", dir.join("data"))
             .env("RUST_LOG", "warn")
@@ -184,6 +207,7 @@ async fn run() -> anyhow::Result<()> {
         })
     };
     let lead = &tokens[0];
+    let scraper = (scrape_every > 0).then(|| tokio::spawn(scrape(http.clone(), format!("{base}/metrics"), scrape_every as u64, sampling.clone())));
 
     // 1. Import.
     let file = items_file(&dir, n_items)?;
@@ -267,6 +291,10 @@ async fn run() -> anyhow::Result<()> {
     let download_s = t.elapsed().as_secs_f64();
     sampling.store(false, Ordering::Relaxed);
     sampler.await?;
+    let scrapes = match scraper {
+        Some(s) => Some(s.await??),
+        None => None,
+    };
     let peak_mb = peak.load(Ordering::Relaxed).max(rss_kib(pid, "VmHWM:")) as f64 / 1024.0;
 
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
@@ -320,6 +348,9 @@ async fn run() -> anyhow::Result<()> {
         stolen,
         2.0 * label_s
     );
+    if let Some((n, ms)) = scrapes {
+        println!("metrics scrapes: {n}, every {scrape_every} s, p50 {:.1} ms, max {:.1} ms", percentile(&ms, 0.5), percentile(&ms, 1.0));
+    }
     println!("import report: {report}");
     drop(server);
     if stats {

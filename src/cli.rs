@@ -61,6 +61,14 @@ enum Command {
         /// e.g. X-Forwarded-For; without one, the peer address is the client's.
         #[arg(long, env = "REWARDLAB_TRUSTED_PROXY_HEADER")]
         trusted_proxy_header: Option<String>,
+        /// Serve Prometheus metrics at /metrics to callers sending `Authorization: Bearer
+        /// <token>` (at least 16 characters). Without it or --metrics-bind there are no metrics.
+        #[arg(long, env = "REWARDLAB_METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
+        /// Serve /metrics on this separate address instead (e.g. 127.0.0.1:9464), without a
+        /// token unless --metrics-token is also given.
+        #[arg(long, env = "REWARDLAB_METRICS_BIND")]
+        metrics_bind: Option<String>,
     },
     /// Claim queued training runs and execute them with rewardlab-train.
     Worker {
@@ -194,9 +202,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         _ = signals.recv() => bail!("interrupted"),
     };
     let result = match cli.command {
-        Command::Serve { bind, workers, schedule_every, .. } => {
+        Command::Serve { bind, workers, schedule_every, metrics_bind, .. } => {
             let web = prepared.web.context("no web options were prepared")?;
-            serve(&settings, &pool, cluster.as_ref().map(|c| c.cluster()), &bind, workers, schedule_every, web, &mut signals).await
+            let cluster = cluster.as_ref().map(|c| c.cluster());
+            serve(&settings, &pool, cluster, (&bind, metrics_bind.as_deref()), workers, schedule_every, web, &mut signals).await
         }
         Command::Worker { model_store, trainer, name, lease_secs, poll_secs, once } => {
             let opts = crate::jobs::worker::WorkerOpts {
@@ -266,8 +275,9 @@ fn prepare(command: &Command) -> Result<Prepared> {
     let email = |e: &str| Email::parse(e).map(|_| ()).map_err(anyhow::Error::msg);
     let mut prepared = Prepared::default();
     match command {
-        Command::Serve { public_url, trusted_proxy_header, .. } => {
-            prepared.web = Some(crate::settings::WebOptions::parse(public_url.as_deref(), trusted_proxy_header.as_deref()).map_err(anyhow::Error::msg)?);
+        Command::Serve { public_url, trusted_proxy_header, metrics_token, .. } => {
+            let web = crate::settings::WebOptions::parse(public_url.as_deref(), trusted_proxy_header.as_deref()).map_err(anyhow::Error::msg)?;
+            prepared.web = Some(web.with_metrics_token(metrics_token.as_deref()).map_err(anyhow::Error::msg)?);
         }
         Command::Worker { .. } => {}
         Command::User { command: UserCommand::Add { email: e, password_stdin, .. } | UserCommand::ResetPassword { email: e, password_stdin } } => {
@@ -308,15 +318,21 @@ async fn serve(
     settings: &Settings,
     pool: &sqlx::PgPool,
     cluster: Option<&crate::cluster::Cluster>,
-    bind: &str,
+    (bind, metrics_bind): (&str, Option<&str>),
     workers: Option<usize>,
     schedule_every: u64,
     web: crate::settings::WebOptions,
     signals: &mut Signals,
 ) -> Result<()> {
     let key = settings.session_key()?;
+    let token = web.metrics_token.clone();
     let app = crate::startup::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, web)?;
     log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
+    if let Some(metrics_bind) = metrics_bind {
+        let (metrics, port) = crate::web::metrics::separate_server(metrics_bind, pool.clone(), app.metrics.clone(), token)?;
+        log::info!("metrics on http://{metrics_bind}/metrics (port {port})");
+        tokio::spawn(metrics);
+    }
     let handle = app.server.handle();
     let server = tokio::spawn(app.server);
     let scheduler = tokio::spawn(crate::jobs::schedule::run_scheduler(pool.clone(), std::time::Duration::from_secs(schedule_every.max(1))));

@@ -33,7 +33,7 @@ pub enum ImportError {
 }
 
 /// What an import did.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub lines: u64,
     pub items_added: u64,

@@ -41,11 +41,13 @@ pub struct WebOptions {
     /// The header a trusted reverse proxy puts the client's address in (its last entry counts);
     /// without one, the peer address is the client's.
     pub client_ip_header: Option<actix_web::http::header::HeaderName>,
+    /// The bearer token `/metrics` asks for; without one the main address serves no metrics.
+    pub metrics_token: Option<Secret<String>>,
 }
 
 impl Default for WebOptions {
     fn default() -> Self {
-        Self { https: true, origin: None, client_ip_header: None }
+        Self { https: true, origin: None, client_ip_header: None, metrics_token: None }
     }
 }
 
@@ -58,10 +60,22 @@ impl WebOptions {
             None => None,
         };
         let Some(url) = public_url.map(str::trim).filter(|u| !u.is_empty()) else {
-            return Ok(Self { https: false, origin: None, client_ip_header });
+            return Ok(Self { https: false, origin: None, client_ip_header, metrics_token: None });
         };
         let origin = public_origin(url)?;
-        Ok(Self { https: origin.starts_with("https://"), origin: Some(origin), client_ip_header })
+        Ok(Self { https: origin.starts_with("https://"), origin: Some(origin), client_ip_header, metrics_token: None })
+    }
+
+    /// `--metrics-token`: at least 16 characters, so that a guessable word cannot be one.
+    pub fn with_metrics_token(mut self, token: Option<&str>) -> Result<Self, String> {
+        self.metrics_token = match token.map(str::trim).filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) if t.len() < 16 || t.chars().any(|c| !c.is_ascii_graphic()) => {
+                return Err("--metrics-token: expected at least 16 printable characters without spaces".into())
+            }
+            Some(t) => Some(Secret::new(t.to_string())),
+        };
+        Ok(self)
     }
 }
 

@@ -8,6 +8,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 
 use crate::settings::{Secret, WebOptions};
+use crate::web::metrics::{self, Metrics, Scrape};
 use crate::web::{auth, submits, AppState, TaskRulesCache, Uploads, IMPORT_SLOTS};
 
 pub const CSP: &str =
@@ -31,6 +32,8 @@ pub struct Application {
     pub server: actix_web::dev::Server,
     pub port: u16,
     pub state: web::Data<AppState>,
+    /// The request metrics, shared with a separate metrics server (`--metrics-bind`).
+    pub metrics: web::Data<Metrics>,
 }
 
 impl Application {
@@ -47,6 +50,8 @@ impl Application {
         let submits = submits::SubmitQueue::start(pool.clone(), lanes);
         let cookies = auth::Cookies::new(options.https);
         let import_slots = tokio::sync::Semaphore::new(IMPORT_SLOTS);
+        let metrics = web::Data::new(Metrics::new());
+        let scrape = options.metrics_token.clone().map(|token| web::Data::new(Scrape { pool: pool.clone(), metrics: metrics.clone(), token: Some(token) }));
         let state = web::Data::new(AppState {
             pool,
             key,
@@ -61,11 +66,13 @@ impl Application {
         });
         // The dummy hash unknown accounts are checked against, made before the first sign-in.
         tokio::spawn(auth::dummy_hash());
-        let app_state = state.clone();
+        let (app_state, app_metrics) = (state.clone(), metrics.clone());
         let mut server = HttpServer::new(move || {
             let state = app_state.clone();
+            let scrape = scrape.clone();
             App::new()
                 .app_data(state.clone())
+                .app_data(app_metrics.clone())
                 .app_data(web::FormConfig::default().limit(1 << 20))
                 .wrap(
                     DefaultHeaders::new()
@@ -79,6 +86,12 @@ impl Application {
                 )
                 .configure(crate::routes::configure)
                 .configure(crate::api::configure)
+                .configure(|cfg| {
+                    if let Some(scrape) = scrape {
+                        cfg.app_data(scrape).route("/metrics", web::get().to(metrics::scrape));
+                    }
+                })
+                .wrap(actix_web::middleware::from_fn(metrics::track))
         })
         .on_connect(set_send_timeout)
         .shutdown_timeout(10);
@@ -87,6 +100,6 @@ impl Application {
         }
         let server = server.bind(bind).with_context(|| format!("listening on {bind}"))?;
         let port = server.addrs().first().map(|a| a.port()).unwrap_or(0);
-        Ok(Self { server: server.disable_signals().run(), port, state })
+        Ok(Self { server: server.disable_signals().run(), port, state, metrics })
     }
 }

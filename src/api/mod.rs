@@ -1,5 +1,6 @@
 //! The JSON API (v1). Bearer tokens or a browser session; errors are `{"error": {"code", "message"}}`.
 
+pub mod doc;
 mod exports;
 mod people;
 mod projects;
@@ -8,47 +9,84 @@ mod tasks;
 
 use actix_web::web;
 
+use self::doc::Common;
+
 use crate::db::projects::Project;
 use crate::domain::Role;
 use crate::web::auth::Auth;
-use crate::web::error::AppError;
+use crate::web::error::{ApiError, AppError};
 use crate::web::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/v1")
-            .route("/projects", web::get().to(projects::list))
-            .route("/projects", web::post().to(projects::create))
-            .route("/projects/{slug}/items", web::post().to(projects::import))
-            .route("/projects/{slug}/items/exclude", web::post().to(projects::exclude_items))
-            .route("/projects/{slug}/members", web::post().to(projects::add_member))
-            .route("/projects/{slug}/members", web::get().to(people::members))
-            .route("/projects/{slug}/members/{user}", web::delete().to(people::remove_member))
-            .route("/users", web::get().to(people::list))
-            .route("/users", web::post().to(people::create))
-            .route("/users/{id}/invite", web::post().to(people::invite))
-            .route("/users/{id}/deactivate", web::post().to(people::deactivate))
-            .route("/users/{id}/reactivate", web::post().to(people::reactivate))
-            .route("/projects/{slug}/dashboard", web::get().to(projects::dashboard))
-            .route("/projects/{slug}/progress", web::get().to(tasks::progress))
-            .route("/projects/{slug}/tasks/next", web::post().to(tasks::next))
-            .route("/tasks/{task_id}/judgement", web::post().to(tasks::submit))
-            .route("/tasks/{task_id}/skip", web::post().to(tasks::skip))
-            .route("/projects/{slug}/exports", web::post().to(exports::create))
-            .route("/projects/{slug}/exports", web::get().to(exports::list))
-            .route("/exports/{id}/download", web::get().to(exports::download))
-            .route("/exports/{id}/manifest", web::get().to(exports::manifest))
-            .route("/projects/{slug}/runs", web::post().to(runs::create))
-            .route("/projects/{slug}/runs", web::get().to(runs::list))
-            .route("/projects/{slug}/leaderboard", web::get().to(runs::leaderboard))
-            .route("/projects/{slug}/rm-agreement", web::get().to(runs::rm_agreement))
-            .route("/projects/{slug}/schedules", web::post().to(runs::schedule_create))
-            .route("/projects/{slug}/schedules", web::get().to(runs::schedule_list))
-            .route("/projects/{slug}/schedules/{id}", web::delete().to(runs::schedule_delete))
-            .route("/runs/{id}", web::get().to(runs::show))
-            .route("/runs/{id}/metrics", web::get().to(runs::metrics))
-            .route("/runs/{id}/cancel", web::post().to(runs::cancel)),
-    );
+/// The route table, written once: each line registers a handler under `/api/v1` and puts its
+/// `#[utoipa::path]` description into [`ApiDoc`] (a new endpoint is one line here plus the
+/// attribute on its handler; a test checks that every route is in the description).
+macro_rules! api_routes {
+    ($($method:ident $path:literal => $($handler:ident)::+;)*) => {
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            cfg.service(
+                web::scope("/api/v1")
+                    .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError(AppError::Invalid(format!("query: {e}"))).into()))
+                    $(.route($path, web::$method().to($($handler)::+)))*
+                    .default_service(web::to(not_found)),
+            );
+        }
+
+        /// Every route as `(method, full path)`, in the table's order.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), concat!("/api/v1", $path))),*];
+
+        /// The OpenAPI description of the routes above.
+        #[derive(utoipa::OpenApi)]
+        #[openapi(
+            info(title = "rewardlab", description = "The JSON API of rewardlab: projects, items, labelling, exports and training runs."),
+            paths($($($handler)::+),*),
+            components(schemas(doc::ErrorBody)),
+            security(("token" = [])),
+            modifiers(&Common),
+        )]
+        pub struct ApiDoc;
+    };
+}
+
+api_routes! {
+    get "/openapi.json" => doc::openapi_json;
+    get "/docs" => doc::reference;
+    get "/projects" => projects::list;
+    post "/projects" => projects::create;
+    post "/projects/{slug}/items" => projects::import;
+    post "/projects/{slug}/items/exclude" => projects::exclude_items;
+    post "/projects/{slug}/members" => projects::add_member;
+    get "/projects/{slug}/members" => people::members;
+    delete "/projects/{slug}/members/{user}" => people::remove_member;
+    get "/users" => people::list;
+    post "/users" => people::create;
+    post "/users/{id}/invite" => people::invite;
+    post "/users/{id}/deactivate" => people::deactivate;
+    post "/users/{id}/reactivate" => people::reactivate;
+    get "/projects/{slug}/dashboard" => projects::dashboard;
+    get "/projects/{slug}/progress" => tasks::progress;
+    post "/projects/{slug}/tasks/next" => tasks::next;
+    post "/tasks/{task_id}/judgement" => tasks::submit;
+    post "/tasks/{task_id}/skip" => tasks::skip;
+    post "/projects/{slug}/exports" => exports::create;
+    get "/projects/{slug}/exports" => exports::list;
+    get "/exports/{id}/download" => exports::download;
+    get "/exports/{id}/manifest" => exports::manifest;
+    post "/projects/{slug}/runs" => runs::create;
+    get "/projects/{slug}/runs" => runs::list;
+    get "/projects/{slug}/leaderboard" => runs::leaderboard;
+    get "/projects/{slug}/rm-agreement" => runs::rm_agreement;
+    post "/projects/{slug}/schedules" => runs::schedule_create;
+    get "/projects/{slug}/schedules" => runs::schedule_list;
+    delete "/projects/{slug}/schedules/{id}" => runs::schedule_delete;
+    get "/runs/{id}" => runs::show;
+    get "/runs/{id}/metrics" => runs::metrics;
+    post "/runs/{id}/cancel" => runs::cancel;
+}
+
+/// A path under `/api/v1` that names no route (or a method the route has not): JSON, as every
+/// other answer of the API.
+async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(AppError::NotFound.into())
 }
 
 /// The project if the caller may see it with `role` (see [`crate::services::project`]).

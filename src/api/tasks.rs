@@ -1,26 +1,37 @@
 //! Leasing tasks and submitting judgements.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::doc::ErrorBody;
 use super::project;
-use crate::db::tasks::{self as dbt, Outcome};
+use crate::db::tasks::{self as dbt, Outcome, TaskView};
 use crate::domain::ranking::{Rules, Submission, SubmissionInput};
-use crate::domain::{Role, SkipReason, TaskId};
+use crate::domain::{JudgementId, Role, SkipReason, TaskId};
 use crate::services::labelling;
 use crate::web::auth::Auth;
 use crate::web::error::{ApiError, AppError};
 use crate::web::json::Json;
+use crate::web::metrics::Metrics;
 use crate::web::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub struct NextQuery {
     /// With `render=1` the task also carries its instructions and its Markdown rendered to
-    /// sanitized HTML, as the labelling page shows it.
+    /// sanitized HTML (`instructions`, `instructions_html`, and `html` beside each prompt turn
+    /// and response), as the labelling page shows it.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 255)]
     render: Option<u8>,
 }
 
+/// Leases the caller's next task in the project (204 when none is left for them).
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/tasks/next", operation_id = "next_task", tag = "labelling",
+    params(("slug" = String, Path, description = "The project's slug."), NextQuery),
+    responses((status = 200, description = "A task leased to the caller until `expires_at`.", body = TaskView),
+              (status = 204, description = "No task is left for the caller."),
+              (status = 404, description = "No such project, or the caller is not a member.", body = ErrorBody)))]
 pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, q: web::Query<NextQuery>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.acquire().await?;
     let lease = dbt::lease_next(&mut conn, &slug, auth.user.id).await?.ok_or(AppError::NotFound)?;
@@ -47,29 +58,67 @@ async fn shown(state: &AppState, view: &dbt::TaskView, user: crate::domain::User
     }
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    /// Judgements the caller stored today (UTC).
+    pub done_today: i64,
+    /// Tasks still open to the caller.
+    pub left: i64,
+}
+
+/// The caller's progress in the project.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/progress", operation_id = "progress", tag = "labelling",
+    params(("slug" = String, Path, description = "The project's slug.")),
+    responses((status = 200, description = "The caller's progress.", body = Progress),
+              (status = 404, description = "No such project, or the caller is not a member.", body = ErrorBody)))]
 pub async fn progress(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Labeller).await?;
     let (done_today, left) = labelling::progress(&state.pool, &p, auth.user.id).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"done_today": done_today, "left": left})))
+    Ok(HttpResponse::Ok().json(Progress { done_today, left }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub struct SubmitQuery {
     /// With `next=1` the answer also carries the caller's next task (`null` when none is
     /// left), saving the labelling page a round trip per task.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 255)]
     next: Option<u8>,
     /// With `render=1` that next task comes as the labelling page shows it (see [`NextQuery`]).
     #[serde(default)]
     render: Option<u8>,
 }
 
+/// A stored judgement (or a skipped task).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stored {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judgement_id: Option<JudgementId>,
+    pub task_id: TaskId,
+    /// `stored` or `skipped`.
+    pub status: &'static str,
+    /// With `next=1`: the caller's next task, `null` when none is left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable, value_type = Option<TaskView>)]
+    pub next: Option<Option<serde_json::Value>>,
+}
+
+/// Submits the judgement of a leased task. Sending the same `idempotency_key` again answers
+/// 200 with the judgement already stored.
+#[utoipa::path(post, path = "/api/v1/tasks/{task_id}/judgement", operation_id = "submit_judgement", tag = "labelling",
+    params(("task_id" = String, Path, description = "The task's id."), SubmitQuery),
+    request_body = SubmissionInput,
+    responses((status = 201, description = "Stored.", body = Stored),
+              (status = 200, description = "Already stored under this idempotency key.", body = Stored),
+              (status = 404, description = "No such task leased to the caller.", body = ErrorBody),
+              (status = 409, description = "The task was already submitted or skipped, the lease expired, or the key was used for another task.", body = ErrorBody)))]
 pub async fn submit(
     state: web::Data<AppState>,
     auth: Auth,
     task: web::Path<String>,
     q: web::Query<SubmitQuery>,
     body: Json<SubmissionInput>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let user = auth.user.id;
@@ -89,7 +138,10 @@ pub async fn submit(
     let (outcome, next) = state.submits.submit(entry).await?;
     state.task_rules.forget(task_id);
     let (status, judgement) = match outcome {
-        Outcome::Stored(j) => (actix_web::http::StatusCode::CREATED, j),
+        Outcome::Stored(j) => {
+            metrics.judgement_stored(&rules.slug);
+            (actix_web::http::StatusCode::CREATED, j)
+        }
         Outcome::Repeat(j) => (actix_web::http::StatusCode::OK, j),
         Outcome::KeyReused => return conflict("this idempotency_key was already used for another task"),
         Outcome::AlreadySubmitted => return conflict("this task was already submitted"),
@@ -104,31 +156,34 @@ pub async fn submit(
             return Err(AppError::NotFound.into());
         }
     };
-    let mut body = stored(judgement, task_id);
-    if let Some(next) = next {
-        body["next"] = match next {
-            Some((view, rules)) => {
-                state.task_rules.remember(view.task_id, user, rules);
-                shown(&state, &view, user, q.render == Some(1)).await?
-            }
-            None => serde_json::Value::Null,
-        };
-    }
-    Ok(HttpResponse::build(status).json(body))
+    let next = match next {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some((view, rules))) => {
+            state.task_rules.remember(view.task_id, user, rules);
+            Some(Some(shown(&state, &view, user, q.render == Some(1)).await?))
+        }
+    };
+    Ok(HttpResponse::build(status).json(Stored { judgement_id: Some(judgement), task_id, status: "stored", next }))
 }
 
-fn stored(judgement: crate::domain::JudgementId, task: TaskId) -> serde_json::Value {
-    serde_json::json!({"judgement_id": judgement, "task_id": task, "status": "stored"})
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SkipBody {
+    /// Why the task is skipped.
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
 }
 
+/// Skips a leased task; it goes to another labeller.
+#[utoipa::path(post, path = "/api/v1/tasks/{task_id}/skip", operation_id = "skip_task", tag = "labelling",
+    params(("task_id" = String, Path, description = "The task's id.")),
+    request_body = SkipBody,
+    responses((status = 200, description = "Skipped.", body = Stored),
+              (status = 404, description = "No such task leased to the caller.", body = ErrorBody),
+              (status = 409, description = "The task was already submitted or skipped.", body = ErrorBody)))]
 pub async fn skip(state: web::Data<AppState>, auth: Auth, task: web::Path<String>, body: Json<SkipBody>) -> Result<HttpResponse, ApiError> {
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let reason = SkipReason::parse(&body.reason).map_err(AppError::Invalid)?;
     labelling::skip(&state.pool, task_id, auth.user.id, &reason).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"task_id": task_id, "status": "skipped"})))
+    Ok(HttpResponse::Ok().json(Stored { judgement_id: None, task_id, status: "skipped", next: None }))
 }

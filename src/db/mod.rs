@@ -5,6 +5,7 @@
 pub mod exports;
 pub mod item_list;
 pub mod items;
+pub mod metrics;
 pub mod people;
 pub mod projects;
 pub mod runs;

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use crate::domain::{Email, UserId};
 
 /// An account as the Users page lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Account {
     pub id: UserId,
     pub email: String,

@@ -162,7 +162,7 @@ pub async fn is_member(conn: &mut PgConnection, project: ProjectId, user: UserId
 }
 
 /// A member, for the lead's member list.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub user_id: UserId,
     pub email: String,

@@ -38,13 +38,15 @@ pub async fn insert(conn: &mut PgConnection, r: &NewRun) -> sqlx::Result<RunId> 
 }
 
 /// A run as the web shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: RunId,
     pub project_id: ProjectId,
     pub slug: String,
     pub kind: RunKind,
+    #[schema(value_type = Object)]
     pub config: Value,
+    #[schema(value_type = Object)]
     pub input: Value,
     pub export_id: Option<ExportId>,
     pub after_run: Option<RunId>,
@@ -58,6 +60,7 @@ pub struct Run {
     pub model_dir: Option<String>,
     pub resumed_from: Option<String>,
     pub error: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub summary: Option<Value>,
 }
 

@@ -9,11 +9,12 @@ use crate::domain::runs::ChainStep;
 use crate::domain::{ProjectId, ScheduleId, UserId};
 
 /// A schedule as the runs page shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Schedule {
     pub id: ScheduleId,
     pub cron: Option<String>,
     pub min_new_comparisons: Option<i64>,
+    #[schema(value_type = Vec<ChainStep>)]
     pub chain: Json<Vec<ChainStep>>,
     pub enabled: bool,
     pub next_fire_at: Option<DateTime<Utc>>,

@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 use crate::db::projects::Project;
 use crate::domain::ProjectId;
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Dashboard {
     pub items_total: i64,
     pub items_complete: i64,
@@ -17,7 +17,7 @@ pub struct Dashboard {
     pub models: Vec<ModelStats>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct LabellerStats {
     pub email: String,
     pub judgements: i64,
@@ -27,7 +27,7 @@ pub struct LabellerStats {
     pub agreement_pairs: i64,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ModelStats {
     pub model: String,
     pub wins: i64,

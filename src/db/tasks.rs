@@ -14,11 +14,14 @@ use crate::domain::{JudgementId, ProjectId, ResponseId, SkipReason, TaskId, Task
 
 /// A leased task, as the labeller sees it (no model names). The prompt and the responses are
 /// passed on as PostgreSQL wrote them (checked JSON, never parsed into a tree and written again).
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TaskView {
     pub task_id: TaskId,
+    /// The prompt: its text, or its turns `[{"role", "content"}]`.
+    #[schema(value_type = serde_json::Value)]
     pub prompt: Box<RawValue>,
     /// `[{"id", "text"}]` in display order.
+    #[schema(value_type = Vec<Object>)]
     pub responses: Box<RawValue>,
     pub expires_at: DateTime<Utc>,
 }

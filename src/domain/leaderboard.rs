@@ -16,7 +16,7 @@ pub struct Cell {
     pub ties: f64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub model: String,
     pub strength: f64,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// Declares a `Uuid` newtype bindable by sqlx.
 macro_rules! id_type {
     ($($name:ident),*) => {$(
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
         #[sqlx(transparent)]
         #[serde(transparent)]
         pub struct $name(pub uuid::Uuid);
@@ -64,7 +64,7 @@ macro_rules! id_type {
 id_type!(UserId, ProjectId, ItemId, ResponseId, TaskId, JudgementId, ExportId, TokenId, RunId, ScheduleId);
 
 /// The kind of work a project asks of its labellers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "task_kind", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum TaskKind {
@@ -96,7 +96,7 @@ impl TaskKind {
 }
 
 /// A member's role in one project.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "member_role", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

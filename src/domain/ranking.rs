@@ -48,7 +48,7 @@ impl Ranking {
 }
 
 /// What the labeller's page (or a script) sends for one task.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SubmissionInput {
     pub idempotency_key: String,
     #[serde(default)]

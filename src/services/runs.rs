@@ -25,7 +25,7 @@ pub async fn start_run(conn: &mut PgConnection, project: &Project, by: UserId, s
 
 /// A schedule as a lead asks for it: a cron expression and/or a comparisons threshold, and
 /// the chain each firing queues.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct ScheduleRequest {
     #[serde(default)]
     pub cron: Option<String>,

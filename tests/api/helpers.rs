@@ -52,6 +52,8 @@ pub struct TestApp {
     pub state: actix_web::web::Data<AppState>,
     /// This server's upload directory.
     pub tmp: PathBuf,
+    /// The server's request metrics (for a separate metrics server).
+    pub metrics: actix_web::web::Data<rewardlab::web::metrics::Metrics>,
 }
 
 /// The server as the tests usually see it: HTTPS semantics (Secure `__Host-` cookies).
@@ -72,7 +74,7 @@ pub async fn spawn_app_with(web: WebOptions) -> TestApp {
     let addr = format!("http://127.0.0.1:{}", app.port);
     tokio::spawn(app.server);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { addr, db_url: cluster.url(&db), pool, key, http, state: app.state, tmp }
+    TestApp { addr, db_url: cluster.url(&db), pool, key, http, state: app.state, tmp, metrics: app.metrics }
 }
 
 pub const PASSWORD: &str = "correct horse battery";

@@ -23,20 +23,20 @@ fn trainer() -> PathBuf {
     p
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// A `rewardlab worker` process; killed (SIGKILL) when dropped.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     name: String,
 }
 
 impl Worker {
-    fn start(app: &TestApp, store: &Path, name: &str, lease_secs: f64) -> Worker {
+    pub(crate) fn start(app: &TestApp, store: &Path, name: &str, lease_secs: f64) -> Worker {
         let child = Command::new(BIN)
             .args(["worker", "--model-store", store.to_str().unwrap(), "--trainer", trainer().to_str().unwrap(), "--name", name])
             .args(["--lease-secs", &lease_secs.to_string(), "--poll-secs", "0.2"])
@@ -152,7 +152,7 @@ async fn log_of(app: &TestApp, id: &str) -> String {
 
 const TINY: [(&str, i64); 5] = [("n_embd", 32), ("n_layer", 1), ("n_head", 2), ("vocab_size", 300), ("max_len", 48)];
 
-fn tiny(extra: Value) -> Value {
+pub(crate) fn tiny(extra: Value) -> Value {
     let mut c: serde_json::Map<String, Value> = TINY.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     c.extend(extra.as_object().unwrap().clone());
     Value::Object(c)

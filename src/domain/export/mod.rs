@@ -11,7 +11,7 @@ use crate::domain::{ExportId, ProjectId};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The export formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Comparisons,
@@ -55,7 +55,7 @@ impl Format {
 }
 
 /// Options of an export; stored with it so a download replays it exactly.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Options {
     /// Add `margin` (the pairwise strength, or the rank difference) to preference rows.
     #[serde(default)]
@@ -70,6 +70,7 @@ pub struct Options {
     /// Percentage of prompts that go to the test split of `preferences` (0 to 90; default 10,
     /// recorded as 10 when the export is taken).
     #[serde(default)]
+    #[schema(maximum = 90)]
     pub test_percent: Option<u8>,
     /// The revision of the row writer that took the export (set when it is taken); a download
     /// replays with the same one, so an export taken before an upgrade keeps its bytes. 1:
@@ -103,7 +104,7 @@ impl Options {
 }
 
 /// One file of an export.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PartSummary {
     pub part: String,
     pub rows: u64,
@@ -136,6 +137,28 @@ impl Export {
         serde_json::json!({"export_id": self.id, "format": self.format, "schema_version": SCHEMA_VERSION, "created_at": self.created_at,
             "options": self.options, "files": self.files, "features": schema::features(self.format(), &self.options)})
     }
+}
+
+/// How an [`Export`] is serialized, for the API's description (a test checks the two agree).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Export)]
+#[allow(dead_code)]
+pub struct ExportDoc {
+    #[schema(value_type = String, format = Uuid)]
+    id: ExportId,
+    #[schema(value_type = String, format = Uuid)]
+    project_id: ProjectId,
+    /// `comparisons`, `preferences`, `sft` or `prompts`.
+    format: String,
+    schema_version: u32,
+    options: Options,
+    /// When the snapshot was taken, as PostgreSQL's transaction snapshot.
+    snapshot: String,
+    files: Vec<PartSummary>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// The columns of each file (Hugging Face `datasets` features).
+    #[schema(value_type = Object)]
+    features: serde_json::Value,
 }
 
 impl serde::Serialize for Export {

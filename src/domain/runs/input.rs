@@ -114,12 +114,14 @@ pub struct RunSpec {
 }
 
 /// One step of a schedule's chain, as a lead gives it and as it is stored.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ChainStep {
     pub kind: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub config: Value,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub input: Value,
 }
 

@@ -20,7 +20,7 @@ pub use store::{store_area, store_relative, StoreArea};
 macro_rules! text_enum {
     ($(#[$m:meta])* $name:ident, $what:literal, $pg:literal, $pg_array:literal { $($variant:ident = $word:literal),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "lowercase")]
         pub enum $name { $($variant),* }
 
