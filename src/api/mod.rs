@@ -2,6 +2,7 @@
 
 mod exports;
 mod projects;
+mod quality;
 pub mod runs;
 mod tasks;
 
@@ -37,7 +38,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/projects/{slug}/schedules/{id}", web::delete().to(runs::schedule_delete))
             .route("/runs/{id}", web::get().to(runs::show))
             .route("/runs/{id}/metrics", web::get().to(runs::metrics))
-            .route("/runs/{id}/cancel", web::post().to(runs::cancel)),
+            .route("/runs/{id}/cancel", web::post().to(runs::cancel))
+            .route("/projects/{slug}/quality", web::get().to(quality::report))
+            .route("/projects/{slug}/quality/settings", web::post().to(quality::settings))
+            .route("/projects/{slug}/quality/pauses/{user}/lift", web::post().to(quality::lift))
+            .route("/projects/{slug}/quality/honeypots", web::post().to(quality::honeypots))
+            .route("/projects/{slug}/quality/extend", web::post().to(quality::extend))
+            .route("/projects/{slug}/items/{item}/gold", web::post().to(quality::mark_gold))
+            .route("/projects/{slug}/items/{item}/gold", web::delete().to(quality::unmark_gold)),
     );
 }
 

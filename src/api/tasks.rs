@@ -4,10 +4,10 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::project;
-use crate::db::tasks::{self as dbt, Outcome};
+use crate::db::tasks::{self as dbt, Lease, Outcome};
 use crate::domain::ranking::{Rules, Submission, SubmissionInput};
 use crate::domain::{Role, SkipReason, TaskId};
-use crate::services::labelling;
+use crate::services::{labelling, quality};
 use crate::web::auth::Auth;
 use crate::web::error::{ApiError, AppError};
 use crate::web::json::Json;
@@ -16,12 +16,18 @@ use crate::web::AppState;
 pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.acquire().await?;
     Ok(match dbt::lease_next(&mut conn, &slug, auth.user.id).await?.ok_or(AppError::NotFound)? {
-        Some((view, rules)) => {
+        Lease::Task(view, rules) => {
             state.task_rules.remember(view.task_id, auth.user.id, rules);
             HttpResponse::Ok().json(view)
         }
-        None => HttpResponse::NoContent().finish(),
+        Lease::Paused(reason) => paused(&reason),
+        Lease::Empty => HttpResponse::NoContent().finish(),
     })
+}
+
+/// 403 `paused`: the caller gets no tasks in this project until a lead lifts their pause.
+fn paused(reason: &str) -> HttpResponse {
+    HttpResponse::Forbidden().json(serde_json::json!({"error": {"code": "paused", "message": format!("You are paused in this project: {reason}")}}))
 }
 
 pub async fn progress(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -79,12 +85,29 @@ pub async fn submit(
         }
     };
     let mut body = stored(judgement, task_id);
-    if let Some(next) = next {
-        let view = next.map(|(view, rules)| {
+    let mut next = next;
+    if status == actix_web::http::StatusCode::CREATED && rules.check_kind.is_some() {
+        // A quality check: score it (maybe pausing the labeller, whose next lease is then
+        // given back); after an onboarding task the labeller sees the reference.
+        let checked = quality::after_check(&state.pool, task_id, user).await?;
+        if let Some(reference) = checked.reference {
+            body["reference"] = serde_json::to_value(reference).map_err(anyhow::Error::from)?;
+        }
+        if let (Some(reason), Some(_)) = (checked.paused, &next) {
+            next = Some(Lease::Paused(reason));
+        }
+    }
+    match next {
+        Some(Lease::Task(view, rules)) => {
+            body["next"] = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
             state.task_rules.remember(view.task_id, user, rules);
-            view
-        });
-        body["next"] = serde_json::to_value(view).map_err(anyhow::Error::from)?;
+        }
+        Some(Lease::Paused(reason)) => {
+            body["next"] = serde_json::Value::Null;
+            body["paused"] = serde_json::json!(format!("You are paused in this project: {reason}"));
+        }
+        Some(Lease::Empty) => body["next"] = serde_json::Value::Null,
+        None => {}
     }
     Ok(HttpResponse::build(status).json(body))
 }

@@ -24,10 +24,14 @@ pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[
     let prompts: Vec<Value> = batch.iter().map(|i| serde_json::to_value(&i.prompt).unwrap_or(Value::Null)).collect();
     let metas: Vec<Option<Value>> = batch.iter().map(|i| i.metadata.clone()).collect();
     let counts: Vec<i32> = batch.iter().map(|i| i.responses.len() as i32).collect();
+    // A gold reference as an array literal (UNNEST cannot take an array of arrays).
+    let golds: Vec<Option<String>> =
+        batch.iter().map(|i| i.gold.as_ref().map(|g| format!("{{{}}}", g.ranks.iter().map(i16::to_string).collect::<Vec<_>>().join(",")))).collect();
+    let explanations: Vec<Option<&str>> = batch.iter().map(|i| i.gold.as_ref().map(|g| g.explanation.as_str())).collect();
     let inserted: Vec<ItemId> = sqlx::query_scalar(
-        "INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw)
-         SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw
-         FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[]) AS u(id, ext, prompt, meta, n, raw)
+        "INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw, gold_ranks, gold_explanation, is_open)
+         SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw, u.gold::smallint[], u.expl, u.gold IS NULL
+         FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[], $8::text[], $9::text[]) AS u(id, ext, prompt, meta, n, raw, gold, expl)
          ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id",
     )
     .bind(project)
@@ -37,6 +41,8 @@ pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[
     .bind(&metas)
     .bind(&counts)
     .bind(&raws)
+    .bind(&golds)
+    .bind(&explanations)
     .fetch_all(&mut *conn)
     .await?;
     let new: std::collections::HashSet<ItemId> = inserted.iter().copied().collect();

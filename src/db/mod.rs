@@ -4,6 +4,7 @@
 
 pub mod items;
 pub mod projects;
+pub mod quality;
 pub mod runs;
 pub mod schedules;
 pub mod stats;

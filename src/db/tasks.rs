@@ -37,13 +37,46 @@ pub struct NextRow {
     allow_ties: Option<bool>,
     rating_enabled: Option<bool>,
     flags: Option<Vec<String>>,
+    check_kind: Option<String>,
+    paused: Option<String>,
+}
+
+/// What a labeller gets when they ask for work.
+#[derive(Debug)]
+pub enum Lease {
+    Task(TaskView, TaskRules),
+    /// Nothing: they are paused in the project, for this reason.
+    Paused(String),
+    /// Nothing is left for them.
+    Empty,
+}
+
+impl Lease {
+    /// The leased task, if one was leased.
+    pub fn task(self) -> Option<(TaskView, TaskRules)> {
+        match self {
+            Lease::Task(view, rules) => Some((view, rules)),
+            _ => None,
+        }
+    }
+
+    /// The leased task, borrowed, if one was leased.
+    pub fn as_task(&self) -> Option<(&TaskView, &TaskRules)> {
+        match self {
+            Lease::Task(view, rules) => Some((view, rules)),
+            _ => None,
+        }
+    }
 }
 
 impl NextRow {
-    /// `None` when the caller may not see the project; `Some(None)` when nothing is left.
-    fn into_lease(self, slug: &str) -> Option<Option<(TaskView, TaskRules)>> {
+    /// `None` when the caller may not see the project.
+    fn into_lease(self, slug: &str) -> Option<Lease> {
         if self.member != Some(true) {
             return None;
+        }
+        if let (None, Some(reason)) = (self.task, &self.paused) {
+            return Some(Lease::Paused(reason.clone()));
         }
         // The functions answer a task's responses as '[]' rather than NULL when it has none.
         Some(match (self.task, self.prompt, self.expires_at, self.kind, self.responses) {
@@ -55,10 +88,11 @@ impl NextRow {
                     rating_enabled: self.rating_enabled.unwrap_or(false),
                     flags: self.flags.unwrap_or_default(),
                     response_ids: self.response_ids.unwrap_or_default(),
+                    check_kind: self.check_kind,
                 };
-                Some((TaskView { task_id, prompt, responses, expires_at }, rules))
+                Lease::Task(TaskView { task_id, prompt, responses, expires_at }, rules)
             }
-            _ => None,
+            _ => Lease::Empty,
         })
     }
 }
@@ -66,8 +100,8 @@ impl NextRow {
 /// The caller's live lease in project `slug`, or a new one (`rl_next_task` and `rl_take`: the
 /// candidate item is locked FOR NO KEY UPDATE SKIP LOCKED and its need re-checked under the
 /// lock, so concurrent requests never over-lease), with the rules its submission is checked
-/// against. `None` when the caller may not see the project; `Some(None)` when nothing is left.
-pub async fn lease_next(conn: &mut PgConnection, slug: &str, user: UserId) -> sqlx::Result<Option<Option<(TaskView, TaskRules)>>> {
+/// against. `None` when the caller may not see the project.
+pub async fn lease_next(conn: &mut PgConnection, slug: &str, user: UserId) -> sqlx::Result<Option<Lease>> {
     let row: NextRow = sqlx::query_as("SELECT * FROM rl_next_task($1, $2, $3)").bind(slug).bind(user).bind(TaskId::new()).fetch_one(conn).await?;
     Ok(row.into_lease(slug))
 }
@@ -82,11 +116,13 @@ pub struct TaskRules {
     pub rating_enabled: bool,
     pub flags: Vec<String>,
     pub response_ids: Vec<ResponseId>,
+    /// 'onboarding' or 'gold' when the task is a quality check (never shown to the labeller).
+    pub check_kind: Option<String>,
 }
 
 pub async fn rules(conn: &mut PgConnection, task: TaskId, user: UserId) -> sqlx::Result<Option<TaskRules>> {
     sqlx::query_as(
-        "SELECT p.slug, p.kind, p.allow_ties, p.rating_enabled, p.flags,
+        "SELECT p.slug, p.kind, p.allow_ties, p.rating_enabled, p.flags, t.check_kind,
                 COALESCE((SELECT array_agg(r.id ORDER BY r.position) FROM responses r WHERE r.item_id = t.item_id), '{}') AS response_ids
          FROM tasks t JOIN projects p ON p.id = t.project_id JOIN users u ON u.id = t.user_id
          LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = u.id
@@ -170,8 +206,8 @@ impl SubmitEntry {
 }
 
 /// What a submission came to: its outcome and, when the next task was asked for and the
-/// judgement was stored or repeated, the caller's next lease (`None` when nothing is left).
-pub type Submitted = (Outcome, Option<Option<(TaskView, TaskRules)>>);
+/// judgement was stored or repeated, the caller's next lease.
+pub type Submitted = (Outcome, Option<Lease>);
 
 #[derive(sqlx::FromRow)]
 struct BatchRow {
@@ -193,7 +229,7 @@ pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait
     for row in rows {
         let Some(i) = usize::try_from(row.idx).ok().and_then(|i| i.checked_sub(1)).filter(|&i| i < entries.len()) else { continue };
         let outcome = outcome(&row.outcome, row.judgement);
-        let next = (entries[i].next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).then(|| row.next.into_lease(&entries[i].slug).flatten());
+        let next = (entries[i].next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).then(|| row.next.into_lease(&entries[i].slug).unwrap_or(Lease::Empty));
         results[i] = Some((outcome, next));
     }
     results.into_iter().map(|r| r.ok_or_else(|| sqlx::Error::Protocol("rl_submit_batch answered no row for an entry".into()))).collect()

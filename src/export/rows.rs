@@ -26,11 +26,12 @@ pub const JUDGEMENTS_SQL: &str = "
                                COALESCE(jsonb_agg(r.metadata ORDER BY r.position), '[]') AS metas
                         FROM responses r WHERE r.item_id = j.item_id) rs
     WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::pg_snapshot)
+      AND i.gold_ranks IS NULL AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
     ORDER BY j.seq";
 
 pub const PROMPTS_SQL: &str = "
     SELECT i.id, i.external_id, i.prompt, i.prompt_raw FROM items i
-    WHERE i.project_id = $1 AND pg_visible_in_snapshot(i.txid, $2::pg_snapshot) ORDER BY i.seq";
+    WHERE i.project_id = $1 AND pg_visible_in_snapshot(i.txid, $2::pg_snapshot) AND i.honeypot_of IS NULL ORDER BY i.seq";
 
 #[derive(sqlx::FromRow)]
 pub struct PromptRow {

@@ -9,6 +9,7 @@ pub mod exports;
 pub mod imports;
 pub mod labelling;
 pub mod projects;
+pub mod quality;
 pub mod runs;
 
 pub use error::AppError;

@@ -139,6 +139,7 @@ async fn generated_item(tx: &mut PgConnection, c: &Claimed, policy: &Resolved, e
         metadata: Some(json!({"generated_by_run": c.id, "policy": policy.label, "policy_run": policy.run, "checkpoint": policy.dir, "source_item": ext,
             "sampling": {"temperature": c.config["temperature"], "top_p": c.config["top_p"], "max_new_tokens": c.config["max_new_tokens"], "seed": c.config["seed"], "samples": c.config["samples"]}})),
         imported_choice: false,
+        gold: None,
     };
     Ok((check_kind(&item, c.project_kind).is_ok() && !item.responses.is_empty()).then_some(item))
 }

@@ -18,6 +18,8 @@ pub struct LabelPage {
     pub layout: Layout,
     pub project: Project,
     pub config: LabelConfig,
+    /// Why the caller is paused in the project (no tasks then).
+    pub paused: Option<String>,
 }
 
 /// What static/label.js needs, read from `<script type="application/json" id="config">`.
@@ -41,7 +43,8 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
         rating_enabled: p.rating_enabled,
         csrf: auth.csrf().to_string(),
     };
-    Ok(html(&LabelPage { layout: Layout::of(&auth), project: p, config }))
+    let paused = crate::services::quality::paused(&state.pool, &p, auth.user.id).await?;
+    Ok(html(&LabelPage { layout: Layout::of(&auth), project: p, config, paused }))
 }
 
 #[cfg(test)]
@@ -67,7 +70,7 @@ mod tests {
             role: Role::Labeller,
         };
         let config = LabelConfig { slug, kind: TaskKind::Pairwise, flags, allow_ties: true, rating_enabled: false, csrf: "c".into() };
-        let html = LabelPage { layout: Layout::default(), project, config }.render().unwrap();
+        let html = LabelPage { layout: Layout::default(), project, config, paused: None }.render().unwrap();
         let start = html.find(r#"<script type="application/json" id="config">"#).unwrap();
         let body = &html[start..];
         let json = &body[body.find('>').unwrap() + 1..body.find("</script>").unwrap()];

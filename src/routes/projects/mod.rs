@@ -8,5 +8,6 @@ pub mod import;
 pub mod index;
 pub mod label;
 pub mod members;
+pub mod quality;
 pub mod settings;
 pub mod show;

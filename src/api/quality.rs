@@ -1,0 +1,119 @@
+//! Label quality for leads: the report (labellers' gold scores, careless-work signals, pauses,
+//! agreement with chance levels), quality settings, lifting a pause, gold items, honeypots and
+//! extra labellers for items where labellers disagree.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::project;
+use crate::db::quality as dbq;
+use crate::domain::quality::QualitySettings;
+use crate::domain::{ItemId, ResponseId, Role, UserId};
+use crate::services::{self, quality};
+use crate::web::auth::Auth;
+use crate::web::error::{ApiError, AppError};
+use crate::web::json::Json;
+use crate::web::AppState;
+
+pub async fn report(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    Ok(HttpResponse::Ok().json(quality::report(&state.pool, &p).await?))
+}
+
+/// Settings to change; fields left out keep their value (`pause_below: null` turns pausing off).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    gold_onboarding: Option<i32>,
+    gold_rate: Option<f64>,
+    #[serde(default, with = "serde_with_null")]
+    pause_below: Option<Option<f64>>,
+    pause_min_gold: Option<i32>,
+    extra_max: Option<i32>,
+    extra_below: Option<f64>,
+}
+
+/// A field that may be absent (keep), `null` (clear) or a value.
+mod serde_with_null {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+        serde::Deserialize::deserialize(d).map(Some)
+    }
+}
+
+impl SettingsBody {
+    /// `current` with this body's fields applied, checked.
+    pub fn apply(self, current: QualitySettings) -> Result<QualitySettings, String> {
+        QualitySettings {
+            gold_onboarding: self.gold_onboarding.unwrap_or(current.gold_onboarding),
+            gold_rate: self.gold_rate.unwrap_or(current.gold_rate),
+            pause_below: self.pause_below.unwrap_or(current.pause_below),
+            pause_min_gold: self.pause_min_gold.unwrap_or(current.pause_min_gold),
+            extra_max: self.extra_max.unwrap_or(current.extra_max),
+            extra_below: self.extra_below.unwrap_or(current.extra_below),
+        }
+        .checked()
+    }
+}
+
+pub async fn settings(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<SettingsBody>) -> Result<HttpResponse, ApiError> {
+    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let current = dbq::settings(&mut *state.pool.acquire().await?, p.id).await?;
+    let new = body.into_inner().apply(current).map_err(AppError::Invalid)?;
+    quality::set_settings(&state.pool, &p, auth.user.id, &new).await?;
+    Ok(HttpResponse::Ok().json(new))
+}
+
+#[derive(Deserialize)]
+pub struct LiftBody {
+    note: String,
+}
+
+pub async fn lift(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>, body: Json<LiftBody>) -> Result<HttpResponse, ApiError> {
+    let (slug, user) = path.into_inner();
+    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let user: UserId = user.parse().map_err(|_| AppError::NotFound)?;
+    quality::lift(&state.pool, &p, auth.user.id, user, &body.note).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"user": user, "paused": false})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldBody {
+    /// Tiers of the item's response ids, best first.
+    ranking: Vec<Vec<ResponseId>>,
+    #[serde(default)]
+    explanation: String,
+}
+
+pub async fn mark_gold(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>, body: Json<GoldBody>) -> Result<HttpResponse, ApiError> {
+    let (slug, item) = path.into_inner();
+    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let item: ItemId = item.parse().map_err(|_| AppError::NotFound)?;
+    quality::mark_gold(&state.pool, &p, auth.user.id, item, Some((&body.ranking, &body.explanation))).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"item": item, "gold": true})))
+}
+
+pub async fn unmark_gold(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (slug, item) = path.into_inner();
+    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let item: ItemId = item.parse().map_err(|_| AppError::NotFound)?;
+    quality::mark_gold(&state.pool, &p, auth.user.id, item, None).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"item": item, "gold": false})))
+}
+
+#[derive(Deserialize)]
+pub struct HoneypotBody {
+    count: i64,
+}
+
+pub async fn honeypots(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<HoneypotBody>) -> Result<HttpResponse, ApiError> {
+    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let added = quality::generate_honeypots(&state.pool, &p, body.count).await?;
+    Ok(HttpResponse::Created().json(serde_json::json!({"added": added})))
+}
+
+pub async fn extend(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let reopened = services::quality::extend_disagreements(&state.pool, &p).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"reopened": reopened})))
+}
