@@ -25,7 +25,10 @@ ALTER TABLE items
     ADD COLUMN gold_ranks smallint[],
     ADD COLUMN gold_explanation text,
     ADD COLUMN honeypot_of uuid REFERENCES items ON DELETE CASCADE,
-    ADD COLUMN extra_labellers integer NOT NULL DEFAULT 0 CHECK (extra_labellers >= 0);
+    ADD COLUMN extra_labellers integer NOT NULL DEFAULT 0 CHECK (extra_labellers >= 0),
+    -- The extra labellers the item had when its agreement was last checked (-1: never), so a
+    -- check looks only at items completed since.
+    ADD COLUMN checked_extra integer NOT NULL DEFAULT -1;
 CREATE INDEX items_gold ON items (project_id) WHERE gold_ranks IS NOT NULL;
 CREATE INDEX items_honeypot_of ON items (honeypot_of) WHERE honeypot_of IS NOT NULL;
 

@@ -14,12 +14,11 @@ const LEAD: &str = "EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admi
 
 /// A project's quality settings.
 pub async fn settings(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<QualitySettings> {
-    let (gold_onboarding, gold_rate, pause_below, pause_min_gold, extra_max, extra_below): (i32, f64, Option<f64>, i32, i32, f64) = sqlx::query_as(
-        "SELECT gold_onboarding, gold_rate, pause_below, pause_min_gold, extra_max, extra_below FROM projects WHERE id = $1",
-    )
-    .bind(project)
-    .fetch_one(conn)
-    .await?;
+    let (gold_onboarding, gold_rate, pause_below, pause_min_gold, extra_max, extra_below): (i32, f64, Option<f64>, i32, i32, f64) =
+        sqlx::query_as("SELECT gold_onboarding, gold_rate, pause_below, pause_min_gold, extra_max, extra_below FROM projects WHERE id = $1")
+            .bind(project)
+            .fetch_one(conn)
+            .await?;
     Ok(QualitySettings { gold_onboarding, gold_rate, pause_below, pause_min_gold, extra_max, extra_below })
 }
 
@@ -37,21 +36,17 @@ pub async fn set_settings(conn: &mut PgConnection, project: ProjectId, lead: Use
     .bind(s.pause_min_gold)
     .bind(s.extra_max)
     .bind(s.extra_below)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    // New thresholds: every complete item is checked again.
+    sqlx::query("UPDATE items SET checked_extra = -1 WHERE project_id = $1 AND checked_extra <> -1").bind(project).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Marks an item gold with reference ranks (by position) and an explanation, or unmarks it
 /// (`None`); a gold item leaves the ordinary queue, an unmarked one rejoins it. False when the
 /// item is not in the project or the caller does not lead it.
-pub async fn set_gold(
-    conn: &mut PgConnection,
-    project: ProjectId,
-    lead: UserId,
-    item: ItemId,
-    reference: Option<(&[i16], &str)>,
-) -> sqlx::Result<bool> {
+pub async fn set_gold(conn: &mut PgConnection, project: ProjectId, lead: UserId, item: ItemId, reference: Option<(&[i16], &str)>) -> sqlx::Result<bool> {
     let done = sqlx::query(&format!(
         "UPDATE items i SET gold_ranks = $4, gold_explanation = $5,
                 is_open = $4 IS NULL AND (SELECT count(*) FROM tasks t WHERE t.item_id = i.id AND t.status = 'submitted')
@@ -224,7 +219,13 @@ struct JudgedRow {
 /// The labellers' ranking judgements of the project: ordinary ones on ordinary items and
 /// quality checks with their reference (judgements made on an item before it became gold are
 /// left out).
-pub async fn judged(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Judged>> {
+/// With `snapshot`, only the judgements visible in that export snapshot.
+pub async fn judged(conn: &mut PgConnection, project: ProjectId, snapshot: Option<&str>) -> sqlx::Result<Vec<Judged>> {
+    judged_of(conn, project, snapshot, None).await
+}
+
+/// As [`judged`], only for `items` when given.
+pub async fn judged_of(conn: &mut PgConnection, project: ProjectId, snapshot: Option<&str>, items: Option<&[ItemId]>) -> sqlx::Result<Vec<Judged>> {
     let rows: Vec<JudgedRow> = sqlx::query_as(
         "SELECT j.user_id, j.item_id, j.ranks, j.display_order, j.time_on_task_ms, rs.lengths,
                 (COALESCE(length(i.prompt_raw), length(i.prompt::text)) + rs.total)::bigint AS chars_shown,
@@ -236,9 +237,13 @@ pub async fn judged(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result
          LEFT JOIN LATERAL (SELECT max(p.lifted_at) AS lifted_at FROM labeller_pauses p WHERE p.project_id = $1 AND p.user_id = j.user_id) lp ON true
          WHERE j.project_id = $1 AND j.source = 'labeller' AND j.user_id IS NOT NULL AND j.ranks IS NOT NULL
            AND ((t.check_kind IS NOT NULL AND i.gold_ranks IS NOT NULL) OR (t.check_kind IS NULL AND i.gold_ranks IS NULL))
+           AND ($2::text IS NULL OR pg_visible_in_snapshot(j.txid, $2::pg_snapshot))
+           AND ($3::uuid[] IS NULL OR j.item_id = ANY($3))
          ORDER BY j.seq",
     )
     .bind(project)
+    .bind(snapshot)
+    .bind(items)
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -270,12 +275,24 @@ pub async fn add_labeller(conn: &mut PgConnection, project: ProjectId, items: &[
     Ok(done.rows_affected())
 }
 
-/// Closed ordinary items with their extra labellers so far, and the project's overlap.
-pub async fn closed_items(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<(ItemId, i32)>> {
-    sqlx::query_as("SELECT id, extra_labellers FROM items WHERE project_id = $1 AND NOT is_open AND gold_ranks IS NULL")
+/// Complete ordinary items whose agreement was not checked since they last completed, with
+/// their extra labellers so far.
+pub async fn unchecked_items(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<(ItemId, i32)>> {
+    sqlx::query_as("SELECT id, extra_labellers FROM items WHERE project_id = $1 AND NOT is_open AND gold_ranks IS NULL AND checked_extra <> extra_labellers")
         .bind(project)
         .fetch_all(conn)
         .await
+}
+
+/// Records that `items` were checked at their current number of extra labellers.
+pub async fn mark_checked(conn: &mut PgConnection, project: ProjectId, items: &[ItemId]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE items SET checked_extra = extra_labellers WHERE project_id = $1 AND id = ANY($2)").bind(project).bind(items).execute(conn).await?;
+    Ok(())
+}
+
+/// Projects that give extra labellers where labellers disagree.
+pub async fn extending_projects(conn: &mut PgConnection) -> sqlx::Result<Vec<ProjectId>> {
+    sqlx::query_scalar("SELECT id FROM projects WHERE extra_max > 0 AND kind <> 'demonstration'").fetch_all(conn).await
 }
 
 /// A source for a honeypot: an ordinary item with its responses (by position).
@@ -367,4 +384,14 @@ pub async fn item_response_ids(conn: &mut PgConnection, project: ProjectId, item
     .bind(project)
     .fetch_optional(conn)
     .await
+}
+
+/// The project's kind.
+pub async fn project_kind(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<TaskKind> {
+    sqlx::query_scalar("SELECT kind FROM projects WHERE id = $1").bind(project).fetch_one(conn).await
+}
+
+/// The labellers paused in the project now, in id order.
+pub async fn paused_labellers(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<UserId>> {
+    sqlx::query_scalar("SELECT user_id FROM labeller_pauses WHERE project_id = $1 AND lifted_at IS NULL ORDER BY user_id").bind(project).fetch_all(conn).await
 }

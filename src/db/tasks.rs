@@ -229,7 +229,8 @@ pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait
     for row in rows {
         let Some(i) = usize::try_from(row.idx).ok().and_then(|i| i.checked_sub(1)).filter(|&i| i < entries.len()) else { continue };
         let outcome = outcome(&row.outcome, row.judgement);
-        let next = (entries[i].next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).then(|| row.next.into_lease(&entries[i].slug).unwrap_or(Lease::Empty));
+        let next = (entries[i].next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_)))
+            .then(|| row.next.into_lease(&entries[i].slug).unwrap_or(Lease::Empty));
         results[i] = Some((outcome, next));
     }
     results.into_iter().map(|r| r.ok_or_else(|| sqlx::Error::Protocol("rl_submit_batch answered no row for an entry".into()))).collect()

@@ -330,7 +330,8 @@ mod tests {
         #[test]
         fn krippendorffs_alpha_matches_the_krippendorff_package() {
             for c in data()["alpha"].as_array().unwrap() {
-                let coders: Vec<Vec<Option<f64>>> = c["data"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(Value::as_f64).collect()).collect();
+                let coders: Vec<Vec<Option<f64>>> =
+                    c["data"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(Value::as_f64).collect()).collect();
                 let units: Vec<Vec<f64>> = (0..coders[0].len()).map(|u| coders.iter().filter_map(|c| c[u]).collect()).collect();
                 close(krippendorff_alpha(&units, Level::Ordinal), &c["ordinal"], "ordinal alpha");
                 close(krippendorff_alpha(&units, Level::Nominal), &c["nominal"], "nominal alpha");

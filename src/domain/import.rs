@@ -362,6 +362,30 @@ mod tests {
         assert_eq!(a.external_id, b.external_id);
         assert_eq!(a.metadata.unwrap()["reference"], "r");
     }
+
+    #[test]
+    fn a_gold_reference_is_read_from_tiers_of_indices_and_pairs_default_to_chosen() {
+        let item = parse_line(
+            r#"{"prompt": "p", "responses": [{"text": "a"}, {"text": "b"}, {"text": "c"}], "gold": {"ranking": [[2], [0, 1]], "explanation": "c is right"}}"#,
+            TaskKind::Ranking,
+        )
+        .unwrap();
+        assert_eq!(item.gold, Some(GoldRef { ranks: vec![2, 2, 1], explanation: "c is right".into() }));
+        assert!(item.metadata.is_none());
+        let pair =
+            parse_line(r#"{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go", "gold": true}"#, TaskKind::Pairwise)
+                .unwrap();
+        assert_eq!(pair.gold.map(|g| g.ranks), Some(vec![1, 2]));
+        assert!(!pair.imported_choice);
+        let bad = |g: &str| {
+            parse_line(&format!(r#"{{"prompt": "p", "responses": [{{"text": "a"}}, {{"text": "b"}}], "gold": {g}}}"#), TaskKind::Ranking).unwrap_err()
+        };
+        assert!(bad(r#"{"ranking": [[0], [5]]}"#).contains("not a response index"));
+        assert!(bad(r#"{"ranking": [[0]]}"#).contains("must rank all 2"));
+        assert!(bad(r#"{"ranking": [[0, 1]]}"#).contains("prefer at least one"));
+        assert!(bad(r#"{"ranking": "a"}"#).starts_with("field \"gold.ranking\""));
+        assert!(bad(r#"3"#).starts_with("field \"gold\""));
+    }
 }
 
 #[cfg(test)]
@@ -383,21 +407,5 @@ mod split_tests {
         let (p, chosen, rejected) = split_pair(c, r).unwrap();
         assert_eq!(format!("{p}{chosen}"), c);
         assert_eq!(format!("{p}{rejected}"), r);
-    }
-
-    #[test]
-    fn a_gold_reference_is_read_from_tiers_of_indices_and_pairs_default_to_chosen() {
-        let item = parse_line(r#"{"prompt": "p", "responses": [{"text": "a"}, {"text": "b"}, {"text": "c"}], "gold": {"ranking": [[2], [0, 1]], "explanation": "c is right"}}"#, TaskKind::Ranking).unwrap();
-        assert_eq!(item.gold, Some(GoldRef { ranks: vec![2, 2, 1], explanation: "c is right".into() }));
-        assert!(item.metadata.is_none());
-        let pair = parse_line(r#"{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go", "gold": true}"#, TaskKind::Pairwise).unwrap();
-        assert_eq!(pair.gold.map(|g| g.ranks), Some(vec![1, 2]));
-        assert!(!pair.imported_choice);
-        let bad = |g: &str| parse_line(&format!(r#"{{"prompt": "p", "responses": [{{"text": "a"}}, {{"text": "b"}}], "gold": {g}}}"#), TaskKind::Ranking).unwrap_err();
-        assert!(bad(r#"{"ranking": [[0], [5]]}"#).contains("not a response index"));
-        assert!(bad(r#"{"ranking": [[0]]}"#).contains("must rank all 2"));
-        assert!(bad(r#"{"ranking": [[0, 1]]}"#).contains("prefer at least one"));
-        assert!(bad(r#"{"ranking": "a"}"#).starts_with("field \"gold.ranking\""));
-        assert!(bad(r#"3"#).starts_with("field \"gold\""));
     }
 }

@@ -45,7 +45,12 @@ pub fn gold_task_score(kind: TaskKind, ranks: &[i16], reference: &[i16]) -> Opti
         return Some(f64::from(u8::from((ranks[0] - ranks[1]).signum() == (reference[0] - reference[1]).signum())));
     }
     let (x, r) = (agreement::mid_ranks(ranks), agreement::mid_ranks(reference));
-    let ties = r.len() != { let mut v = r.clone(); v.sort_by(f64::total_cmp); v.dedup(); v.len() };
+    let ties = r.len() != {
+        let mut v = r.clone();
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        v.len()
+    };
     if ties {
         agreement::somers_d(&x, &r)
     } else {
@@ -63,13 +68,24 @@ pub struct PauseRule {
 }
 
 impl PauseRule {
-    /// The reason to pause a labeller whose gold tasks since their last lift scored `scores`.
+    /// The reason to pause a labeller whose gold tasks since their last lift scored `scores`:
+    /// at least `min_gold` of them, and the whole 95% bootstrap interval of their mean below
+    /// the threshold (so an honest labeller's run of bad luck does not pause them).
     pub fn reason(&self, kind: TaskKind, scores: &[f64]) -> Option<String> {
         let below = self.below?;
-        let mean = agreement::mean(scores)?;
-        (scores.len() >= self.min_gold.max(1) as usize && mean < below).then(|| {
+        if scores.len() < self.min_gold.max(1) as usize {
+            return None;
+        }
+        let e = agreement::bootstrap(scores, ROUNDS, SEED, agreement::mean)?;
+        (e.ci_high < below).then(|| {
             let what = if kind == TaskKind::Pairwise { "share of gold tasks answered as the reference" } else { "gold score (Kendall τ-b against the reference)" };
-            format!("your {what} is {mean:.2} over {} gold tasks, below this project's threshold of {below:.2}; a lead will review your work and can lift the pause", scores.len())
+            format!(
+                "your {what} is {:.2} (95% interval {:.2} to {:.2}) over {} gold tasks, below this project's threshold of {below:.2}; a lead will review your work and can lift the pause",
+                e.value,
+                e.ci_low,
+                e.ci_high,
+                scores.len()
+            )
         })
     }
 }
@@ -314,7 +330,8 @@ pub struct QualitySettings {
     pub gold_onboarding: i32,
     /// Share of later tasks that are gold, unmarked (0 to 0.5).
     pub gold_rate: f64,
-    /// Pause a labeller whose gold score falls below this (-1 to 1; `None`: never).
+    /// Pause a labeller whose gold score is below this with 95% confidence (its bootstrap
+    /// interval wholly below; -1 to 1; `None`: never).
     pub pause_below: Option<f64>,
     /// ... once they have this many gold tasks since their last lifted pause (1 to 1000).
     pub pause_min_gold: i32,
@@ -470,6 +487,8 @@ mod tests {
         assert_eq!(rule.reason(TaskKind::Ranking, &[0.0, 0.0]), None);
         assert!(rule.reason(TaskKind::Ranking, &[0.0, 0.2, 0.1]).unwrap().contains("below this project's threshold of 0.50"));
         assert_eq!(rule.reason(TaskKind::Ranking, &[1.0, 0.2, 0.8]), None);
+        // A mean below the threshold whose interval reaches above it is not enough.
+        assert_eq!(rule.reason(TaskKind::Ranking, &[1.0, 0.0, 0.0, 0.6]), None);
         assert_eq!(PauseRule { below: None, min_gold: 1 }.reason(TaskKind::Ranking, &[-1.0]), None);
     }
 

@@ -6,6 +6,7 @@
 //! a file the snapshot was written to once ([`part_file`]), so a slow client never holds a
 //! database connection. The formats are documented in `docs/export-formats.md`.
 
+mod quality;
 mod rows;
 pub mod schema;
 
@@ -87,10 +88,45 @@ pub struct Options {
     /// before provenance columns, tie/both_bad markers and best-ranked SFT targets; 2: now.
     #[serde(default = "first_revision")]
     pub revision: u32,
+    /// Leave out the work of labellers who were paused when the export was taken (their ids
+    /// are recorded in `excluded_labellers`, so a replay leaves out the same).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_paused: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_labellers: Vec<UserId>,
+    /// Keep only items whose agreement (Kendall's W of their labellers, 0 to 1) is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_agreement: Option<f64>,
+    /// One preference per item and response pair, from all of the item's judgements, instead
+    /// of one per judgement (comparisons and preferences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
 }
 
-/// The revision new exports are written with.
-pub const REVISION: u32 = 2;
+/// How an item's overlapping judgements become one preference per response pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    /// The response more judgements put above the other; a tie when as many say each.
+    Majority,
+    /// The order of Bradley–Terry strengths fitted to the item's comparisons (ties as half wins).
+    BradleyTerry,
+}
+
+impl<'de> serde::Deserialize<'de> for Aggregate {
+    /// By name; anything else is an error naming the field (a flattened body loses the path).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "majority" => Ok(Self::Majority),
+            "bradley_terry" => Ok(Self::BradleyTerry),
+            other => Err(serde::de::Error::custom(format!("aggregate: expected \"majority\" or \"bradley_terry\", got {other:?}"))),
+        }
+    }
+}
+
+/// The revision new exports are written with. 3: comparison rows carry the labeller's gold
+/// score and the item's agreement; the quality options.
+pub const REVISION: u32 = 3;
 pub const DEFAULT_TEST_PERCENT: u8 = 10;
 pub const MAX_TEST_PERCENT: u8 = 90;
 
@@ -108,6 +144,14 @@ impl Options {
         if format == Format::Preferences {
             self.test_percent.get_or_insert(DEFAULT_TEST_PERCENT);
         }
+        if let Some(m) = self.min_agreement.filter(|m| !(0.0..=1.0).contains(m)) {
+            return Err(format!("min_agreement: expected an agreement (Kendall's W) from 0 to 1, got {m}"));
+        }
+        if self.aggregate.is_some() && !matches!(format, Format::Comparisons | Format::Preferences) {
+            return Err(format!("aggregate: only comparisons and preferences exports aggregate judgements, not {format}"));
+        }
+        // Filled from the database when the export is taken, never from the caller.
+        self.excluded_labellers.clear();
         self.revision = REVISION;
         Ok(self)
     }
@@ -172,6 +216,10 @@ where
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
     let snapshot: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
+    let mut options = options;
+    if options.exclude_paused {
+        options.excluded_labellers = crate::db::quality::paused_labellers(&mut tx, project).await?;
+    }
     let mut files = Vec::new();
     for part in format.parts() {
         let mut out = sink(part)?;
@@ -279,10 +327,31 @@ async fn stream_rows<W: AsyncWrite + Unpin>(
             }
         }
         _ => {
-            let mut stream = sqlx::query_as::<_, rows::JudgementRow>(rows::JUDGEMENTS_SQL).bind(project).bind(snapshot).fetch(&mut *conn);
+            let ctx = if options.revision >= 3 { quality::Context::load(conn, project, snapshot, options).await? } else { quality::Context::default() };
+            let sql = if options.aggregate.is_some() { rows::JUDGEMENTS_BY_ITEM_SQL } else { rows::JUDGEMENTS_SQL };
+            let mut stream = sqlx::query_as::<_, rows::JudgementRow>(sql).bind(project).bind(snapshot).fetch(&mut *conn);
+            let mut group: Vec<rows::JudgementRow> = Vec::new();
             while let Some(row) = stream.try_next().await? {
-                w.rows += row.write(format, options, part, &mut w.buf);
-                w.maybe_flush().await?;
+                if !ctx.keeps(row.user_id(), row.item_id()) {
+                    continue;
+                }
+                match options.aggregate {
+                    Some(method) => {
+                        if group.last().is_some_and(|g| g.item_id() != row.item_id()) {
+                            w.rows += rows::write_aggregate(&group, method, format, options, part, ctx.agreement(group[0].item_id()), &mut w.buf);
+                            group.clear();
+                            w.maybe_flush().await?;
+                        }
+                        group.push(row);
+                    }
+                    None => {
+                        w.rows += row.write(format, options, part, ctx.of(&row), &mut w.buf);
+                        w.maybe_flush().await?;
+                    }
+                }
+            }
+            if let (Some(method), Some(first)) = (options.aggregate, group.first()) {
+                w.rows += rows::write_aggregate(&group, method, format, options, part, ctx.agreement(first.item_id()), &mut w.buf);
             }
         }
     }

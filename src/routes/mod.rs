@@ -31,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}/quality/settings", web::post().to(projects::quality::settings))
         .route("/projects/{slug}/quality/pauses/{user}/lift", web::post().to(projects::quality::lift))
         .route("/projects/{slug}/quality/honeypots", web::post().to(projects::quality::honeypots))
+        .route("/projects/{slug}/quality/extend", web::post().to(projects::quality::extend))
         .route("/projects/{slug}/runs", web::get().to(runs::list))
         .route("/projects/{slug}/runs", web::post().to(runs::start))
         .route("/projects/{slug}/runs/compare", web::get().to(runs::compare))

@@ -94,16 +94,15 @@ pub struct Report {
 pub async fn report(pool: &PgPool, p: &Project) -> Result<Report, AppError> {
     let mut conn = pool.acquire().await?;
     let settings = dbq::settings(&mut conn, p.id).await.context("reading quality settings")?;
-    let rows = dbq::judged(&mut conn, p.id).await.context("reading judgements for quality")?;
+    let rows = dbq::judged(&mut conn, p.id, None).await.context("reading judgements for quality")?;
     let emails: std::collections::HashMap<UserId, String> = dbq::emails(&mut conn, p.id).await.context("reading labellers")?.into_iter().collect();
     let pauses = dbq::pauses(&mut conn, p.id).await.context("reading pauses")?;
     drop(conn);
     let kind = p.kind;
-    let (labellers, agreement, mut items) = tokio::task::spawn_blocking(move || {
-        (q::labellers(kind, &rows), q::project_agreement(kind, &rows), q::item_agreement(&rows))
-    })
-    .await
-    .map_err(|e| AppError::Unexpected(e.into()))?;
+    let (labellers, agreement, mut items) =
+        tokio::task::spawn_blocking(move || (q::labellers(kind, &rows), q::project_agreement(kind, &rows), q::item_agreement(&rows)))
+            .await
+            .map_err(|e| AppError::Unexpected(e.into()))?;
     items.retain(|a| a.w.is_some_and(|w| w < settings.extra_below));
     items.sort_by(|a, b| a.w.unwrap_or(0.0).total_cmp(&b.w.unwrap_or(0.0)));
     items.truncate(50);
@@ -188,8 +187,10 @@ pub async fn generate_honeypots(pool: &PgPool, p: &Project, n: i64) -> Result<u6
     let mut pots = Vec::new();
     for (i, s) in sources.iter().enumerate().take(n as usize) {
         // Alternate the two kinds of planted response: another prompt's, and a cut-off one.
-        let stranger = sources.get(i + 1).filter(|_| i % 2 == 0).and_then(|o| o.texts.first()).map(String::as_str);
-        if let Some(h) = q::honeypot(p.kind, &s.texts, &s.models, stranger).or_else(|| q::honeypot(p.kind, &s.texts, &s.models, None)) {
+        let stranger = sources.get((i + 1) % sources.len()).filter(|o| o.id != s.id).and_then(|o| o.texts.first()).map(String::as_str);
+        let (cut, foreign) = (q::honeypot(p.kind, &s.texts, &s.models, None), stranger.and_then(|t| q::honeypot(p.kind, &s.texts, &s.models, Some(t))));
+        let made = if i % 2 == 0 { foreign.or(cut) } else { cut.or(foreign) };
+        if let Some(h) = made {
             pots.push(dbq::NewHoneypot {
                 source: s.id,
                 external_id: format!("honeypot:{}", s.external_id),
@@ -205,24 +206,45 @@ pub async fn generate_honeypots(pool: &PgPool, p: &Project, n: i64) -> Result<u6
     Ok(added)
 }
 
-/// Gives one more labeller to each complete item whose agreement (Kendall's W) is below the
-/// project's threshold and that has had fewer than its maximum of extra labellers; answers how
-/// many items were reopened.
+/// Gives one more labeller to each item completed since its last check whose agreement
+/// (Kendall's W) is below the project's threshold and that has had fewer than its maximum of
+/// extra labellers; answers how many items were reopened.
 pub async fn extend_disagreements(pool: &PgPool, p: &Project) -> Result<u64, AppError> {
+    extend(pool, p.id, p.kind).await
+}
+
+async fn extend(pool: &PgPool, project: crate::domain::ProjectId, kind: TaskKind) -> Result<u64, AppError> {
     let mut tx = pool.begin().await?;
-    let s = dbq::settings(&mut tx, p.id).await.context("reading quality settings")?;
-    if s.extra_max == 0 || p.kind == TaskKind::Demonstration {
+    let s = dbq::settings(&mut tx, project).await.context("reading quality settings")?;
+    if s.extra_max == 0 || kind == TaskKind::Demonstration {
         return Ok(0);
     }
-    let closed: std::collections::HashMap<ItemId, i32> = dbq::closed_items(&mut tx, p.id).await.context("reading closed items")?.into_iter().collect();
-    let rows = dbq::judged(&mut tx, p.id).await.context("reading judgements for quality")?;
+    let unchecked: std::collections::HashMap<ItemId, i32> =
+        dbq::unchecked_items(&mut tx, project).await.context("reading complete items")?.into_iter().collect();
+    if unchecked.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<ItemId> = unchecked.keys().copied().collect();
+    let rows = dbq::judged_of(&mut tx, project, None, Some(&ids)).await.context("reading judgements for quality")?;
     let low: Vec<ItemId> = q::item_agreement(&rows)
         .into_iter()
-        .filter(|a| a.w.is_some_and(|w| w < s.extra_below) && closed.get(&a.item).is_some_and(|extra| *extra < s.extra_max))
+        .filter(|a| a.w.is_some_and(|w| w < s.extra_below) && unchecked.get(&a.item).is_some_and(|extra| *extra < s.extra_max))
         .map(|a| a.item)
         .collect();
-    let n = dbq::add_labeller(&mut tx, p.id, &low).await.context("adding labellers")?;
+    dbq::mark_checked(&mut tx, project, &ids).await.context("marking items checked")?;
+    let n = dbq::add_labeller(&mut tx, project, &low).await.context("adding labellers")?;
     tx.commit().await?;
+    Ok(n)
+}
+
+/// [`extend_disagreements`] for every project that asks for extra labellers (the scheduler's tick).
+pub async fn extend_all(pool: &PgPool) -> Result<u64, AppError> {
+    let projects = dbq::extending_projects(&mut *pool.acquire().await?).await.context("listing projects")?;
+    let mut n = 0;
+    for id in projects {
+        let kind = dbq::project_kind(&mut *pool.acquire().await?, id).await.context("reading a project's kind")?;
+        n += extend(pool, id, kind).await?;
+    }
     Ok(n)
 }
 

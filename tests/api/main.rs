@@ -10,6 +10,7 @@ mod helpers;
 mod import;
 mod labelling;
 mod lifecycle;
+mod quality;
 mod robustness;
 mod runs;
 mod webdriver;

@@ -165,3 +165,15 @@ pub async fn gold(state: web::Data<AppState>, auth: Auth, path: web::Path<(Strin
     }
     Ok(redirect(&format!("/projects/{}/items/{item}#gold", p.slug)))
 }
+
+pub async fn extend(
+    state: web::Data<AppState>,
+    auth: Auth,
+    slug: web::Path<String>,
+    form: web::Form<crate::routes::pages::CsrfOnly>,
+) -> Result<HttpResponse, PageError> {
+    auth.check_csrf(&form.csrf)?;
+    let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    quality::extend_disagreements(&state.pool, &p).await?;
+    Ok(redirect(&format!("/projects/{}/quality#low-agreement", p.slug)))
+}
