@@ -158,7 +158,7 @@ async fn work(l: &Labeller, truth: &Truth, seed: u64) -> Result<(usize, bool)> {
             Style::FirstShown => 0,
         };
         let ranking = json!([[ids[best]], [ids[1 - best]]]);
-        let key = format!("{}-{done}", l.email);
+        let key = format!("{}-{seed}-{done}", l.email);
         let (status, body) = l
             .api
             .post(
