@@ -29,7 +29,7 @@ ALTER TABLE items
     -- The extra labellers the item had when its agreement was last checked (-1: never), so a
     -- check looks only at items completed since.
     ADD COLUMN checked_extra integer NOT NULL DEFAULT -1;
-CREATE INDEX items_gold ON items (project_id) WHERE gold_ranks IS NOT NULL;
+CREATE INDEX items_gold ON items (project_id, seq) WHERE gold_ranks IS NOT NULL;
 CREATE INDEX items_honeypot_of ON items (honeypot_of) WHERE honeypot_of IS NOT NULL;
 
 -- ==== tasks: which were quality checks ====
@@ -91,9 +91,9 @@ $$;
 
 -- A new lease for the caller, or NULLs when none is left (with `paused` set when the caller
 -- is paused in the project). Quality checks first: while the caller has had fewer than the
--- project's `gold_onboarding` checks, an unseen gold item (the lead's before honeypots), marked
--- 'onboarding'; else, at the project's `gold_rate`, a random unseen gold item or honeypot,
--- marked 'gold'. Gold items have no overlap, so they need no lock. Otherwise the first open
+-- project's `gold_onboarding` checks, the first unseen gold item in import order, marked
+-- 'onboarding'; else, at the project's `gold_rate`, an unseen gold item or honeypot from a
+-- random place on, marked 'gold'. Gold items have no overlap, so they need no lock. Otherwise the first open
 -- item (in import order) that still needs a labeller (the overlap plus its extra labellers) and
 -- that the caller never had: the candidate is locked FOR NO KEY UPDATE SKIP LOCKED and
 -- re-counted by the insert, a fresh statement, under the lock.
@@ -107,6 +107,9 @@ DECLARE
     v_order   int[];
     v_expires timestamptz;
     v_check   text;
+    v_lo      bigint;
+    v_hi      bigint;
+    v_from    bigint;
 BEGIN
     SELECT pr.gold_onboarding, pr.gold_rate,
            (SELECT ps.reason FROM labeller_pauses ps WHERE ps.project_id = p_project AND ps.user_id = p_user AND ps.lifted_at IS NULL) AS paused
@@ -122,18 +125,28 @@ BEGIN
         v_check := 'gold';
     END IF;
     IF v_check IS NOT NULL THEN
-        SELECT c.id, c.prompt, s.display_order, s.responses, s.response_ids
-          INTO v_item, v.prompt, v_order, v.responses, v.response_ids
-        FROM (SELECT i.id, i.prompt FROM items i
-              WHERE i.project_id = p_project AND i.gold_ranks IS NOT NULL
-                AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.item_id = i.id AND t.user_id = p_user)
-              ORDER BY (v_check = 'onboarding' AND i.honeypot_of IS NOT NULL), random() LIMIT 1) c
-        CROSS JOIN LATERAL (
-            SELECT COALESCE(array_agg(r.position ORDER BY r.k), '{}') AS display_order,
-                   COALESCE(json_agg(json_build_object('id', r.id, 'text', r.text) ORDER BY r.k), '[]'::json) AS responses,
-                   COALESCE(array_agg(r.id ORDER BY r.position), '{}') AS response_ids
-            FROM (SELECT rs.id, rs.position, rs.text, random() AS k FROM responses rs WHERE rs.item_id = c.id) r) s;
-        IF FOUND THEN
+        -- From a random gold item on (onboarding: from the first, so the lead's imported gold
+        -- comes before honeypots generated later), the first the caller never had, wrapping
+        -- around once: a few index probes, however many gold items the project has.
+        SELECT min(g.seq), max(g.seq) INTO v_lo, v_hi FROM items g WHERE g.project_id = p_project AND g.gold_ranks IS NOT NULL;
+        v_from := CASE WHEN v_check = 'onboarding' THEN v_lo ELSE v_lo + floor(random() * (v_hi - v_lo + 1))::bigint END;
+        FOR pass IN 1..2 LOOP
+            SELECT c.id, c.prompt, s.display_order, s.responses, s.response_ids
+              INTO v_item, v.prompt, v_order, v.responses, v.response_ids
+            FROM (SELECT i.id, i.prompt FROM items i
+                  WHERE i.project_id = p_project AND i.gold_ranks IS NOT NULL AND i.seq >= v_from
+                    -- A scalar subquery: probed per item through the (item, user) index.
+                    AND (SELECT t.id FROM tasks t WHERE t.item_id = i.id AND t.user_id = p_user) IS NULL
+                  ORDER BY i.seq LIMIT 1) c
+            CROSS JOIN LATERAL (
+                SELECT COALESCE(array_agg(r.position ORDER BY r.k), '{}') AS display_order,
+                       COALESCE(json_agg(json_build_object('id', r.id, 'text', r.text) ORDER BY r.k), '[]'::json) AS responses,
+                       COALESCE(array_agg(r.id ORDER BY r.position), '{}') AS response_ids
+                FROM (SELECT rs.id, rs.position, rs.text, random() AS k FROM responses rs WHERE rs.item_id = c.id) r) s;
+            EXIT WHEN FOUND OR v_from = v_lo;
+            v_from := v_lo;
+        END LOOP;
+        IF v_item IS NOT NULL THEN
             INSERT INTO tasks (id, project_id, item_id, user_id, display_order, expires_at, check_kind)
             VALUES (p_task, p_project, v_item, p_user, v_order, now() + make_interval(secs => p_lease_seconds), v_check)
             ON CONFLICT (item_id, user_id) DO NOTHING
@@ -295,7 +308,7 @@ BEGIN
         -- The task, locked; the caller's membership (site admins may label any project); the
         -- project's rules; an earlier judgement under this idempotency key; the caller's newest
         -- task in the project (their live lease if it is another, leased and unexpired one).
-        SELECT tk.project_id, tk.item_id, tk.status, tk.expires_at AS lease_expires, tk.leased_at, tk.display_order,
+        SELECT tk.project_id, tk.item_id, tk.status, tk.expires_at AS lease_expires, tk.leased_at, tk.display_order, tk.check_kind AS task_check,
                pr.overlap, pr.lease_seconds, pr.kind, pr.allow_ties, pr.rating_enabled, pr.flags,
                j.id AS prior, j.task_id AS prior_for,
                (SELECT CASE WHEN n.status = 'leased' AND n.expires_at > now() THEN n.id END FROM tasks n
@@ -357,8 +370,9 @@ BEGIN
                 outcome := 'stored';
                 judgement := e.judgement;
                 -- Only the judgement that completes the item touches its row, and only when no
-                -- lease scan holds it; extra labellers and gold are checked on the row itself.
-                IF v_done + 1 >= t.overlap THEN
+                -- lease scan holds it; a quality check's (gold) item has no overlap to complete,
+                -- and extra labellers are checked on the row itself.
+                IF t.task_check IS NULL AND v_done + 1 >= t.overlap THEN
                     UPDATE items i SET done_count = v_done + 1, is_open = false
                     WHERE i.id = (SELECT l.id FROM items l WHERE l.id = t.item_id FOR NO KEY UPDATE SKIP LOCKED)
                       AND v_done + 1 >= t.overlap + i.extra_labellers AND i.gold_ranks IS NULL;

@@ -234,7 +234,7 @@ pub async fn judged_of(conn: &mut PgConnection, project: ProjectId, snapshot: Op
          FROM judgements j JOIN items i ON i.id = j.item_id LEFT JOIN tasks t ON t.id = j.task_id
          CROSS JOIN LATERAL (SELECT COALESCE(array_agg(length(r.text) ORDER BY r.position), '{}') AS lengths, COALESCE(sum(length(r.text)), 0) AS total
                              FROM responses r WHERE r.item_id = j.item_id) rs
-         LEFT JOIN LATERAL (SELECT max(p.lifted_at) AS lifted_at FROM labeller_pauses p WHERE p.project_id = $1 AND p.user_id = j.user_id) lp ON true
+         LEFT JOIN (SELECT p.user_id, max(p.lifted_at) AS lifted_at FROM labeller_pauses p WHERE p.project_id = $1 GROUP BY p.user_id) lp ON lp.user_id = j.user_id
          WHERE j.project_id = $1 AND j.source = 'labeller' AND j.user_id IS NOT NULL AND j.ranks IS NOT NULL
            AND ((t.check_kind IS NOT NULL AND i.gold_ranks IS NOT NULL) OR (t.check_kind IS NULL AND i.gold_ranks IS NULL))
            AND ($2::text IS NULL OR pg_visible_in_snapshot(j.txid, $2::pg_snapshot))

@@ -282,9 +282,9 @@ mod tests {
     #[test]
     fn the_bootstrap_interval_brackets_the_value_and_repeats() {
         let xs: Vec<f64> = (0..50).map(|i| f64::from(i % 7)).collect();
-        let a = bootstrap(&xs, 500, 7, |s| mean(s)).unwrap();
+        let a = bootstrap(&xs, 500, 7, mean).unwrap();
         assert!(a.ci_low <= a.value && a.value <= a.ci_high && a.ci_low < a.ci_high);
-        assert_eq!(a, bootstrap(&xs, 500, 7, |s| mean(s)).unwrap());
+        assert_eq!(a, bootstrap(&xs, 500, 7, mean).unwrap());
     }
 
     #[test]

@@ -176,7 +176,10 @@ pub fn project_agreement(kind: TaskKind, rows: &[Judged]) -> ProjectAgreement {
         }
     };
     let per_item: Vec<Vec<Vec<f64>>> = items.iter().map(units_of).collect();
-    let alpha = agreement::bootstrap(&per_item, ROUNDS, SEED, |sample| {
+    // Fewer resamples on large projects keep the page fast (as the leaderboard does).
+    let values: usize = per_item.iter().flatten().map(Vec::len).sum();
+    let rounds = (4_000_000 / values.max(1)).clamp(50, ROUNDS);
+    let alpha = agreement::bootstrap(&per_item, rounds, SEED, |sample| {
         let units: Vec<Vec<f64>> = sample.iter().flatten().cloned().collect();
         agreement::krippendorff_alpha(&units, level)
     });

@@ -43,9 +43,16 @@ fn tiers(ranks: &[i16], ids: &[ResponseId]) -> Vec<Vec<ResponseId>> {
 pub async fn after_check(pool: &PgPool, task: TaskId, user: UserId) -> Result<CheckOutcome, AppError> {
     let mut tx = pool.begin().await?;
     let Some(check) = dbq::check(&mut tx, task, user).await.context("reading a submitted check")? else { return Ok(CheckOutcome::default()) };
-    let scored = dbq::checks_since_lift(&mut tx, check.project_id, user).await.context("reading a labeller's checks")?;
-    let scores: Vec<f64> = scored.iter().filter_map(|(r, g)| q::gold_task_score(check.kind, r, g)).collect();
     let rule = q::PauseRule { below: check.pause_below, min_gold: check.pause_min_gold };
+    let scores: Vec<f64> = match rule.below {
+        Some(_) => dbq::checks_since_lift(&mut tx, check.project_id, user)
+            .await
+            .context("reading a labeller's checks")?
+            .iter()
+            .filter_map(|(r, g)| q::gold_task_score(check.kind, r, g))
+            .collect(),
+        None => Vec::new(),
+    };
     let mut out = CheckOutcome::default();
     if let Some(reason) = rule.reason(check.kind, &scores) {
         let score = agreement::mean(&scores).unwrap_or(0.0);

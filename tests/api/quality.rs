@@ -232,9 +232,13 @@ async fn honeypots_are_made_from_the_projects_own_items_scored_like_gold_and_lef
         assert!(body["reference"]["explanation"].as_str().unwrap().contains("last-ranked"), "{body}");
         task = body["next"].clone();
     }
+    assert_eq!(check_of(&app, &task).await.0, None);
+    assert_eq!(ann.submit_in_order(&task, "ordinary").await.status(), 201);
     let report: Value = lead.get("/api/v1/projects/pots/quality").await.json().await.unwrap();
     let row = &report["labellers"][0];
     assert_eq!((row["gold_count"].as_u64(), row["gold"]["value"].as_f64()), (Some(3), Some(1.0)), "{report}");
+    let board = lead.get("/api/v1/projects/pots/leaderboard").await.text().await.unwrap();
+    assert!(board.contains("\"m0\"") && !board.contains("honeypot"), "the planted responses are no model: {board}");
     let export: Value = lead.post("/api/v1/projects/pots/exports", &json!({"format": "prompts"})).await.json().await.unwrap();
     let text = lead.get(&format!("/api/v1/exports/{}/download", export["id"].as_str().unwrap())).await.text().await.unwrap();
     assert_eq!(text.lines().count(), 6, "honeypots copy prompts; they are not exported again");
