@@ -201,7 +201,10 @@ async fn run() -> anyhow::Result<()> {
         let gold: String = (0..n_gold)
             .map(|i| {
                 let rs: Vec<Value> = (0..4).map(|j| json!({"model": format!("m{j}"), "text": format!("gold answer {j} to {i} ").repeat(20)})).collect();
-                format!("{}\n", json!({"id": format!("gold-{i}"), "prompt": format!("gold question {i}"), "responses": rs, "gold": {"ranking": [[0], [1], [2], [3]]}}))
+                format!(
+                    "{}\n",
+                    json!({"id": format!("gold-{i}"), "prompt": format!("gold question {i}"), "responses": rs, "gold": {"ranking": [[0], [1], [2], [3]]}})
+                )
             })
             .collect();
         let res = http.post(format!("{base}/api/v1/projects/bench/items")).bearer_auth(lead).body(gold).send().await?;
