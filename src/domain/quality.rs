@@ -76,7 +76,7 @@ impl PauseRule {
         if scores.len() < self.min_gold.max(1) as usize {
             return None;
         }
-        let e = agreement::bootstrap(scores, ROUNDS, SEED, agreement::mean)?;
+        let e = gold_estimate(scores)?;
         (e.ci_high < below).then(|| {
             let what = if kind == TaskKind::Pairwise { "share of gold tasks answered as the reference" } else { "gold score (Kendall τ-b against the reference)" };
             format!(
@@ -88,6 +88,14 @@ impl PauseRule {
             )
         })
     }
+}
+
+/// The mean gold score with its bootstrap 95% interval; the scores are sorted first, so the
+/// same scores in any order give the same interval (the pause and the report agree).
+pub fn gold_estimate(scores: &[f64]) -> Option<Estimate> {
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    agreement::bootstrap(&sorted, ROUNDS, SEED, agreement::mean)
 }
 
 /// A labeller's quality figures.
@@ -250,7 +258,7 @@ pub fn labellers(kind: TaskKind, rows: &[Judged]) -> Vec<LabellerQuality> {
 
 fn one_labeller(kind: TaskKind, user: UserId, js: &[&Judged], taus: &[f64], project_median: Option<f64>) -> LabellerQuality {
     let scores: Vec<f64> = js.iter().filter_map(|j| gold_task_score(kind, &j.ranks, j.reference.as_ref()?)).collect();
-    let gold = agreement::bootstrap(&scores, ROUNDS, SEED, agreement::mean);
+    let gold = gold_estimate(&scores);
     let times: Vec<f64> = js.iter().filter_map(|j| j.time_ms).map(|t| t as f64 / 1000.0).collect();
     let speeds: Vec<f64> = js.iter().filter_map(|j| Some(j.chars_shown as f64 / (j.time_ms? as f64 / 1000.0).max(0.05))).collect();
     let ranked: Vec<&&Judged> = js.iter().filter(|j| j.ranks.len() >= 2 && !j.display_order.is_empty()).collect();
@@ -516,6 +524,14 @@ mod tests {
         assert!(b.flags.iter().any(|f| f.starts_with("position bias")), "{:?}", b.flags);
         assert!(!h.flags.iter().any(|f| f.starts_with("position bias")), "{:?}", h.flags);
         assert_eq!(item_agreement(&rows).len(), 40);
+    }
+
+    #[test]
+    fn the_gold_interval_does_not_depend_on_the_order_of_the_scores() {
+        let a = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+        let mut b = a;
+        b.reverse();
+        assert_eq!(gold_estimate(&a), gold_estimate(&b));
     }
 
     #[test]
