@@ -276,8 +276,9 @@ async fn the_report_gives_agreement_beside_chance_and_items_where_labellers_disa
     assert_eq!(report["low_agreement_items"].as_array().unwrap().len(), 4);
     assert!(report["labellers"].as_array().unwrap().iter().all(|l| l["consensus_tau"] == -1.0 && l["consensus_score"] == 0.0), "{report}");
 
-    // One more labeller for each, once.
-    assert_eq!(lead.post("/api/v1/projects/agree/quality/extend", &Value::Null).await.json::<Value>().await.unwrap()["reopened"], 4);
+    // One more labeller for each, once: the scheduler's tick reopens them.
+    assert_eq!(rewardlab::services::quality::extend_all(&app.pool).await.unwrap(), 4);
+    assert_eq!(lead.post("/api/v1/projects/agree/quality/extend", &Value::Null).await.json::<Value>().await.unwrap()["reopened"], 0, "checked already");
     label_all(&app, &[(&c, false)], "agree").await;
     assert_eq!(app.count("SELECT count(*) FROM judgements").await, 12);
     assert_eq!(lead.post("/api/v1/projects/agree/quality/extend", &Value::Null).await.json::<Value>().await.unwrap()["reopened"], 0, "the maximum is reached");
@@ -309,20 +310,34 @@ async fn pairwise_projects_report_fleiss_kappa_and_nominal_alpha() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_the_browser_a_lead_sees_who_is_paused_and_the_paused_labeller_sees_why() {
+async fn in_the_browser_an_onboarding_task_shows_its_reference_a_paused_labeller_sees_why_and_a_lead_lifts_the_pause() {
     let app = spawn_app().await;
     app.project("web", TaskKind::Ranking, 1).await;
     let lead = app.member("lead@example.org", "web", Role::Lead).await;
     lead.post_bytes("/api/v1/projects/web/items", items_jsonl(2, 3, "w")).await;
     lead.post_bytes("/api/v1/projects/web/items", gold_jsonl(1, "w")).await;
     settings(&lead, "web", json!({"gold_onboarding": 1, "pause_below": 0.5, "pause_min_gold": 1})).await;
-    let lab = app.member("lab@example.org", "web", Role::Labeller).await;
-    let task = lab.next_task("web").await.unwrap();
-    let (_, reference, ids) = check_of(&app, &task).await;
-    submit(&lab, &task, &tiers(&reference.unwrap(), &ids, true), "wrong").await;
+    app.member("lab@example.org", "web", Role::Labeller).await;
 
+    // The onboarding gold task, ranked the reverse of its reference with the keyboard.
     let b = Browser::start().await;
     b.sign_in(&app.addr, "lab@example.org").await;
+    b.goto(&format!("{}/projects/web/label", app.addr)).await;
+    b.find("#response-3").await;
+    let mut shown = Vec::new();
+    for i in 1..=3 {
+        shown.push(b.text(&format!("#response-{i}")).await);
+    }
+    let key_of = |answer: usize| (shown.iter().position(|t| t.contains(&format!("gold answer {answer} to 0"))).unwrap() + 1).to_string();
+    let keys: Vec<String> = (0..3).map(key_of).collect();
+    b.keys(&keys.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    b.keys(&[crate::webdriver::ENTER]).await;
+    let reference = b.wait_for_text("#reference", "answer 2 is complete").await;
+    assert!(reference.contains("w gold answer 2 to 0"), "{reference}");
+    let status = b.wait_for_text("#status", "paused").await;
+    assert!(status.contains("threshold of 0.50"), "{status}");
+
+    // Coming back, the page says why and offers no task.
     b.goto(&format!("{}/projects/web/label", app.addr)).await;
     let shown = b.wait_for_text("#paused", "You are paused in this project.").await;
     assert!(shown.contains("gold score") && shown.contains("threshold of 0.50"), "{shown}");
