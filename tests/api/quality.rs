@@ -242,6 +242,14 @@ async fn honeypots_are_made_from_the_projects_own_items_scored_like_gold_and_lef
     let export: Value = lead.post("/api/v1/projects/pots/exports", &json!({"format": "prompts"})).await.json().await.unwrap();
     let text = lead.get(&format!("/api/v1/exports/{}/download", export["id"].as_str().unwrap())).await.text().await.unwrap();
     assert_eq!(text.lines().count(), 6, "honeypots copy prompts; they are not exported again");
+
+    // The page's form makes more; a bad count names the field.
+    let s = app.login("lead@pots.org", PASSWORD).await;
+    let res = s.post_form("/projects/pots/quality/honeypots", &[("csrf", &s.csrf), ("count", "many")]).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("count"));
+    assert_eq!(s.post_form("/projects/pots/quality/honeypots", &[("csrf", &s.csrf), ("count", "2")]).await.status(), 303);
+    assert_eq!(app.count("SELECT count(*) FROM items WHERE honeypot_of IS NOT NULL").await, 5);
 }
 
 /// Every labeller in turn takes and ranks the next task: in position order, or reversed.
