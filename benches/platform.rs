@@ -7,9 +7,9 @@
 //!
 //! It prints import items/s, judgements/s with p50/p99 latency, export rows/s and the
 //! server's peak RSS, beside the targets. `BENCH_SECONDS`, `BENCH_ITEMS` and
-//! `BENCH_LABELLERS` change the sizes. With `BENCH_SCRAPE_SECS=5` a Prometheus-like scraper
-//! reads `/metrics` every 5 s throughout (the server always has a metrics token, so runs with
-//! and without scraping differ only in the scrapes).
+//! `BENCH_LABELLERS` change the sizes; `BENCH_GOLD=N` adds N gold items mixed in at 10%. With
+//! `BENCH_SCRAPE_SECS=5` a Prometheus-like scraper reads `/metrics` every 5 s throughout (the
+//! server always has a metrics token, so runs with and without scraping differ only in the scrapes).
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -219,6 +219,24 @@ async fn run() -> anyhow::Result<()> {
     let import_s = t.elapsed().as_secs_f64();
     let report: Value = res.json().await?;
     let rss_after_import = peak.load(Ordering::Relaxed);
+    let n_gold = env_or("BENCH_GOLD", 0);
+    if n_gold > 0 {
+        // Gold items mixed into every labeller's work at 10% (BENCH_GOLD=200).
+        let gold: String = (0..n_gold)
+            .map(|i| {
+                let rs: Vec<Value> = (0..4).map(|j| json!({"model": format!("m{j}"), "text": format!("gold answer {j} to {i} ").repeat(20)})).collect();
+                format!(
+                    "{}\n",
+                    json!({"id": format!("gold-{i}"), "prompt": format!("gold question {i}"), "responses": rs, "gold": {"ranking": [[0], [1], [2], [3]]}})
+                )
+            })
+            .collect();
+        let res = http.post(format!("{base}/api/v1/projects/bench/items")).bearer_auth(lead).body(gold).send().await?;
+        anyhow::ensure!(res.status() == 200, "gold import: {}", res.text().await?);
+        let res = http.post(format!("{base}/api/v1/projects/bench/quality/settings")).bearer_auth(lead).json(&json!({"gold_rate": 0.1})).send().await?;
+        anyhow::ensure!(res.status() == 200, "quality settings: {}", res.text().await?);
+        println!("{n_gold} gold items mixed in at 10%");
+    }
 
     // 2. Labellers.
     let stop_at = Instant::now() + Duration::from_secs(seconds as u64);

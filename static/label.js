@@ -55,8 +55,27 @@
     } else if (res.ok) {
       show(await res.json());
     } else {
+      $("task").hidden = true;
       status(await errorText(res), true);
     }
+  }
+
+  // After an onboarding gold task: the reference ranking of the task just done, and why.
+  function showReference(ref, done) {
+    const box = $("reference");
+    box.hidden = !ref;
+    if (!ref) return;
+    const list = $("reference-ranking");
+    list.textContent = "";
+    ref.ranking.forEach((tier) => {
+      const li = el("li");
+      tier.forEach((id, k) => {
+        const r = done.responses.find((x) => x.id === id);
+        li.appendChild(el("span", "", (k ? " = " : "") + (r ? r.text.slice(0, 300) : id)));
+      });
+      list.appendChild(li);
+    });
+    $("reference-explanation").textContent = ref.explanation || "";
   }
 
   // Shows a leased task, or the end of the queue for `null`.
@@ -331,7 +350,15 @@
       const res = await api("POST", "/api/v1/tasks/" + task.task_id + "/judgement?next=1&render=1", collect());
       if (res.status === 201 || res.status === 200) {
         if (document.activeElement && document.activeElement.closest("textarea, input")) document.activeElement.blur();
-        show((await res.json()).next);
+        const body = await res.json();
+        showReference(body.reference, task);
+        if (body.paused) {
+          task = null;
+          $("task").hidden = true;
+          status(body.paused, true);
+        } else {
+          show(body.next);
+        }
       } else {
         // 400 and 409 keep everything the labeller did on screen.
         status(await errorText(res), true);

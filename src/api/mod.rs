@@ -4,6 +4,7 @@ pub mod doc;
 mod exports;
 mod people;
 mod projects;
+mod quality;
 pub mod runs;
 mod tasks;
 
@@ -81,6 +82,13 @@ api_routes! {
     get "/runs/{id}" => runs::show;
     get "/runs/{id}/metrics" => runs::metrics;
     post "/runs/{id}/cancel" => runs::cancel;
+    get "/projects/{slug}/quality" => quality::report;
+    post "/projects/{slug}/quality/settings" => quality::settings;
+    post "/projects/{slug}/quality/pauses/{user}/lift" => quality::lift;
+    post "/projects/{slug}/quality/honeypots" => quality::honeypots;
+    post "/projects/{slug}/quality/extend" => quality::extend;
+    post "/projects/{slug}/items/{item}/gold" => quality::mark_gold;
+    delete "/projects/{slug}/items/{item}/gold" => quality::unmark_gold;
 }
 
 /// A path under `/api/v1` that names no route (or a method the route has not): JSON, as every

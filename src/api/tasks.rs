@@ -6,10 +6,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::doc::ErrorBody;
 use super::project;
-use crate::db::tasks::{self as dbt, Outcome, TaskView};
+use crate::db::tasks::{self as dbt, Lease, Outcome, TaskView};
 use crate::domain::ranking::{Rules, Submission, SubmissionInput};
 use crate::domain::{JudgementId, Role, SkipReason, TaskId};
-use crate::services::labelling;
+use crate::services::{labelling, quality};
 use crate::web::auth::Auth;
 use crate::web::error::{ApiError, AppError};
 use crate::web::json::Json;
@@ -31,13 +31,14 @@ pub struct NextQuery {
     params(("slug" = String, Path, description = "The project's slug."), NextQuery),
     responses((status = 200, description = "A task leased to the caller until `expires_at`.", body = TaskView),
               (status = 204, description = "No task is left for the caller."),
+              (status = 403, description = "`paused`: the caller is paused in this project (the message says why).", body = ErrorBody),
               (status = 404, description = "No such project, or the caller is not a member.", body = ErrorBody)))]
 pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, q: web::Query<NextQuery>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.acquire().await?;
     let lease = dbt::lease_next(&mut conn, &slug, auth.user.id).await?.ok_or(AppError::NotFound)?;
     drop(conn);
     Ok(match lease {
-        Some((view, rules)) => {
+        Lease::Task(view, rules) => {
             state.task_rules.remember(view.task_id, auth.user.id, rules);
             if q.render == Some(1) {
                 HttpResponse::Ok().json(labelling::presented(&state.pool, &view, auth.user.id).await?)
@@ -45,7 +46,8 @@ pub async fn next(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
                 HttpResponse::Ok().json(view)
             }
         }
-        None => HttpResponse::NoContent().finish(),
+        Lease::Paused(reason) => paused(&reason),
+        Lease::Empty => HttpResponse::NoContent().finish(),
     })
 }
 
@@ -56,6 +58,11 @@ async fn shown(state: &AppState, view: &dbt::TaskView, user: crate::domain::User
     } else {
         Ok(serde_json::to_value(view).map_err(anyhow::Error::from)?)
     }
+}
+
+/// 403 `paused`: the caller gets no tasks in this project until a lead lifts their pause.
+fn paused(reason: &str) -> HttpResponse {
+    HttpResponse::Forbidden().json(serde_json::json!({"error": {"code": "paused", "message": format!("You are paused in this project: {reason}")}}))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,6 +108,13 @@ pub struct Stored {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable, value_type = Option<TaskView>)]
     pub next: Option<Option<serde_json::Value>>,
+    /// After an onboarding gold task: the reference judgement and its explanation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub reference: Option<serde_json::Value>,
+    /// With `next=1`, when the caller has just been paused: why (`next` is then `null`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
 }
 
 /// Submits the judgement of a leased task. Sending the same `idempotency_key` again answers
@@ -156,15 +170,33 @@ pub async fn submit(
             return Err(AppError::NotFound.into());
         }
     };
+    let mut reference = None;
+    let mut next = next;
+    if status == actix_web::http::StatusCode::CREATED && rules.check_kind.is_some() {
+        // A quality check: score it (maybe pausing the labeller, whose next lease is then
+        // given back); after an onboarding task the labeller sees the reference.
+        let checked = quality::after_check(&state.pool, task_id, user).await?;
+        if let Some(r) = checked.reference {
+            reference = Some(serde_json::to_value(r).map_err(anyhow::Error::from)?);
+        }
+        if let (Some(reason), Some(_)) = (checked.paused, &next) {
+            next = Some(Lease::Paused(reason));
+        }
+    }
+    let mut paused = None;
     let next = match next {
         None => None,
-        Some(None) => Some(None),
-        Some(Some((view, rules))) => {
+        Some(Lease::Task(view, rules)) => {
             state.task_rules.remember(view.task_id, user, rules);
             Some(Some(shown(&state, &view, user, q.render == Some(1)).await?))
         }
+        Some(Lease::Paused(reason)) => {
+            paused = Some(format!("You are paused in this project: {reason}"));
+            Some(None)
+        }
+        Some(Lease::Empty) => Some(None),
     };
-    Ok(HttpResponse::build(status).json(Stored { judgement_id: Some(judgement), task_id, status: "stored", next }))
+    Ok(HttpResponse::build(status).json(Stored { judgement_id: Some(judgement), task_id, status: "stored", next, reference, paused }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -185,5 +217,5 @@ pub async fn skip(state: web::Data<AppState>, auth: Auth, task: web::Path<String
     let task_id: TaskId = task.parse().map_err(|_| AppError::NotFound)?;
     let reason = SkipReason::parse(&body.reason).map_err(AppError::Invalid)?;
     labelling::skip(&state.pool, task_id, auth.user.id, &reason).await?;
-    Ok(HttpResponse::Ok().json(Stored { judgement_id: None, task_id, status: "skipped", next: None }))
+    Ok(HttpResponse::Ok().json(Stored { judgement_id: None, task_id, status: "skipped", next: None, reference: None, paused: None }))
 }

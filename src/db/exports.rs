@@ -4,6 +4,7 @@
 //! same rows in the same order every time.
 
 use chrono::{DateTime, Utc};
+use futures_util::stream::BoxStream;
 use futures_util::Stream;
 use serde_json::Value;
 use sqlx::types::Json;
@@ -115,7 +116,7 @@ pub fn prompt_rows<'c>(conn: &'c mut PgConnection, project: ProjectId, snapshot:
     sqlx::query_as!(
         PromptRow,
         "SELECT i.id, i.external_id, i.prompt, i.prompt_raw FROM items i
-         WHERE i.project_id = $1 AND pg_visible_in_snapshot(i.txid, $2::text::pg_snapshot)
+         WHERE i.project_id = $1 AND pg_visible_in_snapshot(i.txid, $2::text::pg_snapshot) AND i.honeypot_of IS NULL
            AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = i.id AND pg_visible_in_snapshot(x.txid, $2::text::pg_snapshot))
          ORDER BY i.seq",
         project as ProjectId,
@@ -129,6 +130,7 @@ pub fn prompt_rows<'c>(conn: &'c mut PgConnection, project: ProjectId, snapshot:
 pub struct JudgementRow {
     pub(crate) id: JudgementId,
     pub(crate) item_id: ItemId,
+    pub(crate) user_id: Option<UserId>,
     pub(crate) external_id: String,
     pub(crate) prompt: Value,
     pub(crate) prompt_raw: Option<String>,
@@ -150,28 +152,40 @@ pub struct JudgementRow {
     pub(crate) metas: Value,
 }
 
-/// The project's judgements as of `snapshot`, in the order they were stored (less those of
-/// items excluded by then).
-pub fn judgement_rows<'c>(conn: &'c mut PgConnection, project: ProjectId, snapshot: &'c str) -> impl Stream<Item = sqlx::Result<JudgementRow>> + 'c {
-    sqlx::query_as!(
-        JudgementRow,
-        r#"SELECT j.id, j.item_id, i.external_id, i.prompt, i.prompt_raw, j.source, COALESCE(u.pseudonym, 'import') AS "labeller!",
-                  j.ranks, j.display_order, j.strength, j.both_bad, j.demonstration, j.flags, j.rating, j.comment,
-                  j.time_on_task_ms, j.created_at, rs.ids AS "ids!: Vec<ResponseId>", rs.models AS "models!", rs.texts AS "texts!",
-                  rs.metas AS "metas!"
-           FROM judgements j
-           JOIN items i ON i.id = j.item_id
-           LEFT JOIN users u ON u.id = j.user_id
-           CROSS JOIN LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.position), '{}') AS ids,
-                                      COALESCE(array_agg(r.model ORDER BY r.position), '{}') AS models,
-                                      COALESCE(array_agg(r.text ORDER BY r.position), '{}') AS texts,
-                                      COALESCE(jsonb_agg(r.metadata ORDER BY r.position), '[]') AS metas
-                               FROM responses r WHERE r.item_id = j.item_id) rs
-           WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::text::pg_snapshot)
-             AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id AND pg_visible_in_snapshot(x.txid, $2::text::pg_snapshot))
-           ORDER BY j.seq"#,
-        project as ProjectId,
-        snapshot,
-    )
-    .fetch(conn)
+/// `query_as!` for the [`JudgementRow`]s of project `$1` as of snapshot `$2`, less gold items,
+/// quality checks and items excluded by then, with `$order` (literal SQL) appended.
+macro_rules! judgement_rows {
+    ($order:tt, $project:expr, $snapshot:expr) => {
+        sqlx::query_as!(
+            JudgementRow,
+            r#"SELECT j.id, j.item_id, j.user_id AS "user_id: UserId", i.external_id, i.prompt, i.prompt_raw, j.source,
+                      COALESCE(u.pseudonym, 'import') AS "labeller!", j.ranks, j.display_order, j.strength, j.both_bad, j.demonstration, j.flags,
+                      j.rating, j.comment, j.time_on_task_ms, j.created_at, rs.ids AS "ids!: Vec<ResponseId>", rs.models AS "models!",
+                      rs.texts AS "texts!", rs.metas AS "metas!"
+               FROM judgements j
+               JOIN items i ON i.id = j.item_id
+               LEFT JOIN users u ON u.id = j.user_id
+               CROSS JOIN LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.position), '{}') AS ids,
+                                          COALESCE(array_agg(r.model ORDER BY r.position), '{}') AS models,
+                                          COALESCE(array_agg(r.text ORDER BY r.position), '{}') AS texts,
+                                          COALESCE(jsonb_agg(r.metadata ORDER BY r.position), '[]') AS metas
+                                   FROM responses r WHERE r.item_id = j.item_id) rs
+               WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::text::pg_snapshot)
+                 AND i.gold_ranks IS NULL AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
+                 AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id AND pg_visible_in_snapshot(x.txid, $2::text::pg_snapshot)) "#
+                + $order,
+            $project as ProjectId,
+            $snapshot
+        )
+    };
+}
+
+/// The project's judgements as of `snapshot` (less gold items, quality checks and items
+/// excluded by then): in the order they were stored, or with `by_item` grouped by item (for
+/// aggregated exports).
+pub fn judgement_rows<'c>(conn: &'c mut PgConnection, project: ProjectId, snapshot: &'c str, by_item: bool) -> BoxStream<'c, sqlx::Result<JudgementRow>> {
+    match by_item {
+        false => judgement_rows!("ORDER BY j.seq", project, snapshot).fetch(conn),
+        true => judgement_rows!("ORDER BY j.item_id, j.seq", project, snapshot).fetch(conn),
+    }
 }

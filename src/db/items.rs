@@ -25,11 +25,15 @@ pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[
     let metas: Vec<Option<Value>> = batch.iter().map(|i| i.metadata.clone()).collect();
     let counts: Vec<i32> = batch.iter().map(|i| i.responses.len() as i32).collect();
     let instructions: Vec<Option<&str>> = batch.iter().map(|i| i.instructions.as_deref()).collect();
+    // A gold reference as an array literal (UNNEST cannot take an array of arrays).
+    let golds: Vec<Option<String>> =
+        batch.iter().map(|i| i.gold.as_ref().map(|g| format!("{{{}}}", g.ranks.iter().map(i16::to_string).collect::<Vec<_>>().join(",")))).collect();
+    let explanations: Vec<Option<&str>> = batch.iter().map(|i| i.gold.as_ref().map(|g| g.explanation.as_str())).collect();
     let inserted: Vec<ItemId> = sqlx::query_scalar!(
-        r#"INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw, instructions)
-           SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw, u.instructions
-           FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[], $8::text[])
-                AS u(id, ext, prompt, meta, n, raw, instructions)
+        r#"INSERT INTO items (id, project_id, external_id, prompt, metadata, n_responses, prompt_raw, instructions, gold_ranks, gold_explanation, is_open)
+           SELECT u.id, $1, u.ext, u.prompt, u.meta, u.n, u.raw, u.instructions, u.gold::smallint[], u.expl, u.gold IS NULL
+           FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[])
+                AS u(id, ext, prompt, meta, n, raw, instructions, gold, expl)
            ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id AS "id: ItemId""#,
         project as ProjectId,
         ids.as_slice() as &[ItemId],
@@ -39,6 +43,8 @@ pub async fn insert_batch(conn: &mut PgConnection, project: ProjectId, batch: &[
         counts.as_slice(),
         raws.as_slice() as &[Option<&str>],
         instructions.as_slice() as &[Option<&str>],
+        golds.as_slice() as &[Option<String>],
+        explanations.as_slice() as &[Option<&str>],
     )
     .fetch_all(&mut *conn)
     .await?;

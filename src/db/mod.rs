@@ -8,6 +8,7 @@ pub mod items;
 pub mod metrics;
 pub mod people;
 pub mod projects;
+pub mod quality;
 pub mod runs;
 pub mod schedules;
 pub mod stats;

@@ -83,8 +83,8 @@ pub async fn insert(conn: &mut PgConnection, p: &NewProject) -> sqlx::Result<Opt
     .await
 }
 
-/// Stores a lead's settings and reopens or closes items for the new overlap (excluded items stay
-/// closed).
+/// Stores a lead's settings and reopens or closes items for the new overlap (gold and excluded
+/// items stay closed).
 pub async fn update(conn: &mut PgConnection, id: ProjectId, s: &ProjectSettings) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE projects SET name = $2, guidelines = $3, flags = $4, overlap = $5, allow_ties = $6, rating_enabled = $7 WHERE id = $1",
@@ -99,11 +99,12 @@ pub async fn update(conn: &mut PgConnection, id: ProjectId, s: &ProjectSettings)
     .execute(&mut *conn)
     .await?;
     sqlx::query!(
-        "UPDATE items i SET done_count = c.n, is_open = c.n < $2 AND NOT c.excluded
-         FROM (SELECT it.id, (SELECT count(*) FROM tasks t WHERE t.item_id = it.id AND t.status = 'submitted')::int AS n,
-                      EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = it.id) AS excluded
-               FROM items it WHERE it.project_id = $1) c
-         WHERE i.id = c.id AND (i.is_open <> (c.n < $2 AND NOT c.excluded) OR i.done_count <> c.n)",
+        "UPDATE items i SET done_count = c.n, is_open = c.open
+         FROM (SELECT it.id, n.n, it.gold_ranks IS NULL AND n.n < $2 + it.extra_labellers
+                              AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = it.id) AS open
+               FROM items it CROSS JOIN LATERAL (SELECT count(*)::int AS n FROM tasks t WHERE t.item_id = it.id AND t.status = 'submitted') n
+               WHERE it.project_id = $1) c
+         WHERE i.id = c.id AND (i.is_open <> c.open OR i.done_count <> c.n)",
         id as ProjectId,
         s.overlap as Overlap,
     )

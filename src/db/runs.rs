@@ -232,7 +232,8 @@ pub async fn log_tail(conn: &mut PgConnection, run: RunId, lines: i64) -> sqlx::
 }
 
 /// Model-versus-model comparisons of a project: every pair of differently-named responses
-/// a judgement ranked, aggregated per (model, model).
+/// a judgement ranked, aggregated per (model, model); honeypots (with their planted
+/// response) are left out.
 pub async fn model_cells(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Cell>> {
     let rows = sqlx::query!(
         r#"SELECT a.model AS a, b.model AS b,
@@ -243,6 +244,7 @@ pub async fn model_cells(conn: &mut PgConnection, project: ProjectId) -> sqlx::R
          JOIN responses a ON a.item_id = j.item_id
          JOIN responses b ON b.item_id = j.item_id AND a.position < b.position AND a.model <> b.model
          WHERE j.project_id = $1 AND j.ranks IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM items h WHERE h.id = j.item_id AND h.honeypot_of IS NOT NULL)
          GROUP BY 1, 2"#,
         project as ProjectId,
     )

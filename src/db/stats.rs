@@ -91,12 +91,13 @@ pub async fn labellers(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec
     .await
 }
 
-/// Win rates of the models whose responses were compared (a tie counts half).
+/// Win rates of the models whose responses were compared (a tie counts half; honeypots left out).
 async fn models(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec<ModelStats>> {
     sqlx::query_as!(
         ModelStats,
         r#"WITH r AS (SELECT j.id, res.position, res.model, j.ranks[res.position + 1] AS rank
-                    FROM judgements j JOIN responses res ON res.item_id = j.item_id WHERE j.project_id = $1 AND j.ranks IS NOT NULL),
+                    FROM judgements j JOIN responses res ON res.item_id = j.item_id WHERE j.project_id = $1 AND j.ranks IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM items h WHERE h.id = j.item_id AND h.honeypot_of IS NOT NULL)),
          m AS (SELECT a.model, count(*) FILTER (WHERE a.rank < b.rank) AS wins, count(*) FILTER (WHERE a.rank > b.rank) AS losses,
                       count(*) FILTER (WHERE a.rank = b.rank) AS ties
                FROM r a JOIN r b ON a.id = b.id AND a.position <> b.position GROUP BY a.model)

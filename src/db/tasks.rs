@@ -40,13 +40,46 @@ pub struct NextRow {
     allow_ties: Option<bool>,
     rating_enabled: Option<bool>,
     flags: Option<Vec<String>>,
+    check_kind: Option<String>,
+    paused: Option<String>,
+}
+
+/// What a labeller gets when they ask for work.
+#[derive(Debug)]
+pub enum Lease {
+    Task(TaskView, TaskRules),
+    /// Nothing: they are paused in the project, for this reason.
+    Paused(String),
+    /// Nothing is left for them.
+    Empty,
+}
+
+impl Lease {
+    /// The leased task, if one was leased.
+    pub fn task(self) -> Option<(TaskView, TaskRules)> {
+        match self {
+            Lease::Task(view, rules) => Some((view, rules)),
+            _ => None,
+        }
+    }
+
+    /// The leased task, borrowed, if one was leased.
+    pub fn as_task(&self) -> Option<(&TaskView, &TaskRules)> {
+        match self {
+            Lease::Task(view, rules) => Some((view, rules)),
+            _ => None,
+        }
+    }
 }
 
 impl NextRow {
-    /// `None` when the caller may not see the project; `Some(None)` when nothing is left.
-    fn into_lease(self, slug: &str) -> Option<Option<(TaskView, TaskRules)>> {
+    /// `None` when the caller may not see the project.
+    fn into_lease(self, slug: &str) -> Option<Lease> {
         if self.member != Some(true) {
             return None;
+        }
+        if let (None, Some(reason)) = (self.task, &self.paused) {
+            return Some(Lease::Paused(reason.clone()));
         }
         // The functions answer a task's responses as '[]' rather than NULL when it has none.
         Some(match (self.task, self.prompt, self.expires_at, self.kind, self.responses) {
@@ -58,10 +91,11 @@ impl NextRow {
                     rating_enabled: self.rating_enabled.unwrap_or(false),
                     flags: self.flags.unwrap_or_default(),
                     response_ids: self.response_ids.unwrap_or_default(),
+                    check_kind: self.check_kind,
                 };
-                Some((TaskView { task_id, prompt, responses, expires_at }, rules))
+                Lease::Task(TaskView { task_id, prompt, responses, expires_at }, rules)
             }
-            _ => None,
+            _ => Lease::Empty,
         })
     }
 }
@@ -69,13 +103,13 @@ impl NextRow {
 /// The caller's live lease in project `slug`, or a new one (`rl_next_task` and `rl_take`: the
 /// candidate item is locked FOR NO KEY UPDATE SKIP LOCKED and its need re-checked under the
 /// lock, so concurrent requests never over-lease), with the rules its submission is checked
-/// against. `None` when the caller may not see the project; `Some(None)` when nothing is left.
-pub async fn lease_next(conn: &mut PgConnection, slug: &str, user: UserId) -> sqlx::Result<Option<Option<(TaskView, TaskRules)>>> {
+/// against. `None` when the caller may not see the project.
+pub async fn lease_next(conn: &mut PgConnection, slug: &str, user: UserId) -> sqlx::Result<Option<Lease>> {
     let row = sqlx::query_as!(
         NextRow,
         r#"SELECT member, task AS "task: TaskId", prompt AS "prompt: Json<Box<RawValue>>", expires_at,
                   responses AS "responses: Json<Box<RawValue>>", response_ids AS "response_ids: Vec<ResponseId>", kind AS "kind: TaskKind",
-                  allow_ties, rating_enabled, flags
+                  allow_ties, rating_enabled, flags, check_kind, paused
              FROM rl_next_task($1, $2, $3)"#,
         slug,
         user as UserId,
@@ -96,12 +130,14 @@ pub struct TaskRules {
     pub rating_enabled: bool,
     pub flags: Vec<String>,
     pub response_ids: Vec<ResponseId>,
+    /// 'onboarding' or 'gold' when the task is a quality check (never shown to the labeller).
+    pub check_kind: Option<String>,
 }
 
 pub async fn rules(conn: &mut PgConnection, task: TaskId, user: UserId) -> sqlx::Result<Option<TaskRules>> {
     sqlx::query_as!(
         TaskRules,
-        r#"SELECT p.slug, p.kind AS "kind: TaskKind", p.allow_ties, p.rating_enabled, p.flags,
+        r#"SELECT p.slug, p.kind AS "kind: TaskKind", p.allow_ties, p.rating_enabled, p.flags, t.check_kind,
                   COALESCE((SELECT array_agg(r.id ORDER BY r.position) FROM responses r WHERE r.item_id = t.item_id), '{}')
                       AS "response_ids!: Vec<ResponseId>"
              FROM tasks t JOIN projects p ON p.id = t.project_id JOIN users u ON u.id = t.user_id
@@ -186,8 +222,8 @@ impl SubmitEntry {
 }
 
 /// What a submission came to: its outcome and, when the next task was asked for and the
-/// judgement was stored or repeated, the caller's next lease (`None` when nothing is left).
-pub type Submitted = (Outcome, Option<Option<(TaskView, TaskRules)>>);
+/// judgement was stored or repeated, the caller's next lease.
+pub type Submitted = (Outcome, Option<Lease>);
 
 /// Stores checked judgements in one call and one transaction (`rl_submit_batch`: per entry,
 /// locks the task in task order, checks the caller still belongs to the project, honours the
@@ -199,7 +235,7 @@ pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait
         r#"SELECT idx, outcome, judgement AS "judgement: JudgementId",
                   member, task AS "task: TaskId", prompt AS "prompt: Json<Box<RawValue>>", expires_at,
                   responses AS "responses: Json<Box<RawValue>>", response_ids AS "response_ids: Vec<ResponseId>", kind AS "kind: TaskKind",
-                  allow_ties, rating_enabled, flags
+                  allow_ties, rating_enabled, flags, check_kind, paused
              FROM rl_submit_batch($1, $2)"#,
         Json(entries) as Json<&[SubmitEntry]>,
         wait,
@@ -221,8 +257,11 @@ pub async fn submit_batch(conn: &mut PgConnection, entries: &[SubmitEntry], wait
             allow_ties: row.allow_ties,
             rating_enabled: row.rating_enabled,
             flags: row.flags,
+            check_kind: row.check_kind,
+            paused: row.paused,
         };
-        let next = (entries[i].next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_))).then(|| next_row.into_lease(&entries[i].slug).flatten());
+        let next = (entries[i].next && matches!(outcome, Outcome::Stored(_) | Outcome::Repeat(_)))
+            .then(|| next_row.into_lease(&entries[i].slug).unwrap_or(Lease::Empty));
         results[i] = Some((outcome, next));
     }
     results.into_iter().map(|r| r.ok_or_else(|| sqlx::Error::Protocol("rl_submit_batch answered no row for an entry".into()))).collect()

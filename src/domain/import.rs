@@ -37,6 +37,15 @@ pub struct ImportItem {
     pub instructions: Option<String>,
     /// For a preference pair: response 0 was chosen over response 1.
     pub imported_choice: bool,
+    /// A gold reference (`"gold"`): the item is a quality check, never in the ordinary queue.
+    pub gold: Option<GoldRef>,
+}
+
+/// A gold item's reference judgement: ranks by response position (1 = best) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoldRef {
+    pub ranks: Vec<i16>,
+    pub explanation: String,
 }
 
 const MAX_TEXT: usize = 1 << 20;
@@ -66,8 +75,9 @@ fn parse_item(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
     };
     let id = take_id(obj)?;
     let instructions = take_instructions(obj)?;
+    let gold = take_gold(obj, responses.len(), false)?;
     let metadata = take_metadata(obj)?;
-    finish(id, (prompt, raw), responses, metadata, false).map(|item| ImportItem { instructions, ..item })
+    finish(id, (prompt, raw), responses, metadata, false).map(|item| ImportItem { instructions, gold, ..item })
 }
 
 fn parse_pair(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
@@ -83,10 +93,62 @@ fn parse_pair(obj: &mut Map<String, Value>) -> Result<ImportItem, String> {
     };
     let id = take_id(obj)?;
     let instructions = take_instructions(obj)?;
+    let gold = take_gold(obj, 2, true)?;
     let metadata = take_metadata(obj)?;
     let responses =
         vec![ResponseIn { model: "imported".into(), text: chosen, metadata: None }, ResponseIn { model: "imported".into(), text: rejected, metadata: None }];
-    finish(id, prompt, responses, metadata, true).map(|item| ImportItem { instructions, ..item })
+    // A gold pair's choice is its reference, never an ordinary (exported) judgement.
+    finish(id, prompt, responses, metadata, gold.is_none()).map(|item| ImportItem { instructions, gold, ..item })
+}
+
+/// `"gold"`: `{"ranking": [[0], [2, 1], ...], "explanation"?}` with tiers of response indices
+/// (0-based, best first; a tier of several is a tie); for a preference pair `true` or
+/// `{"explanation"?}` (the chosen response wins).
+fn take_gold(obj: &mut Map<String, Value>, n: usize, pair: bool) -> Result<Option<GoldRef>, String> {
+    let explanation = |o: &Map<String, Value>| match o.get("explanation") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) if s.len() <= 10_000 => Ok(s.clone()),
+        _ => Err("field \"gold.explanation\": expected a string of at most 10000 bytes".to_string()),
+    };
+    match obj.remove("gold") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
+        Some(Value::Bool(true)) if pair => Ok(Some(GoldRef { ranks: vec![1, 2], explanation: String::new() })),
+        Some(Value::Object(o)) if pair && !o.contains_key("ranking") => Ok(Some(GoldRef { ranks: vec![1, 2], explanation: explanation(&o)? })),
+        Some(Value::Object(o)) => {
+            let tiers: Vec<Vec<usize>> = o
+                .get("ranking")
+                .cloned()
+                .and_then(|r| serde_json::from_value(r).ok())
+                .ok_or("field \"gold.ranking\": expected tiers of response indices, best first, e.g. [[0], [2, 1]]")?;
+            Ok(Some(GoldRef { ranks: gold_ranks(&tiers, n)?, explanation: explanation(&o)? }))
+        }
+        Some(_) => Err("field \"gold\": expected {\"ranking\": [[...], ...], \"explanation\": \"...\"}".into()),
+    }
+}
+
+/// Ranks by position from tiers of 0-based response indices; every response exactly once,
+/// and not all tied.
+fn gold_ranks(tiers: &[Vec<usize>], n: usize) -> Result<Vec<i16>, String> {
+    let mut ranks = vec![0i16; n];
+    for (t, tier) in tiers.iter().enumerate() {
+        if tier.is_empty() {
+            return Err(format!("field \"gold.ranking\": tier {} is empty", t + 1));
+        }
+        for &i in tier {
+            match ranks.get_mut(i) {
+                None => return Err(format!("field \"gold.ranking\": {i} is not a response index (0 to {})", n.saturating_sub(1))),
+                Some(r) if *r != 0 => return Err(format!("field \"gold.ranking\": response {i} appears more than once")),
+                Some(r) => *r = t as i16 + 1,
+            }
+        }
+    }
+    if ranks.contains(&0) {
+        return Err(format!("field \"gold.ranking\": must rank all {n} responses"));
+    }
+    if tiers.len() < 2 {
+        return Err("field \"gold.ranking\": a reference must prefer at least one response to another".into());
+    }
+    Ok(ranks)
 }
 
 fn finish(
@@ -97,7 +159,7 @@ fn finish(
     choice: bool,
 ) -> Result<ImportItem, String> {
     let external_id = id.unwrap_or_else(|| content_id(&prompt, &responses));
-    Ok(ImportItem { external_id, prompt, prompt_raw, responses, metadata, instructions: None, imported_choice: choice })
+    Ok(ImportItem { external_id, prompt, prompt_raw, responses, metadata, instructions: None, imported_choice: choice, gold: None })
 }
 
 /// `sha256:` and the hex digest of the prompt and responses, for lines without an id.
@@ -329,6 +391,30 @@ mod tests {
         assert!(a.external_id.starts_with("sha256:"));
         assert_eq!(a.external_id, b.external_id);
         assert_eq!(a.metadata.unwrap()["reference"], "r");
+    }
+
+    #[test]
+    fn a_gold_reference_is_read_from_tiers_of_indices_and_pairs_default_to_chosen() {
+        let item = parse_line(
+            r#"{"prompt": "p", "responses": [{"text": "a"}, {"text": "b"}, {"text": "c"}], "gold": {"ranking": [[2], [0, 1]], "explanation": "c is right"}}"#,
+            TaskKind::Ranking,
+        )
+        .unwrap();
+        assert_eq!(item.gold, Some(GoldRef { ranks: vec![2, 2, 1], explanation: "c is right".into() }));
+        assert!(item.metadata.is_none());
+        let pair =
+            parse_line(r#"{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go", "gold": true}"#, TaskKind::Pairwise)
+                .unwrap();
+        assert_eq!(pair.gold.map(|g| g.ranks), Some(vec![1, 2]));
+        assert!(!pair.imported_choice);
+        let bad = |g: &str| {
+            parse_line(&format!(r#"{{"prompt": "p", "responses": [{{"text": "a"}}, {{"text": "b"}}], "gold": {g}}}"#), TaskKind::Ranking).unwrap_err()
+        };
+        assert!(bad(r#"{"ranking": [[0], [5]]}"#).contains("not a response index"));
+        assert!(bad(r#"{"ranking": [[0]]}"#).contains("must rank all 2"));
+        assert!(bad(r#"{"ranking": [[0, 1]]}"#).contains("prefer at least one"));
+        assert!(bad(r#"{"ranking": "a"}"#).starts_with("field \"gold.ranking\""));
+        assert!(bad(r#"3"#).starts_with("field \"gold\""));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Types and rules of the labelling domain; no I/O. Everything from outside becomes one of
 //! these through a `parse` that returns a `Result` naming what was wrong.
 
+pub mod agreement;
 pub mod export;
 pub mod import;
 pub mod item_filter;
@@ -9,6 +10,7 @@ pub mod login;
 pub mod markdown;
 pub mod project;
 pub mod provenance;
+pub mod quality;
 pub mod ranking;
 pub mod runs;
 pub mod text;

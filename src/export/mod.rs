@@ -6,6 +6,7 @@
 //! a file the snapshot was written to once ([`part_file`]), so a slow client never holds a
 //! database connection. The formats are documented in `docs/export-formats.md`.
 
+mod quality;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -16,9 +17,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::db::exports as db;
+use crate::db::exports::JudgementRow;
 use crate::domain::{ProjectId, UserId};
 
-pub use crate::domain::export::{schema, Export, Format, Options, PartSummary, DEFAULT_TEST_PERCENT, MAX_TEST_PERCENT, SCHEMA_VERSION};
+pub use crate::domain::export::{schema, Aggregate, Export, Format, Options, PartSummary, DEFAULT_TEST_PERCENT, MAX_TEST_PERCENT, SCHEMA_VERSION};
 pub use rows::prompt_string;
 
 /// Takes a snapshot, writes each part through `sink(part)` and records the export. The
@@ -31,6 +33,10 @@ where
     let options = options.checked(format).map_err(anyhow::Error::msg)?;
     let mut tx = pool.begin().await?;
     let snapshot = db::snapshot(&mut tx).await?;
+    let mut options = options;
+    if options.exclude_paused {
+        options.excluded_labellers = crate::db::quality::paused_labellers(&mut tx, project).await?;
+    }
     let mut files = Vec::new();
     for part in format.parts() {
         let mut out = sink(part)?;
@@ -126,10 +132,30 @@ async fn stream_rows<W: AsyncWrite + Unpin>(
             }
         }
         _ => {
-            let mut stream = db::judgement_rows(conn, project, snapshot);
+            let ctx = if options.revision >= 3 { quality::Context::load(conn, project, snapshot, options).await? } else { quality::Context::default() };
+            let mut stream = db::judgement_rows(conn, project, snapshot, options.aggregate.is_some());
+            let mut group: Vec<JudgementRow> = Vec::new();
             while let Some(row) = stream.try_next().await? {
-                w.rows += row.write(format, options, part, &mut w.buf);
-                w.maybe_flush().await?;
+                if !ctx.keeps(row.user_id(), row.item_id()) {
+                    continue;
+                }
+                match options.aggregate {
+                    Some(method) => {
+                        if group.last().is_some_and(|g| g.item_id() != row.item_id()) {
+                            w.rows += rows::write_aggregate(&group, method, format, options, part, ctx.agreement(group[0].item_id()), &mut w.buf);
+                            group.clear();
+                            w.maybe_flush().await?;
+                        }
+                        group.push(row);
+                    }
+                    None => {
+                        w.rows += row.write(format, options, part, ctx.of(&row), &mut w.buf);
+                        w.maybe_flush().await?;
+                    }
+                }
+            }
+            if let (Some(method), Some(first)) = (options.aggregate, group.first()) {
+                w.rows += rows::write_aggregate(&group, method, format, options, part, ctx.agreement(first.item_id()), &mut w.buf);
             }
         }
     }

@@ -3,11 +3,12 @@
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{Format, Options, SCHEMA_VERSION};
+use super::{Aggregate, Format, Options, SCHEMA_VERSION};
 use crate::db::exports::{JudgementRow, PromptRow};
 use crate::domain::import::{prompt_text, Turn};
 use crate::domain::provenance::Provenance;
 use crate::domain::ranking::pairs;
+use crate::domain::{ItemId, UserId};
 
 impl PromptRow {
     pub fn write(&self, out: &mut Vec<u8>) -> u64 {
@@ -83,12 +84,22 @@ const REJECTED: SideKeys = SideKeys {
 };
 
 impl JudgementRow {
+    pub fn item_id(&self) -> ItemId {
+        self.item_id
+    }
+
+    /// The labeller (none for an imported choice).
+    pub fn user_id(&self) -> Option<UserId> {
+        self.user_id
+    }
+
     /// Appends the lines this judgement contributes to `part` of `format`; returns how many.
-    /// Each text is escaped once per judgement, however many pairs it appears in.
-    pub fn write(&self, format: Format, options: &Options, part: &str, out: &mut Vec<u8>) -> u64 {
+    /// Each text is escaped once per judgement, however many pairs it appears in. `quality` is
+    /// (the labeller's gold score, the item's agreement), written from revision 3 on.
+    pub fn write(&self, format: Format, options: &Options, part: &str, quality: (Option<f64>, Option<f64>), out: &mut Vec<u8>) -> u64 {
         let prompt = prompt_string(&self.prompt, &self.prompt_raw);
         match format {
-            Format::Comparisons => self.comparisons(&prompt, options, out),
+            Format::Comparisons => self.comparisons(&prompt, options, quality, out),
             Format::Preferences => {
                 let test = in_test_split(&prompt, options.test_percent.unwrap_or(crate::domain::export::DEFAULT_TEST_PERCENT));
                 if test != (part == "test") {
@@ -125,7 +136,7 @@ impl JudgementRow {
         }
     }
 
-    fn comparisons(&self, prompt: &str, options: &Options, out: &mut Vec<u8>) -> u64 {
+    fn comparisons(&self, prompt: &str, options: &Options, quality: (Option<f64>, Option<f64>), out: &mut Vec<u8>) -> u64 {
         let Some(ranks) = &self.ranks else { return 0 };
         let k = ranks.len();
         // Every value a pair repeats is written as JSON once per judgement; pairs only copy.
@@ -152,6 +163,10 @@ impl JudgementRow {
         field(&mut tail, "rating", &to_json(&self.rating));
         field(&mut tail, "comment", &to_json(&self.comment));
         field(&mut tail, "created_at", &to_json(&self.created_at));
+        if options.revision >= 3 {
+            field(&mut tail, "labeller_gold_score", &to_json(&quality.0));
+            field(&mut tail, "item_agreement", &to_json(&quality.1));
+        }
         tail.extend_from_slice(b"}\n");
         let pairs = pairs(ranks);
         for &(w, l, tie) in &pairs {
@@ -204,4 +219,112 @@ impl JudgementRow {
         }
         n
     }
+}
+
+/// The wins of each response over each other across an item's judgements (ties half each
+/// way), how many judgements, and how many marked both bad. Judgements of another length
+/// than the first are left out.
+fn tally(group: &[JudgementRow]) -> (Vec<Vec<f64>>, u64, u64) {
+    let k = group.iter().find_map(|j| j.ranks.as_ref()).map_or(0, Vec::len);
+    let mut wins = vec![vec![0.0; k]; k];
+    let (mut votes, mut both_bad) = (0, 0);
+    for ranks in group.iter().filter_map(|j| j.ranks.as_ref().filter(|r| r.len() == k).map(|r| (r, j.both_bad))) {
+        votes += 1;
+        both_bad += u64::from(ranks.1);
+        for (w, l, tie) in pairs(ranks.0) {
+            if tie {
+                wins[w][l] += 0.5;
+                wins[l][w] += 0.5;
+            } else {
+                wins[w][l] += 1.0;
+            }
+        }
+    }
+    (wins, votes, both_bad)
+}
+
+/// The item's aggregated pairs: (preferred position, other, tie).
+fn aggregate_pairs(wins: &[Vec<f64>], method: Aggregate) -> Vec<(usize, usize, bool)> {
+    let k = wins.len();
+    let strengths = match method {
+        Aggregate::Majority => None,
+        // A small symmetric prior (as the leaderboard's) keeps an unbeaten response finite.
+        Aggregate::BradleyTerry => Some(crate::domain::leaderboard::fit(k, &wins.iter().map(|r| r.iter().map(|w| w + 0.1).collect()).collect::<Vec<_>>())),
+    };
+    let mut out = Vec::new();
+    for a in 0..k {
+        for b in a + 1..k {
+            let d = match &strengths {
+                None => wins[a][b] - wins[b][a],
+                Some(s) => s[a] - s[b],
+            };
+            out.push(if d.abs() < 1e-9 {
+                (a, b, true)
+            } else if d > 0.0 {
+                (a, b, false)
+            } else {
+                (b, a, false)
+            });
+        }
+    }
+    out
+}
+
+/// Appends one row per response pair of an item, from all of its (kept) judgements; ties and
+/// "both bad" (most of the judgements said so) stay marked. Returns how many rows.
+pub fn write_aggregate(
+    group: &[JudgementRow],
+    method: Aggregate,
+    format: Format,
+    options: &Options,
+    part: &str,
+    agreement: Option<f64>,
+    out: &mut Vec<u8>,
+) -> u64 {
+    let Some(first) = group.first() else { return 0 };
+    let (wins, votes, both_bad) = tally(group);
+    if votes == 0 {
+        return 0;
+    }
+    let both_bad = both_bad * 2 > votes;
+    let prompt = prompt_string(&first.prompt, &first.prompt_raw);
+    if format == Format::Preferences && in_test_split(&prompt, options.test_percent.unwrap_or(super::DEFAULT_TEST_PERCENT)) != (part == "test") {
+        return 0;
+    }
+    let method_name = match method {
+        Aggregate::Majority => "majority",
+        Aggregate::BradleyTerry => "bradley_terry",
+    };
+    let mut n = 0;
+    for (w, l, tie) in aggregate_pairs(&wins, method) {
+        let row = match format {
+            Format::Preferences => {
+                if (tie && !options.include_ties) || (both_bad && !options.include_both_bad) {
+                    continue;
+                }
+                let mut row = json!({"prompt": prompt, "chosen": first.texts[w], "rejected": first.texts[l]});
+                if options.margin {
+                    row["margin"] = json!((wins[w][l] - wins[l][w]) / votes as f64);
+                }
+                if options.include_ties {
+                    row["tie"] = json!(tie);
+                }
+                if options.include_both_bad {
+                    row["both_bad"] = json!(both_bad);
+                }
+                row
+            }
+            _ => json!({
+                "schema_version": SCHEMA_VERSION, "item_id": first.item_id, "external_id": first.external_id, "prompt": prompt, "messages": first.prompt,
+                "chosen": first.texts[w], "chosen_model": first.models[w], "chosen_response_id": first.ids[w],
+                "rejected": first.texts[l], "rejected_model": first.models[l], "rejected_response_id": first.ids[l],
+                "tie": tie, "both_bad": both_bad, "votes": votes, "chosen_votes": wins[w][l], "rejected_votes": wins[l][w],
+                "item_agreement": agreement, "method": method_name,
+            }),
+        };
+        js(out, &row);
+        out.push(b'\n');
+        n += 1;
+    }
+    n
 }

@@ -26,6 +26,8 @@ pub struct ItemPage {
     pub prompt: String,
     pub responses: Vec<ResponseRow>,
     pub judgements: Vec<JudgementRow>,
+    /// The item's gold reference, when it is a gold item or honeypot.
+    pub gold: Option<crate::db::quality::Gold>,
 }
 
 /// A response with its letter (as judgements refer to it) and provenance.
@@ -80,6 +82,16 @@ impl JudgementRow {
 }
 
 impl ItemPage {
+    /// The gold reference in letters, best first (`B > A = C`); empty when not gold.
+    pub fn gold_ranking(&self) -> String {
+        let Some(g) = &self.gold else { return String::new() };
+        let mut levels = g.ranks.clone();
+        levels.sort();
+        levels.dedup();
+        let tier = |l: &i16| g.ranks.iter().enumerate().filter(|(_, r)| *r == l).map(|(p, _)| letter(p).to_string()).collect::<Vec<_>>().join(" = ");
+        levels.iter().map(tier).collect::<Vec<_>>().join(" > ")
+    }
+
     /// The item's metadata as indented JSON (empty when there is none).
     pub fn metadata(&self) -> String {
         self.item.metadata.as_ref().and_then(|m| serde_json::to_string_pretty(m).ok()).unwrap_or_default()
@@ -95,5 +107,7 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, path: web::Path<(Strin
     let prompt = crate::export::prompt_string(&item.prompt, &item.prompt_raw);
     let responses = responses.into_iter().enumerate().map(|(p, r)| ResponseRow::new(p, r)).collect();
     let judgements = judgements.into_iter().map(JudgementRow::new).collect();
-    Ok(html(&ItemPage { layout: Layout::of(&auth), tabs: TabBar::new(&p, "items"), project: p, item, prompt, responses, judgements }))
+    drop(conn);
+    let gold = crate::services::quality::gold_of(&state.pool, item.id).await?;
+    Ok(html(&ItemPage { layout: Layout::of(&auth), tabs: TabBar::new(&p, "items"), project: p, item, prompt, responses, judgements, gold }))
 }

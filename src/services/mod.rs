@@ -11,6 +11,7 @@ pub mod items;
 pub mod labelling;
 pub mod people;
 pub mod projects;
+pub mod quality;
 pub mod runs;
 
 pub use error::AppError;

@@ -216,6 +216,11 @@ impl Api {
         self.http.post(format!("{}{path}", self.app_addr)).bearer_auth(&self.token).json(body).send().await.unwrap()
     }
 
+    /// DELETE; answers the status.
+    pub async fn delete_path(&self, path: &str) -> u16 {
+        self.http.delete(format!("{}{path}", self.app_addr)).bearer_auth(&self.token).send().await.unwrap().status().as_u16()
+    }
+
     pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> reqwest::Response {
         self.http.post(format!("{}{path}", self.app_addr)).bearer_auth(&self.token).body(body).send().await.unwrap()
     }

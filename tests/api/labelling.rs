@@ -263,7 +263,7 @@ async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_a
     let mut tasks = Vec::new();
     for &u in &users {
         let mut conn = app.pool.acquire().await.unwrap();
-        let (view, _) = dbt::lease_next(&mut conn, "alpha", u).await.unwrap().unwrap().unwrap();
+        let (view, _) = dbt::lease_next(&mut conn, "alpha", u).await.unwrap().unwrap().task().unwrap();
         tasks.push(view.task_id);
     }
     // Every labeller submits at once, labeller 0 twice with one key (a double click), and
@@ -287,7 +287,7 @@ async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_a
         } else {
             assert!(matches!(outcome, Outcome::Stored(_)), "labeller {i}: {outcome:?}");
         }
-        let (view, rules) = next.as_ref().expect("asked for the next task").as_ref().expect("items are left");
+        let (view, rules) = next.as_ref().expect("asked for the next task").as_task().expect("items are left");
         assert_ne!(view.task_id, tasks[i]);
         assert_eq!(rules.response_ids.len(), 3);
         assert_eq!(serde_json::from_str::<Vec<Value>>(view.responses.get()).unwrap().len(), 3);
@@ -380,7 +380,7 @@ async fn submissions_arriving_together_are_stored_in_batches_with_each_its_own_a
     };
     assert!(matches!(first_ans.0, Outcome::Stored(_)), "{:?}", first_ans.0);
     assert_eq!(second_ans.0, Outcome::Repeat(judgement_of(&first_ans.0)));
-    let lease = |s: &dbt::Submitted| s.1.as_ref().unwrap().as_ref().unwrap().0.task_id;
+    let lease = |s: &dbt::Submitted| s.1.as_ref().unwrap().as_task().unwrap().0.task_id;
     assert_eq!(lease(&second_ans), lease(&first_ans));
     assert_eq!(app.count(&format!("SELECT count(*) FROM tasks WHERE user_id = '{user}' AND status = 'leased'")).await, 1);
 }

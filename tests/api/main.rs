@@ -18,6 +18,7 @@ mod metrics;
 mod openapi;
 mod people;
 mod python_client;
+mod quality;
 mod robustness;
 mod run_form;
 mod runs;

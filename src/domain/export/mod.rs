@@ -5,7 +5,7 @@ pub mod schema;
 
 use std::fmt;
 
-use crate::domain::{ExportId, ProjectId};
+use crate::domain::{ExportId, ProjectId, UserId};
 
 /// Bumped whenever a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -77,10 +77,45 @@ pub struct Options {
     /// before provenance columns, tie/both_bad markers and best-ranked SFT targets; 2: now.
     #[serde(default = "first_revision")]
     pub revision: u32,
+    /// Leave out the work of labellers who were paused when the export was taken (their ids
+    /// are recorded in `excluded_labellers`, so a replay leaves out the same).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_paused: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_labellers: Vec<UserId>,
+    /// Keep only items whose agreement (Kendall's W of their labellers, 0 to 1) is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_agreement: Option<f64>,
+    /// One preference per item and response pair, from all of the item's judgements, instead
+    /// of one per judgement (comparisons and preferences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
 }
 
-/// The revision new exports are written with.
-pub const REVISION: u32 = 2;
+/// How an item's overlapping judgements become one preference per response pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    /// The response more judgements put above the other; a tie when as many say each.
+    Majority,
+    /// The order of Bradley–Terry strengths fitted to the item's comparisons (ties as half wins).
+    BradleyTerry,
+}
+
+impl<'de> serde::Deserialize<'de> for Aggregate {
+    /// By name; anything else is an error naming the field (a flattened body loses the path).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "majority" => Ok(Self::Majority),
+            "bradley_terry" => Ok(Self::BradleyTerry),
+            other => Err(serde::de::Error::custom(format!("aggregate: expected \"majority\" or \"bradley_terry\", got {other:?}"))),
+        }
+    }
+}
+
+/// The revision new exports are written with. 3: comparison rows carry the labeller's gold
+/// score and the item's agreement; the quality options.
+pub const REVISION: u32 = 3;
 pub const DEFAULT_TEST_PERCENT: u8 = 10;
 pub const MAX_TEST_PERCENT: u8 = 90;
 
@@ -98,6 +133,14 @@ impl Options {
         if format == Format::Preferences {
             self.test_percent.get_or_insert(DEFAULT_TEST_PERCENT);
         }
+        if let Some(m) = self.min_agreement.filter(|m| !(0.0..=1.0).contains(m)) {
+            return Err(format!("min_agreement: expected an agreement (Kendall's W) from 0 to 1, got {m}"));
+        }
+        if self.aggregate.is_some() && !matches!(format, Format::Comparisons | Format::Preferences) {
+            return Err(format!("aggregate: only comparisons and preferences exports aggregate judgements, not {format}"));
+        }
+        // Filled from the database when the export is taken, never from the caller.
+        self.excluded_labellers.clear();
         self.revision = REVISION;
         Ok(self)
     }

@@ -55,12 +55,41 @@ const COMPARISONS: &[(&str, Col)] = &[
     ("created_at", Col::Str),
 ];
 
+/// An aggregated comparison: one per item and response pair.
+const AGGREGATED: &[(&str, Col)] = &[
+    ("schema_version", Col::Int),
+    ("item_id", Col::Str),
+    ("external_id", Col::Str),
+    ("prompt", Col::Str),
+    ("messages", Col::Messages),
+    ("chosen", Col::Str),
+    ("chosen_model", Col::Str),
+    ("chosen_response_id", Col::Str),
+    ("rejected", Col::Str),
+    ("rejected_model", Col::Str),
+    ("rejected_response_id", Col::Str),
+    ("tie", Col::Bool),
+    ("both_bad", Col::Bool),
+    ("votes", Col::Int),
+    ("chosen_votes", Col::Float),
+    ("rejected_votes", Col::Float),
+    ("item_agreement", Col::Float),
+    ("method", Col::Str),
+];
+
 const PROMPTS: &[(&str, Col)] = &[("schema_version", Col::Int), ("item_id", Col::Str), ("id", Col::Str), ("prompt", Col::Str), ("messages", Col::Messages)];
 
 /// The columns of `format` with `options`, in the order rows write them.
 pub fn columns(format: Format, options: &Options) -> Vec<(&'static str, Col)> {
     match format {
-        Format::Comparisons => COMPARISONS.iter().copied().filter(|(_, c)| *c != Col::Provenance || options.revision >= 2).collect(),
+        Format::Comparisons if options.aggregate.is_some() => AGGREGATED.to_vec(),
+        Format::Comparisons => {
+            let mut c: Vec<_> = COMPARISONS.iter().copied().filter(|(_, c)| *c != Col::Provenance || options.revision >= 2).collect();
+            if options.revision >= 3 {
+                c.extend([("labeller_gold_score", Col::Float), ("item_agreement", Col::Float)]);
+            }
+            c
+        }
         Format::Prompts => PROMPTS.to_vec(),
         Format::Sft => vec![("prompt", Col::Str), ("completion", Col::Str)],
         Format::Preferences => {

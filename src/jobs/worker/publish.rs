@@ -140,6 +140,7 @@ async fn generated_item(tx: &mut PgConnection, c: &Claimed, policy: &Resolved, e
             "sampling": {"temperature": c.config["temperature"], "top_p": c.config["top_p"], "max_new_tokens": c.config["max_new_tokens"], "seed": c.config["seed"], "samples": c.config["samples"]}})),
         instructions: None,
         imported_choice: false,
+        gold: None,
     };
     Ok((check_kind(&item, c.project_kind).is_ok() && !item.responses.is_empty()).then_some(item))
 }

@@ -20,6 +20,8 @@ pub struct LabelPage {
     pub config: LabelConfig,
     /// The guidelines for the side panel (`g`).
     pub guidelines_html: SanitizedHtml,
+    /// Why the caller is paused in the project (no tasks then).
+    pub paused: Option<String>,
 }
 
 /// What static/label.js needs, read from `<script type="application/json" id="config">`.
@@ -44,7 +46,8 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
         csrf: auth.csrf().to_string(),
     };
     let guidelines_html = SanitizedHtml::from_markdown(if p.guidelines.trim().is_empty() { "*No guidelines yet.*" } else { &p.guidelines });
-    Ok(html(&LabelPage { layout: Layout::of(&auth), project: p, config, guidelines_html }))
+    let paused = crate::services::quality::paused(&state.pool, &p, auth.user.id).await?;
+    Ok(html(&LabelPage { layout: Layout::of(&auth), project: p, config, guidelines_html, paused }))
 }
 
 #[cfg(test)]
@@ -70,7 +73,7 @@ mod tests {
             role: Role::Labeller,
         };
         let config = LabelConfig { slug, kind: TaskKind::Pairwise, flags, allow_ties: true, rating_enabled: false, csrf: "c".into() };
-        let html = LabelPage { layout: Layout::default(), project, config, guidelines_html: SanitizedHtml::from_markdown("") }.render().unwrap();
+        let html = LabelPage { layout: Layout::default(), project, config, guidelines_html: SanitizedHtml::from_markdown(""), paused: None }.render().unwrap();
         let start = html.find(r#"<script type="application/json" id="config">"#).unwrap();
         let body = &html[start..];
         let json = &body[body.find('>').unwrap() + 1..body.find("</script>").unwrap()];

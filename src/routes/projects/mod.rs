@@ -12,6 +12,7 @@ pub mod label;
 pub mod labellers;
 pub mod members;
 pub mod models;
+pub mod quality;
 pub mod settings;
 pub mod show;
 pub mod tabs;

@@ -2,13 +2,11 @@
 //! lead page carries a [`TabBar`] and includes `projects/tabs.html`.
 
 /// The tabs in order: id (the link's `#tab-<id>`), label, and path after `/projects/{slug}`.
-///
-/// Issue 13's quality pages (gold, honeypots, labeller quality, agreement) get their tab here,
-/// e.g. `("quality", "Quality", "/quality")` after "models", once their route exists.
 pub const TABS: &[(&str, &str, &str)] = &[
     ("overview", "Overview", ""),
     ("labellers", "Labellers", "/labellers"),
     ("models", "Models and leaderboard", "/models"),
+    ("quality", "Label quality", "/quality"),
     ("items", "Items", "/items"),
     ("exports", "Exports", "/exports"),
     ("runs", "Runs", "/runs"),
