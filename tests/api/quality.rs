@@ -354,7 +354,7 @@ async fn in_the_browser_an_onboarding_task_shows_its_reference_a_paused_labeller
     b.click("header form button").await;
     b.sign_in(&app.addr, "lead@example.org").await;
     b.goto(&format!("{}/projects/web", app.addr)).await;
-    b.click("#quality-link").await;
+    b.click("#tab-quality").await;
     let row = b.wait_for_text("tr.labeller.paused", "lab@example.org").await;
     assert!(row.contains("paused") && row.contains("-1.00"), "{row}");
     b.type_into("tr.labeller.paused input[name=note]", "explained the guidelines").await;
