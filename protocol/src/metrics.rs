@@ -148,6 +148,91 @@ impl MetricEvent {
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// A stored line as an event; `None` for a line this build does not know (a newer
+    /// trainer's event, or a malformed one).
+    pub fn from_value(data: &Value) -> Option<Self> {
+        // Untagged: the line's `event` must be the one it parsed as (an unknown event with the
+        // same keys as a known one is not that one).
+        let event: Self = serde_json::from_value(data.clone()).ok()?;
+        (data.get("event").and_then(Value::as_str) == Some(event.name())).then_some(event)
+    }
+
+    /// The event's name, as the stream writes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Step(_) => "step",
+            Self::Eval(_) => "eval",
+            Self::Iteration(_) => "iteration",
+            Self::Done(_) => "done",
+        }
+    }
+
+    /// Where the line sits in the run: its optimizer step or PPO iteration (`None` for the
+    /// summary, which repeats earlier figures).
+    pub fn position(&self) -> Option<u64> {
+        match self {
+            Self::Step(s) => Some(s.step),
+            Self::Eval(e) => Some(e.step),
+            Self::Iteration(i) => Some(i.iteration),
+            Self::Done(_) => None,
+        }
+    }
+
+    /// The figures of the line worth plotting, by name (positions, epochs, counts and totals
+    /// left out; a figure a task does not report is absent).
+    pub fn figures(&self) -> Vec<(&'static str, f64)> {
+        let mut out = Vec::new();
+        let mut some = |name: &'static str, v: Option<f64>| {
+            if let Some(v) = v {
+                out.push((name, v));
+            }
+        };
+        match self {
+            Self::Step(s) => {
+                for (name, v) in [("loss", s.loss), ("accuracy", s.accuracy), ("lr", s.lr), ("grad_norm", s.grad_norm), ("tokens_per_s", s.tokens_per_s)] {
+                    some(name, Some(v));
+                }
+                some("elapsed_s", Some(s.elapsed_s));
+                some("rss_mb", s.rss_mb);
+            }
+            Self::Eval(e) => {
+                let r = &e.report;
+                some("loss", Some(r.loss));
+                some("accuracy", r.accuracy);
+                some("margin", r.margin);
+                some("perplexity", r.perplexity);
+                some("token_accuracy", r.token_accuracy);
+            }
+            Self::Iteration(i) => {
+                for (name, v) in [
+                    ("score", i.score),
+                    ("kl", i.kl),
+                    ("non_score_reward", i.non_score_reward),
+                    ("rlhf_reward", i.rlhf_reward),
+                    ("kl_coef", i.kl_coef),
+                    ("entropy", i.entropy),
+                    ("approxkl", i.approxkl),
+                    ("clipfrac", i.clipfrac),
+                    ("ratio_mean", i.ratio_mean),
+                    ("ratio_var", i.ratio_var),
+                    ("pg_loss", i.pg_loss),
+                    ("vf_loss", i.vf_loss),
+                    ("vf_clipfrac", i.vf_clipfrac),
+                    ("eos_rate", i.eos_rate),
+                    ("response_length", i.response_length),
+                    ("generate_s", i.time.generate_s),
+                    ("score_s", i.time.score_s),
+                    ("optimise_s", i.time.optimise_s),
+                ] {
+                    some(name, Some(v));
+                }
+            }
+            Self::Done(_) => {}
+        }
+        out.retain(|(_, v)| v.is_finite());
+        out
+    }
 }
 
 /// A metrics line as the platform stores it: any JSON object naming its `event` (a newer
@@ -189,6 +274,21 @@ mod tests {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
         k.sort();
         k
+    }
+
+    #[test]
+    fn stored_lines_read_back_as_events_with_their_figures() {
+        let line = json!({"event": "step", "step": 4, "epoch": 1, "loss": 0.5, "accuracy": 0.75, "lr": 0.001, "grad_norm": 1.5,
+                          "tokens_per_s": 900.0, "examples": 16, "elapsed_s": 2.0, "rss_mb": null});
+        let e = MetricEvent::from_value(&line).unwrap();
+        assert_eq!((e.name(), e.position()), ("step", Some(4)));
+        let names: Vec<&str> = e.figures().iter().map(|f| f.0).collect();
+        assert_eq!(names, ["loss", "accuracy", "lr", "grad_norm", "tokens_per_s", "elapsed_s"], "counters and unknown figures left out");
+        let eval = MetricEvent::from_value(&json!({"event": "eval", "step": 4, "epoch": 1, "loss": 0.7, "accuracy": 0.6})).unwrap();
+        assert_eq!(eval.figures(), vec![("loss", 0.7), ("accuracy", 0.6)]);
+        assert!(MetricEvent::from_value(&json!({"event": "done", "step": 4})).unwrap().position().is_none());
+        assert!(MetricEvent::from_value(&json!({"event": "something-new", "x": 1})).is_none());
+        assert!(MetricEvent::from_value(&json!({"event": "novel", "step": 4, "epoch": 1, "loss": 0.7})).is_none(), "an eval's keys, another event");
     }
 
     #[test]

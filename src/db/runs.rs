@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
+use rewardlab_protocol::MetricEvent;
+
 use crate::domain::leaderboard::{Cell, Entry};
 use crate::domain::runs::{RunKind, RunSpec, RunStatus};
 use crate::domain::{ExportId, ItemId, JudgementId, ProjectId, RunId, ScheduleId, UserId};
@@ -184,8 +186,8 @@ pub async fn metrics(conn: &mut PgConnection, run: RunId) -> sqlx::Result<Vec<Me
     .await
 }
 
-/// The last value of every numeric metric of each run (by event: `step.loss`,
-/// `eval.accuracy`, …), from the newest line of each event.
+/// The last value of every figure of each run (by event: `step.loss`, `eval.accuracy`, …),
+/// from the newest line of each event the trainer's protocol knows.
 pub async fn last_values(conn: &mut PgConnection, runs: &[RunId]) -> sqlx::Result<std::collections::HashMap<RunId, serde_json::Map<String, Value>>> {
     let rows = sqlx::query!(
         "SELECT DISTINCT ON (run_id, event) run_id, event, data FROM run_metrics WHERE run_id = ANY($1) ORDER BY run_id, event, id DESC",
@@ -195,13 +197,11 @@ pub async fn last_values(conn: &mut PgConnection, runs: &[RunId]) -> sqlx::Resul
     .await?;
     let mut out: std::collections::HashMap<RunId, serde_json::Map<String, Value>> = runs.iter().map(|r| (*r, serde_json::Map::new())).collect();
     for row in rows {
-        let (run, event, data) = (RunId(row.run_id), row.event, row.data);
-        let Value::Object(m) = data else { continue };
-        let values = out.entry(run).or_default();
-        for (k, v) in m {
-            if v.is_number() && k != "step" {
-                values.insert(format!("{event}.{k}"), v);
-            }
+        // Events this build does not know are left out.
+        let Some(event) = MetricEvent::from_value(&row.data) else { continue };
+        let values = out.entry(RunId(row.run_id)).or_default();
+        for (name, v) in event.figures() {
+            values.insert(format!("{}.{name}", event.name()), Value::from(v));
         }
     }
     Ok(out)

@@ -2,7 +2,7 @@
 //! no script is involved). One chart per metric name; one line per (run, event): training
 //! steps and validation passes of a run share the loss chart, two runs share a comparison.
 
-use serde_json::Value;
+use rewardlab_protocol::MetricEvent;
 
 use crate::db::runs::MetricRow;
 
@@ -15,10 +15,22 @@ const BOTTOM: f64 = 26.0;
 const COLORS: [&str; 6] = ["#1f6feb", "#d9480f", "#2f9e44", "#9c36b5", "#e8590c", "#495057"];
 
 /// What is plotted first, when present.
-const ORDER: [&str; 14] =
-    ["loss", "accuracy", "score", "rlhf_reward", "margin", "kl", "reward", "mean_margin", "perplexity", "kl_coef", "lr", "grad_norm", "tokens_per_s", "rss_mb"];
-/// Counters, not metrics.
-const SKIP: [&str; 7] = ["step", "epoch", "iteration", "step_in_epoch", "total_steps", "total_iterations", "examples"];
+const ORDER: [&str; 14] = [
+    "loss",
+    "accuracy",
+    "score",
+    "rlhf_reward",
+    "margin",
+    "kl",
+    "perplexity",
+    "token_accuracy",
+    "kl_coef",
+    "lr",
+    "grad_norm",
+    "tokens_per_s",
+    "elapsed_s",
+    "rss_mb",
+];
 /// The charts a lead reads first (loss, accuracy, reward, KL); the rest are folded away.
 const PRIMARY: [&str; 6] = ["loss", "accuracy", "score", "rlhf_reward", "margin", "kl"];
 
@@ -82,20 +94,15 @@ pub fn charts(runs: &[(String, &[MetricRow])]) -> Vec<Chart> {
     // metric name → [(series name, points)]
     let mut by_metric: Vec<(String, Vec<Line>)> = Vec::new();
     for (label, rows) in runs {
-        for r in rows.iter() {
-            let Value::Object(m) = &r.data else { continue };
-            // `done` repeats the last values as a summary.
-            let Some(x) = r.step.map(|s| s as f64).filter(|_| r.event != "done") else { continue };
-            for (k, v) in m {
-                let Some(y) = v.as_f64().filter(|y| y.is_finite()) else { continue };
-                if SKIP.contains(&k.as_str()) {
-                    continue;
-                }
-                let series_name = if label.is_empty() { r.event.clone() } else { format!("{label} {}", r.event) };
+        // Lines of events this build does not know are not plotted; `done` has no position.
+        for e in rows.iter().filter_map(|r| MetricEvent::from_value(&r.data)) {
+            let Some(x) = e.position().map(|s| s as f64) else { continue };
+            for (k, y) in e.figures() {
+                let series_name = if label.is_empty() { e.name().to_string() } else { format!("{label} {}", e.name()) };
                 let entry = match by_metric.iter_mut().find(|(n, _)| n == k) {
                     Some(e) => e,
                     None => {
-                        by_metric.push((k.clone(), Vec::new()));
+                        by_metric.push((k.to_string(), Vec::new()));
                         by_metric.last_mut().expect("just pushed")
                     }
                 };
@@ -160,18 +167,25 @@ fn chart(title: String, series: Vec<Line>) -> Chart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn row(event: &str, step: i64, data: Value) -> MetricRow {
         MetricRow { event: event.into(), step: Some(step), data }
     }
 
+    fn step(step: u64, loss: f64) -> Value {
+        json!({"event": "step", "step": step, "epoch": 0, "loss": loss, "accuracy": 0.6, "lr": 1e-3, "grad_norm": 1.0, "tokens_per_s": 100.0,
+               "examples": 16, "elapsed_s": 1.0, "total_steps": 10})
+    }
+
     #[test]
     fn training_and_validation_losses_share_a_chart_and_counters_are_not_plotted() {
         let rows = vec![
-            row("step", 1, json!({"event": "step", "step": 1, "loss": 0.9, "lr": 1e-3})),
-            row("step", 2, json!({"event": "step", "step": 2, "loss": 0.5, "lr": 1e-3})),
+            row("step", 1, step(1, 0.9)),
+            row("step", 2, step(2, 0.5)),
             row("eval", 2, json!({"event": "eval", "step": 2, "loss": 0.7, "epoch": 1})),
+            // A newer trainer's event is not plotted.
+            row("novel", 2, json!({"event": "novel", "step": 2, "loss": 99.0})),
         ];
         let charts = charts(&[(String::new(), &rows)]);
         assert_eq!(charts[0].title, "loss");
@@ -179,7 +193,8 @@ mod tests {
         assert_eq!(charts[0].series[0].last_value, "0.500");
         assert!(charts.iter().all(|c| c.title != "epoch" && c.title != "step"));
         let (first, rest) = split(super::charts(&[(String::new(), &rows)]));
-        assert_eq!((first.len(), rest[0].title.as_str()), (1, "lr"), "loss first, the learning rate folded");
+        assert_eq!(first.iter().map(|c| c.title.as_str()).collect::<Vec<_>>(), ["loss", "accuracy"], "what a lead reads first");
+        assert_eq!(rest[0].title, "lr", "the learning rate folded");
         // The lowest loss sits at the bottom of the plot, the highest at the top.
         let pts: Vec<f64> = charts[0].series[0].points.split(' ').map(|p| p.split(',').nth(1).unwrap().parse().unwrap()).collect();
         assert!((pts[0] - TOP).abs() < 0.1 && (pts[1] - (HEIGHT - BOTTOM)).abs() < 0.1, "{pts:?}");
