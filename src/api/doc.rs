@@ -67,9 +67,12 @@ fn add_common(op: &mut Operation, public: bool) {
     if !public {
         add("401", "No valid API token (`Authorization: Bearer rl_…`) or session.");
     }
+    let has_query = op.parameters.iter().flatten().any(|p| matches!(p, RefOr::T(p) if p.parameter_in == utoipa::openapi::path::ParameterIn::Query));
     if has_body {
         add("400", "The body is not what the operation expects; the message names the field.");
         add("413", "The body is too large.");
+    } else if has_query {
+        add("400", "A query parameter is not what the operation expects; the message names it.");
     }
     add("503", "The database is unreachable; try again shortly.");
 }
