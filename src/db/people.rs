@@ -45,7 +45,7 @@ pub async fn accounts(conn: &mut PgConnection, caller: UserId) -> sqlx::Result<V
 /// Creates an account for the admin `caller`; `None` when the email is taken (or the caller is
 /// no admin: check [`is_admin`] first to tell them apart).
 pub async fn create(conn: &mut PgConnection, caller: UserId, email: &Email, is_admin: bool, password_hash: &str) -> sqlx::Result<Option<UserId>> {
-    let pseudonym = format!("L-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let pseudonym = super::users::new_pseudonym();
     sqlx::query_scalar!(
         r#"INSERT INTO users (id, email, password_hash, is_admin, pseudonym) SELECT $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM users a WHERE a.id = $1 AND a.is_admin AND a.deactivated_at IS NULL)
            ON CONFLICT (email) DO NOTHING RETURNING id AS "id: UserId""#,

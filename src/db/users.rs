@@ -22,10 +22,15 @@ pub async fn any(conn: &mut PgConnection) -> sqlx::Result<bool> {
     sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM users) AS "any!""#).fetch_one(conn).await
 }
 
+/// The name an account's judgements carry in exports (`L-` and 12 random hex digits).
+pub(crate) fn new_pseudonym() -> String {
+    format!("L-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
 /// Creates an account; `None` when the email is taken.
 pub async fn insert(conn: &mut PgConnection, email: &Email, password_hash: &str, is_admin: bool) -> sqlx::Result<Option<UserId>> {
     let id = UserId::new();
-    let pseudonym = format!("L-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let pseudonym = new_pseudonym();
     sqlx::query_scalar!(
         r#"INSERT INTO users (id, email, password_hash, is_admin, pseudonym) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (email) DO NOTHING RETURNING id AS "id: UserId""#,
