@@ -279,7 +279,10 @@ fn prepare(command: &Command) -> Result<Prepared> {
             let web = crate::settings::WebOptions::parse(public_url.as_deref(), trusted_proxy_header.as_deref()).map_err(anyhow::Error::msg)?;
             prepared.web = Some(web.with_metrics_token(metrics_token.as_deref()).map_err(anyhow::Error::msg)?);
         }
-        Command::Worker { .. } => {}
+        Command::Worker { trainer, .. } => {
+            let trainer = trainer.clone().unwrap_or_else(crate::jobs::worker::default_trainer);
+            crate::jobs::worker::check_trainer(&trainer)?;
+        }
         Command::User { command: UserCommand::Add { email: e, password_stdin, .. } | UserCommand::ResetPassword { email: e, password_stdin } } => {
             email(e)?;
             prepared.password = Some(new_password(*password_stdin)?);
@@ -326,6 +329,11 @@ async fn serve(
 ) -> Result<()> {
     let key = settings.session_key()?;
     let token = web.metrics_token.clone();
+    // With its own address, /metrics is served there instead of beside the pages.
+    let mut web = web;
+    if metrics_bind.is_some() {
+        web.metrics_token = None;
+    }
     let app = crate::startup::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, web)?;
     log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
     if let Some(metrics_bind) = metrics_bind {

@@ -116,12 +116,16 @@ fn a_command_that_fails_its_checks_creates_no_cluster() {
         vec!["project", "add-member", "--project", "demo", "--email", "a@example.org", "--role", "boss"],
         vec!["import", "--project", "demo", "/nonexistent/items.jsonl"],
         vec!["export", "--project", "demo", "--format", "csv", "--out", "x"],
+        vec!["worker", "--once", "--trainer", "/nonexistent/rewardlab-train"],
     ] {
         let out = crate::cli::run("", &data, &args, None);
         assert!(!out.status.success(), "{args:?}");
         assert!(!String::from_utf8_lossy(&out.stderr).trim().is_empty());
         assert!(!data.exists(), "{args:?} created {}", data.display());
     }
+    let worker = crate::cli::run("", &data, &["worker", "--once", "--trainer", "/nonexistent/rewardlab-train"], None);
+    let err = String::from_utf8_lossy(&worker.stderr);
+    assert!(err.contains("cargo build --release -p rewardlab-trainer") && err.contains("--trainer"), "the worker says how to get its trainer: {err}");
     let short = crate::cli::run("", &data, &["user", "add", "--email", "a@example.org", "--password-stdin"], Some("short"));
     assert!(!short.status.success() && !data.exists());
     let _ = std::fs::remove_dir_all(&dir);
@@ -253,5 +257,29 @@ async fn a_stop_during_an_upload_leaves_no_upload_file_behind() {
     drop(tx);
     let _ = upload.await;
     assert_eq!(uploads(), 0, "the stopped server removed its upload");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With `--metrics-bind`, /metrics is served on that address only, not beside the pages.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metrics_address_takes_metrics_off_the_page_server() {
+    let dir = scratch("metrics-bind");
+    let data = dir.join("data");
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut server = Command::new(BIN)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--data-dir", data.to_str().unwrap()])
+        .args(["--metrics-bind", &format!("127.0.0.1:{metrics_port}"), "--metrics-token", "a-metrics-token-of-some-length"])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_healthy(port).await;
+    let http = reqwest::Client::new();
+    let scrape = |p: u16| http.get(format!("http://127.0.0.1:{p}/metrics")).bearer_auth("a-metrics-token-of-some-length").send();
+    assert_eq!(scrape(metrics_port).await.unwrap().status(), 200, "the metrics address serves them");
+    assert_eq!(scrape(port).await.unwrap().status(), 404, "the page server does not");
+    signal(&server, "-TERM");
+    assert!(wait_exit(&mut server).success());
     let _ = std::fs::remove_dir_all(&dir);
 }

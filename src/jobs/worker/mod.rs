@@ -52,6 +52,26 @@ pub fn default_trainer() -> PathBuf {
     std::env::current_exe().ok().map(|e| e.with_file_name("rewardlab-train")).filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from("rewardlab-train"))
 }
 
+/// Fails, saying how to get one, unless `trainer` names an executable file (a bare name is
+/// looked up on PATH): a worker without its trainer would take runs only to fail them.
+pub fn check_trainer(trainer: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let found = if trainer.components().count() > 1 {
+        executable(trainer)
+    } else {
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(trainer))))
+    };
+    if !found {
+        bail!(
+            "the trainer {} was not found (the worker looks next to its own executable, then on PATH): build it with \
+             `cargo build --release -p rewardlab-trainer`, or give its path with --trainer",
+            trainer.display()
+        );
+    }
+    Ok(())
+}
+
 /// Claims and executes runs until the queue is empty (`once`) or forever.
 pub async fn run_worker(pool: PgPool, opts: WorkerOpts) -> Result<()> {
     crate::private_fs::create_dir_all(&opts.store)
