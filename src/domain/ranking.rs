@@ -53,7 +53,9 @@ pub struct SubmissionInput {
     pub idempotency_key: String,
     #[serde(default)]
     pub ranking: Option<Vec<Vec<ResponseId>>>,
+    /// Pairwise only: how much better the first-ranked answer is, 1 (slightly) to 3 (much).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3)]
     pub strength: Option<i16>,
     #[serde(default)]
     pub both_bad: bool,

@@ -1,6 +1,6 @@
 //! The API's JSON body: read whole up to a limit, refused with the path of the string that holds
 //! a NUL character (PostgreSQL cannot store one), and parsed so that a type error names its
-//! field (`overlap: invalid type: string "3", expected i32`), not only a line and column.
+//! field (`overlap: invalid type: string "3", expected a whole number from …`), not only a line and column.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,11 +48,31 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
         if inner.is_syntax() || inner.is_eof() || path == "." {
             format!("the JSON body is not valid: {inner}")
         } else {
-            format!("{path}: {inner}")
+            format!("{path}: {}", plain_types(&inner.to_string()))
         }
     })?;
     de.end().map_err(|e| format!("the JSON body is not valid: {e}"))?;
     Ok(value)
+}
+
+/// serde's messages name Rust's integer types (`expected i16`); people read "a whole number"
+/// and its range.
+fn plain_types(message: &str) -> String {
+    let mut out = message.to_string();
+    for (ty, words) in [
+        ("i16", "a whole number from -32768 to 32767"),
+        ("u8", "a whole number from 0 to 255"),
+        ("i32", "a whole number from -2147483648 to 2147483647"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("i64", "a whole number"),
+        ("u64", "a whole number from 0"),
+        ("usize", "a whole number from 0"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ] {
+        out = out.replace(&format!("expected {ty}"), &format!("expected {words}"));
+    }
+    out
 }
 
 fn is_json(req: &HttpRequest) -> bool {
@@ -103,6 +123,7 @@ mod tests {
     fn a_type_error_names_its_field() {
         let e = parse::<Body>(br#"{"name": "x", "overlap": 300}"#).unwrap_err();
         assert!(e.starts_with("overlap: "), "{e}");
+        assert!(e.contains("expected a whole number from 0 to 255") && !e.contains("u8"), "no Rust type names: {e}");
         let e = parse::<Body>(br#"{"name": "x", "flags": ["a", 3]}"#).unwrap_err();
         assert!(e.starts_with("flags[1]: "), "{e}");
         let e = parse::<Body>(br#"{"name": "x\u0000"}"#).unwrap_err();

@@ -71,7 +71,16 @@ async fn the_exports_tab_offers_every_option_and_the_manifest_beside_the_files()
     let stranger = app.member("lead@other.org", "other", Role::Lead).await;
     let lead = app.login("lead@tabs.org", PASSWORD).await;
     let page = lead.get("/projects/tabs/exports").await.text().await.unwrap();
-    for field in ["name=\"format\"", "name=\"margin\"", "name=\"include_ties\"", "name=\"include_both_bad\"", "name=\"test_percent\""] {
+    for field in [
+        "name=\"format\"",
+        "name=\"margin\"",
+        "name=\"include_ties\"",
+        "name=\"include_both_bad\"",
+        "name=\"test_percent\"",
+        "name=\"exclude_paused\"",
+        "name=\"min_agreement\"",
+        "name=\"aggregate\"",
+    ] {
         assert!(page.contains(field), "{field}");
     }
     let fields = [("csrf", lead.csrf.as_str()), ("format", "preferences"), ("margin", "true"), ("test_percent", "50")];
@@ -96,6 +105,23 @@ async fn the_exports_tab_offers_every_option_and_the_manifest_beside_the_files()
     assert!(manifest["features"]["margin"].is_object(), "{manifest}");
     assert_eq!(stranger.get(&format!("/api/v1/exports/{id}/manifest")).await.status(), 404);
     assert_eq!(stranger.get("/api/v1/exports/not-an-id/manifest").await.status(), 404);
+
+    // The quality options, as the API takes them.
+    let fields =
+        [("csrf", lead.csrf.as_str()), ("format", "comparisons"), ("exclude_paused", "true"), ("min_agreement", "0.25"), ("aggregate", "bradley_terry")];
+    assert_eq!(lead.post_form("/projects/tabs/exports", &fields).await.status(), 303);
+    let options: Value = sqlx::query_scalar("SELECT options FROM exports WHERE format = 'comparisons'").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(
+        (options["exclude_paused"].as_bool(), options["min_agreement"].as_f64(), options["aggregate"].as_str()),
+        (Some(true), Some(0.25), Some("bradley_terry"))
+    );
+    let page = lead.get("/projects/tabs/exports").await.text().await.unwrap();
+    assert!(page.contains("agreement ≥ 0.25") && page.contains("aggregated by Bradley–Terry"), "{page}");
+    for (field, value) in [("aggregate", "median"), ("min_agreement", "most")] {
+        let bad = lead.post_form("/projects/tabs/exports", &[("csrf", lead.csrf.as_str()), ("format", "comparisons"), (field, value)]).await;
+        assert_eq!(bad.status(), 400);
+        assert!(bad.text().await.unwrap().contains(field), "{field}");
+    }
 }
 
 #[tokio::test]

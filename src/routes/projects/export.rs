@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::tabs::TabBar;
 use crate::db::projects::Project;
 use crate::domain::Role;
-use crate::export::{Export, Format, Options, DEFAULT_TEST_PERCENT, MAX_TEST_PERCENT};
+use crate::export::{Aggregate, Export, Format, Options, DEFAULT_TEST_PERCENT, MAX_TEST_PERCENT};
 use crate::routes::pages::{html, redirect, Layout};
 use crate::services::{exports, project};
 use crate::web::auth::Auth;
@@ -43,6 +43,17 @@ impl ExportsPage {
         }
         if let Some(t) = o.test_percent {
             parts.push(format!("test {t}%"));
+        }
+        if o.exclude_paused {
+            parts.push(format!("paused labellers left out ({})", o.excluded_labellers.len()));
+        }
+        if let Some(m) = o.min_agreement {
+            parts.push(format!("agreement ≥ {m}"));
+        }
+        match o.aggregate {
+            Some(Aggregate::Majority) => parts.push("aggregated by majority".into()),
+            Some(Aggregate::BradleyTerry) => parts.push("aggregated by Bradley–Terry".into()),
+            None => {}
         }
         if parts.is_empty() {
             "defaults".into()
@@ -79,6 +90,12 @@ pub struct ExportForm {
     include_both_bad: Option<String>,
     #[serde(default)]
     test_percent: Option<String>,
+    #[serde(default)]
+    exclude_paused: Option<String>,
+    #[serde(default)]
+    min_agreement: Option<String>,
+    #[serde(default)]
+    aggregate: Option<String>,
 }
 
 impl ExportForm {
@@ -88,11 +105,24 @@ impl ExportForm {
             None => None,
             Some(t) => Some(t.parse().map_err(|_| format!("test_percent: expected a whole number from 0 to 90, got {t:?}"))?),
         };
+        let min_agreement = match self.min_agreement.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => Some(t.parse().map_err(|_| format!("min_agreement: expected a number from 0 to 1, got {t:?}"))?),
+        };
+        let aggregate = match self.aggregate.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            None => None,
+            Some("majority") => Some(Aggregate::Majority),
+            Some("bradley_terry") => Some(Aggregate::BradleyTerry),
+            Some(other) => return Err(format!("aggregate: expected majority or bradley_terry, got {other:?}")),
+        };
         Ok(Options {
             margin: self.margin.is_some(),
             include_ties: self.include_ties.is_some(),
             include_both_bad: self.include_both_bad.is_some(),
             test_percent,
+            exclude_paused: self.exclude_paused.is_some(),
+            min_agreement,
+            aggregate,
             ..Options::default()
         })
     }
