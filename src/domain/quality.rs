@@ -430,8 +430,8 @@ pub struct Honeypot {
 /// The most responses a ranking task may have.
 pub const MAX_RESPONSES: usize = 9;
 
-/// A sanity task from an item's responses: a clearly worse response is added (replacing the
-/// last one in a pairwise project, or when the item already has [`MAX_RESPONSES`]): with a
+/// A sanity task from an item's responses: a clearly worse response replaces its last one, so
+/// the task has as many responses as the project's others and nothing sets it apart: with a
 /// `stranger` (a response written for another prompt) that one, else the first response cut
 /// off mid-sentence. `None` when there is nothing to build from.
 pub fn honeypot(kind: TaskKind, texts: &[String], models: &[String], stranger: Option<&str>) -> Option<Honeypot> {
@@ -440,7 +440,7 @@ pub fn honeypot(kind: TaskKind, texts: &[String], models: &[String], stranger: O
         Some(s) => (s.to_string(), "The last-ranked response was written for a different prompt: it does not answer this one."),
         None => (cut_off(first)?, "The last-ranked response stops mid-sentence: it is cut off."),
     };
-    let keep = if kind == TaskKind::Pairwise { 1 } else { texts.len().min(MAX_RESPONSES - 1) };
+    let keep = if kind == TaskKind::Pairwise { 1 } else { (texts.len().min(MAX_RESPONSES) - 1).max(1) };
     let mut out_texts: Vec<String> = texts[..keep].to_vec();
     let mut out_models: Vec<String> = models.iter().take(keep).cloned().collect();
     out_models.resize(keep, "unknown".into());
@@ -561,7 +561,7 @@ mod tests {
         let texts: Vec<String> = ["Paris is the capital of France and its largest city by far.", "Paris."].map(String::from).to_vec();
         let models = vec!["a".to_string(), "b".to_string()];
         let h = honeypot(TaskKind::Ranking, &texts, &models, Some("Bake for 20 minutes.")).unwrap();
-        assert_eq!((h.texts.len(), h.ranks.as_slice(), h.texts[2].as_str()), (3, &[1, 1, 2][..], "Bake for 20 minutes."));
+        assert_eq!((h.texts.len(), h.ranks.as_slice(), h.texts[1].as_str()), (2, &[1, 2][..], "Bake for 20 minutes."), "as many responses as the item");
         let p = honeypot(TaskKind::Pairwise, &texts, &models, None).unwrap();
         assert_eq!((p.texts.len(), p.ranks.as_slice()), (2, &[1, 2][..]));
         assert_eq!(p.texts[1], "Paris is the capital");
@@ -569,5 +569,8 @@ mod tests {
         assert_eq!(honeypot(TaskKind::Pairwise, &["Too short".to_string()], &models, None), None);
         let nine: Vec<String> = (0..9).map(|i| format!("response {i}")).collect();
         assert_eq!(honeypot(TaskKind::Ranking, &nine, &nine, Some("x")).unwrap().texts.len(), 9);
+        let eight: Vec<String> = (0..8).map(|i| format!("response {i}")).collect();
+        let h = honeypot(TaskKind::Ranking, &eight, &eight, Some("x")).unwrap();
+        assert_eq!((h.texts.len(), h.texts[7].as_str(), h.ranks.iter().filter(|&&r| r == 1).count()), (8, "x", 7), "an 8-response project's honeypot has 8");
     }
 }

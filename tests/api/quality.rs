@@ -212,10 +212,11 @@ async fn honeypots_are_made_from_the_projects_own_items_scored_like_gold_and_lef
     assert_eq!(res.status(), 400);
     let added: Value = lead.post("/api/v1/projects/pots/quality/honeypots", &json!({"count": 3})).await.json().await.unwrap();
     assert_eq!(added["added"], 3);
-    assert_eq!(app.count("SELECT count(*) FROM items WHERE honeypot_of IS NOT NULL AND n_responses = 4 AND gold_ranks = '{1,1,1,2}'").await, 3);
+    // As many responses as the project's other items (3): the planted one replaces the last.
+    assert_eq!(app.count("SELECT count(*) FROM items WHERE honeypot_of IS NOT NULL AND n_responses = 3 AND gold_ranks = '{1,1,2}'").await, 3);
     assert_eq!(
         app.count(
-            "SELECT count(*) FROM responses r JOIN items i ON i.id = r.item_id WHERE i.honeypot_of IS NOT NULL AND r.position = 3 AND r.model = 'honeypot'"
+            "SELECT count(*) FROM responses r JOIN items i ON i.id = r.item_id WHERE i.honeypot_of IS NOT NULL AND r.position = 2 AND r.model = 'honeypot'"
         )
         .await,
         3
