@@ -93,7 +93,8 @@ pub struct LiftBody {
     request_body = LiftBody,
     responses((status = 200, description = "Lifted.", body = Object),
               (status = 403, description = "The caller is not a lead of the project.", body = ErrorBody),
-              (status = 404, description = "No such project, or the labeller is not paused there.", body = ErrorBody)))]
+              (status = 404, description = "No such project.", body = ErrorBody),
+              (status = 409, description = "The labeller is not paused in the project.", body = ErrorBody)))]
 pub async fn lift(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>, body: Json<LiftBody>) -> Result<HttpResponse, ApiError> {
     let (slug, user) = path.into_inner();
     let p = project(&state, &auth, &slug, Role::Lead).await?;

@@ -131,7 +131,7 @@ pub async fn lift(pool: &PgPool, p: &Project, lead: UserId, user: UserId, note: 
         return Err(AppError::Invalid("note: say in 1-2000 characters why the pause is lifted".into()));
     }
     if !dbq::lift(&mut *pool.acquire().await?, p.id, lead, user, note).await.context("lifting a pause")? {
-        return Err(AppError::NotFound);
+        return Err(AppError::Conflict("this labeller is not paused in this project (there is no pause to lift)".into()));
     }
     Ok(())
 }
