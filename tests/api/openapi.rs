@@ -14,8 +14,12 @@ use crate::helpers::{spawn_app, Api};
 /// The Python of the CI's virtual environment (`.ci/run` makes it): `REWARDLAB_PYTHON`, else
 /// `target/python-venv`. Outside CI a missing one skips the Python tests; in CI it fails them.
 pub fn python() -> Option<PathBuf> {
+    // `.ci/run` keeps its venv in the user's cache and exports REWARDLAB_PYTHON; a later
+    // `cargo test` in another shell finds the same venv there.
+    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
     let p = std::env::var_os("REWARDLAB_PYTHON")
         .map(PathBuf::from)
+        .or_else(|| cache.map(|c| c.join("rewardlab-ci/python-venv/bin/python")).filter(|p| p.exists()))
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/python-venv/bin/python"));
     if p.exists() {
         return Some(p);
