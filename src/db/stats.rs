@@ -1,4 +1,6 @@
-//! The lead's dashboard figures, computed in SQL from the immutable judgements.
+//! The lead's dashboard figures, computed in SQL from the immutable judgements; gold items and
+//! honeypots (quality checks with a reference) are left out of the item counts, the judgement
+//! count and the agreement between labellers.
 
 use sqlx::PgConnection;
 
@@ -40,10 +42,11 @@ pub async fn dashboard(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Das
     let counts = sqlx::query!(
         r#"WITH c AS (SELECT i.id, count(t.id) FILTER (WHERE t.status = 'submitted') AS done,
                              count(t.id) FILTER (WHERE t.status = 'leased' AND t.expires_at > now()) AS live
-                      FROM items i LEFT JOIN tasks t ON t.item_id = i.id WHERE i.project_id = $1 GROUP BY i.id)
+                      FROM items i LEFT JOIN tasks t ON t.item_id = i.id WHERE i.project_id = $1 AND i.gold_ranks IS NULL GROUP BY i.id)
            SELECT count(*) AS "total!", count(*) FILTER (WHERE done >= $2) AS "complete!",
                   count(*) FILTER (WHERE done < $2 AND done + live > 0) AS "in_progress!",
-                  (SELECT count(*) FROM judgements WHERE project_id = $1 AND source = 'labeller') AS "judgements!"
+                  (SELECT count(*) FROM judgements j WHERE j.project_id = $1 AND j.source = 'labeller'
+                     AND NOT EXISTS (SELECT 1 FROM items g WHERE g.id = j.item_id AND g.gold_ranks IS NOT NULL)) AS "judgements!"
            FROM c"#,
         p.id as ProjectId,
         p.overlap.get() as i64,
@@ -72,7 +75,8 @@ pub async fn dashboard(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Das
 pub async fn labellers(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec<LabellerStats>> {
     sqlx::query_as!(
         LabellerStats,
-        r#"WITH j AS (SELECT user_id, item_id, ranks FROM judgements WHERE project_id = $1 AND source = 'labeller' AND ranks IS NOT NULL),
+        r#"WITH j AS (SELECT user_id, item_id, ranks FROM judgements WHERE project_id = $1 AND source = 'labeller' AND ranks IS NOT NULL
+                       AND NOT EXISTS (SELECT 1 FROM items g WHERE g.id = judgements.item_id AND g.gold_ranks IS NOT NULL)),
          cmp AS (SELECT a.user_id, sign(a.ranks[x] - a.ranks[y]) = sign(b.ranks[x] - b.ranks[y]) AS agree
                  FROM j a JOIN j b ON a.item_id = b.item_id AND a.user_id <> b.user_id
                  CROSS JOIN LATERAL generate_series(1, array_length(a.ranks, 1)) x

@@ -436,3 +436,16 @@ async fn a_quality_aware_export_leaves_out_paused_labellers_keeps_agreeing_items
         assert!(res.text().await.unwrap().contains(field), "{body}");
     }
 }
+
+#[tokio::test]
+async fn the_dashboard_counts_ordinary_items_only() {
+    let app = spawn_app().await;
+    let lead = app.lead_with_items("dash", TaskKind::Ranking, 1, 6, 3).await;
+    let before: Value = lead.get("/api/v1/projects/dash/dashboard").await.json().await.unwrap();
+    assert_eq!(before["items_total"], 6);
+    let added: Value = lead.post("/api/v1/projects/dash/quality/honeypots", &json!({"count": 2})).await.json().await.unwrap();
+    assert_eq!(added["added"], 2);
+    assert_eq!(app.count("SELECT count(*) FROM items WHERE project_id = (SELECT id FROM projects WHERE slug = 'dash')").await, 8);
+    let after: Value = lead.get("/api/v1/projects/dash/dashboard").await.json().await.unwrap();
+    assert_eq!(after["items_total"], 6, "honeypots are quality checks, not items to label: {after}");
+}
