@@ -73,7 +73,9 @@ pub async fn spawn_app_with(web: WebOptions) -> TestApp {
     let app = Application::build(pool.clone(), Secret::new(key.clone()), "127.0.0.1:0", tmp.clone(), Some(2), web).unwrap();
     let addr = format!("http://127.0.0.1:{}", app.port);
     tokio::spawn(app.server);
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    // Idle connections are dropped before the server's keep-alive (5 s) closes them: a request
+    // sent on a connection the server is closing at that moment fails with IncompleteMessage.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_idle_timeout(std::time::Duration::from_secs(2)).build().unwrap();
     TestApp { addr, db_url: cluster.url(&db), pool, key, http, state: app.state, tmp, metrics: app.metrics }
 }
 
