@@ -283,21 +283,22 @@ fn ensemble_members(dir: &Path) -> Vec<std::path::PathBuf> {
     members
 }
 
-/// Per text: the mean and standard deviation over the members' (bias-shifted) rewards.
-fn ensemble_rewards(members: &[Member], texts: &[String], max_tokens: usize, device: &Device) -> Result<Vec<(f64, f64)>> {
-    let mut all = Vec::new();
-    for m in members {
-        let raw = score_texts(&m.model, &m.tok, texts, m.max_len, max_tokens, device)?;
-        all.push(raw.into_iter().map(|r| r as f64 - m.bias).collect::<Vec<f64>>());
-    }
-    Ok((0..texts.len())
+/// Each member's (bias-shifted) rewards of `texts`.
+fn member_rewards(members: &[Member], texts: &[String], max_tokens: usize, device: &Device) -> Result<Vec<Vec<f64>>> {
+    members.iter().map(|m| Ok(score_texts(&m.model, &m.tok, texts, m.max_len, max_tokens, device)?.into_iter().map(|r| r as f64 - m.bias).collect())).collect()
+}
+
+/// Per text: the mean and standard deviation over the members' rewards.
+fn spread(all: &[Vec<f64>]) -> Vec<(f64, f64)> {
+    let n = all.first().map_or(0, Vec::len);
+    (0..n)
         .map(|i| {
             let xs: Vec<f64> = all.iter().map(|v| v[i]).collect();
             let mean = xs.iter().sum::<f64>() / xs.len() as f64;
             let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
             (mean, var.sqrt())
         })
-        .collect())
+        .collect()
 }
 
 /// The ensemble on the validation pairs: accuracy of the mean reward, each member's accuracy,
@@ -316,14 +317,12 @@ fn ensemble_report(members: &[Member], val: &[Ranking], max_tokens: usize, devic
             }
         }
     }
-    let mean = ensemble_rewards(members, &texts, max_tokens, device)?;
-    let margins: Vec<f64> = pairs.iter().map(|&(c, r)| mean[c].0 - mean[r].0).collect();
-    let (accuracy, ece) = calibration(&margins);
-    let mut member_accuracy = Vec::new();
-    for m in members {
-        let one = ensemble_rewards(std::slice::from_ref(m), &texts, max_tokens, device)?;
-        member_accuracy.push(calibration(&pairs.iter().map(|&(c, r)| one[c].0 - one[r].0).collect::<Vec<_>>()).0);
-    }
+    // Each member scores the texts once; the ensemble's figures and each member's come from that.
+    let all = member_rewards(members, &texts, max_tokens, device)?;
+    let mean: Vec<f64> = spread(&all).into_iter().map(|(m, _)| m).collect();
+    let margins = |r: &[f64]| -> Vec<f64> { pairs.iter().map(|&(c, w)| r[c] - r[w]).collect() };
+    let (accuracy, ece) = calibration(&margins(&mean));
+    let member_accuracy: Vec<f64> = all.iter().map(|r| calibration(&margins(r)).0).collect();
     Ok(json!({"members": members.len(), "pairs": pairs.len(), "accuracy": accuracy, "ece": ece, "member_accuracy": member_accuracy}))
 }
 
@@ -374,7 +373,7 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
         }
     }
     // One model: its rewards. An ensemble: the members' mean, and their standard deviation beside.
-    let rewards = ensemble_rewards(&members, &texts, args.max_tokens, &device)?;
+    let rewards = spread(&member_rewards(&members, &texts, args.max_tokens, &device)?);
     let ensemble = members.len() > 1;
     let mut next = rewards.into_iter();
     let mut out: Box<dyn Write> = if args.out == "-" {
