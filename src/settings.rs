@@ -101,15 +101,25 @@ pub fn public_origin(url: &str) -> Result<String, String> {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: Option<Secret<String>>,
+    /// The database server itself when `database_url` goes through a transaction-pooling
+    /// connection pooler (PgBouncer): migrations take a session-level lock and run over this,
+    /// and the pooled connections send no startup parameters (PgBouncer refuses them).
+    pub database_direct_url: Option<Secret<String>>,
     pub session_key: Option<Secret<String>>,
 }
 
 impl Settings {
-    /// Reads `REWARDLAB_DATA`, `DATABASE_URL` and `REWARDLAB_SESSION_KEY`; a flag wins over the environment.
+    /// Reads `REWARDLAB_DATA`, `DATABASE_URL`, `DATABASE_DIRECT_URL` and `REWARDLAB_SESSION_KEY`; a
+    /// flag wins over the environment.
     pub fn from_env(data_dir: Option<PathBuf>) -> Self {
         let data_dir = data_dir.or_else(|| std::env::var_os("REWARDLAB_DATA").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("rewardlab-data"));
         let nonempty = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).map(Secret::new);
-        Self { data_dir, database_url: nonempty("DATABASE_URL"), session_key: nonempty("REWARDLAB_SESSION_KEY") }
+        Self {
+            data_dir,
+            database_url: nonempty("DATABASE_URL"),
+            database_direct_url: nonempty("DATABASE_DIRECT_URL"),
+            session_key: nonempty("REWARDLAB_SESSION_KEY"),
+        }
     }
 
     /// Connects (starting the private cluster when there is no DATABASE_URL) and migrates.
@@ -125,16 +135,36 @@ impl Settings {
                 (cluster.connect_options("rewardlab"), Some(used))
             }
         };
-        // Our statements are short key lookups: planning them once per connection (a generic
-        // plan) instead of at every execution saves most of PostgreSQL's CPU under load.
-        let opts = opts.options([("plan_cache_mode", "force_generic_plan")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect_with(opts)
-            .await
-            .context("connecting to PostgreSQL")?;
-        crate::db::migrate(&pool).await?;
+        let pool_options = || PgPoolOptions::new().max_connections(16).acquire_timeout(std::time::Duration::from_secs(10));
+        let pool = match &self.database_direct_url {
+            None => {
+                // Our statements are short key lookups: planning them once per connection (a
+                // generic plan) instead of at every execution saves most of PostgreSQL's CPU.
+                let opts = opts.options([("plan_cache_mode", "force_generic_plan")]);
+                let pool = pool_options().connect_with(opts).await.context("connecting to PostgreSQL")?;
+                crate::db::migrate(&pool).await?;
+                pool
+            }
+            Some(direct) => {
+                anyhow::ensure!(
+                    self.database_url.is_some(),
+                    "DATABASE_DIRECT_URL is set without DATABASE_URL: it names the server behind DATABASE_URL's pooler"
+                );
+                let direct: PgConnectOptions = direct.expose().parse().context("parsing DATABASE_DIRECT_URL")?;
+                let admin = PgPoolOptions::new().max_connections(1).connect_with(direct).await.context("connecting to DATABASE_DIRECT_URL")?;
+                crate::db::migrate(&admin).await?;
+                // The generic plans the direct connection asks for at start-up, set on the
+                // database instead (a pooler passes no startup parameters); needs its owner.
+                if let Err(e) = crate::db::prefer_generic_plans(&admin).await {
+                    log::warn!("could not set plan_cache_mode on the database (it needs its owner): {e}");
+                }
+                admin.close().await;
+                // sqlx's one default startup parameter, which PgBouncer refuses; our values travel
+                // in the binary format, which it does not affect.
+                let opts = opts.extra_float_digits(None);
+                pool_options().connect_with(opts).await.context("connecting to PostgreSQL through DATABASE_URL")?
+            }
+        };
         Ok((pool, cluster))
     }
 

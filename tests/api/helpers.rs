@@ -79,6 +79,27 @@ pub async fn spawn_app_with(web: WebOptions) -> TestApp {
     TestApp { addr, db_url: cluster.url(&db), pool, key, http, state: app.state, tmp, metrics: app.metrics }
 }
 
+impl TestApp {
+    /// A second `serve` on this test's database: its own connection pool, upload folder, submit
+    /// queue and port, sharing only the database and the secret key, as two processes behind a
+    /// load balancer do.
+    pub async fn second_server(&self) -> TestApp {
+        let opts: sqlx::postgres::PgConnectOptions = self.db_url.parse().unwrap();
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect_with(opts).await.unwrap();
+        self.server_on(pool, "second")
+    }
+
+    /// Another server on `pool` (this test's database, maybe through a pooler), with its own
+    /// upload folder named by `name`.
+    pub fn server_on(&self, pool: PgPool, name: &str) -> TestApp {
+        let tmp = self.tmp.with_extension(name);
+        let app = Application::build(pool.clone(), Secret::new(self.key.clone()), "127.0.0.1:0", tmp.clone(), Some(2), self.state.web.clone()).unwrap();
+        let addr = format!("http://127.0.0.1:{}", app.port);
+        tokio::spawn(app.server);
+        TestApp { addr, db_url: self.db_url.clone(), pool, key: self.key.clone(), http: self.http.clone(), state: app.state, tmp, metrics: app.metrics }
+    }
+}
+
 pub const PASSWORD: &str = "correct horse battery";
 
 impl TestApp {
