@@ -24,4 +24,5 @@ mod quality;
 mod robustness;
 mod run_form;
 mod runs;
+mod trl;
 mod webdriver;

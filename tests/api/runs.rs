@@ -17,7 +17,7 @@ use crate::webdriver::Browser;
 const BIN: &str = env!("CARGO_BIN_EXE_rewardlab");
 
 /// `rewardlab-train`, built beside `rewardlab` by `cargo test --workspace`.
-fn trainer() -> PathBuf {
+pub(crate) fn trainer() -> PathBuf {
     let p = Path::new(BIN).with_file_name("rewardlab-train");
     assert!(p.exists(), "{} is missing: run the tests with `cargo test --workspace` (it builds the trainer)", p.display());
     p
@@ -122,14 +122,14 @@ async fn judge_all(app: &TestApp, who: &Api, slug: &str, prefer: impl Fn(&str, &
     n
 }
 
-async fn run_json(api: &Api, id: &str) -> Value {
+pub(crate) async fn run_json(api: &Api, id: &str) -> Value {
     let res = api.get(&format!("/api/v1/runs/{id}")).await;
     assert_eq!(res.status(), 200);
     res.json().await.unwrap()
 }
 
 /// Waits for a run to reach a final status; panics with its log if it takes too long.
-async fn wait_final(app: &TestApp, api: &Api, id: &str, limit: Duration) -> Value {
+pub(crate) async fn wait_final(app: &TestApp, api: &Api, id: &str, limit: Duration) -> Value {
     let started = Instant::now();
     loop {
         let run = run_json(api, id).await;
@@ -145,7 +145,7 @@ async fn wait_final(app: &TestApp, api: &Api, id: &str, limit: Duration) -> Valu
     }
 }
 
-async fn log_of(app: &TestApp, id: &str) -> String {
+pub(crate) async fn log_of(app: &TestApp, id: &str) -> String {
     let log: Vec<String> = sqlx::query_scalar("SELECT line FROM run_logs WHERE run_id = $1::uuid ORDER BY id").bind(id).fetch_all(&app.pool).await.unwrap();
     log.join("\n")
 }
