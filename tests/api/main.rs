@@ -23,3 +23,4 @@ mod robustness;
 mod run_form;
 mod runs;
 mod webdriver;
+mod webhooks;
