@@ -7,6 +7,7 @@ mod projects;
 mod quality;
 pub mod runs;
 mod tasks;
+mod tokens;
 mod webhooks;
 
 use actix_web::web;
@@ -91,7 +92,11 @@ api_routes! {
     post "/projects/{slug}/items/{item}/gold" => quality::mark_gold;
     delete "/projects/{slug}/items/{item}/gold" => quality::unmark_gold;
     post "/projects/{slug}/webhooks" => webhooks::create;
+    post "/tokens" => tokens::create;
+    get "/tokens" => tokens::list;
+    delete "/tokens/{id}" => tokens::revoke;
     get "/projects/{slug}/webhooks" => webhooks::list;
+    post "/projects/{slug}/webhooks/settings" => webhooks::settings;
     get "/projects/{slug}/webhooks/{id}" => webhooks::show;
     delete "/projects/{slug}/webhooks/{id}" => webhooks::delete;
     post "/projects/{slug}/webhooks/{id}/rotate" => webhooks::rotate;

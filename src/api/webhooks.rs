@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::doc::ErrorBody;
 use super::project;
 use crate::db::webhooks::{Delivery, Endpoint};
-use crate::domain::webhooks::NewEndpoint;
+use crate::domain::webhooks::{parse_agreement_below, NewEndpoint};
 use crate::domain::{DeliveryId, Role, WebhookId};
 use crate::services::webhooks;
 use crate::web::auth::Auth;
@@ -151,4 +151,27 @@ pub async fn redeliver(state: web::Data<AppState>, auth: Auth, path: web::Path<(
     let delivery: DeliveryId = delivery.parse().map_err(|_| AppError::NotFound)?;
     webhooks::redeliver(&state.pool, &p, webhook_id(&id)?, delivery).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({"queued": true})))
+}
+
+/// The agreement alert: send `agreement.below_threshold` when the project's agreement falls below this.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    /// Krippendorff's α from -1 to 1; `null` turns the alert off.
+    #[schema(nullable)]
+    agreement_below: Option<f64>,
+}
+
+/// Sets the threshold of the agreement alert (checked every half minute by the servers).
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/webhooks/settings", operation_id = "webhook_settings", tag = "webhooks",
+    params(("slug" = String, Path, description = "The project's slug.")),
+    request_body = SettingsBody,
+    responses((status = 200, description = "The settings now.", body = SettingsBody),
+              (status = 403, description = "The caller is not a lead of the project.", body = ErrorBody),
+              (status = 404, description = "No such project.", body = ErrorBody)))]
+pub async fn settings(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<SettingsBody>) -> Result<HttpResponse, ApiError> {
+    let p = project(&state, &auth, &slug, Role::Lead).await?;
+    let below = parse_agreement_below(body.agreement_below).map_err(AppError::Invalid)?;
+    webhooks::set_agreement_below(&state.pool, &p, below).await?;
+    Ok(HttpResponse::Ok().json(SettingsBody { agreement_below: below }))
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::domain::webhooks::{NewEndpoint, SigningSecret, TEST_EVENT};
-use crate::domain::{DeliveryId, ProjectId, UserId, WebhookId};
+use crate::domain::{DeliveryId, ProjectId, TaskKind, UserId, WebhookId};
 
 /// An endpoint as leads see it (never its secret).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -237,4 +237,53 @@ pub async fn delivery_counts(conn: &mut PgConnection) -> sqlx::Result<Vec<(Strin
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(|r| (r.slug, r.status, r.n)).collect())
+}
+
+/// A project whose agreement is watched: its threshold and whether an alert is out.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub id: ProjectId,
+    pub slug: String,
+    pub kind: TaskKind,
+    pub threshold: f64,
+    pub alerted: bool,
+}
+
+/// The projects with an agreement threshold and an enabled endpoint subscribed to its alert.
+pub async fn agreement_watched(conn: &mut PgConnection) -> sqlx::Result<Vec<Watched>> {
+    sqlx::query_as!(
+        Watched,
+        r#"SELECT p.id AS "id: ProjectId", p.slug, p.kind AS "kind: TaskKind", p.agreement_below AS "threshold!", p.agreement_alerted AS alerted
+           FROM projects p
+           WHERE p.agreement_below IS NOT NULL
+             AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.project_id = p.id AND w.enabled AND 'agreement.below_threshold' = ANY (w.events))
+           ORDER BY p.slug"#
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Records whether the project's agreement is below its threshold; when it newly is, writes the
+/// `agreement.below_threshold` event (with `data`) in the same statement.
+pub async fn set_agreement_alert(conn: &mut PgConnection, project: ProjectId, below: bool, data: &Value) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"WITH up AS (UPDATE projects SET agreement_alerted = $2 WHERE id = $1 AND agreement_alerted <> $2 RETURNING id)
+           SELECT count(rl_webhook_emit(up.id, 'agreement.below_threshold', $3, NULL)) AS "emitted!" FROM up WHERE $2"#,
+        project as ProjectId,
+        below,
+        data
+    )
+    .fetch_one(conn)
+    .await
+    .map(drop)
+}
+
+/// Sets the agreement alert's threshold (`None`: no alert); the alert starts afresh.
+pub async fn set_agreement_below(conn: &mut PgConnection, project: ProjectId, below: Option<f64>) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE projects SET agreement_below = $2, agreement_alerted = false WHERE id = $1", project as ProjectId, below).execute(conn).await.map(drop)
+}
+
+/// The project's agreement alert threshold.
+pub async fn agreement_below(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Option<f64>> {
+    sqlx::query_scalar!("SELECT agreement_below FROM projects WHERE id = $1", project as ProjectId).fetch_one(conn).await
 }

@@ -195,6 +195,14 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
 }
 
+/// The agreement alert's threshold: Krippendorff's α from -1 to 1, or none.
+pub fn parse_agreement_below(value: Option<f64>) -> Result<Option<f64>, String> {
+    match value {
+        Some(v) if !(-1.0..=1.0).contains(&v) || v.is_nan() => Err(format!("agreement_below: expected a number from -1 to 1 (Krippendorff's alpha), got {v}")),
+        v => Ok(v),
+    }
+}
+
 /// How long to wait after failed attempt `attempt` (1 = the first) before the next: `base`
 /// doubled each time, at most an hour, plus `jitter` (0 to 1) of a quarter of it.
 pub fn backoff(base: Duration, attempt: u32, jitter: f64) -> Duration {
@@ -235,6 +243,13 @@ mod tests {
         assert_eq!(parse_events(&["run.failed".into(), "items.imported".into(), "run.failed".into()]).unwrap(), ["items.imported", "run.failed"]);
         assert!(parse_events(&[]).unwrap_err().starts_with("events:"));
         assert!(parse_events(&["run.exploded".into()]).unwrap_err().contains("run.exploded"));
+    }
+
+    #[test]
+    fn the_agreement_threshold_is_an_alpha() {
+        assert_eq!(parse_agreement_below(Some(0.4)), Ok(Some(0.4)));
+        assert_eq!(parse_agreement_below(None), Ok(None));
+        assert!(parse_agreement_below(Some(1.5)).unwrap_err().starts_with("agreement_below:"));
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! exponential backoff with jitter, until the attempts run out and the delivery is marked
 //! failed. At least once: a server that dies mid-attempt leaves the delivery pending.
 //!
+//! The same task checks, every half minute, the agreement of projects that want an alert when
+//! it falls below their threshold (a derived figure, so not written by a trigger).
+//!
 //! Targets on private networks are refused unless allowed: the host's addresses are checked
 //! by the resolver the connection itself uses, so a name cannot resolve to a public address
 //! for a check and to a private one for the connection (DNS rebinding).
@@ -26,6 +29,8 @@ const CLAIM: i64 = 16;
 const IDLE: Duration = Duration::from_millis(500);
 /// The most of an answer's body read (for the log); the rest is dropped.
 const MAX_BODY: usize = 4096;
+/// How often the agreement of watched projects is checked.
+const AGREEMENT_EVERY: Duration = Duration::from_secs(30);
 /// The longest error text logged.
 const MAX_ERROR: usize = 300;
 
@@ -35,7 +40,14 @@ pub async fn run(pool: PgPool, options: WebhookOptions) {
         Ok(c) => c,
         Err(e) => return log::error!("webhooks are not delivered: building the HTTP client: {e:#}"),
     };
+    let mut agreement_checked = Instant::now();
     loop {
+        if agreement_checked.elapsed() >= AGREEMENT_EVERY {
+            agreement_checked = Instant::now();
+            if let Err(e) = crate::services::webhooks::check_agreement(&pool).await {
+                log::warn!("checking agreement for webhooks: {e:#}");
+            }
+        }
         match deliver_due(&pool, &client, &options).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}

@@ -51,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}/schedules/{id}/delete", web::post().to(runs::delete_schedule))
         .route("/projects/{slug}/webhooks", web::get().to(projects::webhooks::show))
         .route("/projects/{slug}/webhooks", web::post().to(projects::webhooks::create))
+        .route("/projects/{slug}/webhooks/settings", web::post().to(projects::webhooks::settings))
         .route("/projects/{slug}/webhooks/{id}", web::get().to(projects::webhooks::log))
         .route("/projects/{slug}/webhooks/{id}/test", web::post().to(projects::webhooks::test))
         .route("/projects/{slug}/webhooks/{id}/rotate", web::post().to(projects::webhooks::rotate))

@@ -7,7 +7,9 @@ use sqlx::PgPool;
 
 use super::error::{AppError, DbContext};
 use crate::db::projects::Project;
+use crate::db::quality as dbq;
 use crate::db::webhooks::{self as dbw, Delivery, Endpoint};
+use crate::domain::quality::project_agreement;
 use crate::domain::webhooks::{NewEndpoint, SigningSecret};
 use crate::domain::{DeliveryId, UserId, WebhookId};
 
@@ -66,4 +68,35 @@ pub async fn send_test(pool: &PgPool, p: &Project, id: WebhookId) -> Result<(), 
 pub async fn redeliver(pool: &PgPool, p: &Project, id: WebhookId, delivery: DeliveryId) -> Result<(), AppError> {
     let found = dbw::redeliver(&mut *pool.acquire().await?, p.id, id, delivery).await.context("redelivering a webhook")?;
     found.then_some(()).ok_or(AppError::NotFound)
+}
+
+/// The project's agreement alert threshold.
+pub async fn agreement_below(pool: &PgPool, p: &Project) -> Result<Option<f64>, AppError> {
+    dbw::agreement_below(&mut *pool.acquire().await?, p.id).await.context("reading the agreement threshold")
+}
+
+/// Sets the agreement alert's threshold (checked by the caller); `None` turns the alert off.
+pub async fn set_agreement_below(pool: &PgPool, p: &Project, below: Option<f64>) -> Result<(), AppError> {
+    dbw::set_agreement_below(&mut *pool.acquire().await?, p.id, below).await.context("setting the agreement threshold")
+}
+
+/// Looks at the agreement (Krippendorff's α) of every project that has a threshold and an
+/// endpoint for its alert: one that fell below sends `agreement.below_threshold` once, until
+/// it recovers. Answers how many alerts were written.
+pub async fn check_agreement(pool: &PgPool) -> Result<usize, AppError> {
+    let mut conn = pool.acquire().await?;
+    let mut sent = 0;
+    for w in dbw::agreement_watched(&mut conn).await.context("finding watched projects")? {
+        let rows = dbq::judged(&mut conn, w.id, None).await.context("reading judgements for agreement")?;
+        let kind = w.kind;
+        let agreement = tokio::task::spawn_blocking(move || project_agreement(kind, &rows)).await.map_err(|e| AppError::Unexpected(e.into()))?;
+        let Some(alpha) = agreement.alpha.map(|e| e.value) else { continue };
+        let below = alpha < w.threshold;
+        if below != w.alerted {
+            let data = serde_json::json!({"project": w.slug, "alpha": alpha, "threshold": w.threshold, "items_compared": agreement.items_compared});
+            dbw::set_agreement_alert(&mut conn, w.id, below, &data).await.context("recording an agreement alert")?;
+            sent += usize::from(below);
+        }
+    }
+    Ok(sent)
 }

@@ -22,5 +22,6 @@ mod quality;
 mod robustness;
 mod run_form;
 mod runs;
+mod tokens;
 mod webdriver;
 mod webhooks;

@@ -421,3 +421,64 @@ async fn the_webhooks_tab_registers_an_endpoint_shows_its_secret_once_and_logs_i
     assert_eq!(app.count("SELECT count(*) FROM webhook_endpoints").await, 0);
     assert_eq!(s.get(&log_path).await.status(), 404);
 }
+
+/// Ranks the task's responses by their text, ascending or descending.
+async fn rank_by_text(l: &Api, task: &Value, key: &str, ascending: bool) {
+    let mut responses: Vec<&Value> = task["responses"].as_array().unwrap().iter().collect();
+    responses.sort_by_key(|r| r["text"].as_str().unwrap().to_string());
+    if !ascending {
+        responses.reverse();
+    }
+    let ranking: Vec<Vec<Value>> = responses.iter().map(|r| vec![r["id"].clone()]).collect();
+    let res = l.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": key, "ranking": ranking})).await;
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn agreement_falling_below_the_threshold_is_sent_once_per_fall() {
+    let app = webhook_app().await;
+    let rx = Receiver::start(&[]).await;
+    let lead = app.lead_with_items("agree", TaskKind::Ranking, 2, 4, 3).await;
+    register(&lead, "agree", &rx.url, &["agreement.below_threshold"]).await;
+    for bad in [json!({"agreement_below": 2.0}), json!({"agreement_below": "low"}), json!({"below": 0.5})] {
+        let res = lead.post("/api/v1/projects/agree/webhooks/settings", &bad).await;
+        assert_eq!(res.status(), 400, "{bad}");
+        assert!(res.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().contains("below"));
+    }
+    let set = lead.post("/api/v1/projects/agree/webhooks/settings", &json!({"agreement_below": 0.5})).await;
+    assert_eq!(set.json::<Value>().await.unwrap(), json!({"agreement_below": 0.5}));
+    // Two labellers who rank every item in opposite orders.
+    let (a, b) = (app.member("a@agree.org", "agree", Role::Labeller).await, app.member("b@agree.org", "agree", Role::Labeller).await);
+    for i in 0..4 {
+        rank_by_text(&a, &a.next_task("agree").await.unwrap(), &format!("a{i}"), true).await;
+        rank_by_text(&b, &b.next_task("agree").await.unwrap(), &format!("b{i}"), false).await;
+    }
+    assert_eq!(rewardlab::services::webhooks::check_agreement(&app.pool).await.unwrap(), 1);
+    assert_eq!(rewardlab::services::webhooks::check_agreement(&app.pool).await.unwrap(), 0, "one fall, one event");
+    let got = eventually("the alert", || async { rx.got().first().cloned() }).await;
+    let data = &got.json()["data"];
+    assert!(data["alpha"].as_f64().unwrap() < 0.5 && data["threshold"] == 0.5, "{data}");
+    assert_eq!(app.count("SELECT count(*) FROM webhook_events WHERE type = 'agreement.below_threshold'").await, 1);
+}
+
+#[tokio::test]
+async fn metrics_count_paused_labellers_and_webhook_deliveries_by_state() {
+    let app = spawn_app_with(WebOptions { webhooks: fast(true), ..WebOptions::default() }.with_metrics_token(Some("metrics-token-0123456789")).unwrap()).await;
+    tokio::spawn(rewardlab::jobs::webhooks::run(app.pool.clone(), fast(true)));
+    let rx = Receiver::start(&[500; 10]).await;
+    app.project("watch", TaskKind::Ranking, 1).await;
+    let lead = app.member("lead@watch.org", "watch", Role::Lead).await;
+    let (id, _) = register(&lead, "watch", &rx.url, &["labeller.paused"]).await;
+    let user = app.user("slow@watch.org", false).await;
+    let project: uuid::Uuid = sqlx::query_scalar("SELECT id FROM projects WHERE slug = 'watch'").fetch_one(&app.pool).await.unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    assert!(rewardlab::db::quality::pause(&mut conn, project.into(), user, "gold score below 0.5", 0.1, 8).await.unwrap());
+    assert_eq!(lead.post(&format!("/api/v1/projects/watch/webhooks/{id}/test"), &Value::Null).await.status(), 202);
+    eventually("both deliveries failed", || async {
+        (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'").await == 2).then_some(())
+    })
+    .await;
+    let text = app.http.get(format!("{}/metrics", app.addr)).bearer_auth("metrics-token-0123456789").send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("rewardlab_paused_labellers{project=\"watch\"} 1"), "{text}");
+    assert!(text.contains("rewardlab_webhook_deliveries{project=\"watch\",state=\"failed\"} 2"), "{text}");
+}

@@ -7,7 +7,7 @@ use askama::Template;
 use super::tabs::TabBar;
 use crate::db::projects::Project;
 use crate::db::webhooks::{Delivery, Endpoint};
-use crate::domain::webhooks::{NewEndpoint, EVENTS};
+use crate::domain::webhooks::{parse_agreement_below, NewEndpoint, EVENTS};
 use crate::domain::{DeliveryId, Role, WebhookId};
 use crate::routes::pages::{html, html_with_status, redirect, CsrfOnly, Layout};
 use crate::services::{project, webhooks};
@@ -28,6 +28,8 @@ pub struct WebhooksPage {
     pub error: Option<String>,
     pub url: String,
     pub description: String,
+    /// The agreement alert's threshold.
+    pub agreement_below: Option<f64>,
 }
 
 impl WebhooksPage {
@@ -54,8 +56,9 @@ impl WebhookPage {
 
 async fn list_page(state: &AppState, auth: &Auth, p: Project, secret: Option<(String, String)>, error: Option<String>, typed: (String, String)) -> Result<WebhooksPage, AppError> {
     let endpoints = webhooks::list(&state.pool, &p).await?;
+    let agreement_below = webhooks::agreement_below(&state.pool, &p).await?;
     let (url, description) = typed;
-    Ok(WebhooksPage { layout: Layout::of(auth), tabs: TabBar::new(&p, "webhooks"), project: p, endpoints, secret, error, url, description })
+    Ok(WebhooksPage { layout: Layout::of(auth), tabs: TabBar::new(&p, "webhooks"), project: p, endpoints, secret, error, url, description, agreement_below })
 }
 
 pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
@@ -79,6 +82,28 @@ pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<Stri
         }
         Err(e) => Ok(html_with_status(actix_web::http::StatusCode::BAD_REQUEST, &list_page(&state, &auth, p, None, Some(e), (url, description)).await?)),
     }
+}
+
+#[derive(serde::Deserialize)]
+pub struct SettingsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    agreement_below: String,
+}
+
+/// Sets the agreement alert's threshold (blank: off).
+pub async fn settings(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, form: web::Form<SettingsForm>) -> Result<HttpResponse, PageError> {
+    auth.check_csrf(&form.csrf)?;
+    let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    let text = form.agreement_below.trim();
+    let value = match text {
+        "" => None,
+        t => Some(t.parse::<f64>().map_err(|_| AppError::Invalid(format!("agreement_below: expected a number from -1 to 1, got {t:?}")))?),
+    };
+    let below = parse_agreement_below(value).map_err(AppError::Invalid)?;
+    webhooks::set_agreement_below(&state.pool, &p, below).await?;
+    Ok(redirect(&format!("/projects/{}/webhooks", p.slug)))
 }
 
 fn ids(text: &str) -> Result<WebhookId, AppError> {
