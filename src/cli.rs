@@ -288,7 +288,8 @@ fn prepare(command: &Command) -> Result<Prepared> {
     match command {
         Command::Serve { public_url, trusted_proxy_header, metrics_token, allow_private_webhooks, webhook_retry_base, webhook_attempts, .. } => {
             let mut web = crate::settings::WebOptions::parse(public_url.as_deref(), trusted_proxy_header.as_deref()).map_err(anyhow::Error::msg)?;
-            web.webhooks = crate::settings::WebhookOptions::parse(*allow_private_webhooks, *webhook_retry_base, *webhook_attempts).map_err(anyhow::Error::msg)?;
+            web.webhooks =
+                crate::settings::WebhookOptions::parse(*allow_private_webhooks, *webhook_retry_base, *webhook_attempts).map_err(anyhow::Error::msg)?;
             prepared.web = Some(web.with_metrics_token(metrics_token.as_deref()).map_err(anyhow::Error::msg)?);
         }
         Command::Worker { trainer, .. } => {

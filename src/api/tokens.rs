@@ -16,14 +16,14 @@ use crate::web::AppState;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateBody {
+pub struct TokenBody {
     /// What the token is for (1 to 100 characters), shown in the token list.
     name: String,
 }
 
 /// A new token, shown only here.
 #[derive(Serialize, ToSchema)]
-pub struct Created {
+pub struct NewToken {
     name: String,
     /// `rl_…`: send it as `Authorization: Bearer <token>`.
     token: String,
@@ -43,12 +43,12 @@ pub struct TokenList {
 }
 
 /// Creates an API token for the caller; the answer is the only time it is shown.
-#[utoipa::path(post, path = "/api/v1/tokens", operation_id = "create_token", tag = "tokens", request_body = CreateBody,
-    responses((status = 201, description = "Created.", body = Created)))]
-pub async fn create(state: web::Data<AppState>, auth: Auth, body: Json<CreateBody>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(post, path = "/api/v1/tokens", operation_id = "create_token", tag = "tokens", request_body = TokenBody,
+    responses((status = 201, description = "Created; the token is shown only here.", body = NewToken)))]
+pub async fn create(state: web::Data<AppState>, auth: Auth, body: Json<TokenBody>) -> Result<HttpResponse, ApiError> {
     let name = TokenName::parse(&body.name).map_err(AppError::Invalid)?;
     let token = accounts::issue_token(&state.pool, state.key.expose(), auth.user.id, &name).await?;
-    Ok(HttpResponse::Created().json(Created { name: name.as_str().to_string(), token }))
+    Ok(HttpResponse::Created().json(NewToken { name: name.as_str().to_string(), token }))
 }
 
 /// The caller's live tokens (never the tokens themselves).

@@ -20,7 +20,7 @@ use crate::web::AppState;
 /// An endpoint to register.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateBody {
+pub struct WebhookBody {
     /// Where events are POSTed (http or https; private networks only where the server allows them).
     url: String,
     /// The event types to send: some of `items.imported`, `judgements.stored`, `item.completed`,
@@ -33,7 +33,7 @@ pub struct CreateBody {
 
 /// A registered endpoint with its signing secret, which is shown only here.
 #[derive(Serialize, ToSchema)]
-pub struct Created {
+pub struct NewWebhook {
     #[serde(flatten)]
     endpoint: Endpoint,
     /// `whsec_<base64>`: the HMAC key is the base64-decoded part after `whsec_`.
@@ -64,15 +64,15 @@ fn webhook_id(text: &str) -> Result<WebhookId, AppError> {
 /// Registers an endpoint; the answer carries its secret, never shown again.
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/webhooks", operation_id = "create_webhook", tag = "webhooks",
     params(("slug" = String, Path, description = "The project's slug.")),
-    request_body = CreateBody,
-    responses((status = 201, description = "Registered.", body = Created),
+    request_body = WebhookBody,
+    responses((status = 201, description = "Registered.", body = NewWebhook),
               (status = 403, description = "The caller is not a lead of the project.", body = ErrorBody),
               (status = 404, description = "No such project.", body = ErrorBody)))]
-pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<CreateBody>) -> Result<HttpResponse, ApiError> {
+pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<WebhookBody>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Lead).await?;
     let new = NewEndpoint::parse(&body.url, &body.events, &body.description, state.web.webhooks.allow_private).map_err(AppError::Invalid)?;
     let (endpoint, secret) = webhooks::create(&state.pool, &p, auth.user.id, &new).await?;
-    Ok(HttpResponse::Created().json(Created { endpoint, secret: secret.expose().to_string() }))
+    Ok(HttpResponse::Created().json(NewWebhook { endpoint, secret: secret.expose().to_string() }))
 }
 
 /// The project's endpoints, oldest first.
@@ -156,7 +156,7 @@ pub async fn redeliver(state: web::Data<AppState>, auth: Auth, path: web::Path<(
 /// The agreement alert: send `agreement.below_threshold` when the project's agreement falls below this.
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SettingsBody {
+pub struct WebhookSettings {
     /// Krippendorff's α from -1 to 1; `null` turns the alert off.
     #[schema(nullable)]
     agreement_below: Option<f64>,
@@ -165,13 +165,13 @@ pub struct SettingsBody {
 /// Sets the threshold of the agreement alert (checked every half minute by the servers).
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/webhooks/settings", operation_id = "webhook_settings", tag = "webhooks",
     params(("slug" = String, Path, description = "The project's slug.")),
-    request_body = SettingsBody,
-    responses((status = 200, description = "The settings now.", body = SettingsBody),
+    request_body = WebhookSettings,
+    responses((status = 200, description = "The settings now.", body = WebhookSettings),
               (status = 403, description = "The caller is not a lead of the project.", body = ErrorBody),
               (status = 404, description = "No such project.", body = ErrorBody)))]
-pub async fn settings(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<SettingsBody>) -> Result<HttpResponse, ApiError> {
+pub async fn settings(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, body: Json<WebhookSettings>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Lead).await?;
     let below = parse_agreement_below(body.agreement_below).map_err(AppError::Invalid)?;
     webhooks::set_agreement_below(&state.pool, &p, below).await?;
-    Ok(HttpResponse::Ok().json(SettingsBody { agreement_below: below }))
+    Ok(HttpResponse::Ok().json(WebhookSettings { agreement_below: below }))
 }

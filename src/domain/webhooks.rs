@@ -226,7 +226,16 @@ mod tests {
 
     #[test]
     fn private_targets_are_refused_unless_allowed() {
-        for bad in ["http://127.0.0.1:9/x", "http://10.1.2.3/", "http://[::1]/", "http://169.254.169.254/latest", "http://[fd00::1]/", "http://localhost:80/", "http://192.168.0.10/", "http://[::ffff:127.0.0.1]/"] {
+        for bad in [
+            "http://127.0.0.1:9/x",
+            "http://10.1.2.3/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+            "http://[fd00::1]/",
+            "http://localhost:80/",
+            "http://192.168.0.10/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
             let e = EndpointUrl::parse(bad, false).unwrap_err();
             assert!(e.starts_with("url:") && e.contains("--allow-private-webhooks"), "{bad}: {e}");
             assert!(EndpointUrl::parse(bad, true).is_ok(), "{bad} allowed");

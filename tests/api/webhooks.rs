@@ -49,7 +49,12 @@ impl Receiver {
                 let (g, s) = (g.clone(), s.clone());
                 async move {
                     let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                    g.lock().unwrap().push(Got { id: h("webhook-id"), timestamp: h("webhook-timestamp"), signature: h("webhook-signature"), body: body.to_vec() });
+                    g.lock().unwrap().push(Got {
+                        id: h("webhook-id"),
+                        timestamp: h("webhook-timestamp"),
+                        signature: h("webhook-signature"),
+                        body: body.to_vec(),
+                    });
                     let status = s.lock().unwrap().pop_front().unwrap_or(200);
                     actix_web::HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).body("receiver says hello")
                 }
@@ -164,11 +169,12 @@ async fn each_event_fires_once_per_cause_signed_so_that_an_independent_check_ver
     rewardlab::db::worker::succeed(&mut conn, first.id, first.fence, "/models/x", &json!({})).await.unwrap();
     let second = rewardlab::db::worker::claim(&app.pool, "w", lease).await.unwrap().unwrap();
     assert!(rewardlab::db::worker::fail(&mut conn, second.id, second.fence, "out of memory").await.unwrap());
-    let schedule: uuid::Uuid = sqlx::query_scalar("INSERT INTO schedules (id, project_id, cron, chain) VALUES (gen_random_uuid(), $1, '0 * * * *', '[]') RETURNING id")
-        .bind(project)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let schedule: uuid::Uuid =
+        sqlx::query_scalar("INSERT INTO schedules (id, project_id, cron, chain) VALUES (gen_random_uuid(), $1, '0 * * * *', '[]') RETURNING id")
+            .bind(project)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     rewardlab::db::schedules::mark_fired(&mut conn, schedule.into(), 3).await.unwrap();
     let paused: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'l0@hooks.org'").fetch_one(&app.pool).await.unwrap();
     assert!(rewardlab::db::quality::pause(&mut conn, project.into(), paused.into(), "gold score below 0.5", 0.2, 6).await.unwrap());
@@ -210,7 +216,8 @@ async fn each_event_fires_once_per_cause_signed_so_that_an_independent_check_ver
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), got.len(), "each event is delivered once to a receiver that answers 200");
-    let completed: std::collections::HashSet<String> = got.iter().filter(|g| g.json()["type"] == "item.completed").map(|g| g.json()["data"]["item"].to_string()).collect();
+    let completed: std::collections::HashSet<String> =
+        got.iter().filter(|g| g.json()["type"] == "item.completed").map(|g| g.json()["data"]["item"].to_string()).collect();
     assert_eq!(completed.len(), 3, "one event per completed item");
 }
 
@@ -241,11 +248,13 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt_and_one_al
     let got = flaky.got();
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|g| g.id == got[0].id && verifies(&secret, g)), "every attempt carries the same webhook-id, signed");
-    let codes: Vec<i32> = sqlx::query_scalar("SELECT status_code FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $1::uuid ORDER BY a.id")
-        .bind(&flaky_id)
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
+    let codes: Vec<i32> = sqlx::query_scalar(
+        "SELECT status_code FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $1::uuid ORDER BY a.id",
+    )
+    .bind(&flaky_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(codes, [500, 500, 200]);
 
     let failed = eventually("giving up", || async {
@@ -474,10 +483,8 @@ async fn metrics_count_paused_labellers_and_webhook_deliveries_by_state() {
     let mut conn = app.pool.acquire().await.unwrap();
     assert!(rewardlab::db::quality::pause(&mut conn, project.into(), user, "gold score below 0.5", 0.1, 8).await.unwrap());
     assert_eq!(lead.post(&format!("/api/v1/projects/watch/webhooks/{id}/test"), &Value::Null).await.status(), 202);
-    eventually("both deliveries failed", || async {
-        (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'").await == 2).then_some(())
-    })
-    .await;
+    eventually("both deliveries failed", || async { (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'").await == 2).then_some(()) })
+        .await;
     let text = app.http.get(format!("{}/metrics", app.addr)).bearer_auth("metrics-token-0123456789").send().await.unwrap().text().await.unwrap();
     assert!(text.contains("rewardlab_paused_labellers{project=\"watch\"} 1"), "{text}");
     assert!(text.contains("rewardlab_webhook_deliveries{project=\"watch\",state=\"failed\"} 2"), "{text}");

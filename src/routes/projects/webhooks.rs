@@ -54,7 +54,14 @@ impl WebhookPage {
     }
 }
 
-async fn list_page(state: &AppState, auth: &Auth, p: Project, secret: Option<(String, String)>, error: Option<String>, typed: (String, String)) -> Result<WebhooksPage, AppError> {
+async fn list_page(
+    state: &AppState,
+    auth: &Auth,
+    p: Project,
+    secret: Option<(String, String)>,
+    error: Option<String>,
+    typed: (String, String),
+) -> Result<WebhooksPage, AppError> {
     let endpoints = webhooks::list(&state.pool, &p).await?;
     let agreement_below = webhooks::agreement_below(&state.pool, &p).await?;
     let (url, description) = typed;
@@ -68,7 +75,12 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
 
 /// Registers an endpoint from the form (`url`, `description`, one `event` field per ticked
 /// type) and shows its secret once; a refused form comes back with the reason.
-pub async fn create(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, form: web::Form<Vec<(String, String)>>) -> Result<HttpResponse, PageError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: Auth,
+    slug: web::Path<String>,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, PageError> {
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
     auth.check_csrf(&field("csrf"))?;
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
@@ -143,7 +155,12 @@ pub async fn test(state: web::Data<AppState>, auth: Auth, path: web::Path<(Strin
     Ok(redirect(&format!("/projects/{}/webhooks/{id}", p.slug)))
 }
 
-pub async fn redeliver(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String, String)>, form: web::Form<CsrfOnly>) -> Result<HttpResponse, PageError> {
+pub async fn redeliver(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String, String)>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, PageError> {
     auth.check_csrf(&form.csrf)?;
     let (slug, id, delivery) = path.into_inner();
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
