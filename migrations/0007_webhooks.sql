@@ -75,8 +75,9 @@ CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
 
 -- ==== functions ====
 
--- Writes an event of `p_type` for project `p_project` and one delivery per enabled endpoint of
--- the project subscribed to it; nothing when there is none. With `p_count`, the event is the
+-- Writes an event of `p_type` for project `p_project` (its data `p_data` with the project's
+-- slug as `project`) and one delivery per enabled endpoint of the project subscribed to it;
+-- nothing, and no other lookup, when there is none. With `p_count`, the event is the
 -- transaction's one event of this type in the project: a later call adds to its `count`.
 CREATE FUNCTION rl_webhook_emit(p_project uuid, p_type text, p_data jsonb, p_count bigint) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -86,6 +87,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.project_id = p_project AND w.enabled AND p_type = ANY (w.events)) THEN
         RETURN;
     END IF;
+    p_data := jsonb_build_object('project', (SELECT slug FROM projects WHERE id = p_project)) || p_data;
     IF p_count IS NULL THEN
         INSERT INTO webhook_events (id, project_id, type, data) VALUES (gen_random_uuid(), p_project, p_type, p_data) RETURNING id INTO v_event;
     ELSE
@@ -102,18 +104,13 @@ BEGIN
     SELECT gen_random_uuid(), v_event, w.id FROM webhook_endpoints w WHERE w.project_id = p_project AND w.enabled AND p_type = ANY (w.events);
 END $$;
 
--- The project's slug, for events' payloads.
-CREATE FUNCTION rl_webhook_slug(p_project uuid) RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT slug FROM projects WHERE id = p_project
-$$;
-
 -- items.imported: one event per project and transaction, counting the items.
 CREATE FUNCTION rl_webhook_items_imported() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
     FOR r IN SELECT n.project_id, count(*) AS n FROM new_items n WHERE n.honeypot_of IS NULL GROUP BY n.project_id LOOP
-        PERFORM rl_webhook_emit(r.project_id, 'items.imported', jsonb_build_object('project', rl_webhook_slug(r.project_id)), r.n);
+        PERFORM rl_webhook_emit(r.project_id, 'items.imported', '{}', r.n);
     END LOOP;
     RETURN NULL;
 END $$;
@@ -122,7 +119,7 @@ END $$;
 -- submitted batch), counting them.
 CREATE FUNCTION rl_webhook_judgement_stored() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM rl_webhook_emit(NEW.project_id, 'judgements.stored', jsonb_build_object('project', rl_webhook_slug(NEW.project_id)), 1);
+    PERFORM rl_webhook_emit(NEW.project_id, 'judgements.stored', '{}', 1);
     RETURN NULL;
 END $$;
 
@@ -130,7 +127,7 @@ END $$;
 CREATE FUNCTION rl_webhook_item_completed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM rl_webhook_emit(NEW.project_id, 'item.completed',
-        jsonb_build_object('project', rl_webhook_slug(NEW.project_id), 'item', NEW.id, 'external_id', NEW.external_id, 'judgements', NEW.done_count), NULL);
+        jsonb_build_object('item', NEW.id, 'external_id', NEW.external_id, 'judgements', NEW.done_count), NULL);
     RETURN NULL;
 END $$;
 
@@ -138,7 +135,7 @@ END $$;
 CREATE FUNCTION rl_webhook_export_created() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM rl_webhook_emit(NEW.project_id, 'export.created',
-        jsonb_build_object('project', rl_webhook_slug(NEW.project_id), 'export', NEW.id, 'format', NEW.format), NULL);
+        jsonb_build_object('export', NEW.id, 'format', NEW.format), NULL);
     RETURN NULL;
 END $$;
 
@@ -152,7 +149,7 @@ BEGIN
                    WHEN NEW.status IS DISTINCT FROM OLD.status AND NEW.status = 'failed' THEN 'run.failed' END;
     IF v_type IS NOT NULL THEN
         PERFORM rl_webhook_emit(NEW.project_id, v_type,
-            jsonb_build_object('project', rl_webhook_slug(NEW.project_id), 'run', NEW.id, 'kind', NEW.kind, 'status', NEW.status, 'error', NEW.error), NULL);
+            jsonb_build_object('run', NEW.id, 'kind', NEW.kind, 'status', NEW.status, 'error', NEW.error), NULL);
     END IF;
     RETURN NULL;
 END $$;
@@ -160,7 +157,7 @@ END $$;
 -- schedule.fired.
 CREATE FUNCTION rl_webhook_schedule_fired() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM rl_webhook_emit(NEW.project_id, 'schedule.fired', jsonb_build_object('project', rl_webhook_slug(NEW.project_id), 'schedule', NEW.id), NULL);
+    PERFORM rl_webhook_emit(NEW.project_id, 'schedule.fired', jsonb_build_object('schedule', NEW.id), NULL);
     RETURN NULL;
 END $$;
 
@@ -168,7 +165,7 @@ END $$;
 CREATE FUNCTION rl_webhook_labeller_paused() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM rl_webhook_emit(NEW.project_id, 'labeller.paused',
-        jsonb_build_object('project', rl_webhook_slug(NEW.project_id), 'user', NEW.user_id, 'reason', NEW.reason, 'score', NEW.score), NULL);
+        jsonb_build_object('user', NEW.user_id, 'reason', NEW.reason, 'score', NEW.score), NULL);
     RETURN NULL;
 END $$;
 
