@@ -69,6 +69,17 @@ enum Command {
         /// token unless --metrics-token is also given.
         #[arg(long, env = "REWARDLAB_METRICS_BIND")]
         metrics_bind: Option<String>,
+        /// Let webhooks reach loopback, private, link-local and unique-local addresses (refused
+        /// by default, so that a project lead cannot make the server call into its network).
+        #[arg(long, env = "REWARDLAB_ALLOW_PRIVATE_WEBHOOKS")]
+        allow_private_webhooks: bool,
+        /// Seconds before a failed webhook delivery's first retry; each later retry waits twice
+        /// as long (at most an hour), plus up to a quarter more at random.
+        #[arg(long, default_value_t = 30.0)]
+        webhook_retry_base: f64,
+        /// Attempts at a webhook delivery before it is marked failed.
+        #[arg(long, default_value_t = 8)]
+        webhook_attempts: u32,
     },
     /// Claim queued training runs and execute them with rewardlab-train.
     Worker {
@@ -275,8 +286,10 @@ fn prepare(command: &Command) -> Result<Prepared> {
     let email = |e: &str| Email::parse(e).map(|_| ()).map_err(anyhow::Error::msg);
     let mut prepared = Prepared::default();
     match command {
-        Command::Serve { public_url, trusted_proxy_header, metrics_token, .. } => {
-            let web = crate::settings::WebOptions::parse(public_url.as_deref(), trusted_proxy_header.as_deref()).map_err(anyhow::Error::msg)?;
+        Command::Serve { public_url, trusted_proxy_header, metrics_token, allow_private_webhooks, webhook_retry_base, webhook_attempts, .. } => {
+            let mut web = crate::settings::WebOptions::parse(public_url.as_deref(), trusted_proxy_header.as_deref()).map_err(anyhow::Error::msg)?;
+            web.webhooks =
+                crate::settings::WebhookOptions::parse(*allow_private_webhooks, *webhook_retry_base, *webhook_attempts).map_err(anyhow::Error::msg)?;
             prepared.web = Some(web.with_metrics_token(metrics_token.as_deref()).map_err(anyhow::Error::msg)?);
         }
         Command::Worker { trainer, .. } => {
@@ -334,6 +347,7 @@ async fn serve(
     if metrics_bind.is_some() {
         web.metrics_token = None;
     }
+    let webhooks = web.webhooks.clone();
     let app = crate::startup::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, web)?;
     log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
     if let Some(metrics_bind) = metrics_bind {
@@ -344,9 +358,11 @@ async fn serve(
     let handle = app.server.handle();
     let server = tokio::spawn(app.server);
     let scheduler = tokio::spawn(crate::jobs::schedule::run_scheduler(pool.clone(), std::time::Duration::from_secs(schedule_every.max(1))));
+    let deliveries = tokio::spawn(crate::jobs::webhooks::run(pool.clone(), webhooks));
     let supervisor = cluster.cloned().map(|c| tokio::spawn(supervise(c)));
     signals.recv().await;
     scheduler.abort();
+    deliveries.abort();
     if let Some(s) = supervisor {
         s.abort();
     }

@@ -43,11 +43,42 @@ pub struct WebOptions {
     pub client_ip_header: Option<actix_web::http::header::HeaderName>,
     /// The bearer token `/metrics` asks for; without one the main address serves no metrics.
     pub metrics_token: Option<Secret<String>>,
+    /// How webhooks are checked and delivered.
+    pub webhooks: WebhookOptions,
 }
 
 impl Default for WebOptions {
     fn default() -> Self {
-        Self { https: true, origin: None, client_ip_header: None, metrics_token: None }
+        Self { https: true, origin: None, client_ip_header: None, metrics_token: None, webhooks: WebhookOptions::default() }
+    }
+}
+
+/// Webhook delivery: whether endpoints may be on private networks (`--allow-private-webhooks`),
+/// the first retry's delay (doubled for each later one, `--webhook-retry-base`) and the
+/// attempts before a delivery is marked failed (`--webhook-attempts`).
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    pub allow_private: bool,
+    pub retry_base: std::time::Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        Self { allow_private: false, retry_base: std::time::Duration::from_secs(30), max_attempts: 8 }
+    }
+}
+
+impl WebhookOptions {
+    /// From the flags: a retry base from 0.01 to 3600 seconds, 1 to 20 attempts.
+    pub fn parse(allow_private: bool, retry_base_seconds: f64, max_attempts: u32) -> Result<Self, String> {
+        if !(0.01..=3600.0).contains(&retry_base_seconds) {
+            return Err(format!("--webhook-retry-base: expected 0.01 to 3600 seconds, got {retry_base_seconds}"));
+        }
+        if !(1..=20).contains(&max_attempts) {
+            return Err(format!("--webhook-attempts: expected 1 to 20, got {max_attempts}"));
+        }
+        Ok(Self { allow_private, retry_base: std::time::Duration::from_secs_f64(retry_base_seconds), max_attempts })
     }
 }
 
@@ -60,10 +91,10 @@ impl WebOptions {
             None => None,
         };
         let Some(url) = public_url.map(str::trim).filter(|u| !u.is_empty()) else {
-            return Ok(Self { https: false, origin: None, client_ip_header, metrics_token: None });
+            return Ok(Self { https: false, origin: None, client_ip_header, metrics_token: None, webhooks: WebhookOptions::default() });
         };
         let origin = public_origin(url)?;
-        Ok(Self { https: origin.starts_with("https://"), origin: Some(origin), client_ip_header, metrics_token: None })
+        Ok(Self { https: origin.starts_with("https://"), origin: Some(origin), client_ip_header, metrics_token: None, webhooks: WebhookOptions::default() })
     }
 
     /// `--metrics-token`: at least 16 characters, so that a guessable word cannot be one.

@@ -7,6 +7,8 @@ mod projects;
 mod quality;
 pub mod runs;
 mod tasks;
+mod tokens;
+mod webhooks;
 
 use actix_web::web;
 
@@ -89,6 +91,17 @@ api_routes! {
     post "/projects/{slug}/quality/extend" => quality::extend;
     post "/projects/{slug}/items/{item}/gold" => quality::mark_gold;
     delete "/projects/{slug}/items/{item}/gold" => quality::unmark_gold;
+    post "/projects/{slug}/webhooks" => webhooks::create;
+    post "/tokens" => tokens::create;
+    get "/tokens" => tokens::list;
+    delete "/tokens/{id}" => tokens::revoke;
+    get "/projects/{slug}/webhooks" => webhooks::list;
+    post "/projects/{slug}/webhooks/settings" => webhooks::settings;
+    get "/projects/{slug}/webhooks/{id}" => webhooks::show;
+    delete "/projects/{slug}/webhooks/{id}" => webhooks::delete;
+    post "/projects/{slug}/webhooks/{id}/rotate" => webhooks::rotate;
+    post "/projects/{slug}/webhooks/{id}/test" => webhooks::test;
+    post "/projects/{slug}/webhooks/{id}/deliveries/{delivery}/redeliver" => webhooks::redeliver;
 }
 
 /// A path under `/api/v1` that names no route (or a method the route has not): JSON, as every

@@ -1,4 +1,4 @@
-//! The figures `/metrics` reports about every project, in three queries whose cost does not
+//! The figures `/metrics` reports about every project, in queries whose cost does not
 //! grow with a project's history: leases are read through each member's newest task (the
 //! index leases use), open items through the open-items index, runs through their indexes.
 //! No membership scope: only an operator holding the metrics token or address sees them.
@@ -14,6 +14,7 @@ pub struct ProjectFigures {
     pub open_items: i64,
     pub live_leases: i64,
     pub active_labellers: i64,
+    pub paused_labellers: i64,
     pub rm_run: Option<RunId>,
     pub rm_agreement: Option<f64>,
     pub ppo_run: Option<RunId>,
@@ -38,6 +39,8 @@ pub struct Figures {
     pub projects: Vec<ProjectFigures>,
     pub runs: Vec<RunCount>,
     pub workers: Vec<WorkerLease>,
+    /// Webhook deliveries by project and state (`pending`, `delivered`, `failed`).
+    pub webhook_deliveries: Vec<(String, String, i64)>,
 }
 
 pub async fn figures(conn: &mut PgConnection) -> sqlx::Result<Figures> {
@@ -46,6 +49,7 @@ pub async fn figures(conn: &mut PgConnection) -> sqlx::Result<Figures> {
         r#"SELECT p.slug AS "slug!",
                   (SELECT count(*) FROM items i WHERE i.project_id = p.id AND i.is_open) AS "open_items!",
                   l.live AS "live_leases!", l.active AS "active_labellers!",
+                  (SELECT count(*) FROM labeller_pauses lp WHERE lp.project_id = p.id AND lp.lifted_at IS NULL) AS "paused_labellers!",
                   rm.id AS "rm_run?: RunId", rm.accuracy AS "rm_agreement?",
                   ppo.id AS "ppo_run?: RunId", ppo.kl AS "ppo_kl?"
            FROM projects p
@@ -80,5 +84,6 @@ pub async fn figures(conn: &mut PgConnection) -> sqlx::Result<Figures> {
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Figures { projects, runs, workers })
+    let webhook_deliveries = crate::db::webhooks::delivery_counts(conn).await?;
+    Ok(Figures { projects, runs, workers, webhook_deliveries })
 }

@@ -14,6 +14,7 @@ pub mod schedules;
 pub mod stats;
 pub mod tasks;
 pub mod users;
+pub mod webhooks;
 pub mod worker;
 
 use anyhow::Context;

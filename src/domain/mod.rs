@@ -14,6 +14,7 @@ pub mod quality;
 pub mod ranking;
 pub mod runs;
 pub mod text;
+pub mod webhooks;
 
 pub use project::{Flags, Guidelines, NewProject, Overlap, ProjectName, ProjectSettings, SkipReason, TokenName};
 
@@ -63,7 +64,7 @@ macro_rules! id_type {
     )*};
 }
 
-id_type!(UserId, ProjectId, ItemId, ResponseId, TaskId, JudgementId, ExportId, TokenId, RunId, ScheduleId);
+id_type!(UserId, ProjectId, ItemId, ResponseId, TaskId, JudgementId, ExportId, TokenId, RunId, ScheduleId, WebhookId, DeliveryId);
 
 /// The kind of work a project asks of its labellers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]

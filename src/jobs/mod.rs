@@ -4,4 +4,5 @@
 
 pub mod admit;
 pub mod schedule;
+pub mod webhooks;
 pub mod worker;

@@ -13,6 +13,7 @@ pub mod people;
 pub mod projects;
 pub mod quality;
 pub mod runs;
+pub mod webhooks;
 
 pub use error::AppError;
 pub use projects::project;

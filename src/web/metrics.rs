@@ -117,6 +117,12 @@ fn encode_figures(f: &Figures) -> anyhow::Result<String> {
     )?;
     let kl = real("rewardlab_ppo_kl", "The last reported KL to the reference policy of the project's newest PPO run", &["project", "run"])?;
     let runs = gauge("rewardlab_runs", "Training runs by project and status", &["project", "status"])?;
+    let paused = gauge("rewardlab_paused_labellers", "Labellers paused in the project for their gold score (not yet lifted)", &["project"])?;
+    let deliveries = gauge(
+        "rewardlab_webhook_deliveries",
+        "Webhook deliveries by project and state: pending (waiting for an attempt or a retry), delivered, failed (gave up)",
+        &["project", "state"],
+    )?;
     let lease = real(
         "rewardlab_worker_lease_remaining_seconds",
         "Seconds until the earliest lease of a worker's running runs expires; each heartbeat renews it, so a negative value is a worker that stopped beating",
@@ -127,6 +133,7 @@ fn encode_figures(f: &Figures) -> anyhow::Result<String> {
         open.with_label_values(&slug).set(p.open_items);
         leases.with_label_values(&slug).set(p.live_leases);
         active.with_label_values(&slug).set(p.active_labellers);
+        paused.with_label_values(&slug).set(p.paused_labellers);
         if let (Some(value), Some(run)) = (p.rm_agreement, p.rm_run) {
             agreement.with_label_values(&[p.slug.as_str(), &run.to_string()]).set(value);
         }
@@ -136,6 +143,9 @@ fn encode_figures(f: &Figures) -> anyhow::Result<String> {
     }
     for r in &f.runs {
         runs.with_label_values(&[r.slug.as_str(), r.status.as_str()]).set(r.count);
+    }
+    for (slug, state, n) in &f.webhook_deliveries {
+        deliveries.with_label_values(&[slug.as_str(), state.as_str()]).set(*n);
     }
     for w in &f.workers {
         lease.with_label_values(&[w.worker.as_str()]).set(w.lease_remaining_seconds);

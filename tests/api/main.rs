@@ -24,5 +24,7 @@ mod quality;
 mod robustness;
 mod run_form;
 mod runs;
+mod tokens;
 mod trl;
 mod webdriver;
+mod webhooks;

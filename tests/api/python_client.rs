@@ -1,18 +1,23 @@
 //! The Python client (clients/python) against a real server and a real worker: its pytest
 //! suite imports items, labels them, loads the export into `datasets`, trains a tiny reward
-//! model, follows its metrics and downloads it.
+//! model, follows its metrics and downloads it; receives a real webhook delivery and verifies
+//! its signature; makes and revokes a token.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::helpers::spawn_app;
+use rewardlab::settings::WebOptions;
+
+use crate::helpers::spawn_app_with;
 use crate::openapi::python;
 use crate::runs::{scratch, tiny, Worker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_clients_suite_passes_against_a_real_server() {
     let Some(python) = python() else { return };
-    let app = spawn_app().await;
+    // Webhooks to the suite's receiver on 127.0.0.1, delivered in the background as `serve` does.
+    let app = spawn_app_with(WebOptions { webhooks: crate::webhooks::fast(true), ..WebOptions::default() }).await;
+    tokio::spawn(rewardlab::jobs::webhooks::run(app.pool.clone(), crate::webhooks::fast(true)));
     let admin = app.user("admin@py.org", true).await;
     let token = app.token(admin).await;
     let store = scratch("python-client");

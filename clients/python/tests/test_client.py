@@ -1,14 +1,18 @@
 """The client against a real server. The Rust test `python_client::` starts one (with a
-worker) and sets REWARDLAB_URL, REWARDLAB_TOKEN (a site admin's) and REWARDLAB_RUN_CONFIG (a
+worker and webhook delivery, private targets allowed) and sets REWARDLAB_URL, REWARDLAB_TOKEN (a site admin's) and REWARDLAB_RUN_CONFIG (a
 tiny model's settings); without them these tests are skipped."""
 
 import json
 import os
+import queue
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-from rewardlab import ApiError, Client
+from rewardlab import ApiError, Client, WebhookVerificationError, verify
 
 pytestmark = pytest.mark.skipif(not os.environ.get("REWARDLAB_URL"), reason="needs a server: REWARDLAB_URL and REWARDLAB_TOKEN")
 
@@ -78,4 +82,55 @@ def test_errors_carry_the_apis_code_and_message(rl: Client):
     assert e.value.status == 404 and e.value.code == "not_found"
     with pytest.raises(ApiError) as e:
         Client(rl.url, "rl_not-a-token").projects()
+    assert e.value.status == 401
+
+
+def test_a_real_delivery_verifies_with_its_secret_and_not_after_a_rotation(rl: Client):
+    slug = rl.create_project("py-hooks", "Python webhooks", "pairwise", overlap=1)
+    got: "queue.Queue[tuple]" = queue.Queue()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.put((dict(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hook = rl.create_webhook(slug, f"http://127.0.0.1:{server.server_port}/hook", ["items.imported"], "pytest")
+        assert hook["secret"].startswith("whsec_") and hook["events"] == ["items.imported"]
+        assert [w["id"] for w in rl.webhooks(slug)] == [hook["id"]]
+        rl.import_items(slug, items(3))
+        headers, body = got.get(timeout=30)
+        event = verify(hook["secret"], headers, body)
+        assert event["type"] == "items.imported" and event["data"] == {"project": slug, "count": 3}
+        with pytest.raises(WebhookVerificationError):
+            verify(rl.rotate_webhook_secret(slug, hook["id"]), headers, body)
+        deadline = time.time() + 30
+        while rl.webhook_deliveries(slug, hook["id"])[0]["status"] != "delivered":
+            assert time.time() < deadline, rl.webhook_deliveries(slug, hook["id"])
+            time.sleep(0.1)
+        delivery = rl.webhook_deliveries(slug, hook["id"])[0]
+        assert delivery["last_status"] == 204 and delivery["attempts"] == 1
+        with pytest.raises(ApiError) as e:
+            rl.create_webhook(slug, "ftp://example.org/", ["items.imported"])
+        assert e.value.status == 400 and e.value.message.startswith("url:")
+        rl.delete_webhook(slug, hook["id"])
+        assert rl.webhooks(slug) == []
+    finally:
+        server.shutdown()
+
+
+def test_a_token_makes_another_that_works_until_revoked(rl: Client):
+    other = Client(rl.url, rl.create_token("pytest notebook"))
+    assert other.projects() == rl.projects()
+    token_id = next(t["id"] for t in other.tokens() if t["name"] == "pytest notebook")
+    rl.revoke_token(token_id)
+    with pytest.raises(ApiError) as e:
+        other.projects()
     assert e.value.status == 401

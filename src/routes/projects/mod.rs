@@ -1,5 +1,5 @@
 //! Project pages: the list and a new project, the project itself (for a lead in tabs, see
-//! `tabs`: overview, labellers and members, models, items, exports, runs, settings), its
+//! `tabs`: overview, labellers and members, models, items, exports, runs, webhooks, settings), its
 //! guidelines and the labelling page. One file an action; each page struct sits beside its
 //! handler.
 
@@ -16,3 +16,4 @@ pub mod quality;
 pub mod settings;
 pub mod show;
 pub mod tabs;
+pub mod webhooks;

@@ -10,6 +10,7 @@ pub const TABS: &[(&str, &str, &str)] = &[
     ("items", "Items", "/items"),
     ("exports", "Exports", "/exports"),
     ("runs", "Runs", "/runs"),
+    ("webhooks", "Webhooks", "/webhooks"),
     ("settings", "Settings", "/settings"),
 ];
 

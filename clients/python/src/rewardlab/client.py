@@ -85,7 +85,8 @@ class Client:
     """A client of one rewardlab server, authenticated with an API token (``rl_…``).
 
     ``url`` and ``token`` default to the ``REWARDLAB_URL`` and ``REWARDLAB_TOKEN`` environment
-    variables. Tokens are made on the account page or with ``rewardlab token create``.
+    variables. Tokens are made on the account page, with ``rewardlab token create``, or from
+    another token with :meth:`create_token`.
     """
 
     def __init__(self, url: Optional[str] = None, token: Optional[str] = None, timeout: float = 120.0) -> None:
@@ -313,6 +314,60 @@ class Client:
                         f.write(chunk)
             paths.append(path)
         return paths
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    def create_token(self, name: str) -> str:
+        """Makes another API token for the caller (e.g. one per notebook) and returns it; it is
+        shown only this once."""
+        return str(self._json("POST", "/api/v1/tokens", {"name": name})["token"])
+
+    def tokens(self) -> List[JSON]:
+        """The caller's live tokens: ``[{"id", "name", "created_at", "last_used_at"}]`` (never the tokens)."""
+        return list(self._json("GET", "/api/v1/tokens")["tokens"])
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revokes one of the caller's tokens."""
+        self._json("DELETE", f"/api/v1/tokens/{_seg(token_id)}")
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def create_webhook(self, slug: str, url: str, events: Sequence[str], description: str = "") -> JSON:
+        """Registers an endpoint for ``events`` (``items.imported``, ``judgements.stored``,
+        ``item.completed``, ``export.created``, ``run.started``, ``run.succeeded``, ``run.failed``,
+        ``schedule.fired``, ``labeller.paused``, ``agreement.below_threshold``). The answer's
+        ``secret`` (``whsec_…``) is shown only this once: keep it for :func:`rewardlab.verify`."""
+        return dict(self._json("POST", f"/api/v1/projects/{_seg(slug)}/webhooks", {"url": url, "events": list(events), "description": description}))
+
+    def webhooks(self, slug: str) -> List[JSON]:
+        """The project's endpoints, with their pending and failed delivery counts."""
+        return list(self._json("GET", f"/api/v1/projects/{_seg(slug)}/webhooks")["webhooks"])
+
+    def webhook_deliveries(self, slug: str, webhook_id: str) -> List[JSON]:
+        """An endpoint's newest deliveries: ``type``, ``status``, ``attempts``, ``last_status``,
+        ``last_latency_ms``, ``last_error``, ``next_attempt_at``."""
+        return list(self._json("GET", f"/api/v1/projects/{_seg(slug)}/webhooks/{_seg(webhook_id)}")["deliveries"])
+
+    def test_webhook(self, slug: str, webhook_id: str) -> None:
+        """Queues a ``webhook.test`` event for this endpoint alone."""
+        self._json("POST", f"/api/v1/projects/{_seg(slug)}/webhooks/{_seg(webhook_id)}/test")
+
+    def redeliver_webhook(self, slug: str, webhook_id: str, delivery_id: str) -> None:
+        """Sends a delivery again from its first attempt (with the same ``webhook-id``)."""
+        self._json("POST", f"/api/v1/projects/{_seg(slug)}/webhooks/{_seg(webhook_id)}/deliveries/{_seg(delivery_id)}/redeliver")
+
+    def rotate_webhook_secret(self, slug: str, webhook_id: str) -> str:
+        """A new secret for the endpoint (the old one stops signing at once); shown only now."""
+        return str(self._json("POST", f"/api/v1/projects/{_seg(slug)}/webhooks/{_seg(webhook_id)}/rotate")["secret"])
+
+    def delete_webhook(self, slug: str, webhook_id: str) -> None:
+        """Removes the endpoint and its deliveries."""
+        self._json("DELETE", f"/api/v1/projects/{_seg(slug)}/webhooks/{_seg(webhook_id)}")
+
+    def set_agreement_alert(self, slug: str, below: Optional[float]) -> None:
+        """Sends ``agreement.below_threshold`` when the project's agreement (Krippendorff's
+        alpha) falls below ``below``; ``None`` turns the alert off."""
+        self._json("POST", f"/api/v1/projects/{_seg(slug)}/webhooks/settings", {"agreement_below": below})
 
 
 def _seg(text: str) -> str:
