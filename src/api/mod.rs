@@ -5,6 +5,7 @@ mod exports;
 mod people;
 mod projects;
 mod quality;
+mod review;
 pub mod runs;
 mod tasks;
 
@@ -89,6 +90,11 @@ api_routes! {
     post "/projects/{slug}/quality/extend" => quality::extend;
     post "/projects/{slug}/items/{item}/gold" => quality::mark_gold;
     delete "/projects/{slug}/items/{item}/gold" => quality::unmark_gold;
+    get "/projects/{slug}/review" => review::stream;
+    post "/projects/{slug}/judgements/{judgement}/review" => review::review_judgement;
+    post "/projects/{slug}/items/{item}/adjudication" => review::adjudicate;
+    post "/projects/{slug}/items/send-back" => review::send_back;
+    get "/projects/{slug}/rejected" => review::rejected;
 }
 
 /// A path under `/api/v1` that names no route (or a method the route has not): JSON, as every
