@@ -2,6 +2,7 @@
 
 pub mod doc;
 mod exports;
+mod items;
 mod people;
 mod projects;
 mod quality;
@@ -94,6 +95,8 @@ api_routes! {
     post "/projects/{slug}/judgements/{judgement}/review" => review::review_judgement;
     post "/projects/{slug}/items/{item}/adjudication" => review::adjudicate;
     post "/projects/{slug}/items/send-back" => review::send_back;
+    get "/projects/{slug}/items" => items::list;
+    post "/projects/{slug}/items/mark-gold" => items::mark_gold;
     get "/projects/{slug}/rejected" => review::rejected;
 }
 

@@ -309,3 +309,35 @@ pub async fn kept_of_item(conn: &mut PgConnection, project: ProjectId, reviewer:
     .await?;
     Ok(row)
 }
+
+/// What a gold reference can be taken from, for an item of the project led by `lead`: whether
+/// it is gold already, its adjudication's ranks, and its kept (not rejected) ordinary ranking
+/// judgements: how many, how many different rankings, and the first one.
+pub struct GoldSource {
+    pub gold: bool,
+    pub adjudicated: Option<Vec<i16>>,
+    pub kept: i64,
+    pub distinct: i64,
+    pub first: Option<Vec<i16>>,
+}
+
+pub async fn gold_source(conn: &mut PgConnection, project: ProjectId, lead: UserId, item: ItemId) -> sqlx::Result<Option<GoldSource>> {
+    sqlx::query_as!(
+        GoldSource,
+        r#"WITH k AS (SELECT j.ranks, j.seq FROM judgements j WHERE j.item_id = $3 AND j.source = 'labeller' AND j.ranks IS NOT NULL
+                        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
+                        AND NOT EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id AND r.decision = 'rejected'))
+           SELECT i.gold_ranks IS NOT NULL AS "gold!", (SELECT a.ranks FROM adjudications a WHERE a.item_id = i.id) AS adjudicated,
+                  (SELECT count(*) FROM k) AS "kept!", (SELECT count(DISTINCT k.ranks) FROM k) AS "distinct!",
+                  (SELECT k.ranks FROM k ORDER BY k.seq LIMIT 1) AS first
+           FROM items i
+           WHERE i.id = $3 AND i.project_id = $1
+             AND EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = $1 AND m.user_id = u.id AND m.role = 'lead')))
+           FOR NO KEY UPDATE OF i"#,
+        project as ProjectId,
+        lead as UserId,
+        item as ItemId,
+    )
+    .fetch_optional(conn)
+    .await
+}

@@ -26,6 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}/models", web::get().to(projects::models::show))
         .route("/projects/{slug}/items", web::get().to(projects::items::show))
         .route("/projects/{slug}/items/exclude", web::post().to(projects::items::exclude))
+        .route("/projects/{slug}/items/send-back", web::post().to(projects::items::send_back))
+        .route("/projects/{slug}/items/mark-gold", web::post().to(projects::items::mark_gold))
         .route("/projects/{slug}/exports", web::get().to(projects::export::show))
         .route("/projects/{slug}/settings", web::get().to(projects::settings::show))
         .route("/projects/{slug}/members", web::post().to(projects::members::add))

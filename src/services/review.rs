@@ -293,3 +293,59 @@ pub async fn adjudicate(pool: &PgPool, p: &Project, reviewer: UserId, item: Item
 pub async fn rejected(pool: &PgPool, p: &Project, user: UserId) -> Result<Vec<db::Rejected>, AppError> {
     db::rejected_of(&mut *pool.acquire().await?, p.id, user).await.context("reading rejected work")
 }
+
+/// What marking one item gold from its judgements came to.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GoldOutcome {
+    pub item: ItemId,
+    pub marked: bool,
+    /// Where the reference came from, or why the item was not marked.
+    pub reason: String,
+}
+
+/// Marks each of `items` gold with its adjudication, else its labellers' unanimous ranking (at
+/// least two kept judgements, all alike); every other item is refused with its reason.
+pub async fn mark_gold_from_judgements(pool: &PgPool, p: &Project, lead: UserId, items: &[ItemId]) -> Result<Vec<GoldOutcome>, AppError> {
+    if items.is_empty() {
+        return Err(AppError::Invalid("items: choose at least one item".into()));
+    }
+    if items.len() > super::items::MAX_EXCLUDE {
+        return Err(AppError::Invalid(format!("items: at most {} at once, got {}", super::items::MAX_EXCLUDE, items.len())));
+    }
+    let mut tx = pool.begin().await?;
+    let mut out = Vec::with_capacity(items.len());
+    for &item in items {
+        let source = db::gold_source(&mut tx, p.id, lead, item).await.context("reading an item's judgements")?;
+        let reference = match source {
+            None => Err("not an item of this project".to_string()),
+            Some(s) => gold_reference(&s),
+        };
+        let outcome = match reference {
+            Ok((ranks, explanation)) => {
+                dbq::set_gold(&mut tx, p.id, lead, item, Some((&ranks, &explanation))).await.context("marking gold")?;
+                GoldOutcome { item, marked: true, reason: explanation }
+            }
+            Err(reason) => GoldOutcome { item, marked: false, reason },
+        };
+        out.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// The reference ranks an item's judgements give, with where they came from, or why none.
+fn gold_reference(s: &db::GoldSource) -> Result<(Vec<i16>, String), String> {
+    if s.gold {
+        return Err("already gold".into());
+    }
+    let (ranks, from) = match (&s.adjudicated, &s.first) {
+        (Some(r), _) => (r.clone(), "the item's adjudicated judgement".to_string()),
+        (None, Some(r)) if s.kept >= 2 && s.distinct == 1 => (r.clone(), format!("the unanimous judgement of its {} labellers", s.kept)),
+        (None, _) if s.kept < 2 => return Err(format!("neither adjudicated nor unanimous: {} kept judgement(s), two agreeing ones are needed", s.kept)),
+        (None, _) => return Err(format!("neither adjudicated nor unanimous: its labellers gave {} different rankings", s.distinct)),
+    };
+    if ranks.iter().all(|r| *r == ranks[0]) {
+        return Err("its judgement ties every response: a reference must prefer one response to another".into());
+    }
+    Ok((ranks, format!("from {from}")))
+}

@@ -19,6 +19,7 @@ mod openapi;
 mod people;
 mod python_client;
 mod quality;
+mod review;
 mod robustness;
 mod run_form;
 mod runs;
