@@ -398,3 +398,82 @@ async fn the_review_page_accepts_and_rejects_with_its_keys_and_its_forms_need_th
         vec![(a0.0, "accepted".into(), String::new()), (b0.0, "rejected".into(), "too fast".into()), (a1.0, "accepted".into(), String::new())]
     );
 }
+
+#[tokio::test]
+async fn the_item_browser_filters_by_gold_review_and_agreement_and_marks_gold_only_from_adjudicated_or_unanimous_judgements() {
+    let app = spawn_app().await;
+    let lead = app.lead_with_items("ib", TaskKind::Ranking, 2, 4, 3).await;
+    let ann = app.member("ann@example.org", "ib", Role::Labeller).await;
+    let bob = app.member("bob@example.org", "ib", Role::Labeller).await;
+    let items: Vec<(uuid::Uuid, String)> = sqlx::query_as("SELECT id, external_id FROM items ORDER BY seq").fetch_all(&app.pool).await.unwrap();
+    let mut by_ann = Vec::new();
+    let mut by_bob = Vec::new();
+    for k in 0..3 {
+        by_ann.push(judge(&ann, "ib", false, &format!("a{k}")).await.1);
+        by_bob.push(judge(&bob, "ib", k == 0, &format!("b{k}")).await.1);
+    }
+    let (app_ref, items_ref) = (&app, &items);
+    let resp = |i: usize| async move { ids(app_ref, &format!("SELECT id FROM responses WHERE item_id = '{}' ORDER BY position", items_ref[i].0)).await };
+    let r3 = resp(3).await;
+    assert_eq!(lead.post(&format!("/api/v1/projects/ib/items/{}/gold", items[3].0), &json!({"ranking": [[r3[2]], [r3[1]], [r3[0]]]})).await.status(), 200);
+    assert_eq!(review(&lead, "ib", by_ann[2], json!({"decision": "reject", "reason": "wrong"})).await.status(), 200);
+    assert_eq!(review(&lead, "ib", by_bob[1], json!({"decision": "accept"})).await.status(), 200);
+    let r0 = resp(0).await;
+    assert_eq!(lead.post(&format!("/api/v1/projects/ib/items/{}/adjudication", items[0].0), &json!({"ranking": [[r0[1]], [r0[0]], [r0[2]]]})).await.status(), 201);
+
+    let listed = |query: &'static str| {
+        let lead = lead.clone();
+        async move {
+            let res = lead.get(&format!("/api/v1/projects/ib/items?{query}")).await;
+            assert_eq!(res.status(), 200, "{query}");
+            let body: Value = res.json().await.unwrap();
+            let mut ext: Vec<String> = body["items"].as_array().unwrap().iter().map(|i| i["external_id"].as_str().unwrap().to_string()).collect();
+            ext.sort();
+            ext
+        }
+    };
+    assert_eq!(listed("gold=yes").await, ["ib-3"]);
+    assert_eq!(listed("gold=no").await, ["ib-0", "ib-1", "ib-2"]);
+    assert_eq!(listed("review=adjudicated").await, ["ib-0"]);
+    assert_eq!(listed("review=rejected").await, ["ib-2"]);
+    assert_eq!(listed("review=accepted").await, ["ib-1"]);
+    assert_eq!(listed("review=unreviewed").await, ["ib-0", "ib-1", "ib-2"]);
+    assert_eq!(listed("min_agreement=0.9").await, ["ib-1"], "item 2 has one kept judgement: no agreement");
+    assert_eq!(listed("max_agreement=0.5").await, ["ib-0"]);
+    for (query, field) in [("gold=maybe", "gold"), ("review=done", "review"), ("min_agreement=2", "min_agreement"), ("min_agreement=0.8&max_agreement=0.1", "max_agreement")] {
+        let res = lead.get(&format!("/api/v1/projects/ib/items?{query}")).await;
+        assert_eq!(res.status(), 400, "{query}");
+        assert!(res.text().await.unwrap().contains(field), "{query}");
+    }
+    assert_eq!(ann.get("/api/v1/projects/ib/items").await.status(), 403);
+
+    // Mark gold: from the adjudication, from a unanimous pair; the others refused with why.
+    let all: Vec<uuid::Uuid> = items.iter().map(|i| i.0).collect();
+    let res = lead.post("/api/v1/projects/ib/items/mark-gold", &json!({"items": all})).await;
+    assert_eq!(res.status(), 200);
+    let out: Vec<Value> = res.json().await.unwrap();
+    let marked: Vec<bool> = out.iter().map(|o| o["marked"].as_bool().unwrap()).collect();
+    assert_eq!(marked, [true, true, false, false], "{out:?}");
+    assert!(out[0]["reason"].as_str().unwrap().contains("adjudicated"));
+    assert!(out[1]["reason"].as_str().unwrap().contains("unanimous"));
+    assert!(out[2]["reason"].as_str().unwrap().contains("1 kept judgement"), "{out:?}");
+    assert_eq!(out[3]["reason"], "already gold");
+    let gold0: Vec<i16> = sqlx::query_scalar("SELECT gold_ranks FROM items WHERE id = $1").bind(items[0].0).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(gold0, [2, 1, 3]);
+    let res = lead.post("/api/v1/projects/ib/items/mark-gold", &json!({"items": []})).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("items"));
+
+    // The Items tab: the filters, and both bulk actions behind the CSRF token.
+    let s = app.login("lead@ib.org", crate::helpers::PASSWORD).await;
+    let page = s.get("/projects/ib/items?review=rejected").await.text().await.unwrap();
+    assert!(page.contains("ib-2") && !page.contains(">ib-1<") && page.contains("id=\"send-back-button\""), "{page}");
+    let item2 = items[2].0.to_string();
+    assert_eq!(s.post_form("/projects/ib/items/send-back", &[("item", &item2), ("reason", "again")]).await.status(), 403);
+    let res = s.post_form("/projects/ib/items/send-back", &[("csrf", &s.csrf), ("item", &item2), ("reason", "look again"), ("back", "/projects/ib/items")]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.count(&format!("SELECT count(*) FROM judgement_reviews WHERE item_id = '{item2}' AND decision = 'rejected'")).await, 2);
+    let res = s.post_form("/projects/ib/items/mark-gold", &[("csrf", &s.csrf), ("item", &item2)]).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("Not marked"));
+}
