@@ -68,20 +68,32 @@ async fn time_get(http: &reqwest::Client, base: &str, token: &str, path: &str) -
 
 pub async fn run(cluster: &rewardlab::cluster::Cluster, http: &reqwest::Client, base: &str, lead: &str, dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
     let items = n.div_ceil(3);
-    ok(http.post(format!("{base}/api/v1/projects")).bearer_auth(lead).json(&json!({"slug": "qbench", "name": "Quality benchmark", "kind": "ranking", "overlap": 3})).send().await?, "create qbench").await?;
+    ok(
+        http.post(format!("{base}/api/v1/projects"))
+            .bearer_auth(lead)
+            .json(&json!({"slug": "qbench", "name": "Quality benchmark", "kind": "ranking", "overlap": 3}))
+            .send()
+            .await?,
+        "create qbench",
+    )
+    .await?;
     let file = super::items_file(dir, items)?;
     let t = Instant::now();
     ok(http.post(format!("{base}/api/v1/projects/qbench/items")).bearer_auth(lead).body(std::fs::read(&file)?).send().await?, "import").await?;
     let gold: String = (0..100)
         .map(|i| {
             let rs: Vec<Value> = (0..4).map(|j| json!({"model": format!("m{j}"), "text": format!("gold answer {j} to {i}")})).collect();
-            format!("{}\n", json!({"id": format!("qgold-{i}"), "prompt": format!("gold question {i}"), "responses": rs, "gold": {"ranking": [[0], [1], [2], [3]]}}))
+            format!(
+                "{}\n",
+                json!({"id": format!("qgold-{i}"), "prompt": format!("gold question {i}"), "responses": rs, "gold": {"ranking": [[0], [1], [2], [3]]}})
+            )
         })
         .collect();
     ok(http.post(format!("{base}/api/v1/projects/qbench/items")).bearer_auth(lead).body(gold).send().await?, "gold import").await?;
     let mut c = sqlx::PgConnection::connect_with(&cluster.connect_options("rewardlab")).await?;
     let project: uuid::Uuid = sqlx::query_scalar("SELECT id FROM projects WHERE slug = 'qbench'").fetch_one(&mut c).await?;
-    let labellers: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email LIKE 'u%@bench.example' AND email <> 'u0@bench.example' ORDER BY email").fetch_all(&mut c).await?;
+    let labellers: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE email LIKE 'u%@bench.example' AND email <> 'u0@bench.example' ORDER BY email").fetch_all(&mut c).await?;
     let reviewer: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'u0@bench.example'").fetch_one(&mut c).await?;
     for sql in SEED {
         sqlx::query(sql).bind(project).bind(&labellers).bind(reviewer).execute(&mut c).await.map_err(|e| anyhow::anyhow!("{e}: {sql}"))?;
@@ -89,7 +101,15 @@ pub async fn run(cluster: &rewardlab::cluster::Cluster, http: &reqwest::Client, 
     sqlx::query("ANALYZE").execute(&mut c).await?;
     let judged: i64 = sqlx::query_scalar("SELECT count(*) FROM judgements WHERE project_id = $1").bind(project).fetch_one(&mut c).await?;
     println!("quality section: {judged} judgements on {items} items (+100 gold) seeded in {:.1} s", t.elapsed().as_secs_f64());
-    ok(http.post(format!("{base}/api/v1/projects/qbench/quality/settings")).bearer_auth(lead).json(&json!({"review_rate": 0.1, "extra_below": 0.5})).send().await?, "settings").await?;
+    ok(
+        http.post(format!("{base}/api/v1/projects/qbench/quality/settings"))
+            .bearer_auth(lead)
+            .json(&json!({"review_rate": 0.1, "extra_below": 0.5}))
+            .send()
+            .await?,
+        "settings",
+    )
+    .await?;
 
     println!("{:<52} {:>10} {:>12} {:>7}", "quality page or API (median of 5)", "ms", "target", "");
     for path in [

@@ -66,7 +66,12 @@ pub struct Reviewed {
               (status = 403, description = "The caller is not a reviewer or lead of the project.", body = ErrorBody),
               (status = 404, description = "No such project, or no such ordinary judgement in it.", body = ErrorBody),
               (status = 409, description = "The judgement was rejected already.", body = ErrorBody)))]
-pub async fn review_judgement(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>, body: Json<ReviewBody>) -> Result<HttpResponse, ApiError> {
+pub async fn review_judgement(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    body: Json<ReviewBody>,
+) -> Result<HttpResponse, ApiError> {
     let (slug, judgement) = path.into_inner();
     let p = project(&state, &auth, &slug, Role::Reviewer).await?;
     let judgement: JudgementId = judgement.parse().map_err(|_| AppError::NotFound)?;
@@ -103,7 +108,12 @@ pub struct AdjudicationBody {
               (status = 403, description = "The caller is not a reviewer or lead of the project.", body = ErrorBody),
               (status = 404, description = "No such project or item.", body = ErrorBody),
               (status = 409, description = "The item has a final judgement already, or its labellers do not disagree.", body = ErrorBody)))]
-pub async fn adjudicate(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>, body: Json<AdjudicationBody>) -> Result<HttpResponse, ApiError> {
+pub async fn adjudicate(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    body: Json<AdjudicationBody>,
+) -> Result<HttpResponse, ApiError> {
     let (slug, item) = path.into_inner();
     let p = project(&state, &auth, &slug, Role::Reviewer).await?;
     let item: ItemId = item.parse().map_err(|_| AppError::NotFound)?;

@@ -35,6 +35,7 @@ pub struct ItemRow {
 /// One page of items matching `f`, older than `before` (a `seq`), at most `limit`; `overlap` is
 /// the project's, which decides what is complete. `in_agreement`: the items whose agreement is
 /// in the filter's range (computed by the caller), when it asks for one.
+#[allow(clippy::too_many_arguments)]
 pub async fn page(
     conn: &mut PgConnection,
     project: ProjectId,

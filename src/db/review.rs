@@ -135,7 +135,15 @@ pub async fn target(conn: &mut PgConnection, project: ProjectId, reviewer: UserI
 }
 
 /// Records a review (`decision`: 'accepted' or 'rejected').
-pub async fn insert(conn: &mut PgConnection, project: ProjectId, judgement: JudgementId, item: ItemId, reviewer: UserId, decision: &str, reason: &str) -> sqlx::Result<()> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    project: ProjectId,
+    judgement: JudgementId,
+    item: ItemId,
+    reviewer: UserId,
+    decision: &str,
+    reason: &str,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO judgement_reviews (id, project_id, judgement_id, item_id, reviewer, decision, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         uuid::Uuid::now_v7(),

@@ -113,7 +113,12 @@ fn date(field: &str, text: &str) -> Result<Option<NaiveDate>, String> {
 
 fn agreement(field: &str, text: &str) -> Result<Option<f64>, String> {
     blank(text)
-        .map(|t| t.parse::<f64>().ok().filter(|w| (0.0..=1.0).contains(w)).ok_or_else(|| format!("{field}: expected an agreement (Kendall's W) from 0 to 1, got {t:?}")))
+        .map(|t| {
+            t.parse::<f64>()
+                .ok()
+                .filter(|w| (0.0..=1.0).contains(w))
+                .ok_or_else(|| format!("{field}: expected an agreement (Kendall's W) from 0 to 1, got {t:?}"))
+        })
         .transpose()
 }
 

@@ -32,7 +32,8 @@ pub async fn browse(pool: &PgPool, p: &Project, user: &User, filter: &ItemFilter
         }
         false => None,
     };
-    let mut items = item_list::page(&mut conn, p.id, user.id, p.overlap.get(), filter, before, PAGE + 1, in_agreement.as_deref()).await.context("listing items")?;
+    let mut items =
+        item_list::page(&mut conn, p.id, user.id, p.overlap.get(), filter, before, PAGE + 1, in_agreement.as_deref()).await.context("listing items")?;
     let next = (items.len() as i64 > PAGE).then(|| {
         items.truncate(PAGE as usize);
         items.last().map(|i| i.seq)

@@ -85,9 +85,8 @@ async fn urgent(pool: &PgPool, p: &Project) -> Result<(q::QualitySettings, Urgen
     let paused = dbq::paused_labellers(&mut conn, p.id).await.context("reading pauses")?;
     drop(conn);
     let kind = p.kind;
-    let (labellers, items) = tokio::task::spawn_blocking(move || (q::labellers(kind, &rows), q::item_agreement(&rows)))
-        .await
-        .map_err(|e| AppError::Unexpected(e.into()))?;
+    let (labellers, items) =
+        tokio::task::spawn_blocking(move || (q::labellers(kind, &rows), q::item_agreement(&rows))).await.map_err(|e| AppError::Unexpected(e.into()))?;
     let agreement: HashMap<ItemId, f64> = items.iter().filter_map(|a| Some((a.item, a.w?))).collect();
     let low = agreement.iter().filter(|(_, w)| **w < settings.extra_below).map(|(i, w)| (*i, *w)).collect();
     let gold_floor = settings.pause_below.unwrap_or(LOW_GOLD);
@@ -231,7 +230,10 @@ pub async fn send_back_items(pool: &PgPool, p: &Project, reviewer: UserId, items
     let mut tx = pool.begin().await?;
     let mut n = 0;
     for item in items {
-        let judgements = db::kept_of_item(&mut tx, p.id, reviewer, *item).await.context("reading an item's judgements")?.ok_or(AppError::Invalid(format!("items: {item} is not an item of this project")))?;
+        let judgements = db::kept_of_item(&mut tx, p.id, reviewer, *item)
+            .await
+            .context("reading an item's judgements")?
+            .ok_or(AppError::Invalid(format!("items: {item} is not an item of this project")))?;
         for j in judgements {
             if let Some(t) = db::target(&mut tx, p.id, reviewer, j).await.context("finding a judgement")? {
                 db::insert(&mut tx, p.id, j, t.item_id, reviewer, "rejected", reason.as_str()).await.context("storing a review")?;

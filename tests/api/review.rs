@@ -156,7 +156,13 @@ async fn the_stream_samples_at_the_rate_and_puts_low_agreement_items_then_flagge
     let entries = s["entries"].as_array().unwrap();
     let got: Vec<(String, String, Vec<String>)> = entries
         .iter()
-        .map(|e| (e["judgement_id"].as_str().unwrap().to_string(), e["external_id"].as_str().unwrap().to_string(), serde_json::from_value(e["priority"].clone()).unwrap()))
+        .map(|e| {
+            (
+                e["judgement_id"].as_str().unwrap().to_string(),
+                e["external_id"].as_str().unwrap().to_string(),
+                serde_json::from_value(e["priority"].clone()).unwrap(),
+            )
+        })
         .collect();
     // Exactly: every judgement on a disagreeing item, every one of Cat's, and of the rest those
     // the id samples at 30%.
@@ -392,11 +398,9 @@ async fn the_review_page_accepts_and_rejects_with_its_keys_and_its_forms_need_th
     b.keys(&["a"]).await;
     b.wait_for_text("#review-empty", "Nothing to review").await;
     b.quit().await;
-    let states: Vec<(uuid::Uuid, String, String)> = sqlx::query_as("SELECT judgement_id, decision, reason FROM judgement_reviews ORDER BY seq").fetch_all(&app.pool).await.unwrap();
-    assert_eq!(
-        states,
-        vec![(a0.0, "accepted".into(), String::new()), (b0.0, "rejected".into(), "too fast".into()), (a1.0, "accepted".into(), String::new())]
-    );
+    let states: Vec<(uuid::Uuid, String, String)> =
+        sqlx::query_as("SELECT judgement_id, decision, reason FROM judgement_reviews ORDER BY seq").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(states, vec![(a0.0, "accepted".into(), String::new()), (b0.0, "rejected".into(), "too fast".into()), (a1.0, "accepted".into(), String::new())]);
 }
 
 #[tokio::test]
@@ -419,7 +423,10 @@ async fn the_item_browser_filters_by_gold_review_and_agreement_and_marks_gold_on
     assert_eq!(review(&lead, "ib", by_ann[2], json!({"decision": "reject", "reason": "wrong"})).await.status(), 200);
     assert_eq!(review(&lead, "ib", by_bob[1], json!({"decision": "accept"})).await.status(), 200);
     let r0 = resp(0).await;
-    assert_eq!(lead.post(&format!("/api/v1/projects/ib/items/{}/adjudication", items[0].0), &json!({"ranking": [[r0[1]], [r0[0]], [r0[2]]]})).await.status(), 201);
+    assert_eq!(
+        lead.post(&format!("/api/v1/projects/ib/items/{}/adjudication", items[0].0), &json!({"ranking": [[r0[1]], [r0[0]], [r0[2]]]})).await.status(),
+        201
+    );
 
     let listed = |query: &'static str| {
         let lead = lead.clone();
@@ -440,7 +447,9 @@ async fn the_item_browser_filters_by_gold_review_and_agreement_and_marks_gold_on
     assert_eq!(listed("review=unreviewed").await, ["ib-0", "ib-1", "ib-2"]);
     assert_eq!(listed("min_agreement=0.9").await, ["ib-1"], "item 2 has one kept judgement: no agreement");
     assert_eq!(listed("max_agreement=0.5").await, ["ib-0"]);
-    for (query, field) in [("gold=maybe", "gold"), ("review=done", "review"), ("min_agreement=2", "min_agreement"), ("min_agreement=0.8&max_agreement=0.1", "max_agreement")] {
+    for (query, field) in
+        [("gold=maybe", "gold"), ("review=done", "review"), ("min_agreement=2", "min_agreement"), ("min_agreement=0.8&max_agreement=0.1", "max_agreement")]
+    {
         let res = lead.get(&format!("/api/v1/projects/ib/items?{query}")).await;
         assert_eq!(res.status(), 400, "{query}");
         assert!(res.text().await.unwrap().contains(field), "{query}");
@@ -470,7 +479,8 @@ async fn the_item_browser_filters_by_gold_review_and_agreement_and_marks_gold_on
     assert!(page.contains("ib-2") && !page.contains(">ib-1<") && page.contains("id=\"send-back-button\""), "{page}");
     let item2 = items[2].0.to_string();
     assert_eq!(s.post_form("/projects/ib/items/send-back", &[("item", &item2), ("reason", "again")]).await.status(), 403);
-    let res = s.post_form("/projects/ib/items/send-back", &[("csrf", &s.csrf), ("item", &item2), ("reason", "look again"), ("back", "/projects/ib/items")]).await;
+    let res =
+        s.post_form("/projects/ib/items/send-back", &[("csrf", &s.csrf), ("item", &item2), ("reason", "look again"), ("back", "/projects/ib/items")]).await;
     assert_eq!(res.status(), 303);
     assert_eq!(app.count(&format!("SELECT count(*) FROM judgement_reviews WHERE item_id = '{item2}' AND decision = 'rejected'")).await, 2);
     let res = s.post_form("/projects/ib/items/mark-gold", &[("csrf", &s.csrf), ("item", &item2)]).await;

@@ -133,10 +133,7 @@ pub async fn exclude(
 /// The ticked items (`item` fields) of a bulk action's form, after its CSRF check.
 fn ticked(auth: &Auth, form: &[(String, String)]) -> Result<Vec<ItemId>, AppError> {
     auth.check_csrf(field(form, "csrf"))?;
-    form.iter()
-        .filter(|(k, _)| k == "item")
-        .map(|(_, v)| v.parse().map_err(|_| AppError::Invalid(format!("item: expected an item id, got {v:?}"))))
-        .collect()
+    form.iter().filter(|(k, _)| k == "item").map(|(_, v)| v.parse().map_err(|_| AppError::Invalid(format!("item: expected an item id, got {v:?}")))).collect()
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
@@ -145,7 +142,12 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
 
 /// Sends the ticked items back with the reason given (their judgements rejected, the items
 /// reopened for other labellers), then shows the list again.
-pub async fn send_back(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, form: web::Form<Vec<(String, String)>>) -> Result<HttpResponse, PageError> {
+pub async fn send_back(
+    state: web::Data<AppState>,
+    auth: Auth,
+    slug: web::Path<String>,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, PageError> {
     let ids = ticked(&auth, &form)?;
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     crate::services::review::send_back_items(&state.pool, &p, auth.user.id, &ids, field(&form, "reason")).await?;
@@ -156,7 +158,12 @@ pub async fn send_back(state: web::Data<AppState>, auth: Auth, slug: web::Path<S
 
 /// Marks the ticked items gold from their adjudicated or unanimous judgements, and says what
 /// became of each.
-pub async fn mark_gold(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, form: web::Form<Vec<(String, String)>>) -> Result<HttpResponse, PageError> {
+pub async fn mark_gold(
+    state: web::Data<AppState>,
+    auth: Auth,
+    slug: web::Path<String>,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, PageError> {
     let ids = ticked(&auth, &form)?;
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
     let outcomes = crate::services::review::mark_gold_from_judgements(&state.pool, &p, auth.user.id, &ids).await?;
@@ -167,7 +174,8 @@ pub async fn mark_gold(state: web::Data<AppState>, auth: Auth, slug: web::Path<S
     } else {
         format!("{marked} item(s) marked gold. Not marked: {}.", refused.join("; "))
     };
-    let page = crate::routes::pages::MessagePage { layout: Layout::of(&auth), title: "Mark gold", message, back: format!("/projects/{}/items", p.slug.as_str()) };
+    let page =
+        crate::routes::pages::MessagePage { layout: Layout::of(&auth), title: "Mark gold", message, back: format!("/projects/{}/items", p.slug.as_str()) };
     Ok(html(&page))
 }
 

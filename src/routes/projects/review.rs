@@ -102,7 +102,8 @@ pub struct AdjudicationForm {
 
 impl AdjudicationForm {
     fn tiers(&self) -> Result<Vec<Vec<ResponseId>>, String> {
-        let shown: Vec<ResponseId> = self.shown.split(',').map(|s| s.trim().parse().map_err(|_| "shown: expected the response ids as shown".to_string())).collect::<Result<_, _>>()?;
+        let shown: Vec<ResponseId> =
+            self.shown.split(',').map(|s| s.trim().parse().map_err(|_| "shown: expected the response ids as shown".to_string())).collect::<Result<_, _>>()?;
         let tiers = parse_letter_ranking(&self.ranking, shown.len()).map_err(|e| format!("ranking: {e}"))?;
         Ok(tiers.iter().map(|t| t.iter().map(|&i| shown[i]).collect()).collect())
     }
@@ -115,7 +116,12 @@ impl AdjudicationForm {
     }
 }
 
-pub async fn adjudicate(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>, form: web::Form<AdjudicationForm>) -> Result<HttpResponse, PageError> {
+pub async fn adjudicate(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    form: web::Form<AdjudicationForm>,
+) -> Result<HttpResponse, PageError> {
     auth.check_csrf(&form.csrf)?;
     let (slug, item) = path.into_inner();
     let p = project(&state.pool, &auth.user, &slug, Role::Reviewer).await?;
