@@ -20,6 +20,7 @@ use crate::domain::{ItemId, JudgementId, ResponseId, TaskKind, UserId};
 
 /// A response as the labeller saw it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ShownResponse)]
 pub struct Shown {
     /// The letter the labeller saw it under (A = shown first).
     pub letter: char,
@@ -33,6 +34,7 @@ pub struct Shown {
 
 /// A judgement in the review stream, as the labeller made it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ReviewEntry)]
 pub struct Entry {
     pub judgement_id: JudgementId,
     pub item_id: ItemId,
@@ -62,6 +64,7 @@ pub struct Entry {
 
 /// The review stream now.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ReviewStream)]
 pub struct Stream {
     /// The project's review rate.
     pub rate: f64,
@@ -179,6 +182,7 @@ fn entry(r: db::StreamRow, u: &Urgent) -> Entry {
 
 /// What a review did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ReviewOutcome)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Accepted,
