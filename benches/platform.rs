@@ -10,6 +10,10 @@
 //! `BENCH_LABELLERS` change the sizes; `BENCH_GOLD=N` adds N gold items mixed in at 10%. With
 //! `BENCH_SCRAPE_SECS=5` a Prometheus-like scraper reads `/metrics` every 5 s throughout (the
 //! server always has a metrics token, so runs with and without scraping differ only in the scrapes).
+//! With `BENCH_QUALITY_JUDGEMENTS=100000` a quality section follows: a second project seeded
+//! in SQL with that many judgements (3 labellers an item, gold checks, reviews and
+//! adjudications), then the time of each quality page and API (the report, the review stream,
+//! the item browser's agreement and review filters) and the rows/s of quality-aware exports.
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -370,6 +374,10 @@ async fn run() -> anyhow::Result<()> {
         println!("metrics scrapes: {n}, every {scrape_every} s, p50 {:.1} ms, max {:.1} ms", percentile(&ms, 0.5), percentile(&ms, 1.0));
     }
     println!("import report: {report}");
+    let n_quality = env_or("BENCH_QUALITY_JUDGEMENTS", 0);
+    if n_quality > 0 {
+        quality::run(&cluster, &http, &base, lead, &dir, n_quality).await?;
+    }
     drop(server);
     if stats {
         use sqlx::Connection;
@@ -404,6 +412,9 @@ struct TaskResponse {
 struct Submitted {
     next: Option<Task>,
 }
+
+#[path = "platform/quality.rs"]
+mod quality;
 
 fn rewardlab_is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)

@@ -185,7 +185,7 @@ enum ProjectCommand {
         #[arg(long, default_value_t = 3)]
         overlap: i32,
     },
-    /// Add an account to a project as lead or labeller.
+    /// Add an account to a project as lead, reviewer or labeller.
     AddMember {
         #[arg(long)]
         project: String,

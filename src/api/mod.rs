@@ -2,9 +2,11 @@
 
 pub mod doc;
 mod exports;
+mod items;
 mod people;
 mod projects;
 mod quality;
+mod review;
 pub mod runs;
 mod tasks;
 mod tokens;
@@ -102,6 +104,13 @@ api_routes! {
     post "/projects/{slug}/webhooks/{id}/rotate" => webhooks::rotate;
     post "/projects/{slug}/webhooks/{id}/test" => webhooks::test;
     post "/projects/{slug}/webhooks/{id}/deliveries/{delivery}/redeliver" => webhooks::redeliver;
+    get "/projects/{slug}/review" => review::stream;
+    post "/projects/{slug}/judgements/{judgement}/review" => review::review_judgement;
+    post "/projects/{slug}/items/{item}/adjudication" => review::adjudicate;
+    post "/projects/{slug}/items/send-back" => review::send_back;
+    get "/projects/{slug}/items" => items::list;
+    post "/projects/{slug}/items/mark-gold" => items::mark_gold;
+    get "/projects/{slug}/rejected" => review::rejected;
 }
 
 /// A path under `/api/v1` that names no route (or a method the route has not): JSON, as every

@@ -43,6 +43,8 @@ pub struct SettingsBody {
     pause_min_gold: Option<i32>,
     extra_max: Option<i32>,
     extra_below: Option<f64>,
+    /// Share of judgements the review stream samples (0 to 1).
+    review_rate: Option<f64>,
 }
 
 /// A field that may be absent (keep), `null` (clear) or a value.
@@ -62,6 +64,7 @@ impl SettingsBody {
             pause_min_gold: self.pause_min_gold.unwrap_or(current.pause_min_gold),
             extra_max: self.extra_max.unwrap_or(current.extra_max),
             extra_below: self.extra_below.unwrap_or(current.extra_below),
+            review_rate: self.review_rate.unwrap_or(current.review_rate),
         }
         .checked()
     }

@@ -146,6 +146,8 @@ pub struct JudgementRow {
     pub(crate) comment: String,
     pub(crate) time_on_task_ms: Option<i64>,
     pub(crate) created_at: DateTime<Utc>,
+    /// `unreviewed`, `accepted`, `rejected` or `adjudicated` (see [`crate::domain::review::ReviewState`]).
+    pub(crate) review: String,
     pub(crate) ids: Vec<ResponseId>,
     pub(crate) models: Vec<String>,
     pub(crate) texts: Vec<String>,
@@ -153,16 +155,33 @@ pub struct JudgementRow {
 }
 
 /// `query_as!` for the [`JudgementRow`]s of project `$1` as of snapshot `$2`, less gold items,
-/// quality checks and items excluded by then, with `$order` (literal SQL) appended.
+/// quality checks and items excluded by then; an item adjudicated by then gives its
+/// adjudication (source `adjudication`, by the reviewer) instead of its labellers' judgements;
+/// with `$3` rejected judgements are left out. `$order` (literal SQL) is appended.
 macro_rules! judgement_rows {
-    ($order:tt, $project:expr, $snapshot:expr) => {
+    ($order:tt, $project:expr, $snapshot:expr, $drop_rejected:expr) => {
         sqlx::query_as!(
             JudgementRow,
-            r#"SELECT j.id, j.item_id, j.user_id AS "user_id: UserId", i.external_id, i.prompt, i.prompt_raw, j.source,
-                      COALESCE(u.pseudonym, 'import') AS "labeller!", j.ranks, j.display_order, j.strength, j.both_bad, j.demonstration, j.flags,
-                      j.rating, j.comment, j.time_on_task_ms, j.created_at, rs.ids AS "ids!: Vec<ResponseId>", rs.models AS "models!",
-                      rs.texts AS "texts!", rs.metas AS "metas!"
-               FROM judgements j
+            r#"SELECT j.id AS "id!: JudgementId", j.item_id AS "item_id!: ItemId", j.user_id AS "user_id: UserId", i.external_id, i.prompt, i.prompt_raw,
+                      j.source AS "source!", COALESCE(u.pseudonym, 'import') AS "labeller!", j.ranks, j.display_order, j.strength, j.both_bad AS "both_bad!",
+                      j.demonstration, j.flags AS "flags!", j.rating, j.comment AS "comment!", j.time_on_task_ms, j.created_at AS "created_at!",
+                      j.review AS "review!", rs.ids AS "ids!: Vec<ResponseId>", rs.models AS "models!", rs.texts AS "texts!", rs.metas AS "metas!"
+               FROM (SELECT j.id, j.seq, j.item_id, j.user_id, j.source, j.ranks, j.display_order, j.strength, j.both_bad, j.demonstration, j.flags,
+                            j.rating, j.comment, j.time_on_task_ms, j.created_at,
+                            CASE WHEN EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id AND r.decision = 'rejected'
+                                              AND pg_visible_in_snapshot(r.txid, $2::text::pg_snapshot)) THEN 'rejected'
+                                 WHEN EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id AND r.decision = 'accepted'
+                                              AND pg_visible_in_snapshot(r.txid, $2::text::pg_snapshot)) THEN 'accepted'
+                                 ELSE 'unreviewed' END AS review
+                     FROM judgements j
+                     WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::text::pg_snapshot)
+                       AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
+                       AND NOT EXISTS (SELECT 1 FROM adjudications a WHERE a.item_id = j.item_id AND pg_visible_in_snapshot(a.txid, $2::text::pg_snapshot))
+                     UNION ALL
+                     SELECT a.id, a.seq, a.item_id, a.reviewer, 'adjudication', a.ranks, NULL::int[], a.strength, a.both_bad, NULL::text, '{}'::jsonb,
+                            NULL::smallint, a.note, NULL::bigint, a.created_at, 'adjudicated'
+                     FROM adjudications a
+                     WHERE a.project_id = $1 AND pg_visible_in_snapshot(a.txid, $2::text::pg_snapshot)) j
                JOIN items i ON i.id = j.item_id
                LEFT JOIN users u ON u.id = j.user_id
                CROSS JOIN LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.position), '{}') AS ids,
@@ -170,22 +189,29 @@ macro_rules! judgement_rows {
                                           COALESCE(array_agg(r.text ORDER BY r.position), '{}') AS texts,
                                           COALESCE(jsonb_agg(r.metadata ORDER BY r.position), '[]') AS metas
                                    FROM responses r WHERE r.item_id = j.item_id) rs
-               WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::text::pg_snapshot)
-                 AND i.gold_ranks IS NULL AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
+               WHERE i.gold_ranks IS NULL AND (NOT $3 OR j.review <> 'rejected')
                  AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id AND pg_visible_in_snapshot(x.txid, $2::text::pg_snapshot)) "#
                 + $order,
             $project as ProjectId,
-            $snapshot
+            $snapshot,
+            $drop_rejected
         )
     };
 }
 
 /// The project's judgements as of `snapshot` (less gold items, quality checks and items
-/// excluded by then): in the order they were stored, or with `by_item` grouped by item (for
-/// aggregated exports).
-pub fn judgement_rows<'c>(conn: &'c mut PgConnection, project: ProjectId, snapshot: &'c str, by_item: bool) -> BoxStream<'c, sqlx::Result<JudgementRow>> {
+/// excluded by then; adjudications instead of the judgements of the items they settle; with
+/// `drop_rejected`, less rejected judgements): in the order they were stored, or with
+/// `by_item` grouped by item (for aggregated exports).
+pub fn judgement_rows<'c>(
+    conn: &'c mut PgConnection,
+    project: ProjectId,
+    snapshot: &'c str,
+    by_item: bool,
+    drop_rejected: bool,
+) -> BoxStream<'c, sqlx::Result<JudgementRow>> {
     match by_item {
-        false => judgement_rows!("ORDER BY j.seq", project, snapshot).fetch(conn),
-        true => judgement_rows!("ORDER BY j.item_id, j.seq", project, snapshot).fetch(conn),
+        false => judgement_rows!("ORDER BY j.seq", project, snapshot, drop_rejected).fetch(conn),
+        true => judgement_rows!("ORDER BY j.item_id, j.seq", project, snapshot, drop_rejected).fetch(conn),
     }
 }

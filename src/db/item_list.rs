@@ -26,10 +26,16 @@ pub struct ItemRow {
     pub excluded: bool,
     pub generated: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// A gold item or honeypot.
+    pub gold: bool,
+    /// `adjudicated`, else `rejected` or `accepted` when a judgement of it was, else empty.
+    pub review: String,
 }
 
 /// One page of items matching `f`, older than `before` (a `seq`), at most `limit`; `overlap` is
-/// the project's, which decides what is complete.
+/// the project's, which decides what is complete. `in_agreement`: the items whose agreement is
+/// in the filter's range (computed by the caller), when it asks for one.
+#[allow(clippy::too_many_arguments)]
 pub async fn page(
     conn: &mut PgConnection,
     project: ProjectId,
@@ -38,6 +44,7 @@ pub async fn page(
     f: &ItemFilter,
     before: Option<i64>,
     limit: i64,
+    in_agreement: Option<&[ItemId]>,
 ) -> sqlx::Result<Vec<ItemRow>> {
     let (from, to) = f.created_range();
     let patterns = f.response_patterns();
@@ -48,7 +55,11 @@ pub async fn page(
                 (SELECT count(*) FROM judgements j WHERE j.item_id = i.id) AS "judgements!",
                 (SELECT count(*) FROM judgements j WHERE j.item_id = i.id AND EXISTS (SELECT 1 FROM jsonb_each(j.flags) e
                      WHERE jsonb_typeof(e.value) = 'array' AND jsonb_array_length(e.value) > 0)) AS "flagged!",
-                done.n AS "done!", x.excluded AS "excluded!", COALESCE(i.metadata ? 'generated_by_run', false) AS "generated!", i.created_at
+                done.n AS "done!", x.excluded AS "excluded!", COALESCE(i.metadata ? 'generated_by_run', false) AS "generated!", i.created_at,
+                i.gold_ranks IS NOT NULL AS "gold!",
+                CASE WHEN EXISTS (SELECT 1 FROM adjudications a WHERE a.item_id = i.id) THEN 'adjudicated'
+                     WHEN EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.item_id = i.id AND r.decision = 'rejected') THEN 'rejected'
+                     WHEN EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.item_id = i.id) THEN 'accepted' ELSE '' END AS "review!"
          FROM items i
          CROSS JOIN LATERAL (SELECT count(*) AS n FROM tasks t WHERE t.item_id = i.id AND t.status = 'submitted') done
          CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM item_exclusions e WHERE e.item_id = i.id) AS excluded) x
@@ -69,6 +80,15 @@ pub async fn page(
            AND ($10::boolean IS NULL OR COALESCE(i.metadata ? 'generated_by_run', false) = $10)
            AND ($11::timestamptz IS NULL OR i.created_at >= $11)
            AND ($12::timestamptz IS NULL OR i.created_at < $12)
+           AND ($15::uuid[] IS NULL OR i.id = ANY($15))
+           AND ($16::boolean IS NULL OR (i.gold_ranks IS NOT NULL) = $16)
+           AND ($17::text IS NULL
+                OR ($17 = 'adjudicated' AND EXISTS (SELECT 1 FROM adjudications a WHERE a.item_id = i.id))
+                OR ($17 = 'rejected' AND EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.item_id = i.id AND r.decision = 'rejected'))
+                OR ($17 = 'accepted' AND EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.item_id = i.id AND r.decision = 'accepted'
+                                                 AND NOT EXISTS (SELECT 1 FROM judgement_reviews o WHERE o.judgement_id = r.judgement_id AND o.decision = 'rejected')))
+                OR ($17 = 'unreviewed' AND EXISTS (SELECT 1 FROM judgements j WHERE j.item_id = i.id AND j.source = 'labeller'
+                                                   AND NOT EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id))))
          ORDER BY i.seq DESC
          LIMIT $13"#,
         project as ProjectId,
@@ -85,6 +105,9 @@ pub async fn page(
         to,
         limit,
         patterns.as_deref(),
+        in_agreement as Option<&[ItemId]>,
+        f.gold,
+        f.review_word(),
     )
     .fetch_all(conn)
     .await

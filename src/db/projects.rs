@@ -26,6 +26,11 @@ impl Project {
     pub fn is_lead(&self) -> bool {
         self.role == Role::Lead
     }
+
+    /// Whether the caller may review the project's judgements (its leads and reviewers).
+    pub fn may_review(&self) -> bool {
+        matches!(self.role, Role::Lead | Role::Reviewer)
+    }
 }
 
 /// `query_as!` for [`Project`]s the caller `$1` may see, with `$rest` (literal SQL) appended.
@@ -44,10 +49,17 @@ macro_rules! visible_projects {
     };
 }
 
-/// The project `slug` if `user` may see it with at least `min` (a lead may do what a labeller may).
+/// The project `slug` if `user` may see it with at least `min` (a lead may do what a reviewer
+/// may, and a reviewer what a labeller may).
 pub async fn for_user(conn: &mut PgConnection, user: UserId, slug: &str, min: Role) -> sqlx::Result<Option<Project>> {
-    let lead_only = matches!(min, Role::Lead);
-    visible_projects!("AND p.slug = $2 AND (NOT $3 OR COALESCE(m.role, 'lead') = 'lead')", user as UserId, slug, lead_only).fetch_optional(conn).await
+    visible_projects!(
+        "AND p.slug = $2 AND ($3::member_role = 'labeller' OR COALESCE(m.role, 'lead') = 'lead' OR COALESCE(m.role, 'lead') = $3::member_role)",
+        user as UserId,
+        slug,
+        min as Role
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 pub async fn list_for_user(conn: &mut PgConnection, user: UserId) -> sqlx::Result<Vec<Project>> {

@@ -12,7 +12,7 @@ use crate::domain::{ItemId, ProjectId, ResponseId, TaskId, TaskKind, UserId};
 pub async fn settings(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<QualitySettings> {
     sqlx::query_as!(
         QualitySettings,
-        "SELECT gold_onboarding, gold_rate, pause_below, pause_min_gold, extra_max, extra_below FROM projects WHERE id = $1",
+        "SELECT gold_onboarding, gold_rate, pause_below, pause_min_gold, extra_max, extra_below, review_rate FROM projects WHERE id = $1",
         project as ProjectId,
     )
     .fetch_one(conn)
@@ -22,7 +22,7 @@ pub async fn settings(conn: &mut PgConnection, project: ProjectId) -> sqlx::Resu
 /// Stores checked quality settings (the caller must lead the project).
 pub async fn set_settings(conn: &mut PgConnection, project: ProjectId, lead: UserId, s: &QualitySettings) -> sqlx::Result<bool> {
     let done = sqlx::query!(
-        "UPDATE projects SET gold_onboarding = $3, gold_rate = $4, pause_below = $5, pause_min_gold = $6, extra_max = $7, extra_below = $8
+        "UPDATE projects SET gold_onboarding = $3, gold_rate = $4, pause_below = $5, pause_min_gold = $6, extra_max = $7, extra_below = $8, review_rate = $9
          WHERE id = $1 AND EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = $1 AND m.user_id = u.id AND m.role = 'lead')))",
         project as ProjectId,
         lead as UserId,
@@ -32,6 +32,7 @@ pub async fn set_settings(conn: &mut PgConnection, project: ProjectId, lead: Use
         s.pause_min_gold,
         s.extra_max,
         s.extra_below,
+        s.review_rate,
     )
     .execute(&mut *conn)
     .await?;
@@ -225,8 +226,8 @@ struct JudgedRow {
 }
 
 /// The labellers' ranking judgements of the project: ordinary ones on ordinary items and
-/// quality checks with their reference (judgements made on an item before it became gold are
-/// left out).
+/// quality checks with their reference (judgements made on an item before it became gold, and
+/// judgements a reviewer rejected, are left out).
 /// With `snapshot`, only the judgements visible in that export snapshot.
 pub async fn judged(conn: &mut PgConnection, project: ProjectId, snapshot: Option<&str>) -> sqlx::Result<Vec<Judged>> {
     judged_of(conn, project, snapshot, None).await
@@ -248,6 +249,8 @@ pub async fn judged_of(conn: &mut PgConnection, project: ProjectId, snapshot: Op
            AND ((t.check_kind IS NOT NULL AND i.gold_ranks IS NOT NULL) OR (t.check_kind IS NULL AND i.gold_ranks IS NULL))
            AND ($2::text IS NULL OR pg_visible_in_snapshot(j.txid, $2::text::pg_snapshot))
            AND ($3::uuid[] IS NULL OR j.item_id = ANY($3))
+           AND NOT EXISTS (SELECT 1 FROM judgement_reviews rv WHERE rv.judgement_id = j.id AND rv.decision = 'rejected'
+                           AND ($2::text IS NULL OR pg_visible_in_snapshot(rv.txid, $2::text::pg_snapshot)))
          ORDER BY j.seq"#,
         project as ProjectId,
         snapshot,

@@ -5,6 +5,7 @@
 
 use chrono::{NaiveDate, TimeZone, Utc};
 
+use super::review::ReviewState;
 use super::Email;
 
 /// Where an item's judgements stand.
@@ -51,6 +52,14 @@ pub struct ItemFilter {
     pub from: Option<NaiveDate>,
     /// Imported on or before this day (UTC).
     pub to: Option<NaiveDate>,
+    /// Gold items and honeypots only (`Some(true)`), or none of them (`Some(false)`).
+    pub gold: Option<bool>,
+    /// Items with a judgement in this review state (`Adjudicated`: the item has a final judgement).
+    pub review: Option<ReviewState>,
+    /// Items whose agreement (Kendall's W of their labellers) is at least this…
+    pub min_agreement: Option<f64>,
+    /// …and at most this (items judged by one labeller have none, and match neither).
+    pub max_agreement: Option<f64>,
 }
 
 /// The query string's fields, as text.
@@ -75,6 +84,15 @@ pub struct ItemQuery {
     pub from: String,
     #[serde(default)]
     pub to: String,
+    /// `yes` or `no`.
+    #[serde(default)]
+    pub gold: String,
+    #[serde(default)]
+    pub review: String,
+    #[serde(default)]
+    pub min_agreement: String,
+    #[serde(default)]
+    pub max_agreement: String,
     /// The keyset cursor: items older than this position.
     #[serde(default)]
     pub before: String,
@@ -93,7 +111,33 @@ fn date(field: &str, text: &str) -> Result<Option<NaiveDate>, String> {
     blank(text).map(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| format!("{field}: expected a date as YYYY-MM-DD, got {t:?}"))).transpose()
 }
 
+fn agreement(field: &str, text: &str) -> Result<Option<f64>, String> {
+    blank(text)
+        .map(|t| {
+            t.parse::<f64>()
+                .ok()
+                .filter(|w| (0.0..=1.0).contains(w))
+                .ok_or_else(|| format!("{field}: expected an agreement (Kendall's W) from 0 to 1, got {t:?}"))
+        })
+        .transpose()
+}
+
 impl ItemFilter {
+    /// Whether the filter asks for an agreement range (the caller computes the items in it).
+    pub fn filters_agreement(&self) -> bool {
+        self.min_agreement.is_some() || self.max_agreement.is_some()
+    }
+
+    /// Whether an item's agreement `w` is in the asked range.
+    pub fn agreement_matches(&self, w: Option<f64>) -> bool {
+        w.is_some_and(|w| self.min_agreement.is_none_or(|m| w >= m) && self.max_agreement.is_none_or(|m| w <= m))
+    }
+
+    /// The review state as the query's word.
+    pub fn review_word(&self) -> Option<&'static str> {
+        self.review.map(ReviewState::as_str)
+    }
+
     pub fn parse(q: &ItemQuery) -> Result<Self, String> {
         let words: Vec<String> =
             q.q.split(|c: char| !c.is_alphanumeric())
@@ -124,7 +168,34 @@ impl ItemFilter {
             }
         }
         let in_responses = blank(&q.responses).is_some();
-        Ok(Self { words, in_responses, status, model: blank(&q.model).map(str::to_string), labeller, flag, source, from, to })
+        let gold = match blank(&q.gold) {
+            None => None,
+            Some("yes") => Some(true),
+            Some("no") => Some(false),
+            Some(g) => return Err(format!("gold: expected yes or no, got {g:?}")),
+        };
+        let review = blank(&q.review).map(str::parse).transpose()?;
+        let (min_agreement, max_agreement) = (agreement("min_agreement", &q.min_agreement)?, agreement("max_agreement", &q.max_agreement)?);
+        if let (Some(a), Some(b)) = (min_agreement, max_agreement) {
+            if a > b {
+                return Err(format!("max_agreement: {b} is below min_agreement ({a})"));
+            }
+        }
+        Ok(Self {
+            words,
+            in_responses,
+            status,
+            model: blank(&q.model).map(str::to_string),
+            labeller,
+            flag,
+            source,
+            from,
+            to,
+            gold,
+            review,
+            min_agreement,
+            max_agreement,
+        })
     }
 
     /// The words as a PostgreSQL `tsquery` of prefixes (`foo:* & bar:*`); they hold only
@@ -182,6 +253,28 @@ mod tests {
         let mut q = ItemQuery::default();
         f(&mut q);
         ItemFilter::parse(&q)
+    }
+
+    #[test]
+    fn gold_review_and_agreement_filters_parse_and_bad_ones_name_their_field() {
+        let f = parse(|q| {
+            q.gold = "yes".into();
+            q.review = "rejected".into();
+            q.min_agreement = "0.2".into();
+            q.max_agreement = "0.6".into();
+        })
+        .unwrap();
+        assert_eq!((f.gold, f.review_word()), (Some(true), Some("rejected")));
+        assert!(f.filters_agreement() && f.agreement_matches(Some(0.4)) && !f.agreement_matches(Some(0.7)) && !f.agreement_matches(None));
+        assert!(parse(|q| q.gold = "maybe".into()).unwrap_err().starts_with("gold:"));
+        assert!(parse(|q| q.review = "done".into()).unwrap_err().starts_with("review:"));
+        assert!(parse(|q| q.min_agreement = "2".into()).unwrap_err().starts_with("min_agreement:"));
+        assert!(parse(|q| {
+            q.min_agreement = "0.5".into();
+            q.max_agreement = "0.1".into();
+        })
+        .unwrap_err()
+        .starts_with("max_agreement:"));
     }
 
     #[test]

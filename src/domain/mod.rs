@@ -12,6 +12,7 @@ pub mod project;
 pub mod provenance;
 pub mod quality;
 pub mod ranking;
+pub mod review;
 pub mod runs;
 pub mod text;
 pub mod webhooks;
@@ -105,6 +106,8 @@ impl TaskKind {
 pub enum Role {
     Lead,
     Labeller,
+    /// Reviews judgements and adjudicates items (leads may too); labels like a labeller.
+    Reviewer,
 }
 
 impl std::str::FromStr for Role {
@@ -113,7 +116,8 @@ impl std::str::FromStr for Role {
         match s {
             "lead" => Ok(Self::Lead),
             "labeller" => Ok(Self::Labeller),
-            _ => Err(format!("role must be lead or labeller, not {s:?}")),
+            "reviewer" => Ok(Self::Reviewer),
+            _ => Err(format!("role must be lead, reviewer or labeller, not {s:?}")),
         }
     }
 }
@@ -123,6 +127,7 @@ impl Role {
         match self {
             Self::Lead => "lead",
             Self::Labeller => "labeller",
+            Self::Reviewer => "reviewer",
         }
     }
 }

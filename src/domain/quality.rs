@@ -348,13 +348,16 @@ pub struct QualitySettings {
     pub pause_min_gold: i32,
     /// Extra labellers an item whose agreement is low may get, one at a time (0 to 20; 0: off).
     pub extra_max: i32,
-    /// Kendall's W below which an item gets one more labeller (0 to 1).
+    /// Kendall's W below which an item gets one more labeller (0 to 1); the review stream
+    /// puts judgements on such items first.
     pub extra_below: f64,
+    /// Share of judgements the review stream samples (0 to 1).
+    pub review_rate: f64,
 }
 
 impl Default for QualitySettings {
     fn default() -> Self {
-        Self { gold_onboarding: 0, gold_rate: 0.0, pause_below: None, pause_min_gold: 5, extra_max: 0, extra_below: 0.5 }
+        Self { gold_onboarding: 0, gold_rate: 0.0, pause_below: None, pause_min_gold: 5, extra_max: 0, extra_below: 0.5, review_rate: 0.1 }
     }
 }
 
@@ -382,6 +385,7 @@ impl QualitySettings {
         if !(0.0..=1.0).contains(&finite(self.extra_below, "extra_below")?) {
             return Err(format!("extra_below: expected an agreement (Kendall's W) from 0 to 1, got {}", self.extra_below));
         }
+        super::review::check_rate(self.review_rate)?;
         Ok(self)
     }
 

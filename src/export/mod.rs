@@ -133,10 +133,11 @@ async fn stream_rows<W: AsyncWrite + Unpin>(
         }
         _ => {
             let ctx = if options.revision >= 3 { quality::Context::load(conn, project, snapshot, options).await? } else { quality::Context::default() };
-            let mut stream = db::judgement_rows(conn, project, snapshot, options.aggregate.is_some());
+            let mut stream = db::judgement_rows(conn, project, snapshot, options.aggregate.is_some(), options.drop_rejected || options.revision < 4);
             let mut group: Vec<JudgementRow> = Vec::new();
             while let Some(row) = stream.try_next().await? {
-                if !ctx.keeps(row.user_id(), row.item_id()) {
+                // An adjudication settles its item's disagreement: no agreement filter drops it.
+                if !row.is_adjudication() && !ctx.keeps(row.user_id(), row.item_id()) {
                     continue;
                 }
                 match options.aggregate {

@@ -24,6 +24,21 @@ pub fn prompt_string(prompt: &Value, raw: &Option<String>) -> String {
     raw.clone().unwrap_or_else(|| prompt_text(&serde_json::from_value::<Vec<Turn>>(prompt.clone()).unwrap_or_default()))
 }
 
+/// The review state of an aggregated row: `adjudicated` for an item a reviewer settled,
+/// `accepted` when every judgement behind it was accepted, `rejected` when any was rejected
+/// (never, as aggregated exports drop rejected work), else `unreviewed`.
+fn group_review(group: &[JudgementRow]) -> &'static str {
+    if group.iter().any(|j| j.review == "adjudicated") {
+        "adjudicated"
+    } else if group.iter().any(|j| j.review == "rejected") {
+        "rejected"
+    } else if group.iter().all(|j| j.review == "accepted") {
+        "accepted"
+    } else {
+        "unreviewed"
+    }
+}
+
 /// Whether a prompt belongs to the test split: a stable hash of its text, so no prompt is in both.
 pub fn in_test_split(prompt: &str, percent: u8) -> bool {
     let h = Sha256::digest(prompt.as_bytes());
@@ -86,6 +101,11 @@ const REJECTED: SideKeys = SideKeys {
 impl JudgementRow {
     pub fn item_id(&self) -> ItemId {
         self.item_id
+    }
+
+    /// Whether the row is a reviewer's adjudication of its item.
+    pub fn is_adjudication(&self) -> bool {
+        self.review == "adjudicated"
     }
 
     /// The labeller (none for an imported choice).
@@ -166,6 +186,9 @@ impl JudgementRow {
         if options.revision >= 3 {
             field(&mut tail, "labeller_gold_score", &to_json(&quality.0));
             field(&mut tail, "item_agreement", &to_json(&quality.1));
+        }
+        if options.revision >= 4 {
+            field(&mut tail, "review", &to_json(&self.review));
         }
         tail.extend_from_slice(b"}\n");
         let pairs = pairs(ranks);
@@ -322,6 +345,10 @@ pub fn write_aggregate(
                 "item_agreement": agreement, "method": method_name,
             }),
         };
+        let mut row = row;
+        if format == Format::Comparisons && options.revision >= 4 {
+            row["review"] = json!(group_review(group));
+        }
         js(out, &row);
         out.push(b'\n');
         n += 1;

@@ -26,6 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}/models", web::get().to(projects::models::show))
         .route("/projects/{slug}/items", web::get().to(projects::items::show))
         .route("/projects/{slug}/items/exclude", web::post().to(projects::items::exclude))
+        .route("/projects/{slug}/items/send-back", web::post().to(projects::items::send_back))
+        .route("/projects/{slug}/items/mark-gold", web::post().to(projects::items::mark_gold))
         .route("/projects/{slug}/exports", web::get().to(projects::export::show))
         .route("/projects/{slug}/settings", web::get().to(projects::settings::show))
         .route("/projects/{slug}/members", web::post().to(projects::members::add))
@@ -36,6 +38,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}/items/{item}", web::get().to(item::show))
         .route("/projects/{slug}/items/{item}/gold", web::post().to(projects::quality::gold))
         .route("/projects/{slug}/quality", web::get().to(projects::quality::show))
+        .route("/projects/{slug}/review", web::get().to(projects::review::show))
+        .route("/projects/{slug}/review/{judgement}", web::post().to(projects::review::decide))
+        .route("/projects/{slug}/review/items/{item}/adjudicate", web::post().to(projects::review::adjudicate))
+        .route("/projects/{slug}/rejected", web::get().to(projects::review::rejected))
         .route("/projects/{slug}/quality/settings", web::post().to(projects::quality::settings))
         .route("/projects/{slug}/quality/pauses/{user}/lift", web::post().to(projects::quality::lift))
         .route("/projects/{slug}/quality/honeypots", web::post().to(projects::quality::honeypots))
@@ -83,6 +89,7 @@ async fn static_file(file: web::Path<String>) -> HttpResponse {
         "app.css" => (include_str!("../../static/app.css"), "text/css; charset=utf-8"),
         "label.css" => (include_str!("../../static/label.css"), "text/css; charset=utf-8"),
         "runs.js" => (include_str!("../../static/runs.js"), "text/javascript; charset=utf-8"),
+        "review.js" => (include_str!("../../static/review.js"), "text/javascript; charset=utf-8"),
         "project.css" => (include_str!("../../static/project.css"), "text/css; charset=utf-8"),
         _ => return HttpResponse::NotFound().finish(),
     };

@@ -23,7 +23,17 @@ pub struct ItemPage {
 
 pub async fn browse(pool: &PgPool, p: &Project, user: &User, filter: &ItemFilter, before: Option<i64>) -> Result<ItemPage, AppError> {
     let mut conn = pool.acquire().await?;
-    let mut items = item_list::page(&mut conn, p.id, user.id, p.overlap.get(), filter, before, PAGE + 1).await.context("listing items")?;
+    // Agreement is computed from the judgements (as the quality report does), then filtered on.
+    let in_agreement: Option<Vec<ItemId>> = match filter.filters_agreement() {
+        true => {
+            let rows = crate::db::quality::judged(&mut conn, p.id, None).await.context("reading judgements for agreement")?;
+            let items = tokio::task::spawn_blocking(move || crate::domain::quality::item_agreement(&rows)).await.map_err(|e| AppError::Unexpected(e.into()))?;
+            Some(items.into_iter().filter(|a| filter.agreement_matches(a.w)).map(|a| a.item).collect())
+        }
+        false => None,
+    };
+    let mut items =
+        item_list::page(&mut conn, p.id, user.id, p.overlap.get(), filter, before, PAGE + 1, in_agreement.as_deref()).await.context("listing items")?;
     let next = (items.len() as i64 > PAGE).then(|| {
         items.truncate(PAGE as usize);
         items.last().map(|i| i.seq)

@@ -17,8 +17,9 @@ pub async fn project(pool: &PgPool, user: &User, slug: &str, role: Role) -> Resu
     if let Some(p) = dbp::for_user(&mut conn, user.id, slug, role).await.context("finding the project")? {
         return Ok(p);
     }
-    if role == Role::Lead && dbp::for_user(&mut conn, user.id, slug, Role::Labeller).await.context("finding the project")?.is_some() {
-        return Err(AppError::Forbidden("only the project's leads may do this".into()));
+    if role != Role::Labeller && dbp::for_user(&mut conn, user.id, slug, Role::Labeller).await.context("finding the project")?.is_some() {
+        let who = if role == Role::Lead { "leads" } else { "leads and reviewers" };
+        return Err(AppError::Forbidden(format!("only the project's {who} may do this")));
     }
     Err(AppError::NotFound)
 }

@@ -136,6 +136,11 @@ pub async fn lift(pool: &PgPool, p: &Project, lead: UserId, user: UserId, note: 
     Ok(())
 }
 
+/// The project's quality settings.
+pub async fn settings(pool: &PgPool, p: &Project) -> Result<QualitySettings, AppError> {
+    dbq::settings(&mut *pool.acquire().await?, p.id).await.context("reading quality settings")
+}
+
 /// Stores checked quality settings.
 pub async fn set_settings(pool: &PgPool, p: &Project, lead: UserId, s: &QualitySettings) -> Result<(), AppError> {
     if !dbq::set_settings(&mut *pool.acquire().await?, p.id, lead, s).await.context("storing quality settings")? {

@@ -446,14 +446,14 @@ async fn an_export_taken_before_provenance_columns_existed_still_downloads_its_r
     lead.post_bytes("/api/v1/projects/alpha/items", items_jsonl(3, 3, "o")).await;
     judge_all(&lead, "alpha", false).await;
     let export: Value = lead.post("/api/v1/projects/alpha/exports", &json!({"format": "comparisons"})).await.json().await.unwrap();
-    assert_eq!(export["options"]["revision"], 3);
+    assert_eq!(export["options"]["revision"], 4);
     // What the writer of revision 1 wrote: the same rows without the provenance and quality columns.
     let id: rewardlab::domain::ExportId = export["id"].as_str().unwrap().parse().unwrap();
     let e = rewardlab::db::exports::get(&mut app.pool.acquire().await.unwrap(), id).await.unwrap().unwrap();
     let mut now = Vec::new();
     rewardlab::export::write_part(&mut app.pool.acquire().await.unwrap(), e.project_id, e.format(), &e.options, &e.snapshot, "all", &mut now).await.unwrap();
     let old = String::from_utf8(now).unwrap().replace(",\"chosen_provenance\":null", "").replace(",\"rejected_provenance\":null", "");
-    let old = old.replace(",\"labeller_gold_score\":null", "").replace(",\"item_agreement\":null", "");
+    let old = old.replace(",\"labeller_gold_score\":null", "").replace(",\"item_agreement\":null", "").replace(",\"review\":\"unreviewed\"", "");
     let old_sha = hex::encode(Sha256::digest(old.as_bytes()));
     // Stored as an export of before the upgrade is: no revision in its options, its sha256 then.
     sqlx::query("UPDATE exports SET options = options - 'revision', files = jsonb_set(files, '{0,sha256}', to_jsonb($2::text)) WHERE id = $1")

@@ -21,6 +21,7 @@ mod people;
 mod pgbouncer;
 mod python_client;
 mod quality;
+mod review;
 mod robustness;
 mod run_form;
 mod runs;

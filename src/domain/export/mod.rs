@@ -55,7 +55,7 @@ impl Format {
 }
 
 /// Options of an export; stored with it so a download replays it exactly.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Options {
     /// Add `margin` (the pairwise strength, or the rank difference) to preference rows.
     #[serde(default)]
@@ -90,6 +90,31 @@ pub struct Options {
     /// of one per judgement (comparisons and preferences).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<Aggregate>,
+    /// Leave out judgements a reviewer rejected (default; `false` keeps them in a
+    /// non-aggregated `comparisons` export, marked `review: "rejected"`).
+    #[serde(default = "yes")]
+    pub drop_rejected: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            margin: false,
+            include_ties: false,
+            include_both_bad: false,
+            test_percent: None,
+            revision: 0,
+            exclude_paused: false,
+            excluded_labellers: Vec::new(),
+            min_agreement: None,
+            aggregate: None,
+            drop_rejected: true,
+        }
+    }
 }
 
 /// How an item's overlapping judgements become one preference per response pair.
@@ -114,8 +139,9 @@ impl<'de> serde::Deserialize<'de> for Aggregate {
 }
 
 /// The revision new exports are written with. 3: comparison rows carry the labeller's gold
-/// score and the item's agreement; the quality options.
-pub const REVISION: u32 = 3;
+/// score and the item's agreement; the quality options. 4: comparison rows (aggregated ones
+/// too) carry their `review` state.
+pub const REVISION: u32 = 4;
 pub const DEFAULT_TEST_PERCENT: u8 = 10;
 pub const MAX_TEST_PERCENT: u8 = 90;
 
@@ -138,6 +164,9 @@ impl Options {
         }
         if self.aggregate.is_some() && !matches!(format, Format::Comparisons | Format::Preferences) {
             return Err(format!("aggregate: only comparisons and preferences exports aggregate judgements, not {format}"));
+        }
+        if !self.drop_rejected && (format != Format::Comparisons || self.aggregate.is_some()) {
+            return Err("drop_rejected: only a comparisons export without aggregate may keep rejected judgements (its rows say their review state)".into());
         }
         // Filled from the database when the export is taken, never from the caller.
         self.excluded_labellers.clear();

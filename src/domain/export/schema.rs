@@ -82,11 +82,20 @@ const PROMPTS: &[(&str, Col)] = &[("schema_version", Col::Int), ("item_id", Col:
 /// The columns of `format` with `options`, in the order rows write them.
 pub fn columns(format: Format, options: &Options) -> Vec<(&'static str, Col)> {
     match format {
-        Format::Comparisons if options.aggregate.is_some() => AGGREGATED.to_vec(),
+        Format::Comparisons if options.aggregate.is_some() => {
+            let mut c = AGGREGATED.to_vec();
+            if options.revision >= 4 {
+                c.push(("review", Col::Str));
+            }
+            c
+        }
         Format::Comparisons => {
             let mut c: Vec<_> = COMPARISONS.iter().copied().filter(|(_, c)| *c != Col::Provenance || options.revision >= 2).collect();
             if options.revision >= 3 {
                 c.extend([("labeller_gold_score", Col::Float), ("item_agreement", Col::Float)]);
+            }
+            if options.revision >= 4 {
+                c.push(("review", Col::Str));
             }
             c
         }

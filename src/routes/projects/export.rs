@@ -96,6 +96,9 @@ pub struct ExportForm {
     min_agreement: Option<String>,
     #[serde(default)]
     aggregate: Option<String>,
+    /// Ticked: rejected judgements stay in (comparisons only), marked by their review state.
+    #[serde(default)]
+    keep_rejected: Option<String>,
 }
 
 impl ExportForm {
@@ -123,6 +126,7 @@ impl ExportForm {
             exclude_paused: self.exclude_paused.is_some(),
             min_agreement,
             aggregate,
+            drop_rejected: self.keep_rejected.is_none(),
             ..Options::default()
         })
     }

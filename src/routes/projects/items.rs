@@ -63,6 +63,10 @@ fn next_link(slug: &str, q: &ItemQuery, before: i64) -> String {
         ("source", &q.source),
         ("from", &q.from),
         ("to", &q.to),
+        ("gold", &q.gold),
+        ("review", &q.review),
+        ("min_agreement", &q.min_agreement),
+        ("max_agreement", &q.max_agreement),
     ];
     let mut url = form_urlencoded_pairs(fields.iter().filter(|(_, v)| !v.trim().is_empty()).map(|(k, v)| (*k, v.as_str())));
     if !url.is_empty() {
@@ -124,6 +128,55 @@ pub async fn exclude(
     let list = format!("/projects/{}/items", p.slug.as_str());
     let back = Some(field("back")).filter(|b| b.starts_with(&list) && !b.contains("//")).unwrap_or(&list);
     Ok(redirect(back))
+}
+
+/// The ticked items (`item` fields) of a bulk action's form, after its CSRF check.
+fn ticked(auth: &Auth, form: &[(String, String)]) -> Result<Vec<ItemId>, AppError> {
+    auth.check_csrf(field(form, "csrf"))?;
+    form.iter().filter(|(k, _)| k == "item").map(|(_, v)| v.parse().map_err(|_| AppError::Invalid(format!("item: expected an item id, got {v:?}")))).collect()
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
+}
+
+/// Sends the ticked items back with the reason given (their judgements rejected, the items
+/// reopened for other labellers), then shows the list again.
+pub async fn send_back(
+    state: web::Data<AppState>,
+    auth: Auth,
+    slug: web::Path<String>,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, PageError> {
+    let ids = ticked(&auth, &form)?;
+    let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    crate::services::review::send_back_items(&state.pool, &p, auth.user.id, &ids, field(&form, "reason")).await?;
+    let list = format!("/projects/{}/items", p.slug.as_str());
+    let back = Some(field(&form, "back")).filter(|b| b.starts_with(&list) && !b.contains("//")).unwrap_or(&list);
+    Ok(redirect(back))
+}
+
+/// Marks the ticked items gold from their adjudicated or unanimous judgements, and says what
+/// became of each.
+pub async fn mark_gold(
+    state: web::Data<AppState>,
+    auth: Auth,
+    slug: web::Path<String>,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, PageError> {
+    let ids = ticked(&auth, &form)?;
+    let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
+    let outcomes = crate::services::review::mark_gold_from_judgements(&state.pool, &p, auth.user.id, &ids).await?;
+    let marked = outcomes.iter().filter(|o| o.marked).count();
+    let refused: Vec<String> = outcomes.iter().filter(|o| !o.marked).map(|o| format!("{}: {}", o.item, o.reason)).collect();
+    let message = if refused.is_empty() {
+        format!("{marked} item(s) marked gold.")
+    } else {
+        format!("{marked} item(s) marked gold. Not marked: {}.", refused.join("; "))
+    };
+    let page =
+        crate::routes::pages::MessagePage { layout: Layout::of(&auth), title: "Mark gold", message, back: format!("/projects/{}/items", p.slug.as_str()) };
+    Ok(html(&page))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod labellers;
 pub mod members;
 pub mod models;
 pub mod quality;
+pub mod review;
 pub mod settings;
 pub mod show;
 pub mod tabs;

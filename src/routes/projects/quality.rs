@@ -76,6 +76,9 @@ pub struct SettingsForm {
     pause_min_gold: String,
     extra_max: String,
     extra_below: String,
+    /// Absent from older forms: the current rate is kept.
+    #[serde(default)]
+    review_rate: Option<String>,
 }
 
 fn number<T: std::str::FromStr>(text: &str, field: &str) -> Result<T, String> {
@@ -83,7 +86,7 @@ fn number<T: std::str::FromStr>(text: &str, field: &str) -> Result<T, String> {
 }
 
 impl SettingsForm {
-    fn parse(&self) -> Result<QualitySettings, String> {
+    fn parse(&self, current: f64) -> Result<QualitySettings, String> {
         let below = self.pause_below.trim();
         QualitySettings {
             gold_onboarding: number(&self.gold_onboarding, "gold_onboarding")?,
@@ -92,6 +95,10 @@ impl SettingsForm {
             pause_min_gold: number(&self.pause_min_gold, "pause_min_gold")?,
             extra_max: number(&self.extra_max, "extra_max")?,
             extra_below: number(&self.extra_below, "extra_below")?,
+            review_rate: match &self.review_rate {
+                Some(r) => number(r, "review_rate")?,
+                None => current,
+            },
         }
         .checked()
     }
@@ -100,7 +107,8 @@ impl SettingsForm {
 pub async fn settings(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, form: web::Form<SettingsForm>) -> Result<HttpResponse, PageError> {
     auth.check_csrf(&form.csrf)?;
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
-    let s = form.parse().map_err(AppError::Invalid)?;
+    let current = quality::settings(&state.pool, &p).await?.review_rate;
+    let s = form.parse(current).map_err(AppError::Invalid)?;
     quality::set_settings(&state.pool, &p, auth.user.id, &s).await?;
     Ok(redirect(&format!("/projects/{}/quality#settings", p.slug)))
 }
