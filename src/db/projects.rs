@@ -195,6 +195,18 @@ pub async fn members(conn: &mut PgConnection, project: ProjectId) -> sqlx::Resul
     .await
 }
 
+/// Every project, with no caller: for the server's own figures (/metrics), never for a request.
+pub async fn all_for_metrics(conn: &mut PgConnection) -> sqlx::Result<Vec<Project>> {
+    sqlx::query_as!(
+        Project,
+        r#"SELECT id, slug AS "slug: Slug", name, kind AS "kind: TaskKind", guidelines, flags, allow_ties, rating_enabled,
+                  overlap AS "overlap: Overlap", lease_seconds, 'lead'::member_role AS "role!: Role"
+             FROM projects ORDER BY slug"#,
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// The project by slug with no caller, for the CLI (which runs with the database's own rights).
 pub async fn by_slug_for_cli(conn: &mut PgConnection, slug: &str) -> sqlx::Result<Option<Project>> {
     sqlx::query_as!(

@@ -109,6 +109,20 @@ async fn urgent(pool: &PgPool, p: &Project) -> Result<(q::QualitySettings, Urgen
     Ok((settings, Urgent { low, flagged, agreement }))
 }
 
+/// Each project's review backlog (slug, judgements in its review stream), for /metrics.
+pub async fn backlogs(pool: &PgPool) -> Result<Vec<(String, i64)>, AppError> {
+    let projects = crate::db::projects::all_for_metrics(&mut *pool.acquire().await?).await.context("listing projects")?;
+    let mut out = Vec::with_capacity(projects.len());
+    for p in projects {
+        let (settings, u) = urgent(pool, &p).await?;
+        let low: Vec<ItemId> = u.low.keys().copied().collect();
+        let flagged: Vec<UserId> = u.flagged.keys().copied().collect();
+        let n = db::pending(&mut *pool.acquire().await?, p.id, settings.review_rate, &low, &flagged).await.context("counting the review stream")?;
+        out.push((p.slug.to_string(), n));
+    }
+    Ok(out)
+}
+
 /// The largest page of the stream.
 pub const MAX_LIMIT: i64 = 100;
 

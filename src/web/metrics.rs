@@ -19,6 +19,9 @@ use crate::settings::Secret;
 
 /// How long computed figures are served before they are computed again.
 pub const FIGURES_TTL: Duration = Duration::from_secs(5);
+/// How long the review backlog is served before it is counted again: it needs every project's
+/// agreement figures (the review stream's order), too much for every scrape.
+pub const REVIEW_BACKLOG_TTL: Duration = Duration::from_secs(60);
 
 /// The server's request metrics and its cache of the lead's figures.
 pub struct Metrics {
@@ -27,6 +30,7 @@ pub struct Metrics {
     latency: HistogramVec,
     judgements: IntCounterVec,
     figures: Mutex<Option<(Instant, String)>>,
+    review_backlog: Mutex<Option<(Instant, Vec<(String, i64)>)>>,
 }
 
 impl Metrics {
@@ -52,7 +56,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone())).expect("registered once");
         registry.register(Box::new(latency.clone())).expect("registered once");
         registry.register(Box::new(judgements.clone())).expect("registered once");
-        Self { registry, requests, latency, judgements, figures: Mutex::new(None) }
+        Self { registry, requests, latency, judgements, figures: Mutex::new(None), review_backlog: Mutex::new(None) }
     }
 
     /// Counts a judgement stored in project `slug`.
@@ -76,7 +80,16 @@ impl Metrics {
             Some(text) => text,
             None => {
                 let figures = crate::db::metrics::figures(&mut *pool.acquire().await?).await?;
-                let text = encode_figures(&figures)?;
+                let cached = self.review_backlog.lock().expect("the backlog lock").as_ref().filter(|(at, _)| at.elapsed() < REVIEW_BACKLOG_TTL).map(|(_, b)| b.clone());
+                let backlog = match cached {
+                    Some(b) => b,
+                    None => {
+                        let b = crate::services::review::backlogs(pool).await?;
+                        *self.review_backlog.lock().expect("the backlog lock") = Some((Instant::now(), b.clone()));
+                        b
+                    }
+                };
+                let text = encode_figures(&figures, &backlog)?;
                 *self.figures.lock().expect("the figures lock") = Some((Instant::now(), text.clone()));
                 text
             }
@@ -94,7 +107,7 @@ impl Default for Metrics {
 }
 
 /// The lead's figures in the text format.
-fn encode_figures(f: &Figures) -> anyhow::Result<String> {
+fn encode_figures(f: &Figures, review_backlog: &[(String, i64)]) -> anyhow::Result<String> {
     let registry = Registry::new();
     let gauge = |name: &str, help: &str, labels: &[&str]| -> anyhow::Result<IntGaugeVec> {
         let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
@@ -140,6 +153,14 @@ fn encode_figures(f: &Figures) -> anyhow::Result<String> {
         if let (Some(value), Some(run)) = (p.ppo_kl, p.ppo_run) {
             kl.with_label_values(&[p.slug.as_str(), &run.to_string()]).set(value);
         }
+    }
+    let backlog = gauge(
+        "rewardlab_review_backlog",
+        "Judgements in the project's review stream not yet reviewed: those on low-agreement items, by flagged or paused labellers, and the random sample at the review rate (counted at most every minute)",
+        &["project"],
+    )?;
+    for (slug, n) in review_backlog {
+        backlog.with_label_values(&[slug.as_str()]).set(*n);
     }
     for r in &f.runs {
         runs.with_label_values(&[r.slug.as_str(), r.status.as_str()]).set(r.count);
