@@ -5,6 +5,7 @@ mod exports;
 mod people;
 mod projects;
 mod quality;
+mod queue;
 pub mod runs;
 mod tasks;
 
@@ -89,6 +90,8 @@ api_routes! {
     post "/projects/{slug}/quality/extend" => quality::extend;
     post "/projects/{slug}/items/{item}/gold" => quality::mark_gold;
     delete "/projects/{slug}/items/{item}/gold" => quality::unmark_gold;
+    get "/projects/{slug}/queue" => queue::show;
+    post "/projects/{slug}/queue" => queue::set;
 }
 
 /// A path under `/api/v1` that names no route (or a method the route has not): JSON, as every

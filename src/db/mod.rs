@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod people;
 pub mod projects;
 pub mod quality;
+pub mod queue;
 pub mod runs;
 pub mod schedules;
 pub mod stats;

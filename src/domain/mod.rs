@@ -11,6 +11,7 @@ pub mod markdown;
 pub mod project;
 pub mod provenance;
 pub mod quality;
+pub mod queue;
 pub mod ranking;
 pub mod runs;
 pub mod text;

@@ -12,6 +12,7 @@ pub mod labelling;
 pub mod people;
 pub mod projects;
 pub mod quality;
+pub mod queue;
 pub mod runs;
 
 pub use error::AppError;
