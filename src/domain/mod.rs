@@ -14,6 +14,7 @@ pub mod quality;
 pub mod queue;
 pub mod ranking;
 pub mod runs;
+pub mod simulate;
 pub mod text;
 
 pub use project::{Flags, Guidelines, NewProject, Overlap, ProjectName, ProjectSettings, SkipReason, TokenName};

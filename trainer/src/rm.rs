@@ -354,8 +354,8 @@ pub use rewardlab_protocol::ScoreArgs;
 
 /// Scores every line of a file: `{"chosen_reward", "rejected_reward"}` for a preference row,
 /// `{"id", "rewards"}` for an item, rewards shifted by the model's saved bias; an ensemble adds
-/// the members' standard deviation (`…_std`, `reward_std`) and, for items, `member_rewards`
-/// (per response, each member's reward).
+/// the members' standard deviation (`…_std`, `reward_std`) and `member_rewards` (per response —
+/// chosen then rejected for a pair — each member's reward).
 pub fn score(args: &ScoreArgs) -> Result<()> {
     let device = train::device(args.device)?;
     let mut members = Vec::new();
@@ -395,10 +395,10 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
         let line = match row {
             ScoreRow::Pair { .. } => {
                 let (c, r) = (next.next().unwrap_or_default(), next.next().unwrap_or_default());
-                member_row(2);
+                let members = member_row(2);
                 match ensemble {
                     false => json!({"chosen_reward": c.0, "rejected_reward": r.0}),
-                    true => json!({"chosen_reward": c.0, "rejected_reward": r.0, "chosen_reward_std": c.1, "rejected_reward_std": r.1}),
+                    true => json!({"chosen_reward": c.0, "rejected_reward": r.0, "chosen_reward_std": c.1, "rejected_reward_std": r.1, "member_rewards": members}),
                 }
             }
             ScoreRow::Item { id, responses, .. } => {
