@@ -267,7 +267,8 @@ fn train_and_score(
     write_lines(&eval, test.iter().chain(remaining).map(|&i| plan.pool[i].revealed(false)))?;
     let model = dir.join("rm");
     let n = |x: usize| x.to_string();
-    let mut rm: Vec<String> = ["rm", "--data", &path_str(&train), "--out", &path_str(&model), "--ensemble", &args.ensemble.to_string()].map(String::from).to_vec();
+    let mut rm: Vec<String> =
+        ["rm", "--data", &path_str(&train), "--out", &path_str(&model), "--ensemble", &args.ensemble.to_string()].map(String::from).to_vec();
     rm.extend(
         [
             ("--val-fraction", "0".to_string()),
@@ -399,7 +400,9 @@ fn chart(strategies: &[QueueStrategy], r: &Results) -> String {
     let x_max = *r.labels.last().unwrap_or(&1) as f64;
     let x = |l: usize| M + (l as f64 / x_max) * (W - 2.0 * M);
     let y = |a: f64| H - M - (a - lo) / (hi - lo).max(1e-9) * (H - 2.0 * M);
-    let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n");
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    );
     svg += &format!("<rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>\n<text x=\"{M}\" y=\"20\" font-size=\"14\">Held-out accuracy against labels used (mean, 95% band over seeds)</text>\n");
     svg += &format!("<line x1=\"{M}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", H - M, W - M, H - M);
     svg += &format!("<line x1=\"{M}\" y1=\"{M}\" x2=\"{M}\" y2=\"{}\" stroke=\"black\"/>\n", H - M);

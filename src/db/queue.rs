@@ -73,13 +73,8 @@ pub async fn replace_priorities(conn: &mut PgConnection, project: ProjectId, run
     )
     .execute(&mut *conn)
     .await?;
-    sqlx::query!(
-        "UPDATE projects SET queue_run = $2, queue_members = $3, queue_scored_at = now() WHERE id = $1",
-        project as ProjectId,
-        run as RunId,
-        members
-    )
-    .execute(conn)
-    .await?;
+    sqlx::query!("UPDATE projects SET queue_run = $2, queue_members = $3, queue_scored_at = now() WHERE id = $1", project as ProjectId, run as RunId, members)
+        .execute(conn)
+        .await?;
     Ok(())
 }

@@ -84,7 +84,11 @@ async fn each_queue_strategy_hands_out_items_in_its_own_order() {
 
 /// The values of the Settings tab's selected strategy options.
 fn selected(page: &str) -> Vec<String> {
-    page.split("<option value=\"").skip(1).filter(|o| o.split('>').next().unwrap().contains("selected")).map(|o| o.split('"').next().unwrap().to_string()).collect()
+    page.split("<option value=\"")
+        .skip(1)
+        .filter(|o| o.split('>').next().unwrap().contains("selected"))
+        .map(|o| o.split('"').next().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -134,12 +138,14 @@ async fn under_uncertainty_onboarding_gold_comes_first_honeypots_mix_in_and_over
     for who in ["a", "b", "c"] {
         let lab = app.member(&format!("{who}@mix.org"), "mix", Role::Labeller).await;
         let first = lab.next_task("mix").await.unwrap();
-        let kind: Option<String> = sqlx::query_scalar("SELECT check_kind FROM tasks WHERE id = $1::uuid").bind(first["task_id"].as_str()).fetch_one(&app.pool).await.unwrap();
+        let kind: Option<String> =
+            sqlx::query_scalar("SELECT check_kind FROM tasks WHERE id = $1::uuid").bind(first["task_id"].as_str()).fetch_one(&app.pool).await.unwrap();
         assert_eq!(kind.as_deref(), Some("onboarding"), "{who}'s first task is the onboarding gold item");
         assert_eq!(lab.submit_in_order(&first, "first").await.status(), 201);
         let mut n = 0;
         while let Some(task) = lab.next_task("mix").await {
-            let kind: Option<String> = sqlx::query_scalar("SELECT check_kind FROM tasks WHERE id = $1::uuid").bind(task["task_id"].as_str()).fetch_one(&app.pool).await.unwrap();
+            let kind: Option<String> =
+                sqlx::query_scalar("SELECT check_kind FROM tasks WHERE id = $1::uuid").bind(task["task_id"].as_str()).fetch_one(&app.pool).await.unwrap();
             if kind.is_none() && firsts.len() < 3 && n == 0 {
                 firsts.push(item_of(&task));
                 n += 1;
@@ -150,8 +156,15 @@ async fn under_uncertainty_onboarding_gold_comes_first_honeypots_mix_in_and_over
     // The first labeller starts at the most uncertain item; the second too (overlap 2); the
     // third gets what is left, from the top.
     assert_eq!(&firsts[..2], &[7, 7], "{firsts:?}");
-    assert_eq!(app.count("SELECT count(*) FROM (SELECT i.id FROM items i LEFT JOIN tasks t ON t.item_id = i.id AND t.status = 'submitted' AND t.check_kind IS NULL
-                          WHERE i.gold_ranks IS NULL GROUP BY i.id HAVING count(t.id) <> 2) x").await, 0, "every ordinary item judged by exactly its overlap");
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM (SELECT i.id FROM items i LEFT JOIN tasks t ON t.item_id = i.id AND t.status = 'submitted' AND t.check_kind IS NULL
+                          WHERE i.gold_ranks IS NULL GROUP BY i.id HAVING count(t.id) <> 2) x"
+        )
+        .await,
+        0,
+        "every ordinary item judged by exactly its overlap"
+    );
     assert_eq!(app.count("SELECT count(*) FROM tasks WHERE check_kind IS NOT NULL AND item_id IN (SELECT id FROM items WHERE gold_ranks IS NULL)").await, 0);
     assert!(app.count("SELECT count(*) FROM tasks WHERE check_kind = 'gold'").await <= 3 * 3, "each labeller meets each gold item once at most");
 }
@@ -164,7 +177,9 @@ async fn prefer_answer_zero(who: &Api, slug: &str, limit: usize) -> usize {
         let mut rs: Vec<Value> = task["responses"].as_array().unwrap().clone();
         rs.sort_by_key(|r| !r["text"].as_str().unwrap().contains("answer 0"));
         let ranking: Vec<Vec<Value>> = rs.iter().map(|r| vec![r["id"].clone()]).collect();
-        let res = who.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": format!("p{n}"), "ranking": ranking})).await;
+        let res = who
+            .post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": format!("p{n}"), "ranking": ranking}))
+            .await;
         assert_eq!(res.status(), 201);
         n += 1;
     }
@@ -179,7 +194,8 @@ async fn wait_run(app: &TestApp, id: &str, limit: Duration) -> String {
             return status;
         }
         if started.elapsed() > limit {
-            let log: Vec<String> = sqlx::query_scalar("SELECT line FROM run_logs WHERE run_id = $1::uuid ORDER BY id").bind(id).fetch_all(&app.pool).await.unwrap();
+            let log: Vec<String> =
+                sqlx::query_scalar("SELECT line FROM run_logs WHERE run_id = $1::uuid ORDER BY id").bind(id).fetch_all(&app.pool).await.unwrap();
             panic!("run {id} still {status} after {limit:?}; log:\n{}", log.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -193,7 +209,8 @@ async fn a_real_ensemble_reward_model_scores_the_open_items_and_uncertainty_leas
     let lab = app.member("lab@rm.org", "rm", Role::Labeller).await;
     assert_eq!(prefer_answer_zero(&lab, "rm", 20).await, 20);
     set_strategy(&lead, "rm", "uncertainty").await;
-    let res = lead.post("/api/v1/projects/rm/runs", &json!({"kind": "rm", "config": tiny(json!({"epochs": 2, "lr": 0.003, "batch_size": 8, "ensemble": 2}))})).await;
+    let res =
+        lead.post("/api/v1/projects/rm/runs", &json!({"kind": "rm", "config": tiny(json!({"epochs": 2, "lr": 0.003, "batch_size": 8, "ensemble": 2}))})).await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     let run = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     let store = scratch("queue-store");
@@ -201,11 +218,8 @@ async fn a_real_ensemble_reward_model_scores_the_open_items_and_uncertainty_leas
     assert_eq!(wait_run(&app, &run, Duration::from_secs(300)).await, "succeeded");
 
     // Every response: the mean, the spread and both members' rewards, the mean theirs.
-    let rows: Vec<(f64, Option<f64>, Option<Vec<f64>>)> = sqlx::query_as("SELECT reward, reward_std, member_rewards FROM response_scores WHERE run_id = $1::uuid")
-        .bind(&run)
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
+    let rows: Vec<(f64, Option<f64>, Option<Vec<f64>>)> =
+        sqlx::query_as("SELECT reward, reward_std, member_rewards FROM response_scores WHERE run_id = $1::uuid").bind(&run).fetch_all(&app.pool).await.unwrap();
     assert_eq!(rows.len(), 60);
     for (mean, std, members) in &rows {
         let m = members.as_ref().expect("member rewards");
@@ -213,7 +227,11 @@ async fn a_real_ensemble_reward_model_scores_the_open_items_and_uncertainty_leas
         assert!(((m[0] + m[1]) / 2.0 - mean).abs() < 1e-4 && (std.unwrap() - (m[0] - m[1]).abs() / 2.0).abs() < 1e-4, "{mean} {std:?} {m:?}");
     }
     let state: Value = lead.get("/api/v1/projects/rm/queue").await.json().await.unwrap();
-    assert_eq!((state["scored_by"].as_str(), state["members"].as_i64(), state["scored_open_items"].as_i64(), state["open_items"].as_i64()), (Some(run.as_str()), Some(2), Some(10), Some(10)), "{state}");
+    assert_eq!(
+        (state["scored_by"].as_str(), state["members"].as_i64(), state["scored_open_items"].as_i64(), state["open_items"].as_i64()),
+        (Some(run.as_str()), Some(2), Some(10), Some(10)),
+        "{state}"
+    );
 
     // Each open item's priority is the domain's, from the stored member rewards.
     let items: Vec<(i64, Option<f64>, Vec<Vec<f64>>)> = open_items_with_members(&app, &run).await;
@@ -226,7 +244,11 @@ async fn a_real_ensemble_reward_model_scores_the_open_items_and_uncertainty_leas
         }
     }
     let task = lab.next_task("rm").await.unwrap();
-    let leased: i64 = sqlx::query_scalar("SELECT i.seq FROM tasks t JOIN items i ON i.id = t.item_id WHERE t.id = $1::uuid").bind(task["task_id"].as_str()).fetch_one(&app.pool).await.unwrap();
+    let leased: i64 = sqlx::query_scalar("SELECT i.seq FROM tasks t JOIN items i ON i.id = t.item_id WHERE t.id = $1::uuid")
+        .bind(task["task_id"].as_str())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(leased, top.1, "the labeller gets the item the ensemble is least sure of");
 
     let s = app.login("lead@rm.org", PASSWORD).await;

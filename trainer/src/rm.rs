@@ -398,7 +398,9 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
                 let members = member_row(2);
                 match ensemble {
                     false => json!({"chosen_reward": c.0, "rejected_reward": r.0}),
-                    true => json!({"chosen_reward": c.0, "rejected_reward": r.0, "chosen_reward_std": c.1, "rejected_reward_std": r.1, "member_rewards": members}),
+                    true => {
+                        json!({"chosen_reward": c.0, "rejected_reward": r.0, "chosen_reward_std": c.1, "rejected_reward_std": r.1, "member_rewards": members})
+                    }
                 }
             }
             ScoreRow::Item { id, responses, .. } => {

@@ -15,11 +15,11 @@ use super::child::{run_child, Child};
 use super::fence::Fence;
 use super::inputs::Resolved;
 use super::plan::{path_arg, Output, Plan};
+use crate::db::queue::ItemQueue;
 use crate::db::worker::{self as dbw, Claimed};
 use crate::domain::import::{check_kind, ImportItem, ResponseIn, Turn};
-use crate::domain::runs::config_int;
-use crate::db::queue::ItemQueue;
 use crate::domain::queue;
+use crate::domain::runs::config_int;
 use crate::domain::{ProjectId, ResponseId};
 
 /// What a reward model said: per response its reward (an ensemble's mean), the ensemble's
@@ -59,7 +59,13 @@ pub async fn score_responses(pool: &PgPool, f: &Fence<'_>, trainer: &Path, c: &C
         Child::Exited { ok: true, .. } => {}
     }
     let scores = read_scores(&out, &ids)?;
-    f.log(&format!("[worker] scored {} responses of the project with the new reward model ({} ensemble member(s)); {} items have a queue priority", scores.responses.len(), scores.members, scores.items.iter().filter(|i| i.priority.is_some()).count())).await;
+    f.log(&format!(
+        "[worker] scored {} responses of the project with the new reward model ({} ensemble member(s)); {} items have a queue priority",
+        scores.responses.len(),
+        scores.members,
+        scores.items.iter().filter(|i| i.priority.is_some()).count()
+    ))
+    .await;
     Ok(Some(scores))
 }
 
