@@ -14,6 +14,9 @@
 //! in SQL with that many judgements (3 labellers an item, gold checks, reviews and
 //! adjudications), then the time of each quality page and API (the report, the review stream,
 //! the item browser's agreement and review filters) and the rows/s of quality-aware exports.
+//! `BENCH_STRATEGY=fifo,uncertainty` runs the labelling phase once per queue strategy, one
+//! after the other on the same project (the open items get seeded random priorities first, as
+//! an rm run's scoring would leave them), and prints each phase's judgements/s and latencies.
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -242,61 +245,29 @@ async fn run() -> anyhow::Result<()> {
         println!("{n_gold} gold items mixed in at 10%");
     }
 
-    // 2. Labellers.
-    let stop_at = Instant::now() + Duration::from_secs(seconds as u64);
-    let mut handles = Vec::new();
-    for token in &tokens[1..] {
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        handles.push(tokio::spawn(async move {
-            let (mut lease_ms, mut submit_ms, mut n) = (Vec::new(), Vec::new(), 0u64);
-            // The first task is leased on its own; each submission then brings the next one
-            // back (`?next=1`), as the labelling page does. Any failure ends this labeller and
-            // is reported.
-            let run = async {
-                let t = Instant::now();
-                let res = http.post(format!("{base}/api/v1/projects/bench/tasks/next")).bearer_auth(&token).send().await?;
-                lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
-                // Only what a labeller's next step needs is read from each answer (the texts
-                // are skipped unparsed), so the load generator takes little of the CPU.
-                let mut task: Option<Task> = if res.status() == 204 { None } else { Some(res.error_for_status()?.json().await?) };
-                while Instant::now() < stop_at {
-                    let Some(current) = task.take() else { break };
-                    let mut ranking: Vec<[&str; 1]> = current.responses.iter().map(|r| [r.id.as_str()]).collect();
-                    ranking.rotate_left((n % 4) as usize);
-                    let url = format!("{base}/api/v1/tasks/{}/judgement?next=1", current.task_id);
-                    let t = Instant::now();
-                    let res = http.post(url).bearer_auth(&token).json(&json!({"idempotency_key": format!("k{n}"), "ranking": ranking})).send().await?;
-                    submit_ms.push(t.elapsed().as_secs_f64() * 1e3);
-                    if res.status() != 201 {
-                        anyhow::bail!("submit answered {}: {}", res.status(), res.text().await?);
-                    }
-                    task = res.json::<Submitted>().await?.next;
-                    n += 1;
-                }
-                Ok(())
-            };
-            let outcome: anyhow::Result<()> = run.await;
-            if let Err(e) = outcome {
-                eprintln!("a labeller stopped: {e:#}");
-            }
-            (lease_ms, submit_ms, n)
-        }));
+    // 2. Labellers: one phase per queue strategy (BENCH_STRATEGY, e.g. `fifo,uncertainty`), on
+    // the same project one after the other; the first phase's figures fill the main table.
+    let strategies: Vec<String> = std::env::var("BENCH_STRATEGY").unwrap_or_else(|_| "fifo".into()).split(',').map(|s| s.trim().to_string()).collect();
+    if strategies.iter().any(|s| s == "uncertainty" || s == "thompson") {
+        seed_priorities(&cluster).await?;
     }
-    let t = Instant::now();
+    let mut phases: Vec<(String, u64, f64, Vec<f64>)> = Vec::new();
+    let (mut lease_ms, mut submit_ms, mut judged, mut label_s) = (Vec::new(), Vec::new(), 0, 0.0);
     let cpu_before = (cpu_seconds(&pid.to_string()), cpu_seconds("self"), postgres_cpu());
     let steal_before = steal_seconds();
-    let (mut lease_ms, mut submit_ms, mut judged) = (Vec::new(), Vec::new(), 0);
-    for h in handles {
-        let (l, s, n) = h.await?;
-        lease_ms.extend(l);
-        submit_ms.extend(s);
-        judged += n;
+    for strategy in &strategies {
+        let res = http.post(format!("{base}/api/v1/projects/bench/queue")).bearer_auth(lead).json(&json!({"strategy": strategy})).send().await?;
+        anyhow::ensure!(res.status() == 200, "queue strategy {strategy}: {}", res.text().await?);
+        let (l, mut s, n, secs) = label_phase(&http, &base, &tokens[1..], seconds).await?;
+        s.sort_by(f64::total_cmp);
+        if phases.is_empty() {
+            (lease_ms, submit_ms, judged, label_s) = (l, s.clone(), n, secs);
+        }
+        phases.push((strategy.clone(), n, secs, s));
     }
-    let label_s = t.elapsed().as_secs_f64();
     let cpu = (cpu_seconds(&pid.to_string()) - cpu_before.0, cpu_seconds("self") - cpu_before.1, postgres_cpu() - cpu_before.2);
     let stolen = steal_seconds() - steal_before;
     lease_ms.sort_by(f64::total_cmp);
-    submit_ms.sort_by(f64::total_cmp);
 
     // 3. Export.
     let t = Instant::now();
@@ -370,6 +341,14 @@ async fn run() -> anyhow::Result<()> {
         stolen,
         2.0 * label_s
     );
+    if phases.len() > 1 || strategies[0] != "fifo" {
+        println!("queue strategies, one {seconds} s phase each on the same project, in this order:");
+        println!("{:<16} {:>14} {:>12} {:>12} {:>10}", "strategy", "judgements/s", "p50 (ms)", "p99 (ms)", "");
+        for (name, n, secs, ms) in &phases {
+            let (rate, p99) = (*n as f64 / secs, percentile(ms, 0.99));
+            println!("{name:<16} {rate:>14.0} {:>12.1} {p99:>12.1} {:>10}", percentile(ms, 0.5), verdict(rate >= 1000.0 && p99 < 100.0));
+        }
+    }
     if let Some((n, ms)) = scrapes {
         println!("metrics scrapes: {n}, every {scrape_every} s, p50 {:.1} ms, max {:.1} ms", percentile(&ms, 0.5), percentile(&ms, 1.0));
     }
@@ -418,4 +397,78 @@ mod quality;
 
 fn rewardlab_is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// Seeded queue priorities for the strategy phases: every open item of the benchmark project
+/// gets a priority from a seeded generator and two members' best responses, as an rm run's
+/// scoring would leave them (an index on the priority; no reward model is trained here).
+async fn seed_priorities(cluster: &Cluster) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect_with(&cluster.connect_options("rewardlab")).await?;
+    let t = Instant::now();
+    sqlx::query("SELECT setseed(0.42)").execute(&mut c).await?;
+    let n = sqlx::query(
+        "UPDATE items SET queue_priority = random(), queue_best = ARRAY[floor(random() * 4)::int2, floor(random() * 4)::int2]
+          WHERE project_id = (SELECT id FROM projects WHERE slug = 'bench') AND is_open",
+    )
+    .execute(&mut c)
+    .await?
+    .rows_affected();
+    sqlx::query("UPDATE projects SET queue_members = 2 WHERE slug = 'bench'").execute(&mut c).await?;
+    sqlx::query("VACUUM ANALYZE items").execute(&mut c).await?;
+    println!("seeded queue priorities of {n} open items in {:.1} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One labelling phase: every labeller leases and submits until `seconds` are up. Answers the
+/// first-lease latencies, the submit+next latencies (ms), the judgements and the phase's seconds.
+async fn label_phase(http: &reqwest::Client, base: &str, tokens: &[String], seconds: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>, u64, f64)> {
+    let stop_at = Instant::now() + Duration::from_secs(seconds as u64);
+    let mut handles = Vec::new();
+    for token in tokens {
+        let (http, base, token) = (http.clone(), base.to_string(), token.clone());
+        handles.push(tokio::spawn(async move {
+            let (mut lease_ms, mut submit_ms, mut n) = (Vec::new(), Vec::new(), 0u64);
+            // The first task is leased on its own; each submission then brings the next one
+            // back (`?next=1`), as the labelling page does. Any failure ends this labeller and
+            // is reported.
+            let run = async {
+                let t = Instant::now();
+                let res = http.post(format!("{base}/api/v1/projects/bench/tasks/next")).bearer_auth(&token).send().await?;
+                lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                // Only what a labeller's next step needs is read from each answer (the texts
+                // are skipped unparsed), so the load generator takes little of the CPU.
+                let mut task: Option<Task> = if res.status() == 204 { None } else { Some(res.error_for_status()?.json().await?) };
+                while Instant::now() < stop_at {
+                    let Some(current) = task.take() else { break };
+                    let mut ranking: Vec<[&str; 1]> = current.responses.iter().map(|r| [r.id.as_str()]).collect();
+                    ranking.rotate_left((n % 4) as usize);
+                    let url = format!("{base}/api/v1/tasks/{}/judgement?next=1", current.task_id);
+                    let t = Instant::now();
+                    let res = http.post(url).bearer_auth(&token).json(&json!({"idempotency_key": format!("k{n}"), "ranking": ranking})).send().await?;
+                    submit_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                    if res.status() != 201 {
+                        anyhow::bail!("submit answered {}: {}", res.status(), res.text().await?);
+                    }
+                    task = res.json::<Submitted>().await?.next;
+                    n += 1;
+                }
+                Ok(())
+            };
+            let outcome: anyhow::Result<()> = run.await;
+            if let Err(e) = outcome {
+                eprintln!("a labeller stopped: {e:#}");
+            }
+            (lease_ms, submit_ms, n)
+        }));
+    }
+    let t = Instant::now();
+    let (mut lease_ms, mut submit_ms, mut judged) = (Vec::new(), Vec::new(), 0);
+    for h in handles {
+        let (l, s, n) = h.await?;
+        lease_ms.extend(l);
+        submit_ms.extend(s);
+        judged += n;
+    }
+    Ok((lease_ms, submit_ms, judged, t.elapsed().as_secs_f64()))
 }

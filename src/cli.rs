@@ -138,6 +138,9 @@ enum Command {
         #[arg(long)]
         test_percent: Option<u8>,
     },
+    /// Replay a labelled preference file through queue strategies, retraining a reward model
+    /// ensemble each round, and compare held-out accuracy against labels used (no database).
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -197,6 +200,9 @@ enum ProjectCommand {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Command::Simulate(args) = cli.command {
+        return tokio::task::spawn_blocking(move || crate::simulate::run(args)).await?;
+    }
     let settings = Settings::from_env(cli.data_dir);
     if let Command::Worker { lease_secs, poll_secs, .. } = &cli.command {
         if !(*lease_secs >= 1.0 && *poll_secs > 0.0) {
@@ -318,6 +324,7 @@ fn prepare(command: &Command) -> Result<Prepared> {
         Command::Export { format, .. } => {
             format.parse::<Format>().map_err(anyhow::Error::msg)?;
         }
+        Command::Simulate(_) => {}
     }
     Ok(prepared)
 }
@@ -389,7 +396,7 @@ async fn supervise(cluster: crate::cluster::Cluster) {
 async fn command(settings: &Settings, pool: &sqlx::PgPool, command: Command, prepared: Prepared) -> Result<()> {
     let mut conn = pool.acquire().await?;
     match command {
-        Command::Serve { .. } | Command::Worker { .. } => unreachable!("handled by run"),
+        Command::Serve { .. } | Command::Worker { .. } | Command::Simulate(_) => unreachable!("handled by run"),
         Command::User { command: UserCommand::Add { email, admin, .. } } => {
             let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
             let (password, generated) = prepared.password.context("no password was prepared")?;

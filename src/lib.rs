@@ -14,5 +14,6 @@ pub mod private_fs;
 pub mod routes;
 pub mod services;
 pub mod settings;
+pub mod simulate;
 pub mod startup;
 pub mod web;

@@ -7,6 +7,7 @@ mod people;
 mod projects;
 mod quality;
 mod review;
+mod queue;
 pub mod runs;
 mod tasks;
 mod tokens;
@@ -111,6 +112,8 @@ api_routes! {
     get "/projects/{slug}/items" => items::list;
     post "/projects/{slug}/items/mark-gold" => items::mark_gold;
     get "/projects/{slug}/rejected" => review::rejected;
+    get "/projects/{slug}/queue" => queue::show;
+    post "/projects/{slug}/queue" => queue::set;
 }
 
 /// A path under `/api/v1` that names no route (or a method the route has not): JSON, as every

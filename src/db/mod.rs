@@ -10,6 +10,7 @@ pub mod people;
 pub mod projects;
 pub mod quality;
 pub mod review;
+pub mod queue;
 pub mod runs;
 pub mod schedules;
 pub mod stats;

@@ -151,13 +151,25 @@ pub async fn lock_if_ours(conn: &mut PgConnection, run: RunId, fence: i64) -> sq
     Ok(ours.is_some())
 }
 
-/// Stores what the run's reward model said about responses.
-pub async fn insert_scores(conn: &mut PgConnection, run: RunId, responses: &[ResponseId], rewards: &[f64]) -> sqlx::Result<()> {
+/// Stores what the run's reward model said about responses: the reward (an ensemble's mean), the
+/// ensemble's spread (NaN: none) and its members' rewards as Postgres array text ('': none).
+pub async fn insert_scores(
+    conn: &mut PgConnection,
+    run: RunId,
+    responses: &[ResponseId],
+    rewards: &[f64],
+    stds: &[f64],
+    members: &[String],
+) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO response_scores (run_id, response_id, reward) SELECT $1, * FROM UNNEST($2::uuid[], $3::float8[]) ON CONFLICT DO NOTHING",
+        "INSERT INTO response_scores (run_id, response_id, reward, reward_std, member_rewards)
+         SELECT $1, u.r, u.w, NULLIF(u.s, 'NaN'::float8), NULLIF(u.m, '')::float8[] FROM UNNEST($2::uuid[], $3::float8[], $4::float8[], $5::text[]) AS u(r, w, s, m)
+         ON CONFLICT DO NOTHING",
         run as RunId,
         responses as &[ResponseId],
         rewards,
+        stds,
+        members,
     )
     .execute(conn)
     .await?;

@@ -11,9 +11,11 @@ pub mod markdown;
 pub mod project;
 pub mod provenance;
 pub mod quality;
+pub mod queue;
 pub mod ranking;
 pub mod review;
 pub mod runs;
+pub mod simulate;
 pub mod text;
 pub mod webhooks;
 

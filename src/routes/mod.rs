@@ -33,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{slug}/members", web::post().to(projects::members::add))
         .route("/projects/{slug}/members/{user}/remove", web::post().to(projects::members::remove))
         .route("/projects/{slug}/settings", web::post().to(projects::settings::update))
+        .route("/projects/{slug}/queue", web::post().to(projects::settings::queue))
         .route("/projects/{slug}/import", web::post().to(projects::import::upload))
         .route("/projects/{slug}/exports", web::post().to(projects::export::create))
         .route("/projects/{slug}/items/{item}", web::get().to(item::show))

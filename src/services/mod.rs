@@ -13,6 +13,7 @@ pub mod people;
 pub mod projects;
 pub mod quality;
 pub mod review;
+pub mod queue;
 pub mod runs;
 pub mod webhooks;
 

@@ -353,7 +353,9 @@ pub fn calibration(margins: &[f64]) -> (f64, f64) {
 pub use rewardlab_protocol::ScoreArgs;
 
 /// Scores every line of a file: `{"chosen_reward", "rejected_reward"}` for a preference row,
-/// `{"id", "rewards"}` for an item, rewards shifted by the model's saved bias.
+/// `{"id", "rewards"}` for an item, rewards shifted by the model's saved bias; an ensemble adds
+/// the members' standard deviation (`…_std`, `reward_std`) and `member_rewards` (per response —
+/// chosen then rejected for a pair — each member's reward).
 pub fn score(args: &ScoreArgs) -> Result<()> {
     let device = train::device(args.device)?;
     let mut members = Vec::new();
@@ -372,10 +374,18 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
             ScoreRow::Item { prompt, responses, .. } => texts.extend(responses.iter().map(|r| join(prompt, r))),
         }
     }
-    // One model: its rewards. An ensemble: the members' mean, and their standard deviation beside.
-    let rewards = spread(&member_rewards(&members, &texts, args.max_tokens, &device)?);
+    // One model: its rewards. An ensemble: the members' mean, and their standard deviation beside
+    // (and for items each member's rewards, which queue strategies compare).
+    let all = member_rewards(&members, &texts, args.max_tokens, &device)?;
+    let rewards = spread(&all);
     let ensemble = members.len() > 1;
     let mut next = rewards.into_iter();
+    let mut text_index = 0usize;
+    let mut member_row = |n: usize| -> Vec<Vec<f64>> {
+        let rows = (text_index..text_index + n).map(|t| all.iter().map(|m| m[t]).collect()).collect();
+        text_index += n;
+        rows
+    };
     let mut out: Box<dyn Write> = if args.out == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -385,9 +395,12 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
         let line = match row {
             ScoreRow::Pair { .. } => {
                 let (c, r) = (next.next().unwrap_or_default(), next.next().unwrap_or_default());
+                let members = member_row(2);
                 match ensemble {
                     false => json!({"chosen_reward": c.0, "rejected_reward": r.0}),
-                    true => json!({"chosen_reward": c.0, "rejected_reward": r.0, "chosen_reward_std": c.1, "rejected_reward_std": r.1}),
+                    true => {
+                        json!({"chosen_reward": c.0, "rejected_reward": r.0, "chosen_reward_std": c.1, "rejected_reward_std": r.1, "member_rewards": members})
+                    }
                 }
             }
             ScoreRow::Item { id, responses, .. } => {
@@ -395,7 +408,8 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
                 match ensemble {
                     false => json!({"id": id, "rewards": scored.iter().map(|s| s.0).collect::<Vec<_>>()}),
                     true => {
-                        json!({"id": id, "rewards": scored.iter().map(|s| s.0).collect::<Vec<_>>(), "reward_std": scored.iter().map(|s| s.1).collect::<Vec<_>>()})
+                        json!({"id": id, "rewards": scored.iter().map(|s| s.0).collect::<Vec<_>>(), "reward_std": scored.iter().map(|s| s.1).collect::<Vec<_>>(),
+                               "member_rewards": member_row(responses.len())})
                     }
                 }
             }

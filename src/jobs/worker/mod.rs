@@ -142,7 +142,7 @@ async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -
             Some(scores) => scores,
             None => return Ok(Ended::Lost),
         },
-        false => Vec::new(),
+        false => publish::Scores::default(),
     };
     let generated = (plan.output == Output::Generated).then(|| (&prepared.models[0], prepared.sources));
     let outcome = Outcome { plan, dir, summary, scores, generated };

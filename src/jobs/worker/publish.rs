@@ -1,5 +1,5 @@
 //! What publishes with a run once its trainer has succeeded: a reward model's scores of the
-//! project's responses, a `generate` run's new items, and the run's status, model and summary
+//! project's responses (and the queue priorities of its items), a `generate` run's new items, and the run's status, model and summary
 //! — all in one transaction that first checks the run is still ours.
 
 use std::path::{Path, PathBuf};
@@ -15,13 +15,36 @@ use super::child::{run_child, Child};
 use super::fence::Fence;
 use super::inputs::Resolved;
 use super::plan::{path_arg, Output, Plan};
+use crate::db::queue::ItemQueue;
 use crate::db::worker::{self as dbw, Claimed};
 use crate::domain::import::{check_kind, ImportItem, ResponseIn, Turn};
+use crate::domain::queue;
 use crate::domain::runs::config_int;
 use crate::domain::{ProjectId, ResponseId};
 
-/// A reward model's reward for each response it scored.
-pub type Scores = Vec<(ResponseId, f64)>;
+/// What a reward model said: per response its reward (an ensemble's mean), the ensemble's
+/// spread and members' rewards, and per item its queue priority (see [`crate::domain::queue`]).
+#[derive(Debug, Default)]
+pub struct Scores {
+    pub responses: Vec<ScoredResponse>,
+    pub items: Vec<ItemQueue>,
+    /// Ensemble members (1 for a single model).
+    pub members: i32,
+}
+
+#[derive(Debug)]
+pub struct ScoredResponse {
+    pub id: ResponseId,
+    pub reward: f64,
+    pub std: Option<f64>,
+    pub members: Vec<f64>,
+}
+
+impl Scores {
+    pub fn is_empty(&self) -> bool {
+        self.responses.is_empty()
+    }
+}
 
 /// Scores every response of the project with the reward model in `model`; None when the run
 /// stopped being ours meanwhile.
@@ -36,7 +59,13 @@ pub async fn score_responses(pool: &PgPool, f: &Fence<'_>, trainer: &Path, c: &C
         Child::Exited { ok: true, .. } => {}
     }
     let scores = read_scores(&out, &ids)?;
-    f.log(&format!("[worker] scored {} responses of the project with the new reward model", scores.len())).await;
+    f.log(&format!(
+        "[worker] scored {} responses of the project with the new reward model ({} ensemble member(s)); {} items have a queue priority",
+        scores.responses.len(),
+        scores.members,
+        scores.items.iter().filter(|i| i.priority.is_some()).count()
+    ))
+    .await;
     Ok(Some(scores))
 }
 
@@ -57,16 +86,40 @@ async fn write_score_items(pool: &PgPool, project: ProjectId, path: &Path) -> Re
 }
 
 fn read_scores(path: &Path, ids: &[Vec<ResponseId>]) -> Result<Scores> {
-    let mut out = Vec::new();
+    let mut out = Scores::default();
     for (n, line) in std::fs::read_to_string(path)?.lines().enumerate() {
-        let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), n + 1))?;
-        let row = v["id"].as_u64().and_then(|i| ids.get(i as usize)).ok_or_else(|| anyhow!("{}:{}: unknown id", path.display(), n + 1))?;
-        let rewards = v["rewards"].as_array().ok_or_else(|| anyhow!("{}:{}: no rewards", path.display(), n + 1))?;
-        for (id, r) in row.iter().zip(rewards) {
-            out.push((*id, r.as_f64().unwrap_or(f64::NAN)));
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let v: Value = serde_json::from_str(line).with_context(at)?;
+        let row = v["id"].as_u64().and_then(|i| ids.get(i as usize)).ok_or_else(|| anyhow!("{}: unknown id", at()))?;
+        let rewards = v["rewards"].as_array().ok_or_else(|| anyhow!("{}: no rewards", at()))?;
+        let stds = v["reward_std"].as_array();
+        let members = v["member_rewards"].as_array();
+        let mut per_member = Vec::new();
+        for (i, (id, r)) in row.iter().zip(rewards).enumerate() {
+            let reward = r.as_f64().unwrap_or(f64::NAN);
+            let ms: Vec<f64> = match members.and_then(|m| m.get(i)).and_then(Value::as_array) {
+                Some(ms) => ms.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect(),
+                None => vec![reward],
+            };
+            per_member.push(ms.clone());
+            let std = stds.and_then(|s| s.get(i)).and_then(Value::as_f64);
+            out.responses.push(ScoredResponse { id: *id, reward, std, members: ms });
+        }
+        out.members = out.members.max(per_member.first().map_or(0, |m| m.len() as i32));
+        if let Some(first) = row.first() {
+            let best = queue::member_best(&per_member).iter().map(i16::to_string).collect::<Vec<_>>().join(",");
+            out.items.push(ItemQueue { first_response: *first, priority: queue::item_priority(&per_member), best: format!("{{{best}}}") });
         }
     }
     Ok(out)
+}
+
+/// Postgres array text of `xs` (`''` for none).
+fn array_text(xs: &[f64]) -> String {
+    match xs.len() {
+        0 => String::new(),
+        _ => format!("{{{}}}", xs.iter().map(|x| if x.is_finite() { x.to_string() } else { "NaN".to_string() }).collect::<Vec<_>>().join(",")),
+    }
 }
 
 /// What the trainer left, ready to publish.
@@ -89,9 +142,15 @@ pub async fn publish(pool: &PgPool, c: &Claimed, outcome: Outcome<'_>) -> Result
     }
     let mut summary = outcome.summary.unwrap_or_else(|| json!({}));
     if !outcome.scores.is_empty() {
-        let (ids, rewards): (Vec<ResponseId>, Vec<f64>) = outcome.scores.into_iter().unzip();
-        dbw::insert_scores(&mut tx, c.id, &ids, &rewards).await?;
+        let rs = &outcome.scores.responses;
+        let ids: Vec<ResponseId> = rs.iter().map(|r| r.id).collect();
+        let rewards: Vec<f64> = rs.iter().map(|r| r.reward).collect();
+        let stds: Vec<f64> = rs.iter().map(|r| r.std.unwrap_or(f64::NAN)).collect();
+        let members: Vec<String> = rs.iter().map(|r| if outcome.scores.members > 1 { array_text(&r.members) } else { String::new() }).collect();
+        dbw::insert_scores(&mut tx, c.id, &ids, &rewards, &stds, &members).await?;
+        crate::db::queue::replace_priorities(&mut tx, c.project_id, c.id, outcome.scores.members, &outcome.scores.items).await?;
         summary["scored_responses"] = ids.len().into();
+        summary["queue_items_scored"] = outcome.scores.items.len().into();
     }
     let out = outcome.plan.output_path(&outcome.dir);
     if let (Output::Generated, Some((policy, sources))) = (outcome.plan.output, &outcome.generated) {
