@@ -12,8 +12,8 @@ pub mod labelling;
 pub mod people;
 pub mod projects;
 pub mod quality;
-pub mod review;
 pub mod queue;
+pub mod review;
 pub mod runs;
 pub mod webhooks;
 

@@ -80,7 +80,8 @@ impl Metrics {
             Some(text) => text,
             None => {
                 let figures = crate::db::metrics::figures(&mut *pool.acquire().await?).await?;
-                let cached = self.review_backlog.lock().expect("the backlog lock").as_ref().filter(|(at, _)| at.elapsed() < REVIEW_BACKLOG_TTL).map(|(_, b)| b.clone());
+                let cached =
+                    self.review_backlog.lock().expect("the backlog lock").as_ref().filter(|(at, _)| at.elapsed() < REVIEW_BACKLOG_TTL).map(|(_, b)| b.clone());
                 let backlog = match cached {
                     Some(b) => b,
                     None => {
