@@ -23,6 +23,9 @@ pub const FIGURES_TTL: Duration = Duration::from_secs(5);
 /// agreement figures (the review stream's order), too much for every scrape.
 pub const REVIEW_BACKLOG_TTL: Duration = Duration::from_secs(60);
 
+/// Judgements waiting in each project's review stream, by slug.
+type Backlog = Vec<(String, i64)>;
+
 /// The server's request metrics and its cache of the lead's figures.
 pub struct Metrics {
     registry: Registry,
@@ -30,7 +33,7 @@ pub struct Metrics {
     latency: HistogramVec,
     judgements: IntCounterVec,
     figures: Mutex<Option<(Instant, String)>>,
-    review_backlog: Mutex<Option<(Instant, Vec<(String, i64)>)>>,
+    review_backlog: Mutex<Option<(Instant, Backlog)>>,
 }
 
 impl Metrics {
