@@ -1,9 +1,10 @@
 //! `rewardlab-train bench`: reward-model training steps and forward-only scoring for one fixed
 //! configuration (vocab 8192, n_embd 256, 4 layers, 4 heads, 128 tokens, 16 pairs a batch),
 //! timed, optionally side by side with the same model, loss and optimizer in PyTorch
-//! (`trainer/bench/bench_torch.py`).
+//! (`trainer/bench/bench_torch.py`): the two sides alternate `--pairs` times and a Markdown
+//! table gives each figure's min and median per side and the ratio of the medians.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -22,9 +23,14 @@ pub struct BenchArgs {
     /// Timed training steps (after two untimed warm-up steps).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
-    /// Also run trainer/bench/bench_torch.py with this Python and print both side by side.
+    /// Also run trainer/bench/bench_torch.py with this Python (torch and transformers; see
+    /// trainer/bench/setup-torch), alternating with our side, and print both side by side.
     #[arg(long)]
     pub compare_torch: Option<PathBuf>,
+    /// Runs of each side (alternating pairs with --compare-torch); the table gives each
+    /// figure's min and median over them.
+    #[arg(long, default_value_t = 5)]
+    pub pairs: usize,
     #[arg(long, value_enum)]
     pub device: Option<train::DeviceArg>,
     /// Time one PPO iteration instead (64 prompts, 64 new tokens): generation, scoring and
@@ -42,14 +48,84 @@ fn median(xs: &mut [f64]) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// The figures one run of either side reports (medians over its timed steps), in milliseconds.
+const FIGURES: [(&str, &str); 5] = [
+    ("training step", "ms_per_step"),
+    ("forward", "forward_ms"),
+    ("backward (with clipping)", "backward_ms"),
+    ("optimizer", "optimizer_ms"),
+    ("scoring (32 × 128 tokens)", "score_ms_per_batch"),
+];
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = train::device(args.device)?;
     if args.ppo {
         return ppo_bench(args, &device);
     }
+    let threads = candle_core::utils::get_num_threads();
+    let pairs = args.pairs.max(1);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/bench_torch.py");
+    // The two sides alternate, so a slow spell of a shared host falls on both alike.
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let o = candle_side(args.steps, &device)?;
+        eprintln!("pair {} of {pairs}: {o}", pair + 1);
+        ours.push(o);
+        if let Some(python) = &args.compare_torch {
+            let t = torch_side(python, &script, args.steps, threads)?;
+            eprintln!("pair {} of {pairs}: {t}", pair + 1);
+            theirs.push(t);
+        }
+    }
+    let stats = |runs: &[serde_json::Value], key: &str| -> (f64, f64) {
+        let mut xs: Vec<f64> = runs.iter().map(|r| r[key].as_f64().unwrap_or(f64::NAN)).collect();
+        let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        (min, median(&mut xs))
+    };
+    let mut summary = serde_json::Map::new();
+    summary.insert("matmul".into(), json!(crate::matmul_path()));
+    summary.insert("threads".into(), json!(threads));
+    summary.insert("pairs".into(), json!(pairs));
+    summary.insert("steps".into(), json!(args.steps));
+    let torch_impl = theirs.first().map(|t| t["impl"].as_str().unwrap_or("PyTorch").to_string());
+    let torch_threads = theirs.first().map(|t| t["threads"].clone());
+    println!(
+        "\n{pairs} {} of {} timed steps each, fp32; candle: {}, {threads} threads{}\n",
+        if theirs.is_empty() { "runs" } else { "alternating pairs" },
+        args.steps,
+        crate::matmul_path(),
+        match (&torch_impl, &torch_threads) {
+            (Some(i), Some(t)) => format!("; {i}, {t} threads"),
+            _ => String::new(),
+        }
+    );
+    if theirs.is_empty() {
+        println!("| ms | candle min | candle median |\n| --- | ---: | ---: |");
+    } else {
+        println!("| ms | candle min | candle median | PyTorch min | PyTorch median | candle / PyTorch (medians) |\n| --- | ---: | ---: | ---: | ---: | ---: |");
+    }
+    for (label, key) in FIGURES {
+        let (omin, omed) = stats(&ours, key);
+        let mut row = json!({"candle_min": omin, "candle_median": omed});
+        if theirs.is_empty() {
+            println!("| {label} | {omin:.1} | {omed:.1} |");
+        } else {
+            let (tmin, tmed) = stats(&theirs, key);
+            println!("| {label} | {omin:.1} | {omed:.1} | {tmin:.1} | {tmed:.1} | {:.2}× |", omed / tmed);
+            row = json!({"candle_min": omin, "candle_median": omed, "torch_min": tmin, "torch_median": tmed, "ratio_of_medians": omed / tmed});
+        }
+        summary.insert(key.into(), row);
+    }
+    println!("\n{}", serde_json::Value::Object(summary));
+    Ok(())
+}
+
+/// One run of our side: a fresh model and optimizer, two untimed warm-up steps, `steps` timed
+/// training steps, then as many timed scoring passes; the medians as one JSON object.
+fn candle_side(steps: usize, device: &candle_core::Device) -> Result<serde_json::Value> {
     let cfg = Config { vocab_size: VOCAB, n_positions: SEQ, n_embd: 256, n_layer: 4, n_head: 4, layer_norm_epsilon: 1e-5 };
     let varmap = candle_nn::VarMap::new();
-    let model = RewardModel::new(&cfg, candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device))?;
+    let model = RewardModel::new(&cfg, candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, device))?;
     let params = named_params(&varmap);
     init_weights(&params, &cfg, 0)?;
     let mut rng = Rng::new(1);
@@ -60,12 +136,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let task = RewardTask { model: &model, device: device.clone(), pad: 0, centring: 0.0 };
     let mut opt = AdamW::new(params.clone(), AdamWConfig::default())?;
     let threads = candle_core::utils::get_num_threads();
-    eprintln!(
-        "candle: {} parameters, {PAIRS} pairs × 2 × {SEQ} tokens a step, {threads} threads, {device:?}",
-        params.iter().map(|(_, v)| v.elem_count()).sum::<usize>()
-    );
     let (mut fwd, mut bwd, mut upd, mut step) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..args.steps + 2 {
+    for i in 0..steps + 2 {
         let t0 = Instant::now();
         let (loss, _) = task.loss(&batch)?;
         device.synchronize()?;
@@ -87,10 +159,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     // Forward-only scoring of the same 32 sequences.
     let seqs: Vec<&[u32]> = examples.iter().flat_map(|e| e.seqs.iter().map(Vec::as_slice)).collect();
-    let (ids, mask) = pad(&seqs, 0, &device)?;
-    let frozen = crate::setup::frozen(&params, &device, |vb| RewardModel::new(&cfg, vb))?;
+    let (ids, mask) = pad(&seqs, 0, device)?;
+    let frozen = crate::setup::frozen(&params, device, |vb| RewardModel::new(&cfg, vb))?;
     let mut score = Vec::new();
-    for i in 0..args.steps + 2 {
+    for i in 0..steps + 2 {
         let t0 = Instant::now();
         let r: Tensor = frozen.forward(&ids, &mask)?;
         r.to_vec1::<f32>()?;
@@ -101,40 +173,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let tokens = (PAIRS * 2 * SEQ) as f64;
     let ms = median(&mut step);
     let score_ms = median(&mut score);
-    let ours = json!({
-        "impl": "candle", "matmul": crate::matmul_path(), "threads": threads, "ms_per_step": ms, "tokens_per_s": tokens / ms * 1e3,
+    Ok(json!({
+        "impl": "candle", "matmul": crate::matmul_path(), "threads": threads, "parameters": params.iter().map(|(_, v)| v.elem_count()).sum::<usize>(),
+        "ms_per_step": ms, "tokens_per_s": tokens / ms * 1e3,
         "forward_ms": median(&mut fwd), "backward_ms": median(&mut bwd), "optimizer_ms": median(&mut upd),
         "score_ms_per_batch": score_ms, "score_sequences_per_s": (PAIRS * 2) as f64 / score_ms * 1e3,
         "score_tokens_per_s": tokens / score_ms * 1e3,
-    });
-    println!("{ours}");
-    let Some(python) = &args.compare_torch else { return Ok(()) };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/bench_torch.py");
+    }))
+}
+
+/// One run of `bench_torch.py` (a fresh process): its JSON line.
+fn torch_side(python: &Path, script: &Path, steps: usize, threads: usize) -> Result<serde_json::Value> {
     let output = std::process::Command::new(python)
-        .arg(&script)
-        .args(["--steps", &args.steps.to_string(), "--threads", &threads.to_string()])
+        .arg(script)
+        .args(["--steps", &steps.to_string(), "--threads", &threads.to_string()])
         .output()
         .with_context(|| format!("cannot run {} {}", python.display(), script.display()))?;
     if !output.status.success() {
         bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&output.stderr))
     }
     let line = String::from_utf8_lossy(&output.stdout);
-    let torch: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap_or("")).context("bench_torch.py printed no JSON")?;
-    println!("{}", torch);
-    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    println!("\n| per step ({threads} threads) | candle | PyTorch | candle / PyTorch |\n| --- | ---: | ---: | ---: |");
-    for (label, key) in [
-        ("train step ms", "ms_per_step"),
-        ("forward ms", "forward_ms"),
-        ("backward ms", "backward_ms"),
-        ("optimizer ms", "optimizer_ms"),
-        ("scoring ms (32 × 128 tokens)", "score_ms_per_batch"),
-    ] {
-        println!("| {label} | {:.1} | {:.1} | {:.2}× |", f(&ours, key), f(&torch, key), f(&ours, key) / f(&torch, key));
-    }
-    println!("| train tokens/s | {:.0} | {:.0} | |", f(&ours, "tokens_per_s"), f(&torch, "tokens_per_s"));
-    println!("| scoring tokens/s | {:.0} | {:.0} | |", f(&ours, "score_tokens_per_s"), f(&torch, "score_tokens_per_s"));
-    Ok(())
+    serde_json::from_str(line.trim().lines().last().unwrap_or("")).context("bench_torch.py printed no JSON")
 }
 
 /// One PPO iteration on random models of the benchmark's size (policy and reward model:

@@ -48,14 +48,10 @@ impl Conv1D {
 
 impl Module for Conv1D {
     /// `[.., in]` → `[.., out]`, as one 2-D matrix product over all positions (a broadcast
-    /// batched product would make the weight's gradient a sum of per-batch copies).
+    /// batched product would make the weight's gradient a sum of per-batch copies), in one
+    /// graph node (`ops::linear`).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims();
-        let n_in = dims[dims.len() - 1];
-        let rows = x.elem_count() / n_in;
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("at least one dimension") = self.weight.dim(1)?;
-        crate::ops::add_bias(&crate::ops::matmul(&x.reshape((rows, n_in))?, &self.weight)?, &self.bias)?.reshape(out_dims)
+        crate::ops::linear(x, &self.weight, &self.bias)
     }
 }
 
@@ -103,17 +99,18 @@ impl Attention {
         let (b, t, d) = x.dims3()?;
         let hd = d / self.n_head;
         let qkv = self.c_attn.forward(x)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        // The fused kernel splits and joins the heads itself.
+        if let AttentionMask::Keys(keys) = mask {
+            if let Some(out) = crate::ops::qkv_attention(&qkv, keys, self.n_head, scale)? {
+                return self.c_proj.forward(&out);
+            }
+        }
         let split = |i: usize| qkv.narrow(D::Minus1, i * d, d)?.reshape((b, t, self.n_head, hd))?.transpose(1, 2)?.contiguous();
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let scale = 1.0 / (hd as f64).sqrt();
-        let fused = match mask {
-            AttentionMask::Keys(keys) => crate::ops::fused_attention(&q, &k, &v, keys, scale)?,
-            AttentionMask::Bias(_) => None,
-        };
-        let attended = match (fused, mask) {
-            (Some(o), _) => o,
-            (None, AttentionMask::Keys(keys)) => crate::ops::causal_masked_softmax(&q.matmul(&k.t()?)?, keys, scale)?.matmul(&v)?,
-            (None, AttentionMask::Bias(bias)) => crate::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?)?.matmul(&v)?,
+        let attended = match mask {
+            AttentionMask::Keys(keys) => crate::ops::causal_masked_softmax(&q.matmul(&k.t()?)?, keys, scale)?.matmul(&v)?,
+            AttentionMask::Bias(bias) => crate::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?)?.matmul(&v)?,
         };
         let out = attended.transpose(1, 2)?.reshape((b, t, d))?;
         self.c_proj.forward(&out)

@@ -238,24 +238,99 @@ impl CustomOp2 for Matmul {
     }
 }
 
-/// Causal self-attention in one node: for `q`, `k`, `v` `[b, h, t, d]` and a key mask `[b, t]`,
-/// softmax(q·kᵀ·scale, causal and padding masked)·v, `[b, h, t, d]`, differentiable in q, k
-/// and v. The probabilities are recomputed in the backward pass rather than kept (as flash
-/// attention does), and every (batch, head) runs as a task of its own with OpenBLAS products.
-/// `None` when the fused kernels do not serve these tensors.
-pub fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, key_mask: &Tensor, scale: f64) -> Result<Option<Tensor>> {
+/// Hugging Face's `Conv1D` in one node: `x · w + b` for `x` `[.., in]`, `w` `[in, out]` and
+/// `b` `[out]` → `[.., out]`, differentiable in all three. One node instead of a reshape, a
+/// product, a bias add and a reshape: backward, each of those would zero a gradient buffer the
+/// size of its output and add into it.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "openblas")]
-    if use_fused(q) {
-        let op = Attention { mask: key_mask.to_dtype(q.dtype())?.contiguous()?, scale };
-        return Ok(Some(q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)?));
+    if use_fused(x) && x.dtype() == w.dtype() && x.dtype() == b.dtype() {
+        return x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear);
     }
-    let _ = (q, k, v, key_mask, scale);
+    let dims = x.dims();
+    let n_in = dims[dims.len() - 1];
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().expect("at least one dimension") = w.dim(1)?;
+    add_bias(&matmul(&x.reshape((x.elem_count() / n_in, n_in))?, w)?, b)?.reshape(out_dims)
+}
+
+#[cfg(feature = "openblas")]
+struct Linear;
+
+/// (rows, in, out) of a `linear` call, checked.
+#[cfg(feature = "openblas")]
+fn linear_dims(x: &Layout, w: &Layout, b: &Layout) -> Result<(usize, usize, usize)> {
+    let (n_in, n_out) = w.shape().dims2()?;
+    if last_dim(x) != n_in || b.dims() != [n_out] || x.dims().is_empty() {
+        candle_core::bail!("rl-linear: x {:?} · w {:?} + b {:?}", x.dims(), w.dims(), b.dims())
+    }
+    Ok((x.shape().elem_count() / n_in, n_in, n_out))
+}
+
+#[cfg(feature = "openblas")]
+impl Kernel for Linear {
+    const NAME: &'static str = "rl-linear";
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let (rows, n_in, n_out) = linear_dims(ls[0], ls[1], ls[2])?;
+        let mut c = vec![T::zero(); rows * n_out];
+        T::gemm(false, false, rows, n_out, n_in, xs[0], xs[1], &mut c);
+        let bias = xs[2];
+        c.par_chunks_mut(n_out * rows_per_task(n_out)).for_each(|o| {
+            for row in o.chunks_mut(n_out) {
+                row.iter_mut().zip(bias).for_each(|(v, &b)| *v = *v + b);
+            }
+        });
+        let mut dims = ls[0].dims().to_vec();
+        *dims.last_mut().expect("checked non-empty") = n_out;
+        Ok((c, Shape::from(dims)))
+    }
+}
+
+#[cfg(feature = "openblas")]
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch(self, &[(s1, l1), (s2, l2), (s3, l3)])
+    }
+
+    /// dx = g·wᵀ, dw = xᵀ·g, db = the column sums of g (rows in a fixed order).
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n_in, n_out) = w.dims2()?;
+        let rows = x.elem_count() / n_in;
+        let g = g.contiguous()?.reshape((rows, n_out))?;
+        let x2 = x.reshape((rows, n_in))?;
+        let dx = g.apply_op2_no_bwd(w, &Matmul { ta: false, tb: true })?.reshape(x.shape())?;
+        let dw = x2.apply_op2_no_bwd(&g, &Matmul { ta: true, tb: false })?;
+        let db = g.apply_op1_no_bwd(&ColumnSums { n: n_out })?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Causal self-attention in one node, straight from the `c_attn` projection: `qkv`
+/// `[b, t, 3·d]` (queries, keys, values side by side, each `n_head` heads of `d / n_head`) and
+/// a key mask `[b, t]` → softmax(q·kᵀ·scale, causal and padding masked)·v with the heads joined
+/// again, `[b, t, d]`, differentiable in `qkv`. Splitting the heads inside the kernel spares the
+/// graph three narrows, reshapes, transposes and copies each way (each a pass over memory
+/// and, backward, a zeroed gradient and a sum). The probabilities are recomputed in the
+/// backward pass rather than kept (as flash attention does), and every (batch, head) runs as a
+/// task of its own with OpenBLAS products. `None` when the fused kernels do not serve `qkv`.
+pub fn qkv_attention(qkv: &Tensor, key_mask: &Tensor, n_head: usize, scale: f64) -> Result<Option<Tensor>> {
+    #[cfg(feature = "openblas")]
+    if use_fused(qkv) {
+        let op = Attention { mask: key_mask.to_dtype(qkv.dtype())?.contiguous()?, n_head, scale };
+        return Ok(Some(qkv.contiguous()?.apply_op1(op)?));
+    }
+    let _ = (qkv, key_mask, n_head, scale);
     Ok(None)
 }
 
 #[cfg(feature = "openblas")]
 struct Attention {
     mask: Tensor,
+    n_head: usize,
     scale: f64,
 }
 
@@ -290,38 +365,96 @@ fn attention_probs<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], keys: &[T], t
     }
 }
 
+/// The shape of an attention call: batch, positions, heads, head size.
 #[cfg(feature = "openblas")]
-fn attention_fwd<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], v: &[T], mask: &[T], (b, h, t, d): (usize, usize, usize, usize), scale: T) -> Vec<T> {
-    // One task per (batch, head).
-    let mut out = vec![T::zero(); b * h * t * d];
-    out.par_chunks_mut(t * d).enumerate().for_each(|(bh, o)| {
-        let at = bh * t * d..(bh + 1) * t * d;
-        let keys = &mask[(bh / h) * t..(bh / h + 1) * t];
-        let mut p = vec![T::zero(); t * t];
-        attention_probs(&q[at.clone()], &k[at.clone()], keys, t, d, scale, &mut p);
-        T::gemm_block(false, false, t, d, t, 0, &p, &v[at], o);
+#[derive(Clone, Copy)]
+struct Heads {
+    b: usize,
+    t: usize,
+    h: usize,
+    hd: usize,
+}
+
+#[cfg(feature = "openblas")]
+impl Heads {
+    fn d(&self) -> usize {
+        self.h * self.hd
+    }
+
+    /// Copies head `hh` of part `part` (0 q, 1 k, 2 v; `parts` side by side per row) of batch
+    /// row `bi` out of `x` `[b, t, parts·d]` into `out` `[t, hd]`.
+    fn gather<T: Copy>(&self, x: &[T], parts: usize, part: usize, bi: usize, hh: usize, out: &mut [T]) {
+        let (w, hd) = (parts * self.d(), self.hd);
+        for (i, o) in out.chunks_mut(hd).enumerate() {
+            let at = (bi * self.t + i) * w + part * self.d() + hh * hd;
+            o.copy_from_slice(&x[at..at + hd]);
+        }
+    }
+
+    /// The inverse of `gather` for one batch row: `heads` `[parts, h, t, hd]` into `out` `[t, parts·d]`.
+    fn scatter<T: Copy>(&self, heads: &[T], parts: usize, out: &mut [T]) {
+        let (w, hd, th) = (parts * self.d(), self.hd, self.t * self.hd);
+        for (i, row) in out.chunks_mut(w).enumerate() {
+            for part in 0..parts {
+                for hh in 0..self.h {
+                    let from = ((part * self.h + hh) * th) + i * hd;
+                    let to = part * self.d() + hh * hd;
+                    row[to..to + hd].copy_from_slice(&heads[from..from + hd]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "openblas")]
+fn attention_fwd<T: Float + crate::blas::Gemm>(qkv: &[T], mask: &[T], s: Heads, scale: T) -> Vec<T> {
+    let (t, hd) = (s.t, s.hd);
+    // One task per (batch, head), each into its own [t, hd] block; then the heads are joined.
+    let mut heads = vec![T::zero(); s.b * s.h * t * hd];
+    heads.par_chunks_mut(t * hd).enumerate().for_each(|(bh, o)| {
+        let (bi, hh) = (bh / s.h, bh % s.h);
+        let keys = &mask[bi * t..(bi + 1) * t];
+        let mut buf = vec![T::zero(); 3 * t * hd + t * t];
+        let (q, rest) = buf.split_at_mut(t * hd);
+        let (k, rest) = rest.split_at_mut(t * hd);
+        let (v, p) = rest.split_at_mut(t * hd);
+        s.gather(qkv, 3, 0, bi, hh, q);
+        s.gather(qkv, 3, 1, bi, hh, k);
+        s.gather(qkv, 3, 2, bi, hh, v);
+        attention_probs(q, k, keys, t, hd, scale, p);
+        T::gemm_block(false, false, t, hd, t, 0, p, v, o);
     });
+    let mut out = vec![T::zero(); s.b * t * s.d()];
+    out.par_chunks_mut(t * s.d()).zip(heads.par_chunks(s.h * t * hd)).for_each(|(o, hs)| s.scatter(hs, 1, o));
     out
 }
 
 /// Gradients of one (batch, head), given dO: dV = pᵀ·dO, dP = dO·vᵀ,
-/// dS = p ⊙ (dP − rowsum(dP ⊙ p))·scale, dQ = dS·k, dK = dSᵀ·q. Returns `[3, b, h, t, d]`.
+/// dS = p ⊙ (dP − rowsum(dP ⊙ p))·scale, dQ = dS·k, dK = dSᵀ·q. Returns d(qkv) `[b, t, 3·d]`.
 #[cfg(feature = "openblas")]
-#[allow(clippy::too_many_arguments)]
-fn attention_bwd<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], v: &[T], g: &[T], mask: &[T], (b, h, t, d): (usize, usize, usize, usize), scale: T) -> Vec<T> {
-    let n = b * h * t * d;
-    let mut out = vec![T::zero(); 3 * n];
-    let (dq, rest) = out.split_at_mut(n);
-    let (dk, dv) = rest.split_at_mut(n);
-    dq.par_chunks_mut(t * d).zip(dk.par_chunks_mut(t * d).zip(dv.par_chunks_mut(t * d))).enumerate().for_each(|(bh, (dq, (dk, dv)))| {
-        let at = bh * t * d..(bh + 1) * t * d;
-        let (q, k, v, g) = (&q[at.clone()], &k[at.clone()], &v[at.clone()], &g[at]);
-        let keys = &mask[(bh / h) * t..(bh / h + 1) * t];
-        let mut p = vec![T::zero(); t * t];
-        attention_probs(q, k, keys, t, d, scale, &mut p);
-        T::gemm_block(true, false, t, d, t, 0, &p, g, dv);
-        let mut dp = vec![T::zero(); t * t];
-        T::gemm_block(false, true, t, t, d, 0, g, v, &mut dp);
+fn attention_bwd<T: Float + crate::blas::Gemm>(qkv: &[T], g: &[T], mask: &[T], s: Heads, scale: T) -> Vec<T> {
+    let (t, hd) = (s.t, s.hd);
+    // Per (batch, head): [dq; dk; dv] as [3, t, hd]; batch bi's heads are the block
+    // [h, 3, t, hd] — joined below, per batch, into rows of [dq | dk | dv].
+    let mut heads = vec![T::zero(); s.b * s.h * 3 * t * hd];
+    heads.par_chunks_mut(3 * t * hd).enumerate().for_each(|(bh, out)| {
+        let (bi, hh) = (bh / s.h, bh % s.h);
+        let keys = &mask[bi * t..(bi + 1) * t];
+        let mut buf = vec![T::zero(); 4 * t * hd + 2 * t * t];
+        let (q, rest) = buf.split_at_mut(t * hd);
+        let (k, rest) = rest.split_at_mut(t * hd);
+        let (v, rest) = rest.split_at_mut(t * hd);
+        let (go, rest) = rest.split_at_mut(t * hd);
+        let (p, dp) = rest.split_at_mut(t * t);
+        s.gather(qkv, 3, 0, bi, hh, q);
+        s.gather(qkv, 3, 1, bi, hh, k);
+        s.gather(qkv, 3, 2, bi, hh, v);
+        s.gather(g, 1, 0, bi, hh, go);
+        let (dq, rest) = out.split_at_mut(t * hd);
+        let (dk, dv) = rest.split_at_mut(t * hd);
+        attention_probs(q, k, keys, t, hd, scale, p);
+        T::gemm_block(true, false, t, hd, t, 0, p, go, dv);
+        T::gemm_block(false, true, t, t, hd, 0, go, v, dp);
         for i in 0..t {
             let (pr, dr) = (&p[i * t..(i + 1) * t], &mut dp[i * t..(i + 1) * t]);
             let dot = pr.iter().zip(dr.iter()).fold(T::zero(), |a, (&x, &y)| a + x * y);
@@ -329,79 +462,94 @@ fn attention_bwd<T: Float + crate::blas::Gemm>(q: &[T], k: &[T], v: &[T], g: &[T
                 dr[j] = pr[j] * (dr[j] - dot) * scale;
             }
         }
-        T::gemm_block(false, false, t, d, t, 0, &dp, k, dq);
-        T::gemm_block(true, false, t, d, t, 0, &dp, q, dk);
+        T::gemm_block(false, false, t, hd, t, 0, dp, k, dq);
+        T::gemm_block(true, false, t, hd, t, 0, dp, q, dk);
+    });
+    let mut out = vec![T::zero(); s.b * t * 3 * s.d()];
+    let block = s.h * 3 * t * hd;
+    out.par_chunks_mut(t * 3 * s.d()).zip(heads.par_chunks(block)).for_each(|(o, hs)| {
+        // [h, 3, t, hd] → [3, h, t, hd], the order `scatter` reads.
+        let mut by_part = vec![T::zero(); block];
+        for hh in 0..s.h {
+            for part in 0..3 {
+                let from = (hh * 3 + part) * t * hd;
+                let to = (part * s.h + hh) * t * hd;
+                by_part[to..to + t * hd].copy_from_slice(&hs[from..from + t * hd]);
+            }
+        }
+        s.scatter(&by_part, 3, o);
     });
     out
 }
 
-/// q, k, v `[b, h, t, d]` alike and the key mask `[b, t]`.
+/// qkv `[b, t, 3·d]` with `d` a multiple of `n_head`, the key mask `[b, t]`.
 #[cfg(feature = "openblas")]
-fn attention_dims(ls: &[&Layout]) -> Result<(usize, usize, usize, usize)> {
-    let dims = ls[0].shape().dims4()?;
-    if ls[1].shape().dims4()? != dims || ls[2].shape().dims4()? != dims || ls[3].dims() != [dims.0, dims.2] {
-        candle_core::bail!("rl-attention: q {:?}, k {:?}, v {:?}, mask {:?}", ls[0].dims(), ls[1].dims(), ls[2].dims(), ls[3].dims())
+fn attention_dims(ls: &[&Layout], n_head: usize) -> Result<Heads> {
+    let (b, t, w) = ls[0].shape().dims3()?;
+    if n_head == 0 || w % (3 * n_head) != 0 || ls[1].dims() != [b, t] {
+        candle_core::bail!("rl-attention: qkv {:?} with {n_head} heads, mask {:?}", ls[0].dims(), ls[1].dims())
     }
-    Ok(dims)
+    Ok(Heads { b, t, h: n_head, hd: w / 3 / n_head })
 }
 
 #[cfg(feature = "openblas")]
 impl Kernel for Attention {
     const NAME: &'static str = "rl-attention";
-    /// Inputs q, k, v, mask.
+    /// Inputs qkv, mask.
     fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
-        let dims = attention_dims(ls)?;
+        let s = attention_dims(ls, self.n_head)?;
         let scale = T::from(self.scale).expect("a float");
-        Ok((attention_fwd(xs[0], xs[1], xs[2], xs[3], dims, scale), ls[0].shape().clone()))
+        Ok((attention_fwd(xs[0], xs[1], s, scale), Shape::from((s.b, s.t, s.d()))))
     }
 }
 
 #[cfg(feature = "openblas")]
-impl CustomOp3 for Attention {
+impl CustomOp1 for Attention {
     fn name(&self) -> &'static str {
         Self::NAME
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
         let (mask, ml) = held(&self.mask)?;
-        dispatch(self, &[(s1, l1), (s2, l2), (s3, l3), (cpu(&mask), ml)])
+        dispatch(self, &[(s1, l1), (cpu(&mask), ml)])
     }
 
-    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _o: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let packed = q.apply_op3_no_bwd(k, v, &AttentionBwd { mask: self.mask.clone(), g: g.contiguous()?, scale: self.scale })?;
-        let (dq, dk, dv) = (packed.get(0)?, packed.get(1)?, packed.get(2)?);
-        Ok((Some(dq), Some(dk), Some(dv)))
+    fn bwd(&self, qkv: &Tensor, _o: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let op = AttentionBwd { mask: self.mask.clone(), n_head: self.n_head, scale: self.scale };
+        Ok(Some(qkv.apply_op2_no_bwd(&g.contiguous()?, &op)?))
     }
 }
 
 #[cfg(feature = "openblas")]
 struct AttentionBwd {
     mask: Tensor,
-    g: Tensor,
+    n_head: usize,
     scale: f64,
 }
 
 #[cfg(feature = "openblas")]
 impl Kernel for AttentionBwd {
     const NAME: &'static str = "rl-attention-bwd";
-    /// Inputs q, k, v, mask, dO.
+    /// Inputs qkv, dO, mask.
     fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
-        let (b, h, t, d) = attention_dims(ls)?;
+        let s = attention_dims(&[ls[0], ls[2]], self.n_head)?;
+        if ls[1].dims() != [s.b, s.t, s.d()] {
+            candle_core::bail!("rl-attention-bwd: qkv {:?}, gradient {:?}", ls[0].dims(), ls[1].dims())
+        }
         let scale = T::from(self.scale).expect("a float");
-        Ok((attention_bwd(xs[0], xs[1], xs[2], xs[4], xs[3], (b, h, t, d), scale), Shape::from((3, b, h, t, d))))
+        Ok((attention_bwd(xs[0], xs[1], xs[2], s, scale), ls[0].shape().clone()))
     }
 }
 
 #[cfg(feature = "openblas")]
-impl CustomOp3 for AttentionBwd {
+impl CustomOp2 for AttentionBwd {
     fn name(&self) -> &'static str {
         Self::NAME
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (mask, ml) = held(&self.mask)?;
-        let (g, gl) = held(&self.g)?;
-        dispatch(self, &[(s1, l1), (s2, l2), (s3, l3), (cpu(&mask), ml), (cpu(&g), gl)])
+        dispatch(self, &[(s1, l1), (s2, l2), (cpu(&mask), ml)])
     }
 }
 
@@ -770,6 +918,88 @@ impl CustomOp3 for LayerNormBwd {
     }
 }
 
+/// One AdamW step for one parameter, in one pass: `theta`, `m`, `v`, `g` alike →
+/// `[3, ..]`: the new θ, m and v (`torch.optim.AdamW`'s arithmetic: decoupled weight decay,
+/// bias-corrected moments, `eps` after the square root). `None` when the fused kernels do not
+/// serve these tensors. (A chain of tensor ops makes ten passes and ten buffers per parameter.)
+pub fn adamw_update(theta: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, h: AdamWStep) -> Result<Option<Tensor>> {
+    if !use_fused(theta) || [m, v, g].iter().any(|t| t.dtype() != theta.dtype() || t.shape() != theta.shape()) {
+        return Ok(None);
+    }
+    let op = AdamW { h, g: g.contiguous()? };
+    Ok(Some(theta.contiguous()?.apply_op3_no_bwd(&m.contiguous()?, &v.contiguous()?, &op)?))
+}
+
+/// The constants of one AdamW step.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// 1 − β₁ᵗ and √(1 − β₂ᵗ).
+    pub bias1: f64,
+    pub bias2_sqrt: f64,
+}
+
+struct AdamW {
+    h: AdamWStep,
+    g: Tensor,
+}
+
+fn adamw_rows<T: Float + Send + Sync>(theta: &[T], m: &[T], v: &[T], g: &[T], h: AdamWStep) -> Vec<T> {
+    let n = theta.len();
+    let c = |x: f64| T::from(x).expect("a float");
+    let (b1, nb1, b2, nb2) = (c(h.beta1), c(1.0 - h.beta1), c(h.beta2), c(1.0 - h.beta2));
+    let (decay, inv_b2, eps, step) = (c(1.0 - h.lr * h.weight_decay), c(1.0 / h.bias2_sqrt), c(h.eps), c(h.lr / h.bias1));
+    let mut out = vec![T::zero(); 3 * n];
+    let (new_theta, rest) = out.split_at_mut(n);
+    let (new_m, new_v) = rest.split_at_mut(n);
+    new_theta.par_chunks_mut(MIN_PAR).zip(new_m.par_chunks_mut(MIN_PAR).zip(new_v.par_chunks_mut(MIN_PAR))).enumerate().for_each(|(i, (ot, (om, ov)))| {
+        let at = i * MIN_PAR;
+        for j in 0..ot.len() {
+            let (gj, k) = (g[at + j], at + j);
+            let mj = m[k] * b1 + gj * nb1;
+            let vj = v[k] * b2 + gj * gj * nb2;
+            let denom = vj.sqrt() * inv_b2 + eps;
+            ot[j] = theta[k] * decay - mj / denom * step;
+            om[j] = mj;
+            ov[j] = vj;
+        }
+    });
+    out
+}
+
+impl Kernel for AdamW {
+    const NAME: &'static str = "rl-adamw";
+    /// Inputs θ, m, v, g.
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let n = xs[0].len();
+        if xs.iter().any(|x| x.len() != n) {
+            candle_core::bail!("rl-adamw: θ, m, v and g differ in size")
+        }
+        let mut dims = vec![3];
+        dims.extend_from_slice(ls[0].dims());
+        Ok((adamw_rows(xs[0], xs[1], xs[2], xs[3], self.h), Shape::from(dims)))
+    }
+}
+
+impl CustomOp3 for AdamW {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (g, gl) = {
+            let (s, l) = self.g.storage_and_layout();
+            (s, l.clone())
+        };
+        let candle_core::Storage::Cpu(g) = &*g else { candle_core::bail!("rl-adamw: the gradient is not on the CPU") };
+        dispatch(self, &[(s1, l1), (s2, l2), (s3, l3), (g, &gl)])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -856,5 +1086,65 @@ mod tests {
         for v in [&x, &w, &b] {
             close(gf.get(v).unwrap(), gp.get(v).unwrap(), "layer norm grads");
         }
+    }
+
+    /// The one-node linear layer, the attention straight from `c_attn`'s output and the
+    /// one-pass AdamW step against the tensor-op forms they replace, values and gradients.
+    #[test]
+    fn fused_layers_match_the_tensor_op_forms() {
+        let dev = Device::Cpu;
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+            let diff = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            assert!(diff < 1e-10, "{what}: differ by {diff}");
+        };
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, 5, 6), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f64, 1.0, (6, 24), &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f64, 1.0, 24, &dev).unwrap()).unwrap();
+        let fused = linear(&x, &w, &b).unwrap();
+        let plain = x.reshape((10, 6)).unwrap().matmul(&w).unwrap().broadcast_add(&b).unwrap().reshape((2, 5, 24)).unwrap();
+        close(&fused, &plain, "linear");
+
+        // Attention of 2 heads of 4 over the 24 columns as q | k | v; the second row's last two
+        // positions are padding.
+        let keys = Tensor::new(&[[1f64, 1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0, 0.0]], &dev).unwrap();
+        let scale = 0.5;
+        let plain_attention = |qkv: &Tensor| -> Tensor {
+            let split = |i: usize| qkv.narrow(2, i * 8, 8).unwrap().reshape((2, 5, 2, 4)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+            let (q, k, v) = (split(0), split(1), split(2));
+            let p = causal_masked_softmax(&q.matmul(&k.t().unwrap()).unwrap(), &keys, scale).unwrap();
+            p.matmul(&v).unwrap().transpose(1, 2).unwrap().reshape((2, 5, 8)).unwrap()
+        };
+        // Without OpenBLAS the model itself takes the tensor-op path.
+        let yf = qkv_attention(&fused, &keys, 2, scale).unwrap().unwrap_or_else(|| plain_attention(&fused));
+        let yp = plain_attention(&plain);
+        let probe = Tensor::randn(0f64, 1.0, (2, 5, 8), &dev).unwrap();
+        close(&yf, &yp, "attention");
+        let gf = (yf * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (yp * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for (v, what) in [(&x, "x"), (&w, "w"), (&b, "b")] {
+            close(gf.get(v).unwrap(), gp.get(v).unwrap(), &format!("linear and attention grad {what}"));
+        }
+
+        // AdamW: one fused step against torch.optim.AdamW's formulas as tensor ops.
+        let t = || Tensor::randn(0f64, 1.0, 40, &dev).unwrap();
+        let (theta, m, v0, g) = (t(), t(), t().abs().unwrap(), t());
+        let h = AdamWStep {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            bias1: 1.0 - 0.9f64.powi(3),
+            bias2_sqrt: (1.0 - 0.999f64.powi(3)).sqrt(),
+        };
+        let packed = adamw_update(&theta, &m, &v0, &g, h).unwrap().expect("served on the CPU");
+        let m1 = ((&m * 0.9).unwrap() + (&g * 0.1).unwrap()).unwrap();
+        let v1 = ((&v0 * 0.999).unwrap() + (g.sqr().unwrap() * 0.001).unwrap()).unwrap();
+        let denom = ((v1.sqrt().unwrap() / h.bias2_sqrt).unwrap() + 1e-8).unwrap();
+        let theta1 = ((&theta * (1.0 - 1e-2 * 0.1)).unwrap() - ((&m1 / denom).unwrap() * (1e-2 / h.bias1)).unwrap()).unwrap();
+        close(&packed.get(0).unwrap(), &theta1, "adamw θ");
+        close(&packed.get(1).unwrap(), &m1, "adamw m");
+        close(&packed.get(2).unwrap(), &v1, "adamw v");
     }
 }

@@ -113,8 +113,16 @@ impl AdamW {
         let t = self.step as i32;
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let h = crate::ops::AdamWStep { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay, bias1, bias2_sqrt };
         for (i, (_, var)) in self.params.iter().enumerate() {
             let Some(g) = &grads.sums[i] else { continue };
+            // One pass per parameter on the CPU (the new θ, m and v side by side).
+            if let Some(packed) = crate::ops::adamw_update(var.as_tensor(), &self.m[i], &self.v[i], g, h)? {
+                var.set(&packed.get(0)?)?;
+                self.m[i] = packed.get(1)?;
+                self.v[i] = packed.get(2)?;
+                continue;
+            }
             let m = ((&self.m[i] * c.beta1)? + (g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let theta = var.as_tensor();
