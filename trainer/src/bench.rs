@@ -1,7 +1,8 @@
 //! `rewardlab-train bench`: reward-model training steps and forward-only scoring for one fixed
 //! configuration (vocab 8192, n_embd 256, 4 layers, 4 heads, 128 tokens, 16 pairs a batch),
 //! timed, optionally side by side with the same model, loss and optimizer in PyTorch
-//! (`trainer/bench/bench_torch.py`).
+//! (`trainer/bench/bench_torch.py`). Under `mpirun -np N` (feature `mpi`) the 16 pairs are
+//! split over the ranks and the step includes the gradients' all-reduce, timed on its own.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -45,6 +46,9 @@ fn median(xs: &mut [f64]) -> f64 {
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = train::device(args.device)?;
     if args.ppo {
+        if crate::dist::world().size > 1 {
+            bail!("bench --ppo runs in one process (run it without mpirun)")
+        }
         return ppo_bench(args, &device);
     }
     let cfg = Config { vocab_size: VOCAB, n_positions: SEQ, n_embd: 256, n_layer: 4, n_head: 4, layer_norm_epsilon: 1e-5 };
@@ -57,21 +61,30 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .map(|_| RankingEx { seqs: (0..2).map(|_| (0..SEQ).map(|_| rng.below(VOCAB) as u32).collect()).collect(), ranks: vec![1, 2], margin: 0.0 })
         .collect();
     let batch: Vec<&RankingEx> = examples.iter().collect();
+    let world = crate::dist::world();
+    let mine = crate::dist::shard(&batch);
     let task = RewardTask { model: &model, device: device.clone(), pad: 0, centring: 0.0 };
     let mut opt = AdamW::new(params.clone(), AdamWConfig::default())?;
     let threads = candle_core::utils::get_num_threads();
-    eprintln!(
-        "candle: {} parameters, {PAIRS} pairs × 2 × {SEQ} tokens a step, {threads} threads, {device:?}",
-        params.iter().map(|(_, v)| v.elem_count()).sum::<usize>()
-    );
-    let (mut fwd, mut bwd, mut upd, mut step) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let n_params = params.iter().map(|(_, v)| v.elem_count()).sum::<usize>();
+    if crate::dist::is_root() {
+        eprintln!("candle: {n_params} parameters, {PAIRS} pairs × 2 × {SEQ} tokens a step, {} process(es) × {threads} threads, {device:?}", world.size);
+    }
+    crate::dist::broadcast_params(&params)?;
+    let (mut fwd, mut bwd, mut upd, mut step, mut reduce) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut reduced_bytes = 0;
     for i in 0..args.steps + 2 {
+        crate::dist::barrier();
         let t0 = Instant::now();
-        let (loss, _) = task.loss(&batch)?;
+        let (loss, _) = task.loss(mine)?;
         device.synchronize()?;
         let t1 = Instant::now();
         let mut grads = Grads::new(params.len());
         grads.add(&params, &(loss / PAIRS as f64)?.backward()?)?;
+        device.synchronize()?;
+        let tr = Instant::now();
+        reduced_bytes = grads.all_reduce(&params)?;
+        let tr = tr.elapsed().as_secs_f64() * 1e3;
         grads.clip(1.0)?;
         device.synchronize()?;
         let t2 = Instant::now();
@@ -80,11 +93,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let t3 = Instant::now();
         if i >= 2 {
             fwd.push((t1 - t0).as_secs_f64() * 1e3);
-            bwd.push((t2 - t1).as_secs_f64() * 1e3);
+            bwd.push((t2 - t1).as_secs_f64() * 1e3 - tr);
+            reduce.push(tr);
             upd.push((t3 - t2).as_secs_f64() * 1e3);
             step.push((t3 - t0).as_secs_f64() * 1e3);
         }
     }
+    crate::dist::check_params(&params)?;
     // Forward-only scoring of the same 32 sequences.
     let seqs: Vec<&[u32]> = examples.iter().flat_map(|e| e.seqs.iter().map(Vec::as_slice)).collect();
     let (ids, mask) = pad(&seqs, 0, &device)?;
@@ -106,8 +121,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "forward_ms": median(&mut fwd), "backward_ms": median(&mut bwd), "optimizer_ms": median(&mut upd),
         "score_ms_per_batch": score_ms, "score_sequences_per_s": (PAIRS * 2) as f64 / score_ms * 1e3,
         "score_tokens_per_s": tokens / score_ms * 1e3,
+        "processes": world.size, "parameters": n_params, "allreduce_ms": median(&mut reduce), "allreduce_bytes_per_step": reduced_bytes,
     });
+    if !crate::dist::is_root() {
+        return Ok(());
+    }
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!("{ours}");
+    if world.size > 1 {
+        println!(
+            "\n{} processes × {threads} threads: {ms:.1} ms a step ({:.0} tokens/s), of which the all-reduce of {:.2} MB took {:.2} ms",
+            world.size,
+            tokens / ms * 1e3,
+            reduced_bytes as f64 / 1e6,
+            f(&ours, "allreduce_ms")
+        );
+    }
     let Some(python) = &args.compare_torch else { return Ok(()) };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/bench_torch.py");
     let output = std::process::Command::new(python)
@@ -121,7 +150,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let line = String::from_utf8_lossy(&output.stdout);
     let torch: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap_or("")).context("bench_torch.py printed no JSON")?;
     println!("{}", torch);
-    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!("\n| per step ({threads} threads) | candle | PyTorch | candle / PyTorch |\n| --- | ---: | ---: | ---: |");
     for (label, key) in [
         ("train step ms", "ms_per_step"),
