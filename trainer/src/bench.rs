@@ -2,7 +2,9 @@
 //! configuration (vocab 8192, n_embd 256, 4 layers, 4 heads, 128 tokens, 16 pairs a batch),
 //! timed, optionally side by side with the same model, loss and optimizer in PyTorch
 //! (`trainer/bench/bench_torch.py`): the two sides alternate `--pairs` times and a Markdown
-//! table gives each figure's min and median per side and the ratio of the medians.
+//! table gives each figure's min and median per side and the ratio of the medians. Under
+//! `mpirun -np N` (feature `mpi`) the 16 pairs are split over the ranks and the step includes
+//! the gradients' all-reduce, also timed on its own.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -59,8 +61,15 @@ const FIGURES: [(&str, &str); 5] = [
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = train::device(args.device)?;
+    let world = crate::dist::world();
     if args.ppo {
+        if world.size > 1 {
+            bail!("bench --ppo runs in one process (run it without mpirun)")
+        }
         return ppo_bench(args, &device);
+    }
+    if world.size > 1 && args.compare_torch.is_some() {
+        bail!("bench --compare-torch runs in one process (run it without mpirun)")
     }
     let threads = candle_core::utils::get_num_threads();
     let pairs = args.pairs.max(1);
@@ -69,6 +78,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for pair in 0..pairs {
         let o = candle_side(args.steps, &device)?;
+        if !crate::dist::is_root() {
+            continue;
+        }
         eprintln!("pair {} of {pairs}: {o}", pair + 1);
         ours.push(o);
         if let Some(python) = &args.compare_torch {
@@ -76,6 +88,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             eprintln!("pair {} of {pairs}: {t}", pair + 1);
             theirs.push(t);
         }
+    }
+    if !crate::dist::is_root() {
+        return Ok(());
+    }
+    if world.size > 1 {
+        let o = &ours[ours.len() - 1];
+        let f = |k: &str| o[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "\n{} processes × {threads} threads: {:.1} ms a step ({:.0} tokens/s); the all-reduce of {:.2} MB took {:.2} ms in the step \
+             (with waiting for the slower rank), {:.2} ms alone",
+            world.size,
+            f("ms_per_step"),
+            f("tokens_per_s"),
+            f("allreduce_bytes_per_step") / 1e6,
+            f("allreduce_ms"),
+            f("allreduce_alone_ms")
+        );
     }
     let stats = |runs: &[serde_json::Value], key: &str| -> (f64, f64) {
         let mut xs: Vec<f64> = runs.iter().map(|r| r[key].as_f64().unwrap_or(f64::NAN)).collect();
@@ -133,17 +162,26 @@ fn candle_side(steps: usize, device: &candle_core::Device) -> Result<serde_json:
         .map(|_| RankingEx { seqs: (0..2).map(|_| (0..SEQ).map(|_| rng.below(VOCAB) as u32).collect()).collect(), ranks: vec![1, 2], margin: 0.0 })
         .collect();
     let batch: Vec<&RankingEx> = examples.iter().collect();
+    let world = crate::dist::world();
+    let mine = crate::dist::shard(&batch);
     let task = RewardTask { model: &model, device: device.clone(), pad: 0, centring: 0.0 };
     let mut opt = AdamW::new(params.clone(), AdamWConfig::default())?;
     let threads = candle_core::utils::get_num_threads();
-    let (mut fwd, mut bwd, mut upd, mut step) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    crate::dist::broadcast_params(&params)?;
+    let (mut fwd, mut bwd, mut upd, mut step, mut reduce) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut reduced_bytes = 0;
     for i in 0..steps + 2 {
+        crate::dist::barrier();
         let t0 = Instant::now();
-        let (loss, _) = task.loss(&batch)?;
+        let (loss, _) = task.loss(mine)?;
         device.synchronize()?;
         let t1 = Instant::now();
         let mut grads = Grads::new(params.len());
         grads.add(&params, &(loss / PAIRS as f64)?.backward()?)?;
+        device.synchronize()?;
+        let tr = Instant::now();
+        reduced_bytes = grads.all_reduce(&params)?;
+        let tr = tr.elapsed().as_secs_f64() * 1e3;
         grads.clip(1.0)?;
         device.synchronize()?;
         let t2 = Instant::now();
@@ -152,11 +190,25 @@ fn candle_side(steps: usize, device: &candle_core::Device) -> Result<serde_json:
         let t3 = Instant::now();
         if i >= 2 {
             fwd.push((t1 - t0).as_secs_f64() * 1e3);
-            bwd.push((t2 - t1).as_secs_f64() * 1e3);
+            bwd.push((t2 - t1).as_secs_f64() * 1e3 - tr);
+            reduce.push(tr);
             upd.push((t3 - t2).as_secs_f64() * 1e3);
             step.push((t3 - t0).as_secs_f64() * 1e3);
         }
     }
+    crate::dist::check_params(&params)?;
+    // The all-reduce alone, all ranks lined up first: its cost without waiting for a slower rank.
+    let mut pure = Vec::new();
+    if world.size > 1 {
+        let mut buf = vec![1f32; reduced_bytes / 4];
+        for _ in 0..steps {
+            crate::dist::barrier();
+            let t0 = Instant::now();
+            crate::dist::all_reduce_f32(&mut buf);
+            pure.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let pure_ms = if pure.is_empty() { 0.0 } else { median(&mut pure) };
     // Forward-only scoring of the same 32 sequences.
     let seqs: Vec<&[u32]> = examples.iter().flat_map(|e| e.seqs.iter().map(Vec::as_slice)).collect();
     let (ids, mask) = pad(&seqs, 0, device)?;
@@ -179,6 +231,8 @@ fn candle_side(steps: usize, device: &candle_core::Device) -> Result<serde_json:
         "forward_ms": median(&mut fwd), "backward_ms": median(&mut bwd), "optimizer_ms": median(&mut upd),
         "score_ms_per_batch": score_ms, "score_sequences_per_s": (PAIRS * 2) as f64 / score_ms * 1e3,
         "score_tokens_per_s": tokens / score_ms * 1e3,
+        "processes": world.size, "allreduce_ms": if reduce.is_empty() { 0.0 } else { median(&mut reduce) }, "allreduce_bytes_per_step": reduced_bytes,
+        "allreduce_alone_ms": pure_ms,
     }))
 }
 

@@ -102,15 +102,15 @@ fn encode_pairs(tok: &Tok, rankings: &[Ranking], max_len: usize) -> Result<Vec<(
     Ok(pairs)
 }
 
-/// Attaches the frozen reference's log-probabilities.
+/// Attaches the frozen reference's log-probabilities (with several ranks each computes its
+/// shard's and they are gathered).
 fn with_reference(reference: &LmModel, pairs: Vec<(DemoEx, DemoEx)>, pad: u32, device: &Device) -> Result<Vec<PairEx>> {
-    let mut out = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(16) {
+    let mut out = Vec::with_capacity(pairs.len() * 2);
+    for chunk in crate::dist::shard(&pairs).chunks(16) {
         let seqs: Vec<&DemoEx> = chunk.iter().flat_map(|(c, r)| [c, r]).collect();
-        let lp: Vec<f32> = logprobs(reference, &seqs, pad, device)?.detach().to_vec1()?;
-        out.extend(lp.chunks(2).map(|l| (l[0], l[1])).collect::<Vec<_>>());
+        out.extend(logprobs(reference, &seqs, pad, device)?.detach().to_vec1::<f32>()?);
     }
-    let refs: Vec<(f32, f32)> = out;
+    let refs: Vec<(f32, f32)> = crate::dist::all_gather_f32(&out).chunks(2).map(|l| (l[0], l[1])).collect();
     Ok(pairs.into_iter().zip(refs).map(|((chosen, rejected), (ref_chosen, ref_rejected))| PairEx { chosen, rejected, ref_chosen, ref_rejected }).collect())
 }
 
@@ -134,7 +134,9 @@ pub fn run(args: &DpoArgs) -> Result<()> {
     let val_x = with_reference(&reference, encode_pairs(&tok, &val_r, max_len)?, tok.eos(), &device)?;
     drop(reference);
     eprintln!("dpo: {} training and {} validation pairs, β {}, on {:?}", train_x.len(), val_x.len(), args.beta, device);
-    setup::save_tokenizer(&tok, &args.out, max_len)?;
+    if crate::dist::is_root() {
+        setup::save_tokenizer(&tok, &args.out, max_len)?;
+    }
     let task = DpoTask { model: &model, device: device.clone(), pad: tok.eos(), beta: args.beta };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
     // A policy trained from scratch here learns at a small model's rate (1e-3, not 1e-5).
@@ -146,7 +148,9 @@ pub fn run(args: &DpoArgs) -> Result<()> {
     };
     let extra = json!({"rewardlab": {"max_len": max_len, "dpo_beta": args.beta, "reference": args.policy.display().to_string(), "from_scratch": from_scratch,
                                      "validation": outcome.validation}});
-    save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
+    if crate::dist::is_root() {
+        save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
+    }
     metrics.emit(&MetricEvent::Done(Done { step: Some(outcome.state.step), validation: outcome.validation.clone(), ..Done::default() }))?;
     if let Some(v) = outcome.validation.as_ref().map(|v| &v.report) {
         eprintln!(

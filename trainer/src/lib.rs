@@ -8,6 +8,7 @@ pub mod bench;
 pub mod blas;
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod dpo;
 pub mod generate;
 pub mod gpt2;

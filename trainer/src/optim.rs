@@ -43,6 +43,37 @@ impl Grads {
         Ok(())
     }
 
+    /// Sums the gradients over the ranks (see [`crate::dist`]): every parameter's gradient is
+    /// flattened into ONE f32 buffer, followed by one flag per parameter (1 where this rank
+    /// has a gradient for it), and the buffer is all-reduced once; a parameter then has a
+    /// gradient when any rank had one, as it would in one process over the whole batch.
+    /// Returns the bytes of the buffer. Nothing happens with one rank.
+    pub fn all_reduce(&mut self, params: &[(String, Var)]) -> Result<usize> {
+        if crate::dist::world().size == 1 {
+            return Ok(0);
+        }
+        let sizes: Vec<usize> = params.iter().map(|(_, v)| v.elem_count()).collect();
+        let total: usize = sizes.iter().sum();
+        let mut flat = Vec::with_capacity(total + params.len());
+        for (sum, &n) in self.sums.iter().zip(&sizes) {
+            match sum {
+                Some(g) => flat.extend(g.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?),
+                None => flat.extend(std::iter::repeat_n(0f32, n)),
+            }
+        }
+        flat.extend(self.sums.iter().map(|s| f32::from(u8::from(s.is_some()))));
+        crate::dist::all_reduce_f32(&mut flat);
+        let mut offset = 0;
+        for (i, ((_, var), &n)) in params.iter().zip(&sizes).enumerate() {
+            self.sums[i] = match flat[total + i] > 0.0 {
+                true => Some(Tensor::from_slice(&flat[offset..offset + n], var.shape(), var.device())?.to_dtype(var.dtype())?),
+                false => None,
+            };
+            offset += n;
+        }
+        Ok(flat.len() * 4)
+    }
+
     /// The global L2 norm of all gradients.
     pub fn norm(&self) -> Result<f64> {
         let mut total = 0f64;

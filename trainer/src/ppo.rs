@@ -42,6 +42,22 @@ pub fn gae(rewards: &[f64], values: &[f64], gamma: f64, lam: f64) -> (Vec<f64>, 
     (adv, returns)
 }
 
+/// [`whiten`] over the values of every rank together: the count and sum, then the squared
+/// deviations from the global mean, are all-reduced (the same two passes as one process).
+pub fn whiten_across_ranks(xs: &mut [f64]) {
+    let mut first = [xs.len() as f64, xs.iter().sum::<f64>()];
+    crate::dist::all_reduce_f64(&mut first);
+    let [n, sum] = first;
+    if n < 2.0 {
+        return;
+    }
+    let mean = sum / n;
+    let mut dev = [xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>()];
+    crate::dist::all_reduce_f64(&mut dev);
+    let inv = 1.0 / (dev[0] / (n - 1.0) + 1e-8).sqrt();
+    xs.iter_mut().for_each(|x| *x = (*x - mean) * inv);
+}
+
 /// Whitens in place: mean 0, unit (unbiased) variance, as TRL's `masked_whiten`.
 pub fn whiten(xs: &mut [f64]) {
     let n = xs.len() as f64;
@@ -66,8 +82,26 @@ pub struct LossStats {
     pub ratio_var: f64,
 }
 
-fn masked_mean(x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-    (x * mask)?.sum_all()? / mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64
+impl LossStats {
+    fn to_array(&self) -> [f64; 7] {
+        [self.pg_loss, self.vf_loss, self.pg_clipfrac, self.vf_clipfrac, self.approxkl, self.ratio_mean, self.ratio_var]
+    }
+
+    fn from_array(a: [f64; 7]) -> Self {
+        let [pg_loss, vf_loss, pg_clipfrac, vf_clipfrac, approxkl, ratio_mean, ratio_var] = a;
+        Self { pg_loss, vf_loss, pg_clipfrac, vf_clipfrac, approxkl, ratio_mean, ratio_var }
+    }
+
+    /// From the additive parts of [`ppo_loss_part`] (summed over ranks): the ratio's mean and
+    /// variance from the sums of (ρ − 1) and (ρ − 1)².
+    fn finish(self) -> Self {
+        Self { ratio_mean: 1.0 + self.ratio_mean, ratio_var: (self.ratio_var - self.ratio_mean * self.ratio_mean).max(0.0), ..self }
+    }
+}
+
+/// Sum over the masked tokens of `x`, divided by `denom`.
+fn masked_part(x: &Tensor, mask: &Tensor, denom: f64) -> candle_core::Result<Tensor> {
+    (x * mask)?.sum_all()? / denom
 }
 
 fn scalar(t: &Tensor) -> candle_core::Result<f64> {
@@ -89,6 +123,30 @@ pub fn ppo_loss(
     cliprange_value: f64,
     vf_coef: f64,
 ) -> candle_core::Result<(Tensor, LossStats)> {
+    let denom = mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+    let (loss, parts) = ppo_loss_part(new_logp, old_logp, adv, new_v, old_v, returns, mask, denom, cliprange, cliprange_value, vf_coef)?;
+    Ok((loss, parts.finish()))
+}
+
+/// [`ppo_loss`] over a part of a minibatch (one rank's shard) whose masked tokens are divided
+/// by the whole minibatch's token count `denom`: the parts' losses, gradients and statistics
+/// add up over the ranks to the minibatch's. The statistics come back as additive parts (the
+/// ratio's as sums of ρ − 1 and (ρ − 1)²; [`LossStats::finish`] makes them a mean and variance).
+#[allow(clippy::too_many_arguments)]
+pub fn ppo_loss_part(
+    new_logp: &Tensor,
+    old_logp: &Tensor,
+    adv: &Tensor,
+    new_v: &Tensor,
+    old_v: &Tensor,
+    returns: &Tensor,
+    mask: &Tensor,
+    denom: f64,
+    cliprange: f64,
+    cliprange_value: f64,
+    vf_coef: f64,
+) -> candle_core::Result<(Tensor, LossStats)> {
+    let masked_mean = |x: &Tensor, mask: &Tensor| masked_part(x, mask, denom);
     let v_clipped = (old_v + (new_v - old_v)?.clamp(-cliprange_value, cliprange_value)?)?;
     let vf1 = (new_v - returns)?.sqr()?;
     let vf2 = (&v_clipped - returns)?.sqr()?;
@@ -99,15 +157,17 @@ pub fn ppo_loss(
     let pg2 = (adv.neg()? * ratio.clamp(1.0 - cliprange, 1.0 + cliprange)?)?;
     let pg_loss = masked_mean(&pg1.maximum(&pg2)?, mask)?;
     let loss = (&pg_loss + (&vf_loss * vf_coef)?)?;
-    let ratio_mean = scalar(&masked_mean(&ratio, mask)?)?;
+    // The ratio's moments in f64 about 1 (where it lies), so the variance from summed parts
+    // loses nothing to cancellation.
+    let (r1, m64) = ((ratio.detach().to_dtype(DType::F64)? - 1.0)?, mask.to_dtype(DType::F64)?);
     let stats = LossStats {
         pg_loss: scalar(&pg_loss)?,
         vf_loss: scalar(&vf_loss)?,
         pg_clipfrac: scalar(&masked_mean(&pg2.gt(&pg1)?.to_dtype(mask.dtype())?, mask)?)?,
         vf_clipfrac: scalar(&masked_mean(&vf2.gt(&vf1)?.to_dtype(mask.dtype())?, mask)?)?,
         approxkl: scalar(&(masked_mean(&logratio.sqr()?, mask)? * 0.5)?)?,
-        ratio_mean,
-        ratio_var: scalar(&masked_mean(&(ratio - ratio_mean)?.sqr()?, mask)?)?,
+        ratio_mean: scalar(&masked_mean(&r1, &m64)?)?,
+        ratio_var: scalar(&masked_mean(&r1.sqr()?, &m64)?)?,
     };
     Ok((loss, stats))
 }
@@ -125,6 +185,67 @@ pub struct Rollout {
     pub values: Vec<f32>,
     pub adv: Vec<f32>,
     pub returns: Vec<f32>,
+}
+
+/// Rollouts as bytes, to hand them to the other ranks.
+fn encode_rollouts(rollouts: &[Rollout]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let u32s = |out: &mut Vec<u8>, v: &[u32]| {
+        out.extend((v.len() as u32).to_le_bytes());
+        v.iter().for_each(|x| out.extend(x.to_le_bytes()));
+    };
+    let f32s = |out: &mut Vec<u8>, v: &[f32]| {
+        out.extend((v.len() as u32).to_le_bytes());
+        v.iter().for_each(|x| out.extend(x.to_le_bytes()));
+    };
+    for r in rollouts {
+        u32s(&mut out, &r.query);
+        u32s(&mut out, &r.response);
+        out.push(u8::from(r.eos));
+        out.extend(r.score.to_le_bytes());
+        for v in [&r.old_logp, &r.ref_logp, &r.values, &r.adv, &r.returns] {
+            f32s(&mut out, v);
+        }
+    }
+    out
+}
+
+/// A cursor over another rank's rollout bytes.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let s = self.bytes.get(self.at..self.at + n).context("a truncated rollout from another rank")?;
+        self.at += n;
+        Ok(s)
+    }
+
+    fn words(&mut self) -> Result<impl Iterator<Item = [u8; 4]> + 'a> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into()?) as usize;
+        Ok(self.take(4 * n)?.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]))
+    }
+
+    fn f32s(&mut self) -> Result<Vec<f32>> {
+        Ok(self.words()?.map(f32::from_le_bytes).collect())
+    }
+}
+
+/// The rollouts [`encode_rollouts`] wrote.
+fn decode_rollouts(bytes: &[u8]) -> Result<Vec<Rollout>> {
+    let mut r = Reader { bytes, at: 0 };
+    let mut out = Vec::new();
+    while r.at < bytes.len() {
+        let query = r.words()?.map(u32::from_le_bytes).collect();
+        let response = r.words()?.map(u32::from_le_bytes).collect();
+        let eos = r.take(1)?[0] == 1;
+        let score = f64::from_le_bytes(r.take(8)?.try_into()?);
+        let (old_logp, ref_logp, values, adv, returns) = (r.f32s()?, r.f32s()?, r.f32s()?, r.f32s()?, r.f32s()?);
+        out.push(Rollout { query, response, eos, score, old_logp, ref_logp, values, adv, returns });
+    }
+    Ok(out)
 }
 
 /// Rows of `x` `[b, t, ..]` at each rollout's response positions (the positions that predict
@@ -289,6 +410,9 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         opt.load(&c.join("optimizer.safetensors"), saved.adam_step)?;
         state = saved;
     }
+    // Every rank starts from rank 0's weights.
+    crate::dist::broadcast_params(&all)?;
+    let world = crate::dist::world();
     let queries: Vec<Vec<u32>> = {
         let texts: Vec<String> = prompts.iter().map(|p| p.1.clone()).collect();
         let room = pcfg.n_positions.saturating_sub(args.max_new_tokens).max(1);
@@ -305,7 +429,10 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         args.target_kl.map_or(String::new(), |t| format!(" (adaptive, target KL {t})")),
         device
     );
-    let bar = indicatif::ProgressBar::new(args.iterations).with_position(state.iteration);
+    let bar = match crate::dist::is_root() {
+        true => indicatif::ProgressBar::new(args.iterations).with_position(state.iteration),
+        false => indicatif::ProgressBar::hidden(),
+    };
     let sampling = SamplingOpts { temperature: args.temperature, top_p: 1.0, max_new_tokens: args.max_new_tokens, seed: args.seed };
     while state.iteration < args.iterations {
         let it = state.iteration;
@@ -327,9 +454,16 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         // autograd graph is recorded for generation or the old log-probabilities and values.
         let snapshot = setup::frozen(&policy_params, &device, |vb| LmModel::new(&pcfg, vb))?;
         let value_snapshot = setup::frozen(&value_params, &device, |vb| RewardModel::new(&vcfg, vb))?;
+        // With several ranks each samples, scores and evaluates its shard of the rollouts (each
+        // rollout with the random stream of its place in the whole batch).
+        let mine = crate::dist::shard_range(picks.len(), world);
+        let picks = &picks[mine.clone()];
         let batch_queries: Vec<Vec<u32>> = picks.iter().map(|&p| queries[p].clone()).collect();
-        let mut rngs: Vec<Rng> = (0..args.batch_size).map(|i| Rng::derived(args.seed, "rollout", it * 1_000_003 + i as u64)).collect();
-        let conts = generate_batch(&snapshot, &batch_queries, tok.eos(), &sampling, &mut rngs, true, &device)?;
+        let mut rngs: Vec<Rng> = mine.map(|i| Rng::derived(args.seed, "rollout", it * 1_000_003 + i as u64)).collect();
+        let conts = match batch_queries.is_empty() {
+            true => Vec::new(),
+            false => generate_batch(&snapshot, &batch_queries, tok.eos(), &sampling, &mut rngs, true, &device)?,
+        };
         let gen_s = t0.elapsed().as_secs_f64();
         // 2. Scores from the reward model.
         let t1 = Instant::now();
@@ -382,13 +516,21 @@ pub fn run(args: &PpoArgs) -> Result<()> {
             ro.adv = adv.iter().map(|&a| a as f32).collect();
             ro.returns = ret.iter().map(|&r| r as f32).collect();
         }
-        whiten(&mut all_adv);
+        // Advantages whitened over every rank's tokens; the KL and entropy summed over ranks.
+        whiten_across_ranks(&mut all_adv);
         let mut k = 0;
         for ro in &mut rollouts {
             for a in ro.adv.iter_mut() {
                 *a = all_adv[k] as f32;
                 k += 1;
             }
+        }
+        let mut sums = [kl_sum, entropy_sum, token_count as f64];
+        crate::dist::all_reduce_f64(&mut sums);
+        let [kl_sum, entropy_sum, token_count] = sums;
+        // Every rank gets every rollout, so each can take its shard of every minibatch.
+        if world.size > 1 {
+            rollouts = crate::dist::all_gather_bytes(&encode_rollouts(&rollouts)).iter().map(|b| decode_rollouts(b)).collect::<Result<Vec<_>>>()?.concat();
         }
         // 4. PPO epochs over shuffled minibatches.
         let mut sums = LossStats::default();
@@ -397,25 +539,37 @@ pub fn run(args: &PpoArgs) -> Result<()> {
             let mut order: Vec<usize> = (0..rollouts.len()).collect();
             Rng::derived(args.seed, "ppo-epoch", it * 1_000 + epoch as u64).shuffle(&mut order);
             for mb in order.chunks(args.mini_batch_size.max(1)) {
-                let refs: Vec<&Rollout> = mb.iter().map(|&i| &rollouts[i]).collect();
-                let b = batch(&refs, tok.eos(), &device)?;
-                let (new_logp, _) = policy_logprobs(&policy, &refs, &b, args.temperature)?;
-                let new_v = values(&value, &refs, &b)?;
-                let col = |f: fn(&Rollout) -> &[f32]| padded(&refs.iter().map(|r| f(r)).collect::<Vec<_>>(), b.r, &device);
-                let (loss, st) = ppo_loss(
-                    &new_logp,
-                    &col(|r| &r.old_logp)?,
-                    &col(|r| &r.adv)?,
-                    &new_v,
-                    &col(|r| &r.values)?,
-                    &col(|r| &r.returns)?,
-                    &b.resp_mask,
-                    args.cliprange,
-                    args.cliprange_value,
-                    args.vf_coef,
-                )?;
+                // This rank's shard of the minibatch; losses are divided by the whole
+                // minibatch's response tokens, so the ranks' gradients add up to its gradient.
+                let denom = mb.iter().map(|&i| rollouts[i].response.len()).sum::<usize>().max(1) as f64;
+                let refs: Vec<&Rollout> = crate::dist::shard(mb).iter().map(|&i| &rollouts[i]).collect();
                 let mut grads = Grads::new(all.len());
-                grads.add(&all, &loss.backward()?)?;
+                let mut st = LossStats::default();
+                if !refs.is_empty() {
+                    let b = batch(&refs, tok.eos(), &device)?;
+                    let (new_logp, _) = policy_logprobs(&policy, &refs, &b, args.temperature)?;
+                    let new_v = values(&value, &refs, &b)?;
+                    let col = |f: fn(&Rollout) -> &[f32]| padded(&refs.iter().map(|r| f(r)).collect::<Vec<_>>(), b.r, &device);
+                    let loss;
+                    (loss, st) = ppo_loss_part(
+                        &new_logp,
+                        &col(|r| &r.old_logp)?,
+                        &col(|r| &r.adv)?,
+                        &new_v,
+                        &col(|r| &r.values)?,
+                        &col(|r| &r.returns)?,
+                        &b.resp_mask,
+                        denom,
+                        args.cliprange,
+                        args.cliprange_value,
+                        args.vf_coef,
+                    )?;
+                    grads.add(&all, &loss.backward()?)?;
+                }
+                grads.all_reduce(&all)?;
+                let mut parts = st.to_array();
+                crate::dist::all_reduce_f64(&mut parts);
+                let st = LossStats::from_array(parts).finish();
                 grads.clip(args.max_grad_norm)?;
                 opt.step(&grads, lr)?;
                 for (s, v) in [
@@ -453,7 +607,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
             non_score_reward: non_score,
             rlhf_reward: mean_score + non_score,
             kl_coef: coef_used,
-            entropy: entropy_sum / token_count.max(1) as f64,
+            entropy: entropy_sum / token_count.max(1.0),
             approxkl: m(sums.approxkl),
             clipfrac: m(sums.pg_clipfrac),
             ratio_mean: m(sums.ratio_mean),
@@ -469,7 +623,10 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         bar.set_message(format!("score {mean_score:.3} kl {kl:.3}"));
         let last = state.iteration == args.iterations;
         if last || (args.save_every > 0 && state.iteration.is_multiple_of(args.save_every)) {
-            save_checkpoint(args, &state, &opt, &policy_params, &pcfg, &value_params, &vcfg, &tok)?;
+            crate::dist::check_params(&all)?;
+            if crate::dist::is_root() {
+                save_checkpoint(args, &state, &opt, &policy_params, &pcfg, &value_params, &vcfg, &tok)?;
+            }
         }
         if args.stop_after == Some(state.iteration) && !last {
             bar.abandon_with_message(format!("stopped after iteration {} (--stop-after)", state.iteration));
@@ -477,6 +634,9 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    if !crate::dist::is_root() {
+        return Ok(());
+    }
     let extra = json!({"rewardlab": {"from_scratch": from_scratch, "ppo": {"reward_model": args.reward_model.display().to_string(),
         "iterations": args.iterations, "final_kl_coef": state.kl_coef, "reference": args.policy.display().to_string(), "lr": lr,
         "value_init": if value_from_rm { "reward model" } else { "policy" }}}});

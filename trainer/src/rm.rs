@@ -159,6 +159,7 @@ fn train_member(args: &RmArgs, train_r: &[Ranking], val_r: &[Ranking]) -> Result
     let source = Source::new(opts.resume.as_deref(), args.init.as_deref())?;
     let texts = train_r.iter().flat_map(|r| std::iter::once(r.prompt.as_str()).chain(r.responses.iter().map(String::as_str)));
     let tok = setup::tokenizer(&source, texts, &args.model)?;
+    crate::dist::agree("the tokenizer", tok.fingerprint())?;
     let cfg = setup::config(&source, &args.model, &tok)?;
     let max_len = args.model.max_len.min(cfg.n_positions);
     let (model, params) = setup::variables(&source, &cfg, opts.seed, &device, |vb| RewardModel::new(&cfg, vb))?;
@@ -177,7 +178,9 @@ fn train_member(args: &RmArgs, train_r: &[Ranking], val_r: &[Ranking]) -> Result
         cfg.vocab_size,
         device
     );
-    setup::save_tokenizer(&tok, &args.out, max_len)?;
+    if crate::dist::is_root() {
+        setup::save_tokenizer(&tok, &args.out, max_len)?;
+    }
     let task = RewardTask { model: &model, device: device.clone(), pad: tok.eos(), centring: args.center_rewards };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
     let from_scratch = crate::checkpoint::lineage_from_scratch(args.init.as_deref());
@@ -198,7 +201,11 @@ fn train_member(args: &RmArgs, train_r: &[Ranking], val_r: &[Ranking]) -> Result
         "reference": args.reference.as_ref().map_or("training responses".to_string(), |p| p.display().to_string()),
         "reference_texts": reference.len(), "validation": outcome.validation,
     }});
-    save_model(&args.out, &cfg, ModelKind::Reward, &params, tok.eos(), Some(&extra))?;
+    if crate::dist::is_root() {
+        save_model(&args.out, &cfg, ModelKind::Reward, &params, tok.eos(), Some(&extra))?;
+    }
+    // The next ensemble member reads the tokenizer rank 0 has just written.
+    crate::dist::barrier();
     let done =
         Done { step: Some(outcome.state.step), reward_bias: Some(bias), reward_std: Some(std), validation: outcome.validation.clone(), ..Done::default() };
     metrics.emit(&MetricEvent::Done(done))?;
@@ -258,6 +265,9 @@ pub fn run(args: &RmArgs) -> Result<()> {
         report["pairs"],
     );
     // Recorded beside member 0's own figures, where `score` and people look.
+    if !crate::dist::is_root() {
+        return Ok(());
+    }
     let path = args.out.join("config.json");
     let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
     config["rewardlab"]["ensemble"] = report;

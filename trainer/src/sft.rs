@@ -117,6 +117,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
     let source = Source::new(opts.resume.as_deref(), args.init.as_deref())?;
     let texts = train_d.iter().flat_map(|d| [d.prompt.as_str(), d.completion.as_str()]);
     let tok = setup::tokenizer(&source, texts, &args.model)?;
+    crate::dist::agree("the tokenizer", tok.fingerprint())?;
     let cfg = setup::config(&source, &args.model, &tok)?;
     let max_len = args.model.max_len.min(cfg.n_positions);
     let (model, params) = setup::variables(&source, &cfg, opts.seed, &device, |vb| LmModel::new(&cfg, vb))?;
@@ -130,7 +131,9 @@ pub fn run(args: &SftArgs) -> Result<()> {
         params.iter().map(|(_, v)| v.elem_count()).sum::<usize>(),
         device
     );
-    setup::save_tokenizer(&tok, &args.out, max_len)?;
+    if crate::dist::is_root() {
+        setup::save_tokenizer(&tok, &args.out, max_len)?;
+    }
     let task = SftTask { model: &model, device: device.clone(), pad: tok.eos() };
     let mut metrics = Metrics::open(opts.metrics.as_deref())?;
     let from_scratch = crate::checkpoint::lineage_from_scratch(args.init.as_deref());
@@ -140,7 +143,9 @@ pub fn run(args: &SftArgs) -> Result<()> {
         return Ok(());
     };
     let extra = json!({"rewardlab": {"max_len": max_len, "from_scratch": from_scratch, "validation": outcome.validation}});
-    save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
+    if crate::dist::is_root() {
+        save_model(&args.out, &cfg, ModelKind::Lm, &params, tok.eos(), Some(&extra))?;
+    }
     metrics.emit(&MetricEvent::Done(Done { step: Some(outcome.state.step), validation: outcome.validation.clone(), ..Done::default() }))?;
     if let Some(v) = outcome.validation.as_ref().map(|v| &v.report) {
         eprintln!(

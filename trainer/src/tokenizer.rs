@@ -63,6 +63,14 @@ impl Tok {
         self.eos == other.eos && self.inner.get_vocab(true) == other.inner.get_vocab(true)
     }
 
+    /// A hash of the vocabulary (every token and its id), to check that processes agree.
+    pub fn fingerprint(&self) -> u64 {
+        let mut vocab: Vec<(String, u32)> = self.inner.get_vocab(true).into_iter().collect();
+        vocab.sort();
+        let text: String = vocab.iter().map(|(t, i)| format!("{i}\t{t}\n")).collect();
+        crate::rng::fnv1a(text.as_bytes())
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -62,6 +62,17 @@ impl Stats {
     pub fn accuracy(&self) -> f64 {
         self.correct / self.counted.max(1e-12)
     }
+
+    /// Sums the statistics over the ranks (one small all-reduce; nothing with one rank).
+    pub fn all_reduce(&mut self) {
+        if crate::dist::world().size == 1 {
+            return;
+        }
+        let mut v = [self.units, self.loss_sum, self.correct, self.counted, self.margin_sum, self.tokens as f64];
+        crate::dist::all_reduce_f64(&mut v);
+        [self.units, self.loss_sum, self.correct, self.counted, self.margin_sum] = [v[0], v[1], v[2], v[3], v[4]];
+        self.tokens = v[5] as usize;
+    }
 }
 
 /// One kind of training (reward model, SFT, …) as the loop sees it.
@@ -95,8 +106,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Only rank 0 writes metrics (the others' are dropped): one stream for the whole job.
     pub fn open(target: Option<&str>) -> Result<Self> {
         let out: Option<Box<dyn Write>> = match target {
+            _ if !crate::dist::is_root() => None,
             None => None,
             Some("-") => Some(Box::new(std::io::stdout())),
             Some(path) => {
@@ -135,10 +148,11 @@ pub fn micro_batches<'a, T: Task>(task: &T, batch: &[&'a T::Example], max_tokens
     out
 }
 
-/// Evaluates `examples` (no optimizer step): summed statistics over every micro-batch.
+/// Evaluates `examples` (no optimizer step): summed statistics over every micro-batch; with
+/// several ranks each evaluates its shard and the sums are all-reduced.
 pub fn evaluate<T: Task>(task: &T, examples: &[T::Example], opts: &TrainOpts) -> Result<Stats> {
     let mut total = Stats::default();
-    let refs: Vec<&T::Example> = examples.iter().collect();
+    let refs: Vec<&T::Example> = crate::dist::shard(examples).iter().collect();
     for batch in refs.chunks(opts.batch_size.max(1)) {
         for mb in micro_batches(task, batch, opts.max_tokens) {
             let (loss, stats) = task.loss(&mb)?;
@@ -146,6 +160,7 @@ pub fn evaluate<T: Task>(task: &T, examples: &[T::Example], opts: &TrainOpts) ->
             total.add(&stats);
         }
     }
+    total.all_reduce();
     Ok(total)
 }
 
@@ -242,7 +257,13 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
         optimizer.load(&ckpt.join("optimizer.safetensors"), saved.step)?;
         state = saved;
     }
-    let bar = indicatif::ProgressBar::new(total_steps).with_position(state.step);
+    // Every rank starts from rank 0's weights (they already agree when they read the same
+    // files; this makes it so whatever happened before).
+    crate::dist::broadcast_params(&run.params)?;
+    let bar = match crate::dist::is_root() {
+        true => indicatif::ProgressBar::new(total_steps).with_position(state.step),
+        false => indicatif::ProgressBar::hidden(),
+    };
     bar.set_style(indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta}) {msg}").expect("a valid template"));
     let mut validation = None;
     let started = Instant::now();
@@ -253,9 +274,12 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
         while state.step_in_epoch < steps.len() {
             let t0 = Instant::now();
             let examples: Vec<&T::Example> = steps[state.step_in_epoch].iter().map(|&i| &train[i]).collect();
-            let micro: Vec<Vec<&T::Example>> = examples.chunks(opts.batch_size.max(1)).flat_map(|b| micro_batches(task, b, opts.max_tokens)).collect();
+            // With several ranks each runs its shard of the step's examples (the same global
+            // batch as one process) and the gradients are summed over the ranks.
+            let mine = crate::dist::shard(&examples);
+            let micro: Vec<Vec<&T::Example>> = mine.chunks(opts.batch_size.max(1)).flat_map(|b| micro_batches(task, b, opts.max_tokens)).collect();
             // The loss is averaged over the whole step: each micro-batch's summed loss is
-            // divided by the step's total units before its backward pass.
+            // divided by the step's total units (over every rank's shard) before its backward pass.
             let units: f64 = examples.iter().map(|e| task.units(e)).sum();
             let mut grads = Grads::new(optimizer.params().len());
             let mut stats = Stats::default();
@@ -264,6 +288,8 @@ pub fn train<T: Task>(task: &T, train: &[T::Example], val: &[T::Example], run: R
                 stats.add(&st);
                 grads.add(optimizer.params(), &(loss / units.max(1e-12))?.backward()?)?;
             }
+            grads.all_reduce(optimizer.params())?;
+            stats.all_reduce();
             let grad_norm = grads.clip(opts.max_grad_norm)?;
             let lr = learning_rate(opts.schedule, run.lr, state.step, warmup, total_steps);
             optimizer.step(&grads, lr)?;
@@ -325,8 +351,13 @@ pub fn rss_mb() -> Option<f64> {
     Some(pages * 4096.0 / 1e6)
 }
 
-/// Writes `out/checkpoints/step-N`: model files, optimizer moments and the state.
+/// Writes `out/checkpoints/step-N`: model files, optimizer moments and the state (rank 0;
+/// every rank first checks that all hold the same weights).
 fn save_checkpoint(run: &Run, optimizer: &AdamW, state: &State) -> Result<()> {
+    crate::dist::check_params(&run.params)?;
+    if !crate::dist::is_root() {
+        return Ok(());
+    }
     let name = format!("step-{:08}", state.step);
     commit_checkpoint(&run.out.join("checkpoints"), &name, run.opts.keep_checkpoints, |tmp| {
         (run.save_model)(tmp)?;

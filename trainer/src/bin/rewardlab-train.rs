@@ -3,7 +3,7 @@
 //! and the training benchmark (`bench`).
 
 use clap::{Parser, Subcommand};
-use rewardlab_trainer::{bench, dpo, generate, ppo, rm, sft};
+use rewardlab_trainer::{bench, dist, dpo, generate, ppo, rm, sft};
 
 /// Training allocates and frees many large tensors a step; glibc's malloc hands each back to
 /// the kernel and faults it in again (15% of a step's time), mimalloc keeps them.
@@ -38,8 +38,24 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     rewardlab_trainer::ensure_best_kernels();
-    if !matches!(cli.command, Command::Score(_) | Command::Generate(_)) {
+    // After the kernels' re-run (an exec), so MPI starts in the process that stays.
+    let _mpi = match dist::init() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let world = dist::world();
+    if world.size > 1 && !matches!(cli.command, Command::Rm(_) | Command::Sft(_) | Command::Dpo(_) | Command::Ppo(_) | Command::Bench(_)) {
+        eprintln!("error: only rm, sft, dpo, ppo and bench run on several processes; run this command without mpirun");
+        dist::abort_on_error();
+    }
+    if !matches!(cli.command, Command::Score(_) | Command::Generate(_)) && dist::is_root() {
         eprintln!("rewardlab-train: matrix products on {}", rewardlab_trainer::matmul_path());
+        if world.size > 1 {
+            eprintln!("rewardlab-train: data-parallel over {} processes (MPI)", world.size);
+        }
     }
     let result = match &cli.command {
         Command::Rm(a) => rm::run(a),
@@ -53,7 +69,12 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match world.size {
+                1 => eprintln!("error: {e:#}"),
+                _ => eprintln!("error (rank {}): {e:#}", world.rank),
+            }
+            // The other ranks would wait for this one in their next collective: end them all.
+            dist::abort_on_error();
             std::process::ExitCode::FAILURE
         }
     }
