@@ -24,17 +24,8 @@ import torch
 from datasets import Dataset
 from transformers import AutoTokenizer, GPT2ForSequenceClassification, GPT2LMHeadModel, TrainerCallback
 
-
-def join(prompt, response):
-    """rewardlab_trainer::data::join: a space only where neither side has one at the joint."""
-    gap = prompt and response and not prompt[-1].isspace() and not response[0].isspace()
-    return prompt + (" " if gap else "") + response
-
-
-def render(v):
-    if isinstance(v, str):
-        return v
-    return "".join(f"\n\n{'Assistant' if t['role'] == 'assistant' else 'Human'}: {t['content']}" for t in v)
+# rewardlab's joining of a prompt and a response and its rendering of chat turns (this folder).
+from check_hf_equivalence import join, render
 
 
 def rows(path):
@@ -125,7 +116,9 @@ def main():
         from trl import SFTConfig, SFTTrainer
         model = GPT2LMHeadModel.from_pretrained(a.model)
         data = []
-        for r in rows(a.data):
+        for i, r in enumerate(rows(a.data), 1):
+            if "response" not in r and "completion" not in r:
+                sys.exit(f"{a.data}: row {i}: expected `response` (an sft export) or `completion` (TRL prompt-completion rows), got {sorted(r)}")
             prompt = render(r.get("prompt", ""))
             completion = join(prompt, render(r.get("response", r.get("completion", ""))))[len(prompt):]
             data.append({"prompt": prompt, "completion": completion + tok.eos_token})
