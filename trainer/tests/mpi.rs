@@ -5,24 +5,16 @@
 //!
 //! Every rank runs one thread (`RAYON_NUM_THREADS=1`), as does the one-process reference.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{ppo_files, scratch, sentence, write_jsonl};
 use rewardlab_trainer::rng::Rng;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rewardlab-train");
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("mpi-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn write_jsonl(path: &Path, rows: &[Value]) {
-    std::fs::write(path, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
-}
 
 fn check(out: std::process::Output, what: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -65,12 +57,6 @@ fn assert_close(a: &[Value], b: &[Value], keys: &[&str], tol: f64, what: &str) {
     }
     let shown: Vec<String> = keys.iter().zip(&worst).map(|(k, w)| format!("{k} {w:.1e}")).collect();
     eprintln!("{what}: {} rows agree; largest differences {}", a.len(), shown.join(", "));
-}
-
-const WORDS: [&str; 12] = ["river", "stone", "cloud", "paper", "garden", "window", "silver", "orange", "market", "engine", "forest", "candle"];
-
-fn sentence(rng: &mut Rng, n: usize) -> String {
-    (0..n).map(|_| WORDS[rng.below(WORDS.len())]).collect::<Vec<_>>().join(" ")
 }
 
 /// Pairs whose chosen response holds "kindly"; lengths vary, so shards pad differently.
@@ -131,7 +117,7 @@ fn compare(dir: &Path, name: &str, args: &[&str], keys: &[&str]) {
 
 #[test]
 fn rm_sft_and_dpo_on_two_ranks_follow_the_one_process_loss_curve_and_resume_exactly() {
-    let dir = scratch("supervised");
+    let dir = scratch("mpi-supervised");
     let data = dir.join("pairs.jsonl");
     write_jsonl(&data, &pairs(160, 1));
     let demos = dir.join("demos.jsonl");
@@ -161,18 +147,9 @@ fn rm_sft_and_dpo_on_two_ranks_follow_the_one_process_loss_curve_and_resume_exac
 
 #[test]
 fn ppo_on_two_ranks_follows_the_one_process_curve_and_resumes_exactly() {
-    let dir = scratch("ppo");
+    let dir = scratch("mpi-ppo");
     let rows = pairs(200, 3);
-    let (data, both, prompts) = (dir.join("pairs.jsonl"), dir.join("both.jsonl"), dir.join("prompts.jsonl"));
-    write_jsonl(&data, &rows);
-    write_jsonl(
-        &both,
-        &rows
-            .iter()
-            .flat_map(|p| [json!({"prompt": p["prompt"], "completion": p["chosen"]}), json!({"prompt": p["prompt"], "completion": p["rejected"]})])
-            .collect::<Vec<_>>(),
-    );
-    write_jsonl(&prompts, &rows[..40].iter().enumerate().map(|(i, p)| json!({"id": i, "prompt": p["prompt"]})).collect::<Vec<_>>());
+    let (data, both, prompts) = ppo_files(&dir, &rows, 40);
     let (policy, rm) = (dir.join("policy"), dir.join("rm"));
     let mut a = vec!["sft", "--data", both.to_str().unwrap(), "--out", policy.to_str().unwrap(), "--lr", "3e-3"];
     a.extend(TINY);
@@ -241,7 +218,7 @@ fn ppo_on_two_ranks_follows_the_one_process_curve_and_resumes_exactly() {
 /// command that cannot run on several processes says so.
 #[test]
 fn without_mpirun_it_is_one_process_and_generate_refuses_ranks() {
-    let dir = scratch("plain");
+    let dir = scratch("mpi-plain");
     let data = dir.join("pairs.jsonl");
     write_jsonl(&data, &pairs(40, 4));
     let out = dir.join("rm");

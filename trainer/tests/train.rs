@@ -2,26 +2,17 @@
 //! scores files, SFT lowers perplexity, a killed-and-resumed run ends bit-identical, and bad
 //! data is refused with its file and line.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use common::{ppo_files, scratch, sentence, write_jsonl};
 use rewardlab_trainer::rng::Rng;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rewardlab-train");
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn write_jsonl(path: &Path, rows: &[Value]) {
-    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(path, text).unwrap();
-}
 
 fn run(args: &[&str]) -> std::process::Output {
     let out = Command::new(BIN).args(args).output().unwrap();
@@ -31,15 +22,6 @@ fn run(args: &[&str]) -> std::process::Output {
 
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-const WORDS: [&str; 24] = [
-    "river", "stone", "cloud", "paper", "garden", "window", "silver", "orange", "market", "engine", "forest", "candle", "bridge", "winter", "letter", "planet",
-    "motor", "violin", "harbor", "pencil", "copper", "meadow", "rocket", "saddle",
-];
-
-fn sentence(rng: &mut Rng, n: usize) -> String {
-    (0..n).map(|_| WORDS[rng.below(WORDS.len())]).collect::<Vec<_>>().join(" ")
 }
 
 /// Pairs where the chosen response contains the word "kindly" somewhere (a random position),
@@ -63,7 +45,7 @@ const SMALL: [&str; 10] = ["--n-embd", "64", "--n-layer", "2", "--n-head", "4", 
 
 #[test]
 fn a_reward_model_learns_a_planted_preference_in_under_a_minute_and_scores_files() {
-    let dir = scratch("planted");
+    let dir = scratch("train-planted");
     let data = dir.join("pairs.jsonl");
     write_jsonl(&data, &planted_pairs(800, 1));
     let out = dir.join("rm");
@@ -134,7 +116,7 @@ fn a_reward_model_learns_a_planted_preference_in_under_a_minute_and_scores_files
 
 #[test]
 fn a_killed_and_resumed_run_ends_bit_identical() {
-    let dir = scratch("resume");
+    let dir = scratch("train-resume");
     let data = dir.join("pairs.jsonl");
     write_jsonl(&data, &planted_pairs(160, 3));
     let base = |out: &Path| {
@@ -189,7 +171,7 @@ fn a_killed_and_resumed_run_ends_bit_identical() {
 
 #[test]
 fn sft_learns_to_continue_demonstrations() {
-    let dir = scratch("sft");
+    let dir = scratch("train-sft");
     let data = dir.join("sft.jsonl");
     let mut rng = Rng::new(5);
     // The completion repeats the prompt's words in reverse: learnable from the context alone.
@@ -284,7 +266,7 @@ fn sft_learns_to_continue_demonstrations() {
 
 #[test]
 fn bad_data_is_refused_with_file_and_line_and_nothing_is_written() {
-    let dir = scratch("bad");
+    let dir = scratch("train-bad");
     let data = dir.join("bad.jsonl");
     let mut rows = planted_pairs(5, 1);
     rows.push(json!({"prompt": "p", "chosen": " a", "rejected": 7}));
@@ -299,7 +281,7 @@ fn bad_data_is_refused_with_file_and_line_and_nothing_is_written() {
 
 #[test]
 fn dpo_learns_a_planted_preference_against_a_frozen_reference() {
-    let dir = scratch("dpo");
+    let dir = scratch("train-dpo");
     let data = dir.join("pairs.jsonl");
     write_jsonl(&data, &planted_pairs(400, 11));
     // A policy that has seen both kinds of response (SFT on chosen and rejected alike)…
@@ -355,19 +337,10 @@ fn mean(rows: &[Value], key: &str) -> f64 {
 
 #[test]
 fn ppo_raises_the_score_with_a_bounded_kl_and_resumes_exactly() {
-    let dir = scratch("ppo");
+    let dir = scratch("train-ppo");
     // A policy that writes both kinds of answer, and a reward model that wants "kindly".
     let pairs = planted_pairs(400, 21);
-    let (data, both, prompts) = (dir.join("pairs.jsonl"), dir.join("both.jsonl"), dir.join("prompts.jsonl"));
-    write_jsonl(&data, &pairs);
-    write_jsonl(
-        &both,
-        &pairs
-            .iter()
-            .flat_map(|p| [json!({"prompt": p["prompt"], "completion": p["chosen"]}), json!({"prompt": p["prompt"], "completion": p["rejected"]})])
-            .collect::<Vec<_>>(),
-    );
-    write_jsonl(&prompts, &pairs[..64].iter().enumerate().map(|(i, p)| json!({"id": i, "prompt": p["prompt"]})).collect::<Vec<_>>());
+    let (data, both, prompts) = ppo_files(&dir, &pairs, 64);
     let (policy, rm) = (dir.join("policy"), dir.join("rm"));
     let mut a = vec!["sft", "--data", both.to_str().unwrap(), "--out", policy.to_str().unwrap(), "--lr", "3e-3"];
     a.extend(SMALL);
@@ -456,7 +429,7 @@ fn hex_lower(bytes: &[u8]) -> String {
 /// reduction adds in a fixed order, whatever the threads do.
 #[test]
 fn default_size_runs_are_bit_identical_repeated_resumed_and_on_one_thread() {
-    let dir = scratch("determinism");
+    let dir = scratch("train-determinism");
     let data = dir.join("pairs.jsonl");
     // Long responses (≈ 100–150 words), so sequences fill most of the 256 tokens.
     let mut rng = Rng::new(11);
@@ -497,7 +470,7 @@ fn default_size_runs_are_bit_identical_repeated_resumed_and_on_one_thread() {
 /// trained from scratch here gets the from-scratch learning rate.
 #[test]
 fn ppo_takes_its_value_network_from_the_reward_model_only_when_it_reads_the_policy_s_tokens() {
-    let dir = scratch("value-init");
+    let dir = scratch("train-value-init");
     let pairs = planted_pairs(120, 31);
     let (data, both, prompts) = (dir.join("pairs.jsonl"), dir.join("both.jsonl"), dir.join("prompts.jsonl"));
     write_jsonl(&data, &pairs);
@@ -546,7 +519,7 @@ fn ppo_takes_its_value_network_from_the_reward_model_only_when_it_reads_the_poli
 /// and a run on them learns what the generic SSE3 (`Prescott`) kernels learn, to rounding.
 #[test]
 fn training_on_the_chosen_kernels_matches_the_generic_kernels() {
-    let dir = scratch("kernels");
+    let dir = scratch("train-kernels");
     let data = dir.join("pairs.jsonl");
     write_jsonl(&data, &planted_pairs(120, 8));
     let train = |name: &str, core: Option<&str>| {
@@ -591,7 +564,7 @@ fn training_on_the_chosen_kernels_matches_the_generic_kernels() {
 /// calibration, and `score` writing each response's mean and spread over the members.
 #[test]
 fn an_ensemble_reports_its_calibration_and_scores_with_mean_and_spread() {
-    let dir = scratch("ensemble");
+    let dir = scratch("train-ensemble");
     let (data, out) = (dir.join("pairs.jsonl"), dir.join("rm"));
     write_jsonl(&data, &planted_pairs(300, 12));
     let mut a = vec!["rm", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--ensemble", "3", "--epochs", "2", "--lr", "3e-3"];
