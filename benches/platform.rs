@@ -255,10 +255,10 @@ async fn run() -> anyhow::Result<()> {
     let (mut lease_ms, mut submit_ms, mut judged, mut label_s) = (Vec::new(), Vec::new(), 0, 0.0);
     let cpu_before = (cpu_seconds(&pid.to_string()), cpu_seconds("self"), postgres_cpu());
     let steal_before = steal_seconds();
-    for strategy in &strategies {
+    for (phase, strategy) in strategies.iter().enumerate() {
         let res = http.post(format!("{base}/api/v1/projects/bench/queue")).bearer_auth(lead).json(&json!({"strategy": strategy})).send().await?;
         anyhow::ensure!(res.status() == 200, "queue strategy {strategy}: {}", res.text().await?);
-        let (l, mut s, n, secs) = label_phase(&http, &base, &tokens[1..], seconds).await?;
+        let (l, mut s, n, secs) = label_phase(&http, &base, &tokens[1..], seconds, phase).await?;
         s.sort_by(f64::total_cmp);
         if phases.is_empty() {
             (lease_ms, submit_ms, judged, label_s) = (l, s.clone(), n, secs);
@@ -420,9 +420,10 @@ async fn seed_priorities(cluster: &Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One labelling phase: every labeller leases and submits until `seconds` are up. Answers the
+/// One labelling phase (`phase` numbers its idempotency keys: a key is one submission across
+/// all phases): every labeller leases and submits until `seconds` are up. Answers the
 /// first-lease latencies, the submit+next latencies (ms), the judgements and the phase's seconds.
-async fn label_phase(http: &reqwest::Client, base: &str, tokens: &[String], seconds: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>, u64, f64)> {
+async fn label_phase(http: &reqwest::Client, base: &str, tokens: &[String], seconds: usize, phase: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>, u64, f64)> {
     let stop_at = Instant::now() + Duration::from_secs(seconds as u64);
     let mut handles = Vec::new();
     for token in tokens {
@@ -445,7 +446,7 @@ async fn label_phase(http: &reqwest::Client, base: &str, tokens: &[String], seco
                     ranking.rotate_left((n % 4) as usize);
                     let url = format!("{base}/api/v1/tasks/{}/judgement?next=1", current.task_id);
                     let t = Instant::now();
-                    let res = http.post(url).bearer_auth(&token).json(&json!({"idempotency_key": format!("k{n}"), "ranking": ranking})).send().await?;
+                    let res = http.post(url).bearer_auth(&token).json(&json!({"idempotency_key": format!("p{phase}-k{n}"), "ranking": ranking})).send().await?;
                     submit_ms.push(t.elapsed().as_secs_f64() * 1e3);
                     if res.status() != 201 {
                         anyhow::bail!("submit answered {}: {}", res.status(), res.text().await?);
