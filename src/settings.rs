@@ -157,6 +157,11 @@ impl Settings {
     /// Returns the pool and, for the embedded default, this process's use of the cluster
     /// (released, and the cluster stopped by its last user, when it is dropped).
     pub async fn connect(&self) -> Result<(PgPool, Option<ClusterUse>)> {
+        // Checked before anything starts (the private cluster among it).
+        anyhow::ensure!(
+            self.database_direct_url.is_none() || self.database_url.is_some(),
+            "DATABASE_DIRECT_URL is set without DATABASE_URL: it names the server behind DATABASE_URL's pooler"
+        );
         let (opts, cluster) = match &self.database_url {
             Some(url) => (url.expose().parse::<PgConnectOptions>().context("parsing DATABASE_URL")?, None),
             None => {
@@ -177,10 +182,6 @@ impl Settings {
                 pool
             }
             Some(direct) => {
-                anyhow::ensure!(
-                    self.database_url.is_some(),
-                    "DATABASE_DIRECT_URL is set without DATABASE_URL: it names the server behind DATABASE_URL's pooler"
-                );
                 let direct: PgConnectOptions = direct.expose().parse().context("parsing DATABASE_DIRECT_URL")?;
                 let admin = PgPoolOptions::new().max_connections(1).connect_with(direct).await.context("connecting to DATABASE_DIRECT_URL")?;
                 crate::db::migrate(&admin).await?;
