@@ -110,6 +110,13 @@ impl WebOptions {
     }
 }
 
+/// The PostgreSQL session settings the server's connections start with. Our statements are
+/// short key lookups: planning them once per connection (a generic plan) instead of at every
+/// execution saves most of PostgreSQL's CPU; and JIT compilation, which the planner starts for
+/// any statement it estimates above `jit_above_cost`, took 60–100 ms of every queue sweep
+/// whose generic plan (a `LIMIT` of unknown size) it so estimated, on a query that runs in 1 ms.
+pub const SESSION_SETTINGS: [(&str, &str); 2] = [("plan_cache_mode", "force_generic_plan"), ("jit", "off")];
+
 /// The origin (`scheme://host[:port]`, lower case, default port left out) of an http(s) URL.
 pub fn public_origin(url: &str) -> Result<String, String> {
     let bad = || format!("--public-url: expected http://host[:port][/path] or https://…, got {url:?}");
@@ -174,9 +181,7 @@ impl Settings {
         let pool_options = || PgPoolOptions::new().max_connections(16).acquire_timeout(std::time::Duration::from_secs(10));
         let pool = match &self.database_direct_url {
             None => {
-                // Our statements are short key lookups: planning them once per connection (a
-                // generic plan) instead of at every execution saves most of PostgreSQL's CPU.
-                let opts = opts.options([("plan_cache_mode", "force_generic_plan")]);
+                let opts = opts.options(SESSION_SETTINGS);
                 let pool = pool_options().connect_with(opts).await.context("connecting to PostgreSQL")?;
                 crate::db::migrate(&pool).await?;
                 pool
@@ -185,10 +190,10 @@ impl Settings {
                 let direct: PgConnectOptions = direct.expose().parse().context("parsing DATABASE_DIRECT_URL")?;
                 let admin = PgPoolOptions::new().max_connections(1).connect_with(direct).await.context("connecting to DATABASE_DIRECT_URL")?;
                 crate::db::migrate(&admin).await?;
-                // The generic plans the direct connection asks for at start-up, set on the
-                // database instead (a pooler passes no startup parameters); needs its owner.
-                if let Err(e) = crate::db::prefer_generic_plans(&admin).await {
-                    log::warn!("could not set plan_cache_mode on the database (it needs its owner): {e}");
+                // The settings a direct connection asks for at start-up, set on the database
+                // instead (a pooler passes no startup parameters); needs its owner.
+                if let Err(e) = crate::db::set_session_defaults(&admin).await {
+                    log::warn!("could not set plan_cache_mode and jit on the database (it needs its owner): {e}");
                 }
                 admin.close().await;
                 // sqlx's one default startup parameter, which PgBouncer refuses; our values travel

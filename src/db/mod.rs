@@ -63,14 +63,20 @@ async fn check_applied(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes new sessions of the current database plan statements once (a generic plan), which
-/// connections made through a pooler cannot ask for at start-up. `ALTER DATABASE` takes an
-/// identifier, not a bind parameter, so this is a DO block reading the name from the server.
-pub async fn prefer_generic_plans(pool: &PgPool) -> sqlx::Result<()> {
-    sqlx::query!("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET plan_cache_mode = force_generic_plan', current_database()); END $$")
-        .execute(pool)
-        .await
-        .map(drop)
+/// Makes new sessions of the current database start with the server's session settings
+/// ([`crate::settings::SESSION_SETTINGS`]: generic plans, no JIT), which connections made through
+/// a pooler cannot ask for at start-up. `ALTER DATABASE` takes an identifier, not a bind
+/// parameter, so this is a DO block reading the name from the server.
+pub async fn set_session_defaults(pool: &PgPool) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DO $$ BEGIN
+             EXECUTE format('ALTER DATABASE %I SET plan_cache_mode = force_generic_plan', current_database());
+             EXECUTE format('ALTER DATABASE %I SET jit = off', current_database());
+         END $$"
+    )
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// Whether the database answers a query (the health check).

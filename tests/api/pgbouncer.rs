@@ -97,6 +97,8 @@ async fn two_servers_behind_pgbouncer_in_transaction_pooling_lose_and_double_not
     let (two, _) = settings.connect().await.unwrap();
     let plan: String = sqlx::query_scalar("SHOW plan_cache_mode").fetch_one(&one).await.unwrap();
     assert_eq!(plan, "force_generic_plan", "set on the database, since a pooler passes no startup options");
+    let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(&one).await.unwrap();
+    assert_eq!(jit, "off", "set on the database, since a pooler passes no startup options");
     let a = app.server_on(one, "bounced-a");
     let b = app.server_on(two, "bounced-b");
     two_servers_share_everything(&a, &b).await;
