@@ -103,46 +103,115 @@ pub enum Level {
 /// values are not pairable and ignored). Chance level: 0. `None` when fewer than two pairable
 /// values exist or all values are equal.
 pub fn krippendorff_alpha(units: &[Vec<f64>], level: Level) -> Option<f64> {
-    let mut domain: Vec<f64> = units.iter().filter(|u| u.len() >= 2).flatten().copied().collect();
-    domain.sort_by(f64::total_cmp);
-    domain.dedup();
-    let k = domain.len();
-    if k < 2 {
-        return None;
+    AlphaGroups::new(std::slice::from_ref(&units.to_vec()), level).alpha()
+}
+
+/// Krippendorff's α prepared for resampling whole groups of units (a bootstrap over items, each
+/// item a group of units): every group's coincidences, over one value domain. A multiset of
+/// groups' α is then computed from the weighted sum of their coincidences, with no unit copied;
+/// it is the value [`krippendorff_alpha`] gives on the multiset's units (values absent from a
+/// resample only add zero counts).
+pub struct AlphaGroups {
+    level: Level,
+    /// The number of distinct pairable values.
+    k: usize,
+    /// Per group, its nonzero coincidence cells (`c * k + d`, summed weight), in cell order.
+    groups: Vec<Vec<(usize, f64)>>,
+}
+
+impl AlphaGroups {
+    pub fn new(groups: &[Vec<Vec<f64>>], level: Level) -> Self {
+        let mut domain: Vec<f64> = groups.iter().flatten().filter(|u| u.len() >= 2).flatten().copied().collect();
+        domain.sort_by(f64::total_cmp);
+        domain.dedup();
+        let k = domain.len();
+        let index = |v: f64| domain.binary_search_by(|d| d.total_cmp(&v)).unwrap_or(0);
+        let groups = groups
+            .iter()
+            .map(|units| {
+                let mut cells: Vec<(usize, f64)> = Vec::new();
+                for u in units.iter().filter(|u| u.len() >= 2) {
+                    let w = 1.0 / (u.len() - 1) as f64;
+                    let at: Vec<usize> = u.iter().map(|v| index(*v)).collect();
+                    for (a, ia) in at.iter().enumerate() {
+                        for (b, ib) in at.iter().enumerate() {
+                            if a != b {
+                                cells.push((ia * k + ib, w));
+                            }
+                        }
+                    }
+                }
+                cells.sort_by_key(|c| c.0);
+                let mut merged: Vec<(usize, f64)> = Vec::with_capacity(cells.len());
+                for (cell, w) in cells {
+                    match merged.last_mut() {
+                        Some(last) if last.0 == cell => last.1 += w,
+                        _ => merged.push((cell, w)),
+                    }
+                }
+                merged
+            })
+            .collect();
+        Self { level, k, groups }
     }
-    let index = |v: f64| domain.binary_search_by(|d| d.total_cmp(&v)).unwrap_or(0);
-    let mut o = vec![vec![0.0; k]; k];
-    for u in units.iter().filter(|u| u.len() >= 2) {
-        let w = 1.0 / (u.len() - 1) as f64;
-        for (a, va) in u.iter().enumerate() {
-            for (b, vb) in u.iter().enumerate() {
-                if a != b {
-                    o[index(*va)][index(*vb)] += w;
+
+    /// α of every group once.
+    pub fn alpha(&self) -> Option<f64> {
+        self.alpha_weighted(&vec![1.0; self.groups.len()])
+    }
+
+    /// α of the multiset that holds group `i` `counts[i]` times.
+    pub fn alpha_weighted(&self, counts: &[f64]) -> Option<f64> {
+        let k = self.k;
+        if k < 2 {
+            return None;
+        }
+        let mut o = vec![0.0; k * k];
+        for (cells, &times) in self.groups.iter().zip(counts) {
+            if times != 0.0 {
+                for &(cell, w) in cells {
+                    o[cell] += times * w;
                 }
             }
         }
-    }
-    let n_c: Vec<f64> = o.iter().map(|row| row.iter().sum()).collect();
-    let n: f64 = n_c.iter().sum();
-    let delta = |c: usize, d: usize| -> f64 {
-        match level {
-            Level::Nominal => f64::from(u8::from(c != d)),
-            Level::Ordinal => {
-                let (lo, hi) = (c.min(d), c.max(d));
-                let between: f64 = n_c[lo..=hi].iter().sum();
-                (between - (n_c[c] + n_c[d]) / 2.0).powi(2)
+        let n_c: Vec<f64> = o.chunks(k).map(|row| row.iter().sum()).collect();
+        let n: f64 = n_c.iter().sum();
+        let delta = |c: usize, d: usize| -> f64 {
+            match self.level {
+                Level::Nominal => f64::from(u8::from(c != d)),
+                Level::Ordinal => {
+                    let (lo, hi) = (c.min(d), c.max(d));
+                    let between: f64 = n_c[lo..=hi].iter().sum();
+                    (between - (n_c[c] + n_c[d]) / 2.0).powi(2)
+                }
+            }
+        };
+        let (mut observed, mut expected) = (0.0, 0.0);
+        for c in 0..k {
+            for d in 0..k {
+                let dl = delta(c, d);
+                observed += o[c * k + d] * dl;
+                expected += n_c[c] * n_c[d] * dl;
             }
         }
-    };
-    let (mut observed, mut expected) = (0.0, 0.0);
-    for c in 0..k {
-        for d in 0..k {
-            let dl = delta(c, d);
-            observed += o[c][d] * dl;
-            expected += n_c[c] * n_c[d] * dl;
-        }
+        (expected > 0.0).then(|| 1.0 - (n - 1.0) * observed / expected)
     }
-    (expected > 0.0).then(|| 1.0 - (n - 1.0) * observed / expected)
+
+    /// α with its percentile bootstrap 95% interval over `rounds` resamples of the groups: the
+    /// same resamples (seeded the same way) and interval as [`bootstrap`] over the groups.
+    pub fn bootstrap(&self, rounds: usize, seed: u64) -> Option<Estimate> {
+        let value = self.alpha()?;
+        let n = self.groups.len();
+        let mut counts = vec![0.0; n];
+        let values = resamples(n, rounds, seed, |draws| {
+            counts.iter_mut().for_each(|c| *c = 0.0);
+            for i in draws {
+                counts[i] += 1.0;
+            }
+            self.alpha_weighted(&counts)
+        });
+        Some(interval(value, values))
+    }
 }
 
 /// Fleiss' κ of a subjects × categories table of counts (each row: how many raters chose each
@@ -207,22 +276,41 @@ where
     F: Fn(&[T]) -> Option<f64>,
 {
     let value = stat(units)?;
+    let mut sample = Vec::with_capacity(units.len());
+    let values = resamples(units.len(), rounds, seed, |draws| {
+        sample.clear();
+        sample.extend(draws.map(|i| units[i].clone()));
+        stat(&sample)
+    });
+    Some(interval(value, values))
+}
+
+/// `stat` of `rounds` resamples with replacement of `n` units (each given as the drawn
+/// indices), seeded; the defined values.
+fn resamples<F>(n: usize, rounds: usize, seed: u64, mut stat: F) -> Vec<f64>
+where
+    F: FnMut(&mut dyn Iterator<Item = usize>) -> Option<f64>,
+{
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut values = Vec::with_capacity(rounds);
-    let mut sample = Vec::with_capacity(units.len());
     for _ in 0..rounds {
-        sample.clear();
-        sample.extend((0..units.len()).map(|_| units[rng.gen_range(0..units.len())].clone()));
-        if let Some(v) = stat(&sample) {
+        let mut draws = (0..n).map(|_| rng.gen_range(0..n));
+        if let Some(v) = stat(&mut draws) {
             values.push(v);
         }
     }
+    values
+}
+
+/// The percentile 95% interval of resampled `values` around `value` (the value itself when no
+/// resample was defined).
+fn interval(value: f64, mut values: Vec<f64>) -> Estimate {
     if values.is_empty() {
-        return Some(Estimate { value, ci_low: value, ci_high: value });
+        return Estimate { value, ci_low: value, ci_high: value };
     }
     values.sort_by(f64::total_cmp);
     let at = |q: f64| values[((q * (values.len() - 1) as f64).round() as usize).min(values.len() - 1)];
-    Some(Estimate { value, ci_low: at(0.025), ci_high: at(0.975) })
+    Estimate { value, ci_low: at(0.025), ci_high: at(0.975) }
 }
 
 /// The mean of `xs`, `None` when empty.
@@ -285,6 +373,47 @@ mod tests {
         let a = bootstrap(&xs, 500, 7, mean).unwrap();
         assert!(a.ci_low <= a.value && a.value <= a.ci_high && a.ci_low < a.ci_high);
         assert_eq!(a, bootstrap(&xs, 500, 7, mean).unwrap());
+    }
+
+    /// Groups of units (items of 3–4 labellers' mid-ranks, some with ties, one with a missing
+    /// value) for the grouped α.
+    fn some_groups() -> Vec<Vec<Vec<f64>>> {
+        (0..40)
+            .map(|i| {
+                let m = 3 + i % 2;
+                (0..4).map(|p| (0..m).map(|c| f64::from(((i * 7 + p * 3 + c * (i % 3)) % 4) as u8) / 2.0 + 1.0).collect()).collect()
+            })
+            .chain(std::iter::once(vec![vec![1.0], vec![2.0, 2.5]]))
+            .collect()
+    }
+
+    #[test]
+    fn grouped_alpha_is_the_alpha_of_the_units_with_each_group_repeated() {
+        let groups = some_groups();
+        for level in [Level::Ordinal, Level::Nominal] {
+            let g = AlphaGroups::new(&groups, level);
+            let units: Vec<Vec<f64>> = groups.iter().flatten().cloned().collect();
+            let (a, b) = (g.alpha().unwrap(), krippendorff_alpha(&units, level).unwrap());
+            assert!((a - b).abs() < 1e-12, "{a} {b}");
+            // Group i taken i % 3 times: the units repeated as often.
+            let counts: Vec<f64> = (0..groups.len()).map(|i| (i % 3) as f64).collect();
+            let repeated: Vec<Vec<f64>> = groups.iter().enumerate().flat_map(|(i, g)| std::iter::repeat_n(g.clone(), i % 3).flatten()).collect();
+            let (a, b) = (g.alpha_weighted(&counts).unwrap(), krippendorff_alpha(&repeated, level).unwrap());
+            assert!((a - b).abs() < 1e-12, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn grouped_alpha_bootstrap_is_the_generic_bootstrap_over_the_groups() {
+        let groups = some_groups();
+        let fast = AlphaGroups::new(&groups, Level::Ordinal).bootstrap(200, 13).unwrap();
+        let slow = bootstrap(&groups, 200, 13, |sample| krippendorff_alpha(&sample.iter().flatten().cloned().collect::<Vec<_>>(), Level::Ordinal)).unwrap();
+        for (a, b) in [(fast.value, slow.value), (fast.ci_low, slow.ci_low), (fast.ci_high, slow.ci_high)] {
+            assert!((a - b).abs() < 1e-12, "{fast:?} {slow:?}");
+        }
+        assert!(fast.ci_low < fast.ci_high);
+        // One value everywhere: α is undefined.
+        assert_eq!(AlphaGroups::new(&[vec![vec![1.0, 1.0]]], Level::Nominal).bootstrap(10, 1), None);
     }
 
     #[test]

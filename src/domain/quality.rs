@@ -187,10 +187,7 @@ pub fn project_agreement(kind: TaskKind, rows: &[Judged]) -> ProjectAgreement {
     // Fewer resamples on large projects keep the page fast (as the leaderboard does).
     let values: usize = per_item.iter().flatten().map(Vec::len).sum();
     let rounds = (4_000_000 / values.max(1)).clamp(50, ROUNDS);
-    let alpha = agreement::bootstrap(&per_item, rounds, SEED, |sample| {
-        let units: Vec<Vec<f64>> = sample.iter().flatten().cloned().collect();
-        agreement::krippendorff_alpha(&units, level)
-    });
+    let alpha = agreement::AlphaGroups::new(&per_item, level).bootstrap(rounds, SEED);
     let fleiss_kappa = (kind == TaskKind::Pairwise).then(|| agreement::fleiss_kappa(&choice_table(&items))).flatten();
     let ws = item_agreement(rows);
     let defined: Vec<&ItemAgreement> = ws.iter().filter(|a| a.w.is_some()).collect();
