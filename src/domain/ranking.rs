@@ -48,7 +48,7 @@ impl Ranking {
 }
 
 /// What the labeller's page (or a script) sends for one task.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct SubmissionInput {
     pub idempotency_key: String,
     #[serde(default)]
@@ -116,7 +116,8 @@ impl Submission {
         for (id, names) in input.flags {
             let pos = responses.iter().position(|r| *r == id).ok_or(format!("flags: {id} is not one of this task's responses"))?;
             if let Some(bad) = names.iter().find(|n| !rules.flags.contains(n)) {
-                return Err(format!("flags: {bad:?} is not one of this project's flags"));
+                let known = if rules.flags.is_empty() { "it has none".to_string() } else { format!("expected one of {:?}", rules.flags) };
+                return Err(format!("flags: {bad:?} is not one of this project's flags ({known})"));
             }
             if !names.is_empty() {
                 flags.insert(pos, names);
@@ -181,6 +182,24 @@ mod tests {
         assert_eq!(Ranking::parse(&[vec![r[0], r[1]], vec![r[2]]], &r, true).unwrap().ranks(), &[1, 1, 2]);
         let stranger = ResponseId::new();
         assert!(Ranking::parse(&[vec![stranger], vec![r[0]], vec![r[1]]], &r, false).is_err());
+    }
+
+    #[test]
+    fn an_unknown_flag_is_refused_naming_the_projects_flags() {
+        let r = ids(2);
+        let input = |flag: &str| SubmissionInput {
+            idempotency_key: "k".into(),
+            ranking: Some(vec![vec![r[0]], vec![r[1]]]),
+            flags: BTreeMap::from([(r[0], vec![flag.to_string()])]),
+            ..Default::default()
+        };
+        let flags = vec!["unsafe".to_string(), "off-topic".to_string()];
+        let rules = Rules { kind: TaskKind::Ranking, allow_ties: false, rating_enabled: false, flags: &flags };
+        let e = Submission::parse(input("rude"), &r, &rules).unwrap_err();
+        assert_eq!(e, r#"flags: "rude" is not one of this project's flags (expected one of ["unsafe", "off-topic"])"#);
+        assert_eq!(Submission::parse(input("unsafe"), &r, &rules).unwrap().flags[&0], vec!["unsafe"]);
+        let none = Rules { flags: &[], ..rules };
+        assert!(Submission::parse(input("unsafe"), &r, &none).unwrap_err().ends_with("(it has none)"));
     }
 
     #[test]
