@@ -5,6 +5,7 @@
 
 pub mod form;
 pub mod input;
+pub mod launch;
 pub mod params;
 pub mod progress;
 pub mod store;
