@@ -123,26 +123,80 @@ impl Launch {
     }
 }
 
-/// Where a line of `mpirun --tag-output` came from: `[job,rank]<stdout>:text`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tagged<'a> {
-    pub rank: u32,
-    pub stdout: bool,
-    pub text: &'a str,
+/// A line of a rank's output, or of mpirun's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    Rank { rank: u32, stdout: bool, text: String },
+    Mpirun(String),
 }
 
-impl<'a> Tagged<'a> {
-    /// The rank, stream and text of a tagged line; none for a line mpirun wrote itself.
-    pub fn parse(line: &'a str) -> Option<Self> {
-        let rest = line.strip_prefix('[')?;
-        let (ids, rest) = rest.split_once(']')?;
-        let rank = ids.split_once(',')?.1.trim().parse().ok()?;
-        let (stdout, rest) = match rest.strip_prefix("<stdout>:") {
-            Some(r) => (true, r),
-            None => (false, rest.strip_prefix("<stderr>:")?),
-        };
-        Some(Self { rank, stdout, text: rest })
+/// Puts the ranks' lines back together from `mpirun --tag-output`'s. mpirun tags each chunk
+/// a rank writes (`[job,rank]<stdout>:` or `<stderr>:`), and a line written in several
+/// pieces (Rust's unbuffered stderr writes each piece of a `format!`) arrives as several
+/// tagged segments, interleaved with other ranks'; a physical line ends the line of its last
+/// segment's rank and stream.
+#[derive(Debug, Default)]
+pub struct Untangler {
+    partial: std::collections::BTreeMap<(u32, bool), String>,
+}
+
+/// Lines held per rank and stream at most, so a rank that never ends a line stays bounded.
+const MAX_PARTIAL: usize = 16_384;
+
+impl Untangler {
+    /// The complete lines in one physical line of mpirun's output.
+    pub fn push(&mut self, physical: &str) -> Vec<Line> {
+        let segments = segments(physical);
+        let Some(((rank, stdout), last)) = segments.last().copied() else { return vec![Line::Mpirun(physical.to_string())] };
+        let mut out = Vec::new();
+        for &(key, text) in &segments[..segments.len() - 1] {
+            let buf = self.partial.entry(key).or_default();
+            buf.push_str(text);
+            if buf.len() > MAX_PARTIAL {
+                out.push(Line::Rank { rank: key.0, stdout: key.1, text: std::mem::take(buf) });
+            }
+        }
+        let mut text = self.partial.remove(&(rank, stdout)).unwrap_or_default();
+        text.push_str(last);
+        out.push(Line::Rank { rank, stdout, text });
+        out
     }
+}
+
+/// The tagged segments of a physical line: (rank, stdout?) and text; none when it does not
+/// start with a tag (a line of mpirun's own).
+fn segments(line: &str) -> Vec<((u32, bool), &str)> {
+    let mut found: Vec<(usize, usize, (u32, bool))> = Vec::new();
+    let mut from = 0;
+    while let Some(i) = line[from..].find('[').map(|i| i + from) {
+        match tag_at(&line[i..]) {
+            Some((len, key)) => {
+                found.push((i, i + len, key));
+                from = i + len;
+            }
+            None => from = i + 1,
+        }
+    }
+    if found.first().is_none_or(|f| f.0 != 0) {
+        return Vec::new();
+    }
+    (0..found.len()).map(|k| (found[k].2, &line[found[k].1..found.get(k + 1).map_or(line.len(), |n| n.0)])).collect()
+}
+
+/// A tag at the start of `s`: its length, rank and stream.
+fn tag_at(s: &str) -> Option<(usize, (u32, bool))> {
+    let close = s.find(']')?;
+    let (job, rank) = s[1..close].split_once(',')?;
+    if job.is_empty() || !job.bytes().all(|b| b.is_ascii_digit()) || rank.is_empty() || !rank.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let rest = &s[close + 1..];
+    let stdout = match () {
+        _ if rest.starts_with("<stdout>:") => true,
+        _ if rest.starts_with("<stderr>:") => false,
+        _ => return None,
+    };
+    Some((close + 1 + "<stdout>:".len(), (rank.parse().ok()?, stdout)))
 }
 
 #[cfg(test)]
@@ -187,10 +241,21 @@ mod tests {
 
     #[test]
     fn tagged_lines_name_their_rank_and_stream() {
-        assert_eq!(Tagged::parse("[1,0]<stdout>:{\"event\":\"step\"}"), Some(Tagged { rank: 0, stdout: true, text: "{\"event\":\"step\"}" }));
-        assert_eq!(Tagged::parse("[1,1]<stderr>: error: x"), Some(Tagged { rank: 1, stdout: false, text: " error: x" }));
-        assert_eq!(Tagged::parse("[1,12]<stdout>: {\"a\":1}").map(|t| (t.rank, t.text)), Some((12, " {\"a\":1}")));
-        assert_eq!(Tagged::parse("mpirun noticed that process rank 1 exited"), None);
-        assert_eq!(Tagged::parse("[node1:123] warning"), None);
+        let mut u = Untangler::default();
+        let rank = |rank: u32, stdout: bool, text: &str| Line::Rank { rank, stdout, text: text.into() };
+        assert_eq!(u.push("[1,0]<stdout>:{\"event\":\"step\"}"), [rank(0, true, "{\"event\":\"step\"}")]);
+        assert_eq!(u.push("[1,12]<stderr>: error: x"), [rank(12, false, " error: x")]);
+        assert_eq!(u.push("mpirun noticed that process rank 1 exited"), [Line::Mpirun("mpirun noticed that process rank 1 exited".into())]);
+        assert_eq!(u.push("[node1:123] warning"), [Line::Mpirun("[node1:123] warning".into())]);
+    }
+
+    #[test]
+    fn a_line_written_in_pieces_and_interleaved_with_another_rank_s_is_put_back_together() {
+        // As Open MPI 4 passed on two ranks' `eprintln!("reward model: {n} rankings")`.
+        let mut u = Untangler::default();
+        let rank = |rank: u32, text: &str| Line::Rank { rank, stdout: false, text: text.into() };
+        assert_eq!(u.push("[1,1]<stderr>:reward model: [1,0]<stderr>:reward model: 34 rankings [x]"), [rank(0, "reward model: 34 rankings [x]")]);
+        assert_eq!(u.push("[1,1]<stderr>:34[1,1]<stderr>: rankings[1,1]<stderr>:"), [rank(1, "reward model: 34 rankings")]);
+        assert!(u.partial.is_empty());
     }
 }

@@ -9,6 +9,7 @@ pub mod launch;
 pub mod params;
 pub mod progress;
 pub mod store;
+pub mod throughput;
 
 pub use form::config_from_fields;
 pub use input::ChainStep;

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::fence::{Fence, Owned};
-use crate::domain::runs::launch::{Launch, Tagged};
+use crate::domain::runs::launch::{Launch, Line, Untangler};
 
 /// How long mpirun gets to end its ranks after SIGTERM before the session is killed.
 const MPIRUN_GRACE: Duration = Duration::from_secs(10);
@@ -60,7 +60,8 @@ pub async fn run_child(f: &Fence<'_>, launcher: &Launcher<'_>, args: &[String]) 
     let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
     let mut beat = tokio::time::interval(f.lease / 3);
     beat.tick().await;
-    let mut seen = Seen { tagged: session.is_some(), out_open: true, err_open: true, last_line: String::new(), last_rank_error: None, summary: None };
+    let tagged = session.map(|_| Untangler::default());
+    let mut seen = Seen { tagged, out_open: true, err_open: true, last_line: String::new(), last_rank_error: None, summary: None };
     loop {
         let event = tokio::select! {
             l = out.next_line(), if seen.out_open => Event::Out(l.ok().flatten()),
@@ -129,8 +130,8 @@ fn command(launcher: &Launcher<'_>, args: &[String]) -> (tokio::process::Command
 
 /// What the worker has seen of a running trainer.
 struct Seen {
-    /// Lines come from `mpirun --tag-output`.
-    tagged: bool,
+    /// Lines come from `mpirun --tag-output`: the ranks' lines put back together.
+    tagged: Option<Untangler>,
     out_open: bool,
     err_open: bool,
     /// The last non-blank line on stderr: the error, when it fails.
@@ -147,7 +148,7 @@ impl Seen {
         match event {
             Event::Out(None) => self.out_open = false,
             Event::Err(None) => self.err_open = false,
-            Event::Out(Some(line)) | Event::Err(Some(line)) if self.tagged => return self.tagged_line(f, &line).await,
+            Event::Out(Some(line)) | Event::Err(Some(line)) if self.tagged.is_some() => return self.tagged_line(f, &line).await,
             Event::Out(Some(line)) => return self.stdout_line(f, &line).await,
             Event::Err(Some(line)) => {
                 if !line.trim().is_empty() {
@@ -177,20 +178,29 @@ impl Seen {
     /// A line of `mpirun --tag-output`: rank 0's metrics as metrics, the rest of every rank's
     /// output logged with its rank, mpirun's own lines as they are.
     async fn tagged_line(&mut self, f: &Fence<'_>, line: &str) -> Owned {
-        let Some(t) = Tagged::parse(line) else {
-            if !line.trim().is_empty() {
-                self.last_line = line.to_string();
+        let lines = self.tagged.as_mut().map(|u| u.push(line)).unwrap_or_default();
+        for l in lines {
+            let owned = match l {
+                Line::Mpirun(text) => {
+                    if !text.trim().is_empty() {
+                        self.last_line = text.clone();
+                    }
+                    f.log(&text).await
+                }
+                Line::Rank { rank: 0, stdout: true, text } if MetricLine::parse(&text).is_some() => self.stdout_line(f, &text).await,
+                Line::Rank { rank, text, .. } => {
+                    let shown = format!("[rank {rank}] {text}");
+                    if text.trim_start().starts_with("error") {
+                        self.last_rank_error = Some(shown.clone());
+                    }
+                    f.log(&shown).await
+                }
+            };
+            if !owned {
+                return false;
             }
-            return f.log(line).await;
-        };
-        if t.stdout && t.rank == 0 && MetricLine::parse(t.text).is_some() {
-            return self.stdout_line(f, t.text).await;
         }
-        let shown = format!("[rank {}] {}", t.rank, t.text);
-        if t.text.trim_start().starts_with("error") {
-            self.last_rank_error = Some(shown.clone());
-        }
-        f.log(&shown).await
+        true
     }
 
     fn exited(self, status: std::process::ExitStatus) -> Child {
