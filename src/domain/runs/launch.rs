@@ -48,15 +48,16 @@ fn entry(e: &str) -> Result<(String, u32), String> {
         Some((n, s)) => (n, Some(s)),
         None => (e, None),
     };
-    let name_ok = (1..=253).contains(&name.len())
-        && !name.starts_with(['-', '.'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    let name_ok =
+        (1..=253).contains(&name.len()) && !name.starts_with(['-', '.']) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
     if !name_ok {
         return Err(format!("host names of letters, digits, '-', '.' and '_' (optionally :slots), got {e:?}"));
     }
     let slots = match slots {
         None => 1,
-        Some(t) => t.parse::<u32>().ok().filter(|n| (1..=MAX_SLOTS).contains(n)).ok_or_else(|| format!("slots from 1 to {MAX_SLOTS} after {name}:, got {t:?}"))?,
+        Some(t) => {
+            t.parse::<u32>().ok().filter(|n| (1..=MAX_SLOTS).contains(n)).ok_or_else(|| format!("slots from 1 to {MAX_SLOTS} after {name}:, got {t:?}"))?
+        }
     };
     Ok((name.to_string(), slots))
 }
@@ -77,7 +78,11 @@ impl Launch {
     pub fn of(config: &Config) -> Result<Self, String> {
         let processes = match config.get("processes") {
             None | Some(Value::Null) => 1,
-            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| *n >= 1).ok_or_else(|| format!("config.processes: expected a whole number from 1, got {v}"))?,
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| format!("config.processes: expected a whole number from 1, got {v}"))?,
         };
         let hosts = match config.get("hosts") {
             None | Some(Value::Null) => None,
@@ -233,7 +238,10 @@ mod tests {
 
     #[test]
     fn a_bad_launch_is_refused_naming_the_field() {
-        assert_eq!(launch(json!({"processes": 3, "hosts": "a,b"})).unwrap_err(), "config.hosts: 2 slots for 3 processes (give each host :slots, or fewer processes)");
+        assert_eq!(
+            launch(json!({"processes": 3, "hosts": "a,b"})).unwrap_err(),
+            "config.hosts: 2 slots for 3 processes (give each host :slots, or fewer processes)"
+        );
         assert!(launch(json!({"processes": 0})).unwrap_err().starts_with("config.processes: expected a whole number"));
         assert!(launch(json!({"hosts": "a;b"})).unwrap_err().starts_with("config.hosts: expected host names"));
         assert!(launch(json!({"hosts": 3})).unwrap_err().starts_with("config.hosts: expected a host list"));
