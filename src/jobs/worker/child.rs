@@ -236,7 +236,7 @@ fn kill_session(sid: u32) {
 }
 
 /// The processes whose session is `sid`, from `/proc/<pid>/stat`.
-pub fn session_members(sid: u32) -> Vec<u32> {
+fn session_members(sid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| {
         let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
