@@ -89,6 +89,10 @@ enum Command {
         /// The rewardlab-train binary [default: beside this one, else on PATH].
         #[arg(long, env = "REWARDLAB_TRAIN")]
         trainer: Option<PathBuf>,
+        /// Open MPI's mpirun, for runs on several processes [default: mpirun on PATH]; used
+        /// when the trainer was built with the `mpi` feature.
+        #[arg(long, env = "REWARDLAB_MPIRUN")]
+        mpirun: Option<PathBuf>,
         /// Name shown on the runs page [default: host:pid].
         #[arg(long)]
         name: Option<String>,
@@ -224,11 +228,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             let cluster = cluster.as_ref().map(|c| c.cluster());
             serve(&settings, &pool, cluster, (&bind, metrics_bind.as_deref()), workers, schedule_every, web, &mut signals).await
         }
-        Command::Worker { model_store, trainer, name, lease_secs, poll_secs, once } => {
+        Command::Worker { model_store, trainer, name, lease_secs, poll_secs, once, .. } => {
             let opts = crate::jobs::worker::WorkerOpts {
                 name: name.unwrap_or_else(default_worker_name),
                 store: model_store.unwrap_or_else(|| settings.data_dir.join("models")),
                 trainer: trainer.unwrap_or_else(crate::jobs::worker::default_trainer),
+                mpirun: prepared.mpirun,
                 lease: std::time::Duration::from_secs_f64(lease_secs),
                 poll: std::time::Duration::from_secs_f64(poll_secs),
                 once,
@@ -286,6 +291,8 @@ struct Prepared {
     password: Option<(String, bool)>,
     /// `serve`: the public URL and proxy settings.
     web: Option<crate::settings::WebOptions>,
+    /// `worker`: the mpirun it launches data-parallel runs with, if it can.
+    mpirun: Option<PathBuf>,
 }
 
 fn prepare(command: &Command) -> Result<Prepared> {
@@ -298,9 +305,12 @@ fn prepare(command: &Command) -> Result<Prepared> {
                 crate::settings::WebhookOptions::parse(*allow_private_webhooks, *webhook_retry_base, *webhook_attempts).map_err(anyhow::Error::msg)?;
             prepared.web = Some(web.with_metrics_token(metrics_token.as_deref()).map_err(anyhow::Error::msg)?);
         }
-        Command::Worker { trainer, .. } => {
+        Command::Worker { trainer, mpirun, .. } => {
             let trainer = trainer.clone().unwrap_or_else(crate::jobs::worker::default_trainer);
             crate::jobs::worker::check_trainer(&trainer)?;
+            let (mpirun, why) = crate::jobs::worker::mpirun_capability(&trainer, mpirun.as_deref())?;
+            log::info!("worker: {why}");
+            prepared.mpirun = mpirun;
         }
         Command::User { command: UserCommand::Add { email: e, password_stdin, .. } | UserCommand::ResetPassword { email: e, password_stdin } } => {
             email(e)?;

@@ -27,6 +27,12 @@ pub struct Claimed {
 /// Claims the oldest runnable run: queued (its chain predecessor, if any, succeeded), or
 /// running with an expired lease; raises its fence.
 pub async fn claim(pool: &PgPool, worker: &str, lease: std::time::Duration) -> sqlx::Result<Option<Claimed>> {
+    claim_capable(pool, worker, lease, true).await
+}
+
+/// [`claim`] for a worker that launches runs under mpirun (`mpirun`) or not: one that does not
+/// leaves runs asking for several processes or a host list to one that does.
+pub async fn claim_capable(pool: &PgPool, worker: &str, lease: std::time::Duration, mpirun: bool) -> sqlx::Result<Option<Claimed>> {
     sqlx::query_as!(
         Claimed,
         r#"UPDATE runs r SET status = 'running', fence = r.fence + 1, attempts = r.attempts + 1, worker = $1,
@@ -34,6 +40,7 @@ pub async fn claim(pool: &PgPool, worker: &str, lease: std::time::Duration) -> s
          WHERE r.id = (SELECT c.id FROM runs c
                        WHERE (c.status = 'queued' OR (c.status = 'running' AND c.lease_expires_at < now()))
                          AND (c.after_run IS NULL OR EXISTS (SELECT 1 FROM runs p WHERE p.id = c.after_run AND p.status = 'succeeded'))
+                         AND ($3 OR (COALESCE((c.config->>'processes')::int, 1) = 1 AND c.config->>'hosts' IS NULL))
                        ORDER BY c.seq LIMIT 1 FOR UPDATE SKIP LOCKED)
            AND (r.status = 'queued' OR (r.status = 'running' AND r.lease_expires_at < now()))
          RETURNING r.id, r.project_id, (SELECT p.kind FROM projects p WHERE p.id = r.project_id) AS "project_kind!: TaskKind",
@@ -41,6 +48,7 @@ pub async fn claim(pool: &PgPool, worker: &str, lease: std::time::Duration) -> s
                    r.attempts"#,
         worker,
         lease.as_secs_f64(),
+        mpirun,
     )
     .fetch_optional(pool)
     .await

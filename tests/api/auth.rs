@@ -463,6 +463,7 @@ async fn a_worker_keeps_its_model_store_and_what_its_trainer_writes_private() {
         name: "private".into(),
         store: store.clone(),
         trainer: trainer.clone(),
+        mpirun: None,
         lease: std::time::Duration::from_secs(30),
         poll: std::time::Duration::from_secs(1),
         once: true,

@@ -15,6 +15,7 @@ mod labelling;
 mod lead_pages;
 mod lifecycle;
 mod metrics;
+mod mpi_runs;
 mod multi_server;
 mod openapi;
 mod people;

@@ -5,9 +5,11 @@
 
 pub mod form;
 pub mod input;
+pub mod launch;
 pub mod params;
 pub mod progress;
 pub mod store;
+pub mod throughput;
 
 pub use form::config_from_fields;
 pub use input::ChainStep;

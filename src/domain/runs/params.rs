@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use super::launch::{Hosts, Launch};
 use super::{store_area, RunKind};
 
 /// A run's full configuration: every parameter of its kind, given or defaulted.
@@ -36,11 +37,12 @@ impl RunKind {
             "eval_every",
         ];
         const MODEL: [&str; 6] = ["init", "vocab_size", "n_embd", "n_layer", "n_head", "max_len"];
+        let launch = || LAUNCH.iter().collect::<Vec<_>>();
         match self {
-            Self::Rm => [pick(&MODEL), pick(&TRAIN), pick(&["margin_scale", "center_rewards", "ensemble"])].concat(),
-            Self::Sft => [pick(&MODEL), pick(&TRAIN)].concat(),
-            Self::Dpo => [pick(&["beta", "max_len"]), pick(&TRAIN)].concat(),
-            Self::Ppo => PPO.iter().collect(),
+            Self::Rm => [pick(&MODEL), pick(&TRAIN), pick(&["margin_scale", "center_rewards", "ensemble"]), launch()].concat(),
+            Self::Sft => [pick(&MODEL), pick(&TRAIN), launch()].concat(),
+            Self::Dpo => [pick(&["beta", "max_len"]), pick(&TRAIN), launch()].concat(),
+            Self::Ppo => [PPO.iter().collect(), launch()].concat(),
             Self::Generate => GENERATE.iter().collect(),
         }
     }
@@ -60,6 +62,8 @@ pub enum ParamType {
     /// A model directory in the model store: `shared/…` (curated by an admin) or
     /// `runs/<id>/…` of a run of the same project (see [`store_area`]).
     StorePath,
+    /// A host list for mpirun's `--host` (see [`super::launch::Hosts`]).
+    Hosts,
 }
 
 impl ParamType {
@@ -71,6 +75,7 @@ impl ParamType {
             Self::Positive(max) => format!("a number above 0, at most {max}"),
             Self::Word(words) => format!("one of {}", words.join(", ")),
             Self::StorePath => "a model directory in the store: shared/… or runs/<id of one of this project's runs>/…".into(),
+            Self::Hosts => "a host list such as node1:2,node2:2 (host names, each with its slots)".into(),
         }
     }
 
@@ -79,7 +84,7 @@ impl ParamType {
         let parsed = match self {
             Self::Int(..) => text.parse::<i64>().ok().map(Value::from),
             Self::Float(..) | Self::Positive(_) => text.parse::<f64>().ok().map(Value::from),
-            Self::Word(_) | Self::StorePath => Some(Value::from(text)),
+            Self::Word(_) | Self::StorePath | Self::Hosts => Some(Value::from(text)),
         };
         parsed.unwrap_or_else(|| panic!("the trainer's default {text:?} is not {}", self.describe()))
     }
@@ -92,6 +97,7 @@ impl ParamType {
             Self::Positive(max) => v.as_f64().filter(|f| *f > 0.0 && *f <= max).map(Value::from),
             Self::Word(words) => v.as_str().filter(|s| words.contains(s)).map(Value::from),
             Self::StorePath => v.as_str().filter(|s| store_area(s).is_some()).map(Value::from),
+            Self::Hosts => v.as_str().and_then(|s| Hosts::parse(s).ok()).map(|h| Value::from(h.as_arg())),
         }
     }
 }
@@ -116,26 +122,33 @@ struct Spec {
     name: &'static str,
     ty: ParamType,
     help: &'static str,
-    worker_default: Option<i64>,
+    source: Source,
+}
+
+/// Who reads a parameter: the trainer (a flag, with the trainer's default), or the worker
+/// (with this default; none: unset).
+enum Source {
+    Trainer,
+    Worker(Option<i64>),
 }
 
 macro_rules! p {
     ($name:literal, $ty:ident $(($($r:expr),*))?, $help:literal) => {
-        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, worker_default: None }
+        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, source: Source::Trainer }
     };
     ($name:literal, $ty:ident $(($($r:expr),*))?, $help:literal, worker($d:expr)) => {
-        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, worker_default: Some($d) }
+        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, source: Source::Worker($d) }
     };
 }
 
 impl Spec {
     /// The parameter for runs of `kind`, with the default of `rewardlab-train <kind>`'s flag.
     fn param(&self, kind: RunKind) -> Param {
-        let default = match self.worker_default {
-            Some(d) => Value::from(d),
-            None => rewardlab_protocol::default_of(kind.as_str(), &self.flag()).map_or(Value::Null, |text| self.ty.parse_default(&text)),
+        let default = match self.source {
+            Source::Worker(d) => d.map_or(Value::Null, Value::from),
+            Source::Trainer => rewardlab_protocol::default_of(kind.as_str(), &self.flag()).map_or(Value::Null, |text| self.ty.parse_default(&text)),
         };
-        Param { name: self.name, ty: self.ty, default, help: self.help, flag: self.worker_default.is_none() }
+        Param { name: self.name, ty: self.ty, default, help: self.help, flag: matches!(self.source, Source::Trainer) }
     }
 
     fn flag(&self) -> String {
@@ -204,8 +217,15 @@ static GENERATE: &[Spec] = &[
     p!("max_new_tokens", Int(1, 4096), "longest response"),
     p!("seed", Int(0, SEED), "seeds sampling"),
     p!("batch_size", Int(1, 4096), "sequences generated together"),
-    p!("max_prompts", Int(1, 100_000), "distinct prompts sampled (the earliest items first)", worker(100)),
-    p!("compare_with", Int(0, 8), "earlier responses on the same prompt shown beside the new ones", worker(1)),
+    p!("max_prompts", Int(1, 100_000), "distinct prompts sampled (the earliest items first)", worker(Some(100))),
+    p!("compare_with", Int(0, 8), "earlier responses on the same prompt shown beside the new ones", worker(Some(1))),
+];
+
+/// Data-parallel training under mpirun (rm, sft, dpo, ppo): a worker whose trainer was built
+/// with `mpi` and that finds mpirun takes such runs.
+static LAUNCH: &[Spec] = &[
+    p!("processes", Int(1, 4096), "training processes (ranks) under mpirun; 1: no mpirun", worker(Some(1))),
+    p!("hosts", Hosts, "mpirun's host list, e.g. node1:2,node2:2 (blank: the worker's machine)", worker(None)),
 ];
 
 /// The full configuration of a run: every parameter of its kind, the given value or the
@@ -229,10 +249,14 @@ pub fn resolve_config(kind: RunKind, given: &Value) -> Result<Config, String> {
         let v = if v.is_null() { p.default.clone() } else { check(p, v)? };
         out.insert(p.name.to_string(), v);
     }
+    Launch::of(&out)?;
     Ok(out)
 }
 
 fn check(p: &Param, v: Value) -> Result<Value, String> {
+    if let (ParamType::Hosts, Value::String(s)) = (p.ty, &v) {
+        return Hosts::parse(s).map(|h| Value::from(h.as_arg())).map_err(|e| format!("config.{}: expected {e}", p.name));
+    }
     p.ty.accept(&v).ok_or_else(|| format!("config.{}: expected {}, got {v}", p.name, p.ty.describe()))
 }
 

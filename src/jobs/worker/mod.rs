@@ -22,9 +22,10 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use sqlx::PgPool;
 
-pub use crate::db::worker::{claim, Claimed};
+pub use crate::db::worker::{claim, claim_capable, Claimed};
+use crate::domain::runs::launch::Launch;
 use crate::domain::runs::{config_int, trainer_flags, ParamType, RunInput, RunKind};
-use child::{run_child, Child};
+use child::{run_child, Child, Launcher};
 pub use fence::{Fence, Owned};
 use inputs::Resolved;
 use plan::{Inputs, Output, Plan};
@@ -39,6 +40,9 @@ pub struct WorkerOpts {
     pub store: PathBuf,
     /// The `rewardlab-train` binary.
     pub trainer: PathBuf,
+    /// mpirun, when this worker runs data-parallel runs (its trainer was built with `mpi`; see
+    /// [`mpirun_capability`]); without it the worker leaves them to another.
+    pub mpirun: Option<PathBuf>,
     /// A claim lasts this long unless renewed; heartbeats renew it every third of it.
     pub lease: Duration,
     /// Wait between looks at an empty queue.
@@ -72,14 +76,44 @@ pub fn check_trainer(trainer: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The mpirun this worker launches data-parallel runs with, if it can: its trainer lists `mpi`
+/// in `rewardlab-train capabilities` and mpirun (`given`, else `mpirun` on PATH) is an
+/// executable. `Ok(None)` with the reason when it cannot; an error when `given` cannot be used.
+pub fn mpirun_capability(trainer: &Path, given: Option<&Path>) -> Result<(Option<PathBuf>, String)> {
+    let out = std::process::Command::new(trainer).arg("capabilities").stdin(std::process::Stdio::null()).output();
+    let has_mpi = out.as_ref().is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "mpi"));
+    let mpirun = given.map(Path::to_path_buf).or_else(|| find_on_path("mpirun"));
+    match (has_mpi, mpirun) {
+        (true, Some(m)) if is_executable(&m) => Ok((Some(m.clone()), format!("runs on several processes with {}", m.display()))),
+        (_, Some(m)) if given.is_some() && !is_executable(&m) => bail!("--mpirun {} is not an executable file", m.display()),
+        (false, _) if given.is_some() => bail!(
+            "--mpirun was given, but the trainer {} was not built with the `mpi` feature (cargo build --release -p rewardlab-trainer --features mpi)",
+            trainer.display()
+        ),
+        (false, _) => Ok((None, "one-process runs only: the trainer was built without the `mpi` feature".into())),
+        (true, _) => Ok((None, "one-process runs only: no mpirun on PATH (install Open MPI, or give --mpirun)".into())),
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p))
+}
+
 /// Claims and executes runs until the queue is empty (`once`) or forever.
 pub async fn run_worker(pool: PgPool, opts: WorkerOpts) -> Result<()> {
     crate::private_fs::create_dir_all(&opts.store)
         .and_then(|_| crate::private_fs::create_dir_all(&opts.store.join("runs")))
         .with_context(|| format!("creating the model store {}", opts.store.display()))?;
-    log::info!("worker {} polling for runs (model store {}, trainer {})", opts.name, opts.store.display(), opts.trainer.display());
+    let mpirun = opts.mpirun.as_ref().map_or_else(|| "one-process runs only".to_string(), |m| format!("mpirun {}", m.display()));
+    log::info!("worker {} polling for runs (model store {}, trainer {}, {mpirun})", opts.name, opts.store.display(), opts.trainer.display());
     loop {
-        match claim(&pool, &opts.name, opts.lease).await {
+        match claim_capable(&pool, &opts.name, opts.lease, opts.mpirun.is_some()).await {
             Ok(Some(c)) => execute(&pool, &opts, c).await,
             Ok(None) if opts.once => return Ok(()),
             Ok(None) => tokio::time::sleep(opts.poll).await,
@@ -131,8 +165,15 @@ async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -
     let run_dir = opts.store.join("runs").join(c.id.to_string());
     let dir = run_dir.join(format!("attempt-{}", c.fence));
     crate::private_fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let launch = Launch::of(c.config.as_object().unwrap_or(&Default::default())).map_err(anyhow::Error::msg)?;
+    let mpirun = match (launch.uses_mpirun(), &opts.mpirun) {
+        (false, _) => None,
+        (true, Some(m)) => Some((m.clone(), launch)),
+        (true, None) => bail!("this worker cannot launch mpirun (its trainer lacks the `mpi` feature, or there is no mpirun)"),
+    };
     let prepared = prepare(pool, opts, c, f, &input, &plan, &run_dir).await?;
-    let summary = match run_child(f, &opts.trainer, &prepared.args).await? {
+    let launcher = Launcher { trainer: &opts.trainer, mpirun };
+    let summary = match run_child(f, &launcher, &prepared.args).await? {
         Child::Lost => return Ok(Ended::Lost),
         Child::Exited { ok: false, status, last_line, .. } => bail!("rewardlab-train {} exited with {status}: {last_line}", c.kind),
         Child::Exited { ok: true, summary, .. } => summary,

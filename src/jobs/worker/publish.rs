@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 use tokio::io::AsyncWriteExt;
 
-use super::child::{run_child, Child};
+use super::child::{run_child, Child, Launcher};
 use super::fence::Fence;
 use super::inputs::Resolved;
 use super::plan::{path_arg, Output, Plan};
@@ -53,7 +53,7 @@ pub async fn score_responses(pool: &PgPool, f: &Fence<'_>, trainer: &Path, c: &C
     let ids = write_score_items(pool, c.project_id, &items).await?;
     let out = dir.join("scores.jsonl");
     let args = ["score", "--model", &path_arg(model), "--data", &path_arg(&items), "--out", &path_arg(&out)].map(String::from);
-    match run_child(f, trainer, &args).await? {
+    match run_child(f, &Launcher { trainer, mpirun: None }, &args).await? {
         Child::Lost => return Ok(None),
         Child::Exited { ok: false, status, last_line, .. } => bail!("scoring the project's responses: rewardlab-train score exited with {status}: {last_line}"),
         Child::Exited { ok: true, .. } => {}

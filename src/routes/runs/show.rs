@@ -8,7 +8,9 @@ use serde::Deserialize;
 
 use super::lead_run;
 use crate::db::runs::{self as dbr, Run};
+use crate::domain::runs::launch::Launch;
 use crate::domain::runs::progress::Progress;
+use crate::domain::runs::throughput::Throughput;
 use crate::domain::runs::{RunKind, RunStatus};
 use crate::routes::pages::{html, redirect, CsrfOnly, Layout};
 use crate::web::auth::Auth;
@@ -42,6 +44,10 @@ pub struct Live {
     pub charts: Vec<Chart>,
     pub more: Vec<Chart>,
     pub log: Vec<String>,
+    /// "2 processes on node1,node2": what the run asks for.
+    pub ranks: String,
+    /// Its recent speed, once it has trained a step.
+    pub throughput: Option<String>,
 }
 
 impl Live {
@@ -66,9 +72,12 @@ async fn live_parts(state: &AppState, run: &Run) -> Result<Live, AppError> {
     let metrics = dbr::metrics(&mut conn, run.id).await?;
     let log = dbr::log_tail(&mut conn, run.id, 200).await?;
     let progress = dbr::pace(&mut conn, run.id).await?.map(|p| Progress::from_pace(p, run.status == RunStatus::Succeeded));
-    let (charts, more) = split(charts(&[(String::new(), &metrics)]));
     let unit = if run.kind == RunKind::Ppo { "iterations" } else { "steps" };
-    Ok(Live { progress, unit, charts, more, log })
+    let launch = run.config.as_object().and_then(|c| Launch::of(c).ok()).unwrap_or(Launch::SINGLE);
+    let steps = metrics.iter().filter(|m| m.event == "step" || m.event == "iteration").map(|m| &m.data);
+    let throughput = Throughput::from_metrics(steps, launch.processes).map(|t| t.summary());
+    let (charts, more) = split(charts(&[(String::new(), &metrics)]));
+    Ok(Live { progress, unit, charts, more, log, ranks: launch.describe(), throughput })
 }
 
 /// A succeeded run's own output as its worker recorded it (`…/runs/<id>/attempt-<n>/model`,

@@ -1,6 +1,6 @@
 //! `rewardlab-train`: reward models (`rm`), supervised fine-tuning (`sft`), DPO (`dpo`), PPO
 //! (`ppo`), sampling (`generate`), scoring (`score`)
-//! and the training benchmark (`bench`).
+//! the training benchmark (`bench`) and the features it was built with (`capabilities`).
 
 use clap::{Parser, Subcommand};
 use rewardlab_trainer::{bench, dist, dpo, generate, ppo, rm, sft};
@@ -33,10 +33,21 @@ enum Command {
     Score(rm::ScoreArgs),
     /// Time reward-model training steps (optionally beside PyTorch).
     Bench(bench::BenchArgs),
+    /// Print the optional features this binary was built with, one a line (`mpi`: it trains
+    /// data-parallel under mpirun; `cuda`; `openblas`). Workers ask before taking mpirun runs.
+    Capabilities,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Capabilities) {
+        for (built, name) in [(cfg!(feature = "mpi"), "mpi"), (cfg!(feature = "cuda"), "cuda"), (cfg!(feature = "openblas"), "openblas")] {
+            if built {
+                println!("{name}");
+            }
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
     rewardlab_trainer::ensure_best_kernels();
     // After the kernels' re-run (an exec), so MPI starts in the process that stays.
     let _mpi = match dist::init() {
@@ -65,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Ppo(a) => ppo::run(a),
         Command::Score(a) => rm::score(a),
         Command::Bench(a) => bench::run(a),
+        Command::Capabilities => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
