@@ -242,7 +242,8 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
     assert!(PathBuf::from(ppo["model_dir"].as_str().unwrap()).join("model.safetensors").exists());
     // The watchdog's figures: √KL to the starting policy each iteration, the policy kept on its grid.
     assert!(ppo["metrics"]["iteration.sqrt_kl"].as_f64().is_some_and(|d| d > 0.0), "{ppo}");
-    let manifest: Value = serde_json::from_slice(&std::fs::read(PathBuf::from(ppo["model_dir"].as_str().unwrap()).join("kl-grid/manifest.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(PathBuf::from(ppo["model_dir"].as_str().unwrap()).join("kl-grid/manifest.json")).unwrap()).unwrap();
     assert!(manifest["checkpoints"].as_array().is_some_and(|c| !c.is_empty()), "{manifest}");
 
     // The generated responses are new labelling tasks, with their provenance.
