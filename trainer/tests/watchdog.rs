@@ -124,6 +124,24 @@ fn ppo_logs_sqrt_kl_and_ensemble_disagreement_and_keeps_the_policy_on_a_sqrt_kl_
     let cfg = read_json(&out.join("config.json"));
     assert_eq!((cfg["rewardlab"]["ppo"]["reward_ensemble"].as_str(), cfg["rewardlab"]["ppo"]["reward_members"].as_u64()), (Some("mean-minus-std"), Some(2)));
 
+    // Killed after 3 of 6 iterations and resumed: the same grid checkpoints and manifest as a
+    // run never stopped (the repeated iterations replace what the killed run had kept).
+    let flags = ["--iterations", "6", "--kl-coef", "0", "--kl-grid", "0.5", "--save-every", "2"];
+    let (o, straight, _) = ppo("straight", &rm, &flags);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (o, resumed, _) = ppo("resumed", &rm, &[&flags[..], &["--stop-after", "3"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let resumed_str = resumed.to_str().unwrap().to_string();
+    let (o, _, _) = ppo("resumed", &rm, &[&flags[..], &["--resume", &resumed_str]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (m1, m2) = (read_json(&straight.join("kl-grid/manifest.json")), read_json(&resumed.join("kl-grid/manifest.json")));
+    assert!(!m1["checkpoints"].as_array().unwrap().is_empty());
+    assert_eq!(m1["checkpoints"], m2["checkpoints"]);
+    for c in m1["checkpoints"].as_array().unwrap() {
+        let w = |root: &Path| std::fs::read(root.join("kl-grid").join(c["name"].as_str().unwrap()).join("model.safetensors")).unwrap();
+        assert!(w(&straight) == w(&resumed), "{c}");
+    }
+
     // A single model: no ensemble figures, √KL still logged, no grid without the flag.
     let (o, out, metrics) = ppo("single", &single, &["--iterations", "2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
