@@ -267,6 +267,43 @@ pub struct PpoArgs {
     pub stop_after: Option<u64>,
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
+    /// Keep the policy (Hugging Face layout, in `kl-grid/sqrt-kl-<point>`) each time √KL to the
+    /// starting policy first passes a multiple of this, listed in `kl-grid/manifest.json` with
+    /// the iteration, √KL and mean reward-model score.
+    #[arg(long, value_parser = positive_f64)]
+    pub kl_grid: Option<f64>,
+    /// How an ensemble reward model's (`rm --ensemble`) members' rewards make the score PPO
+    /// optimises (Coste et al. 2024): their mean, their minimum (worst case), or mean − std
+    /// (uncertainty-weighted). A single reward model takes only `mean`.
+    #[arg(long, value_enum, default_value_t = RewardEnsemble::Mean)]
+    pub reward_ensemble: RewardEnsemble,
+}
+
+/// A number above 0 (and finite).
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("expected a number above 0, got {s:?}")),
+    }
+}
+
+/// How PPO combines an ensemble's rewards of one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RewardEnsemble {
+    Mean,
+    Min,
+    MeanMinusStd,
+}
+
+impl RewardEnsemble {
+    /// The flag's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::Min => "min",
+            Self::MeanMinusStd => "mean-minus-std",
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -96,6 +96,17 @@ pub struct Iteration {
     pub eos_rate: f64,
     pub response_length: f64,
     pub time: Timings,
+    /// √ of the mean per-sequence KL to the starting policy, KL estimated with k3 (Schulman:
+    /// Σ_t e^{r_t} − 1 − r_t, r_t = log π_start − log π; never negative); absent from trainers
+    /// before it was added.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sqrt_kl: Option<f64>,
+    /// An ensemble reward model's mean reward of the rollouts and its disagreement (the
+    /// members' standard deviation, averaged over the rollouts); absent for a single model.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ensemble_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ensemble_std: Option<f64>,
 }
 
 /// Seconds an iteration spent in each phase.
@@ -227,6 +238,9 @@ impl MetricEvent {
                 ] {
                     some(name, Some(v));
                 }
+                some("sqrt_kl", i.sqrt_kl);
+                some("ensemble_mean", i.ensemble_mean);
+                some("ensemble_std", i.ensemble_std);
             }
             Self::Done(_) => {}
         }

@@ -8,6 +8,7 @@ pub mod item_filter;
 pub mod leaderboard;
 pub mod login;
 pub mod markdown;
+pub mod overoptimisation;
 pub mod project;
 pub mod provenance;
 pub mod quality;

@@ -170,7 +170,7 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
     // until the project has one coming (an SFT run, queued now, trained once labels exist).
     let chain = json!([
         {"kind": "rm", "config": tiny(json!({"epochs": 4, "lr": 0.003, "batch_size": 8}))},
-        {"kind": "ppo", "config": {"iterations": 3, "batch_size": 8, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 8, "lr": 0.0005, "save_every": 1}},
+        {"kind": "ppo", "config": {"iterations": 3, "batch_size": 8, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 8, "lr": 0.0005, "save_every": 1, "kl_grid": 0.01}},
         {"kind": "generate", "config": {"max_prompts": 10, "max_new_tokens": 12, "seed": 3}},
     ]);
     let res = lead.post("/api/v1/projects/loop/schedules", &json!({"min_new_comparisons": 50, "chain": chain})).await;
@@ -240,6 +240,11 @@ async fn a_schedule_fires_a_chain_that_trains_and_sends_new_responses_back_to_th
         .unwrap();
     assert_eq!(steps, 3);
     assert!(PathBuf::from(ppo["model_dir"].as_str().unwrap()).join("model.safetensors").exists());
+    // The watchdog's figures: √KL to the starting policy each iteration, the policy kept on its grid.
+    assert!(ppo["metrics"]["iteration.sqrt_kl"].as_f64().is_some_and(|d| d > 0.0), "{ppo}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(PathBuf::from(ppo["model_dir"].as_str().unwrap()).join("kl-grid/manifest.json")).unwrap()).unwrap();
+    assert!(manifest["checkpoints"].as_array().is_some_and(|c| !c.is_empty()), "{manifest}");
 
     // The generated responses are new labelling tasks, with their provenance.
     let gen: Vec<(String, Value, i32)> =

@@ -324,6 +324,8 @@ fn ppo_bench(args: &BenchArgs, device: &candle_core::Device) -> Result<()> {
         resume: None,
         stop_after: None,
         device: args.device,
+        kl_grid: None,
+        reward_ensemble: rewardlab_protocol::RewardEnsemble::Mean,
     };
     let t0 = Instant::now();
     crate::ppo::run(&ppo_args)?;

@@ -12,12 +12,13 @@ use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::checkpoint::{commit_checkpoint, load_reward_model, save_model, write_atomic, LoadedReward, ModelKind};
+use crate::checkpoint::{commit_checkpoint, save_model, write_atomic, ModelKind};
 use crate::data::join;
 use crate::generate::{generate_batch, load_frozen_lm, SamplingOpts};
 use crate::gpt2::{Config, LmModel, RewardModel};
+use crate::kl_grid::{self, GridCheckpoint};
 use crate::optim::{AdamW, AdamWConfig, Grads};
-use crate::rm::score_texts;
+use crate::reward_ensemble::EnsembleScorer;
 use crate::rng::Rng;
 use crate::setup::{self, pad, Source};
 use crate::tokenizer::Tok;
@@ -335,6 +336,9 @@ struct PpoState {
     adam_step: u64,
     seed: u64,
     iterations: u64,
+    /// The index of the last `--kl-grid` point kept (0: none yet).
+    #[serde(default)]
+    grid_reached: u64,
 }
 
 /// Whether the value network starts from the reward model (`--value-init`): it must read the
@@ -382,11 +386,11 @@ pub fn run(args: &PpoArgs) -> Result<()> {
     let (pcfg, _) = crate::checkpoint::read_config(&args.policy)?;
     let (policy, policy_params) = setup::variables(&policy_src, &pcfg, args.seed, &device, |vb| LmModel::new(&pcfg, vb))?;
     let reference = load_frozen_lm(&args.policy, &device)?;
-    let LoadedReward { model: reward, cfg: rcfg, max_len: rm_len, bias: rm_bias } = load_reward_model(&args.reward_model, &device)?;
-    let rm_tok = Tok::load(&args.reward_model)?;
+    let scorer = EnsembleScorer::load(&args.reward_model, args.reward_ensemble, &device)?;
+    let (rcfg, rm_tok) = (scorer.members[0].0.cfg.clone(), &scorer.members[0].1);
     // The value network reads the policy's tokens: it can start from the reward model only when
     // that shares the policy's tokenizer and covers its context.
-    let value_from_rm = value_from_reward_model(args, &tok, &pcfg, &rm_tok, &rcfg)?;
+    let value_from_rm = value_from_reward_model(args, &tok, &pcfg, rm_tok, &rcfg)?;
     let vcfg = if value_from_rm { rcfg.clone() } else { pcfg.clone() };
     let value_src = match &resume {
         Some(c) => Source::Resume(c.join("value")),
@@ -400,7 +404,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
     let mut all: Vec<(String, candle_core::Var)> = policy_params.iter().map(|(n, v)| (format!("policy.{n}"), v.clone())).collect();
     all.extend(value_params.iter().map(|(n, v)| (format!("value.{n}"), v.clone())));
     let mut opt = AdamW::new(all.clone(), AdamWConfig { eps: 1e-5, ..Default::default() })?;
-    let mut state = PpoState { iteration: 0, kl_coef: args.kl_coef, adam_step: 0, seed: args.seed, iterations: args.iterations };
+    let mut state = PpoState { iteration: 0, kl_coef: args.kl_coef, adam_step: 0, seed: args.seed, iterations: args.iterations, grid_reached: 0 };
     if let Some(c) = &resume {
         let text = std::fs::read_to_string(c.join("state.json")).with_context(|| format!("cannot read {}", c.display()))?;
         let saved: PpoState = serde_json::from_str(&text)?;
@@ -468,7 +472,8 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         // 2. Scores from the reward model.
         let t1 = Instant::now();
         let texts: Vec<String> = picks.iter().zip(&conts).map(|(&p, c)| Ok(join(&prompts[p].1, &tok.decode(&c.tokens)?))).collect::<Result<_>>()?;
-        let raw = score_texts(&reward, &rm_tok, &texts, rm_len, 16_384, &device)?;
+        let raw = scorer.score(&texts, 16_384, &device)?;
+        let (ens_mean_sum, ens_std_sum) = (raw.iter().map(|r| r.mean).sum::<f64>(), raw.iter().map(|r| r.std).sum::<f64>());
         let mut rollouts: Vec<Rollout> = batch_queries
             .into_iter()
             .zip(conts)
@@ -478,7 +483,7 @@ pub fn run(args: &PpoArgs) -> Result<()> {
                 if c.eos || response.is_empty() {
                     response.push(tok.eos());
                 }
-                let mut score = s as f64 - rm_bias;
+                let mut score = s.score;
                 if !c.eos {
                     score -= args.missing_eos_penalty.unwrap_or(0.0);
                 }
@@ -504,8 +509,10 @@ pub fn run(args: &PpoArgs) -> Result<()> {
             }
         }
         let mut kl_sum = 0.0;
+        let mut k3_sum = 0.0;
         let mut all_adv = Vec::new();
         for ro in &mut rollouts {
+            k3_sum += kl_grid::sequence_kl_k3(&ro.old_logp, &ro.ref_logp);
             let kl: Vec<f64> = ro.old_logp.iter().zip(&ro.ref_logp).map(|(a, b)| (a - b) as f64).collect();
             kl_sum += kl.iter().sum::<f64>();
             let mut rewards: Vec<f64> = kl.iter().map(|k| -state.kl_coef * k).collect();
@@ -525,9 +532,9 @@ pub fn run(args: &PpoArgs) -> Result<()> {
                 k += 1;
             }
         }
-        let mut sums = [kl_sum, entropy_sum, token_count as f64];
+        let mut sums = [kl_sum, entropy_sum, token_count as f64, k3_sum, ens_mean_sum, ens_std_sum];
         crate::dist::all_reduce_f64(&mut sums);
-        let [kl_sum, entropy_sum, token_count] = sums;
+        let [kl_sum, entropy_sum, token_count, k3_sum, ens_mean_sum, ens_std_sum] = sums;
         // Every rank gets every rollout, so each can take its shard of every minibatch.
         if world.size > 1 {
             rollouts = crate::dist::all_gather_bytes(&encode_rollouts(&rollouts)).iter().map(|b| decode_rollouts(b)).collect::<Result<Vec<_>>>()?.concat();
@@ -590,6 +597,11 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         let n = rollouts.len() as f64;
         let kl = kl_sum / n;
         let mean_score = rollouts.iter().map(|r| r.score).sum::<f64>() / n;
+        let sqrt_kl = (k3_sum / n).max(0.0).sqrt();
+        let (ensemble_mean, ensemble_std) = match scorer.is_ensemble() {
+            true => (Some(ens_mean_sum / n), Some(ens_std_sum / n)),
+            false => (None, None),
+        };
         let non_score = -state.kl_coef * kl;
         let coef_used = state.kl_coef;
         if let Some(target) = args.target_kl {
@@ -618,7 +630,23 @@ pub fn run(args: &PpoArgs) -> Result<()> {
             eos_rate: rollouts.iter().filter(|r| r.eos).count() as f64 / n,
             response_length: rollouts.iter().map(|r| r.response.len()).sum::<usize>() as f64 / n,
             time: Timings { generate_s: gen_s, score_s, optimise_s: opt_s },
+            sqrt_kl: Some(sqrt_kl),
+            ensemble_mean,
+            ensemble_std,
         }))?;
+        if let Some((grid, k)) = args.kl_grid.and_then(|g| kl_grid::newly_reached(sqrt_kl, g, state.grid_reached).map(|k| (g, k))) {
+            let point = k as f64 * grid;
+            let entry =
+                GridCheckpoint { name: kl_grid::point_name(point), point, iteration: state.iteration, sqrt_kl, score: mean_score, ensemble_mean, ensemble_std };
+            if crate::dist::is_root() {
+                let extra = json!({"rewardlab": {"from_scratch": from_scratch, "kl_grid": &entry}});
+                kl_grid::keep(&args.out, grid, &args.policy, entry, |dir| {
+                    save_model(dir, &pcfg, ModelKind::Lm, &policy_params, tok.eos(), Some(&extra))?;
+                    setup::save_tokenizer(&tok, dir, pcfg.n_positions)
+                })?;
+            }
+            state.grid_reached = k;
+        }
         bar.set_position(state.iteration);
         bar.set_message(format!("score {mean_score:.3} kl {kl:.3}"));
         let last = state.iteration == args.iterations;
@@ -638,7 +666,8 @@ pub fn run(args: &PpoArgs) -> Result<()> {
         return Ok(());
     }
     let extra = json!({"rewardlab": {"from_scratch": from_scratch, "ppo": {"reward_model": args.reward_model.display().to_string(),
-        "iterations": args.iterations, "final_kl_coef": state.kl_coef, "reference": args.policy.display().to_string(), "lr": lr,
+        "iterations": args.iterations, "final_kl_coef": state.kl_coef, "reward_ensemble": args.reward_ensemble.as_str(),
+        "reward_members": scorer.members.len(), "reference": args.policy.display().to_string(), "lr": lr,
         "value_init": if value_from_rm { "reward model" } else { "policy" }}}});
     save_model(&args.out, &pcfg, ModelKind::Lm, &policy_params, tok.eos(), Some(&extra))?;
     setup::save_tokenizer(&tok, &args.out, pcfg.n_positions)?;

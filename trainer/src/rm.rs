@@ -281,7 +281,7 @@ fn ensemble_dir(out: &Path) -> std::path::PathBuf {
 }
 
 /// The ensemble's members: `dir` itself, then `dir/ensemble/member-1…` in order.
-fn ensemble_members(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn ensemble_members(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut members = vec![dir.to_path_buf()];
     for i in 1.. {
         let m = ensemble_dir(dir).join(format!("member-{i}"));

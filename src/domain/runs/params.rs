@@ -208,6 +208,8 @@ static PPO: &[Spec] = &[
     p!("max_grad_norm", Float(0.0, 1000.0), "global gradient-norm clip"),
     p!("seed", Int(0, SEED), "seeds sampling and order"),
     p!("save_every", Int(0, 1_000_000), "checkpoint every N iterations"),
+    p!("kl_grid", Positive(100.0), "keep the policy each time √KL to the start first passes a multiple of this (kl-grid/ in the run's output)"),
+    p!("reward_ensemble", Word(&["mean", "min", "mean-minus-std"]), "how an ensemble reward model's members combine: mean, min or mean-minus-std"),
 ];
 
 static GENERATE: &[Spec] = &[
@@ -378,6 +380,15 @@ mod tests {
         assert!(refused(RunKind::Ppo, json!({"temperature": 0})).starts_with("config.temperature: expected a number above 0"));
         assert!(refused(RunKind::Generate, json!({"top_p": 1.5})).starts_with("config.top_p"));
         assert!(resolve_config(RunKind::Generate, &json!({"temperature": 0})).is_ok(), "greedy sampling");
+        assert_eq!(
+            refused(RunKind::Ppo, json!({"reward_ensemble": "median"})),
+            "config.reward_ensemble: expected one of mean, min, mean-minus-std, got \"median\""
+        );
+        assert!(refused(RunKind::Ppo, json!({"kl_grid": 0})).starts_with("config.kl_grid: expected a number above 0"));
+        let c = resolve_config(RunKind::Ppo, &json!({"kl_grid": 0.5, "reward_ensemble": "mean-minus-std"})).unwrap();
+        let flags = trainer_flags(RunKind::Ppo, &c, std::path::Path::new("/s"));
+        assert!(flags.windows(2).any(|w| w == ["--kl-grid", "0.5"]) && flags.windows(2).any(|w| w == ["--reward-ensemble", "mean-minus-std"]), "{flags:?}");
+        assert_eq!(resolve_config(RunKind::Ppo, &json!({})).unwrap()["reward_ensemble"], "mean", "the trainer's default");
         assert!(resolve_config(RunKind::Rm, &json!({"epochs": 10_000, "lr": 1, "val_fraction": 0, "warmup_ratio": 1})).is_ok(), "the bounds themselves");
     }
 }
