@@ -13,6 +13,7 @@ pub mod dpo;
 pub mod generate;
 pub mod gpt2;
 pub mod loss;
+pub mod merge;
 pub mod ops;
 pub mod optim;
 pub mod ppo;

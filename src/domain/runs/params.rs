@@ -36,11 +36,12 @@ impl RunKind {
             "eval_every",
         ];
         const MODEL: [&str; 6] = ["init", "vocab_size", "n_embd", "n_layer", "n_head", "max_len"];
+        let merge = || FORGETTING.iter().collect::<Vec<_>>();
         match self {
-            Self::Rm => [pick(&MODEL), pick(&TRAIN), pick(&["margin_scale", "center_rewards", "ensemble"])].concat(),
-            Self::Sft => [pick(&MODEL), pick(&TRAIN)].concat(),
-            Self::Dpo => [pick(&["beta", "max_len"]), pick(&TRAIN)].concat(),
-            Self::Ppo => PPO.iter().collect(),
+            Self::Rm => [pick(&MODEL), pick(&TRAIN), pick(&["margin_scale", "center_rewards", "ensemble"]), merge()].concat(),
+            Self::Sft => [pick(&MODEL), pick(&TRAIN), merge()].concat(),
+            Self::Dpo => [pick(&["beta", "max_len"]), pick(&TRAIN), merge()].concat(),
+            Self::Ppo => [PPO.iter().collect(), merge()].concat(),
             Self::Generate => GENERATE.iter().collect(),
         }
     }
@@ -197,6 +198,13 @@ static PPO: &[Spec] = &[
     p!("save_every", Int(0, 1_000_000), "checkpoint every N iterations"),
 ];
 
+/// Retraining without forgetting (rm, sft, dpo, ppo): weight interpolation with an earlier model
+/// (Lin et al. 2024).
+static FORGETTING: &[Spec] = &[
+    p!("merge_with", StorePath, "after training, interpolate the weights with this earlier model (same architecture and tokenizer)"),
+    p!("merge_alpha", Float(0.0, 1.0), "the earlier model's share A: θ = (1 − A)·θ_new + A·θ_old (needs merge_with)"),
+];
+
 static GENERATE: &[Spec] = &[
     p!("samples", Int(1, 8), "new responses per prompt"),
     p!("temperature", Float(0.0, 10.0), "softmax temperature (0: greedy)"),
@@ -228,6 +236,12 @@ pub fn resolve_config(kind: RunKind, given: &Value) -> Result<Config, String> {
         let v = given.get(p.name).cloned().unwrap_or(Value::Null);
         let v = if v.is_null() { p.default.clone() } else { check(p, v)? };
         out.insert(p.name.to_string(), v);
+    }
+    let set = |name: &str| out.get(name).is_some_and(|v| !v.is_null());
+    match (set("merge_with"), set("merge_alpha")) {
+        (true, false) => return Err("config.merge_alpha: expected a number from 0 to 1 with merge_with (the earlier model's share)".into()),
+        (false, true) => return Err("config.merge_with: expected the model to merge with (merge_alpha is set)".into()),
+        _ => {}
     }
     Ok(out)
 }
@@ -303,6 +317,14 @@ mod tests {
         assert!(resolve_config(RunKind::Sft, &json!({"init": "shared/gpt2"})).is_ok());
         assert!(resolve_config(RunKind::Sft, &json!({"init": "hub/gpt2"})).is_err(), "only shared/ and runs/<id>/");
         assert!(resolve_config(RunKind::Sft, &json!({"schedule": "x; rm -rf /"})).is_err());
+        let e = resolve_config(RunKind::Dpo, &json!({"merge_with": "shared/gpt2"})).unwrap_err();
+        assert!(e.starts_with("config.merge_alpha: expected a number from 0 to 1"), "{e}");
+        let e = resolve_config(RunKind::Ppo, &json!({"merge_alpha": 0.5})).unwrap_err();
+        assert!(e.starts_with("config.merge_with:"), "{e}");
+        assert!(resolve_config(RunKind::Rm, &json!({"merge_with": "shared/gpt2", "merge_alpha": 1.5})).is_err());
+        let c = resolve_config(RunKind::Ppo, &json!({"merge_with": "shared/sft", "merge_alpha": 0.3})).unwrap();
+        let flags = trainer_flags(RunKind::Ppo, &c, std::path::Path::new("/s"));
+        assert!(flags.windows(2).any(|w| w == ["--merge-with", "/s/shared/sft"]) && flags.windows(2).any(|w| w == ["--merge-alpha", "0.3"]), "{flags:?}");
     }
 
     #[test]
