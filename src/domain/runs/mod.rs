@@ -5,6 +5,7 @@
 
 pub mod form;
 pub mod input;
+pub mod mixture;
 pub mod params;
 pub mod progress;
 pub mod store;

@@ -118,14 +118,19 @@ struct Spec {
     ty: ParamType,
     help: &'static str,
     worker_default: Option<i64>,
+    /// A worker setting without a default (`null`: unset).
+    worker_unset: bool,
 }
 
 macro_rules! p {
     ($name:literal, $ty:ident $(($($r:expr),*))?, $help:literal) => {
-        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, worker_default: None }
+        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, worker_default: None, worker_unset: false }
+    };
+    ($name:literal, $ty:ident $(($($r:expr),*))?, $help:literal, worker()) => {
+        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, worker_default: None, worker_unset: true }
     };
     ($name:literal, $ty:ident $(($($r:expr),*))?, $help:literal, worker($d:expr)) => {
-        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, worker_default: Some($d) }
+        Spec { name: $name, ty: ParamType::$ty $(($($r),*))?, help: $help, worker_default: Some($d), worker_unset: false }
     };
 }
 
@@ -134,9 +139,10 @@ impl Spec {
     fn param(&self, kind: RunKind) -> Param {
         let default = match self.worker_default {
             Some(d) => Value::from(d),
+            None if self.worker_unset => Value::Null,
             None => rewardlab_protocol::default_of(kind.as_str(), &self.flag()).map_or(Value::Null, |text| self.ty.parse_default(&text)),
         };
-        Param { name: self.name, ty: self.ty, default, help: self.help, flag: self.worker_default.is_none() }
+        Param { name: self.name, ty: self.ty, default, help: self.help, flag: self.worker_default.is_none() && !self.worker_unset }
     }
 
     fn flag(&self) -> String {
@@ -203,6 +209,12 @@ static PPO: &[Spec] = &[
 static FORGETTING: &[Spec] = &[
     p!("merge_with", StorePath, "after training, interpolate the weights with this earlier model (same architecture and tokenizer)"),
     p!("merge_alpha", Float(0.0, 1.0), "the earlier model's share A: θ = (1 − A)·θ_new + A·θ_old (needs merge_with)"),
+    p!(
+        "replay_share",
+        Float(0.0, 0.9),
+        "train on the rows new since the project's earlier snapshots plus this share of old rows drawn from them (unset: the whole export)",
+        worker()
+    ),
 ];
 
 static GENERATE: &[Spec] = &[
@@ -341,6 +353,10 @@ mod tests {
         assert_eq!(default(RunKind::Sft, "schedule"), json!("cosine"));
         assert_eq!(default(RunKind::Generate, "max_new_tokens"), json!(64));
         assert_eq!(default(RunKind::Generate, "max_prompts"), json!(100), "a worker setting");
+        assert!(default(RunKind::Dpo, "replay_share").is_null(), "a worker setting, unset");
+        let c = resolve_config(RunKind::Rm, &json!({"replay_share": 0.3})).unwrap();
+        assert!(!trainer_flags(RunKind::Rm, &c, std::path::Path::new("/s")).contains(&"--replay-share".to_string()));
+        assert!(resolve_config(RunKind::Rm, &json!({"replay_share": 0.95})).unwrap_err().starts_with("config.replay_share: expected a number from 0 to 0.9"));
         // The trainer picks these from the model it starts from.
         assert!(default(RunKind::Rm, "lr").is_null() && default(RunKind::Ppo, "lr").is_null() && default(RunKind::Ppo, "target_kl").is_null());
     }
