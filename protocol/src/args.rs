@@ -100,6 +100,56 @@ pub struct TrainOpts {
     pub device: Option<DeviceArg>,
 }
 
+/// Weight interpolation after training (Lin et al. 2024, averaging pre- and post-RLHF weights
+/// against forgetting): the saved model becomes θ = (1 − A)·θ_new + A·θ_old.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MergeOpts {
+    /// After training, interpolate the new weights with this earlier model directory's (same
+    /// architecture and tokenizer); the unmerged weights stay in OUT/unmerged.safetensors.
+    #[arg(long, requires = "merge_alpha")]
+    pub merge_with: Option<PathBuf>,
+    /// The old model's share A in θ = (1 − A)·θ_new + A·θ_old (0: the new model, 1: the old).
+    #[arg(long, requires = "merge_with", value_parser = parse_alpha)]
+    pub merge_alpha: Option<f64>,
+}
+
+/// A weight in [0, 1].
+pub fn parse_alpha(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(a) if (0.0..=1.0).contains(&a) => Ok(a),
+        _ => Err(format!("expected a number from 0 to 1, got {text:?}")),
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MergeSweepArgs {
+    /// The newly trained model directory (θ_new; a reward model or a policy).
+    #[arg(long)]
+    pub new: PathBuf,
+    /// The earlier model directory (θ_old): same architecture and tokenizer.
+    #[arg(long)]
+    pub old: PathBuf,
+    /// Preference pairs or rankings to evaluate each merge on (a frozen regression set, or a
+    /// validation split): a reward model's pairwise accuracy, a policy's share of pairs whose
+    /// chosen response it gives the higher mean log-probability per token.
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// The α to try, comma-separated, each in [0, 1].
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = [0.0, 0.25, 0.5, 0.75, 1.0], value_parser = parse_alpha)]
+    pub alphas: Vec<f64>,
+    /// Write the best α's merged model here (a model directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where to write the report (JSON; `-` for stdout).
+    #[arg(long)]
+    pub report: Option<String>,
+    /// Most padded tokens in one forward pass.
+    #[arg(long, default_value_t = 8192)]
+    pub max_tokens: usize,
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct RmArgs {
     /// Training data: comparisons or preferences exports, TRL or HH-RLHF pair files (.jsonl,
@@ -129,6 +179,8 @@ pub struct RmArgs {
     /// accuracy and calibration (expected calibration error of P(chosen ≻ rejected)).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub ensemble: u32,
+    #[command(flatten)]
+    pub merge: MergeOpts,
     #[command(flatten)]
     pub model: ModelOpts,
     #[command(flatten)]
@@ -166,6 +218,8 @@ pub struct SftArgs {
     #[arg(long)]
     pub init: Option<PathBuf>,
     #[command(flatten)]
+    pub merge: MergeOpts,
+    #[command(flatten)]
     pub model: ModelOpts,
     #[command(flatten)]
     pub train: TrainOpts,
@@ -189,6 +243,8 @@ pub struct DpoArgs {
     #[arg(long, default_value_t = 256)]
     pub max_len: usize,
     #[command(flatten)]
+    pub merge: MergeOpts,
+    #[command(flatten)]
     pub train: TrainOpts,
 }
 
@@ -210,6 +266,8 @@ pub struct PpoArgs {
     pub prompts: PathBuf,
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub merge: MergeOpts,
     /// Rollout batches, each followed by its optimisation epochs.
     #[arg(long, default_value_t = 20)]
     pub iterations: u64,

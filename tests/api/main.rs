@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod export;
 mod first_steps;
+mod forgetting;
 mod helpers;
 mod import;
 mod item_browser;

@@ -301,6 +301,7 @@ fn ppo_bench(args: &BenchArgs, device: &candle_core::Device) -> Result<()> {
         value_init: rewardlab_protocol::ValueInit::Auto,
         prompts: dir.join("prompts.jsonl"),
         out: dir.join("out"),
+        merge: Default::default(),
         iterations: 1,
         batch_size: 64,
         mini_batch_size: 8,

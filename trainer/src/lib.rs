@@ -14,6 +14,7 @@ pub mod generate;
 pub mod gpt2;
 pub mod kl_grid;
 pub mod loss;
+pub mod merge;
 pub mod ops;
 pub mod optim;
 pub mod ppo;

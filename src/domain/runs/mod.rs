@@ -6,6 +6,7 @@
 pub mod form;
 pub mod input;
 pub mod launch;
+pub mod mixture;
 pub mod params;
 pub mod progress;
 pub mod store;

@@ -38,11 +38,12 @@ impl RunKind {
         ];
         const MODEL: [&str; 6] = ["init", "vocab_size", "n_embd", "n_layer", "n_head", "max_len"];
         let launch = || LAUNCH.iter().collect::<Vec<_>>();
+        let merge = || FORGETTING.iter().collect::<Vec<_>>();
         match self {
-            Self::Rm => [pick(&MODEL), pick(&TRAIN), pick(&["margin_scale", "center_rewards", "ensemble"]), launch()].concat(),
-            Self::Sft => [pick(&MODEL), pick(&TRAIN), launch()].concat(),
-            Self::Dpo => [pick(&["beta", "max_len"]), pick(&TRAIN), launch()].concat(),
-            Self::Ppo => [PPO.iter().collect(), launch()].concat(),
+            Self::Rm => [pick(&MODEL), pick(&TRAIN), pick(&["margin_scale", "center_rewards", "ensemble"]), merge(), launch()].concat(),
+            Self::Sft => [pick(&MODEL), pick(&TRAIN), merge(), launch()].concat(),
+            Self::Dpo => [pick(&["beta", "max_len"]), pick(&TRAIN), merge(), launch()].concat(),
+            Self::Ppo => [PPO.iter().collect(), merge(), launch()].concat(),
             Self::Generate => GENERATE.iter().collect(),
         }
     }
@@ -212,6 +213,19 @@ static PPO: &[Spec] = &[
     p!("reward_ensemble", Word(&["mean", "min", "mean-minus-std"]), "how an ensemble reward model's members combine: mean, min or mean-minus-std"),
 ];
 
+/// Retraining without forgetting (rm, sft, dpo, ppo): weight interpolation with an earlier model
+/// (Lin et al. 2024).
+static FORGETTING: &[Spec] = &[
+    p!("merge_with", StorePath, "after training, interpolate the weights with this earlier model (same architecture and tokenizer)"),
+    p!("merge_alpha", Float(0.0, 1.0), "the earlier model's share A: θ = (1 − A)·θ_new + A·θ_old (needs merge_with)"),
+    p!(
+        "replay_share",
+        Float(0.0, 0.9),
+        "train on the rows new since the project's earlier snapshots plus this share of old rows drawn from them (unset: the whole export)",
+        worker(None)
+    ),
+];
+
 static GENERATE: &[Spec] = &[
     p!("samples", Int(1, 8), "new responses per prompt"),
     p!("temperature", Float(0.0, 10.0), "softmax temperature (0: greedy)"),
@@ -252,6 +266,12 @@ pub fn resolve_config(kind: RunKind, given: &Value) -> Result<Config, String> {
         out.insert(p.name.to_string(), v);
     }
     Launch::of(&out)?;
+    let set = |name: &str| out.get(name).is_some_and(|v| !v.is_null());
+    match (set("merge_with"), set("merge_alpha")) {
+        (true, false) => return Err("config.merge_alpha: expected a number from 0 to 1 with merge_with (the earlier model's share)".into()),
+        (false, true) => return Err("config.merge_with: expected the model to merge with (merge_alpha is set)".into()),
+        _ => {}
+    }
     Ok(out)
 }
 
@@ -329,6 +349,14 @@ mod tests {
         assert!(resolve_config(RunKind::Sft, &json!({"init": "shared/gpt2"})).is_ok());
         assert!(resolve_config(RunKind::Sft, &json!({"init": "hub/gpt2"})).is_err(), "only shared/ and runs/<id>/");
         assert!(resolve_config(RunKind::Sft, &json!({"schedule": "x; rm -rf /"})).is_err());
+        let e = resolve_config(RunKind::Dpo, &json!({"merge_with": "shared/gpt2"})).unwrap_err();
+        assert!(e.starts_with("config.merge_alpha: expected a number from 0 to 1"), "{e}");
+        let e = resolve_config(RunKind::Ppo, &json!({"merge_alpha": 0.5})).unwrap_err();
+        assert!(e.starts_with("config.merge_with:"), "{e}");
+        assert!(resolve_config(RunKind::Rm, &json!({"merge_with": "shared/gpt2", "merge_alpha": 1.5})).is_err());
+        let c = resolve_config(RunKind::Ppo, &json!({"merge_with": "shared/sft", "merge_alpha": 0.3})).unwrap();
+        let flags = trainer_flags(RunKind::Ppo, &c, std::path::Path::new("/s"));
+        assert!(flags.windows(2).any(|w| w == ["--merge-with", "/s/shared/sft"]) && flags.windows(2).any(|w| w == ["--merge-alpha", "0.3"]), "{flags:?}");
     }
 
     #[test]
@@ -345,6 +373,10 @@ mod tests {
         assert_eq!(default(RunKind::Sft, "schedule"), json!("cosine"));
         assert_eq!(default(RunKind::Generate, "max_new_tokens"), json!(64));
         assert_eq!(default(RunKind::Generate, "max_prompts"), json!(100), "a worker setting");
+        assert!(default(RunKind::Dpo, "replay_share").is_null(), "a worker setting, unset");
+        let c = resolve_config(RunKind::Rm, &json!({"replay_share": 0.3})).unwrap();
+        assert!(!trainer_flags(RunKind::Rm, &c, std::path::Path::new("/s")).contains(&"--replay-share".to_string()));
+        assert!(resolve_config(RunKind::Rm, &json!({"replay_share": 0.95})).unwrap_err().starts_with("config.replay_share: expected a number from 0 to 0.9"));
         // The trainer picks these from the model it starts from.
         assert!(default(RunKind::Rm, "lr").is_null() && default(RunKind::Ppo, "lr").is_null() && default(RunKind::Ppo, "target_kl").is_null());
     }

@@ -12,6 +12,7 @@
 mod child;
 mod fence;
 mod inputs;
+mod mixture;
 mod plan;
 mod publish;
 
@@ -198,15 +199,34 @@ async fn prepare(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>, i
     let export = inputs::ensure_export(pool, c, input, plan, f, &input_dir).await?;
     let files = inputs::materialize(pool, &export, &input_dir).await?;
     f.log(&format!("[worker] input: export {} ({}, {} rows)", export.id, export.format, export.rows())).await;
+    let config = c.config.as_object().cloned().unwrap_or_default();
+    let mut resolved = serde_json::Map::new();
+    // What a model trains on: the export's rows, new and old (with replay_share, the new ones
+    // and a seeded share of old ones).
+    let files = match plan.output {
+        Output::Model => {
+            let (files, mix) = mixture::apply(pool, c, &export, files, &config, &input_dir).await?;
+            f.log(&format!(
+                "[worker] data mixture: {} new and {} old rows in the export, training on {} ({} old) from {} snapshot(s)",
+                mix["rows"]["new"],
+                mix["rows"]["old"],
+                mix["used"]["total"],
+                mix["used"]["old"],
+                mix["snapshots"].as_array().map_or(0, Vec::len)
+            ))
+            .await;
+            resolved.insert("data_mixture".into(), mix);
+            files
+        }
+        Output::Generated => files,
+    };
 
     let mut models = Vec::new();
-    let mut resolved = serde_json::Map::new();
     for role in plan.needs() {
         let m = inputs::resolve_model(pool, c, input, *role, &opts.store).await?;
         resolved.insert(role.key().into(), m.to_json());
         models.push(m);
     }
-    let config = c.config.as_object().cloned().unwrap_or_default();
     // rm and sft models built from scratch share the project's tokenizer.
     let tokenizer = match plan.kind {
         RunKind::Rm | RunKind::Sft if config.get("init").is_none_or(Value::is_null) => inputs::shared_tokenizer(pool, c).await?,

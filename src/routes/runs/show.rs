@@ -26,6 +26,9 @@ pub struct RunPage {
     pub live: Live,
     pub files: Vec<(String, String)>,
     pub others: Vec<Run>,
+    /// The data mixture's table (snapshot, taken, rows, trained on, new/old) and its sentence.
+    pub mixture: Vec<[String; 5]>,
+    pub mixture_note: Option<String>,
 }
 
 #[derive(Template)]
@@ -117,7 +120,14 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, path: web::Path<(Strin
     let files = model_files(&run);
     let mut conn = state.pool.acquire().await?;
     let others = dbr::list(&mut conn, run.project_id, 100).await?.into_iter().filter(|r| r.id != run.id).collect();
-    Ok(html(&RunPage { layout: Layout::of(&auth), run, live, files, others }))
+    let mix = &run.input["resolved"]["data_mixture"];
+    let mixture = crate::domain::runs::mixture::table(mix);
+    let mixture_note = mix["used"]["total"].as_u64().map(|total| {
+        let pct = |v: &serde_json::Value| format!("{:.0}%", v.as_f64().unwrap_or(0.0) * 100.0);
+        let replay = mix["replay_share"].as_f64().map_or("the whole export".to_string(), |r| format!("replay share {r}, seed {}", mix["seed"]));
+        format!("Trained on {total} rows: {} new, {} old ({replay}).", pct(&mix["share"]["new"]), pct(&mix["share"]["old"]))
+    });
+    Ok(html(&RunPage { layout: Layout::of(&auth), run, live, files, others, mixture, mixture_note }))
 }
 
 pub async fn live(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>) -> Result<HttpResponse, PageError> {

@@ -1,9 +1,9 @@
 //! `rewardlab-train`: reward models (`rm`), supervised fine-tuning (`sft`), DPO (`dpo`), PPO
-//! (`ppo`), sampling (`generate`), scoring (`score`)
+//! (`ppo`), sampling (`generate`), scoring (`score`), weight interpolation (`merge-sweep`),
 //! the training benchmark (`bench`) and the features it was built with (`capabilities`).
 
 use clap::{Parser, Subcommand};
-use rewardlab_trainer::{bench, dist, dpo, generate, ppo, rm, sft};
+use rewardlab_trainer::{bench, dist, dpo, generate, merge, ppo, rm, sft};
 
 /// Training allocates and frees many large tensors a step; glibc's malloc hands each back to
 /// the kernel and faults it in again (15% of a step's time), mimalloc keeps them.
@@ -31,6 +31,9 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Score preference rows or items with a reward model.
     Score(rm::ScoreArgs),
+    /// Interpolate a new model with an earlier one at each α of a list and report each's
+    /// accuracy on preference pairs, picking the best.
+    MergeSweep(Box<merge::MergeSweepArgs>),
     /// Time reward-model training steps (optionally beside PyTorch).
     Bench(bench::BenchArgs),
     /// Print the optional features this binary was built with, one a line (`mpi`: it trains
@@ -68,13 +71,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("rewardlab-train: data-parallel over {} processes (MPI)", world.size);
         }
     }
+    let started = std::time::SystemTime::now();
     let result = match &cli.command {
-        Command::Rm(a) => rm::run(a),
-        Command::Sft(a) => sft::run(a),
-        Command::Dpo(a) => dpo::run(a),
+        Command::Rm(a) => rm::run(a).and_then(|()| merge_after(&a.out, &a.merge, started)),
+        Command::Sft(a) => sft::run(a).and_then(|()| merge_after(&a.out, &a.merge, started)),
+        Command::Dpo(a) => dpo::run(a).and_then(|()| merge_after(&a.out, &a.merge, started)),
         Command::Generate(a) => generate::run(a),
-        Command::Ppo(a) => ppo::run(a),
+        Command::Ppo(a) => ppo::run(a).and_then(|()| merge_after(&a.out, &a.merge, started)),
         Command::Score(a) => rm::score(a),
+        Command::MergeSweep(a) => merge::sweep(a),
         Command::Bench(a) => bench::run(a),
         Command::Capabilities => Ok(()),
     };
@@ -89,5 +94,18 @@ fn main() -> std::process::ExitCode {
             dist::abort_on_error();
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `--merge-with`: once training has saved its model (not when `--stop-after` ended it first),
+/// rank 0 interpolates it with the earlier model.
+fn merge_after(out: &std::path::Path, opts: &merge::MergeOpts, started: std::time::SystemTime) -> anyhow::Result<()> {
+    if opts.merge_with.is_none() || !dist::is_root() {
+        return Ok(());
+    }
+    let saved = std::fs::metadata(out.join("model.safetensors")).and_then(|m| m.modified());
+    match saved {
+        Ok(t) if t >= started => merge::apply(out, opts),
+        _ => Ok(()),
     }
 }
