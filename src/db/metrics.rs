@@ -64,8 +64,9 @@ pub async fn figures(conn: &mut PgConnection) -> sqlx::Result<Figures> {
                SELECT r.id, (SELECT (m.data->>'accuracy')::float8 FROM run_metrics m WHERE m.run_id = r.id AND m.event = 'eval' ORDER BY m.id DESC LIMIT 1) AS accuracy
                FROM runs r WHERE r.project_id = p.id AND r.kind = 'rm' AND r.status = 'succeeded' ORDER BY r.seq DESC LIMIT 1) rm ON true
            LEFT JOIN LATERAL (
-               SELECT r.id, (SELECT (m.data->>'kl')::float8 FROM run_metrics m WHERE m.run_id = r.id AND m.event = 'iteration' ORDER BY m.id DESC LIMIT 1) AS kl
-               FROM runs r WHERE r.project_id = p.id AND r.kind = 'ppo' ORDER BY r.seq DESC LIMIT 1) ppo ON true
+               SELECT r.id, k.kl FROM runs r
+               CROSS JOIN LATERAL (SELECT (m.data->>'kl')::float8 AS kl FROM run_metrics m WHERE m.run_id = r.id AND m.event = 'iteration' ORDER BY m.id DESC LIMIT 1) k
+               WHERE r.project_id = p.id AND r.kind = 'ppo' ORDER BY r.seq DESC LIMIT 1) ppo ON true
            ORDER BY p.slug"#
     )
     .fetch_all(&mut *conn)

@@ -132,7 +132,7 @@ fn encode_figures(f: &Figures, review_backlog: &[(String, i64)]) -> anyhow::Resu
         "Validation accuracy of the project's newest succeeded reward model: the share of held-out human comparisons it orders the same way",
         &["project", "run"],
     )?;
-    let kl = real("rewardlab_ppo_kl", "The last reported KL to the reference policy of the project's newest PPO run", &["project", "run"])?;
+    let kl = real("rewardlab_ppo_kl", "The last reported KL to the reference policy of the project's newest PPO run that reported one", &["project", "run"])?;
     let runs = gauge("rewardlab_runs", "Training runs by project and status", &["project", "status"])?;
     let paused = gauge("rewardlab_paused_labellers", "Labellers paused in the project for their gold score (not yet lifted)", &["project"])?;
     let deliveries = gauge(

@@ -145,3 +145,34 @@ async fn a_separate_metrics_address_serves_only_metrics() {
     assert!(text.contains("rewardlab_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"), "{text}");
     assert_eq!(app.http.get(format!("http://127.0.0.1:{port}/api/v1/projects")).send().await.unwrap().status(), 404);
 }
+
+/// A PPO run's KL: the newest run that reported one (a newer run that failed before its first
+/// iteration hides nothing).
+#[tokio::test]
+async fn the_ppo_kl_is_the_newest_reported_one() {
+    let app = spawn_app_with(WebOptions::default().with_metrics_token(Some(TOKEN)).unwrap()).await;
+    app.lead_with_items("kl", TaskKind::Ranking, 1, 1, 2).await;
+    let project: uuid::Uuid = sqlx::query_scalar("SELECT id FROM projects WHERE slug = 'kl'").fetch_one(&app.pool).await.unwrap();
+    let (reported, failed) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (run, status) in [(reported, "succeeded"), (failed, "failed")] {
+        sqlx::query("INSERT INTO runs (id, project_id, kind, status) VALUES ($1, $2, 'ppo', $3::run_status)")
+            .bind(run)
+            .bind(project)
+            .bind(status)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    for (step, kl) in [(1, 0.5), (2, 0.25)] {
+        sqlx::query("INSERT INTO run_metrics (run_id, fence, event, step, data) VALUES ($1, 0, 'iteration', $2, jsonb_build_object('kl', $3::float8))")
+            .bind(reported)
+            .bind(step)
+            .bind(kl)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    let s = samples(&app).await;
+    assert_eq!(value(&s, "rewardlab_ppo_kl", &[("project", "kl"), ("run", &reported.to_string())]), Some(0.25));
+    assert!(!s.iter().any(|x| x.name == "rewardlab_ppo_kl" && x.labels.get("run") == Some(&failed.to_string())));
+}
