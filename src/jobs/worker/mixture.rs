@@ -51,7 +51,8 @@ pub async fn apply(
         crate::db::exports::list(&mut conn, c.project_id).await?
     }
     .into_iter()
-    .filter(|e| e.id != export.id && e.format == export.format && e.created_at < export.created_at)
+    // An empty snapshot holds no row to match (and has no files to replay).
+    .filter(|e| e.id != export.id && e.format == export.format && e.created_at < export.created_at && e.rows() > 0)
     .filter(|e| serde_json::to_value(&e.options).is_ok_and(|o| o == options))
     .take(MAX_EARLIER)
     .collect();
