@@ -368,7 +368,7 @@ async fn serve(
     let app = crate::startup::Application::build(pool.clone(), key, bind, settings.data_dir.join("tmp"), workers, web)?;
     log::info!("rewardlab serving on http://{} (port {})", bind, app.port);
     if let Some(metrics_bind) = metrics_bind {
-        let (metrics, port) = crate::web::metrics::separate_server(metrics_bind, pool.clone(), app.metrics.clone(), token)?;
+        let (metrics, port) = crate::web::metrics::separate_server(metrics_bind, pool.clone(), app.state.quality.clone(), app.metrics.clone(), token)?;
         log::info!("metrics on http://{metrics_bind}/metrics (port {port})");
         tokio::spawn(metrics);
     }

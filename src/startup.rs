@@ -51,7 +51,11 @@ impl Application {
         let cookies = auth::Cookies::new(options.https);
         let import_slots = tokio::sync::Semaphore::new(IMPORT_SLOTS);
         let metrics = web::Data::new(Metrics::new());
-        let scrape = options.metrics_token.clone().map(|token| web::Data::new(Scrape { pool: pool.clone(), metrics: metrics.clone(), token: Some(token) }));
+        let quality = std::sync::Arc::new(crate::services::quality_cache::Cache::default());
+        let scrape = options
+            .metrics_token
+            .clone()
+            .map(|token| web::Data::new(Scrape { pool: pool.clone(), quality: quality.clone(), metrics: metrics.clone(), token: Some(token) }));
         let state = web::Data::new(AppState {
             pool,
             key,
@@ -63,6 +67,7 @@ impl Application {
             web: options,
             cookies,
             login_checks: auth::LoginChecks::default(),
+            quality,
         });
         // The dummy hash unknown accounts are checked against, made before the first sign-in.
         tokio::spawn(auth::dummy_hash());

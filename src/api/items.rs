@@ -110,7 +110,7 @@ pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
     let filter = ItemFilter::parse(&q).map_err(AppError::Invalid)?;
     let before = parse_cursor(&q.before).map_err(AppError::Invalid)?;
     let p = project(&state, &auth, &slug, Role::Lead).await?;
-    let page = services::items::browse(&state.pool, &p, &auth.user, &filter, before).await?;
+    let page = services::items::browse(&state.pool, &state.quality, &p, &auth.user, &filter, before).await?;
     let items = page
         .items
         .into_iter()

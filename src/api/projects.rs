@@ -153,7 +153,7 @@ pub async fn add_member(state: web::Data<AppState>, auth: Auth, slug: web::Path<
               (status = 404, description = "No such project.", body = ErrorBody)))]
 pub async fn dashboard(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Lead).await?;
-    Ok(HttpResponse::Ok().json(services::projects::dashboard(&state.pool, &p).await?))
+    Ok(HttpResponse::Ok().json(services::projects::dashboard(&state.pool, &state.quality, &p).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -25,7 +25,7 @@ use crate::web::AppState;
               (status = 404, description = "No such project.", body = ErrorBody)))]
 pub async fn report(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Lead).await?;
-    Ok(HttpResponse::Ok().json(quality::report(&state.pool, &p).await?))
+    Ok(HttpResponse::Ok().json(quality::report(&state.pool, &state.quality, &p).await?))
 }
 
 /// Settings to change; fields left out keep their value (`pause_below: null` turns pausing off).

@@ -36,7 +36,7 @@ pub struct StreamQuery {
               (status = 404, description = "No such project.", body = ErrorBody)))]
 pub async fn stream(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>, q: web::Query<StreamQuery>) -> Result<HttpResponse, ApiError> {
     let p = project(&state, &auth, &slug, Role::Reviewer).await?;
-    Ok(HttpResponse::Ok().json(review::stream(&state.pool, &p, auth.user.id, q.limit.unwrap_or(20)).await?))
+    Ok(HttpResponse::Ok().json(review::stream(&state.pool, &state.quality, &p, auth.user.id, q.limit.unwrap_or(20)).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

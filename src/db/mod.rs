@@ -23,6 +23,15 @@ use anyhow::Context;
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{PgConnection, PgPool};
 
+/// Plans this transaction's next statements for their actual arguments, with room to sort
+/// and hash in memory: for reads over a whole project (every judgement, thousands of ids in an
+/// array), which the server's default generic plans estimate at a few rows and loop over.
+/// Lasts until the transaction ends.
+pub async fn plan_for_arguments(tx: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query!("SELECT set_config('plan_cache_mode', 'force_custom_plan', true) AS plans, set_config('work_mem', '64MB', true) AS memory").fetch_one(tx).await?;
+    Ok(())
+}
+
 /// The forward-only migrations in `migrations/` (see migrations/README.md).
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

@@ -213,16 +213,58 @@ pub async fn emails(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result
     Ok(rows.into_iter().map(|r| (r.id.into(), r.email)).collect())
 }
 
-struct JudgedRow {
+/// What changes a project's quality figures, read cheaply: the newest judgement and review
+/// and how many there are above `floor` (a transaction that took a sequence number earlier
+/// can commit after a later one: counting the tail catches it), the pauses and lifts, and the
+/// gold references. Equal fingerprints mean equal figures; the settings are compared apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub judgement_seq: i64,
+    pub judgement_tail: i64,
+    pub review_seq: i64,
+    pub review_tail: i64,
+    pub pauses: i64,
+    pub gold: i64,
+}
+
+/// How far below the newest sequence number [`fingerprint`] counts rows.
+pub const TAIL: i64 = 1000;
+
+/// The project's [`Fingerprint`], counting judgements and reviews above `floor` (theirs, as
+/// returned in an earlier fingerprint minus [`TAIL`]).
+pub async fn fingerprint(conn: &mut PgConnection, project: ProjectId, floor: (i64, i64)) -> sqlx::Result<Fingerprint> {
+    sqlx::query_as!(
+        Fingerprint,
+        r#"SELECT COALESCE((SELECT max(seq) FROM judgements WHERE project_id = $1), 0) AS "judgement_seq!",
+                  (SELECT count(*) FROM judgements WHERE project_id = $1 AND seq > $2) AS "judgement_tail!",
+                  COALESCE((SELECT max(seq) FROM judgement_reviews WHERE project_id = $1), 0) AS "review_seq!",
+                  (SELECT count(*) FROM judgement_reviews WHERE project_id = $1 AND seq > $3) AS "review_tail!",
+                  (SELECT count(*) + count(lifted_at) FROM labeller_pauses WHERE project_id = $1) AS "pauses!",
+                  (SELECT COALESCE(sum(hashtextextended(id::text || gold_ranks::text, 0) % 1000000007), 0)::bigint + count(*)
+                   FROM items WHERE project_id = $1 AND gold_ranks IS NOT NULL) AS "gold!""#,
+        project as ProjectId,
+        floor.0,
+        floor.1,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+struct JudgementRow {
     user_id: UserId,
     item_id: ItemId,
     ranks: Vec<i16>,
     display_order: Option<Vec<i32>>,
     time_on_task_ms: Option<i64>,
-    lengths: Vec<i32>,
-    chars_shown: i64,
-    reference: Option<Vec<i16>>,
+    is_check: bool,
     since_lift: bool,
+}
+
+struct ItemLengths {
+    id: ItemId,
+    gold_ranks: Option<Vec<i16>>,
+    prompt_chars: i32,
+    chars: Vec<i32>,
 }
 
 /// The labellers' ranking judgements of the project: ordinary ones on ordinary items and
@@ -234,42 +276,67 @@ pub async fn judged(conn: &mut PgConnection, project: ProjectId, snapshot: Optio
 }
 
 /// As [`judged`], only for `items` when given.
+///
+/// Two narrow reads joined here: the judgements, and each item's reference and lengths
+/// (stored with the rows, so no text is read). They run with plans made for the project at
+/// hand (the server's connections otherwise keep generic plans, which expect a few rows and
+/// loop over them) and room to sort in memory.
 pub async fn judged_of(conn: &mut PgConnection, project: ProjectId, snapshot: Option<&str>, items: Option<&[ItemId]>) -> sqlx::Result<Vec<Judged>> {
-    let rows: Vec<JudgedRow> = sqlx::query_as!(
-        JudgedRow,
-        r#"SELECT j.user_id AS "user_id!: UserId", j.item_id, j.ranks AS "ranks!", j.display_order, j.time_on_task_ms, rs.lengths AS "lengths!",
-                (COALESCE(length(i.prompt_raw), length(i.prompt::text)) + rs.total)::bigint AS "chars_shown!",
-                CASE WHEN t.check_kind IS NOT NULL THEN i.gold_ranks END AS reference,
-                j.created_at > COALESCE(lp.lifted_at, '-infinity') AS "since_lift!"
-         FROM judgements j JOIN items i ON i.id = j.item_id LEFT JOIN tasks t ON t.id = j.task_id
-         CROSS JOIN LATERAL (SELECT COALESCE(array_agg(length(r.text) ORDER BY r.position), '{}') AS lengths, COALESCE(sum(length(r.text)), 0) AS total
-                             FROM responses r WHERE r.item_id = j.item_id) rs
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    super::plan_for_arguments(&mut tx).await?;
+    let judgements: Vec<JudgementRow> = sqlx::query_as!(
+        JudgementRow,
+        r#"SELECT j.user_id AS "user_id!: UserId", j.item_id, j.ranks AS "ranks!", j.display_order, j.time_on_task_ms,
+                c.id IS NOT NULL AS "is_check!", j.created_at > COALESCE(lp.lifted_at, '-infinity') AS "since_lift!"
+         FROM judgements j
+         LEFT JOIN (SELECT t.id FROM tasks t WHERE t.project_id = $1 AND t.check_kind IS NOT NULL) c ON c.id = j.task_id
          LEFT JOIN (SELECT p.user_id, max(p.lifted_at) AS lifted_at FROM labeller_pauses p WHERE p.project_id = $1 GROUP BY p.user_id) lp ON lp.user_id = j.user_id
          WHERE j.project_id = $1 AND j.source = 'labeller' AND j.user_id IS NOT NULL AND j.ranks IS NOT NULL
-           AND ((t.check_kind IS NOT NULL AND i.gold_ranks IS NOT NULL) OR (t.check_kind IS NULL AND i.gold_ranks IS NULL))
            AND ($2::text IS NULL OR pg_visible_in_snapshot(j.txid, $2::text::pg_snapshot))
            AND ($3::uuid[] IS NULL OR j.item_id = ANY($3))
-           AND NOT EXISTS (SELECT 1 FROM judgement_reviews rv WHERE rv.judgement_id = j.id AND rv.decision = 'rejected'
+           AND NOT EXISTS (SELECT 1 FROM judgement_reviews rv WHERE rv.project_id = $1 AND rv.judgement_id = j.id AND rv.decision = 'rejected'
                            AND ($2::text IS NULL OR pg_visible_in_snapshot(rv.txid, $2::text::pg_snapshot)))
          ORDER BY j.seq"#,
         project as ProjectId,
         snapshot,
         items as Option<&[ItemId]>,
     )
-    .fetch_all(conn)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(rows
+    let lengths: Vec<ItemLengths> = sqlx::query_as!(
+        ItemLengths,
+        r#"SELECT i.id AS "id!: ItemId", i.gold_ranks, COALESCE(i.prompt_chars, 0) AS "prompt_chars!",
+                COALESCE(rs.chars, '{}') AS "chars!"
+         FROM items i
+         LEFT JOIN (SELECT r.item_id, array_agg(r.chars ORDER BY r.position) AS chars FROM responses r JOIN items ri ON ri.id = r.item_id
+                    WHERE ri.project_id = $1 AND ($2::uuid[] IS NULL OR ri.id = ANY($2)) GROUP BY r.item_id) rs ON rs.item_id = i.id
+         WHERE i.project_id = $1 AND ($2::uuid[] IS NULL OR i.id = ANY($2))"#,
+        project as ProjectId,
+        items as Option<&[ItemId]>,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let by_item: std::collections::HashMap<ItemId, ItemLengths> = lengths.into_iter().map(|l| (l.id, l)).collect();
+    Ok(judgements
         .into_iter()
-        .map(|r| Judged {
-            user: r.user_id,
-            item: r.item_id,
-            ranks: r.ranks,
-            display_order: r.display_order.unwrap_or_default(),
-            time_ms: r.time_on_task_ms,
-            lengths: r.lengths,
-            chars_shown: r.chars_shown,
-            reference: r.reference,
-            since_lift: r.since_lift,
+        .filter_map(|r| {
+            let item = by_item.get(&r.item_id)?;
+            // A check counts with its reference; an ordinary judgement only on an ordinary item.
+            if r.is_check != item.gold_ranks.is_some() {
+                return None;
+            }
+            Some(Judged {
+                user: r.user_id,
+                item: r.item_id,
+                ranks: r.ranks,
+                display_order: r.display_order.unwrap_or_default(),
+                time_ms: r.time_on_task_ms,
+                lengths: item.chars.clone(),
+                chars_shown: i64::from(item.prompt_chars) + item.chars.iter().map(|c| i64::from(*c)).sum::<i64>(),
+                reference: if r.is_check { item.gold_ranks.clone() } else { None },
+                since_lift: r.since_lift,
+            })
         })
         .collect())
 }

@@ -1,11 +1,16 @@
-//! The lead's dashboard figures, computed in SQL from the immutable judgements; gold items and
-//! honeypots (quality checks with a reference) are left out of the item counts, the judgement
-//! count and the agreement between labellers.
+//! What the lead's dashboard is computed from: the item counts (live: leases change them), the
+//! skips, and the judgements and items the judgement-derived figures come from (computed in
+//! `domain::dashboard` and kept with the project's quality figures). Gold items and honeypots
+//! (quality checks with a reference) are left out of the item counts, the judgement count and
+//! the agreement between labellers; honeypots out of the models' figures.
+
+use std::collections::HashMap;
 
 use sqlx::PgConnection;
 
 use crate::db::projects::Project;
-use crate::domain::ProjectId;
+use crate::domain::dashboard::{ItemModels, Ranked};
+use crate::domain::{ItemId, ProjectId, UserId};
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Dashboard {
@@ -38,78 +43,63 @@ pub struct ModelStats {
     pub win_rate: Option<f64>,
 }
 
-pub async fn dashboard(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Dashboard> {
-    let counts = sqlx::query!(
-        r#"WITH c AS (SELECT i.id, count(t.id) FILTER (WHERE t.status = 'submitted') AS done,
-                             count(t.id) FILTER (WHERE t.status = 'leased' AND t.expires_at > now()) AS live
-                      FROM items i LEFT JOIN tasks t ON t.item_id = i.id WHERE i.project_id = $1 AND i.gold_ranks IS NULL GROUP BY i.id)
-           SELECT count(*) AS "total!", count(*) FILTER (WHERE done >= $2) AS "complete!",
-                  count(*) FILTER (WHERE done < $2 AND done + live > 0) AS "in_progress!",
-                  (SELECT count(*) FROM judgements j WHERE j.project_id = $1 AND j.source = 'labeller'
-                     AND NOT EXISTS (SELECT 1 FROM items g WHERE g.id = j.item_id AND g.gold_ranks IS NOT NULL)) AS "judgements!"
-           FROM c"#,
+/// The item counts of the dashboard: every ordinary item, those with `overlap` submitted
+/// tasks, and those under way (a submitted task or a live lease, not yet complete).
+pub struct ItemCounts {
+    pub total: i64,
+    pub complete: i64,
+    pub in_progress: i64,
+}
+
+pub async fn item_counts(conn: &mut PgConnection, p: &Project) -> sqlx::Result<ItemCounts> {
+    sqlx::query_as!(
+        ItemCounts,
+        r#"WITH t AS (SELECT item_id, count(*) FILTER (WHERE status = 'submitted') AS done,
+                             count(*) FILTER (WHERE status = 'leased' AND expires_at > now()) AS live
+                      FROM tasks WHERE project_id = $1 GROUP BY item_id)
+           SELECT count(*) AS "total!", count(*) FILTER (WHERE COALESCE(t.done, 0) >= $2) AS "complete!",
+                  count(*) FILTER (WHERE COALESCE(t.done, 0) < $2 AND COALESCE(t.done, 0) + COALESCE(t.live, 0) > 0) AS "in_progress!"
+           FROM items i LEFT JOIN t ON t.item_id = i.id WHERE i.project_id = $1 AND i.gold_ranks IS NULL"#,
         p.id as ProjectId,
         p.overlap.get() as i64,
     )
-    .fetch_one(&mut *conn)
+    .fetch_one(conn)
+    .await
+}
+
+/// Skipped tasks by labeller.
+pub async fn skips(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<(UserId, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT user_id AS "user_id: UserId", count(*) AS "n!" FROM tasks WHERE project_id = $1 AND status = 'skipped' GROUP BY user_id"#,
+        project as ProjectId,
+    )
+    .fetch_all(conn)
     .await?;
-    let (items_total, items_complete, items_in_progress, judgements) = (counts.total, counts.complete, counts.in_progress, counts.judgements);
-    let labellers = labellers(conn, p).await?;
-    let (agreed, pairs): (i64, i64) =
-        labellers.iter().fold((0, 0), |(a, n), l| (a + (l.agreement.unwrap_or(0.0) * l.agreement_pairs as f64).round() as i64, n + l.agreement_pairs));
-    let models = models(conn, p).await?;
-    Ok(Dashboard {
-        items_total,
-        items_complete,
-        items_in_progress,
-        judgements,
-        agreement_overall: (pairs > 0).then(|| agreed as f64 / pairs as f64),
-        agreement_pairs: pairs / 2,
-        labellers,
-        models,
-    })
+    Ok(rows.into_iter().map(|r| (r.user_id, r.n)).collect())
 }
 
-/// Per labeller: judgements, median time, skips, and how often their pairwise preferences
-/// agree with other labellers' on the same items (ties count as their own answer).
-pub async fn labellers(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec<LabellerStats>> {
+/// Every judgement of the project as the dashboard counts it.
+pub async fn ranked(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Vec<Ranked>> {
     sqlx::query_as!(
-        LabellerStats,
-        r#"WITH j AS (SELECT user_id, item_id, ranks FROM judgements WHERE project_id = $1 AND source = 'labeller' AND ranks IS NOT NULL
-                       AND NOT EXISTS (SELECT 1 FROM items g WHERE g.id = judgements.item_id AND g.gold_ranks IS NOT NULL)),
-         cmp AS (SELECT a.user_id, sign(a.ranks[x] - a.ranks[y]) = sign(b.ranks[x] - b.ranks[y]) AS agree
-                 FROM j a JOIN j b ON a.item_id = b.item_id AND a.user_id <> b.user_id
-                 CROSS JOIN LATERAL generate_series(1, array_length(a.ranks, 1)) x
-                 CROSS JOIN LATERAL generate_series(x + 1, array_length(a.ranks, 1)) y),
-         agr AS (SELECT user_id, count(*) AS n, avg(agree::int)::float8 AS rate FROM cmp GROUP BY user_id),
-         per AS (SELECT user_id, count(*) AS n, (percentile_cont(0.5) WITHIN GROUP (ORDER BY time_on_task_ms) / 1000.0)::float8 AS med
-                 FROM judgements WHERE project_id = $1 AND source = 'labeller' GROUP BY user_id),
-         sk AS (SELECT user_id, count(*) AS n FROM tasks WHERE project_id = $1 AND status = 'skipped' GROUP BY user_id)
-         SELECT u.email, COALESCE(per.n, 0) AS "judgements!", per.med AS median_seconds, COALESCE(sk.n, 0) AS "skipped!",
-                agr.rate AS agreement, COALESCE(agr.n, 0) AS "agreement_pairs!"
-         FROM users u LEFT JOIN per ON per.user_id = u.id LEFT JOIN sk ON sk.user_id = u.id LEFT JOIN agr ON agr.user_id = u.id
-         WHERE per.n IS NOT NULL OR sk.n IS NOT NULL ORDER BY 2 DESC, u.email"#,
-        p.id as ProjectId,
+        Ranked,
+        r#"SELECT item_id AS "item: ItemId", user_id AS "user: UserId", source = 'labeller' AS "labeller!", ranks, time_on_task_ms AS time_ms
+           FROM judgements WHERE project_id = $1"#,
+        project as ProjectId,
     )
     .fetch_all(conn)
     .await
 }
 
-/// Win rates of the models whose responses were compared (a tie counts half; honeypots left out).
-async fn models(conn: &mut PgConnection, p: &Project) -> sqlx::Result<Vec<ModelStats>> {
-    sqlx::query_as!(
-        ModelStats,
-        r#"WITH r AS (SELECT j.id, res.position, res.model, j.ranks[res.position + 1] AS rank
-                    FROM judgements j JOIN responses res ON res.item_id = j.item_id WHERE j.project_id = $1 AND j.ranks IS NOT NULL
-                      AND NOT EXISTS (SELECT 1 FROM items h WHERE h.id = j.item_id AND h.honeypot_of IS NOT NULL)),
-         m AS (SELECT a.model, count(*) FILTER (WHERE a.rank < b.rank) AS wins, count(*) FILTER (WHERE a.rank > b.rank) AS losses,
-                      count(*) FILTER (WHERE a.rank = b.rank) AS ties
-               FROM r a JOIN r b ON a.id = b.id AND a.position <> b.position GROUP BY a.model)
-         SELECT model AS "model!", wins AS "wins!", losses AS "losses!", ties AS "ties!",
-                ((wins + 0.5 * ties) / NULLIF(wins + losses + ties, 0))::float8 AS win_rate
-         FROM m ORDER BY win_rate DESC NULLS LAST, model"#,
-        p.id as ProjectId,
+/// Every item's kind and the model of each response, by position.
+pub async fn item_models(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<HashMap<ItemId, ItemModels>> {
+    let rows = sqlx::query!(
+        r#"SELECT i.id AS "id: ItemId", i.gold_ranks IS NOT NULL AS "gold!", i.honeypot_of IS NOT NULL AS "honeypot!", COALESCE(m.models, '{}') AS "models!"
+           FROM items i LEFT JOIN (SELECT r.item_id, array_agg(r.model ORDER BY r.position) AS models FROM responses r JOIN items ri ON ri.id = r.item_id
+                                   WHERE ri.project_id = $1 GROUP BY r.item_id) m ON m.item_id = i.id
+           WHERE i.project_id = $1"#,
+        project as ProjectId,
     )
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, ItemModels { gold: r.gold, honeypot: r.honeypot, models: r.models })).collect())
 }

@@ -2,6 +2,7 @@
 //! these through a `parse` that returns a `Result` naming what was wrong.
 
 pub mod agreement;
+pub mod dashboard;
 pub mod export;
 pub mod import;
 pub mod item_filter;

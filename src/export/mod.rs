@@ -33,16 +33,22 @@ where
     let options = options.checked(format).map_err(anyhow::Error::msg)?;
     let mut tx = pool.begin().await?;
     let snapshot = db::snapshot(&mut tx).await?;
+    crate::db::plan_for_arguments(&mut tx).await?;
     let mut options = options;
     if options.exclude_paused {
         options.excluded_labellers = crate::db::quality::paused_labellers(&mut tx, project).await?;
     }
+    // Every part in one pass over the rows (the preferences' train and test split them).
+    let mut outs = format.parts().iter().map(|part| sink(part)).collect::<anyhow::Result<Vec<W>>>()?;
+    let mut writers: Vec<(&str, ChunkWriter<'_, W>)> = format.parts().iter().copied().zip(outs.iter_mut().map(ChunkWriter::new)).collect();
+    stream_rows(&mut tx, project, format, &options, &snapshot, &mut writers).await?;
     let mut files = Vec::new();
-    for part in format.parts() {
-        let mut out = sink(part)?;
-        let (rows, sha256) = write_part(&mut tx, project, format, &options, &snapshot, part, &mut out).await?;
-        out.flush().await?;
+    for (part, w) in writers {
+        let (rows, sha256) = w.finish().await?;
         files.push(PartSummary { part: part.to_string(), rows, sha256 });
+    }
+    for out in &mut outs {
+        out.flush().await?;
     }
     let export = db::insert(&mut tx, project, format, &options, &snapshot, &files, by).await?;
     tx.commit().await?;
@@ -59,8 +65,9 @@ pub async fn write_part<W: AsyncWrite + Unpin>(
     part: &str,
     out: &mut W,
 ) -> anyhow::Result<(u64, String)> {
-    let mut w = ChunkWriter { out, hash: Sha256::new(), buf: Vec::with_capacity(CHUNK * 2), rows: 0 };
-    stream_rows(conn, project, format, options, snapshot, part, &mut w).await?;
+    let mut writers = [(part, ChunkWriter::new(out))];
+    stream_rows(conn, project, format, options, snapshot, &mut writers).await?;
+    let [(_, w)] = writers;
     w.finish().await
 }
 
@@ -97,9 +104,10 @@ pub async fn replay_to(pool: &PgPool, e: &Export, part: &PartSummary, path: &Pat
     let written = async {
         let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).await?;
         let mut out = tokio::io::BufWriter::new(file);
-        let mut conn = pool.acquire().await?;
-        let (_, sha) = write_part(&mut conn, e.project_id, e.format(), &e.options, &e.snapshot, &part.part, &mut out).await?;
-        drop(conn);
+        let mut tx = pool.begin().await?;
+        crate::db::plan_for_arguments(&mut tx).await?;
+        let (_, sha) = write_part(&mut tx, e.project_id, e.format(), &e.options, &e.snapshot, &part.part, &mut out).await?;
+        tx.commit().await?;
         out.flush().await?;
         out.into_inner().sync_all().await?;
         anyhow::ensure!(sha == part.sha256, "export {} part {} replayed with sha256 {sha}, recorded {}", e.id, part.part, part.sha256);
@@ -120,15 +128,16 @@ async fn stream_rows<W: AsyncWrite + Unpin>(
     format: Format,
     options: &Options,
     snapshot: &str,
-    part: &str,
-    w: &mut ChunkWriter<'_, W>,
+    writers: &mut [(&str, ChunkWriter<'_, W>)],
 ) -> anyhow::Result<()> {
     match format {
         Format::Prompts => {
             let mut stream = db::prompt_rows(conn, project, snapshot);
             while let Some(row) = stream.try_next().await? {
-                w.rows += row.write(&mut w.buf);
-                w.maybe_flush().await?;
+                for (_, w) in writers.iter_mut() {
+                    w.rows += row.write(&mut w.buf);
+                    w.maybe_flush().await?;
+                }
             }
         }
         _ => {
@@ -143,20 +152,26 @@ async fn stream_rows<W: AsyncWrite + Unpin>(
                 match options.aggregate {
                     Some(method) => {
                         if group.last().is_some_and(|g| g.item_id() != row.item_id()) {
-                            w.rows += rows::write_aggregate(&group, method, format, options, part, ctx.agreement(group[0].item_id()), &mut w.buf);
+                            for (part, w) in writers.iter_mut() {
+                                w.rows += rows::write_aggregate(&group, method, format, options, part, ctx.agreement(group[0].item_id()), &mut w.buf);
+                                w.maybe_flush().await?;
+                            }
                             group.clear();
-                            w.maybe_flush().await?;
                         }
                         group.push(row);
                     }
                     None => {
-                        w.rows += row.write(format, options, part, ctx.of(&row), &mut w.buf);
-                        w.maybe_flush().await?;
+                        for (part, w) in writers.iter_mut() {
+                            w.rows += row.write(format, options, part, ctx.of(&row), &mut w.buf);
+                            w.maybe_flush().await?;
+                        }
                     }
                 }
             }
             if let (Some(method), Some(first)) = (options.aggregate, group.first()) {
-                w.rows += rows::write_aggregate(&group, method, format, options, part, ctx.agreement(first.item_id()), &mut w.buf);
+                for (part, w) in writers.iter_mut() {
+                    w.rows += rows::write_aggregate(&group, method, format, options, part, ctx.agreement(first.item_id()), &mut w.buf);
+                }
             }
         }
     }
@@ -173,7 +188,11 @@ struct ChunkWriter<'a, W> {
     rows: u64,
 }
 
-impl<W: AsyncWrite + Unpin> ChunkWriter<'_, W> {
+impl<'a, W: AsyncWrite + Unpin> ChunkWriter<'a, W> {
+    fn new(out: &'a mut W) -> Self {
+        Self { out, hash: Sha256::new(), buf: Vec::with_capacity(CHUNK * 2), rows: 0 }
+    }
+
     async fn maybe_flush(&mut self) -> anyhow::Result<()> {
         if self.buf.len() >= CHUNK {
             self.flush().await?;

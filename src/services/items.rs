@@ -1,8 +1,11 @@
 //! The lead's item browser: a page of a project's items matching a filter, and excluding items.
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
 
 use super::error::{AppError, DbContext};
+use super::quality_cache::Cache;
 use crate::db::item_list::{self, ItemRow};
 use crate::db::projects::Project;
 use crate::db::users::User;
@@ -21,19 +24,23 @@ pub struct ItemPage {
     pub next: Option<i64>,
 }
 
-pub async fn browse(pool: &PgPool, p: &Project, user: &User, filter: &ItemFilter, before: Option<i64>) -> Result<ItemPage, AppError> {
-    let mut conn = pool.acquire().await?;
-    // Agreement is computed from the judgements (as the quality report does), then filtered on.
+pub async fn browse(pool: &PgPool, cache: &Arc<Cache>, p: &Project, user: &User, filter: &ItemFilter, before: Option<i64>) -> Result<ItemPage, AppError> {
+    // Agreement comes from the project's quality figures (as the quality report's), then is filtered on.
     let in_agreement: Option<Vec<ItemId>> = match filter.filters_agreement() {
         true => {
-            let rows = crate::db::quality::judged(&mut conn, p.id, None).await.context("reading judgements for agreement")?;
-            let items = tokio::task::spawn_blocking(move || crate::domain::quality::item_agreement(&rows)).await.map_err(|e| AppError::Unexpected(e.into()))?;
-            Some(items.into_iter().filter(|a| filter.agreement_matches(a.w)).map(|a| a.item).collect())
+            let figures = cache.figures(pool, p.id, p.kind).await?;
+            Some(figures.computed.items.iter().filter(|a| filter.agreement_matches(a.w)).map(|a| a.item).collect())
         }
         false => None,
     };
+    let mut tx = pool.begin().await?;
+    if in_agreement.is_some() {
+        crate::db::plan_for_arguments(&mut tx).await.context("listing items")?;
+    }
+    let conn = &mut *tx;
     let mut items =
-        item_list::page(&mut conn, p.id, user.id, p.overlap.get(), filter, before, PAGE + 1, in_agreement.as_deref()).await.context("listing items")?;
+        item_list::page(conn, p.id, user.id, p.overlap.get(), filter, before, PAGE + 1, in_agreement.as_deref()).await.context("listing items")?;
+    tx.commit().await?;
     let next = (items.len() as i64 > PAGE).then(|| {
         items.truncate(PAGE as usize);
         items.last().map(|i| i.seq)

@@ -12,6 +12,7 @@ pub mod labelling;
 pub mod people;
 pub mod projects;
 pub mod quality;
+pub mod quality_cache;
 pub mod queue;
 pub mod review;
 pub mod runs;

@@ -1,11 +1,15 @@
 //! Projects: finding one for a caller, creating one with its lead, settings and members.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use sqlx::PgPool;
 
 use super::error::{AppError, DbContext};
+use super::quality_cache::{Cache, Computed};
 use crate::db::projects::{self as dbp, Member, Project};
 use crate::db::runs::RmAgreement;
-use crate::db::stats::Dashboard;
+use crate::db::stats::{Dashboard, LabellerStats, ModelStats};
 use crate::db::users::User;
 use crate::domain::leaderboard::Entry;
 use crate::domain::{Email, NewProject, ProjectSettings, Role, Slug, UserId};
@@ -88,14 +92,62 @@ pub async fn members(pool: &PgPool, p: &Project) -> Result<Vec<Member>, AppError
 }
 
 /// Progress, labellers, agreement and models of `p`.
-pub async fn dashboard(pool: &PgPool, p: &Project) -> Result<Dashboard, AppError> {
-    crate::db::stats::dashboard(&mut *pool.acquire().await?, p).await.context("computing the dashboard")
+pub async fn dashboard(pool: &PgPool, cache: &Arc<Cache>, p: &Project) -> Result<Dashboard, AppError> {
+    let figures = cache.figures(pool, p.id, p.kind).await?;
+    let mut conn = pool.acquire().await?;
+    let counts = crate::db::stats::item_counts(&mut conn, p).await.context("counting items")?;
+    let labellers = labeller_stats(&mut conn, p, &figures.computed).await?;
+    drop(conn);
+    let (agreed, pairs): (i64, i64) =
+        labellers.iter().fold((0, 0), |(a, n), l| (a + (l.agreement.unwrap_or(0.0) * l.agreement_pairs as f64).round() as i64, n + l.agreement_pairs));
+    let d = &figures.computed.dashboard;
+    Ok(Dashboard {
+        items_total: counts.total,
+        items_complete: counts.complete,
+        items_in_progress: counts.in_progress,
+        judgements: d.judgements,
+        agreement_overall: (pairs > 0).then(|| agreed as f64 / pairs as f64),
+        agreement_pairs: pairs / 2,
+        labellers,
+        models: d
+            .models
+            .iter()
+            .map(|m| ModelStats { model: m.model.clone(), wins: m.wins, losses: m.losses, ties: m.ties, win_rate: m.win_rate })
+            .collect(),
+    })
+}
+
+/// Per labeller who judged or skipped in the project: judgements, median time, skips, and how
+/// often their pairwise preferences agree with other labellers' on the same items (ties count
+/// as their own answer); most judgements first.
+async fn labeller_stats(conn: &mut sqlx::PgConnection, p: &Project, c: &Computed) -> Result<Vec<LabellerStats>, AppError> {
+    let skips: HashMap<UserId, i64> = crate::db::stats::skips(conn, p.id).await.context("counting skips")?.into_iter().collect();
+    let emails: HashMap<UserId, String> = crate::db::quality::emails(conn, p.id).await.context("reading labellers")?.into_iter().collect();
+    let figures = &c.dashboard.labellers;
+    let mut out: Vec<LabellerStats> = emails
+        .into_iter()
+        .filter(|(u, _)| figures.contains_key(u) || skips.contains_key(u))
+        .map(|(u, email)| {
+            let f = figures.get(&u).copied();
+            LabellerStats {
+                email,
+                judgements: f.map_or(0, |f| f.judgements),
+                median_seconds: f.and_then(|f| f.median_seconds),
+                skipped: skips.get(&u).copied().unwrap_or(0),
+                agreement: f.and_then(|f| f.agreement),
+                agreement_pairs: f.map_or(0, |f| f.agreement_pairs),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.judgements.cmp(&a.judgements).then_with(|| a.email.cmp(&b.email)));
+    Ok(out)
 }
 
 /// The Labellers tab: per-labeller figures and the members.
-pub async fn people(pool: &PgPool, p: &Project) -> Result<(Vec<crate::db::stats::LabellerStats>, Vec<Member>), AppError> {
+pub async fn people(pool: &PgPool, cache: &Arc<Cache>, p: &Project) -> Result<(Vec<LabellerStats>, Vec<Member>), AppError> {
+    let figures = cache.figures(pool, p.id, p.kind).await?;
     let mut conn = pool.acquire().await?;
-    let labellers = crate::db::stats::labellers(&mut conn, p).await.context("computing the labellers' figures")?;
+    let labellers = labeller_stats(&mut conn, p, &figures.computed).await?;
     Ok((labellers, dbp::members(&mut conn, p.id).await.context("listing members")?))
 }
 

@@ -3,10 +3,13 @@
 //! settings, marking gold, generating honeypots and giving more labellers to items where
 //! labellers disagree.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use sqlx::PgPool;
 
 use super::error::{AppError, DbContext};
+use super::quality_cache::Cache;
 use crate::db::projects::Project;
 use crate::db::quality as dbq;
 use crate::domain::agreement::{self, Estimate};
@@ -95,33 +98,46 @@ pub struct Report {
     /// Items below the extra-labeller threshold (lowest first, at most 50).
     pub low_agreement_items: Vec<ItemAgreement>,
     pub pauses: Vec<dbq::PauseRow>,
+    /// When the figures were computed, and from how many judgements.
+    pub computed_at: chrono::DateTime<chrono::Utc>,
+    pub judgements_counted: usize,
+    /// True when newer judgements exist and the figures are being computed again (large
+    /// projects only; a smaller one is computed again before the report answers).
+    pub updating: bool,
 }
 
-/// Computes the project's quality report (the caller leads the project).
-pub async fn report(pool: &PgPool, p: &Project) -> Result<Report, AppError> {
+/// The project's quality report (the caller leads the project).
+pub async fn report(pool: &PgPool, cache: &Arc<Cache>, p: &Project) -> Result<Report, AppError> {
+    let figures = cache.figures(pool, p.id, p.kind).await?;
     let mut conn = pool.acquire().await?;
     let settings = dbq::settings(&mut conn, p.id).await.context("reading quality settings")?;
-    let rows = dbq::judged(&mut conn, p.id, None).await.context("reading judgements for quality")?;
     let emails: std::collections::HashMap<UserId, String> = dbq::emails(&mut conn, p.id).await.context("reading labellers")?.into_iter().collect();
     let pauses = dbq::pauses(&mut conn, p.id).await.context("reading pauses")?;
     drop(conn);
-    let kind = p.kind;
-    let (labellers, agreement, mut items) =
-        tokio::task::spawn_blocking(move || (q::labellers(kind, &rows), q::project_agreement(kind, &rows), q::item_agreement(&rows)))
-            .await
-            .map_err(|e| AppError::Unexpected(e.into()))?;
-    items.retain(|a| a.w.is_some_and(|w| w < settings.extra_below));
+    let c = &figures.computed;
+    let mut items: Vec<ItemAgreement> = c.items.iter().filter(|a| a.w.is_some_and(|w| w < settings.extra_below)).copied().collect();
     items.sort_by(|a, b| a.w.unwrap_or(0.0).total_cmp(&b.w.unwrap_or(0.0)));
     items.truncate(50);
-    let labellers = labellers
-        .into_iter()
+    let labellers = c
+        .labellers
+        .iter()
         .map(|quality| LabellerRow {
             email: emails.get(&quality.user).cloned().unwrap_or_default(),
             paused: pauses.iter().find(|x| x.user_id == quality.user && x.lifted_at.is_none()).map(|x| x.reason.clone()),
-            quality,
+            quality: quality.clone(),
         })
         .collect();
-    Ok(Report { kind, settings, labellers, agreement, low_agreement_items: items, pauses })
+    Ok(Report {
+        kind: p.kind,
+        settings,
+        labellers,
+        agreement: c.agreement.clone(),
+        low_agreement_items: items,
+        pauses,
+        computed_at: c.computed_at,
+        judgements_counted: c.judgements,
+        updating: figures.updating,
+    })
 }
 
 /// Lifts `user`'s pause with the lead's note.

@@ -5,11 +5,13 @@
 //! labeller's own rejected work.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use sqlx::PgPool;
 
 use super::error::{AppError, DbContext};
+use super::quality_cache::Cache;
 use crate::db::projects::Project;
 use crate::db::quality as dbq;
 use crate::db::review as db;
@@ -78,23 +80,21 @@ pub struct Stream {
 struct Urgent {
     low: HashMap<ItemId, f64>,
     flagged: HashMap<UserId, String>,
-    agreement: HashMap<ItemId, f64>,
+    /// Every item's agreement (the figures' `item_w`).
+    agreement: Arc<crate::services::quality_cache::Computed>,
 }
 
-async fn urgent(pool: &PgPool, p: &Project) -> Result<(q::QualitySettings, Urgent), AppError> {
+async fn urgent(pool: &PgPool, cache: &Arc<Cache>, p: &Project) -> Result<(q::QualitySettings, Urgent), AppError> {
+    let figures = cache.figures(pool, p.id, p.kind).await?;
     let mut conn = pool.acquire().await?;
     let settings = dbq::settings(&mut conn, p.id).await.context("reading quality settings")?;
-    let rows = dbq::judged(&mut conn, p.id, None).await.context("reading judgements for review")?;
     let paused = dbq::paused_labellers(&mut conn, p.id).await.context("reading pauses")?;
     drop(conn);
-    let kind = p.kind;
-    let (labellers, items) =
-        tokio::task::spawn_blocking(move || (q::labellers(kind, &rows), q::item_agreement(&rows))).await.map_err(|e| AppError::Unexpected(e.into()))?;
-    let agreement: HashMap<ItemId, f64> = items.iter().filter_map(|a| Some((a.item, a.w?))).collect();
-    let low = agreement.iter().filter(|(_, w)| **w < settings.extra_below).map(|(i, w)| (*i, *w)).collect();
+    let c = &figures.computed;
+    let low = c.item_w.iter().filter(|(_, w)| **w < settings.extra_below).map(|(i, w)| (*i, *w)).collect();
     let gold_floor = settings.pause_below.unwrap_or(LOW_GOLD);
     let mut flagged: HashMap<UserId, String> = HashMap::new();
-    for l in &labellers {
+    for l in &c.labellers {
         let mut why: Vec<String> = l.flags.clone();
         if let Some(g) = l.gold.filter(|g| g.value < gold_floor) {
             why.push(format!("gold score {:.2} below {gold_floor}", g.value));
@@ -106,18 +106,21 @@ async fn urgent(pool: &PgPool, p: &Project) -> Result<(q::QualitySettings, Urgen
     for u in paused {
         flagged.entry(u).or_insert_with(|| "paused".into());
     }
-    Ok((settings, Urgent { low, flagged, agreement }))
+    Ok((settings, Urgent { low, flagged, agreement: figures.computed.clone() }))
 }
 
 /// Each project's review backlog (slug, judgements in its review stream), for /metrics.
-pub async fn backlogs(pool: &PgPool) -> Result<Vec<(String, i64)>, AppError> {
+pub async fn backlogs(pool: &PgPool, cache: &Arc<Cache>) -> Result<Vec<(String, i64)>, AppError> {
     let projects = crate::db::projects::all_for_metrics(&mut *pool.acquire().await?).await.context("listing projects")?;
     let mut out = Vec::with_capacity(projects.len());
     for p in projects {
-        let (settings, u) = urgent(pool, &p).await?;
+        let (settings, u) = urgent(pool, cache, &p).await?;
         let low: Vec<ItemId> = u.low.keys().copied().collect();
         let flagged: Vec<UserId> = u.flagged.keys().copied().collect();
-        let n = db::pending(&mut *pool.acquire().await?, p.id, settings.review_rate, &low, &flagged).await.context("counting the review stream")?;
+        let mut tx = pool.begin().await?;
+        crate::db::plan_for_arguments(&mut tx).await.context("counting the review stream")?;
+        let n = db::pending(&mut tx, p.id, settings.review_rate, &low, &flagged).await.context("counting the review stream")?;
+        tx.commit().await?;
         out.push((p.slug.to_string(), n));
     }
     Ok(out)
@@ -127,16 +130,18 @@ pub async fn backlogs(pool: &PgPool) -> Result<Vec<(String, i64)>, AppError> {
 pub const MAX_LIMIT: i64 = 100;
 
 /// Up to `limit` (1 to [`MAX_LIMIT`]) judgements for `reviewer` to review, most urgent first.
-pub async fn stream(pool: &PgPool, p: &Project, reviewer: UserId, limit: i64) -> Result<Stream, AppError> {
+pub async fn stream(pool: &PgPool, cache: &Arc<Cache>, p: &Project, reviewer: UserId, limit: i64) -> Result<Stream, AppError> {
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AppError::Invalid(format!("limit: expected 1 to {MAX_LIMIT} judgements, got {limit}")));
     }
-    let (settings, u) = urgent(pool, p).await?;
+    let (settings, u) = urgent(pool, cache, p).await?;
     let low: Vec<ItemId> = u.low.keys().copied().collect();
     let flagged: Vec<UserId> = u.flagged.keys().copied().collect();
-    let mut conn = pool.acquire().await?;
-    let rows = db::stream(&mut conn, p.id, reviewer, settings.review_rate, &low, &flagged, limit).await.context("reading the review stream")?;
-    let pending = db::pending(&mut conn, p.id, settings.review_rate, &low, &flagged).await.context("counting the review stream")?;
+    let mut tx = pool.begin().await?;
+    crate::db::plan_for_arguments(&mut tx).await.context("reading the review stream")?;
+    let rows = db::stream(&mut tx, p.id, reviewer, settings.review_rate, &low, &flagged, limit).await.context("reading the review stream")?;
+    let pending = db::pending(&mut tx, p.id, settings.review_rate, &low, &flagged).await.context("counting the review stream")?;
+    tx.commit().await?;
     let entries = rows.into_iter().map(|r| entry(r, &u)).collect();
     Ok(Stream { rate: settings.review_rate, pending, entries })
 }
@@ -190,7 +195,7 @@ fn entry(r: db::StreamRow, u: &Urgent) -> Entry {
         time_on_task_ms: r.time_on_task_ms,
         created_at: r.created_at,
         skip_reasons: r.skips,
-        item_agreement: u.agreement.get(&r.item_id).copied(),
+        item_agreement: u.agreement.item_w.get(&r.item_id).copied(),
     }
 }
 

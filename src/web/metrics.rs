@@ -75,7 +75,7 @@ impl Metrics {
     }
 
     /// The request metrics followed by the lead's figures (computed at most every [`FIGURES_TTL`]).
-    async fn render(&self, pool: &sqlx::PgPool) -> Result<String, AppError> {
+    async fn render(&self, pool: &sqlx::PgPool, quality: &std::sync::Arc<crate::services::quality_cache::Cache>) -> Result<String, AppError> {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).map_err(anyhow::Error::from)?;
         let cached = self.figures.lock().expect("the figures lock").as_ref().filter(|(at, _)| at.elapsed() < FIGURES_TTL).map(|(_, text)| text.clone());
@@ -88,7 +88,7 @@ impl Metrics {
                 let backlog = match cached {
                     Some(b) => b,
                     None => {
-                        let b = crate::services::review::backlogs(pool).await?;
+                        let b = crate::services::review::backlogs(pool, quality).await?;
                         *self.review_backlog.lock().expect("the backlog lock") = Some((Instant::now(), b.clone()));
                         b
                     }
@@ -199,6 +199,7 @@ pub async fn track(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<
 /// What `/metrics` needs to answer.
 pub struct Scrape {
     pub pool: sqlx::PgPool,
+    pub quality: std::sync::Arc<crate::services::quality_cache::Cache>,
     pub metrics: web::Data<Metrics>,
     /// The bearer token a scraper must send; `None` on a separate metrics address.
     pub token: Option<Secret<String>>,
@@ -212,7 +213,7 @@ pub async fn scrape(req: HttpRequest, scrape: web::Data<Scrape>) -> Result<HttpR
             return Err(AppError::Unauthorized.into());
         }
     }
-    let text = scrape.metrics.render(&scrape.pool).await?;
+    let text = scrape.metrics.render(&scrape.pool, &scrape.quality).await?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }
 
@@ -221,11 +222,12 @@ pub async fn scrape(req: HttpRequest, scrape: web::Data<Scrape>) -> Result<HttpR
 pub fn separate_server(
     bind: &str,
     pool: sqlx::PgPool,
+    quality: std::sync::Arc<crate::services::quality_cache::Cache>,
     metrics: web::Data<Metrics>,
     token: Option<Secret<String>>,
 ) -> anyhow::Result<(actix_web::dev::Server, u16)> {
     use anyhow::Context;
-    let scrape = web::Data::new(Scrape { pool, metrics, token });
+    let scrape = web::Data::new(Scrape { pool, quality, metrics, token });
     let server = actix_web::HttpServer::new(move || actix_web::App::new().app_data(scrape.clone()).route("/metrics", web::get().to(self::scrape)))
         .workers(1)
         .bind(bind)

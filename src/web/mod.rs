@@ -46,6 +46,8 @@ pub struct AppState {
     pub web: WebOptions,
     pub cookies: auth::Cookies,
     pub login_checks: auth::LoginChecks,
+    /// Each project's quality figures, computed again when their inputs change.
+    pub quality: std::sync::Arc<crate::services::quality_cache::Cache>,
 }
 
 /// Rules of leased tasks by task id, with the labeller they were leased to. Bounded: it is

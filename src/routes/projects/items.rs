@@ -100,7 +100,7 @@ pub async fn show(
     let filter = ItemFilter::parse(&q).map_err(AppError::Invalid)?;
     let before = parse_cursor(&q.before).map_err(AppError::Invalid)?;
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
-    let page = items::browse(&state.pool, &p, &auth.user, &filter, before).await?;
+    let page = items::browse(&state.pool, &state.quality, &p, &auth.user, &filter, before).await?;
     let next = page.next.map(|n| next_link(p.slug.as_str(), &q, n));
     let here = req.uri().path_and_query().map(|pq| pq.to_string()).unwrap_or_default();
     let tabs = TabBar::new(&p, "items");

@@ -38,6 +38,6 @@ impl LabellersPage {
 
 pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
-    let (labellers, members) = services::projects::people(&state.pool, &p).await?;
+    let (labellers, members) = services::projects::people(&state.pool, &state.quality, &p).await?;
     Ok(html(&LabellersPage { layout: Layout::of(&auth), tabs: TabBar::new(&p, "labellers"), project: p, labellers, members }))
 }

@@ -61,7 +61,7 @@ impl QualityPage {
 
 pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
     let p = project(&state.pool, &auth.user, &slug, Role::Lead).await?;
-    let report = quality::report(&state.pool, &p).await?;
+    let report = quality::report(&state.pool, &state.quality, &p).await?;
     Ok(html(&QualityPage { layout: Layout::of(&auth), project: p, report }))
 }
 

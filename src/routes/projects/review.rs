@@ -56,7 +56,7 @@ impl ReviewPage {
 
 pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
     let p = project(&state.pool, &auth.user, &slug, Role::Reviewer).await?;
-    let s = review::stream(&state.pool, &p, auth.user.id, 6).await?;
+    let s = review::stream(&state.pool, &state.quality, &p, auth.user.id, 6).await?;
     let mut entries = s.entries.into_iter();
     let entry = entries.next();
     Ok(html(&ReviewPage { layout: Layout::of(&auth), project: p, rate: s.rate, pending: s.pending, entry, queue: entries.collect() }))

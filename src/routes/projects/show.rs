@@ -52,7 +52,7 @@ impl Overview {
 
 pub async fn show(state: web::Data<AppState>, auth: Auth, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
     let p = project(&state.pool, &auth.user, &slug, Role::Labeller).await?;
-    let overview = if p.is_lead() { Some(Overview { d: services::projects::dashboard(&state.pool, &p).await? }) } else { None };
+    let overview = if p.is_lead() { Some(Overview { d: services::projects::dashboard(&state.pool, &state.quality, &p).await? }) } else { None };
     let (role, tabs) = (p.role.as_str(), TabBar::new(&p, "overview"));
     Ok(html(&ProjectPage { layout: Layout::of(&auth), project: p, role, tabs, overview }))
 }
