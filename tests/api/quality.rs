@@ -449,3 +449,98 @@ async fn the_dashboard_counts_ordinary_items_only() {
     let after: Value = lead.get("/api/v1/projects/dash/dashboard").await.json().await.unwrap();
     assert_eq!(after["items_total"], 6, "honeypots are quality checks, not items to label: {after}");
 }
+
+/// The project's quality fingerprint now, for the project `slug`.
+async fn fingerprint(app: &TestApp, slug: &str) -> rewardlab::db::quality::Fingerprint {
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM projects WHERE slug = $1").bind(slug).fetch_one(&app.pool).await.unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    rewardlab::db::quality::fingerprint(&mut conn, id.into(), (0, 0)).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_quality_fingerprint_changes_with_every_input_of_the_figures() {
+    let app = spawn_app().await;
+    let lead = app.lead_with_items("fp", TaskKind::Ranking, 2, 3, 3).await;
+    let a = app.member("a@example.org", "fp", Role::Labeller).await;
+    let mut seen = vec![fingerprint(&app, "fp").await];
+    let mut changed = |f: rewardlab::db::quality::Fingerprint, what: &str| {
+        assert!(!seen.contains(&f), "{what} left the fingerprint as it was: {f:?}");
+        seen.push(f);
+    };
+    // A judgement.
+    label_all(&app, &[(&a, false)], "fp").await;
+    changed(fingerprint(&app, "fp").await, "a judgement");
+    // A review (an acceptance changes no figure, a rejection does; both are counted).
+    let j: uuid::Uuid = sqlx::query_scalar("SELECT id FROM judgements ORDER BY seq LIMIT 1").fetch_one(&app.pool).await.unwrap();
+    let res = lead.post(&format!("/api/v1/projects/fp/judgements/{j}/review"), &json!({"decision": "rejected", "reason": "careless"})).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    changed(fingerprint(&app, "fp").await, "a rejection");
+    // A pause and its lift.
+    let user: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'a@example.org'").fetch_one(&app.pool).await.unwrap();
+    sqlx::query("INSERT INTO labeller_pauses (id, project_id, user_id, reason, score, gold_count) SELECT gen_random_uuid(), id, $1, 'test', 0, 3 FROM projects WHERE slug = 'fp'")
+        .bind(user)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    changed(fingerprint(&app, "fp").await, "a pause");
+    assert_eq!(lead.post(&format!("/api/v1/projects/fp/quality/pauses/{user}/lift"), &json!({"note": "fine"})).await.status(), 200);
+    changed(fingerprint(&app, "fp").await, "a lift");
+    // A gold reference set, then changed.
+    let (item, ids): (uuid::Uuid, Vec<uuid::Uuid>) =
+        sqlx::query_as("SELECT i.id, array_agg(r.id ORDER BY r.position) FROM items i JOIN responses r ON r.item_id = i.id GROUP BY i.id, i.seq ORDER BY i.seq LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let gold = |order: [usize; 3]| json!({"ranking": order.iter().map(|&p| vec![ids[p].to_string()]).collect::<Vec<_>>(), "explanation": "x"});
+    assert_eq!(lead.post(&format!("/api/v1/projects/fp/items/{item}/gold"), &gold([0, 1, 2])).await.status(), 200);
+    changed(fingerprint(&app, "fp").await, "marking gold");
+    assert_eq!(lead.post(&format!("/api/v1/projects/fp/items/{item}/gold"), &gold([2, 1, 0])).await.status(), 200);
+    changed(fingerprint(&app, "fp").await, "a changed reference");
+    // Nothing else moves it.
+    assert_eq!(fingerprint(&app, "fp").await, *seen.last().unwrap());
+}
+
+#[tokio::test]
+async fn quality_figures_are_kept_until_their_inputs_change_and_a_large_project_updates_them_in_the_background() {
+    let app = spawn_app().await;
+    let lead = app.lead_with_items("kept", TaskKind::Ranking, 3, 4, 3).await;
+    let a = app.member("a@example.org", "kept", Role::Labeller).await;
+    let b = app.member("b@example.org", "kept", Role::Labeller).await;
+    let c = app.member("c@example.org", "kept", Role::Labeller).await;
+    label_all(&app, &[(&a, false), (&b, true)], "kept").await;
+    let report = |api: &Api| {
+        let api = api.clone();
+        async move { api.get("/api/v1/projects/kept/quality").await.json::<Value>().await.unwrap() }
+    };
+    let first = report(&lead).await;
+    assert_eq!((first["judgements_counted"].as_u64(), first["updating"].as_bool()), (Some(8), Some(false)), "{first}");
+    // Kept: the same computation answers again.
+    assert_eq!(report(&lead).await["computed_at"], first["computed_at"]);
+    // A small project is computed again before the report answers.
+    let j: uuid::Uuid = sqlx::query_scalar("SELECT id FROM judgements ORDER BY seq LIMIT 1").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(lead.post(&format!("/api/v1/projects/kept/judgements/{j}/review"), &json!({"decision": "rejected", "reason": "careless"})).await.status(), 200);
+    let after = report(&lead).await;
+    assert_eq!((after["judgements_counted"].as_u64(), after["updating"].as_bool()), (Some(7), Some(false)), "{after}");
+    assert_ne!(after["computed_at"], first["computed_at"]);
+
+    // As a large project: the page answers with the figures it has, says they are being
+    // updated, and the new ones arrive without another change.
+    app.state.quality.set_background_above(1);
+    label_all(&app, &[(&c, false)], "kept").await;
+    let judged = app.count("SELECT count(*) FROM judgements").await;
+    assert!(judged > 8, "c judged the rejected judgement's item and more: {judged}");
+    let s = app.login("lead@kept.org", PASSWORD).await;
+    let page = s.get("/projects/kept/quality").await.text().await.unwrap();
+    assert!(page.contains("Figures from 7 judgements") && page.contains("newer judgements are being counted now"), "{page}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = report(&lead).await;
+        if r["updating"] == false && r["judgements_counted"].as_u64() == Some(judged as u64 - 1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the figures never caught up: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let page = s.get("/projects/kept/quality").await.text().await.unwrap();
+    assert!(page.contains(&format!("Figures from {} judgements", judged - 1)) && !page.contains("being counted now"), "{page}");
+}
