@@ -318,40 +318,204 @@ pub fn write_aggregate(
         Aggregate::Majority => "majority",
         Aggregate::BradleyTerry => "bradley_terry",
     };
+    // Written key by key in the order serde_json's maps keep (sorted), every repeated value
+    // escaped once per item: the bytes of `json!({...})` rows, without building them.
+    let texts: Vec<Vec<u8>> = first.texts.iter().map(|t| str_json(t)).collect();
+    let prompt_json = str_json(&prompt);
+    let (mut head, mut models, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tail = Vec::new();
+    if format != Format::Preferences {
+        models = first.models.iter().map(|m| str_json(m)).collect();
+        ids = first.ids.iter().map(to_json).collect();
+        head = format!("{{\"both_bad\":{both_bad}").into_bytes();
+        field(&mut tail, "external_id", &to_json(&first.external_id));
+        field(&mut tail, "item_agreement", &to_json(&agreement));
+        field(&mut tail, "item_id", &to_json(&first.item_id));
+        field(&mut tail, "messages", &to_json(&first.prompt));
+        field(&mut tail, "method", &to_json(method_name));
+        field(&mut tail, "prompt", &prompt_json);
+    }
+    let review = (format == Format::Comparisons && options.revision >= 4).then(|| to_json(group_review(group)));
     let mut n = 0;
     for (w, l, tie) in aggregate_pairs(&wins, method) {
-        let row = match format {
+        match format {
             Format::Preferences => {
                 if (tie && !options.include_ties) || (both_bad && !options.include_both_bad) {
                     continue;
                 }
-                let mut row = json!({"prompt": prompt, "chosen": first.texts[w], "rejected": first.texts[l]});
-                if options.margin {
-                    row["margin"] = json!((wins[w][l] - wins[l][w]) / votes as f64);
-                }
-                if options.include_ties {
-                    row["tie"] = json!(tie);
-                }
+                out.push(b'{');
                 if options.include_both_bad {
-                    row["both_bad"] = json!(both_bad);
+                    out.extend_from_slice(format!("\"both_bad\":{both_bad},").as_bytes());
                 }
-                row
+                out.extend_from_slice(b"\"chosen\":");
+                out.extend_from_slice(&texts[w]);
+                if options.margin {
+                    field(out, "margin", &to_json(&((wins[w][l] - wins[l][w]) / votes as f64)));
+                }
+                field(out, "prompt", &prompt_json);
+                field(out, "rejected", &texts[l]);
+                if options.include_ties {
+                    field(out, "tie", if tie { b"true" } else { b"false" });
+                }
+                out.push(b'}');
             }
-            _ => json!({
-                "schema_version": SCHEMA_VERSION, "item_id": first.item_id, "external_id": first.external_id, "prompt": prompt, "messages": first.prompt,
-                "chosen": first.texts[w], "chosen_model": first.models[w], "chosen_response_id": first.ids[w],
-                "rejected": first.texts[l], "rejected_model": first.models[l], "rejected_response_id": first.ids[l],
-                "tie": tie, "both_bad": both_bad, "votes": votes, "chosen_votes": wins[w][l], "rejected_votes": wins[l][w],
-                "item_agreement": agreement, "method": method_name,
-            }),
-        };
-        let mut row = row;
-        if format == Format::Comparisons && options.revision >= 4 {
-            row["review"] = json!(group_review(group));
+            _ => {
+                out.extend_from_slice(&head);
+                for (p, text, model, id, votes_key, votes_of) in
+                    [(w, "chosen", "chosen_model", "chosen_response_id", "chosen_votes", wins[w][l]), (l, "rejected", "rejected_model", "rejected_response_id", "rejected_votes", wins[l][w])]
+                {
+                    if p == l {
+                        out.extend_from_slice(&tail);
+                    }
+                    field(out, text, &texts[p]);
+                    field(out, model, &models[p]);
+                    field(out, id, &ids[p]);
+                    field(out, votes_key, &to_json(&votes_of));
+                }
+                if let Some(review) = &review {
+                    field(out, "review", review);
+                }
+                field(out, "schema_version", SCHEMA_VERSION.to_string().as_bytes());
+                field(out, "tie", if tie { b"true" } else { b"false" });
+                field(out, "votes", votes.to_string().as_bytes());
+                out.push(b'}');
+            }
         }
-        js(out, &row);
         out.push(b'\n');
         n += 1;
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{JudgementId, ResponseId};
+
+    /// `write_aggregate` as it was written with `json!` values (the bytes every recorded
+    /// aggregated export was hashed with).
+    fn reference(
+        group: &[JudgementRow],
+        method: Aggregate,
+        format: Format,
+        options: &Options,
+        part: &str,
+        agreement: Option<f64>,
+        out: &mut Vec<u8>,
+    ) -> u64 {
+        let Some(first) = group.first() else { return 0 };
+        let (wins, votes, both_bad) = tally(group);
+        if votes == 0 {
+            return 0;
+        }
+        let both_bad = both_bad * 2 > votes;
+        let prompt = prompt_string(&first.prompt, &first.prompt_raw);
+        if format == Format::Preferences && in_test_split(&prompt, options.test_percent.unwrap_or(crate::export::DEFAULT_TEST_PERCENT)) != (part == "test") {
+            return 0;
+        }
+        let method_name = match method {
+            Aggregate::Majority => "majority",
+            Aggregate::BradleyTerry => "bradley_terry",
+        };
+        let mut n = 0;
+        for (w, l, tie) in aggregate_pairs(&wins, method) {
+            let row = match format {
+                Format::Preferences => {
+                    if (tie && !options.include_ties) || (both_bad && !options.include_both_bad) {
+                        continue;
+                    }
+                    let mut row = json!({"prompt": prompt, "chosen": first.texts[w], "rejected": first.texts[l]});
+                    if options.margin {
+                        row["margin"] = json!((wins[w][l] - wins[l][w]) / votes as f64);
+                    }
+                    if options.include_ties {
+                        row["tie"] = json!(tie);
+                    }
+                    if options.include_both_bad {
+                        row["both_bad"] = json!(both_bad);
+                    }
+                    row
+                }
+                _ => json!({
+                    "schema_version": SCHEMA_VERSION, "item_id": first.item_id, "external_id": first.external_id, "prompt": prompt, "messages": first.prompt,
+                    "chosen": first.texts[w], "chosen_model": first.models[w], "chosen_response_id": first.ids[w],
+                    "rejected": first.texts[l], "rejected_model": first.models[l], "rejected_response_id": first.ids[l],
+                    "tie": tie, "both_bad": both_bad, "votes": votes, "chosen_votes": wins[w][l], "rejected_votes": wins[l][w],
+                    "item_agreement": agreement, "method": method_name,
+                }),
+            };
+            let mut row = row;
+            if format == Format::Comparisons && options.revision >= 4 {
+                row["review"] = json!(group_review(group));
+            }
+            js(out, &row);
+            out.push(b'\n');
+            n += 1;
+        }
+        n
+    }
+
+    fn row(item: ItemId, ranks: &[i16], both_bad: bool, review: &str) -> JudgementRow {
+        let k = ranks.len();
+        JudgementRow {
+            id: JudgementId::new(),
+            item_id: item,
+            user_id: None,
+            external_id: "ext \"1\" ü".into(),
+            prompt: serde_json::json!([{"role": "user", "content": "Say \"hi\"\n\tnow ✓"}]),
+            prompt_raw: None,
+            source: "labeller".into(),
+            labeller: "p1".into(),
+            ranks: Some(ranks.to_vec()),
+            display_order: None,
+            strength: None,
+            both_bad,
+            demonstration: None,
+            flags: serde_json::json!({}),
+            rating: None,
+            comment: String::new(),
+            time_on_task_ms: None,
+            created_at: chrono::Utc::now(),
+            review: review.into(),
+            ids: (0..k).map(|_| ResponseId::new()).collect(),
+            models: (0..k).map(|p| format!("model \"{p}\"")).collect(),
+            texts: (0..k).map(|p| format!("answer {p}: \u{1F600} \"quoted\" \\ back\nslash\u{7}")).collect(),
+            metas: serde_json::json!([]),
+        }
+    }
+
+    #[test]
+    fn aggregated_rows_are_the_bytes_json_values_gave() {
+        let item = ItemId::new();
+        let mut groups = vec![
+            vec![row(item, &[1, 2, 3, 4], false, "accepted"), row(item, &[2, 1, 3, 3], false, "unreviewed"), row(item, &[1, 2, 4, 3], true, "accepted")],
+            vec![row(item, &[1, 1], true, "adjudicated"), row(item, &[1, 1], true, "accepted")],
+            vec![row(item, &[2, 1, 3], false, "accepted")],
+        ];
+        // One item's rows share its responses.
+        for g in &mut groups {
+            let (ids, texts, models) = (g[0].ids.clone(), g[0].texts.clone(), g[0].models.clone());
+            for r in g.iter_mut() {
+                (r.ids, r.texts, r.models) = (ids.clone(), texts.clone(), models.clone());
+            }
+        }
+        let mut cases = 0;
+        for group in &groups {
+            for method in [Aggregate::Majority, Aggregate::BradleyTerry] {
+                for format in [Format::Comparisons, Format::Preferences] {
+                    for (margin, ties, both_bad, revision) in [(false, false, false, 4), (true, true, true, 4), (true, false, true, 3), (false, true, false, 2)] {
+                        let options = Options { margin, include_ties: ties, include_both_bad: both_bad, revision, test_percent: Some(0), ..Options::default() };
+                        for agreement in [None, Some(0.25), Some(1.0 / 3.0)] {
+                            let (mut new, mut old) = (Vec::new(), Vec::new());
+                            let n = write_aggregate(group, method, format, &options, "train", agreement, &mut new);
+                            assert_eq!(n, reference(group, method, format, &options, "train", agreement, &mut old));
+                            assert_eq!(String::from_utf8(new).unwrap(), String::from_utf8(old).unwrap());
+                            cases += usize::from(n > 0);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 50, "{cases} cases wrote rows");
+    }
 }
