@@ -148,6 +148,9 @@ pub struct JudgementRow {
     pub(crate) created_at: DateTime<Utc>,
     /// `unreviewed`, `accepted`, `rejected` or `adjudicated` (see [`crate::domain::review::ReviewState`]).
     pub(crate) review: String,
+    /// Whether the row carries its item's responses (`ids` to `metas`): every row in store
+    /// order; only each item's first row when grouped by item.
+    pub(crate) first: bool,
     pub(crate) ids: Vec<ResponseId>,
     pub(crate) models: Vec<String>,
     pub(crate) texts: Vec<String>,
@@ -157,40 +160,45 @@ pub struct JudgementRow {
 /// `query_as!` for the [`JudgementRow`]s of project `$1` as of snapshot `$2`, less gold items,
 /// quality checks and items excluded by then; an item adjudicated by then gives its
 /// adjudication (source `adjudication`, by the reviewer) instead of its labellers' judgements;
-/// with `$3` rejected judgements are left out. `$order` (literal SQL) is appended.
+/// with `$3` rejected judgements are left out. `$first` (literal SQL over the filtered rows
+/// `j`) says which rows carry their item's responses (the others have none: the caller keeps
+/// them from the item's first row); `$order` (literal SQL) is appended.
 macro_rules! judgement_rows {
-    ($order:tt, $project:expr, $snapshot:expr, $drop_rejected:expr) => {
+    ($first:tt, $order:tt, $project:expr, $snapshot:expr, $drop_rejected:expr) => {
         sqlx::query_as!(
             JudgementRow,
-            r#"SELECT j.id AS "id!: JudgementId", j.item_id AS "item_id!: ItemId", j.user_id AS "user_id: UserId", i.external_id, i.prompt, i.prompt_raw,
-                      j.source AS "source!", COALESCE(u.pseudonym, 'import') AS "labeller!", j.ranks, j.display_order, j.strength, j.both_bad AS "both_bad!",
-                      j.demonstration, j.flags AS "flags!", j.rating, j.comment AS "comment!", j.time_on_task_ms, j.created_at AS "created_at!",
-                      j.review AS "review!", rs.ids AS "ids!: Vec<ResponseId>", rs.models AS "models!", rs.texts AS "texts!", rs.metas AS "metas!"
-               FROM (SELECT j.id, j.seq, j.item_id, j.user_id, j.source, j.ranks, j.display_order, j.strength, j.both_bad, j.demonstration, j.flags,
-                            j.rating, j.comment, j.time_on_task_ms, j.created_at,
-                            CASE WHEN EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id AND r.decision = 'rejected'
-                                              AND pg_visible_in_snapshot(r.txid, $2::text::pg_snapshot)) THEN 'rejected'
-                                 WHEN EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id AND r.decision = 'accepted'
-                                              AND pg_visible_in_snapshot(r.txid, $2::text::pg_snapshot)) THEN 'accepted'
-                                 ELSE 'unreviewed' END AS review
-                     FROM judgements j
-                     WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::text::pg_snapshot)
-                       AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
-                       AND NOT EXISTS (SELECT 1 FROM adjudications a WHERE a.item_id = j.item_id AND pg_visible_in_snapshot(a.txid, $2::text::pg_snapshot))
-                     UNION ALL
-                     SELECT a.id, a.seq, a.item_id, a.reviewer, 'adjudication', a.ranks, NULL::int[], a.strength, a.both_bad, NULL::text, '{}'::jsonb,
-                            NULL::smallint, a.note, NULL::bigint, a.created_at, 'adjudicated'
-                     FROM adjudications a
-                     WHERE a.project_id = $1 AND pg_visible_in_snapshot(a.txid, $2::text::pg_snapshot)) j
-               JOIN items i ON i.id = j.item_id
-               LEFT JOIN users u ON u.id = j.user_id
-               CROSS JOIN LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.position), '{}') AS ids,
-                                          COALESCE(array_agg(r.model ORDER BY r.position), '{}') AS models,
-                                          COALESCE(array_agg(r.text ORDER BY r.position), '{}') AS texts,
-                                          COALESCE(jsonb_agg(r.metadata ORDER BY r.position), '[]') AS metas
-                                   FROM responses r WHERE r.item_id = j.item_id) rs
-               WHERE i.gold_ranks IS NULL AND (NOT $3 OR j.review <> 'rejected')
-                 AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id AND pg_visible_in_snapshot(x.txid, $2::text::pg_snapshot)) "#
+            r#"SELECT j.id AS "id!: JudgementId", j.item_id AS "item_id!: ItemId", j.user_id AS "user_id: UserId", j.external_id AS "external_id!",
+                      j.prompt AS "prompt!", j.prompt_raw, j.source AS "source!", j.labeller AS "labeller!", j.ranks, j.display_order, j.strength,
+                      j.both_bad AS "both_bad!", j.demonstration, j.flags AS "flags!", j.rating, j.comment AS "comment!", j.time_on_task_ms,
+                      j.created_at AS "created_at!", j.review AS "review!", j.first AS "first!",
+                      COALESCE(rs.ids, '{}') AS "ids!: Vec<ResponseId>", COALESCE(rs.models, '{}') AS "models!", COALESCE(rs.texts, '{}') AS "texts!",
+                      COALESCE(rs.metas, '[]') AS "metas!"
+               FROM (SELECT j.*, i.external_id, i.prompt, i.prompt_raw, COALESCE(u.pseudonym, 'import') AS labeller, "#
+                + $first
+                + r#" AS first
+                     FROM (SELECT j.id, j.seq, j.item_id, j.user_id, j.source, j.ranks, j.display_order, j.strength, j.both_bad, j.demonstration, j.flags,
+                                  j.rating, j.comment, j.time_on_task_ms, j.created_at,
+                                  CASE WHEN EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id AND r.decision = 'rejected'
+                                                    AND pg_visible_in_snapshot(r.txid, $2::text::pg_snapshot)) THEN 'rejected'
+                                       WHEN EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id AND r.decision = 'accepted'
+                                                    AND pg_visible_in_snapshot(r.txid, $2::text::pg_snapshot)) THEN 'accepted'
+                                       ELSE 'unreviewed' END AS review
+                           FROM judgements j
+                           WHERE j.project_id = $1 AND pg_visible_in_snapshot(j.txid, $2::text::pg_snapshot)
+                             AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
+                             AND NOT EXISTS (SELECT 1 FROM adjudications a WHERE a.item_id = j.item_id AND pg_visible_in_snapshot(a.txid, $2::text::pg_snapshot))
+                           UNION ALL
+                           SELECT a.id, a.seq, a.item_id, a.reviewer, 'adjudication', a.ranks, NULL::int[], a.strength, a.both_bad, NULL::text, '{}'::jsonb,
+                                  NULL::smallint, a.note, NULL::bigint, a.created_at, 'adjudicated'
+                           FROM adjudications a
+                           WHERE a.project_id = $1 AND pg_visible_in_snapshot(a.txid, $2::text::pg_snapshot)) j
+                     JOIN items i ON i.id = j.item_id
+                     LEFT JOIN users u ON u.id = j.user_id
+                     WHERE i.gold_ranks IS NULL AND (NOT $3 OR j.review <> 'rejected')
+                       AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id AND pg_visible_in_snapshot(x.txid, $2::text::pg_snapshot))) j
+               LEFT JOIN LATERAL (SELECT array_agg(r.id ORDER BY r.position) AS ids, array_agg(r.model ORDER BY r.position) AS models,
+                                         array_agg(r.text ORDER BY r.position) AS texts, jsonb_agg(r.metadata ORDER BY r.position) AS metas
+                                  FROM responses r WHERE r.item_id = j.item_id) rs ON j.first "#
                 + $order,
             $project as ProjectId,
             $snapshot,
@@ -211,7 +219,9 @@ pub fn judgement_rows<'c>(
     drop_rejected: bool,
 ) -> BoxStream<'c, sqlx::Result<JudgementRow>> {
     match by_item {
-        false => judgement_rows!("ORDER BY j.seq", project, snapshot, drop_rejected).fetch(conn),
-        true => judgement_rows!("ORDER BY j.item_id, j.seq", project, snapshot, drop_rejected).fetch(conn),
+        false => judgement_rows!("true", "ORDER BY j.seq", project, snapshot, drop_rejected).fetch(conn),
+        // An item's responses once, with its first row.
+        true => judgement_rows!("row_number() OVER (PARTITION BY j.item_id ORDER BY j.seq) = 1", "ORDER BY j.item_id, j.seq", project, snapshot, drop_rejected)
+            .fetch(conn),
     }
 }

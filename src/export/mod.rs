@@ -144,10 +144,22 @@ async fn stream_rows<W: AsyncWrite + Unpin>(
             let ctx = if options.revision >= 3 { quality::Context::load(conn, project, snapshot, options).await? } else { quality::Context::default() };
             let mut stream = db::judgement_rows(conn, project, snapshot, options.aggregate.is_some(), options.drop_rejected || options.revision < 4);
             let mut group: Vec<JudgementRow> = Vec::new();
-            while let Some(row) = stream.try_next().await? {
+            // Grouped by item, only an item's first row carries its responses: kept here for
+            // the group's first row when that one was left out.
+            let mut responses: Option<JudgementRow> = None;
+            while let Some(mut row) = stream.try_next().await? {
                 // An adjudication settles its item's disagreement: no agreement filter drops it.
-                if !row.is_adjudication() && !ctx.keeps(row.user_id(), row.item_id()) {
+                let kept = row.is_adjudication() || ctx.keeps(row.user_id(), row.item_id());
+                if !kept {
+                    if row.first && options.aggregate.is_some() {
+                        responses = Some(row);
+                    }
                     continue;
+                }
+                if !row.first && group.last().is_none_or(|g| g.item_id() != row.item_id()) {
+                    if let Some(r) = responses.take().filter(|r| r.item_id() == row.item_id()) {
+                        row.take_responses(r);
+                    }
                 }
                 match options.aggregate {
                     Some(method) => {

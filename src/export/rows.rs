@@ -108,6 +108,11 @@ impl JudgementRow {
         self.review == "adjudicated"
     }
 
+    /// Gives this row the responses `other` (a row of the same item) carries.
+    pub fn take_responses(&mut self, other: JudgementRow) {
+        (self.ids, self.models, self.texts, self.metas) = (other.ids, other.models, other.texts, other.metas);
+    }
+
     /// The labeller (none for an imported choice).
     pub fn user_id(&self) -> Option<UserId> {
         self.user_id
@@ -477,6 +482,7 @@ mod tests {
             time_on_task_ms: None,
             created_at: chrono::Utc::now(),
             review: review.into(),
+            first: true,
             ids: (0..k).map(|_| ResponseId::new()).collect(),
             models: (0..k).map(|p| format!("model \"{p}\"")).collect(),
             texts: (0..k).map(|p| format!("answer {p}: \u{1F600} \"quoted\" \\ back\nslash\u{7}")).collect(),

@@ -435,6 +435,22 @@ async fn a_quality_aware_export_leaves_out_paused_labellers_keeps_agreeing_items
         assert_eq!(res.status(), 400, "{body}");
         assert!(res.text().await.unwrap().contains(field), "{body}");
     }
+
+    // Without x as well, whose judgement came first on every item (the row that carries the
+    // item's responses when an export is grouped by item): the rows still have every text.
+    sqlx::query("INSERT INTO labeller_pauses (id, project_id, user_id, reason) SELECT gen_random_uuid(), p.id, u.id, 'test' FROM projects p, users u WHERE u.email = 'x@example.org'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let texts: Vec<String> = sqlx::query_scalar("SELECT text FROM responses").fetch_all(&app.pool).await.unwrap();
+    for format in ["comparisons", "preferences"] {
+        let (_, two) = export_rows(&lead, "qx", json!({"format": format, "aggregate": "majority", "exclude_paused": true, "include_ties": true, "test_percent": 0})).await;
+        assert_eq!(two.len(), 4, "{format}");
+        for r in &two {
+            assert!(texts.contains(&r["chosen"].as_str().unwrap().to_string()) && texts.contains(&r["rejected"].as_str().unwrap().to_string()), "{r}");
+            assert!(format == "preferences" || r["votes"] == 2, "{r}");
+        }
+    }
 }
 
 #[tokio::test]
