@@ -19,6 +19,8 @@ use crate::web::AppState;
 
 /// The quality report: per labeller their gold score (with its count and 95% interval), pause
 /// and careless-work signals; agreement figures beside their chance levels; the settings.
+/// `computed_at` and `judgements_counted` say which judgements the figures are from; on a large
+/// project `updating: true` says newer ones are being counted in the background.
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/quality", operation_id = "quality_report", tag = "quality", params(("slug" = String, Path, description = "The project's slug.")),
     responses((status = 200, description = "The report.", body = Object),
               (status = 403, description = "The caller is not a lead of the project.", body = ErrorBody),

@@ -117,13 +117,19 @@ pub async fn backlogs(pool: &PgPool, cache: &Arc<Cache>) -> Result<Vec<(String, 
         let (settings, u) = urgent(pool, cache, &p).await?;
         let low: Vec<ItemId> = u.low.keys().copied().collect();
         let flagged: Vec<UserId> = u.flagged.keys().copied().collect();
-        let mut tx = pool.begin().await?;
-        crate::db::plan_for_arguments(&mut tx).await.context("counting the review stream")?;
-        let n = db::pending(&mut tx, p.id, settings.review_rate, &low, &flagged).await.context("counting the review stream")?;
-        tx.commit().await?;
+        let n = pending(pool, &p, settings.review_rate, &low, &flagged).await?;
         out.push((p.slug.to_string(), n));
     }
     Ok(out)
+}
+
+/// How many judgements the project's review stream holds.
+async fn pending(pool: &PgPool, p: &Project, rate: f64, low: &[ItemId], flagged: &[UserId]) -> Result<i64, AppError> {
+    let mut tx = pool.begin().await?;
+    crate::db::plan_for_arguments(&mut tx).await.context("counting the review stream")?;
+    let n = db::pending(&mut tx, p.id, rate, low, flagged).await.context("counting the review stream")?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// The largest page of the stream.
@@ -137,11 +143,15 @@ pub async fn stream(pool: &PgPool, cache: &Arc<Cache>, p: &Project, reviewer: Us
     let (settings, u) = urgent(pool, cache, p).await?;
     let low: Vec<ItemId> = u.low.keys().copied().collect();
     let flagged: Vec<UserId> = u.flagged.keys().copied().collect();
-    let mut tx = pool.begin().await?;
-    crate::db::plan_for_arguments(&mut tx).await.context("reading the review stream")?;
-    let rows = db::stream(&mut tx, p.id, reviewer, settings.review_rate, &low, &flagged, limit).await.context("reading the review stream")?;
-    let pending = db::pending(&mut tx, p.id, settings.review_rate, &low, &flagged).await.context("counting the review stream")?;
-    tx.commit().await?;
+    // The page and the count, side by side (each a pass over the project's judgements).
+    let page = async {
+        let mut tx = pool.begin().await?;
+        crate::db::plan_for_arguments(&mut tx).await.context("reading the review stream")?;
+        let rows = db::stream(&mut tx, p.id, reviewer, settings.review_rate, &low, &flagged, limit).await.context("reading the review stream")?;
+        tx.commit().await?;
+        Ok::<_, AppError>(rows)
+    };
+    let (rows, pending) = tokio::try_join!(page, pending(pool, p, settings.review_rate, &low, &flagged))?;
     let entries = rows.into_iter().map(|r| entry(r, &u)).collect();
     Ok(Stream { rate: settings.review_rate, pending, entries })
 }
