@@ -7,6 +7,7 @@ mod people;
 mod projects;
 mod quality;
 mod queue;
+mod regression;
 mod review;
 pub mod runs;
 mod tasks;
@@ -83,6 +84,10 @@ api_routes! {
     get "/projects/{slug}/rm-agreement" => runs::rm_agreement;
     post "/projects/{slug}/schedules" => runs::schedule_create;
     get "/projects/{slug}/schedules" => runs::schedule_list;
+    post "/projects/{slug}/regression-sets" => regression::freeze;
+    get "/projects/{slug}/regression-sets" => regression::list;
+    post "/projects/{slug}/regression-sets/{id}/activate" => regression::activate;
+    get "/projects/{slug}/regression" => regression::report;
     delete "/projects/{slug}/schedules/{id}" => runs::schedule_delete;
     get "/runs/{id}" => runs::show;
     get "/runs/{id}/metrics" => runs::metrics;

@@ -10,6 +10,7 @@ pub mod people;
 pub mod projects;
 pub mod quality;
 pub mod queue;
+pub mod regression;
 pub mod review;
 pub mod runs;
 pub mod schedules;

@@ -150,6 +150,21 @@ pub async fn has_model_maker(conn: &mut PgConnection, project: ProjectId, kinds:
     .await
 }
 
+/// The ensemble size (`config.ensemble`, 1 when unset) of the project's rm run `run`, or with
+/// none of its newest rm run that made a model or is queued or running to; `None` when there is
+/// no such run.
+pub async fn rm_ensemble(conn: &mut PgConnection, project: ProjectId, run: Option<RunId>) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!(
+        r#"SELECT COALESCE((config->>'ensemble')::bigint, 1) AS "members!" FROM runs
+            WHERE project_id = $1 AND kind = 'rm' AND ($2::uuid IS NULL AND status IN ('queued', 'running', 'succeeded') OR id = $2)
+            ORDER BY seq DESC LIMIT 1"#,
+        project as ProjectId,
+        run as Option<RunId>,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
 /// Cancels a queued or running run of a project the caller leads, and the runs chained after
 /// it. A running run's worker sees the status at its next heartbeat and stops its trainer.
 pub async fn cancel(conn: &mut PgConnection, id: RunId, user: UserId) -> sqlx::Result<Option<u64>> {

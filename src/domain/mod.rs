@@ -15,6 +15,7 @@ pub mod provenance;
 pub mod quality;
 pub mod queue;
 pub mod ranking;
+pub mod regression;
 pub mod review;
 pub mod runs;
 pub mod simulate;
@@ -69,7 +70,7 @@ macro_rules! id_type {
     )*};
 }
 
-id_type!(UserId, ProjectId, ItemId, ResponseId, TaskId, JudgementId, ExportId, TokenId, RunId, ScheduleId, WebhookId, DeliveryId);
+id_type!(UserId, ProjectId, ItemId, ResponseId, TaskId, JudgementId, ExportId, TokenId, RunId, ScheduleId, WebhookId, DeliveryId, RegressionSetId);
 
 /// The kind of work a project asks of its labellers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]

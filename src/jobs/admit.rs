@@ -29,8 +29,54 @@ pub async fn check(conn: &mut PgConnection, project: ProjectId, steps: &[RunSpec
             let made = steps[..i].iter().any(|s| role.kinds().contains(&s.kind));
             need(conn, project, step, &at, made, *role).await?;
         }
+        conservative_needs_ensemble(conn, project, step, &steps[..i], &at).await?;
+        sweep_needs_a_regression_set(conn, project, step, &at).await?;
     }
     Ok(())
+}
+
+/// A merge sweep measures each α on the project's active regression set: it needs one.
+async fn sweep_needs_a_regression_set(conn: &mut PgConnection, project: ProjectId, step: &RunSpec, at: &str) -> Result<(), Refusal> {
+    if step.config.get("merge_sweep").is_none_or(serde_json::Value::is_null) || crate::db::regression::active(conn, project).await?.is_some() {
+        return Ok(());
+    }
+    Err(Refusal::Invalid(format!(
+        "{at}config.merge_sweep: each α is measured on the project's active regression set, and it has none yet; freeze one (Runs → Regression sets) first"
+    )))
+}
+
+/// A PPO step whose `reward_ensemble` is `min` or `mean-minus-std` needs a reward model with at
+/// least two members (there is no spread to be conservative about otherwise): the reward model
+/// it names by run, else the nearest rm step before it in the chain, else the project's newest
+/// rm run (as the worker will pick). A model named by store path is checked by the trainer.
+async fn conservative_needs_ensemble(conn: &mut PgConnection, project: ProjectId, step: &RunSpec, before: &[RunSpec], at: &str) -> Result<(), Refusal> {
+    let how = step.config.get("reward_ensemble").and_then(serde_json::Value::as_str).unwrap_or("mean");
+    if step.kind != RunKind::Ppo || how == "mean" {
+        return Ok(());
+    }
+    let members = |config: &crate::domain::runs::params::Config| config.get("ensemble").and_then(serde_json::Value::as_i64).unwrap_or(1);
+    let (members, which) = match step.input.model(ModelRole::RewardModel) {
+        Some(ModelSource::Path(_)) => return Ok(()),
+        Some(ModelSource::Run(id)) => (dbr::rm_ensemble(conn, project, Some(*id)).await?.unwrap_or(1), format!("rm run {}", short(*id))),
+        None => match before.iter().rev().find(|s| s.kind == RunKind::Rm) {
+            Some(rm) => (members(&rm.config), "the chain's rm step".to_string()),
+            None => match dbr::rm_ensemble(conn, project, None).await? {
+                Some(n) => (n, "the project's newest rm run".to_string()),
+                None => return Ok(()),
+            },
+        },
+    };
+    if members >= 2 {
+        return Ok(());
+    }
+    Err(Refusal::Invalid(format!(
+        "{at}config.reward_ensemble: {how} needs an ensemble reward model (an rm run with ensemble of 2 or more), but the reward model this run \
+         would use ({which}) is a single model; use mean, or train the reward model with ensemble ≥ 2"
+    )))
+}
+
+fn short(id: crate::domain::RunId) -> String {
+    id.0.simple().to_string()[..8].to_string()
 }
 
 /// What a step names: an export, a run in a role, or a store path.

@@ -14,6 +14,7 @@ pub mod projects;
 pub mod quality;
 pub mod quality_cache;
 pub mod queue;
+pub mod regression;
 pub mod review;
 pub mod runs;
 pub mod webhooks;

@@ -125,9 +125,10 @@ pub fn split(charts: Vec<Chart>) -> (Vec<Chart>, Vec<Chart>) {
 }
 
 /// A series' name and its (x, y) points.
-type Line = (String, Vec<(f64, f64)>);
+pub type Line = (String, Vec<(f64, f64)>);
 
-fn chart(title: String, series: Vec<Line>) -> Chart {
+/// One chart of `series` (each with at least one point), scaled to fit.
+pub fn chart(title: String, series: Vec<Line>) -> Chart {
     let all = series.iter().flat_map(|s| s.1.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in all {

@@ -93,3 +93,38 @@ async fn a_run_records_its_data_mixture_replays_a_share_of_old_rows_and_merges_w
     let first8 = &run_json(&lead, &first).await["export_id"].as_str().unwrap()[..8].to_string();
     assert!(page.contains(&format!("<code>{first8}</code>")), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_empty_snapshot_is_skipped_when_a_run_replays_old_rows() {
+    let app = spawn_app().await;
+    app.project("empty", TaskKind::Pairwise, 1).await;
+    let lead = app.member("lead@example.org", "empty", Role::Lead).await;
+    let store = scratch("store-empty");
+    let _worker = Worker::start(&app, &store, "w-empty", 20.0);
+
+    // A run on a project with nothing labelled fails, leaving the worker's empty snapshot behind.
+    let config = tiny(json!({"epochs": 1, "lr": 0.003, "replay_share": 0.3}));
+    let res = lead.post("/api/v1/projects/empty/runs", &json!({"kind": "rm", "config": config.clone()})).await;
+    assert_eq!(res.status(), 201);
+    let first = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let run = wait_final(&app, &lead, &first, Duration::from_secs(180)).await;
+    assert_eq!(run["status"], "failed");
+    assert!(run["error"].as_str().unwrap().contains("export is empty"), "{run}");
+    let exports: Value = lead.get("/api/v1/projects/empty/exports").await.json().await.unwrap();
+    let exports = exports["exports"].as_array().unwrap();
+    assert_eq!(exports.len(), 1, "{exports:?}");
+    assert_eq!(exports[0]["files"][0]["rows"], 0, "{exports:?}");
+    let empty = exports[0]["id"].as_str().unwrap().to_string();
+
+    // Once labels arrive, a run replaying old rows skips the empty snapshot instead of failing on it.
+    assert_eq!(lead.post_bytes("/api/v1/projects/empty/items", pairs("c", 30)).await.status(), 200);
+    let res = lead.post("/api/v1/projects/empty/runs", &json!({"kind": "rm", "config": config})).await;
+    let second = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let run = wait_final(&app, &lead, &second, Duration::from_secs(180)).await;
+    assert_eq!(run["status"], "succeeded", "{}", log_of(&app, &second).await);
+    let m = &run["input"]["resolved"]["data_mixture"];
+    assert_eq!(m["rows"], json!({"new": 30, "old": 0}), "{m}");
+    let snaps = m["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 1, "only the run's own snapshot: {m}");
+    assert_ne!(snaps[0]["export_id"].as_str(), Some(empty.as_str()));
+}

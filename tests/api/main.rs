@@ -24,6 +24,7 @@ mod pgbouncer;
 mod python_client;
 mod quality;
 mod queue;
+mod regression;
 mod review;
 mod robustness;
 mod run_form;

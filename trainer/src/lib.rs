@@ -18,6 +18,7 @@ pub mod merge;
 pub mod ops;
 pub mod optim;
 pub mod ppo;
+pub mod regression;
 pub mod reward_ensemble;
 pub mod rm;
 pub mod rng;

@@ -143,9 +143,9 @@ fn set_weights(varmap: &VarMap, tensors: &HashMap<String, Tensor>, device: &Devi
 }
 
 /// A pair's texts: prompt, chosen response, rejected response.
-type Pair = (String, String, String);
+pub(crate) type Pair = (String, String, String);
 
-fn read_pairs(paths: &[PathBuf]) -> Result<Vec<Pair>> {
+pub(crate) fn read_pairs(paths: &[PathBuf]) -> Result<Vec<Pair>> {
     let mut pairs = Vec::new();
     for r in read_rankings(paths)? {
         for i in 0..r.ranks.len() {

@@ -15,7 +15,7 @@ impl ParamType {
         let parsed = match self {
             Self::Int(..) => t.parse::<i64>().ok().map(Value::from),
             Self::Float(..) | Self::Positive(_) => number(),
-            Self::Word(_) | Self::StorePath | Self::Hosts => Some(Value::from(t)),
+            Self::Word(_) | Self::StorePath | Self::Hosts | Self::Alphas => Some(Value::from(t)),
         };
         parsed.ok_or_else(|| format!("expected {}, got {t:?}", self.describe()))
     }
@@ -24,7 +24,7 @@ impl ParamType {
     pub fn input_type(self) -> &'static str {
         match self {
             Self::Int(..) | Self::Float(..) | Self::Positive(_) => "number",
-            Self::Word(_) | Self::StorePath | Self::Hosts => "text",
+            Self::Word(_) | Self::StorePath | Self::Hosts | Self::Alphas => "text",
         }
     }
 

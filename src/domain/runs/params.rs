@@ -65,6 +65,21 @@ pub enum ParamType {
     StorePath,
     /// A host list for mpirun's `--host` (see [`super::launch::Hosts`]).
     Hosts,
+    /// A merge sweep's α: 2 to 11 distinct numbers from 0 to 1, comma-separated (see [`alphas`]).
+    Alphas,
+}
+
+/// The α of a merge sweep: 2 to 11 distinct numbers from 0 to 1, given as comma-separated text
+/// or a JSON list; answered as canonical text (`0,0.25,0.5`).
+pub fn alphas(v: &Value) -> Option<String> {
+    let values: Vec<f64> = match v {
+        Value::String(s) => s.split(',').map(|a| a.trim().parse::<f64>().ok()).collect::<Option<_>>()?,
+        Value::Array(xs) => xs.iter().map(Value::as_f64).collect::<Option<_>>()?,
+        _ => return None,
+    };
+    let ok =
+        (2..=11).contains(&values.len()) && values.iter().all(|a| (0.0..=1.0).contains(a)) && values.iter().enumerate().all(|(i, a)| !values[..i].contains(a));
+    ok.then(|| values.iter().map(f64::to_string).collect::<Vec<_>>().join(","))
 }
 
 impl ParamType {
@@ -77,6 +92,7 @@ impl ParamType {
             Self::Word(words) => format!("one of {}", words.join(", ")),
             Self::StorePath => "a model directory in the store: shared/… or runs/<id of one of this project's runs>/…".into(),
             Self::Hosts => "a host list such as node1:2,node2:2 (host names, each with its slots)".into(),
+            Self::Alphas => "2 to 11 distinct comma-separated α from 0 to 1, such as 0,0.25,0.5,0.75,1".into(),
         }
     }
 
@@ -85,7 +101,7 @@ impl ParamType {
         let parsed = match self {
             Self::Int(..) => text.parse::<i64>().ok().map(Value::from),
             Self::Float(..) | Self::Positive(_) => text.parse::<f64>().ok().map(Value::from),
-            Self::Word(_) | Self::StorePath | Self::Hosts => Some(Value::from(text)),
+            Self::Word(_) | Self::StorePath | Self::Hosts | Self::Alphas => Some(Value::from(text)),
         };
         parsed.unwrap_or_else(|| panic!("the trainer's default {text:?} is not {}", self.describe()))
     }
@@ -99,6 +115,7 @@ impl ParamType {
             Self::Word(words) => v.as_str().filter(|s| words.contains(s)).map(Value::from),
             Self::StorePath => v.as_str().filter(|s| store_area(s).is_some()).map(Value::from),
             Self::Hosts => v.as_str().and_then(|s| Hosts::parse(s).ok()).map(|h| Value::from(h.as_arg())),
+            Self::Alphas => alphas(v).map(Value::from),
         }
     }
 }
@@ -224,6 +241,12 @@ static FORGETTING: &[Spec] = &[
         "train on the rows new since the project's earlier snapshots plus this share of old rows drawn from them (unset: the whole export)",
         worker(None)
     ),
+    p!(
+        "merge_sweep",
+        Alphas,
+        "after training, measure the merge with merge_with at each α on the active regression set and keep the best (highest accuracy; ties: the smallest α)",
+        worker(None)
+    ),
 ];
 
 static GENERATE: &[Spec] = &[
@@ -267,9 +290,13 @@ pub fn resolve_config(kind: RunKind, given: &Value) -> Result<Config, String> {
     }
     Launch::of(&out)?;
     let set = |name: &str| out.get(name).is_some_and(|v| !v.is_null());
-    match (set("merge_with"), set("merge_alpha")) {
-        (true, false) => return Err("config.merge_alpha: expected a number from 0 to 1 with merge_with (the earlier model's share)".into()),
-        (false, true) => return Err("config.merge_with: expected the model to merge with (merge_alpha is set)".into()),
+    match (set("merge_with"), set("merge_alpha"), set("merge_sweep")) {
+        (_, true, true) => return Err("config.merge_sweep: not with merge_alpha (the sweep chooses α; leave merge_alpha unset)".into()),
+        (false, _, true) => return Err("config.merge_with: expected the earlier model to sweep against (merge_sweep is set)".into()),
+        (true, false, false) => {
+            return Err("config.merge_alpha: expected a number from 0 to 1 with merge_with (the earlier model's share), or merge_sweep".into())
+        }
+        (false, true, false) => return Err("config.merge_with: expected the model to merge with (merge_alpha is set)".into()),
         _ => {}
     }
     Ok(out)
@@ -357,6 +384,20 @@ mod tests {
         let c = resolve_config(RunKind::Ppo, &json!({"merge_with": "shared/sft", "merge_alpha": 0.3})).unwrap();
         let flags = trainer_flags(RunKind::Ppo, &c, std::path::Path::new("/s"));
         assert!(flags.windows(2).any(|w| w == ["--merge-with", "/s/shared/sft"]) && flags.windows(2).any(|w| w == ["--merge-alpha", "0.3"]), "{flags:?}");
+        // A merge sweep: its α canonical, checked, and no trainer flag of its own.
+        let c = resolve_config(RunKind::Dpo, &json!({"merge_with": "shared/sft", "merge_sweep": " 0, 0.25,1 "})).unwrap();
+        assert_eq!(c["merge_sweep"], "0,0.25,1");
+        assert!(!trainer_flags(RunKind::Dpo, &c, std::path::Path::new("/s")).iter().any(|f| f.contains("sweep")));
+        assert_eq!(resolve_config(RunKind::Rm, &json!({"merge_with": "shared/x", "merge_sweep": [1, 0.5]})).unwrap()["merge_sweep"], "1,0.5");
+        for bad in [json!("0.5"), json!("0,0"), json!("0,-0.1"), json!("0,x"), json!([]), json!(3), json!(vec![0.1; 12])] {
+            let e = resolve_config(RunKind::Rm, &json!({"merge_with": "shared/x", "merge_sweep": bad})).unwrap_err();
+            assert!(e.starts_with("config.merge_sweep: expected 2 to 11 distinct"), "{bad}: {e}");
+        }
+        let e = resolve_config(RunKind::Rm, &json!({"merge_with": "shared/x", "merge_alpha": 0.5, "merge_sweep": "0,1"})).unwrap_err();
+        assert!(e.starts_with("config.merge_sweep: not with merge_alpha"), "{e}");
+        assert!(resolve_config(RunKind::Ppo, &json!({"merge_sweep": "0,1"}))
+            .unwrap_err()
+            .starts_with("config.merge_with: expected the earlier model to sweep"));
     }
 
     #[test]

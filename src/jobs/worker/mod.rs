@@ -15,6 +15,7 @@ mod inputs;
 mod mixture;
 mod plan;
 mod publish;
+mod regression;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -159,7 +160,8 @@ struct Prepared {
     sources: Vec<String>,
 }
 
-/// One attempt: inputs, the trainer, the reward model's scores, then publishing.
+/// One attempt: inputs, the trainer, the reward model's scores, the regression set, then
+/// publishing.
 async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -> Result<Ended> {
     let input = RunInput::from_stored(c.kind, &c.input).map_err(anyhow::Error::msg)?;
     let plan = Plan::new(c.kind, c.project_kind);
@@ -179,6 +181,19 @@ async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -
         Child::Exited { ok: false, status, last_line, .. } => bail!("rewardlab-train {} exited with {status}: {last_line}", c.kind),
         Child::Exited { ok: true, summary, .. } => summary,
     };
+    let ctx = regression::Ctx { pool, f, trainer: &opts.trainer, c, dir: &dir };
+    let model = plan.output_path(&dir);
+    let sweep = match c.config.get("merge_sweep").and_then(Value::as_str) {
+        Some(alphas) => {
+            let old = c.config.get("merge_with").and_then(Value::as_str).context("config.merge_sweep: merge_with is not set")?;
+            let old = inputs::owned_store_dir(pool, c, &opts.store, "config.merge_with", old).await?;
+            match regression::sweep(&ctx, &model, &old, alphas).await? {
+                regression::Swept::Lost => return Ok(Ended::Lost),
+                regression::Swept::Done(report) => Some(report),
+            }
+        }
+        None => None,
+    };
     let scores = match plan.scores_responses {
         true => match publish::score_responses(pool, f, &opts.trainer, c, &dir, &plan.output_path(&dir)).await? {
             Some(scores) => scores,
@@ -186,8 +201,13 @@ async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -
         },
         false => publish::Scores::default(),
     };
+    let regression = match regression::measure(&ctx, plan.kind, &model, &prepared.models).await {
+        regression::Measure::Lost => return Ok(Ended::Lost),
+        regression::Measure::Skipped => None,
+        regression::Measure::Done(m) => Some(m),
+    };
     let generated = (plan.output == Output::Generated).then(|| (&prepared.models[0], prepared.sources));
-    let outcome = Outcome { plan, dir, summary, scores, generated };
+    let outcome = Outcome { plan, dir, summary, scores, generated, regression, sweep };
     Ok(if publish::publish(pool, c, outcome).await? { Ended::Succeeded } else { Ended::Lost })
 }
 
@@ -252,7 +272,12 @@ async fn prepare(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>, i
     let prompts = (plan.output == Output::Generated).then_some(prompts.as_path());
     let mut args = plan.input_args(&Inputs { data: &files, prompts, models: &dirs });
     args.extend(plan.output_args(&dir, resume.as_deref()));
-    args.extend(trainer_flags(c.kind, &config, &opts.store));
+    // A sweep merges after training itself: the trainer is not asked to merge.
+    let mut flag_config = config.clone();
+    if flag_config.get("merge_sweep").is_some_and(|v| !v.is_null()) {
+        flag_config.remove("merge_with");
+    }
+    args.extend(trainer_flags(c.kind, &flag_config, &opts.store));
     if let Some(t) = &tokenizer {
         args.extend(["--tokenizer".to_string(), t.dir.display().to_string()]);
     }

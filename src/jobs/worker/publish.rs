@@ -1,5 +1,6 @@
 //! What publishes with a run once its trainer has succeeded: a reward model's scores of the
-//! project's responses (and the queue priorities of its items), a `generate` run's new items, and the run's status, model and summary
+//! project's responses (and the queue priorities of its items), a `generate` run's new items, the
+//! model's figures on the regression set, and the run's status, model and summary
 //! — all in one transaction that first checks the run is still ours.
 
 use std::path::{Path, PathBuf};
@@ -132,6 +133,10 @@ pub struct Outcome<'a> {
     pub scores: Scores,
     /// For `generate`: the policy sampled and the source items of its prompts.
     pub generated: Option<(&'a Resolved, Vec<String>)>,
+    /// The model's figures on the project's active regression set.
+    pub regression: Option<super::regression::Measured>,
+    /// A merge sweep's report (each α's accuracy, the α kept).
+    pub sweep: Option<Value>,
 }
 
 /// Publishes the run if it is still ours; false when it is not (nothing was written).
@@ -155,6 +160,16 @@ pub async fn publish(pool: &PgPool, c: &Claimed, outcome: Outcome<'_>) -> Result
     let out = outcome.plan.output_path(&outcome.dir);
     if let (Output::Generated, Some((policy, sources))) = (outcome.plan.output, &outcome.generated) {
         summary = import_generated(&mut tx, c, policy, sources, &out).await?;
+    }
+    if let Some(report) = outcome.sweep {
+        summary["merge_sweep"] = report;
+    }
+    if let Some(m) = &outcome.regression {
+        let names: Vec<String> = m.figures.iter().map(|f| f.0.clone()).collect();
+        let values: Vec<f64> = m.figures.iter().map(|f| f.1).collect();
+        let ns: Vec<i32> = m.figures.iter().map(|f| f.2).collect();
+        crate::db::regression::insert_results(&mut tx, c.id, m.set, &names, &values, &ns).await?;
+        summary["regression"] = m.to_json();
     }
     let model_dir = std::fs::canonicalize(&out).unwrap_or(out);
     dbw::succeed(&mut tx, c.id, c.fence, &model_dir.display().to_string(), &summary).await?;

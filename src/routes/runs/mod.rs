@@ -2,6 +2,7 @@
 //! starts a run with typed fields, schedules), a run's own page, and two runs compared.
 
 pub mod list;
+pub mod regression;
 pub mod schedules;
 pub mod show;
 pub mod start;

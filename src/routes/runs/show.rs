@@ -29,6 +29,40 @@ pub struct RunPage {
     /// The data mixture's table (snapshot, taken, rows, trained on, new/old) and its sentence.
     pub mixture: Vec<[String; 5]>,
     pub mixture_note: Option<String>,
+    /// A merge sweep's rows (α, accuracy, mean margin, kept) and its sentence.
+    pub sweep: Vec<[String; 4]>,
+    pub sweep_note: Option<String>,
+    /// The figures on the regression set (set, figure, value, n).
+    pub regression: Vec<[String; 4]>,
+}
+
+/// A merge sweep's table and sentence, from the run's summary.
+fn sweep_table(summary: &serde_json::Value) -> (Vec<[String; 4]>, Option<String>) {
+    let s = &summary["merge_sweep"];
+    let Some(results) = s["results"].as_array() else { return (Vec::new(), None) };
+    let num = |v: &serde_json::Value| v.as_f64().map_or("–".to_string(), |x| format!("{x:.4}"));
+    let rows = results
+        .iter()
+        .map(|r| [r["alpha"].to_string(), num(&r["accuracy"]), num(&r["margin"]), if r["alpha"] == s["best_alpha"] { "kept".into() } else { String::new() }])
+        .collect();
+    let note = format!(
+        "Merged with {} at each α (θ = (1 − α)·θ_new + α·θ_old), measured on the regression set {} ({} pairs: {}); kept α {}: {}.",
+        s["old"].as_str().unwrap_or("the earlier model"),
+        s["set"],
+        s["pairs"],
+        s["metric"].as_str().unwrap_or_default(),
+        s["best_alpha"],
+        s["rule"].as_str().unwrap_or("the highest accuracy")
+    );
+    (rows, Some(note))
+}
+
+/// The run's figures on the regression set, from its summary.
+fn regression_table(summary: &serde_json::Value) -> Vec<[String; 4]> {
+    let r = &summary["regression"];
+    let Some(figures) = r["figures"].as_object() else { return Vec::new() };
+    let set = r["set"].as_str().unwrap_or_default();
+    figures.iter().map(|(k, v)| [set.to_string(), k.clone(), v["value"].as_f64().map_or("–".into(), |x| format!("{x:.4}")), v["n"].to_string()]).collect()
 }
 
 #[derive(Template)]
@@ -127,7 +161,10 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, path: web::Path<(Strin
         let replay = mix["replay_share"].as_f64().map_or("the whole export".to_string(), |r| format!("replay share {r}, seed {}", mix["seed"]));
         format!("Trained on {total} rows: {} new, {} old ({replay}).", pct(&mix["share"]["new"]), pct(&mix["share"]["old"]))
     });
-    Ok(html(&RunPage { layout: Layout::of(&auth), run, live, files, others, mixture, mixture_note }))
+    let summary = run.summary.clone().unwrap_or_default();
+    let (sweep, sweep_note) = sweep_table(&summary);
+    let regression = regression_table(&summary);
+    Ok(html(&RunPage { layout: Layout::of(&auth), run, live, files, others, mixture, mixture_note, sweep, sweep_note, regression }))
 }
 
 pub async fn live(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>) -> Result<HttpResponse, PageError> {

@@ -1,9 +1,10 @@
 //! `rewardlab-train`: reward models (`rm`), supervised fine-tuning (`sft`), DPO (`dpo`), PPO
-//! (`ppo`), sampling (`generate`), scoring (`score`), weight interpolation (`merge-sweep`),
+//! (`ppo`), sampling (`generate`), scoring (`score`), weight interpolation (`merge-sweep`), a
+//! model measured on a frozen regression set (`eval-regression`),
 //! the training benchmark (`bench`) and the features it was built with (`capabilities`).
 
 use clap::{Parser, Subcommand};
-use rewardlab_trainer::{bench, dist, dpo, generate, merge, ppo, rm, sft};
+use rewardlab_trainer::{bench, dist, dpo, generate, merge, ppo, regression, rm, sft};
 
 /// Training allocates and frees many large tensors a step; glibc's malloc hands each back to
 /// the kernel and faults it in again (15% of a step's time), mimalloc keeps them.
@@ -34,6 +35,9 @@ enum Command {
     /// Interpolate a new model with an earlier one at each α of a list and report each's
     /// accuracy on preference pairs, picking the best.
     MergeSweep(Box<merge::MergeSweepArgs>),
+    /// Measure a reward model or policy on a frozen regression set (held-out preference pairs):
+    /// pairwise accuracy, DPO's implicit-reward accuracy, or a PPO policy's reward and win rate.
+    EvalRegression(Box<regression::EvalRegressionArgs>),
     /// Time reward-model training steps (optionally beside PyTorch).
     Bench(bench::BenchArgs),
     /// Print the optional features this binary was built with, one a line (`mpi`: it trains
@@ -80,6 +84,7 @@ fn main() -> std::process::ExitCode {
         Command::Ppo(a) => ppo::run(a).and_then(|()| merge_after(&a.out, &a.merge, started)),
         Command::Score(a) => rm::score(a),
         Command::MergeSweep(a) => merge::sweep(a),
+        Command::EvalRegression(a) => regression::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Capabilities => Ok(()),
     };
