@@ -13,6 +13,7 @@ pub mod queue;
 pub mod review;
 pub mod runs;
 pub mod schedules;
+pub mod spotcheck;
 pub mod stats;
 pub mod tasks;
 pub mod users;

@@ -15,6 +15,7 @@ pub mod quality;
 pub mod queue;
 pub mod review;
 pub mod runs;
+pub mod watchdog;
 pub mod webhooks;
 
 pub use error::AppError;

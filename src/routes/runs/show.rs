@@ -15,6 +15,7 @@ use crate::domain::runs::{RunKind, RunStatus};
 use crate::routes::pages::{html, redirect, CsrfOnly, Layout};
 use crate::web::auth::Auth;
 use crate::web::chart::{charts, split, Chart};
+use crate::web::watch_chart::WatchSection;
 use crate::web::error::{AppError, PageError};
 use crate::web::AppState;
 
@@ -29,6 +30,8 @@ pub struct RunPage {
     /// The data mixture's table (snapshot, taken, rows, trained on, new/old) and its sentence.
     pub mixture: Vec<[String; 5]>,
     pub mixture_note: Option<String>,
+    /// A spot check's watchdog figures and charts.
+    pub watch: Option<WatchSection>,
 }
 
 #[derive(Template)]
@@ -127,7 +130,20 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, path: web::Path<(Strin
         let replay = mix["replay_share"].as_f64().map_or("the whole export".to_string(), |r| format!("replay share {r}, seed {}", mix["seed"]));
         format!("Trained on {total} rows: {} new, {} old ({replay}).", pct(&mix["share"]["new"]), pct(&mix["share"]["old"]))
     });
-    Ok(html(&RunPage { layout: Layout::of(&auth), run, live, files, others, mixture, mixture_note }))
+    // A spot check shows its watchdog; a PPO run, its newest spot check's.
+    let spot = match run.kind {
+        RunKind::Spotcheck => Some(run.clone()),
+        RunKind::Ppo => match crate::db::spotcheck::newest_of(&mut conn, run.project_id, run.id).await? {
+            Some(id) => dbr::get_for_lead(&mut conn, id, auth.user.id).await?,
+            None => None,
+        },
+        _ => None,
+    };
+    let watch = match spot {
+        Some(s) => Some(WatchSection::of(crate::services::watchdog::figures(&mut conn, &s).await?)),
+        None => None,
+    };
+    Ok(html(&RunPage { layout: Layout::of(&auth), run, live, files, others, mixture, mixture_note, watch }))
 }
 
 pub async fn live(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>) -> Result<HttpResponse, PageError> {
