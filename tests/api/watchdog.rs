@@ -266,15 +266,22 @@ impl Words {
 /// PPO never saw, imported after it ran).
 fn planted(n: usize, held_out: usize) -> (Vec<u8>, Vec<u8>) {
     let mut w = Words(7);
+    let mut seen = std::collections::HashSet::new();
+    let mut prompt = |w: &mut Words| loop {
+        let p = format!("Tell me about the {}.", w.take(2));
+        if seen.insert(p.clone()) {
+            return p;
+        }
+    };
     let mut train = String::new();
     for _ in 0..n {
-        let prompt = format!("Tell me about the {}.", w.take(2));
+        let prompt = prompt(&mut w);
         let (kc, kr) = (3 + w.next() % 3, 1 + w.next() % 2);
         train.push_str(&format!("{}\n", json!({"prompt": prompt, "chosen": w.take(kc), "rejected": w.take(kr)})));
     }
     let mut held = String::new();
     for i in 0..held_out {
-        let prompt = format!("Tell me about the {}.", w.take(2));
+        let prompt = prompt(&mut w);
         let line = json!({"id": format!("held-{i}"), "prompt": prompt, "responses": [{"model": "earlier", "text": w.take(4)}, {"model": "earlier-2", "text": w.take(2)}]});
         held.push_str(&format!("{line}\n"));
     }
@@ -283,8 +290,8 @@ fn planted(n: usize, held_out: usize) -> (Vec<u8>, Vec<u8>) {
 
 // Sizes and seeds of the planted run, chosen so the turn shows robustly (see the README).
 const PAIRS: usize = 80;
-const HELD_OUT: usize = 16;
-const SAMPLES: usize = 2;
+const HELD_OUT: usize = 32;
+const SAMPLES: usize = 4;
 
 /// A tiny model built from scratch, with `extra` settings.
 fn planted_model(extra: Value) -> Value {
@@ -296,8 +303,8 @@ fn planted_model(extra: Value) -> Value {
 }
 
 fn ppo_config() -> Value {
-    json!({"iterations": 12, "batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 2, "max_new_tokens": 24, "lr": 0.001, "kl_grid": 0.5,
-           "missing_eos_penalty": 0, "kl_coef": 0.02, "seed": 0, "save_every": 0})
+    json!({"iterations": 40, "batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 2, "max_new_tokens": 24, "lr": 0.002, "kl_grid": 1.0,
+           "missing_eos_penalty": 0, "kl_coef": 0, "seed": 0, "save_every": 0})
 }
 
 fn spot_config() -> Value {
@@ -343,7 +350,7 @@ async fn a_reward_model_s_loophole_shows_on_the_watchdog_as_rising_score_while_t
 
     // A policy, a reward model with the loophole, and PPO keeping its policy on a √KL grid.
     let runs = "/api/v1/projects/planted/runs";
-    let sft = started(lead.post(runs, &json!({"kind": "sft", "config": planted_model(json!({"epochs": 2, "lr": 0.003}))})).await).await;
+    let sft = started(lead.post(runs, &json!({"kind": "sft", "config": planted_model(json!({"epochs": 4, "lr": 0.003}))})).await).await;
     let run = wait_final(&app, &lead, &sft, Duration::from_secs(300)).await;
     assert_eq!(run["status"], "succeeded", "{}", log_of(&app, &sft).await);
     // The reward model shares the policy's tokenizer (the worker gives it the project's).
@@ -407,5 +414,8 @@ async fn a_reward_model_s_loophole_shows_on_the_watchdog_as_rising_score_while_t
     assert!(page.contains(&format!("d* = {turnover:.2}")) && page.contains("class=\"turnover\""), "the turnover is marked");
     assert!(page.contains("id=\"watch-rm-score\"") && page.contains("id=\"watch-win-rate\""));
     assert!(page.contains(&format!("<td>{}</td>", last["checkpoint"].as_str().unwrap())));
-    assert!(page.contains("Gao&#x27;s curve fitted to people turns over") || page.contains("Gao's curve fitted to people turns over"), "{page}");
+    assert!(page.contains(&format!("curve fitted to people turns over at d* = {turnover:.2}")), "{page}");
+    // The PPO run's page shows its newest spot check's watchdog.
+    let page = app.login("lead@example.org", PASSWORD).await.get(&format!("/projects/planted/runs/{ppo}")).await.text().await.unwrap();
+    assert!(page.contains(&format!("From spot check <a href=\"/projects/planted/runs/{spot}\">")) && page.contains("id=\"watch-win-rate\""), "{page}");
 }

@@ -242,7 +242,9 @@ async fn pair_item(
             meta["run_id"] = json!(ppo.id);
             meta["sqrt_kl"] = json!(entry.sqrt_kl);
         }
-        ResponseIn { model: sampled.label.clone(), text: r["text"].as_str().unwrap_or_default().to_string(), metadata: Some(meta) }
+        // A tiny policy can sample the NUL byte, which PostgreSQL text refuses.
+        let text = r["text"].as_str().unwrap_or_default().replace('\0', "\u{FFFD}");
+        ResponseIn { model: sampled.label.clone(), text, metadata: Some(meta) }
     };
     let short = &c.id.0.simple().to_string()[..8];
     let external_id = format!("spot-{short}-{}-{ext}-{k}", entry.name);
