@@ -167,12 +167,16 @@ impl Gate {
         };
         let at = format!("the last checkpoint (√KL {:.3})", last.sqrt_kl);
         match last.win_rate {
-            _ if last.judgements < self.min_judgements => {
-                (false, format!("waiting for judgements: {} of {} on {at}", last.judgements, self.min_judgements))
-            }
-            Some(r) if r >= self.win_rate => {
-                (true, format!("passed: people prefer {at} to the start {:.0}% of the time over {} judgements (needs {:.0}%)", r * 100.0, last.judgements, self.win_rate * 100.0))
-            }
+            _ if last.judgements < self.min_judgements => (false, format!("waiting for judgements: {} of {} on {at}", last.judgements, self.min_judgements)),
+            Some(r) if r >= self.win_rate => (
+                true,
+                format!(
+                    "passed: people prefer {at} to the start {:.0}% of the time over {} judgements (needs {:.0}%)",
+                    r * 100.0,
+                    last.judgements,
+                    self.win_rate * 100.0
+                ),
+            ),
             r => (
                 false,
                 format!(

@@ -57,7 +57,10 @@ async fn check_spotcheck(conn: &mut PgConnection, project: ProjectId, step: &Run
         return invalid(format!("{at}input.ppo_run: run {id} was started without config.kl_grid, so it kept no √KL-grid checkpoints to check"));
     }
     if ppo.status != crate::domain::runs::RunStatus::Succeeded {
-        return invalid(format!("{at}input.ppo_run: run {id} is {}; expected a succeeded PPO run (or chain the spot check after it in a schedule)", ppo.status));
+        return invalid(format!(
+            "{at}input.ppo_run: run {id} is {}; expected a succeeded PPO run (or chain the spot check after it in a schedule)",
+            ppo.status
+        ));
     }
     Ok(())
 }

@@ -13,6 +13,9 @@ const RIGHT: f64 = 14.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 28.0;
 
+/// Axis ticks: (plot coordinate, label).
+type Ticks = Vec<(f64, String)>;
+
 /// A point with its interval: plot coordinates and what hovering it says.
 pub struct Dot {
     pub x: f64,
@@ -30,8 +33,8 @@ pub struct Plot {
     /// (name, colour, points "x,y x,y").
     pub lines: Vec<(String, &'static str, String)>,
     pub dots: Vec<Dot>,
-    pub x_ticks: Vec<(f64, String)>,
-    pub y_ticks: Vec<(f64, String)>,
+    pub x_ticks: Ticks,
+    pub y_ticks: Ticks,
     /// A vertical mark and its label.
     pub mark_x: Option<(f64, String)>,
     /// A horizontal reference line.
@@ -89,7 +92,7 @@ impl Frame {
     fn line(&self, pts: impl Iterator<Item = (f64, f64)>) -> String {
         pts.map(|(x, y)| format!("{:.1},{:.1}", self.px(x), self.py(y))).collect::<Vec<_>>().join(" ")
     }
-    fn ticks(&self) -> (Vec<(f64, String)>, Vec<(f64, String)>) {
+    fn ticks(&self) -> (Ticks, Ticks) {
         let xs = [0.0, self.x1 / 2.0, self.x1].iter().map(|&x| (self.px(x), fmt_num(x))).collect();
         let ys = [self.y0, (self.y0 + self.y1) / 2.0, self.y1].iter().map(|&y| (self.py(y), fmt_num(y))).collect();
         (xs, ys)
@@ -128,15 +131,41 @@ fn win_plot(w: &Watchdog, x1: f64, turnover: Option<f64>) -> Plot {
     }
     let (x_ticks, y_ticks) = f.ticks();
     let mark_x = turnover.map(|d| (f.px(d), format!("d* = {d:.2}")));
-    Plot { id: "watch-win-rate", title: "people's win rate against the start".into(), color: "#2f9e44", lines, dots, x_ticks, y_ticks, mark_x, mark_y: Some(f.py(0.5)) }
+    Plot {
+        id: "watch-win-rate",
+        title: "people's win rate against the start".into(),
+        color: "#2f9e44",
+        lines,
+        dots,
+        x_ticks,
+        y_ticks,
+        mark_x,
+        mark_y: Some(f.py(0.5)),
+    }
 }
 
 fn rm_plot(w: &Watchdog, x1: f64) -> Plot {
     let f = Frame::new(x1, w.points.iter().map(|p| p.rm_score), None);
     let lines = vec![("reward model score".to_string(), "#1f6feb", f.line(w.points.iter().map(|p| (p.sqrt_kl, p.rm_score))))];
-    let dots = w.points.iter().map(|p| Dot { x: f.px(p.sqrt_kl), y: f.py(p.rm_score), lo: f.py(p.rm_score), hi: f.py(p.rm_score), title: format!("√KL {:.3}: score {}", p.sqrt_kl, fmt_num(p.rm_score)) });
+    let dots = w.points.iter().map(|p| Dot {
+        x: f.px(p.sqrt_kl),
+        y: f.py(p.rm_score),
+        lo: f.py(p.rm_score),
+        hi: f.py(p.rm_score),
+        title: format!("√KL {:.3}: score {}", p.sqrt_kl, fmt_num(p.rm_score)),
+    });
     let (x_ticks, y_ticks) = f.ticks();
-    Plot { id: "watch-rm-score", title: "reward model score".into(), color: "#1f6feb", lines, dots: dots.collect(), x_ticks, y_ticks, mark_x: None, mark_y: None }
+    Plot {
+        id: "watch-rm-score",
+        title: "reward model score".into(),
+        color: "#1f6feb",
+        lines,
+        dots: dots.collect(),
+        x_ticks,
+        y_ticks,
+        mark_x: None,
+        mark_y: None,
+    }
 }
 
 fn spread_plot(w: &Watchdog, x1: f64) -> Plot {
@@ -144,7 +173,17 @@ fn spread_plot(w: &Watchdog, x1: f64) -> Plot {
     let f = Frame::new(x1, pts.iter().map(|p| p.1), None);
     let lines = vec![("ensemble disagreement".to_string(), "#e8590c", f.line(pts.iter().copied()))];
     let (x_ticks, y_ticks) = f.ticks();
-    Plot { id: "watch-ensemble-std", title: "ensemble disagreement (members' std)".into(), color: "#e8590c", lines, dots: Vec::new(), x_ticks, y_ticks, mark_x: None, mark_y: None }
+    Plot {
+        id: "watch-ensemble-std",
+        title: "ensemble disagreement (members' std)".into(),
+        color: "#e8590c",
+        lines,
+        dots: Vec::new(),
+        x_ticks,
+        y_ticks,
+        mark_x: None,
+        mark_y: None,
+    }
 }
 
 /// The watchdog section of a spot check's page: its figures, charts, table rows and a sentence.

@@ -67,7 +67,10 @@ async fn a_spot_check_is_refused_naming_the_field_until_it_names_a_succeeded_ppo
         (json!({"kind": "spotcheck", "input": {"ppo_run": ppo, "policy_run": ppo}}), "input.policy_run: not an input of spotcheck runs"),
         (json!({"kind": "spotcheck", "config": {"prompts": 0}, "input": {"ppo_run": ppo}}), "config.prompts: expected a whole number from 1 to 10000"),
         (json!({"kind": "spotcheck", "config": {"gate_win_rate": 0.5}, "input": {"ppo_run": ppo}}), "config.gate_min_judgements: expected"),
-        (json!({"kind": "spotcheck", "config": {"gate_win_rate": 2, "gate_min_judgements": 3}, "input": {"ppo_run": ppo}}), "config.gate_win_rate: expected a number from 0 to 1"),
+        (
+            json!({"kind": "spotcheck", "config": {"gate_win_rate": 2, "gate_min_judgements": 3}, "input": {"ppo_run": ppo}}),
+            "config.gate_win_rate: expected a number from 0 to 1",
+        ),
         (json!({"kind": "spotcheck", "config": {"epochs": 1}, "input": {"ppo_run": ppo}}), "config.epochs: not a parameter of spotcheck runs"),
     ];
     for (body, expected) in cases {
@@ -126,7 +129,10 @@ fn spot_items(spot: uuid::Uuid, checkpoint: &str, sqrt_kl: f64, n: usize, tag: &
         let start = json!({"model": "sft", "text": format!("start {tag}{i}"), "metadata": {"spotcheck": "start"}});
         let responses = if i % 2 == 0 { json!([policy, start]) } else { json!([start, policy]) };
         let meta = json!({"spotcheck_run": spot, "grid_checkpoint": checkpoint, "sqrt_kl": sqrt_kl});
-        out.push_str(&format!("{}\n", json!({"id": format!("spot-{tag}-{checkpoint}-{i}"), "prompt": format!("q {tag}{i}"), "responses": responses, "metadata": meta})));
+        out.push_str(&format!(
+            "{}\n",
+            json!({"id": format!("spot-{tag}-{checkpoint}-{i}"), "prompt": format!("q {tag}{i}"), "responses": responses, "metadata": meta})
+        ));
     }
     out.into_bytes()
 }
@@ -148,7 +154,8 @@ async fn judge_spot(app: &TestApp, who: &Api, slug: &str, policy_wins: bool) -> 
         }
         let ranking: Vec<Vec<Value>> = order.iter().map(|r| vec![r["id"].clone()]).collect();
         let key = format!("spot-{}", task["task_id"].as_str().unwrap());
-        let res = who.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": key, "ranking": ranking})).await;
+        let res =
+            who.post(&format!("/api/v1/tasks/{}/judgement", task["task_id"].as_str().unwrap()), &json!({"idempotency_key": key, "ranking": ranking})).await;
         assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
         n += 1;
     }
@@ -169,7 +176,8 @@ async fn a_gated_spot_check_holds_its_chain_until_people_prefer_the_last_checkpo
     let schedule = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     sqlx::query("UPDATE schedules SET next_fire_at = now() - interval '1 second'").execute(&app.pool).await.unwrap();
     assert_eq!(rewardlab::jobs::schedule::tick(&app.pool).await.unwrap().len(), 1);
-    let ids: Vec<(uuid::Uuid, String)> = sqlx::query_as("SELECT id, kind::text FROM runs WHERE schedule_id IS NOT NULL ORDER BY seq").fetch_all(&app.pool).await.unwrap();
+    let ids: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, kind::text FROM runs WHERE schedule_id IS NOT NULL ORDER BY seq").fetch_all(&app.pool).await.unwrap();
     let (ppo, spot, next) = (ids[0].0, ids[1].0, ids[2].0);
 
     // The PPO run and its spot check finish (as a worker would leave them): two checkpoints.
@@ -379,7 +387,8 @@ async fn a_reward_model_s_loophole_shows_on_the_watchdog_as_rising_score_while_t
     assert_eq!(summary["prompts"], HELD_OUT as u64, "the held-out prompts only: {summary}");
     assert_eq!(summary["items_added"], (checkpoints * HELD_OUT * SAMPLES) as u64, "{summary}");
     // Blind: the labeller's task shows texts, not models or provenance.
-    let meta: Vec<(Value,)> = sqlx::query_as("SELECT metadata FROM items WHERE metadata->>'spotcheck_run' = $1").bind(&spot).fetch_all(&app.pool).await.unwrap();
+    let meta: Vec<(Value,)> =
+        sqlx::query_as("SELECT metadata FROM items WHERE metadata->>'spotcheck_run' = $1").bind(&spot).fetch_all(&app.pool).await.unwrap();
     assert!(meta.iter().all(|(m,)| m["ppo_run"] == ppo.as_str() && m["sqrt_kl"].is_number() && m["grid_checkpoint"].is_string()));
     let firsts: i64 = app
         .count(&format!(

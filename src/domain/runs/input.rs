@@ -202,7 +202,10 @@ mod tests {
         assert_eq!((s.ppo_run, s.to_json()), (Some(id), json!({"ppo_run": id.to_string()})));
         assert_eq!(RunInput::parse(RunKind::Spotcheck, &json!({"ppo_run": "x"})).unwrap_err(), "input.ppo_run: expected the id of a PPO run, got \"x\"");
         assert_eq!(RunInput::parse(RunKind::Generate, &json!({"ppo_run": id.to_string()})).unwrap_err(), "input.ppo_run: not an input of generate runs");
-        assert_eq!(RunInput::parse(RunKind::Spotcheck, &json!({"policy_run": id.to_string()})).unwrap_err(), "input.policy_run: not an input of spotcheck runs");
+        assert_eq!(
+            RunInput::parse(RunKind::Spotcheck, &json!({"policy_run": id.to_string()})).unwrap_err(),
+            "input.policy_run: not an input of spotcheck runs"
+        );
         let stored = json!({"export_id": id.to_string(), "resolved": {"policy": {}}});
         assert_eq!(RunInput::from_stored(RunKind::Rm, &stored).unwrap().export, Some(ExportId(id.0)));
     }

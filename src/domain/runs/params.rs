@@ -462,7 +462,9 @@ mod tests {
         let e = resolve_config(RunKind::Spotcheck, &json!({"gate_win_rate": 0.5})).unwrap_err();
         assert!(e.starts_with("config.gate_min_judgements: expected"), "{e}");
         assert!(resolve_config(RunKind::Spotcheck, &json!({"gate_min_judgements": 5})).unwrap_err().starts_with("config.gate_win_rate:"));
-        assert!(resolve_config(RunKind::Spotcheck, &json!({"gate_win_rate": 1.5, "gate_min_judgements": 5})).unwrap_err().starts_with("config.gate_win_rate: expected a number from 0 to 1"));
+        assert!(resolve_config(RunKind::Spotcheck, &json!({"gate_win_rate": 1.5, "gate_min_judgements": 5}))
+            .unwrap_err()
+            .starts_with("config.gate_win_rate: expected a number from 0 to 1"));
         assert!(resolve_config(RunKind::Spotcheck, &json!({"gate_win_rate": 0.5, "gate_min_judgements": 5})).is_ok());
         let c = resolve_config(RunKind::Spotcheck, &Value::Null).unwrap();
         assert!(check_for_project(RunKind::Spotcheck, &c, crate::domain::TaskKind::Demonstration).unwrap_err().starts_with("kind: spotcheck runs"));

@@ -75,7 +75,9 @@ impl Plan {
                 args.extend(data());
             }
             RunKind::Ppo => args.extend(["--policy".into(), model(0), "--reward-model".into(), model(1), "--prompts".into(), path_arg(&inputs.data[0])]),
-            RunKind::Generate | RunKind::Spotcheck => args.extend(["--model".into(), model(0), "--prompts".into(), path_arg(inputs.prompts.expect("generate samples prompts"))]),
+            RunKind::Generate | RunKind::Spotcheck => {
+                args.extend(["--model".into(), model(0), "--prompts".into(), path_arg(inputs.prompts.expect("generate samples prompts"))])
+            }
         }
         args
     }

@@ -74,18 +74,26 @@ pub async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_
 
     let prompts = dir.join("prompts.jsonl");
     let sources = held_out_prompts(pool, c, f, &input, &ppo, &run_dir.join("input"), &prompts).await?;
-    f.log(&format!("[worker] spot check of ppo run {}: {} held-out prompts, {} grid checkpoints and the start", ppo.id, sources.len(), manifest.checkpoints.len()))
-        .await;
+    f.log(&format!(
+        "[worker] spot check of ppo run {}: {} held-out prompts, {} grid checkpoints and the start",
+        ppo.id,
+        sources.len(),
+        manifest.checkpoints.len()
+    ))
+    .await;
     f.set_resolved(&json!({"ppo_run": ppo.id, "start": {"dir": manifest.start, "label": sampled[0].label}, "prompts": sources.len()})).await?;
 
     let config = c.config.as_object().cloned().unwrap_or_default();
     let launcher = Launcher { trainer: &opts.trainer, mpirun: None };
     for s in &sampled {
-        let mut args = vec!["generate".to_string(), "--model".into(), path_arg(&s.dir), "--prompts".into(), path_arg(&prompts), "--out".into(), path_arg(&s.out)];
+        let mut args =
+            vec!["generate".to_string(), "--model".into(), path_arg(&s.dir), "--prompts".into(), path_arg(&prompts), "--out".into(), path_arg(&s.out)];
         args.extend(trainer_flags(RunKind::Spotcheck, &config, &opts.store));
         match run_child(f, &launcher, &args).await? {
             Child::Lost => return Ok(false),
-            Child::Exited { ok: false, status, last_line, .. } => bail!("sampling {}: rewardlab-train generate exited with {status}: {last_line}", s.dir.display()),
+            Child::Exited { ok: false, status, last_line, .. } => {
+                bail!("sampling {}: rewardlab-train generate exited with {status}: {last_line}", s.dir.display())
+            }
             Child::Exited { ok: true, .. } => {}
         }
     }

@@ -15,8 +15,8 @@ use crate::domain::runs::{RunKind, RunStatus};
 use crate::routes::pages::{html, redirect, CsrfOnly, Layout};
 use crate::web::auth::Auth;
 use crate::web::chart::{charts, split, Chart};
-use crate::web::watch_chart::WatchSection;
 use crate::web::error::{AppError, PageError};
+use crate::web::watch_chart::WatchSection;
 use crate::web::AppState;
 
 #[derive(Template)]
