@@ -91,6 +91,7 @@ api_routes! {
     delete "/projects/{slug}/schedules/{id}" => runs::schedule_delete;
     get "/runs/{id}" => runs::show;
     get "/runs/{id}/metrics" => runs::metrics;
+    get "/runs/{id}/watchdog" => runs::watchdog;
     post "/runs/{id}/cancel" => runs::cancel;
     get "/projects/{slug}/quality" => quality::report;
     post "/projects/{slug}/quality/settings" => quality::settings;

@@ -17,6 +17,7 @@ use crate::domain::runs::RunSpec;
 use crate::domain::runs::{RunKind, RunStatus};
 use crate::domain::{JudgementId, Role, RunId, ScheduleId};
 use crate::services::runs::{self as service, ScheduleRequest};
+use crate::services::watchdog::Watchdog;
 use crate::web::auth::Auth;
 use crate::web::error::{ApiError, AppError};
 use crate::web::json::Json;
@@ -144,6 +145,20 @@ pub async fn cancel(state: web::Data<AppState>, auth: Auth, id: web::Path<String
         return Err(AppError::Conflict("the run has already finished".into()).into());
     }
     Ok(HttpResponse::Ok().json(Cancelled { cancelled: n as i64 }))
+}
+
+/// A spot check's over-optimisation figures: per √KL-grid checkpoint of its PPO run, the
+/// reward model's score, the ensemble's disagreement and people's win rate against the start
+/// (with its count and 95% interval); Gao's curve fitted to the human points and its turnover;
+/// and the gate a schedule's next step waits on.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/watchdog", operation_id = "run_watchdog", tag = "runs",
+    params(("id" = String, Path, description = "The spotcheck run's id.")),
+    responses((status = 200, description = "The figures (no points until the spot check has succeeded).", body = Watchdog),
+              (status = 404, description = "No such spotcheck run, or the caller is not a lead of its project.", body = ErrorBody)))]
+pub async fn watchdog(state: web::Data<AppState>, auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let run = dbr::get_for_lead(&mut conn, path_id::<RunId>(&id)?, auth.user.id).await?.ok_or(AppError::NotFound)?;
+    Ok(HttpResponse::Ok().json(crate::services::watchdog::figures(&mut conn, &run).await?))
 }
 
 const METHOD: &str = "Bradley–Terry (MM), ties as half wins, 95% bootstrap intervals over comparisons; strength in log-odds, elo = 1000 + 400·strength/ln 10";

@@ -14,6 +14,7 @@ pub mod regression;
 pub mod review;
 pub mod runs;
 pub mod schedules;
+pub mod spotcheck;
 pub mod stats;
 pub mod tasks;
 pub mod users;

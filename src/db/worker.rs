@@ -24,8 +24,8 @@ pub struct Claimed {
     pub attempts: i32,
 }
 
-/// Claims the oldest runnable run: queued (its chain predecessor, if any, succeeded), or
-/// running with an expired lease; raises its fence.
+/// Claims the oldest runnable run: queued (its chain predecessor, if any, succeeded, and
+/// passed its gate when it is a gated spot check), or running with an expired lease; raises its fence.
 pub async fn claim(pool: &PgPool, worker: &str, lease: std::time::Duration) -> sqlx::Result<Option<Claimed>> {
     claim_capable(pool, worker, lease, true).await
 }
@@ -39,7 +39,8 @@ pub async fn claim_capable(pool: &PgPool, worker: &str, lease: std::time::Durati
                 lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(r.started_at, now())
          WHERE r.id = (SELECT c.id FROM runs c
                        WHERE (c.status = 'queued' OR (c.status = 'running' AND c.lease_expires_at < now()))
-                         AND (c.after_run IS NULL OR EXISTS (SELECT 1 FROM runs p WHERE p.id = c.after_run AND p.status = 'succeeded'))
+                         AND (c.after_run IS NULL OR EXISTS (SELECT 1 FROM runs p WHERE p.id = c.after_run AND p.status = 'succeeded'
+                                                               AND (p.gate_passed_at IS NOT NULL OR p.config->>'gate_win_rate' IS NULL)))
                          AND ($3 OR (COALESCE((c.config->>'processes')::int, 1) = 1 AND c.config->>'hosts' IS NULL))
                        ORDER BY c.seq LIMIT 1 FOR UPDATE SKIP LOCKED)
            AND (r.status = 'queued' OR (r.status = 'running' AND r.lease_expires_at < now()))

@@ -2,7 +2,9 @@
 //! by `domain::runs`): the exports, runs and model-store paths it names belong to its
 //! project, and what it starts from exists. A `ppo`, `dpo` or `generate` run needs a policy and
 //! a `ppo` run also a reward model: named in its input, made by an earlier step of its chain,
-//! or a run of the project that made one (or is queued or running to make one).
+//! or a run of the project that made one (or is queued or running to make one). A `spotcheck`
+//! needs a succeeded PPO run of the project that kept √KL-grid checkpoints, or a PPO step with
+//! `kl_grid` earlier in its chain.
 
 use sqlx::PgConnection;
 
@@ -31,6 +33,36 @@ pub async fn check(conn: &mut PgConnection, project: ProjectId, steps: &[RunSpec
         }
         conservative_needs_ensemble(conn, project, step, &steps[..i], &at).await?;
         sweep_needs_a_regression_set(conn, project, step, &at).await?;
+        if step.kind == RunKind::Spotcheck {
+            check_spotcheck(conn, project, step, &steps[..i], &at).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A spot check names a succeeded PPO run of the project that kept grid checkpoints, or
+/// follows a PPO step with `kl_grid` in its chain.
+async fn check_spotcheck(conn: &mut PgConnection, project: ProjectId, step: &RunSpec, before: &[RunSpec], at: &str) -> Result<(), Refusal> {
+    let invalid = |m: String| Err(Refusal::Invalid(m));
+    let Some(id) = step.input.ppo_run else {
+        let has_grid = |s: &&RunSpec| s.config.get("kl_grid").is_some_and(|v| !v.is_null());
+        return match before.iter().rev().find(|s| s.kind == RunKind::Ppo) {
+            Some(ppo) if has_grid(&ppo) => Ok(()),
+            Some(_) => invalid(format!("{at}input.ppo_run: the PPO step before this spot check keeps no checkpoints to check: set its config.kl_grid")),
+            None => invalid(format!("{at}input.ppo_run: expected the id of a succeeded PPO run of this project (or a PPO step earlier in the chain)")),
+        };
+    };
+    let Some(ppo) = crate::db::spotcheck::ppo_run(conn, project, id).await? else {
+        return invalid(format!("{at}input.ppo_run: expected one of this project's ppo runs, got {:?}", id.to_string()));
+    };
+    if ppo.kl_grid.is_none() {
+        return invalid(format!("{at}input.ppo_run: run {id} was started without config.kl_grid, so it kept no √KL-grid checkpoints to check"));
+    }
+    if ppo.status != crate::domain::runs::RunStatus::Succeeded {
+        return invalid(format!(
+            "{at}input.ppo_run: run {id} is {}; expected a succeeded PPO run (or chain the spot check after it in a schedule)",
+            ppo.status
+        ));
     }
     Ok(())
 }

@@ -100,6 +100,10 @@ pub async fn run_scheduler(pool: PgPool, every: std::time::Duration) {
         if let Err(e) = tick(&pool).await {
             log::warn!("scheduler: {e:#}");
         }
+        // A chain held after a gated spot check goes on once people's verdicts pass it.
+        if let Err(e) = crate::services::watchdog::open_gates(&pool).await {
+            log::warn!("spot-check gates: {e:?}");
+        }
         // Items where labellers disagree get one more labeller (projects that ask for it).
         if let Err(e) = crate::services::quality::extend_all(&pool).await {
             log::warn!("extra labellers: {e:?}");

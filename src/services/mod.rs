@@ -17,6 +17,7 @@ pub mod queue;
 pub mod regression;
 pub mod review;
 pub mod runs;
+pub mod watchdog;
 pub mod webhooks;
 
 pub use error::AppError;

@@ -9,6 +9,7 @@ pub mod json;
 pub mod metrics;
 pub mod page;
 pub mod submits;
+pub mod watch_chart;
 
 use sqlx::PgPool;
 

@@ -32,5 +32,6 @@ mod runs;
 mod simulate;
 mod tokens;
 mod trl;
+mod watchdog;
 mod webdriver;
 mod webhooks;

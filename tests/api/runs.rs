@@ -557,7 +557,7 @@ async fn failing_and_cancelled_runs_keep_their_logs_and_stop_their_chains() {
 #[test]
 fn every_run_parameter_is_a_flag_of_its_trainer_command_with_the_same_default() {
     for kind in rewardlab::domain::runs::RUN_KINDS {
-        let out = Command::new(trainer()).args([kind.as_str(), "--help"]).output().unwrap();
+        let out = Command::new(trainer()).args([kind.trainer_command(), "--help"]).output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "{help}");
         for p in kind.params().into_iter().filter(|p| p.flag) {

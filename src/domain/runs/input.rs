@@ -17,12 +17,16 @@ pub enum ModelSource {
 }
 
 /// A run's `input`: the export it trains on, and the models it starts from (ppo, dpo,
-/// generate: a policy; ppo: a reward model). Unset ones the worker finds itself.
+/// generate: a policy; ppo: a reward model; spotcheck: the PPO run it checks). Unset ones the
+/// worker finds itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunInput {
     pub export: Option<ExportId>,
     pub policy: Option<ModelSource>,
     pub reward_model: Option<ModelSource>,
+    /// spotcheck: the PPO run whose √KL-grid checkpoints it samples (unset: the nearest PPO run
+    /// up its chain).
+    pub ppo_run: Option<RunId>,
 }
 
 impl RunInput {
@@ -35,6 +39,11 @@ impl RunInput {
         };
         let mut out = Self::default();
         for (k, v) in obj {
+            if k == "ppo_run" && kind == RunKind::Spotcheck {
+                let s = v.as_str().ok_or_else(|| format!("input.{k}: expected a string"))?;
+                out.ppo_run = Some(RunId(s.parse().map_err(|_| format!("input.{k}: expected the id of a PPO run, got {s:?}"))?));
+                continue;
+            }
             let role = match k.as_str() {
                 "export_id" => None,
                 "policy_run" | "policy_path" if kind.needs_policy() => Some(ModelRole::Policy),
@@ -100,6 +109,9 @@ impl RunInput {
                 Some(ModelSource::Path(p)) => m.insert(format!("{}_path", role.key()), p.clone().into()),
                 None => None,
             };
+        }
+        if let Some(id) = self.ppo_run {
+            m.insert("ppo_run".into(), id.to_string().into());
         }
         Value::Object(m)
     }
@@ -186,6 +198,14 @@ mod tests {
         assert_eq!(RunInput::parse(RunKind::Dpo, &json!({"policy_run": 3})).unwrap_err(), "input.policy_run: expected a string");
         assert!(RunInput::parse(RunKind::Dpo, &json!({"policy_path": "../x"})).unwrap_err().starts_with("input.policy_path: expected a model directory"));
         assert!(RunInput::parse(RunKind::Dpo, &json!([])).is_err());
+        let s = RunInput::parse(RunKind::Spotcheck, &json!({"ppo_run": id.to_string()})).unwrap();
+        assert_eq!((s.ppo_run, s.to_json()), (Some(id), json!({"ppo_run": id.to_string()})));
+        assert_eq!(RunInput::parse(RunKind::Spotcheck, &json!({"ppo_run": "x"})).unwrap_err(), "input.ppo_run: expected the id of a PPO run, got \"x\"");
+        assert_eq!(RunInput::parse(RunKind::Generate, &json!({"ppo_run": id.to_string()})).unwrap_err(), "input.ppo_run: not an input of generate runs");
+        assert_eq!(
+            RunInput::parse(RunKind::Spotcheck, &json!({"policy_run": id.to_string()})).unwrap_err(),
+            "input.policy_run: not an input of spotcheck runs"
+        );
         let stored = json!({"export_id": id.to_string(), "resolved": {"policy": {}}});
         assert_eq!(RunInput::from_stored(RunKind::Rm, &stored).unwrap().export, Some(ExportId(id.0)));
     }
@@ -196,7 +216,7 @@ mod tests {
         assert_eq!((s.kind, s.config["samples"].as_i64()), (RunKind::Generate, Some(1)));
         assert_eq!(
             RunSpec::parse("rn", &Value::Null, &Value::Null, TaskKind::Ranking).unwrap_err(),
-            "kind: kind must be rm, sft, ppo, dpo or generate, not \"rn\""
+            "kind: kind must be rm, sft, ppo, dpo, generate or spotcheck, not \"rn\""
         );
         assert!(RunSpec::parse("generate", &Value::Null, &Value::Null, TaskKind::Demonstration).unwrap_err().starts_with("kind: generate runs feed"));
         let chain: Vec<ChainStep> = serde_json::from_value(json!([{"kind": "rm"}, {"kind": "sft", "config": {"epoch": 1}}])).unwrap();

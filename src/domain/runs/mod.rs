@@ -89,8 +89,8 @@ fn or_list(words: &[&str]) -> String {
 }
 
 text_enum!(
-    /// The kinds of run, one per trainer subcommand.
-    RunKind, "kind", "run_kind", "_run_kind" { Rm = "rm", Sft = "sft", Ppo = "ppo", Dpo = "dpo", Generate = "generate" }
+    /// The kinds of run, one per trainer subcommand (a spot check samples with `generate`).
+    RunKind, "kind", "run_kind", "_run_kind" { Rm = "rm", Sft = "sft", Ppo = "ppo", Dpo = "dpo", Generate = "generate", Spotcheck = "spotcheck" }
 );
 
 text_enum!(
@@ -99,7 +99,7 @@ text_enum!(
 );
 
 /// Every kind of run, in the order the runs page offers them.
-pub const RUN_KINDS: [RunKind; 5] = [RunKind::Rm, RunKind::Sft, RunKind::Ppo, RunKind::Dpo, RunKind::Generate];
+pub const RUN_KINDS: [RunKind; 6] = [RunKind::Rm, RunKind::Sft, RunKind::Ppo, RunKind::Dpo, RunKind::Generate, RunKind::Spotcheck];
 
 impl RunKind {
     /// Whether the run starts from a policy (an earlier run's model or a directory).
@@ -117,8 +117,22 @@ impl RunKind {
         match self {
             Self::Ppo => &[ModelRole::Policy, ModelRole::RewardModel],
             Self::Dpo | Self::Generate => &[ModelRole::Policy],
-            Self::Rm | Self::Sft => &[],
+            Self::Rm | Self::Sft | Self::Spotcheck => &[],
         }
+    }
+
+    /// The `rewardlab-train` subcommand runs of this kind call (whose flags and defaults its
+    /// trainer parameters are): a spot check samples with `generate`.
+    pub fn trainer_command(self) -> &'static str {
+        match self {
+            Self::Spotcheck => "generate",
+            k => k.as_str(),
+        }
+    }
+
+    /// Whether runs of this kind import items (labelling work) rather than make a model.
+    pub fn imports_items(self) -> bool {
+        matches!(self, Self::Generate | Self::Spotcheck)
     }
 }
 
@@ -164,7 +178,7 @@ mod tests {
             assert_eq!(k.as_str().parse::<RunKind>().unwrap(), *k);
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
-        assert_eq!("rn".parse::<RunKind>().unwrap_err(), "kind must be rm, sft, ppo, dpo or generate, not \"rn\"");
+        assert_eq!("rn".parse::<RunKind>().unwrap_err(), "kind must be rm, sft, ppo, dpo, generate or spotcheck, not \"rn\"");
         assert_eq!(RunStatus::Cancelled.to_string(), "cancelled");
         assert!(RunStatus::Queued.is_active() && !RunStatus::Failed.is_active());
         assert_eq!(RunKind::Ppo.needs(), [ModelRole::Policy, ModelRole::RewardModel]);

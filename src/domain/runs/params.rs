@@ -45,6 +45,7 @@ impl RunKind {
             Self::Dpo => [pick(&["beta", "max_len"]), pick(&TRAIN), merge(), launch()].concat(),
             Self::Ppo => [PPO.iter().collect(), merge(), launch()].concat(),
             Self::Generate => GENERATE.iter().collect(),
+            Self::Spotcheck => SPOTCHECK.iter().collect(),
         }
     }
 }
@@ -164,7 +165,7 @@ impl Spec {
     fn param(&self, kind: RunKind) -> Param {
         let default = match self.source {
             Source::Worker(d) => d.map_or(Value::Null, Value::from),
-            Source::Trainer => rewardlab_protocol::default_of(kind.as_str(), &self.flag()).map_or(Value::Null, |text| self.ty.parse_default(&text)),
+            Source::Trainer => rewardlab_protocol::default_of(kind.trainer_command(), &self.flag()).map_or(Value::Null, |text| self.ty.parse_default(&text)),
         };
         Param { name: self.name, ty: self.ty, default, help: self.help, flag: matches!(self.source, Source::Trainer) }
     }
@@ -260,6 +261,26 @@ static GENERATE: &[Spec] = &[
     p!("compare_with", Int(0, 8), "earlier responses on the same prompt shown beside the new ones", worker(Some(1))),
 ];
 
+/// A spot check of a PPO run (issue 15): each √KL-grid checkpoint and the starting policy
+/// sampled on the same held-out prompts with `generate`'s flags, and the gate a schedule's next
+/// step waits on.
+static SPOTCHECK: &[Spec] = &[
+    p!("prompts", Int(1, 10_000), "held-out prompts sampled: the project's prompts the PPO run did not train on, earliest first", worker(Some(20))),
+    p!("samples", Int(1, 8), "samples per prompt from each checkpoint and from the start: one blind pair each"),
+    p!("temperature", Float(0.0, 10.0), "softmax temperature (0: greedy)"),
+    p!("top_p", Positive(1.0), "nucleus sampling mass"),
+    p!("max_new_tokens", Int(1, 4096), "longest response"),
+    p!("seed", Int(0, SEED), "seeds sampling (the same for every checkpoint and the start)"),
+    p!("batch_size", Int(1, 4096), "sequences generated together"),
+    p!(
+        "gate_win_rate",
+        Float(0.0, 1.0),
+        "hold the runs chained after this one until people prefer the last checkpoint to the start at least this often (unset: no gate)",
+        worker(None)
+    ),
+    p!("gate_min_judgements", Int(1, 1_000_000), "judgements of the last checkpoint's pairs the gate waits for (with gate_win_rate)", worker(None)),
+];
+
 /// Data-parallel training under mpirun (rm, sft, dpo, ppo): a worker whose trainer was built
 /// with `mpi` and that finds mpirun takes such runs.
 static LAUNCH: &[Spec] = &[
@@ -299,6 +320,11 @@ pub fn resolve_config(kind: RunKind, given: &Value) -> Result<Config, String> {
         (false, true, false) => return Err("config.merge_with: expected the model to merge with (merge_alpha is set)".into()),
         _ => {}
     }
+    match (set("gate_win_rate"), set("gate_min_judgements")) {
+        (true, false) => return Err("config.gate_min_judgements: expected a whole number from 1 with gate_win_rate (the judgements the gate waits for)".into()),
+        (false, true) => return Err("config.gate_win_rate: expected a number from 0 to 1 with gate_min_judgements (the win rate the gate needs)".into()),
+        _ => {}
+    }
     Ok(out)
 }
 
@@ -331,6 +357,9 @@ pub fn trainer_flags(kind: RunKind, config: &Config, store: &std::path::Path) ->
 /// many responses as the project's tasks show.
 pub fn check_for_project(kind: RunKind, config: &Config, project: crate::domain::TaskKind) -> Result<(), String> {
     use crate::domain::TaskKind;
+    if kind == RunKind::Spotcheck && project == TaskKind::Demonstration {
+        return Err("kind: spotcheck runs import pairs to compare, for ranking and pairwise projects".into());
+    }
     if kind != RunKind::Generate {
         return Ok(());
     }
@@ -404,7 +433,7 @@ mod tests {
     fn every_flag_is_one_of_its_trainer_command_s_and_takes_the_trainer_s_default() {
         for kind in RUN_KINDS {
             for p in kind.params().into_iter().filter(|p| p.flag) {
-                assert!(rewardlab_protocol::has_flag(kind.as_str(), &p.name.replace('_', "-")), "{kind} has no --{}", p.name);
+                assert!(rewardlab_protocol::has_flag(kind.trainer_command(), &p.name.replace('_', "-")), "{kind} has no --{}", p.name);
             }
         }
         let default = |kind: RunKind, name: &str| kind.params().into_iter().find(|p| p.name == name).unwrap().default.clone();
@@ -463,5 +492,23 @@ mod tests {
         assert!(flags.windows(2).any(|w| w == ["--kl-grid", "0.5"]) && flags.windows(2).any(|w| w == ["--reward-ensemble", "mean-minus-std"]), "{flags:?}");
         assert_eq!(resolve_config(RunKind::Ppo, &json!({})).unwrap()["reward_ensemble"], "mean", "the trainer's default");
         assert!(resolve_config(RunKind::Rm, &json!({"epochs": 10_000, "lr": 1, "val_fraction": 0, "warmup_ratio": 1})).is_ok(), "the bounds themselves");
+    }
+
+    #[test]
+    fn a_spot_check_samples_with_generate_s_flags_and_its_gate_needs_both_settings() {
+        let c = resolve_config(RunKind::Spotcheck, &json!({"prompts": 5, "samples": 2, "seed": 7})).unwrap();
+        assert_eq!((c["prompts"].as_i64(), c["max_new_tokens"].as_i64()), (Some(5), Some(64)), "generate's default");
+        let flags = trainer_flags(RunKind::Spotcheck, &c, std::path::Path::new("/s"));
+        assert!(flags.windows(2).any(|w| w == ["--samples", "2"]) && !flags.iter().any(|f| f == "--prompts" || f.starts_with("--gate")), "{flags:?}");
+        let e = resolve_config(RunKind::Spotcheck, &json!({"gate_win_rate": 0.5})).unwrap_err();
+        assert!(e.starts_with("config.gate_min_judgements: expected"), "{e}");
+        assert!(resolve_config(RunKind::Spotcheck, &json!({"gate_min_judgements": 5})).unwrap_err().starts_with("config.gate_win_rate:"));
+        assert!(resolve_config(RunKind::Spotcheck, &json!({"gate_win_rate": 1.5, "gate_min_judgements": 5}))
+            .unwrap_err()
+            .starts_with("config.gate_win_rate: expected a number from 0 to 1"));
+        assert!(resolve_config(RunKind::Spotcheck, &json!({"gate_win_rate": 0.5, "gate_min_judgements": 5})).is_ok());
+        let c = resolve_config(RunKind::Spotcheck, &Value::Null).unwrap();
+        assert!(check_for_project(RunKind::Spotcheck, &c, crate::domain::TaskKind::Demonstration).unwrap_err().starts_with("kind: spotcheck runs"));
+        assert!(check_for_project(RunKind::Spotcheck, &c, crate::domain::TaskKind::Pairwise).is_ok());
     }
 }

@@ -16,6 +16,7 @@ mod mixture;
 mod plan;
 mod publish;
 mod regression;
+mod spotcheck;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -163,6 +164,9 @@ struct Prepared {
 /// One attempt: inputs, the trainer, the reward model's scores, the regression set, then
 /// publishing.
 async fn attempt(pool: &PgPool, opts: &WorkerOpts, c: &Claimed, f: &Fence<'_>) -> Result<Ended> {
+    if c.kind == RunKind::Spotcheck {
+        return Ok(if spotcheck::attempt(pool, opts, c, f).await? { Ended::Succeeded } else { Ended::Lost });
+    }
     let input = RunInput::from_stored(c.kind, &c.input).map_err(anyhow::Error::msg)?;
     let plan = Plan::new(c.kind, c.project_kind);
     let run_dir = opts.store.join("runs").join(c.id.to_string());

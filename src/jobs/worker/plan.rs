@@ -44,9 +44,9 @@ impl Plan {
             RunKind::Rm => Format::Comparisons,
             RunKind::Sft if project == TaskKind::Demonstration => Format::Sft,
             RunKind::Sft | RunKind::Dpo => Format::Preferences,
-            RunKind::Ppo | RunKind::Generate => Format::Prompts,
+            RunKind::Ppo | RunKind::Generate | RunKind::Spotcheck => Format::Prompts,
         };
-        let output = if kind == RunKind::Generate { Output::Generated } else { Output::Model };
+        let output = if kind.imports_items() { Output::Generated } else { Output::Model };
         Self { kind, format, output, scores_responses: kind == RunKind::Rm }
     }
 
@@ -75,7 +75,9 @@ impl Plan {
                 args.extend(data());
             }
             RunKind::Ppo => args.extend(["--policy".into(), model(0), "--reward-model".into(), model(1), "--prompts".into(), path_arg(&inputs.data[0])]),
-            RunKind::Generate => args.extend(["--model".into(), model(0), "--prompts".into(), path_arg(inputs.prompts.expect("generate samples prompts"))]),
+            RunKind::Generate | RunKind::Spotcheck => {
+                args.extend(["--model".into(), model(0), "--prompts".into(), path_arg(inputs.prompts.expect("generate samples prompts"))])
+            }
         }
         args
     }

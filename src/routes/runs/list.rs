@@ -10,7 +10,7 @@ use crate::db::projects::Project;
 use crate::db::runs::{self as dbr, Run};
 use crate::db::schedules::{self as dbs, Schedule};
 use crate::domain::runs::{ModelRole, Param, RunKind, RunStatus, RUN_KINDS};
-use crate::domain::{Role, RunId, TaskKind};
+use crate::domain::{Role, RunId, ScheduleId, TaskKind};
 use crate::export::Export;
 use crate::routes::pages::{first_chars, html, Layout};
 use crate::routes::projects::tabs::TabBar;
@@ -30,12 +30,14 @@ pub struct RunsPage {
     pub runs_total: usize,
     /// The kind the form is for, and every kind.
     pub kind: RunKind,
-    pub kinds: [RunKind; 5],
+    pub kinds: [RunKind; 6],
     pub params: Vec<&'static Param>,
     /// The models the run may start from, per role it needs.
     pub models: Vec<ModelChoice>,
     pub exports: Vec<Export>,
     pub schedules: Vec<Schedule>,
+    /// Why a schedule's chain waits on a spot check's gate: (schedule, spot check, reason).
+    pub waiting: Vec<(Option<ScheduleId>, RunId, String)>,
 }
 
 /// A role's input field (its key and label) and the project's runs that made such a model.
@@ -65,6 +67,12 @@ impl RunRow {
 }
 
 impl RunsPage {
+    /// Why the chain of schedule `s` is waiting, when a spot check's gate holds it.
+    pub fn waiting_for(&self, s: &Schedule) -> Option<String> {
+        let (_, run, reason) = self.waiting.iter().find(|(id, _, _)| *id == Some(s.id))?;
+        Some(format!("The chain's next step waits for spot check {}: {reason}", &run.0.simple().to_string()[..8]))
+    }
+
     /// What a run of the form's kind does, in a sentence.
     pub fn kind_help(&self) -> &'static str {
         match self.kind {
@@ -73,6 +81,9 @@ impl RunsPage {
             RunKind::Ppo => "A policy optimised against a reward model with PPO, kept near its start by a KL penalty.",
             RunKind::Dpo => "A policy optimised directly on the preferences (DPO), without a reward model.",
             RunKind::Generate => "New responses sampled from a policy for the project's prompts, imported as items to label.",
+            RunKind::Spotcheck => {
+                "A PPO run's √KL-grid checkpoints and its start sampled on held-out prompts, imported as blind pairs: people's verdicts show whether its rising reward is real (input.ppo_run)."
+            }
         }
     }
 
@@ -185,6 +196,7 @@ pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
     let list = dbr::list(&mut conn, p.id, 100).await?;
     let last = dbr::last_values(&mut conn, &list.iter().map(|r| r.id).collect::<Vec<RunId>>()).await?;
     let schedules = dbs::list(&mut conn, p.id).await?;
+    let waiting = crate::services::watchdog::waiting(&mut conn, p.id).await?;
     drop(conn);
     let models = model_choices(kind, &list);
     let mut exports = exports::list(&state.pool, &p).await?;
@@ -204,6 +216,7 @@ pub async fn list(state: web::Data<AppState>, auth: Auth, slug: web::Path<String
         models,
         exports,
         schedules,
+        waiting,
     };
     Ok(html(&page))
 }

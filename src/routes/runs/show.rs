@@ -16,6 +16,7 @@ use crate::routes::pages::{html, redirect, CsrfOnly, Layout};
 use crate::web::auth::Auth;
 use crate::web::chart::{charts, split, Chart};
 use crate::web::error::{AppError, PageError};
+use crate::web::watch_chart::WatchSection;
 use crate::web::AppState;
 
 #[derive(Template)]
@@ -34,6 +35,8 @@ pub struct RunPage {
     pub sweep_note: Option<String>,
     /// The figures on the regression set (set, figure, value, n).
     pub regression: Vec<[String; 4]>,
+    /// A spot check's watchdog figures and charts.
+    pub watch: Option<WatchSection>,
 }
 
 /// A merge sweep's table and sentence, from the run's summary.
@@ -164,7 +167,20 @@ pub async fn show(state: web::Data<AppState>, auth: Auth, path: web::Path<(Strin
     let summary = run.summary.clone().unwrap_or_default();
     let (sweep, sweep_note) = sweep_table(&summary);
     let regression = regression_table(&summary);
-    Ok(html(&RunPage { layout: Layout::of(&auth), run, live, files, others, mixture, mixture_note, sweep, sweep_note, regression }))
+    // A spot check shows its watchdog; a PPO run, its newest spot check's.
+    let spot = match run.kind {
+        RunKind::Spotcheck => Some(run.clone()),
+        RunKind::Ppo => match crate::db::spotcheck::newest_of(&mut conn, run.project_id, run.id).await? {
+            Some(id) => dbr::get_for_lead(&mut conn, id, auth.user.id).await?,
+            None => None,
+        },
+        _ => None,
+    };
+    let watch = match spot {
+        Some(s) => Some(WatchSection::of(crate::services::watchdog::figures(&mut conn, &s).await?)),
+        None => None,
+    };
+    Ok(html(&RunPage { layout: Layout::of(&auth), run, live, files, others, mixture, mixture_note, sweep, sweep_note, regression, watch }))
 }
 
 pub async fn live(state: web::Data<AppState>, auth: Auth, path: web::Path<(String, String)>) -> Result<HttpResponse, PageError> {

@@ -23,7 +23,7 @@ pub fn json_field(name: &str, text: &str) -> Result<Value, AppError> {
 }
 
 /// The inputs a form may choose (`i.<name>`).
-const INPUTS: [&str; 5] = ["export_id", "policy_run", "reward_model_run", "policy_path", "reward_model_path"];
+const INPUTS: [&str; 6] = ["export_id", "policy_run", "reward_model_run", "policy_path", "reward_model_path", "ppo_run"];
 
 /// The run a start form asks for, before it is parsed into a [`RunSpec`]: kind, configuration
 /// and input as JSON.
