@@ -307,6 +307,79 @@ async fn open_queue_scans_use_the_open_items_index_when_every_item_is_open() {
     assert_eq!(all_after - all_before, 0, "the index of all items was scanned by a lease or the sweep");
 }
 
+/// Under 'uncertainty' and 'thompson' the leases and the sweeps both read the head of the
+/// priority order through `items_open_priority`, neither the open items in import order nor all
+/// items: a sweep that read the import order never closed the complete items a race left open
+/// at the priority head, and every lease walked past them (migration 0013). Run through
+/// `rl_take` and `rl_sweep` themselves with generic plans, as the server's pool plans them.
+#[tokio::test]
+async fn priority_queue_leases_and_sweeps_read_the_priority_index() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    app.lead_with_items("prio", TaskKind::Ranking, 1, 3000, 2).await;
+    let mut c = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    sqlx::query("UPDATE items SET queue_priority = random(), queue_best = ARRAY[floor(random() * 2)::int2, floor(random() * 2)::int2]")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE projects SET queue_members = 2 WHERE slug = 'prio'").execute(&mut c).await.unwrap();
+    sqlx::query("VACUUM ANALYZE items").execute(&mut c).await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut c).await.unwrap();
+    let labeller = app.user("l@prio.org", false).await;
+    let project: uuid::Uuid = sqlx::query_scalar("SELECT id FROM projects WHERE slug = 'prio'").fetch_one(&mut c).await.unwrap();
+    let indexes = ["items_open_priority", "items_open", "items_project_seq"];
+    let mut before = Vec::new();
+    for index in indexes {
+        before.push(index_scans(&mut c, index).await);
+    }
+    for strategy in ["uncertainty", "thompson"] {
+        sqlx::query("UPDATE projects SET queue_strategy = $1::queue_strategy WHERE id = $2").bind(strategy).bind(project).execute(&mut c).await.unwrap();
+        for _ in 0..5 {
+            let task: Option<uuid::Uuid> =
+                sqlx::query_scalar("SELECT (rl_take($1, $2, 1, 60, gen_random_uuid())).task").bind(project).bind(labeller.0).fetch_one(&mut c).await.unwrap();
+            assert!(task.is_some(), "{strategy}: a lease");
+        }
+        sqlx::query("SELECT rl_sweep($1, 1, 64)").bind(project).execute(&mut c).await.unwrap();
+    }
+    let mut scans = Vec::new();
+    for (index, before) in indexes.into_iter().zip(before) {
+        scans.push(index_scans(&mut c, index).await - before);
+    }
+    assert!(scans[0] >= 12, "ten leases and two sweeps read items_open_priority: {} scans", scans[0]);
+    assert_eq!(scans[1..], [0, 0], "a lease or a sweep read the open items in import order (items_open) or all items (items_project_seq)");
+}
+
+/// A submission leaves its complete item open when a lease scan holds the item's row (it never
+/// waits for that lock); the sweeps that leases run now and then close it. Under 'uncertainty'
+/// and 'newest-first' such an item sits at the head of the project's order, not of the import
+/// order, and a sweep of the first 64 open items in import order never reached it.
+#[tokio::test]
+async fn a_complete_item_left_open_at_the_head_of_a_priority_or_newest_first_queue_is_swept() {
+    let app = spawn_app().await;
+    for (slug, strategy) in [("sweepu", "uncertainty"), ("sweepn", "newest-first")] {
+        let lead = app.lead_with_items(slug, TaskKind::Ranking, 1, 100, 2).await;
+        set_strategy(&lead, slug, strategy).await;
+        seed(&app, slug, 99, Some(0.9), Some("{0}")).await;
+        let lab = app.member(&format!("a@{slug}.org"), slug, Role::Labeller).await;
+        let task = lab.next_task(slug).await.expect("a lease");
+        assert_eq!(item_of(&task), 99, "{strategy}: the head of the queue");
+
+        // Another labeller's lease scan holds the item's row while the last judgement arrives.
+        let mut held = app.pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM items WHERE external_id = $1 FOR NO KEY UPDATE").bind(format!("{slug}-99")).execute(&mut *held).await.unwrap();
+        assert_eq!(lab.submit_in_order(&task, "k1").await.status(), 201);
+        let open = format!("SELECT count(*) FROM items WHERE external_id = '{slug}-99' AND is_open");
+        assert_eq!(app.count(&open).await, 1, "{strategy}: the submission left its complete item open");
+        held.rollback().await.unwrap();
+
+        // A lease's occasional sweep (64 items) closes it.
+        sqlx::query("SELECT rl_sweep(id, 1, 64) FROM projects WHERE slug = $1").bind(slug).execute(&app.pool).await.unwrap();
+        assert_eq!(app.count(&open).await, 0, "{strategy}: the sweep closed the complete item at the head of the queue");
+        let state: Value = lead.get(&format!("/api/v1/projects/{slug}/queue")).await.json().await.unwrap();
+        assert_eq!(state["open_items"], 99, "{state}");
+    }
+}
+
 /// The server's own connections (a direct `DATABASE_URL`) plan each statement once and never
 /// JIT-compile: a queue sweep's generic plan is estimated above `jit_above_cost`, and compiling
 /// it took 60–100 ms of a statement that runs in 1 ms.
