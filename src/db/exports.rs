@@ -198,7 +198,7 @@ macro_rules! judgement_rows {
                        AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id AND pg_visible_in_snapshot(x.txid, $2::text::pg_snapshot))) j
                LEFT JOIN LATERAL (SELECT array_agg(r.id ORDER BY r.position) AS ids, array_agg(r.model ORDER BY r.position) AS models,
                                          array_agg(r.text ORDER BY r.position) AS texts, jsonb_agg(r.metadata ORDER BY r.position) AS metas
-                                  FROM responses r WHERE r.item_id = j.item_id) rs ON j.first "#
+                                  FROM responses r WHERE j.first AND r.item_id = j.item_id) rs ON true "#
                 + $order,
             $project as ProjectId,
             $snapshot,
