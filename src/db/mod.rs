@@ -30,7 +30,9 @@ use sqlx::{PgConnection, PgPool};
 /// array), which the server's default generic plans estimate at a few rows and loop over.
 /// Lasts until the transaction ends.
 pub async fn plan_for_arguments(tx: &mut PgConnection) -> sqlx::Result<()> {
-    sqlx::query!("SELECT set_config('plan_cache_mode', 'force_custom_plan', true) AS plans, set_config('work_mem', '64MB', true) AS memory").fetch_one(tx).await?;
+    sqlx::query!("SELECT set_config('plan_cache_mode', 'force_custom_plan', true) AS plans, set_config('work_mem', '64MB', true) AS memory")
+        .fetch_one(tx)
+        .await?;
     Ok(())
 }
 

@@ -146,7 +146,8 @@ mod tests {
         let (u1, u2, u3) = (UserId::new(), UserId::new(), UserId::new());
         let items = HashMap::from([(i, item(&["a", "b", "c"], false, false)), (g, item(&["a", "b", "c"], true, false))]);
         let r = |item, user, ranks: &[i16], t| Ranked { item, user: Some(user), labeller: true, ranks: Some(ranks.to_vec()), time_ms: Some(t) };
-        let rows = vec![r(i, u1, &[1, 2, 3], 1000), r(i, u2, &[1, 3, 2], 3000), r(i, u3, &[1, 1, 2], 2000), r(g, u1, &[3, 2, 1], 4000), r(g, u2, &[3, 2, 1], 5000)];
+        let rows =
+            vec![r(i, u1, &[1, 2, 3], 1000), r(i, u2, &[1, 3, 2], 3000), r(i, u3, &[1, 1, 2], 2000), r(g, u1, &[3, 2, 1], 4000), r(g, u2, &[3, 2, 1], 5000)];
         let f = labellers(&rows, &items);
         // u1 against u2: (0,1) agree, (0,2) agree, (1,2) not; against u3: (0,1) tie vs order: no, (0,2) yes, (1,2) yes.
         assert_eq!(f[&u1].agreement_pairs, 6);

@@ -366,9 +366,10 @@ pub fn write_aggregate(
             }
             _ => {
                 out.extend_from_slice(&head);
-                for (p, text, model, id, votes_key, votes_of) in
-                    [(w, "chosen", "chosen_model", "chosen_response_id", "chosen_votes", wins[w][l]), (l, "rejected", "rejected_model", "rejected_response_id", "rejected_votes", wins[l][w])]
-                {
+                for (p, text, model, id, votes_key, votes_of) in [
+                    (w, "chosen", "chosen_model", "chosen_response_id", "chosen_votes", wins[w][l]),
+                    (l, "rejected", "rejected_model", "rejected_response_id", "rejected_votes", wins[l][w]),
+                ] {
                     if p == l {
                         out.extend_from_slice(&tail);
                     }
@@ -399,15 +400,7 @@ mod tests {
 
     /// `write_aggregate` as it was written with `json!` values (the bytes every recorded
     /// aggregated export was hashed with).
-    fn reference(
-        group: &[JudgementRow],
-        method: Aggregate,
-        format: Format,
-        options: &Options,
-        part: &str,
-        agreement: Option<f64>,
-        out: &mut Vec<u8>,
-    ) -> u64 {
+    fn reference(group: &[JudgementRow], method: Aggregate, format: Format, options: &Options, part: &str, agreement: Option<f64>, out: &mut Vec<u8>) -> u64 {
         let Some(first) = group.first() else { return 0 };
         let (wins, votes, both_bad) = tally(group);
         if votes == 0 {
@@ -509,7 +502,8 @@ mod tests {
         for group in &groups {
             for method in [Aggregate::Majority, Aggregate::BradleyTerry] {
                 for format in [Format::Comparisons, Format::Preferences] {
-                    for (margin, ties, both_bad, revision) in [(false, false, false, 4), (true, true, true, 4), (true, false, true, 3), (false, true, false, 2)] {
+                    for (margin, ties, both_bad, revision) in [(false, false, false, 4), (true, true, true, 4), (true, false, true, 3), (false, true, false, 2)]
+                    {
                         let options = Options { margin, include_ties: ties, include_both_bad: both_bad, revision, test_percent: Some(0), ..Options::default() };
                         for agreement in [None, Some(0.25), Some(1.0 / 3.0)] {
                             let (mut new, mut old) = (Vec::new(), Vec::new());

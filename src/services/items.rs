@@ -38,8 +38,7 @@ pub async fn browse(pool: &PgPool, cache: &Arc<Cache>, p: &Project, user: &User,
         crate::db::plan_for_arguments(&mut tx).await.context("listing items")?;
     }
     let conn = &mut *tx;
-    let mut items =
-        item_list::page(conn, p.id, user.id, p.overlap.get(), filter, before, PAGE + 1, in_agreement.as_deref()).await.context("listing items")?;
+    let mut items = item_list::page(conn, p.id, user.id, p.overlap.get(), filter, before, PAGE + 1, in_agreement.as_deref()).await.context("listing items")?;
     tx.commit().await?;
     let next = (items.len() as i64 > PAGE).then(|| {
         items.truncate(PAGE as usize);

@@ -109,11 +109,7 @@ pub async fn dashboard(pool: &PgPool, cache: &Arc<Cache>, p: &Project) -> Result
         agreement_overall: (pairs > 0).then(|| agreed as f64 / pairs as f64),
         agreement_pairs: pairs / 2,
         labellers,
-        models: d
-            .models
-            .iter()
-            .map(|m| ModelStats { model: m.model.clone(), wins: m.wins, losses: m.losses, ties: m.ties, win_rate: m.win_rate })
-            .collect(),
+        models: d.models.iter().map(|m| ModelStats { model: m.model.clone(), wins: m.wins, losses: m.losses, ties: m.ties, win_rate: m.win_rate }).collect(),
     })
 }
 

@@ -21,8 +21,8 @@ use sqlx::PgPool;
 
 use super::error::{AppError, DbContext};
 use crate::db::quality::{self as dbq, Fingerprint};
-use crate::domain::quality::{self as q, ItemAgreement, LabellerQuality, ProjectAgreement};
 use crate::domain::dashboard::{self, LabellerFigures, ModelFigures};
+use crate::domain::quality::{self as q, ItemAgreement, LabellerQuality, ProjectAgreement};
 use crate::domain::{ItemId, ProjectId, TaskKind, UserId};
 
 /// Projects from this many judgements up are brought up to date in the background.

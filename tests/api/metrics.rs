@@ -136,7 +136,8 @@ async fn counters_move_by_route_pattern_and_the_leads_figures_come_from_the_data
 #[tokio::test]
 async fn a_separate_metrics_address_serves_only_metrics() {
     let app = spawn_app().await;
-    let (server, port) = rewardlab::web::metrics::separate_server("127.0.0.1:0", app.pool.clone(), app.state.quality.clone(), app.metrics.clone(), None).unwrap();
+    let (server, port) =
+        rewardlab::web::metrics::separate_server("127.0.0.1:0", app.pool.clone(), app.state.quality.clone(), app.metrics.clone(), None).unwrap();
     tokio::spawn(server);
     assert_eq!(app.http.get(format!("{}/healthz", app.addr)).send().await.unwrap().status(), 200);
     let res = app.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();

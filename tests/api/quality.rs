@@ -444,7 +444,8 @@ async fn a_quality_aware_export_leaves_out_paused_labellers_keeps_agreeing_items
         .unwrap();
     let texts: Vec<String> = sqlx::query_scalar("SELECT text FROM responses").fetch_all(&app.pool).await.unwrap();
     for format in ["comparisons", "preferences"] {
-        let (_, two) = export_rows(&lead, "qx", json!({"format": format, "aggregate": "majority", "exclude_paused": true, "include_ties": true, "test_percent": 0})).await;
+        let (_, two) =
+            export_rows(&lead, "qx", json!({"format": format, "aggregate": "majority", "exclude_paused": true, "include_ties": true, "test_percent": 0})).await;
         assert_eq!(two.len(), 4, "{format}");
         for r in &two {
             assert!(texts.contains(&r["chosen"].as_str().unwrap().to_string()) && texts.contains(&r["rejected"].as_str().unwrap().to_string()), "{r}");
@@ -502,11 +503,12 @@ async fn the_quality_fingerprint_changes_with_every_input_of_the_figures() {
     assert_eq!(lead.post(&format!("/api/v1/projects/fp/quality/pauses/{user}/lift"), &json!({"note": "fine"})).await.status(), 200);
     changed(fingerprint(&app, "fp").await, "a lift");
     // A gold reference set, then changed.
-    let (item, ids): (uuid::Uuid, Vec<uuid::Uuid>) =
-        sqlx::query_as("SELECT i.id, array_agg(r.id ORDER BY r.position) FROM items i JOIN responses r ON r.item_id = i.id GROUP BY i.id, i.seq ORDER BY i.seq LIMIT 1")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let (item, ids): (uuid::Uuid, Vec<uuid::Uuid>) = sqlx::query_as(
+        "SELECT i.id, array_agg(r.id ORDER BY r.position) FROM items i JOIN responses r ON r.item_id = i.id GROUP BY i.id, i.seq ORDER BY i.seq LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     let gold = |order: [usize; 3]| json!({"ranking": order.iter().map(|&p| vec![ids[p].to_string()]).collect::<Vec<_>>(), "explanation": "x"});
     assert_eq!(lead.post(&format!("/api/v1/projects/fp/items/{item}/gold"), &gold([0, 1, 2])).await.status(), 200);
     changed(fingerprint(&app, "fp").await, "marking gold");
