@@ -19,6 +19,12 @@ pub fn nul_path(value: &Value) -> Option<String> {
     }
 }
 
+/// Text a model sampled, made storable: each NUL character (which a tiny or untrained policy
+/// can sample, and PostgreSQL refuses) becomes U+FFFD, the replacement character.
+pub fn sampled(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
 fn dotted(rest: &str) -> String {
     if rest.is_empty() || rest.starts_with('[') {
         rest.to_string()
@@ -47,6 +53,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sampled_text_has_no_nul_left() {
+        assert_eq!(super::sampled("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+        assert_eq!(super::sampled("plain"), "plain");
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -228,5 +228,5 @@ fn new_response(c: &Claimed, policy: &Resolved, r: &Value) -> ResponseIn {
     meta["run_id"] = json!(policy.run);
     meta["generate_run"] = json!(c.id);
     meta["checkpoint"] = json!(policy.dir);
-    ResponseIn { model: policy.label.clone(), text: r["text"].as_str().unwrap_or_default().to_string(), metadata: Some(meta) }
+    ResponseIn { model: policy.label.clone(), text: crate::domain::text::sampled(r["text"].as_str().unwrap_or_default()), metadata: Some(meta) }
 }

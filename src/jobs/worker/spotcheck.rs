@@ -250,8 +250,7 @@ async fn pair_item(
             meta["run_id"] = json!(ppo.id);
             meta["sqrt_kl"] = json!(entry.sqrt_kl);
         }
-        // A tiny policy can sample the NUL byte, which PostgreSQL text refuses.
-        let text = r["text"].as_str().unwrap_or_default().replace('\0', "\u{FFFD}");
+        let text = crate::domain::text::sampled(r["text"].as_str().unwrap_or_default());
         ResponseIn { model: sampled.label.clone(), text, metadata: Some(meta) }
     };
     let short = &c.id.0.simple().to_string()[..8];
