@@ -375,7 +375,7 @@ async fn serve(
     let handle = app.server.handle();
     let server = tokio::spawn(app.server);
     let scheduler = tokio::spawn(crate::jobs::schedule::run_scheduler(pool.clone(), std::time::Duration::from_secs(schedule_every.max(1))));
-    let deliveries = tokio::spawn(crate::jobs::webhooks::run(pool.clone(), webhooks));
+    let deliveries = tokio::spawn(crate::jobs::webhooks::run(pool.clone(), app.state.quality.clone(), webhooks));
     let supervisor = cluster.cloned().map(|c| tokio::spawn(supervise(c)));
     signals.recv().await;
     scheduler.abort();

@@ -214,9 +214,10 @@ pub async fn emails(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result
 }
 
 /// What changes a project's quality figures, read cheaply: the newest judgement and review
-/// and how many there are above `floor` (a transaction that took a sequence number earlier
-/// can commit after a later one: counting the tail catches it), the pauses and lifts, and the
-/// gold references. Equal fingerprints mean equal figures; the settings are compared apart.
+/// and how many there are among the last [`TAIL`] sequence numbers (a transaction that took a
+/// number earlier can commit after a later one: with the newest unchanged, the count catches
+/// it), the pauses and lifts, and the gold references. Equal fingerprints mean equal figures;
+/// the settings are compared apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint {
     pub judgement_seq: i64,
@@ -227,24 +228,25 @@ pub struct Fingerprint {
     pub gold: i64,
 }
 
-/// How far below the newest sequence number [`fingerprint`] counts rows.
+/// How many sequence numbers below the newest [`fingerprint`] counts rows in.
 pub const TAIL: i64 = 1000;
 
-/// The project's [`Fingerprint`], counting judgements and reviews above `floor` (theirs, as
-/// returned in an earlier fingerprint minus [`TAIL`]).
-pub async fn fingerprint(conn: &mut PgConnection, project: ProjectId, floor: (i64, i64)) -> sqlx::Result<Fingerprint> {
+/// The project's [`Fingerprint`].
+pub async fn fingerprint(conn: &mut PgConnection, project: ProjectId) -> sqlx::Result<Fingerprint> {
     sqlx::query_as!(
         Fingerprint,
-        r#"SELECT COALESCE((SELECT max(seq) FROM judgements WHERE project_id = $1), 0) AS "judgement_seq!",
-                  (SELECT count(*) FROM judgements WHERE project_id = $1 AND seq > $2) AS "judgement_tail!",
-                  COALESCE((SELECT max(seq) FROM judgement_reviews WHERE project_id = $1), 0) AS "review_seq!",
-                  (SELECT count(*) FROM judgement_reviews WHERE project_id = $1 AND seq > $3) AS "review_tail!",
+        r#"WITH top AS (SELECT COALESCE((SELECT max(seq) FROM judgements WHERE project_id = $1), 0) AS j,
+                               COALESCE((SELECT max(seq) FROM judgement_reviews WHERE project_id = $1), 0) AS r)
+           SELECT top.j AS "judgement_seq!",
+                  (SELECT count(*) FROM judgements WHERE project_id = $1 AND seq > top.j - $2) AS "judgement_tail!",
+                  top.r AS "review_seq!",
+                  (SELECT count(*) FROM judgement_reviews WHERE project_id = $1 AND seq > top.r - $2) AS "review_tail!",
                   (SELECT count(*) + count(lifted_at) FROM labeller_pauses WHERE project_id = $1) AS "pauses!",
                   (SELECT COALESCE(sum(hashtextextended(id::text || gold_ranks::text, 0) % 1000000007), 0)::bigint + count(*)
-                   FROM items WHERE project_id = $1 AND gold_ranks IS NOT NULL) AS "gold!""#,
+                   FROM items WHERE project_id = $1 AND gold_ranks IS NOT NULL) AS "gold!"
+           FROM top"#,
         project as ProjectId,
-        floor.0,
-        floor.1,
+        TAIL,
     )
     .fetch_one(conn)
     .await

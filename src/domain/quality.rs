@@ -171,8 +171,8 @@ pub fn item_agreement(rows: &[Judged]) -> Vec<ItemAgreement> {
         .collect()
 }
 
-/// The project's agreement figures.
-pub fn project_agreement(kind: TaskKind, rows: &[Judged]) -> ProjectAgreement {
+/// The project's agreement figures; `ws` is [`item_agreement`] of the same rows.
+pub fn project_agreement(kind: TaskKind, rows: &[Judged], ws: &[ItemAgreement]) -> ProjectAgreement {
     let items: Vec<Vec<&Judged>> = by_item(rows).into_values().filter(|js| js.len() >= 2).collect();
     let level = if kind == TaskKind::Pairwise { Level::Nominal } else { Level::Ordinal };
     let units_of = |js: &Vec<&Judged>| -> Vec<Vec<f64>> {
@@ -189,7 +189,6 @@ pub fn project_agreement(kind: TaskKind, rows: &[Judged]) -> ProjectAgreement {
     let rounds = (4_000_000 / values.max(1)).clamp(50, ROUNDS);
     let alpha = agreement::AlphaGroups::new(&per_item, level).bootstrap(rounds, SEED);
     let fleiss_kappa = (kind == TaskKind::Pairwise).then(|| agreement::fleiss_kappa(&choice_table(&items))).flatten();
-    let ws = item_agreement(rows);
     let defined: Vec<&ItemAgreement> = ws.iter().filter(|a| a.w.is_some()).collect();
     ProjectAgreement {
         alpha,

@@ -35,7 +35,7 @@ const AGREEMENT_EVERY: Duration = Duration::from_secs(30);
 const MAX_ERROR: usize = 300;
 
 /// Delivers due webhooks until the task is dropped.
-pub async fn run(pool: PgPool, options: WebhookOptions) {
+pub async fn run(pool: PgPool, quality: std::sync::Arc<crate::services::quality_cache::Cache>, options: WebhookOptions) {
     let client = match client(options.allow_private) {
         Ok(c) => c,
         Err(e) => return log::error!("webhooks are not delivered: building the HTTP client: {e:#}"),
@@ -44,7 +44,7 @@ pub async fn run(pool: PgPool, options: WebhookOptions) {
     loop {
         if agreement_checked.elapsed() >= AGREEMENT_EVERY {
             agreement_checked = Instant::now();
-            if let Err(e) = crate::services::webhooks::check_agreement(&pool).await {
+            if let Err(e) = crate::services::webhooks::check_agreement(&pool, &quality).await {
                 log::warn!("checking agreement for webhooks: {e:#}");
             }
         }

@@ -35,7 +35,6 @@ const MAX_PROJECTS: usize = 64;
 #[derive(Debug)]
 pub struct Computed {
     fingerprint: Fingerprint,
-    floor: (i64, i64),
     pub kind: TaskKind,
     /// Judgements the figures were computed from.
     pub judgements: usize,
@@ -162,7 +161,7 @@ impl Cache {
 }
 
 async fn is_current(pool: &PgPool, project: ProjectId, c: &Computed) -> Result<bool, AppError> {
-    let now = dbq::fingerprint(&mut *pool.acquire().await?, project, c.floor).await.context("reading what the quality figures depend on")?;
+    let now = dbq::fingerprint(&mut *pool.acquire().await?, project).await.context("reading what the quality figures depend on")?;
     Ok(now == c.fingerprint)
 }
 
@@ -173,9 +172,7 @@ async fn compute(pool: &PgPool, project: ProjectId, kind: TaskKind) -> Result<Co
     let computed_at = Utc::now();
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await.context("starting a snapshot")?;
-    let top = dbq::fingerprint(&mut tx, project, (i64::MAX, i64::MAX)).await.context("reading what the quality figures depend on")?;
-    let floor = (top.judgement_seq - dbq::TAIL, top.review_seq - dbq::TAIL);
-    let fingerprint = dbq::fingerprint(&mut tx, project, floor).await.context("reading what the quality figures depend on")?;
+    let fingerprint = dbq::fingerprint(&mut tx, project).await.context("reading what the quality figures depend on")?;
     crate::db::plan_for_arguments(&mut tx).await.context("reading judgements for quality")?;
     let rows = dbq::judged(&mut tx, project, None).await.context("reading judgements for quality")?;
     let ranked = crate::db::stats::ranked(&mut tx, project).await.context("reading judgements for the dashboard")?;
@@ -188,12 +185,13 @@ async fn compute(pool: &PgPool, project: ProjectId, kind: TaskKind) -> Result<Co
             labellers: dashboard::labellers(&ranked, &models),
             models: dashboard::models(&ranked, &models),
         };
-        (q::labellers(kind, &rows), q::project_agreement(kind, &rows), q::item_agreement(&rows), dash)
+        let items = q::item_agreement(&rows);
+        (q::labellers(kind, &rows), q::project_agreement(kind, &rows, &items), items, dash)
     })
     .await
     .map_err(|e| AppError::Unexpected(e.into()))?;
     let item_w = items.iter().filter_map(|a| Some((a.item, a.w?))).collect();
     let compute_ms = started.elapsed().as_secs_f64() * 1e3;
     log::debug!("quality figures of project {project}: {judgements} judgements in {compute_ms:.0} ms");
-    Ok(Computed { fingerprint, floor, kind, judgements, labellers, agreement, items, item_w, dashboard, computed_at, compute_ms })
+    Ok(Computed { fingerprint, kind, judgements, labellers, agreement, items, item_w, dashboard, computed_at, compute_ms })
 }

@@ -2,14 +2,15 @@
 //! the secret, removing it, the delivery log, a test event and redelivery. The caller has
 //! already been authorized as a lead of `p`; every query is scoped by `p`.
 
+use std::sync::Arc;
+
 use rand::RngCore;
 use sqlx::PgPool;
 
 use super::error::{AppError, DbContext};
+use super::quality_cache::Cache;
 use crate::db::projects::Project;
-use crate::db::quality as dbq;
 use crate::db::webhooks::{self as dbw, Delivery, Endpoint};
-use crate::domain::quality::project_agreement;
 use crate::domain::webhooks::{NewEndpoint, SigningSecret};
 use crate::domain::{DeliveryId, UserId, WebhookId};
 
@@ -80,16 +81,15 @@ pub async fn set_agreement_below(pool: &PgPool, p: &Project, below: Option<f64>)
     dbw::set_agreement_below(&mut *pool.acquire().await?, p.id, below).await.context("setting the agreement threshold")
 }
 
-/// Looks at the agreement (Krippendorff's α) of every project that has a threshold and an
-/// endpoint for its alert: one that fell below sends `agreement.below_threshold` once, until
-/// it recovers. Answers how many alerts were written.
-pub async fn check_agreement(pool: &PgPool) -> Result<usize, AppError> {
+/// Looks at the agreement (Krippendorff's α, from the project's kept quality figures) of every
+/// project that has a threshold and an endpoint for its alert: one that fell below sends
+/// `agreement.below_threshold` once, until it recovers. Answers how many alerts were written.
+pub async fn check_agreement(pool: &PgPool, quality: &Arc<Cache>) -> Result<usize, AppError> {
     let mut conn = pool.acquire().await?;
     let mut sent = 0;
     for w in dbw::agreement_watched(&mut conn).await.context("finding watched projects")? {
-        let rows = dbq::judged(&mut conn, w.id, None).await.context("reading judgements for agreement")?;
-        let kind = w.kind;
-        let agreement = tokio::task::spawn_blocking(move || project_agreement(kind, &rows)).await.map_err(|e| AppError::Unexpected(e.into()))?;
+        let figures = quality.figures(pool, w.id, w.kind).await?;
+        let agreement = &figures.computed.agreement;
         let Some(alpha) = agreement.alpha.map(|e| e.value) else { continue };
         let below = alpha < w.threshold;
         if below != w.alerted {

@@ -13,7 +13,7 @@ use crate::helpers::{spawn_app, PASSWORD};
 use crate::runs::{log_of, run_json, scratch, tiny, wait_final, Worker};
 
 /// `n` preference pairs tagged `tag` whose chosen response says "kindly".
-fn pairs(tag: &str, n: usize) -> Vec<u8> {
+pub(crate) fn pairs(tag: &str, n: usize) -> Vec<u8> {
     (0..n)
         .map(|i| {
             format!(

@@ -17,7 +17,7 @@ async fn the_python_clients_suite_passes_against_a_real_server() {
     let Some(python) = python() else { return };
     // Webhooks to the suite's receiver on 127.0.0.1, delivered in the background as `serve` does.
     let app = spawn_app_with(WebOptions { webhooks: crate::webhooks::fast(true), ..WebOptions::default() }).await;
-    tokio::spawn(rewardlab::jobs::webhooks::run(app.pool.clone(), crate::webhooks::fast(true)));
+    tokio::spawn(rewardlab::jobs::webhooks::run(app.pool.clone(), app.state.quality.clone(), crate::webhooks::fast(true)));
     let admin = app.user("admin@py.org", true).await;
     let token = app.token(admin).await;
     let store = scratch("python-client");

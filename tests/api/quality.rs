@@ -471,7 +471,7 @@ async fn the_dashboard_counts_ordinary_items_only() {
 async fn fingerprint(app: &TestApp, slug: &str) -> rewardlab::db::quality::Fingerprint {
     let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM projects WHERE slug = $1").bind(slug).fetch_one(&app.pool).await.unwrap();
     let mut conn = app.pool.acquire().await.unwrap();
-    rewardlab::db::quality::fingerprint(&mut conn, id.into(), (0, 0)).await.unwrap()
+    rewardlab::db::quality::fingerprint(&mut conn, id.into()).await.unwrap()
 }
 
 #[tokio::test]

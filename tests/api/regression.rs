@@ -9,22 +9,10 @@ use std::time::Duration;
 use rewardlab::domain::{Role, TaskKind};
 use serde_json::{json, Value};
 
+use crate::forgetting::pairs;
 use crate::helpers::{spawn_app, Api, PASSWORD};
 use crate::runs::{log_of, run_json, scratch, tiny, wait_final, Worker};
 use crate::webdriver::Browser;
-
-/// `n` preference pairs tagged `tag` whose chosen response says "kindly".
-fn pairs(tag: &str, n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| {
-            format!(
-                "{}\n",
-                json!({"prompt": format!("{tag} question {i}?"), "chosen": format!("a kindly answer {i}"), "rejected": format!("a blunt reply {i}")})
-            )
-        })
-        .collect::<String>()
-        .into_bytes()
-}
 
 async fn export(lead: &Api, slug: &str, body: Value) -> String {
     let res = lead.post(&format!("/api/v1/projects/{slug}/exports"), &body).await;

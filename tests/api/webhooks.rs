@@ -81,7 +81,7 @@ pub fn fast(allow_private: bool) -> WebhookOptions {
 /// A server allowing private targets (the receiver is on 127.0.0.1), with its delivery running.
 pub async fn webhook_app() -> TestApp {
     let app = spawn_app_with(WebOptions { webhooks: fast(true), ..WebOptions::default() }).await;
-    tokio::spawn(rewardlab::jobs::webhooks::run(app.pool.clone(), fast(true)));
+    tokio::spawn(rewardlab::jobs::webhooks::run(app.pool.clone(), app.state.quality.clone(), fast(true)));
     app
 }
 
@@ -462,8 +462,8 @@ async fn agreement_falling_below_the_threshold_is_sent_once_per_fall() {
         rank_by_text(&a, &a.next_task("agree").await.unwrap(), &format!("a{i}"), true).await;
         rank_by_text(&b, &b.next_task("agree").await.unwrap(), &format!("b{i}"), false).await;
     }
-    assert_eq!(rewardlab::services::webhooks::check_agreement(&app.pool).await.unwrap(), 1);
-    assert_eq!(rewardlab::services::webhooks::check_agreement(&app.pool).await.unwrap(), 0, "one fall, one event");
+    assert_eq!(rewardlab::services::webhooks::check_agreement(&app.pool, &app.state.quality).await.unwrap(), 1);
+    assert_eq!(rewardlab::services::webhooks::check_agreement(&app.pool, &app.state.quality).await.unwrap(), 0, "one fall, one event");
     let got = eventually("the alert", || async { rx.got().first().cloned() }).await;
     let data = &got.json()["data"];
     assert!(data["alpha"].as_f64().unwrap() < 0.5 && data["threshold"] == 0.5, "{data}");
@@ -473,7 +473,7 @@ async fn agreement_falling_below_the_threshold_is_sent_once_per_fall() {
 #[tokio::test]
 async fn metrics_count_paused_labellers_and_webhook_deliveries_by_state() {
     let app = spawn_app_with(WebOptions { webhooks: fast(true), ..WebOptions::default() }.with_metrics_token(Some("metrics-token-0123456789")).unwrap()).await;
-    tokio::spawn(rewardlab::jobs::webhooks::run(app.pool.clone(), fast(true)));
+    tokio::spawn(rewardlab::jobs::webhooks::run(app.pool.clone(), app.state.quality.clone(), fast(true)));
     let rx = Receiver::start(&[500; 10]).await;
     app.project("watch", TaskKind::Ranking, 1).await;
     let lead = app.member("lead@watch.org", "watch", Role::Lead).await;

@@ -9,18 +9,9 @@ use std::path::Path;
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use common::{scratch, sentence, write_jsonl};
+use common::{scratch, sentence, train, write_jsonl, BIN, TINY};
 use rewardlab_trainer::rng::Rng;
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rewardlab-train");
-const TINY: [&str; 10] = ["--n-embd", "32", "--n-layer", "1", "--n-head", "2", "--vocab-size", "300", "--max-len", "48"];
-
-fn train(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(out.status.success(), "rewardlab-train {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
 
 fn refused(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();

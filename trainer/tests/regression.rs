@@ -8,18 +8,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{ppo_files, scratch, sentence};
+use common::{ppo_files, scratch, sentence, train, BIN, TINY};
 use rewardlab_trainer::rng::Rng;
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rewardlab-train");
-const TINY: [&str; 10] = ["--n-embd", "32", "--n-layer", "1", "--n-head", "2", "--vocab-size", "300", "--max-len", "48"];
-
-fn train(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(out.status.success(), "rewardlab-train {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
 
 /// The figures of an `eval-regression` report on stdout, by name: (value, n).
 fn figures(args: &[&str]) -> std::collections::HashMap<String, (f64, u64)> {

@@ -7,6 +7,19 @@ use std::path::{Path, PathBuf};
 use rewardlab_trainer::rng::Rng;
 use serde_json::{json, Value};
 
+/// The trainer under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_rewardlab-train");
+
+/// A model small enough to train in a second.
+pub const TINY: [&str; 10] = ["--n-embd", "32", "--n-layer", "1", "--n-head", "2", "--vocab-size", "300", "--max-len", "48"];
+
+/// Runs the trainer with `args`, which must succeed.
+pub fn train(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(BIN).args(args).output().unwrap();
+    assert!(out.status.success(), "rewardlab-train {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
 /// A fresh folder `name-<pid>` under the target's temporary folder.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
