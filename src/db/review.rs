@@ -38,13 +38,17 @@ pub struct StreamRow {
     pub skips: Vec<String>,
     pub low: bool,
     pub flagged: bool,
+    /// How many judgements the whole stream holds (the same on every row).
+    pub pending: i64,
 }
 
 /// Up to `limit` judgements of the project for review, most urgent first: unreviewed ordinary
 /// labeller judgements (not on gold items, quality checks, excluded or adjudicated items) on
 /// `low` items or by `flagged` labellers, or drawn at `rate` (see
 /// [`crate::domain::review::sample_point`]); then in the order they were stored. Empty unless
-/// `reviewer` reviews the project.
+/// `reviewer` reviews the project. Each row also says how many the whole stream holds. The sample reads only the sampled share of the project's
+/// judgements through the index `judgements_review_sample` (migration 0014): the point, an
+/// integer `x`, is compared as `x < ⌈rate · 2³²⌉`, the same as `x / 2³² < rate`.
 pub async fn stream(
     conn: &mut PgConnection,
     project: ProjectId,
@@ -58,21 +62,23 @@ pub async fn stream(
         StreamRow,
         r#"WITH c AS (
              SELECT j.id, j.item_id = ANY($4) AS low, j.user_id = ANY($5) AS flagged, j.seq
-             FROM judgements j JOIN items i ON i.id = j.item_id
-             WHERE j.project_id = $1 AND j.source = 'labeller' AND j.user_id IS NOT NULL AND i.gold_ranks IS NULL
+             FROM judgements j
+             WHERE j.project_id = $1 AND j.source = 'labeller' AND j.user_id IS NOT NULL
                AND EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = $1 AND m.user_id = u.id AND m.role IN ('lead', 'reviewer'))))
+               AND NOT EXISTS (SELECT 1 FROM items g WHERE g.id = j.item_id AND g.project_id = $1 AND g.gold_ranks IS NOT NULL)
                AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
                AND NOT EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id)
                AND NOT EXISTS (SELECT 1 FROM adjudications a WHERE a.item_id = j.item_id)
                AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id)
-               AND (j.item_id = ANY($4) OR j.user_id = ANY($5) OR ('x' || right(j.id::text, 8))::bit(32)::bigint < $3::float8 * 4294967296.0)
-             ORDER BY 2 DESC, 3 DESC, j.seq LIMIT $6)
+               AND (j.item_id = ANY($4) OR j.user_id = ANY($5) OR ('x' || right(j.id::text, 8))::bit(32)::bigint < ceil($3::float8 * 4294967296.0)::bigint)),
+           n AS (SELECT count(*) AS pending FROM c),
+           top AS (SELECT * FROM c ORDER BY c.low DESC, c.flagged DESC, c.seq LIMIT $6)
            SELECT j.id, j.item_id, j.user_id AS "user_id!: UserId", u.pseudonym AS labeller, i.external_id, i.prompt, i.prompt_raw, i.instructions,
                   j.ranks, j.display_order, j.strength, j.both_bad, j.demonstration, j.flags, j.rating, j.comment, j.time_on_task_ms, j.created_at,
                   rs.ids AS "ids!: Vec<ResponseId>", rs.texts AS "texts!",
                   COALESCE((SELECT array_agg(t.skip_reason ORDER BY t.leased_at) FROM tasks t WHERE t.item_id = j.item_id AND t.status = 'skipped' AND t.skip_reason IS NOT NULL), '{}') AS "skips!",
-                  c.low AS "low!", c.flagged AS "flagged!"
-           FROM c JOIN judgements j ON j.id = c.id JOIN items i ON i.id = j.item_id JOIN users u ON u.id = j.user_id
+                  c.low AS "low!", c.flagged AS "flagged!", n.pending AS "pending!"
+           FROM top c CROSS JOIN n JOIN judgements j ON j.id = c.id JOIN items i ON i.id = j.item_id JOIN users u ON u.id = j.user_id
            CROSS JOIN LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.position), '{}') AS ids, COALESCE(array_agg(r.text ORDER BY r.position), '{}') AS texts
                                FROM responses r WHERE r.item_id = j.item_id) rs
            ORDER BY c.low DESC, c.flagged DESC, c.seq"#,
@@ -90,13 +96,14 @@ pub async fn stream(
 /// How many judgements the stream holds now (as [`stream`] without its limit).
 pub async fn pending(conn: &mut PgConnection, project: ProjectId, rate: f64, low: &[ItemId], flagged: &[UserId]) -> sqlx::Result<i64> {
     sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM judgements j JOIN items i ON i.id = j.item_id
-           WHERE j.project_id = $1 AND j.source = 'labeller' AND j.user_id IS NOT NULL AND i.gold_ranks IS NULL
+        r#"SELECT count(*) AS "n!" FROM judgements j
+           WHERE j.project_id = $1 AND j.source = 'labeller' AND j.user_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM items g WHERE g.id = j.item_id AND g.project_id = $1 AND g.gold_ranks IS NOT NULL)
              AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
              AND NOT EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id)
              AND NOT EXISTS (SELECT 1 FROM adjudications a WHERE a.item_id = j.item_id)
              AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id)
-             AND (j.item_id = ANY($3) OR j.user_id = ANY($4) OR ('x' || right(j.id::text, 8))::bit(32)::bigint < $2::float8 * 4294967296.0)"#,
+             AND (j.item_id = ANY($3) OR j.user_id = ANY($4) OR ('x' || right(j.id::text, 8))::bit(32)::bigint < ceil($2::float8 * 4294967296.0)::bigint)"#,
         project as ProjectId,
         rate,
         low as &[ItemId],

@@ -105,7 +105,8 @@ impl std::str::FromStr for ReviewState {
 
 /// Where a judgement falls in `[0, 1)` for sampling: its id's last 32 bits over 2³² (random
 /// in a v4 or v7 UUID). The database computes the same as
-/// `('x' || right(id::text, 8))::bit(32)::bigint / 4294967296.0`.
+/// `('x' || right(id::text, 8))::bit(32)::bigint / 4294967296.0` (and `db::review` compares
+/// that integer with `⌈rate · 2³²⌉`, which samples the same judgements, through an index).
 pub fn sample_point(id: Uuid) -> f64 {
     let b = id.as_bytes();
     f64::from(u32::from_be_bytes([b[12], b[13], b[14], b[15]])) / 4_294_967_296.0

@@ -11,7 +11,7 @@ mod rows;
 
 use std::path::{Path, PathBuf};
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -41,7 +41,7 @@ where
     // Every part in one pass over the rows (the preferences' train and test split them).
     let mut outs = format.parts().iter().map(|part| sink(part)).collect::<anyhow::Result<Vec<W>>>()?;
     let mut writers: Vec<(&str, ChunkWriter<'_, W>)> = format.parts().iter().copied().zip(outs.iter_mut().map(ChunkWriter::new)).collect();
-    stream_rows(&mut tx, project, format, &options, &snapshot, &mut writers).await?;
+    stream_rows(pool, &mut tx, project, format, &options, &snapshot, &mut writers).await?;
     let mut files = Vec::new();
     for (part, w) in writers {
         let (rows, sha256) = w.finish().await?;
@@ -57,7 +57,7 @@ where
 
 /// Writes one part of an export as of `snapshot`; returns its row count and sha256.
 pub async fn write_part<W: AsyncWrite + Unpin>(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     project: ProjectId,
     format: Format,
     options: &Options,
@@ -65,10 +65,14 @@ pub async fn write_part<W: AsyncWrite + Unpin>(
     part: &str,
     out: &mut W,
 ) -> anyhow::Result<(u64, String)> {
+    let mut tx = pool.begin().await?;
+    crate::db::plan_for_arguments(&mut tx).await?;
     let mut writers = [(part, ChunkWriter::new(out))];
-    stream_rows(conn, project, format, options, snapshot, &mut writers).await?;
+    stream_rows(pool, &mut tx, project, format, options, snapshot, &mut writers).await?;
     let [(_, w)] = writers;
-    w.finish().await
+    let written = w.finish().await?;
+    tx.commit().await?;
+    Ok(written)
 }
 
 /// Where part `part` of export `e` is kept under `dir`.
@@ -79,7 +83,9 @@ pub fn part_path(dir: &Path, e: &Export, part: &str) -> PathBuf {
 /// The file holding `part` of a recorded export, under `dir`: normally written as the snapshot
 /// was taken; when it is missing, written from the snapshot now, checked against the recorded
 /// sha256, then kept (0600). One file is written at a time, so downloads hold at most one pool
-/// connection, and that only for as long as the disk takes, never for a client's pace.
+/// connection (two while a quality-aware part computes its figures beside the rows, when the
+/// pool has one to spare), and that only for as long as the disk takes, never for a client's
+/// pace.
 pub async fn part_file(pool: &PgPool, e: &Export, part: &PartSummary, dir: &Path) -> anyhow::Result<PathBuf> {
     static WRITING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let path = part_path(dir, e, &part.part);
@@ -104,10 +110,7 @@ pub async fn replay_to(pool: &PgPool, e: &Export, part: &PartSummary, path: &Pat
     let written = async {
         let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).await?;
         let mut out = tokio::io::BufWriter::new(file);
-        let mut tx = pool.begin().await?;
-        crate::db::plan_for_arguments(&mut tx).await?;
-        let (_, sha) = write_part(&mut tx, e.project_id, e.format(), &e.options, &e.snapshot, &part.part, &mut out).await?;
-        tx.commit().await?;
+        let (_, sha) = write_part(pool, e.project_id, e.format(), &e.options, &e.snapshot, &part.part, &mut out).await?;
         out.flush().await?;
         out.into_inner().sync_all().await?;
         anyhow::ensure!(sha == part.sha256, "export {} part {} replayed with sha256 {sha}, recorded {}", e.id, part.part, part.sha256);
@@ -123,6 +126,7 @@ pub async fn replay_to(pool: &PgPool, e: &Export, part: &PartSummary, path: &Pat
 }
 
 async fn stream_rows<W: AsyncWrite + Unpin>(
+    pool: &PgPool,
     conn: &mut PgConnection,
     project: ProjectId,
     format: Format,
@@ -141,8 +145,30 @@ async fn stream_rows<W: AsyncWrite + Unpin>(
             }
         }
         _ => {
-            let ctx = if options.revision >= 3 { quality::Context::load(conn, project, snapshot, options).await? } else { quality::Context::default() };
-            let mut stream = db::judgement_rows(conn, project, snapshot, options.aggregate.is_some(), options.drop_rejected || options.revision < 4);
+            let by_item = options.aggregate.is_some();
+            let drop_rejected = options.drop_rejected || options.revision < 4;
+            let (ctx, mut stream) = match pool.try_acquire().filter(|_| options.revision >= 3) {
+                // The quality figures are computed on a second connection while PostgreSQL
+                // prepares the rows (a grouped read sorts them all before its first row): both
+                // read the same snapshot, so the bytes do not depend on which runs first.
+                Some(mut other) => {
+                    let mut stream = db::judgement_rows(conn, project, snapshot, by_item, drop_rejected).peekable();
+                    let load = async {
+                        let mut tx = sqlx::Connection::begin(&mut *other).await?;
+                        crate::db::plan_for_arguments(&mut tx).await?;
+                        let ctx = quality::Context::load(&mut tx, project, snapshot, options).await?;
+                        tx.commit().await?;
+                        anyhow::Ok(ctx)
+                    };
+                    let (ctx, _) = tokio::join!(load, std::pin::Pin::new(&mut stream).peek());
+                    (ctx?, stream)
+                }
+                // No connection to spare (or no figures needed): one after the other.
+                None => {
+                    let ctx = if options.revision >= 3 { quality::Context::load(conn, project, snapshot, options).await? } else { quality::Context::default() };
+                    (ctx, db::judgement_rows(conn, project, snapshot, by_item, drop_rejected).peekable())
+                }
+            };
             let mut group: Vec<JudgementRow> = Vec::new();
             // Grouped by item, only an item's first row carries its responses: kept here for
             // the group's first row when that one was left out.
@@ -190,19 +216,23 @@ async fn stream_rows<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-const CHUNK: usize = 64 * 1024;
+/// Rows are written in chunks of at least this many bytes (a `BufWriter` of up to this capacity
+/// passes them through without copying them).
+const CHUNK: usize = 256 * 1024;
 
-/// Buffers rows into chunks, hashing what it writes.
+/// Buffers rows into chunks and writes them; the chunks are hashed on a thread of their own
+/// (SHA-256 of a large export costs as much as making its rows), so hashing a chunk overlaps
+/// making the next ones.
 struct ChunkWriter<'a, W> {
     out: &'a mut W,
-    hash: Sha256,
+    hasher: Hasher,
     buf: Vec<u8>,
     rows: u64,
 }
 
 impl<'a, W: AsyncWrite + Unpin> ChunkWriter<'a, W> {
     fn new(out: &'a mut W) -> Self {
-        Self { out, hash: Sha256::new(), buf: Vec::with_capacity(CHUNK * 2), rows: 0 }
+        Self { out, hasher: Hasher::start(), buf: Vec::with_capacity(CHUNK * 2), rows: 0 }
     }
 
     async fn maybe_flush(&mut self) -> anyhow::Result<()> {
@@ -213,14 +243,58 @@ impl<'a, W: AsyncWrite + Unpin> ChunkWriter<'a, W> {
     }
 
     async fn flush(&mut self) -> anyhow::Result<()> {
-        self.hash.update(&self.buf);
+        if self.buf.is_empty() {
+            return Ok(());
+        }
         self.out.write_all(&self.buf).await?;
-        self.buf.clear();
-        Ok(())
+        let next = self.hasher.spare();
+        self.hasher.send(std::mem::replace(&mut self.buf, next)).await
     }
 
     async fn finish(mut self) -> anyhow::Result<(u64, String)> {
         self.flush().await?;
-        Ok((self.rows, hex::encode(self.hash.finalize())))
+        Ok((self.rows, self.hasher.finish().await?))
+    }
+}
+
+/// SHA-256 over the chunks sent to it, in order, on a blocking thread; emptied chunks come back
+/// to be filled again. At most [`Hasher::QUEUE`] chunks wait, so memory stays bounded.
+struct Hasher {
+    chunks: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    emptied: std::sync::mpsc::Receiver<Vec<u8>>,
+    digest: tokio::task::JoinHandle<String>,
+}
+
+impl Hasher {
+    const QUEUE: usize = 4;
+
+    fn start() -> Self {
+        let (chunks, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(Self::QUEUE);
+        let (back, emptied) = std::sync::mpsc::channel();
+        let digest = tokio::task::spawn_blocking(move || {
+            let mut hash = Sha256::new();
+            while let Some(mut chunk) = rx.blocking_recv() {
+                hash.update(&chunk);
+                chunk.clear();
+                let _ = back.send(chunk);
+            }
+            hex::encode(hash.finalize())
+        });
+        Self { chunks: Some(chunks), emptied, digest }
+    }
+
+    /// An emptied chunk to fill, or a new one.
+    fn spare(&self) -> Vec<u8> {
+        self.emptied.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK * 2))
+    }
+
+    async fn send(&mut self, chunk: Vec<u8>) -> anyhow::Result<()> {
+        let chunks = self.chunks.as_ref().ok_or_else(|| anyhow::anyhow!("export hash: already finished"))?;
+        chunks.send(chunk).await.map_err(|_| anyhow::anyhow!("export hash: the hashing thread stopped"))
+    }
+
+    async fn finish(mut self) -> anyhow::Result<String> {
+        self.chunks = None;
+        Ok(self.digest.await?)
     }
 }

@@ -143,15 +143,12 @@ pub async fn stream(pool: &PgPool, cache: &Arc<Cache>, p: &Project, reviewer: Us
     let (settings, u) = urgent(pool, cache, p).await?;
     let low: Vec<ItemId> = u.low.keys().copied().collect();
     let flagged: Vec<UserId> = u.flagged.keys().copied().collect();
-    // The page and the count, side by side (each a pass over the project's judgements).
-    let page = async {
-        let mut tx = pool.begin().await?;
-        crate::db::plan_for_arguments(&mut tx).await.context("reading the review stream")?;
-        let rows = db::stream(&mut tx, p.id, reviewer, settings.review_rate, &low, &flagged, limit).await.context("reading the review stream")?;
-        tx.commit().await?;
-        Ok::<_, AppError>(rows)
-    };
-    let (rows, pending) = tokio::try_join!(page, pending(pool, p, settings.review_rate, &low, &flagged))?;
+    // The page and the count in one pass over the project's judgements.
+    let mut tx = pool.begin().await?;
+    crate::db::plan_for_arguments(&mut tx).await.context("reading the review stream")?;
+    let rows = db::stream(&mut tx, p.id, reviewer, settings.review_rate, &low, &flagged, limit).await.context("reading the review stream")?;
+    tx.commit().await?;
+    let pending = rows.first().map_or(0, |r| r.pending);
     let entries = rows.into_iter().map(|r| entry(r, &u)).collect();
     Ok(Stream { rate: settings.review_rate, pending, entries })
 }

@@ -451,7 +451,7 @@ async fn an_export_taken_before_provenance_columns_existed_still_downloads_its_r
     let id: rewardlab::domain::ExportId = export["id"].as_str().unwrap().parse().unwrap();
     let e = rewardlab::db::exports::get(&mut app.pool.acquire().await.unwrap(), id).await.unwrap().unwrap();
     let mut now = Vec::new();
-    rewardlab::export::write_part(&mut app.pool.acquire().await.unwrap(), e.project_id, e.format(), &e.options, &e.snapshot, "all", &mut now).await.unwrap();
+    rewardlab::export::write_part(&app.pool, e.project_id, e.format(), &e.options, &e.snapshot, "all", &mut now).await.unwrap();
     let old = String::from_utf8(now).unwrap().replace(",\"chosen_provenance\":null", "").replace(",\"rejected_provenance\":null", "");
     let old = old.replace(",\"labeller_gold_score\":null", "").replace(",\"item_agreement\":null", "").replace(",\"review\":\"unreviewed\"", "");
     let old_sha = hex::encode(Sha256::digest(old.as_bytes()));
