@@ -147,7 +147,7 @@ async fn stream_rows<W: AsyncWrite + Unpin>(
         _ => {
             let by_item = options.aggregate.is_some();
             let drop_rejected = options.drop_rejected || options.revision < 4;
-            let (ctx, mut stream) = match pool.try_acquire().filter(|_| options.revision >= 3) {
+            let (ctx, mut stream) = match (options.revision >= 3).then(|| pool.try_acquire()).flatten() {
                 // The quality figures are computed on a second connection while PostgreSQL
                 // prepares the rows (a grouped read sorts them all before its first row): both
                 // read the same snapshot, so the bytes do not depend on which runs first.
