@@ -11,6 +11,10 @@
 
 use std::os::raw::{c_int, c_long};
 
+// Links mimalloc (and the C library under it, whose functions are declared below) wherever
+// this crate is, not only where it is the global allocator.
+extern crate mimalloc as _;
+
 extern "C" {
     fn mi_version() -> c_int;
     fn mi_option_set(option: c_int, value: c_long);
