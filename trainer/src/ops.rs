@@ -25,9 +25,9 @@ fn contiguous_slice<'a, T: candle_core::WithDType>(s: &'a [T], l: &Layout) -> Re
 
 /// The element types the fused kernels run on.
 #[cfg(feature = "openblas")]
-trait Real: Float + Send + Sync + Exp + crate::blas::Gemm {}
+trait Real: Float + Send + Sync + Exp + crate::blas::Gemm + 'static {}
 #[cfg(not(feature = "openblas"))]
-trait Real: Float + Send + Sync + Exp {}
+trait Real: Float + Send + Sync + Exp + 'static {}
 impl Real for f32 {}
 impl Real for f64 {}
 
@@ -627,6 +627,272 @@ impl CustomOp2 for AttentionBwd {
     }
 }
 
+/// The parameters of one GPT-2 block, in the order [`block`] packs them: `ln_1` weight and
+/// bias, `attn.c_attn` weight `[d, 3d]` and bias, `attn.c_proj` weight `[d, d]` and bias,
+/// `ln_2` weight and bias, `mlp.c_fc` weight `[d, 4d]` and bias, `mlp.c_proj` weight `[4d, d]`
+/// and bias.
+pub struct BlockParams<'a> {
+    pub tensors: [&'a Tensor; 12],
+    pub n_head: usize,
+    pub eps: f64,
+}
+
+/// A whole GPT-2 block, `x + mlp(ln_2(x'))` with `x' = x + attn(ln_1(x))`, as ONE graph node
+/// (differentiable in `x` and every parameter), for `x` `[b, t, d]` and the key mask `[b, t]`.
+/// candle's backward pass zeroes a buffer for, and adds into it, the gradient of every node's
+/// output (ten nodes a block, a quarter of the backward pass's time); here the block's
+/// activations are kept by the node and its backward pass runs the same kernels as the separate
+/// ops (the same products, sums and orders, so the same bits) into buffers of its own, with the
+/// residual gradients added in place. The parameters enter packed into one vector (one copy of
+/// 3 MB a block at the default size); their gradients leave it as views. `None` where the
+/// fused kernels do not serve `x` (the caller then runs the ops one by one).
+pub fn block(x: &Tensor, p: &BlockParams, key_mask: &Tensor) -> Result<Option<Tensor>> {
+    #[cfg(feature = "openblas")]
+    if use_fused(x) && p.tensors.iter().all(|t| t.dtype() == x.dtype() && t.device().is_cpu()) {
+        let (_, _, d) = x.dims3()?;
+        let want = block_sizes(d);
+        if p.tensors.iter().zip(want).any(|(t, n)| t.elem_count() != n) || d % p.n_head.max(1) != 0 {
+            candle_core::bail!("rl-block: parameters do not match a block of width {d} with {} heads", p.n_head)
+        }
+        let flat = p.tensors.iter().map(|t| t.flatten_all()).collect::<Result<Vec<_>>>()?;
+        let packed = Tensor::cat(&flat, 0)?;
+        let keep = x.track_op() || packed.track_op();
+        let op = Block { n_head: p.n_head, eps: p.eps, keep, saved: std::sync::Mutex::new(None) };
+        return Ok(Some(x.contiguous()?.apply_op3(&packed, &key_mask.to_dtype(x.dtype())?.contiguous()?, op)?));
+    }
+    let _ = (x, p, key_mask);
+    Ok(None)
+}
+
+/// Element counts of a block's parameters, in packing order, for width `d`.
+#[cfg(feature = "openblas")]
+fn block_sizes(d: usize) -> [usize; 12] {
+    [d, d, d * 3 * d, 3 * d, d * d, d, d, d, d * 4 * d, 4 * d, 4 * d * d, d]
+}
+
+/// The packed parameters split again, in packing order.
+#[cfg(feature = "openblas")]
+fn unpack<T>(packed: &[T], d: usize) -> Result<[&[T]; 12]> {
+    let sizes = block_sizes(d);
+    if packed.len() != sizes.iter().sum::<usize>() {
+        candle_core::bail!("rl-block: {} packed parameters for a block of width {d}", packed.len())
+    }
+    let mut rest = packed;
+    Ok(sizes.map(|n| {
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        head
+    }))
+}
+
+#[cfg(feature = "openblas")]
+struct Block {
+    n_head: usize,
+    eps: f64,
+    /// Whether to keep the activations for a backward pass (some input tracks gradients).
+    keep: bool,
+    /// The activations of the forward pass (`BlockActs<f32>` or `<f64>`), taken by the
+    /// backward pass.
+    saved: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>,
+}
+
+/// What a block's backward pass reads of its forward pass.
+#[cfg(feature = "openblas")]
+struct BlockActs<T> {
+    h1: Vec<T>,
+    qkv: Vec<T>,
+    att: Vec<T>,
+    x2: Vec<T>,
+    h2: Vec<T>,
+    f: Vec<T>,
+    gl: Vec<T>,
+}
+
+/// `x · w + b` for `x` `[rows, n_in]`, `w` `[n_in, n_out]`, plus `residual` when given (added
+/// after the bias, as the separate ops add it).
+#[cfg(feature = "openblas")]
+fn linear_rows<T: Real>(x: &[T], w: &[T], b: &[T], residual: Option<&[T]>) -> Vec<T> {
+    let (n_out, n_in) = (b.len(), w.len() / b.len().max(1));
+    let rows = x.len() / n_in.max(1);
+    let mut c = vec![T::zero(); rows * n_out];
+    T::gemm(false, false, rows, n_out, n_in, x, w, &mut c);
+    let chunk = n_out * rows_per_task(n_out);
+    match residual {
+        Some(r) => c.par_chunks_mut(chunk).zip(r.par_chunks(chunk)).for_each(|(o, r)| {
+            for (row, r) in o.chunks_mut(n_out).zip(r.chunks(n_out)) {
+                for ((v, &b), &r) in row.iter_mut().zip(b).zip(r) {
+                    *v = r + (*v + b);
+                }
+            }
+        }),
+        None => c.par_chunks_mut(chunk).for_each(|o| {
+            for row in o.chunks_mut(n_out) {
+                row.iter_mut().zip(b).for_each(|(v, &b)| *v = *v + b);
+            }
+        }),
+    }
+    c
+}
+
+/// `a += b`, in parallel.
+#[cfg(feature = "openblas")]
+fn add_into<T: Real>(a: &mut [T], b: &[T]) {
+    a.par_chunks_mut(MIN_PAR).zip(b.par_chunks(MIN_PAR)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a = *a + b));
+}
+
+/// The block's forward pass: its output and, when `keep`, its activations.
+#[cfg(feature = "openblas")]
+fn block_fwd<T: Real>(x: &[T], packed: &[T], mask: &[T], s: Heads, eps: T, keep: bool) -> Result<(Vec<T>, Option<BlockActs<T>>)> {
+    let d = s.d();
+    let [ln1w, ln1b, wa, ba, wp, bp, ln2w, ln2b, wf, bf, wm, bm] = unpack(packed, d)?;
+    let scale = T::from(1.0 / (s.hd as f64).sqrt()).expect("a float");
+    let h1 = layer_norm_rows(x, ln1w, ln1b, eps);
+    let qkv = linear_rows(&h1, wa, ba, None);
+    let att = attention_fwd(&qkv, mask, s, scale);
+    let x2 = linear_rows(&att, wp, bp, Some(x));
+    let h2 = layer_norm_rows(&x2, ln2w, ln2b, eps);
+    let f = linear_rows(&h2, wf, bf, None);
+    let gl = gelu_fwd(&f);
+    let y = linear_rows(&gl, wm, bm, Some(&x2));
+    Ok((y, keep.then_some(BlockActs { h1, qkv, att, x2, h2, f, gl })))
+}
+
+/// The gradients of a linear layer `y = x·w + b` given dy `[rows, n_out]`: (dx, dw, db), dx
+/// only when asked.
+#[cfg(feature = "openblas")]
+fn linear_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], n_in: usize, n_out: usize, want_dx: bool) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    let rows = dy.len() / n_out;
+    let dx = want_dx.then(|| {
+        let mut dx = vec![T::zero(); rows * n_in];
+        T::gemm(false, true, rows, n_in, n_out, dy, w, &mut dx);
+        dx
+    });
+    let mut dw = vec![T::zero(); n_in * n_out];
+    T::gemm(true, false, n_in, n_out, rows, x, dy, &mut dw);
+    (dx, dw, column_sums(dy, n_out))
+}
+
+/// The block's backward pass: `[dx, d(packed)]` in one vector.
+#[cfg(feature = "openblas")]
+fn block_bwd<T: Real>(x: &[T], packed: &[T], dy: &[T], mask: &[T], a: &BlockActs<T>, s: Heads, eps: T) -> Result<Vec<T>> {
+    let d = s.d();
+    let rows = s.b * s.t;
+    let [_, _, wa, _, wp, _, ln2w, _, wf, _, wm, _] = unpack(packed, d)?;
+    let ln1w = unpack(packed, d)?[0];
+    let scale = T::from(1.0 / (s.hd as f64).sqrt()).expect("a float");
+    // The MLP: y = x2 + gl·wm + bm, gl = gelu(f), f = h2·wf + bf, h2 = ln_2(x2).
+    let (dgl, dwm, dbm) = linear_bwd(&a.gl, wm, dy, 4 * d, d, true);
+    let df = gelu_bwd(&a.f, &dgl.expect("asked for"));
+    let (dh2, dwf, dbf) = linear_bwd(&a.h2, wf, &df, d, 4 * d, true);
+    let mut ln2 = layer_norm_bwd_rows(&a.x2, ln2w, &dh2.expect("asked for"), eps);
+    let dln2b = ln2.split_off((rows + 1) * d);
+    let dln2w = ln2.split_off(rows * d);
+    let mut dx2 = ln2;
+    add_into(&mut dx2, dy);
+    // Attention: x2 = x + att·wp + bp, att = attention(qkv), qkv = h1·wa + ba, h1 = ln_1(x).
+    let (datt, dwp, dbp) = linear_bwd(&a.att, wp, &dx2, d, d, true);
+    let dqkv = attention_bwd(&a.qkv, &datt.expect("asked for"), mask, s, scale);
+    let (dh1, dwa, dba) = linear_bwd(&a.h1, wa, &dqkv, d, 3 * d, true);
+    let mut ln1 = layer_norm_bwd_rows(x, ln1w, &dh1.expect("asked for"), eps);
+    let dln1b = ln1.split_off((rows + 1) * d);
+    let dln1w = ln1.split_off(rows * d);
+    let mut out = ln1;
+    add_into(&mut out, &dx2);
+    out.reserve(packed.len());
+    for g in [dln1w, dln1b, dwa, dba, dwp, dbp, dln2w, dln2b, dwf, dbf, dwm, dbm] {
+        out.extend_from_slice(&g);
+    }
+    Ok(out)
+}
+
+/// x `[b, t, d]`, the packed parameters, the key mask `[b, t]`.
+#[cfg(feature = "openblas")]
+fn block_dims(ls: &[&Layout], n_head: usize) -> Result<Heads> {
+    let (b, t, d) = ls[0].shape().dims3()?;
+    if n_head == 0 || d % n_head != 0 || ls[2].dims() != [b, t] {
+        candle_core::bail!("rl-block: x {:?} with {n_head} heads, mask {:?}", ls[0].dims(), ls[2].dims())
+    }
+    Ok(Heads { b, t, h: n_head, hd: d / n_head })
+}
+
+#[cfg(feature = "openblas")]
+impl Kernel for Block {
+    const NAME: &'static str = "rl-block";
+    /// Inputs x, packed parameters, mask.
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let s = block_dims(ls, self.n_head)?;
+        let eps = T::from(self.eps).expect("a float");
+        let (y, acts) = block_fwd(xs[0], xs[1], xs[2], s, eps, self.keep)?;
+        if let Some(acts) = acts {
+            *self.saved.lock().expect("not poisoned") = Some(Box::new(acts));
+        }
+        Ok((y, ls[0].shape().clone()))
+    }
+}
+
+#[cfg(feature = "openblas")]
+impl CustomOp3 for Block {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch(self, &[(s1, l1), (s2, l2), (s3, l3)])
+    }
+
+    fn bwd(&self, x: &Tensor, packed: &Tensor, mask: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let saved = self.saved.lock().expect("not poisoned").take();
+        let op = BlockBwd { n_head: self.n_head, eps: self.eps, mask: mask.clone(), saved: std::sync::Mutex::new(saved) };
+        let both = x.apply_op3_no_bwd(packed, &g.contiguous()?, &op)?;
+        let n = x.elem_count();
+        let dx = both.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dp = both.narrow(0, n, packed.elem_count())?;
+        Ok((Some(dx), Some(dp), None))
+    }
+}
+
+#[cfg(feature = "openblas")]
+struct BlockBwd {
+    n_head: usize,
+    eps: f64,
+    mask: Tensor,
+    saved: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>,
+}
+
+#[cfg(feature = "openblas")]
+impl Kernel for BlockBwd {
+    const NAME: &'static str = "rl-block-bwd";
+    /// Inputs x, packed parameters, dy, mask.
+    fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
+        let s = block_dims(&[ls[0], ls[1], ls[3]], self.n_head)?;
+        if ls[2].dims() != ls[0].dims() {
+            candle_core::bail!("rl-block-bwd: x {:?}, gradient {:?}", ls[0].dims(), ls[2].dims())
+        }
+        let eps = T::from(self.eps).expect("a float");
+        let saved = self.saved.lock().expect("not poisoned").take().and_then(|b| b.downcast::<BlockActs<T>>().ok());
+        // Kept by the forward pass; recomputed if not (a second backward pass over one graph).
+        let acts = match saved {
+            Some(a) => *a,
+            None => block_fwd(xs[0], xs[1], xs[3], s, eps, true)?.1.expect("kept"),
+        };
+        let out = block_bwd(xs[0], xs[1], xs[2], xs[3], &acts, s, eps)?;
+        let n = out.len();
+        Ok((out, Shape::from(n)))
+    }
+}
+
+#[cfg(feature = "openblas")]
+impl CustomOp3 for BlockBwd {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (mask, ml) = held(&self.mask)?;
+        dispatch(self, &[(s1, l1), (s2, l2), (s3, l3), (cpu(&mask), ml)])
+    }
+}
+
 /// Causal self-attention probabilities: softmax over the last dimension of `scores · scale`
 /// (`[b, h, t, t]`), where query i may attend to key j only if j ≤ i and `key_mask[b, j]` is
 /// non-zero (`[b, t]`, same dtype). One pass instead of a scale, a broadcast add of a mask and
@@ -1081,6 +1347,43 @@ impl CustomOp3 for AdamW {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// The one-node block against the same block built from the separate ops (layer norms,
+    /// linear layers, attention, GELU, residual adds), values and every gradient, in f64;
+    /// padding in the second row.
+    #[test]
+    fn the_fused_block_matches_the_separate_ops() {
+        let dev = Device::Cpu;
+        let (d, h) = (8, 2);
+        let var = |shape: &[usize], mean: f64| Var::from_tensor(&Tensor::randn(mean, 0.5, shape, &dev).unwrap()).unwrap();
+        let x = var(&[2, 5, d], 0.0);
+        let shapes: [&[usize]; 12] = [&[d], &[d], &[d, 3 * d], &[3 * d], &[d, d], &[d], &[d], &[d], &[d, 4 * d], &[4 * d], &[4 * d, d], &[d]];
+        let params: Vec<Var> = shapes.iter().enumerate().map(|(i, s)| var(s, if i == 0 || i == 6 { 1.0 } else { 0.0 })).collect();
+        let keys = Tensor::new(&[[1f64, 1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0, 0.0]], &dev).unwrap();
+        let p: Vec<&Tensor> = params.iter().map(|v| v.as_tensor()).collect();
+        let tensors: [&Tensor; 12] = p.clone().try_into().unwrap();
+        let Some(fused) = block(&x, &BlockParams { tensors, n_head: h, eps: 1e-5 }, &keys).unwrap() else {
+            return; // without OpenBLAS the model runs the separate ops
+        };
+        let ln = |x: &Tensor, i: usize| layer_norm(x, p[i], p[i + 1], 1e-5).unwrap();
+        let lin = |x: &Tensor, i: usize| linear(x, p[i], p[i + 1]).unwrap();
+        let a = qkv_attention(&lin(&ln(&x, 0), 2), &keys, h, 1.0 / ((d / h) as f64).sqrt()).unwrap().unwrap();
+        let x2 = (x.as_tensor() + lin(&a, 4)).unwrap();
+        let plain = (&x2 + lin(&gelu(&lin(&ln(&x2, 6), 8)).unwrap(), 10)).unwrap();
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+            let diff = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            assert!(diff < 1e-10, "{what}: differ by {diff}");
+        };
+        close(&fused, &plain, "block");
+        let probe = Tensor::randn(0f64, 1.0, (2, 5, d), &dev).unwrap();
+        let gf = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (plain * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        close(gf.get(&x).unwrap(), gp.get(&x).unwrap(), "block grad x");
+        for (i, v) in params.iter().enumerate() {
+            close(gf.get(v).unwrap(), gp.get(v).unwrap(), &format!("block grad of parameter {i}"));
+        }
+    }
 
     /// The f32 exponential the kernels use against f64's, over its whole range in steps of
     /// about 2⁻¹⁰ (plus the edges): at most 2 ulp (a relative 2.4e-7) apart, 0 below the
