@@ -130,25 +130,92 @@ fn single_threaded() {
 /// Row-major `c = op(a) · op(b)`, `op(a)` `[m, k]` and `op(b)` `[k, n]`; `ta` means `a` is
 /// stored as `[k, m]`, `tb` that `b` is stored as `[n, k]`. Rows of `c` are computed in
 /// parallel blocks.
-pub trait Gemm: Copy + Send + Sync {
+pub trait Gemm: Copy + Send + Sync + 'static {
+    const ZERO: Self;
+    const ONE: Self;
+
+    /// One BLAS call: `c = op(a)·op(b) + beta·c` over `rows` rows of `c` (row-major, leading
+    /// dimensions given).
+    ///
+    /// # Safety
+    /// The pointers must hold the matrices the dimensions and leading dimensions describe, `c`
+    /// writable and not aliasing `a` or `b`; with `beta` 0 `c` may be uninitialised (BLAS
+    /// does not read `c` then: it writes every element).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn raw(ta: bool, tb: bool, rows: c_int, n: c_int, k: c_int, a: *const Self, lda: c_int, b: *const Self, ldb: c_int, beta: Self, c: *mut Self);
+
     /// One block: rows `r0..r0 + rows` of `c` into `c_rows`.
     #[allow(clippy::too_many_arguments)]
-    fn gemm_block(ta: bool, tb: bool, m: usize, n: usize, k: usize, r0: usize, a: &[Self], b: &[Self], c_rows: &mut [Self]);
+    fn gemm_block(ta: bool, tb: bool, m: usize, n: usize, k: usize, r0: usize, a: &[Self], b: &[Self], c_rows: &mut [Self]) {
+        let (rows, ni, ki, lda, ldb, off) = block(ta, tb, m, n, k, r0, (a.len(), b.len(), c_rows.len()));
+        // SAFETY: `block` checked that `a` is the whole m×k matrix (so rows r0..r0+rows of
+        // op(a), read from offset `off` with leading dimension `lda`, lie inside it), `b` the
+        // whole k×n matrix and `c_rows` exactly `rows` rows of n; `c_rows` is a unique borrow.
+        unsafe { Self::raw(ta, tb, rows, ni, ki, a.as_ptr().add(off), lda, b.as_ptr(), ldb, Self::ZERO, c_rows.as_mut_ptr()) }
+    }
 
+    /// `c = op(a)·op(b)`.
     #[allow(clippy::too_many_arguments)]
     fn gemm(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[Self], b: &[Self], c: &mut [Self]) {
         use rayon::prelude::*;
         assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "gemm: slices do not match {m}×{k}·{k}×{n}");
         single_threaded();
-        let threads = rayon::current_num_threads().max(1);
-        let rows = if m * n * k < 1 << 18 { m.max(1) } else { m.div_ceil(threads).max(1) };
+        let rows = rows_per_block(m, n, k);
         c.par_chunks_mut(rows * n.max(1)).enumerate().for_each(|(i, block)| {
             Self::gemm_block(ta, tb, m, n, k, i * rows, a, b, block);
         });
     }
+
+    /// `c += op(a)·op(b)` (BLAS's β = 1: `c` holds, say, the bias already, and BLAS adds to
+    /// it instead of zeroing it first).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_acc(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[Self], b: &[Self], c: &mut [Self]) {
+        use rayon::prelude::*;
+        assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "gemm: slices do not match {m}×{k}·{k}×{n}");
+        single_threaded();
+        let rows = rows_per_block(m, n, k);
+        c.par_chunks_mut(rows * n.max(1)).enumerate().for_each(|(i, c_rows)| {
+            let (rows, ni, ki, lda, ldb, off) = block(ta, tb, m, n, k, i * rows, (a.len(), b.len(), c_rows.len()));
+            // SAFETY: as in `gemm_block`; `c_rows` is initialised, so β = 1 reads defined values.
+            unsafe { Self::raw(ta, tb, rows, ni, ki, a.as_ptr().add(off), lda, b.as_ptr(), ldb, Self::ONE, c_rows.as_mut_ptr()) }
+        });
+    }
+
+    /// `op(a)·op(b)` in a new vector, written once by BLAS (not zeroed first by us as well).
+    fn gemm_new(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[Self], b: &[Self]) -> Vec<Self> {
+        use rayon::prelude::*;
+        assert!(a.len() == m * k && b.len() == k * n, "gemm: slices do not match {m}×{k}·{k}×{n}");
+        if k == 0 || n == 0 {
+            return vec![Self::ZERO; m * n];
+        }
+        single_threaded();
+        let rows = rows_per_block(m, n, k);
+        let mut c: Vec<Self> = Vec::with_capacity(m * n);
+        c.spare_capacity_mut()[..m * n].par_chunks_mut(rows * n).enumerate().for_each(|(i, c_rows)| {
+            let (rows, ni, ki, lda, ldb, off) = block(ta, tb, m, n, k, i * rows, (a.len(), b.len(), c_rows.len()));
+            // SAFETY: as in `gemm_block`, with β = 0: BLAS writes every element of the block
+            // without reading it (k ≥ 1 and n ≥ 1 here), so uninitialised memory is fine.
+            unsafe { Self::raw(ta, tb, rows, ni, ki, a.as_ptr().add(off), lda, b.as_ptr(), ldb, Self::ZERO, c_rows.as_mut_ptr().cast()) }
+        });
+        // SAFETY: the blocks cover all m·n elements (par_chunks_mut over exactly that many),
+        // each written by its BLAS call above.
+        unsafe { c.set_len(m * n) };
+        c
+    }
 }
 
-/// Checks a block against the whole matrices and returns (rows, lda, ldb, offset into a).
+/// Rows of `c` per parallel block: all of them for a small product, else an even share per
+/// thread.
+fn rows_per_block(m: usize, n: usize, k: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    if m * n * k < 1 << 18 {
+        m.max(1)
+    } else {
+        m.div_ceil(threads).max(1)
+    }
+}
+
+/// Checks a block against the whole matrices and returns (rows, n, k, lda, ldb, offset into a).
 fn block(ta: bool, tb: bool, m: usize, n: usize, k: usize, r0: usize, lens: (usize, usize, usize)) -> (c_int, c_int, c_int, c_int, c_int, usize) {
     let rows = lens.2.checked_div(n).unwrap_or(0);
     assert!(lens.0 == m * k && lens.1 == k * n && rows * n == lens.2 && r0 + rows <= m, "gemm: a block outside {m}×{k}·{k}×{n}");
@@ -159,23 +226,29 @@ fn block(ta: bool, tb: bool, m: usize, n: usize, k: usize, r0: usize, lens: (usi
     (int(rows), int(n), int(k), int(lda.max(1)), int(ldb.max(1)), offset)
 }
 
+fn trans(x: bool) -> c_int {
+    if x {
+        TRANS
+    } else {
+        NO_TRANS
+    }
+}
+
 impl Gemm for f32 {
-    fn gemm_block(ta: bool, tb: bool, m: usize, n: usize, k: usize, r0: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-        let (rows, ni, ki, lda, ldb, off) = block(ta, tb, m, n, k, r0, (a.len(), b.len(), c.len()));
-        let t = |x: bool| if x { TRANS } else { NO_TRANS };
-        // SAFETY: `block` checked that `a` is the whole m×k matrix (so rows r0..r0+rows of op(a),
-        // read from offset `off` with leading dimension `lda`, lie inside it), `b` the whole
-        // k×n matrix and `c` exactly `rows` rows of n; `c` is a unique borrow.
-        unsafe { cblas_sgemm(ROW_MAJOR, t(ta), t(tb), rows, ni, ki, 1.0, a.as_ptr().add(off), lda, b.as_ptr(), ldb, 0.0, c.as_mut_ptr(), ni.max(1)) }
+    const ZERO: f32 = 0.0;
+    const ONE: f32 = 1.0;
+    unsafe fn raw(ta: bool, tb: bool, rows: c_int, n: c_int, k: c_int, a: *const f32, lda: c_int, b: *const f32, ldb: c_int, beta: f32, c: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { cblas_sgemm(ROW_MAJOR, trans(ta), trans(tb), rows, n, k, 1.0, a, lda, b, ldb, beta, c, n.max(1)) }
     }
 }
 
 impl Gemm for f64 {
-    fn gemm_block(ta: bool, tb: bool, m: usize, n: usize, k: usize, r0: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
-        let (rows, ni, ki, lda, ldb, off) = block(ta, tb, m, n, k, r0, (a.len(), b.len(), c.len()));
-        let t = |x: bool| if x { TRANS } else { NO_TRANS };
-        // SAFETY: as for f32 above.
-        unsafe { cblas_dgemm(ROW_MAJOR, t(ta), t(tb), rows, ni, ki, 1.0, a.as_ptr().add(off), lda, b.as_ptr(), ldb, 0.0, c.as_mut_ptr(), ni.max(1)) }
+    const ZERO: f64 = 0.0;
+    const ONE: f64 = 1.0;
+    unsafe fn raw(ta: bool, tb: bool, rows: c_int, n: c_int, k: c_int, a: *const f64, lda: c_int, b: *const f64, ldb: c_int, beta: f64, c: *mut f64) {
+        // SAFETY: the caller's contract.
+        unsafe { cblas_dgemm(ROW_MAJOR, trans(ta), trans(tb), rows, n, k, 1.0, a, lda, b, ldb, beta, c, n.max(1)) }
     }
 }
 
@@ -216,6 +289,12 @@ mod tests {
                 let want = reference(ta, tb, m, n, k, &a, &b);
                 let worst = c.iter().zip(&want).map(|(&x, &y)| (f64::from(x) - y).abs()).fold(0.0, f64::max);
                 assert!(worst < 1e-4 * (k as f64).sqrt(), "{} kernels: {m}×{k}·{k}×{n} (ta {ta}, tb {tb}) off by {worst}", core_name());
+                // Into a new, never-zeroed vector: the same bits; added to what `c` holds: the sums.
+                assert_eq!(f32::gemm_new(ta, tb, m, n, k, &a, &b), c, "gemm_new: {m}×{k}·{k}×{n} (ta {ta}, tb {tb})");
+                let mut acc = vec![0.75f32; m * n];
+                f32::gemm_acc(ta, tb, m, n, k, &a, &b, &mut acc);
+                let worst = acc.iter().zip(&want).map(|(&x, &y)| (f64::from(x) - 0.75 - y).abs()).fold(0.0, f64::max);
+                assert!(worst < 1e-4 * (k as f64).sqrt(), "gemm_acc: {m}×{k}·{k}×{n} (ta {ta}, tb {tb}) off by {worst}");
             }
         }
         // Every other core the CPU can run (the generic SSE3 one and the AVX2 and AVX-512 ones

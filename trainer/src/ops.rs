@@ -254,9 +254,7 @@ impl Kernel for Matmul {
         if k != k2 {
             candle_core::bail!("rl-blas-matmul: {m}×{k} · {k2}×{n}")
         }
-        let mut c = vec![T::zero(); m * n];
-        T::gemm(self.ta, self.tb, m, n, k, xs[0], xs[1], &mut c);
-        Ok((c, Shape::from((m, n))))
+        Ok((T::gemm_new(self.ta, self.tb, m, n, k, xs[0], xs[1]), Shape::from((m, n))))
     }
 }
 
@@ -314,15 +312,9 @@ fn linear_dims(x: &Layout, w: &Layout, b: &Layout) -> Result<(usize, usize, usiz
 impl Kernel for Linear {
     const NAME: &'static str = "rl-linear";
     fn run<T: Real>(&self, xs: &[&[T]], ls: &[&Layout]) -> Result<(Vec<T>, Shape)> {
-        let (rows, n_in, n_out) = linear_dims(ls[0], ls[1], ls[2])?;
-        let mut c = vec![T::zero(); rows * n_out];
-        T::gemm(false, false, rows, n_out, n_in, xs[0], xs[1], &mut c);
-        let bias = xs[2];
-        c.par_chunks_mut(n_out * rows_per_task(n_out)).for_each(|o| {
-            for row in o.chunks_mut(n_out) {
-                row.iter_mut().zip(bias).for_each(|(v, &b)| *v = *v + b);
-            }
-        });
+        let (_, n_in, n_out) = linear_dims(ls[0], ls[1], ls[2])?;
+        let c = linear_rows(xs[0], xs[1], xs[2], None);
+        debug_assert_eq!(c.len(), xs[0].len() / n_in * n_out);
         let mut dims = ls[0].dims().to_vec();
         *dims.last_mut().expect("checked non-empty") = n_out;
         Ok((c, Shape::from(dims)))
@@ -708,29 +700,19 @@ struct BlockActs<T> {
     gl: Vec<T>,
 }
 
-/// `x · w + b` for `x` `[rows, n_in]`, `w` `[n_in, n_out]`, plus `residual` when given (added
-/// after the bias, as the separate ops add it).
+/// `x · w + b` for `x` `[rows, n_in]`, `w` `[n_in, n_out]`, plus `residual` when given: the
+/// output starts as the bias (and residual) row by row and BLAS adds the product to it (one
+/// pass over the output instead of a zeroing, BLAS's own zeroing and a bias pass).
 #[cfg(feature = "openblas")]
 fn linear_rows<T: Real>(x: &[T], w: &[T], b: &[T], residual: Option<&[T]>) -> Vec<T> {
     let (n_out, n_in) = (b.len(), w.len() / b.len().max(1));
     let rows = x.len() / n_in.max(1);
-    let mut c = vec![T::zero(); rows * n_out];
-    T::gemm(false, false, rows, n_out, n_in, x, w, &mut c);
-    let chunk = n_out * rows_per_task(n_out);
+    let mut c = Vec::with_capacity(rows * n_out);
     match residual {
-        Some(r) => c.par_chunks_mut(chunk).zip(r.par_chunks(chunk)).for_each(|(o, r)| {
-            for (row, r) in o.chunks_mut(n_out).zip(r.chunks(n_out)) {
-                for ((v, &b), &r) in row.iter_mut().zip(b).zip(r) {
-                    *v = r + (*v + b);
-                }
-            }
-        }),
-        None => c.par_chunks_mut(chunk).for_each(|o| {
-            for row in o.chunks_mut(n_out) {
-                row.iter_mut().zip(b).for_each(|(v, &b)| *v = *v + b);
-            }
-        }),
+        Some(r) => r.chunks(n_out).for_each(|r| c.extend(r.iter().zip(b).map(|(&r, &b)| r + b))),
+        None => (0..rows).for_each(|_| c.extend_from_slice(b)),
     }
+    T::gemm_acc(false, false, rows, n_out, n_in, x, w, &mut c);
     c
 }
 
@@ -762,13 +744,8 @@ fn block_fwd<T: Real>(x: &[T], packed: &[T], mask: &[T], s: Heads, eps: T, keep:
 #[cfg(feature = "openblas")]
 fn linear_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], n_in: usize, n_out: usize, want_dx: bool) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
     let rows = dy.len() / n_out;
-    let dx = want_dx.then(|| {
-        let mut dx = vec![T::zero(); rows * n_in];
-        T::gemm(false, true, rows, n_in, n_out, dy, w, &mut dx);
-        dx
-    });
-    let mut dw = vec![T::zero(); n_in * n_out];
-    T::gemm(true, false, n_in, n_out, rows, x, dy, &mut dw);
+    let dx = want_dx.then(|| T::gemm_new(false, true, rows, n_in, n_out, dy, w));
+    let dw = T::gemm_new(true, false, n_in, n_out, rows, x, dy);
     (dx, dw, column_sums(dy, n_out))
 }
 
