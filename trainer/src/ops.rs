@@ -146,7 +146,7 @@ struct Softmax;
 
 fn softmax_rows<T: Float + Exp + Send + Sync>(x: &[T], d: usize) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(o, x)| {
+    out.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(o, x)| crate::simd::best(#[inline(always)] || {
         for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
             let max = x.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
             let mut sum = T::zero();
@@ -157,7 +157,7 @@ fn softmax_rows<T: Float + Exp + Send + Sync>(x: &[T], d: usize) -> Vec<T> {
             let inv = T::one() / sum;
             o.iter_mut().for_each(|v| *v = *v * inv);
         }
-    });
+    }));
     out
 }
 
@@ -188,14 +188,14 @@ struct SoftmaxBwd;
 fn softmax_bwd_rows<T: Float + Send + Sync>(y: &[T], g: &[T], d: usize) -> Vec<T> {
     let mut out = vec![T::zero(); y.len()];
     let chunk = d * rows_per_task(d);
-    out.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(o, (y, g))| {
+    out.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(o, (y, g))| crate::simd::best(#[inline(always)] || {
         for ((o, y), g) in o.chunks_mut(d).zip(y.chunks(d)).zip(g.chunks(d)) {
-            let dot = y.iter().zip(g).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+            let dot = lane_dot(y, g);
             for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
                 *o = y * (g - dot);
             }
         }
-    });
+    }));
     out
 }
 
@@ -374,6 +374,7 @@ struct Attention {
 /// over those keys and 0 elsewhere (all 0 when no key counts: a padding query). The max and
 /// the sum run in 8 lanes (a fixed order, so the same bits on any thread), which lets the
 /// compiler vectorise them with the exponentials.
+#[inline(always)]
 fn causal_softmax_row<T: Float + Exp>(row: &mut [T], keys: &[T], i: usize, scale: T) {
     let (seen, rest) = row.split_at_mut(i + 1);
     rest.iter_mut().for_each(|v| *v = T::zero());
@@ -406,8 +407,43 @@ fn causal_softmax_row<T: Float + Exp>(row: &mut [T], keys: &[T], i: usize, scale
     seen.iter_mut().for_each(|v| *v = *v * inv);
 }
 
+/// Σ f(x) in 8 lanes, as [`lane_sum`].
+#[inline(always)]
+fn lane_sum_by<T: Float>(x: &[T], f: impl Fn(T) -> T) -> T {
+    let mut lanes = [T::zero(); 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            lanes[l] = lanes[l] + f(c[l]);
+        }
+    }
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        lanes[l] = lanes[l] + f(v);
+    }
+    lanes.iter().fold(T::zero(), |a, &v| a + v)
+}
+
+/// Σ aᵢ·bᵢ in 8 lanes, as [`lane_sum`].
+#[inline(always)]
+fn lane_dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..8 {
+            lanes[l] = lanes[l] + x[l] * y[l];
+        }
+    }
+    for (l, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        lanes[l] = lanes[l] + x * y;
+    }
+    lanes.iter().fold(T::zero(), |a, &v| a + v)
+}
+
 /// Σ x in 8 lanes (element j into lane j mod 8), the lanes then added in order: a fixed
 /// order the compiler can vectorise (a plain running sum must be added one by one).
+#[inline(always)]
 fn lane_sum<T: Float>(x: &[T]) -> T {
     let mut lanes = [T::zero(); 8];
     let mut chunks = x.chunks_exact(8);
@@ -424,6 +460,7 @@ fn lane_sum<T: Float>(x: &[T]) -> T {
 
 /// Probabilities `p` (t×t) of one (batch, head): q·kᵀ·scale, masked, softmax by row.
 #[cfg(feature = "openblas")]
+#[inline(always)]
 fn attention_probs<T: Float + Exp + crate::blas::Gemm>(q: &[T], k: &[T], keys: &[T], t: usize, d: usize, scale: T, p: &mut [T]) {
     T::gemm_block(false, true, t, t, d, 0, q, k, p);
     for (i, row) in p.chunks_mut(t).enumerate() {
@@ -477,7 +514,7 @@ fn attention_fwd<T: Float + Exp + crate::blas::Gemm>(qkv: &[T], mask: &[T], s: H
     let (t, hd) = (s.t, s.hd);
     // One task per (batch, head), each into its own [t, hd] block; then the heads are joined.
     let mut heads = vec![T::zero(); s.b * s.h * t * hd];
-    heads.par_chunks_mut(t * hd).enumerate().for_each(|(bh, o)| {
+    heads.par_chunks_mut(t * hd).enumerate().for_each(|(bh, o)| crate::simd::best(#[inline(always)] || {
         let (bi, hh) = (bh / s.h, bh % s.h);
         let keys = &mask[bi * t..(bi + 1) * t];
         let mut buf = vec![T::zero(); 3 * t * hd + t * t];
@@ -489,7 +526,7 @@ fn attention_fwd<T: Float + Exp + crate::blas::Gemm>(qkv: &[T], mask: &[T], s: H
         s.gather(qkv, 3, 2, bi, hh, v);
         attention_probs(q, k, keys, t, hd, scale, p);
         T::gemm_block(false, false, t, hd, t, 0, p, v, o);
-    });
+    }));
     let mut out = vec![T::zero(); s.b * t * s.d()];
     out.par_chunks_mut(t * s.d()).zip(heads.par_chunks(s.h * t * hd)).for_each(|(o, hs)| s.scatter(hs, 1, o));
     out
@@ -503,7 +540,7 @@ fn attention_bwd<T: Float + Exp + crate::blas::Gemm>(qkv: &[T], g: &[T], mask: &
     // Per (batch, head): [dq; dk; dv] as [3, t, hd]; batch bi's heads are the block
     // [h, 3, t, hd] — joined below, per batch, into rows of [dq | dk | dv].
     let mut heads = vec![T::zero(); s.b * s.h * 3 * t * hd];
-    heads.par_chunks_mut(3 * t * hd).enumerate().for_each(|(bh, out)| {
+    heads.par_chunks_mut(3 * t * hd).enumerate().for_each(|(bh, out)| crate::simd::best(#[inline(always)] || {
         let (bi, hh) = (bh / s.h, bh % s.h);
         let keys = &mask[bi * t..(bi + 1) * t];
         let mut buf = vec![T::zero(); 4 * t * hd + 2 * t * t];
@@ -523,14 +560,14 @@ fn attention_bwd<T: Float + Exp + crate::blas::Gemm>(qkv: &[T], g: &[T], mask: &
         T::gemm_block(false, true, t, t, hd, 0, go, v, dp);
         for i in 0..t {
             let (pr, dr) = (&p[i * t..(i + 1) * t], &mut dp[i * t..(i + 1) * t]);
-            let dot = pr.iter().zip(dr.iter()).fold(T::zero(), |a, (&x, &y)| a + x * y);
+            let dot = lane_dot(pr, dr);
             for j in 0..t {
                 dr[j] = pr[j] * (dr[j] - dot) * scale;
             }
         }
         T::gemm_block(false, false, t, hd, t, 0, dp, k, dq);
         T::gemm_block(true, false, t, hd, t, 0, dp, q, dk);
-    });
+    }));
     let mut out = vec![T::zero(); s.b * t * 3 * s.d()];
     let block = s.h * 3 * t * hd;
     out.par_chunks_mut(t * 3 * s.d()).zip(heads.par_chunks(block)).for_each(|(o, hs)| {
@@ -719,7 +756,7 @@ fn linear_rows<T: Real>(x: &[T], w: &[T], b: &[T], residual: Option<&[T]>) -> Ve
 /// `a += b`, in parallel.
 #[cfg(feature = "openblas")]
 fn add_into<T: Real>(a: &mut [T], b: &[T]) {
-    a.par_chunks_mut(MIN_PAR).zip(b.par_chunks(MIN_PAR)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a = *a + b));
+    a.par_chunks_mut(MIN_PAR).zip(b.par_chunks(MIN_PAR)).for_each(|(a, b)| crate::simd::best(#[inline(always)] || a.iter_mut().zip(b).for_each(|(a, &b)| *a = *a + b)));
 }
 
 /// The block's forward pass: its output and, when `keep`, its activations.
@@ -890,12 +927,12 @@ struct MaskedSoftmax {
 fn masked_softmax_rows<T: Float + Exp + Send + Sync>(s: &[T], mask: &[T], h: usize, t: usize, scale: T) -> Vec<T> {
     let mut out = s.to_vec();
     // One task per (batch, head) matrix of t rows.
-    out.par_chunks_mut(t * t).enumerate().for_each(|(bh, o)| {
+    out.par_chunks_mut(t * t).enumerate().for_each(|(bh, o)| crate::simd::best(#[inline(always)] || {
         let keys = &mask[(bh / h) * t..(bh / h + 1) * t];
         for (i, row) in o.chunks_mut(t).enumerate() {
             causal_softmax_row(row, keys, i, scale);
         }
-    });
+    }));
     out
 }
 
@@ -978,13 +1015,13 @@ fn column_sums<T: Float + Send + Sync>(g: &[T], n: usize) -> Vec<T> {
     // thread count or scheduling (a rayon `reduce` adds partials in the order threads finish).
     let partial: Vec<Vec<T>> = g
         .par_chunks(n * rows_per_task(n).max(64))
-        .map(|c| {
+        .map(|c| crate::simd::best(#[inline(always)] || {
             let mut acc = vec![T::zero(); n];
             for row in c.chunks(n) {
                 acc.iter_mut().zip(row).for_each(|(a, &v)| *a = *a + v);
             }
             acc
-        })
+        }))
         .collect();
     let mut sums = vec![T::zero(); n];
     for p in partial {
@@ -1024,6 +1061,7 @@ const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const GELU_C: f64 = 0.044_715;
 
 /// tanh(z) through one exponential (libm's `tanhf` is several times slower): 1 − 2/(e^{2z} + 1).
+#[inline(always)]
 fn fast_tanh<T: Float + Exp>(z: T) -> T {
     let two = T::one() + T::one();
     T::one() - two / ((two * z).exp_k() + T::one())
@@ -1031,6 +1069,7 @@ fn fast_tanh<T: Float + Exp>(z: T) -> T {
 
 /// GELU of one chunk. The constants are made here, not captured: loads through a closure's
 /// captures inside the loop kept the compiler from vectorising it.
+#[inline(always)]
 fn gelu_chunk<T: Float + Exp>(o: &mut [T], x: &[T]) {
     let (k, c, half) = (T::from(SQRT_2_OVER_PI).expect("f"), T::from(GELU_C).expect("f"), T::from(0.5).expect("f"));
     for (o, &x) in o.iter_mut().zip(x) {
@@ -1040,7 +1079,7 @@ fn gelu_chunk<T: Float + Exp>(o: &mut [T], x: &[T]) {
 
 fn gelu_fwd<T: Float + Exp + Send + Sync>(x: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(MIN_PAR).zip(x.par_chunks(MIN_PAR)).for_each(|(o, x)| gelu_chunk(o, x));
+    out.par_chunks_mut(MIN_PAR).zip(x.par_chunks(MIN_PAR)).for_each(|(o, x)| crate::simd::best(#[inline(always)] || gelu_chunk(o, x)));
     out
 }
 
@@ -1069,6 +1108,7 @@ struct GeluBwd;
 
 /// d/dx of 0.5·x·(1 + tanh(u)), u = k(x + c·x³): 0.5(1 + t) + 0.5·x·(1 − t²)·k(1 + 3c·x²),
 /// times the incoming gradient, for one chunk (constants made here, as in `gelu_chunk`).
+#[inline(always)]
 fn gelu_bwd_chunk<T: Float + Exp>(o: &mut [T], x: &[T], g: &[T]) {
     let (k, c, half) = (T::from(SQRT_2_OVER_PI).expect("f"), T::from(GELU_C).expect("f"), T::from(0.5).expect("f"));
     let three = T::from(3.0).expect("f");
@@ -1081,7 +1121,7 @@ fn gelu_bwd_chunk<T: Float + Exp>(o: &mut [T], x: &[T], g: &[T]) {
 
 fn gelu_bwd<T: Float + Exp + Send + Sync>(x: &[T], g: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(MIN_PAR).zip(x.par_chunks(MIN_PAR).zip(g.par_chunks(MIN_PAR))).for_each(|(o, (x, g))| gelu_bwd_chunk(o, x, g));
+    out.par_chunks_mut(MIN_PAR).zip(x.par_chunks(MIN_PAR).zip(g.par_chunks(MIN_PAR))).for_each(|(o, (x, g))| crate::simd::best(#[inline(always)] || gelu_bwd_chunk(o, x, g)));
     out
 }
 
@@ -1120,10 +1160,11 @@ struct LayerNorm {
 }
 
 /// Mean and 1/σ of a row.
+#[inline(always)]
 fn moments<T: Float>(x: &[T], eps: T) -> (T, T) {
     let n = T::from(x.len()).expect("a row length");
-    let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
-    let var = x.iter().fold(T::zero(), |a, &v| a + (v - mean) * (v - mean)) / n;
+    let mean = lane_sum(x) / n;
+    let var = lane_sum_by(x, move |v| (v - mean) * (v - mean)) / n;
     (mean, T::one() / (var + eps).sqrt())
 }
 
@@ -1131,14 +1172,14 @@ fn layer_norm_rows<T: Float + Send + Sync>(x: &[T], w: &[T], b: &[T], eps: T) ->
     let d = w.len();
     let mut out = vec![T::zero(); x.len()];
     let chunk = d * rows_per_task(d);
-    out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(o, x)| {
+    out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(o, x)| crate::simd::best(#[inline(always)] || {
         for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
             let (mean, rstd) = moments(x, eps);
             for i in 0..d {
                 o[i] = (x[i] - mean) * rstd * w[i] + b[i];
             }
         }
-    });
+    }));
     out
 }
 
@@ -1186,7 +1227,7 @@ fn layer_norm_bwd_rows<T: Float + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: T
     let partial: Vec<(Vec<T>, Vec<T>)> = dx
         .par_chunks_mut(d * chunk_rows)
         .zip(x.par_chunks(d * chunk_rows).zip(g.par_chunks(d * chunk_rows)))
-        .map(|(o, (x, g))| {
+        .map(|(o, (x, g))| crate::simd::best(#[inline(always)] || {
             let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
             let n = T::from(d).expect("a row length");
             for ((o, x), g) in o.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
@@ -1207,7 +1248,7 @@ fn layer_norm_bwd_rows<T: Float + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: T
                 }
             }
             (dw, db)
-        })
+        }))
         .collect();
     for (pw, pb) in partial {
         for i in 0..d {
@@ -1276,7 +1317,7 @@ fn adamw_rows<T: Float + Send + Sync>(theta: &[T], m: &[T], v: &[T], g: &[T], h:
     let mut out = vec![T::zero(); 3 * n];
     let (new_theta, rest) = out.split_at_mut(n);
     let (new_m, new_v) = rest.split_at_mut(n);
-    new_theta.par_chunks_mut(MIN_PAR).zip(new_m.par_chunks_mut(MIN_PAR).zip(new_v.par_chunks_mut(MIN_PAR))).enumerate().for_each(|(i, (ot, (om, ov)))| {
+    new_theta.par_chunks_mut(MIN_PAR).zip(new_m.par_chunks_mut(MIN_PAR).zip(new_v.par_chunks_mut(MIN_PAR))).enumerate().for_each(|(i, (ot, (om, ov)))| crate::simd::best(#[inline(always)] || {
         let at = i * MIN_PAR;
         for j in 0..ot.len() {
             let (gj, k) = (g[at + j], at + j);
@@ -1287,7 +1328,7 @@ fn adamw_rows<T: Float + Send + Sync>(theta: &[T], m: &[T], v: &[T], g: &[T], h:
             om[j] = mj;
             ov[j] = vj;
         }
-    });
+    }));
     out
 }
 
