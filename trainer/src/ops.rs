@@ -1403,6 +1403,47 @@ mod tests {
         }
     }
 
+    /// The block's forward and backward pass in f32 (GELU, softmax, layer norm, the sums)
+    /// give the same bits with the kernels compiled for AVX-512, for AVX2 and for baseline
+    /// SSE2 (those of them this CPU runs).
+    #[test]
+    fn every_vector_path_computes_the_same_bits() {
+        use crate::simd::{force, Level};
+        let dev = Device::Cpu;
+        let (b, t, d, h) = (2, 19, 64, 4);
+        let mut rng = crate::rng::Rng::new(5);
+        let mut randn = |shape: &[usize], scale: f64, mean: f64| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| (mean + rng.normal() * scale) as f32).collect();
+            Var::from_tensor(&Tensor::from_vec(v, shape, &dev).unwrap()).unwrap()
+        };
+        let x = randn(&[b, t, d], 1.0, 0.0);
+        let shapes: [&[usize]; 12] = [&[d], &[d], &[d, 3 * d], &[3 * d], &[d, d], &[d], &[d], &[d], &[d, 4 * d], &[4 * d], &[4 * d, d], &[d]];
+        let params: Vec<Var> = shapes.iter().enumerate().map(|(i, s)| randn(s, 0.3, if i == 0 || i == 6 { 1.0 } else { 0.0 })).collect();
+        let mut keys = vec![1f32; b * t];
+        keys[2 * t - 5..].iter_mut().for_each(|k| *k = 0.0);
+        let keys = Tensor::from_vec(keys, (b, t), &dev).unwrap();
+        let probe = randn(&[b, t, d], 1.0, 0.0);
+        let run = || -> Vec<Vec<u32>> {
+            let p: Vec<&Tensor> = params.iter().map(|v| v.as_tensor()).collect();
+            let Some(y) = block(&x, &BlockParams { tensors: p.try_into().unwrap(), n_head: h, eps: 1e-5 }, &keys).unwrap() else { return vec![] };
+            let grads = (&y * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut all = vec![y.flatten_all().unwrap().to_vec1::<f32>().unwrap()];
+            all.extend(std::iter::once(&x).chain(&params).map(|v| grads.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()));
+            all.into_iter().map(|v| v.into_iter().map(f32::to_bits).collect()).collect()
+        };
+        let detected = crate::simd::detected();
+        force(Some(Level::Baseline));
+        let baseline = run();
+        for level in [Level::Avx2, Level::Avx512] {
+            force(Some(level));
+            let got = run();
+            force(None);
+            assert!(got == baseline, "{level:?} (capped at {detected:?}) differs from baseline SSE2");
+        }
+        force(None);
+    }
+
     /// The f32 exponential the kernels use against f64's, over its whole range in steps of
     /// about 2⁻¹⁰ (plus the edges): at most 2 ulp (a relative 2.4e-7) apart, 0 below the
     /// normal floats, NaN for NaN.

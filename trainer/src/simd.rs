@@ -32,12 +32,52 @@ pub enum Level {
     Baseline,
 }
 
-/// The vector units [`best`] compiles for on this CPU. `REWARDLAB_SIMD=baseline` (or `avx2`)
-/// caps it, for tests comparing the paths.
+/// A level forced by [`force`] (0: none).
+static FORCED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Makes [`best`] run at `level` (at most what the CPU has) from now on, or as detected again
+/// with `None`: for tests that compare the paths' results (which are the same bits by design,
+/// so other threads computing meanwhile get the same results, only slower or faster).
+pub fn force(level: Option<Level>) {
+    let code = match level.map(|l| l.min_with(detected())) {
+        None => 0,
+        Some(Level::Avx512) => 1,
+        Some(Level::Avx2) => 2,
+        Some(Level::Baseline) => 3,
+    };
+    FORCED.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl Level {
+    fn min_with(self, other: Level) -> Level {
+        let rank = |l: Level| match l {
+            Level::Baseline => 0,
+            Level::Avx2 => 1,
+            Level::Avx512 => 2,
+        };
+        if rank(self) <= rank(other) {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+/// The vector units [`best`] compiles for now: the CPU's best (see [`detected`]) unless
+/// [`force`]d lower.
 pub fn level() -> Level {
+    match FORCED.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Level::Avx512,
+        2 => Level::Avx2,
+        3 => Level::Baseline,
+        _ => detected(),
+    }
+}
+
+/// The best vector units of this CPU that [`best`] compiles for.
+pub fn detected() -> Level {
     static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
-        let cap = std::env::var("REWARDLAB_SIMD").unwrap_or_default();
         #[cfg(target_arch = "x86_64")]
         {
             let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
@@ -48,14 +88,13 @@ pub fn level() -> Level {
                     "avx512dq" => is_x86_feature_detected!("avx512dq"),
                     _ => is_x86_feature_detected!("avx512vl"),
                 });
-            if avx512 && cap.is_empty() {
+            if avx512 {
                 return Level::Avx512;
             }
-            if avx2 && (cap.is_empty() || cap == "avx2") {
+            if avx2 {
                 return Level::Avx2;
             }
         }
-        let _ = cap;
         Level::Baseline
     })
 }
