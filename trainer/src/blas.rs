@@ -204,6 +204,48 @@ pub trait Gemm: Copy + Send + Sync + 'static {
     }
 }
 
+/// `x·w + bias (+ residual)` for `x` `[m, k]`, `w` `[k, n]`, `bias` `[n]` and `residual`
+/// `[m, n]`, in a new vector: each parallel block of rows is first set to the bias (plus the
+/// residual row: `residual + bias`), then BLAS adds the product to it (β = 1). One pass over
+/// the output besides the product's, in parallel, and no zeroing.
+pub fn linear_new<T: Gemm + std::ops::Add<Output = T>>(m: usize, n: usize, k: usize, x: &[T], w: &[T], bias: &[T], residual: Option<&[T]>) -> Vec<T> {
+    use rayon::prelude::*;
+    assert!(x.len() == m * k && w.len() == k * n && bias.len() == n, "linear: slices do not match {m}×{k}·{k}×{n} + {n}");
+    assert!(residual.is_none_or(|r| r.len() == m * n), "linear: the residual is not {m}×{n}");
+    if n == 0 {
+        return Vec::new();
+    }
+    single_threaded();
+    let rows = rows_per_block(m, n, k);
+    let mut c: Vec<T> = Vec::with_capacity(m * n);
+    c.spare_capacity_mut()[..m * n].par_chunks_mut(rows * n).enumerate().for_each(|(i, c_rows)| {
+        let r0 = i * rows;
+        for (r, row) in c_rows.chunks_mut(n).enumerate() {
+            match residual {
+                Some(res) => {
+                    let res = &res[(r0 + r) * n..(r0 + r + 1) * n];
+                    row.iter_mut().zip(res).zip(bias).for_each(|((o, &x), &b)| {
+                        o.write(x + b);
+                    });
+                }
+                None => row.iter_mut().zip(bias).for_each(|(o, &b)| {
+                    o.write(b);
+                }),
+            }
+        }
+        if k == 0 {
+            return;
+        }
+        let (rows, ni, ki, lda, ldb, off) = block(false, false, m, n, k, r0, (x.len(), w.len(), c_rows.len()));
+        // SAFETY: as in `gemm_block`; every element of `c_rows` was written just above (the
+        // rows are whole: `c_rows.len()` is a multiple of n), so β = 1 reads defined values.
+        unsafe { T::raw(false, false, rows, ni, ki, x.as_ptr().add(off), lda, w.as_ptr(), ldb, T::ONE, c_rows.as_mut_ptr().cast()) }
+    });
+    // SAFETY: the blocks cover all m·n elements, each written by the loop above.
+    unsafe { c.set_len(m * n) };
+    c
+}
+
 /// Rows of `c` per parallel block: all of them for a small product, else an even share per
 /// thread.
 fn rows_per_block(m: usize, n: usize, k: usize) -> usize {
@@ -291,6 +333,15 @@ mod tests {
                 assert!(worst < 1e-4 * (k as f64).sqrt(), "{} kernels: {m}×{k}·{k}×{n} (ta {ta}, tb {tb}) off by {worst}", core_name());
                 // Into a new, never-zeroed vector: the same bits; added to what `c` holds: the sums.
                 assert_eq!(f32::gemm_new(ta, tb, m, n, k, &a, &b), c, "gemm_new: {m}×{k}·{k}×{n} (ta {ta}, tb {tb})");
+                let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25).collect();
+                let res: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32).collect();
+                if !ta && !tb {
+                    for (residual, extra) in [(None, 0.0), (Some(&res[..]), 1.0)] {
+                        let got = linear_new(m, n, k, &a, &b, &bias, residual);
+                        let worst = (0..m * n).map(|i| (f64::from(got[i]) - want[i] - f64::from(bias[i % n]) - extra * f64::from(res[i])).abs()).fold(0.0, f64::max);
+                        assert!(worst < 1e-4 * (k as f64).sqrt(), "linear_new: {m}×{k}·{k}×{n} off by {worst}");
+                    }
+                }
                 let mut acc = vec![0.75f32; m * n];
                 f32::gemm_acc(ta, tb, m, n, k, &a, &b, &mut acc);
                 let worst = acc.iter().zip(&want).map(|(&x, &y)| (f64::from(x) - 0.75 - y).abs()).fold(0.0, f64::max);

@@ -744,13 +744,7 @@ struct BlockActs<T> {
 fn linear_rows<T: Real>(x: &[T], w: &[T], b: &[T], residual: Option<&[T]>) -> Vec<T> {
     let (n_out, n_in) = (b.len(), w.len() / b.len().max(1));
     let rows = x.len() / n_in.max(1);
-    let mut c = Vec::with_capacity(rows * n_out);
-    match residual {
-        Some(r) => r.chunks(n_out).for_each(|r| c.extend(r.iter().zip(b).map(|(&r, &b)| r + b))),
-        None => (0..rows).for_each(|_| c.extend_from_slice(b)),
-    }
-    T::gemm_acc(false, false, rows, n_out, n_in, x, w, &mut c);
-    c
+    crate::blas::linear_new(rows, n_out, n_in, x, w, b, residual)
 }
 
 /// `a += b`, in parallel.
