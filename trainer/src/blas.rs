@@ -246,6 +246,55 @@ pub fn linear_new<T: Gemm + std::ops::Add<Output = T>>(m: usize, n: usize, k: us
     c
 }
 
+/// A matrix inside a slice: `rows × cols` elements from `offset` on, rows `ld` elements apart
+/// (one head's queries inside the rows of a `[t, 3·d]` projection, say).
+#[derive(Clone, Copy)]
+pub struct View<'a, T> {
+    pub data: &'a [T],
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub ld: usize,
+}
+
+impl<'a, T> View<'a, T> {
+    /// A whole dense `rows × cols` matrix.
+    pub fn dense(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self { data, offset: 0, rows, cols, ld: cols }
+    }
+
+    /// Panics unless the view lies inside its slice.
+    fn check(&self) {
+        let fits = self.rows == 0 || self.cols == 0 || (self.ld >= self.cols && self.offset + (self.rows - 1) * self.ld + self.cols <= self.data.len());
+        assert!(fits, "gemm: a {}×{} view from {} with rows {} apart outside {} elements", self.rows, self.cols, self.offset, self.ld, self.data.len());
+    }
+}
+
+/// `op(a)·op(b)` of two views (`ta`: `a` stores op(a) transposed; likewise `tb`) into a new
+/// dense `[m, n]` vector, in one BLAS call on this thread (for callers already in parallel
+/// tasks): no gathering of strided operands, no zeroing of the output.
+pub fn gemm_views<T: Gemm>(ta: bool, a: View<T>, tb: bool, b: View<T>) -> Vec<T> {
+    a.check();
+    b.check();
+    let (m, k) = if ta { (a.cols, a.rows) } else { (a.rows, a.cols) };
+    let (k2, n) = if tb { (b.cols, b.rows) } else { (b.rows, b.cols) };
+    assert_eq!(k, k2, "gemm: {m}×{k} · {k2}×{n}");
+    if k == 0 || n == 0 || m == 0 {
+        return vec![T::ZERO; m * n];
+    }
+    single_threaded();
+    let int = |x: usize| c_int::try_from(x).expect("gemm: a dimension beyond the BLAS integer range");
+    let mut c: Vec<T> = Vec::with_capacity(m * n);
+    // SAFETY: `check` put both views inside their slices (op(a) is m×k, op(b) k×n as asserted,
+    // read from their offsets with their leading dimensions); `c` has room for m×n, which BLAS
+    // writes whole with β = 0 without reading it.
+    unsafe {
+        T::raw(ta, tb, int(m), int(n), int(k), a.data.as_ptr().add(a.offset), int(a.ld), b.data.as_ptr().add(b.offset), int(b.ld), T::ZERO, c.as_mut_ptr());
+        c.set_len(m * n);
+    }
+    c
+}
+
 /// Rows of `c` per parallel block: all of them for a small product, else an even share per
 /// thread.
 fn rows_per_block(m: usize, n: usize, k: usize) -> usize {
@@ -342,6 +391,18 @@ mod tests {
                         assert!(worst < 1e-4 * (k as f64).sqrt(), "linear_new: {m}×{k}·{k}×{n} off by {worst}");
                     }
                 }
+                // The same product from views inside larger matrices (rows 3 further apart, 2 in).
+                let pad = |x: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+                    (0..rows).flat_map(|r| [9.0, 9.0].into_iter().chain(x[r * cols..(r + 1) * cols].iter().copied()).chain([9.0])).collect()
+                };
+                let (ar, ac) = if ta { (k, m) } else { (m, k) };
+                let (br, bc) = if tb { (n, k) } else { (k, n) };
+                let (pa, pb) = (pad(&a, ar, ac), pad(&b, br, bc));
+                let va = View { data: &pa, offset: 2, rows: ar, cols: ac, ld: ac + 3 };
+                let vb = View { data: &pb, offset: 2, rows: br, cols: bc, ld: bc + 3 };
+                let got = gemm_views(ta, va, tb, vb);
+                let worst = got.iter().zip(&want).map(|(&x, &y)| (f64::from(x) - y).abs()).fold(0.0, f64::max);
+                assert!(worst < 1e-4 * (k as f64).sqrt(), "gemm_views: {m}×{k}·{k}×{n} (ta {ta}, tb {tb}) off by {worst}");
                 let mut acc = vec![0.75f32; m * n];
                 f32::gemm_acc(ta, tb, m, n, k, &a, &b, &mut acc);
                 let worst = acc.iter().zip(&want).map(|(&x, &y)| (f64::from(x) - 0.75 - y).abs()).fold(0.0, f64::max);

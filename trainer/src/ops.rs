@@ -461,12 +461,17 @@ fn lane_sum<T: Float>(x: &[T]) -> T {
 /// Probabilities `p` (t×t) of one (batch, head): q·kᵀ·scale, masked, softmax by row.
 #[cfg(feature = "openblas")]
 #[inline(always)]
-fn attention_probs<T: Float + Exp + crate::blas::Gemm>(q: &[T], k: &[T], keys: &[T], t: usize, d: usize, scale: T, p: &mut [T]) {
-    T::gemm_block(false, true, t, t, d, 0, q, k, p);
+fn attention_probs<T: Float + Exp + crate::blas::Gemm>(q: View<T>, k: View<T>, keys: &[T], scale: T) -> Vec<T> {
+    let t = q.rows;
+    let mut p = crate::blas::gemm_views(false, q, true, k);
     for (i, row) in p.chunks_mut(t).enumerate() {
         causal_softmax_row(row, keys, i, scale);
     }
+    p
 }
+
+#[cfg(feature = "openblas")]
+use crate::blas::View;
 
 /// The shape of an attention call: batch, positions, heads, head size.
 #[cfg(feature = "openblas")]
@@ -484,105 +489,87 @@ impl Heads {
         self.h * self.hd
     }
 
-    /// Copies head `hh` of part `part` (0 q, 1 k, 2 v; `parts` side by side per row) of batch
-    /// row `bi` out of `x` `[b, t, parts·d]` into `out` `[t, hd]`.
-    fn gather<T: Copy>(&self, x: &[T], parts: usize, part: usize, bi: usize, hh: usize, out: &mut [T]) {
-        let (w, hd) = (parts * self.d(), self.hd);
-        for (i, o) in out.chunks_mut(hd).enumerate() {
-            let at = (bi * self.t + i) * w + part * self.d() + hh * hd;
-            o.copy_from_slice(&x[at..at + hd]);
-        }
+    /// Head `hh` of part `part` (0 q, 1 k, 2 v; `parts` side by side per row) of batch row
+    /// `bi` in `x` `[b, t, parts·d]`, as a `[t, hd]` view (read in place by BLAS).
+    fn view<'a, T>(&self, x: &'a [T], parts: usize, part: usize, bi: usize, hh: usize) -> View<'a, T> {
+        let w = parts * self.d();
+        View { data: x, offset: bi * self.t * w + part * self.d() + hh * self.hd, rows: self.t, cols: self.hd, ld: w }
     }
 
-    /// The inverse of `gather` for one batch row: `heads` `[parts, h, t, hd]` into `out` `[t, parts·d]`.
-    fn scatter<T: Copy>(&self, heads: &[T], parts: usize, out: &mut [T]) {
-        let (w, hd, th) = (parts * self.d(), self.hd, self.t * self.hd);
-        for (i, row) in out.chunks_mut(w).enumerate() {
-            for part in 0..parts {
-                for hh in 0..self.h {
-                    let from = ((part * self.h + hh) * th) + i * hd;
-                    let to = part * self.d() + hh * hd;
-                    row[to..to + hd].copy_from_slice(&heads[from..from + hd]);
+    /// Joins per-head results into `out` `[b, t, parts·d]`: `heads[bi·h + hh][part]` is
+    /// `[t, hd]`.
+    fn join<T: Float + Send + Sync>(&self, heads: &[Vec<Vec<T>>], parts: usize) -> Vec<T> {
+        let (w, hd) = (parts * self.d(), self.hd);
+        let mut out = vec![T::zero(); self.b * self.t * w];
+        out.par_chunks_mut(self.t * w).enumerate().for_each(|(bi, o)| {
+            for (i, row) in o.chunks_mut(w).enumerate() {
+                for part in 0..parts {
+                    for hh in 0..self.h {
+                        let from = &heads[bi * self.h + hh][part][i * hd..(i + 1) * hd];
+                        row[part * self.d() + hh * hd..][..hd].copy_from_slice(from);
+                    }
                 }
             }
-        }
+        });
+        out
     }
 }
 
 #[cfg(feature = "openblas")]
 fn attention_fwd<T: Float + Exp + crate::blas::Gemm>(qkv: &[T], mask: &[T], s: Heads, scale: T) -> Vec<T> {
-    let (t, hd) = (s.t, s.hd);
-    // One task per (batch, head), each into its own [t, hd] block; then the heads are joined.
-    let mut heads = vec![T::zero(); s.b * s.h * t * hd];
-    heads.par_chunks_mut(t * hd).enumerate().for_each(|(bh, o)| crate::simd::best(#[inline(always)] || {
-        let (bi, hh) = (bh / s.h, bh % s.h);
-        let keys = &mask[bi * t..(bi + 1) * t];
-        let mut buf = vec![T::zero(); 3 * t * hd + t * t];
-        let (q, rest) = buf.split_at_mut(t * hd);
-        let (k, rest) = rest.split_at_mut(t * hd);
-        let (v, p) = rest.split_at_mut(t * hd);
-        s.gather(qkv, 3, 0, bi, hh, q);
-        s.gather(qkv, 3, 1, bi, hh, k);
-        s.gather(qkv, 3, 2, bi, hh, v);
-        attention_probs(q, k, keys, t, hd, scale, p);
-        T::gemm_block(false, false, t, hd, t, 0, p, v, o);
-    }));
-    let mut out = vec![T::zero(); s.b * t * s.d()];
-    out.par_chunks_mut(t * s.d()).zip(heads.par_chunks(s.h * t * hd)).for_each(|(o, hs)| s.scatter(hs, 1, o));
-    out
+    let t = s.t;
+    // One task per (batch, head), reading its queries, keys and values in place; then the
+    // heads are joined.
+    let heads: Vec<Vec<Vec<T>>> = (0..s.b * s.h)
+        .into_par_iter()
+        .map(|bh| {
+            crate::simd::best(
+                #[inline(always)]
+                || {
+                    let (bi, hh) = (bh / s.h, bh % s.h);
+                    let keys = &mask[bi * t..(bi + 1) * t];
+                    let p = attention_probs(s.view(qkv, 3, 0, bi, hh), s.view(qkv, 3, 1, bi, hh), keys, scale);
+                    vec![crate::blas::gemm_views(false, View::dense(&p, t, t), false, s.view(qkv, 3, 2, bi, hh))]
+                },
+            )
+        })
+        .collect();
+    s.join(&heads, 1)
 }
 
 /// Gradients of one (batch, head), given dO: dV = pᵀ·dO, dP = dO·vᵀ,
 /// dS = p ⊙ (dP − rowsum(dP ⊙ p))·scale, dQ = dS·k, dK = dSᵀ·q. Returns d(qkv) `[b, t, 3·d]`.
 #[cfg(feature = "openblas")]
 fn attention_bwd<T: Float + Exp + crate::blas::Gemm>(qkv: &[T], g: &[T], mask: &[T], s: Heads, scale: T) -> Vec<T> {
-    let (t, hd) = (s.t, s.hd);
-    // Per (batch, head): [dq; dk; dv] as [3, t, hd]; batch bi's heads are the block
-    // [h, 3, t, hd] — joined below, per batch, into rows of [dq | dk | dv].
-    let mut heads = vec![T::zero(); s.b * s.h * 3 * t * hd];
-    heads.par_chunks_mut(3 * t * hd).enumerate().for_each(|(bh, out)| crate::simd::best(#[inline(always)] || {
-        let (bi, hh) = (bh / s.h, bh % s.h);
-        let keys = &mask[bi * t..(bi + 1) * t];
-        let mut buf = vec![T::zero(); 4 * t * hd + 2 * t * t];
-        let (q, rest) = buf.split_at_mut(t * hd);
-        let (k, rest) = rest.split_at_mut(t * hd);
-        let (v, rest) = rest.split_at_mut(t * hd);
-        let (go, rest) = rest.split_at_mut(t * hd);
-        let (p, dp) = rest.split_at_mut(t * t);
-        s.gather(qkv, 3, 0, bi, hh, q);
-        s.gather(qkv, 3, 1, bi, hh, k);
-        s.gather(qkv, 3, 2, bi, hh, v);
-        s.gather(g, 1, 0, bi, hh, go);
-        let (dq, rest) = out.split_at_mut(t * hd);
-        let (dk, dv) = rest.split_at_mut(t * hd);
-        attention_probs(q, k, keys, t, hd, scale, p);
-        T::gemm_block(true, false, t, hd, t, 0, p, go, dv);
-        T::gemm_block(false, true, t, t, hd, 0, go, v, dp);
-        for i in 0..t {
-            let (pr, dr) = (&p[i * t..(i + 1) * t], &mut dp[i * t..(i + 1) * t]);
-            let dot = lane_dot(pr, dr);
-            for j in 0..t {
-                dr[j] = pr[j] * (dr[j] - dot) * scale;
-            }
-        }
-        T::gemm_block(false, false, t, hd, t, 0, dp, k, dq);
-        T::gemm_block(true, false, t, hd, t, 0, dp, q, dk);
-    }));
-    let mut out = vec![T::zero(); s.b * t * 3 * s.d()];
-    let block = s.h * 3 * t * hd;
-    out.par_chunks_mut(t * 3 * s.d()).zip(heads.par_chunks(block)).for_each(|(o, hs)| {
-        // [h, 3, t, hd] → [3, h, t, hd], the order `scatter` reads.
-        let mut by_part = vec![T::zero(); block];
-        for hh in 0..s.h {
-            for part in 0..3 {
-                let from = (hh * 3 + part) * t * hd;
-                let to = (part * s.h + hh) * t * hd;
-                by_part[to..to + t * hd].copy_from_slice(&hs[from..from + t * hd]);
-            }
-        }
-        s.scatter(&by_part, 3, o);
-    });
-    out
+    let t = s.t;
+    let heads: Vec<Vec<Vec<T>>> = (0..s.b * s.h)
+        .into_par_iter()
+        .map(|bh| {
+            crate::simd::best(
+                #[inline(always)]
+                || {
+                    let (bi, hh) = (bh / s.h, bh % s.h);
+                    let keys = &mask[bi * t..(bi + 1) * t];
+                    let (q, k, v) = (s.view(qkv, 3, 0, bi, hh), s.view(qkv, 3, 1, bi, hh), s.view(qkv, 3, 2, bi, hh));
+                    let go = s.view(g, 1, 0, bi, hh);
+                    let p = attention_probs(q, k, keys, scale);
+                    let dv = crate::blas::gemm_views(true, View::dense(&p, t, t), false, go);
+                    let mut dp = crate::blas::gemm_views(false, go, true, v);
+                    for (pr, dr) in p.chunks(t).zip(dp.chunks_mut(t)) {
+                        let dot = lane_dot(pr, dr);
+                        for (d, &p) in dr.iter_mut().zip(pr) {
+                            *d = p * (*d - dot) * scale;
+                        }
+                    }
+                    let ds = View::dense(&dp, t, t);
+                    let dq = crate::blas::gemm_views(false, ds, false, k);
+                    let dk = crate::blas::gemm_views(true, ds, false, q);
+                    vec![dq, dk, dv]
+                },
+            )
+        })
+        .collect();
+    s.join(&heads, 3)
 }
 
 /// qkv `[b, t, 3·d]` with `d` a multiple of `n_head`, the key mask `[b, t]`.
