@@ -1260,6 +1260,43 @@ impl CustomOp3 for LayerNormBwd {
     }
 }
 
+/// Σ x² over a tensor, in f64: on the CPU in one parallel pass over fixed chunks whose
+/// partial sums are added in order (the same bits on any thread count); elsewhere with tensor
+/// ops.
+pub fn sum_squares(x: &Tensor) -> Result<f64> {
+    fn squares<T: Copy + Into<f64>>(c: &[T]) -> f64 {
+        let mut lanes = [0f64; 8];
+        let mut it = c.chunks_exact(8);
+        for c in &mut it {
+            for l in 0..8 {
+                let x: f64 = c[l].into();
+                lanes[l] += x * x;
+            }
+        }
+        for (l, &x) in it.remainder().iter().enumerate() {
+            let x: f64 = x.into();
+            lanes[l] += x * x;
+        }
+        lanes.iter().sum()
+    }
+    fn chunks<T: Copy + Into<f64> + Sync>(v: &[T]) -> f64 {
+        let partial: Vec<f64> = v.par_chunks(1 << 16).map(|c| crate::simd::best(#[inline(always)] || squares(c))).collect();
+        partial.iter().sum()
+    }
+    if x.device().is_cpu() {
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        if let (candle_core::Storage::Cpu(s), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+            match s {
+                CpuStorage::F32(v) => return Ok(chunks(&v[a..b])),
+                CpuStorage::F64(v) => return Ok(chunks(&v[a..b])),
+                _ => {}
+            }
+        }
+    }
+    x.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
+}
+
 /// One AdamW step for one parameter, in one pass: `theta`, `m`, `v`, `g` alike →
 /// `[3, ..]`: the new θ, m and v (`torch.optim.AdamW`'s arithmetic: decoupled weight decay,
 /// bias-corrected moments, `eps` after the square root). `None` when the fused kernels do not
@@ -1283,6 +1320,8 @@ pub struct AdamWStep {
     /// 1 − β₁ᵗ and √(1 − β₂ᵗ).
     pub bias1: f64,
     pub bias2_sqrt: f64,
+    /// A factor the gradient is multiplied by first (clipping's; 1 for none).
+    pub grad_scale: f64,
 }
 
 struct AdamW {
@@ -1295,6 +1334,8 @@ fn adamw_rows<T: Float + Send + Sync>(theta: &[T], m: &[T], v: &[T], g: &[T], h:
     let c = |x: f64| T::from(x).expect("a float");
     let (b1, nb1, b2, nb2) = (c(h.beta1), c(1.0 - h.beta1), c(h.beta2), c(1.0 - h.beta2));
     let (decay, inv_b2, eps, step) = (c(1.0 - h.lr * h.weight_decay), c(1.0 / h.bias2_sqrt), c(h.eps), c(h.lr / h.bias1));
+    // As `g * factor` computes it: in T, the factor rounded to T.
+    let (scaled, grad_scale) = (h.grad_scale != 1.0, c(h.grad_scale));
     let mut out = vec![T::zero(); 3 * n];
     let (new_theta, rest) = out.split_at_mut(n);
     let (new_m, new_v) = rest.split_at_mut(n);
@@ -1302,6 +1343,7 @@ fn adamw_rows<T: Float + Send + Sync>(theta: &[T], m: &[T], v: &[T], g: &[T], h:
         let at = i * MIN_PAR;
         for j in 0..ot.len() {
             let (gj, k) = (g[at + j], at + j);
+            let gj = if scaled { gj * grad_scale } else { gj };
             let mj = m[k] * b1 + gj * nb1;
             let vj = v[k] * b2 + gj * gj * nb2;
             let denom = vj.sqrt() * inv_b2 + eps;
@@ -1423,6 +1465,21 @@ mod tests {
             assert!(got == baseline, "{level:?} (capped at {detected:?}) differs from baseline SSE2");
         }
         force(None);
+    }
+
+    /// Σ x² in f64 over many chunks against a plain sum, and the same bits on one thread as
+    /// on the pool.
+    #[test]
+    fn sum_squares_matches_a_plain_sum_on_any_thread_count() {
+        let v: Vec<f32> = (0..300_001u64).map(|i| ((i * 7919) % 1000) as f32 / 300.0 - 1.5).collect();
+        let x = Tensor::from_vec(v.clone(), v.len(), &Device::Cpu).unwrap();
+        let want: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let got = sum_squares(&x).unwrap();
+        assert!((got - want).abs() < 1e-9 * want, "{got} vs {want}");
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| sum_squares(&x).unwrap());
+        assert_eq!(one.to_bits(), got.to_bits());
+        let d = Tensor::from_vec(vec![3f64, 4.0], 2, &Device::Cpu).unwrap();
+        assert_eq!(sum_squares(&d).unwrap(), 25.0);
     }
 
     /// The f32 exponential the kernels use against f64's, over its whole range in steps of
@@ -1572,9 +1629,11 @@ mod tests {
             close(gf.get(v).unwrap(), gp.get(v).unwrap(), &format!("linear and attention grad {what}"));
         }
 
-        // AdamW: one fused step against torch.optim.AdamW's formulas as tensor ops.
+        // AdamW: one fused step against torch.optim.AdamW's formulas as tensor ops, with the
+        // gradient clipped by half first (applied inside the step).
         let t = || Tensor::randn(0f64, 1.0, 40, &dev).unwrap();
-        let (theta, m, v0, g) = (t(), t(), t().abs().unwrap(), t());
+        let (theta, m, v0, g_raw) = (t(), t(), t().abs().unwrap(), t());
+        let g = (&g_raw * 0.5).unwrap();
         let h = AdamWStep {
             lr: 1e-2,
             beta1: 0.9,
@@ -1583,8 +1642,9 @@ mod tests {
             weight_decay: 0.1,
             bias1: 1.0 - 0.9f64.powi(3),
             bias2_sqrt: (1.0 - 0.999f64.powi(3)).sqrt(),
+            grad_scale: 0.5,
         };
-        let packed = adamw_update(&theta, &m, &v0, &g, h).unwrap().expect("served on the CPU");
+        let packed = adamw_update(&theta, &m, &v0, &g_raw, h).unwrap().expect("served on the CPU");
         let m1 = ((&m * 0.9).unwrap() + (&g * 0.1).unwrap()).unwrap();
         let v1 = ((&v0 * 0.999).unwrap() + (g.sqr().unwrap() * 0.001).unwrap()).unwrap();
         let denom = ((v1.sqrt().unwrap() / h.bias2_sqrt).unwrap() + 1e-8).unwrap();
