@@ -1048,20 +1048,11 @@ fn fast_tanh<T: Float + Exp>(z: T) -> T {
     T::one() - two / ((two * z).exp_k() + T::one())
 }
 
-/// GELU of one chunk. The constants are made here, not captured: loads through a closure's
-/// captures inside the loop kept the compiler from vectorising it.
-#[inline(always)]
-fn gelu_chunk<T: Float + Exp>(o: &mut [T], x: &[T]) {
-    let (k, c, half) = (T::from(SQRT_2_OVER_PI).expect("f"), T::from(GELU_C).expect("f"), T::from(0.5).expect("f"));
-    for (o, &x) in o.iter_mut().zip(x) {
-        *o = half * x * (T::one() + fast_tanh(k * (x + c * x * x * x)));
-    }
-}
-
+/// GELU elementwise, into a new vector (the constants made here and moved into the closure:
+/// loads through captured references inside the loop kept the compiler from vectorising it).
 fn gelu_fwd<T: Float + Exp + Send + Sync>(x: &[T]) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(MIN_PAR).zip(x.par_chunks(MIN_PAR)).for_each(|(o, x)| crate::simd::best(#[inline(always)] || gelu_chunk(o, x)));
-    out
+    let (k, c, half) = (T::from(SQRT_2_OVER_PI).expect("f"), T::from(GELU_C).expect("f"), T::from(0.5).expect("f"));
+    crate::simd::map(x, MIN_PAR, move |x| half * x * (T::one() + fast_tanh(k * (x + c * x * x * x))))
 }
 
 impl Kernel for Gelu {
@@ -1088,22 +1079,14 @@ impl CustomOp1 for Gelu {
 struct GeluBwd;
 
 /// d/dx of 0.5·x·(1 + tanh(u)), u = k(x + c·x³): 0.5(1 + t) + 0.5·x·(1 − t²)·k(1 + 3c·x²),
-/// times the incoming gradient, for one chunk (constants made here, as in `gelu_chunk`).
-#[inline(always)]
-fn gelu_bwd_chunk<T: Float + Exp>(o: &mut [T], x: &[T], g: &[T]) {
+/// times the incoming gradient.
+fn gelu_bwd<T: Float + Exp + Send + Sync>(x: &[T], g: &[T]) -> Vec<T> {
     let (k, c, half) = (T::from(SQRT_2_OVER_PI).expect("f"), T::from(GELU_C).expect("f"), T::from(0.5).expect("f"));
     let three = T::from(3.0).expect("f");
-    for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+    crate::simd::map2(x, g, MIN_PAR, move |x, g| {
         let t = fast_tanh(k * (x + c * x * x * x));
-        let d = half * (T::one() + t) + half * x * (T::one() - t * t) * k * (T::one() + three * c * x * x);
-        *o = g * d;
-    }
-}
-
-fn gelu_bwd<T: Float + Exp + Send + Sync>(x: &[T], g: &[T]) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(MIN_PAR).zip(x.par_chunks(MIN_PAR).zip(g.par_chunks(MIN_PAR))).for_each(|(o, (x, g))| crate::simd::best(#[inline(always)] || gelu_bwd_chunk(o, x, g)));
-    out
+        g * (half * (T::one() + t) + half * x * (T::one() - t * t) * k * (T::one() + three * c * x * x))
+    })
 }
 
 impl Kernel for GeluBwd {
@@ -1151,17 +1134,7 @@ fn moments<T: Float>(x: &[T], eps: T) -> (T, T) {
 
 fn layer_norm_rows<T: Float + Send + Sync>(x: &[T], w: &[T], b: &[T], eps: T) -> Vec<T> {
     let d = w.len();
-    let mut out = vec![T::zero(); x.len()];
-    let chunk = d * rows_per_task(d);
-    out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(o, x)| crate::simd::best(#[inline(always)] || {
-        for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-            let (mean, rstd) = moments(x, eps);
-            for i in 0..d {
-                o[i] = (x[i] - mean) * rstd * w[i] + b[i];
-            }
-        }
-    }));
-    out
+    crate::simd::map_rows(x, d, rows_per_task(d), move |x| moments(x, eps), move |&(mean, rstd), x, i| (x - mean) * rstd * w[i] + b[i])
 }
 
 impl Kernel for LayerNorm {
@@ -1336,23 +1309,14 @@ fn adamw_rows<T: Float + Send + Sync>(theta: &[T], m: &[T], v: &[T], g: &[T], h:
     let (decay, inv_b2, eps, step) = (c(1.0 - h.lr * h.weight_decay), c(1.0 / h.bias2_sqrt), c(h.eps), c(h.lr / h.bias1));
     // As `g * factor` computes it: in T, the factor rounded to T.
     let (scaled, grad_scale) = (h.grad_scale != 1.0, c(h.grad_scale));
-    let mut out = vec![T::zero(); 3 * n];
-    let (new_theta, rest) = out.split_at_mut(n);
-    let (new_m, new_v) = rest.split_at_mut(n);
-    new_theta.par_chunks_mut(MIN_PAR).zip(new_m.par_chunks_mut(MIN_PAR).zip(new_v.par_chunks_mut(MIN_PAR))).enumerate().for_each(|(i, (ot, (om, ov)))| crate::simd::best(#[inline(always)] || {
-        let at = i * MIN_PAR;
-        for j in 0..ot.len() {
-            let (gj, k) = (g[at + j], at + j);
-            let gj = if scaled { gj * grad_scale } else { gj };
-            let mj = m[k] * b1 + gj * nb1;
-            let vj = v[k] * b2 + gj * gj * nb2;
-            let denom = vj.sqrt() * inv_b2 + eps;
-            ot[j] = theta[k] * decay - mj / denom * step;
-            om[j] = mj;
-            ov[j] = vj;
-        }
-    }));
-    out
+    assert!(m.len() == n && v.len() == n && g.len() == n, "rl-adamw: θ, m, v and g differ in size");
+    crate::simd::map_to3(n, MIN_PAR, move |k| {
+        let gj = if scaled { g[k] * grad_scale } else { g[k] };
+        let mj = m[k] * b1 + gj * nb1;
+        let vj = v[k] * b2 + gj * gj * nb2;
+        let denom = vj.sqrt() * inv_b2 + eps;
+        (theta[k] * decay - mj / denom * step, mj, vj)
+    })
 }
 
 impl Kernel for AdamW {

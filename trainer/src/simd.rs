@@ -110,3 +110,122 @@ unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
 unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// A new vector of `n` elements built in parallel chunks of `chunk` elements, each chunk by
+/// `write(index of its first element, its slots)`, which the callers here write in full;
+/// the safe wrappers below are the only callers.
+///
+/// # Safety
+/// `write` must initialise every slot it is given.
+unsafe fn build<T: Send>(n: usize, chunk: usize, write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, slots)| write(i * chunk.max(1), slots));
+    // SAFETY: the chunks cover all n slots, and the caller's `write` initialised each.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `f(x[i])` for every element, in parallel chunks compiled by [`best`], into a new vector
+/// (never zeroed first). `f` is copied into each chunk's loop (so its captures are locals the
+/// compiler keeps in registers, which lets it vectorise).
+pub fn map<T: Copy + Send + Sync, F: Fn(T) -> T + Copy + Sync>(x: &[T], chunk: usize, f: F) -> Vec<T> {
+    // SAFETY: each chunk of slots is written element by element from the equally long chunk
+    // of `x` at the same offset.
+    unsafe {
+        build(x.len(), chunk, |at, slots| {
+            let f = f;
+            let x = &x[at..at + slots.len()];
+            best(
+                #[inline(always)]
+                || {
+                    for (o, &v) in slots.iter_mut().zip(x) {
+                        o.write(f(v));
+                    }
+                },
+            )
+        })
+    }
+}
+
+/// `f(x[i], y[i])` for every element, as [`map`]. Panics if the lengths differ.
+pub fn map2<T: Copy + Send + Sync, F: Fn(T, T) -> T + Copy + Sync>(x: &[T], y: &[T], chunk: usize, f: F) -> Vec<T> {
+    assert_eq!(x.len(), y.len(), "map2: inputs of different lengths");
+    // SAFETY: as in `map`, the chunks of `x` and `y` being as long as the slots.
+    unsafe {
+        build(x.len(), chunk, |at, slots| {
+            let f = f;
+            let (x, y) = (&x[at..at + slots.len()], &y[at..at + slots.len()]);
+            best(
+                #[inline(always)]
+                || {
+                    for ((o, &a), &b) in slots.iter_mut().zip(x).zip(y) {
+                        o.write(f(a, b));
+                    }
+                },
+            )
+        })
+    }
+}
+
+/// Row by row over rows of `d` elements: `stats(row)` once per row, then `f(&stats, x, i)` for
+/// the row's element `x` in column `i`, as [`map`] (chunks of `rows_per_chunk` rows). Panics
+/// unless `x` is whole rows.
+pub fn map_rows<T, S, G, F>(x: &[T], d: usize, rows_per_chunk: usize, stats: G, f: F) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    G: Fn(&[T]) -> S + Copy + Sync,
+    F: Fn(&S, T, usize) -> T + Copy + Sync,
+{
+    assert!(d > 0 && x.len() % d == 0, "map_rows: {} elements are not rows of {d}", x.len());
+    // SAFETY: the chunks are whole rows (a multiple of d); every row's slots are written
+    // element by element from the equally long row of `x`.
+    unsafe {
+        build(x.len(), d * rows_per_chunk.max(1), |at, slots| {
+            let (stats, f) = (stats, f);
+            let x = &x[at..at + slots.len()];
+            best(
+                #[inline(always)]
+                || {
+                    for (o, x) in slots.chunks_mut(d).zip(x.chunks(d)) {
+                        let s = stats(x);
+                        for (i, (o, &v)) in o.iter_mut().zip(x).enumerate() {
+                            o.write(f(&s, v, i));
+                        }
+                    }
+                },
+            )
+        })
+    }
+}
+
+/// Three new vectors side by side in one, `[a; b; c]` of `n` each, where `f(k)` gives element
+/// k of each; as [`map`].
+pub fn map_to3<T: Copy + Send + Sync, F: Fn(usize) -> (T, T, T) + Copy + Sync>(n: usize, chunk: usize, f: F) -> Vec<T> {
+    let chunk = chunk.max(1);
+    let mut out: Vec<T> = Vec::with_capacity(3 * n);
+    {
+        let (a, rest) = out.spare_capacity_mut()[..3 * n].split_at_mut(n);
+        let (b, c) = rest.split_at_mut(n);
+        a.par_chunks_mut(chunk).zip(b.par_chunks_mut(chunk).zip(c.par_chunks_mut(chunk))).enumerate().for_each(|(i, (a, (b, c)))| {
+            let f = f;
+            best(
+                #[inline(always)]
+                || {
+                    for (j, ((a, b), c)) in a.iter_mut().zip(b.iter_mut()).zip(c.iter_mut()).enumerate() {
+                        let (x, y, z) = f(i * chunk + j);
+                        a.write(x);
+                        b.write(y);
+                        c.write(z);
+                    }
+                },
+            )
+        });
+    }
+    // SAFETY: the three thirds are chunked alike (n elements each, the same chunk size), so
+    // the zipped chunks cover every slot of each third, and each slot was written above.
+    unsafe { out.set_len(3 * n) };
+    out
+}
