@@ -387,7 +387,8 @@ mod tests {
                 if !ta && !tb {
                     for (residual, extra) in [(None, 0.0), (Some(&res[..]), 1.0)] {
                         let got = linear_new(m, n, k, &a, &b, &bias, residual);
-                        let worst = (0..m * n).map(|i| (f64::from(got[i]) - want[i] - f64::from(bias[i % n]) - extra * f64::from(res[i])).abs()).fold(0.0, f64::max);
+                        let worst =
+                            (0..m * n).map(|i| (f64::from(got[i]) - want[i] - f64::from(bias[i % n]) - extra * f64::from(res[i])).abs()).fold(0.0, f64::max);
                         assert!(worst < 1e-4 * (k as f64).sqrt(), "linear_new: {m}×{k}·{k}×{n} off by {worst}");
                     }
                 }

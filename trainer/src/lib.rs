@@ -24,8 +24,8 @@ pub mod reward_ensemble;
 pub mod rm;
 pub mod rng;
 pub mod setup;
-pub mod simd;
 pub mod sft;
+pub mod simd;
 pub mod tokenizer;
 pub mod train;
 

@@ -62,7 +62,7 @@ impl Exp for f32 {
         let shifted = x * LOG2E + MAGIC;
         let n = shifted - MAGIC;
         let r = x - n * LN2_HI - n * LN2_LO;
-        let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
+        let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
         let er = p * r * r + r + 1.0;
         let k = (shifted.to_bits() as i32).wrapping_sub(0x4B40_0000);
         let scale = f32::from_bits((k.wrapping_add(127) << 23) as u32);
@@ -146,18 +146,23 @@ struct Softmax;
 
 fn softmax_rows<T: Float + Exp + Send + Sync>(x: &[T], d: usize) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(o, x)| crate::simd::best(#[inline(always)] || {
-        for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-            let max = x.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
-            let mut sum = T::zero();
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = (v - max).exp_k();
-                sum = sum + *o;
-            }
-            let inv = T::one() / sum;
-            o.iter_mut().for_each(|v| *v = *v * inv);
-        }
-    }));
+    out.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(o, x)| {
+        crate::simd::best(
+            #[inline(always)]
+            || {
+                for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
+                    let max = x.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+                    let mut sum = T::zero();
+                    for (o, &v) in o.iter_mut().zip(x) {
+                        *o = (v - max).exp_k();
+                        sum = sum + *o;
+                    }
+                    let inv = T::one() / sum;
+                    o.iter_mut().for_each(|v| *v = *v * inv);
+                }
+            },
+        )
+    });
     out
 }
 
@@ -188,14 +193,19 @@ struct SoftmaxBwd;
 fn softmax_bwd_rows<T: Float + Send + Sync>(y: &[T], g: &[T], d: usize) -> Vec<T> {
     let mut out = vec![T::zero(); y.len()];
     let chunk = d * rows_per_task(d);
-    out.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(o, (y, g))| crate::simd::best(#[inline(always)] || {
-        for ((o, y), g) in o.chunks_mut(d).zip(y.chunks(d)).zip(g.chunks(d)) {
-            let dot = lane_dot(y, g);
-            for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                *o = y * (g - dot);
-            }
-        }
-    }));
+    out.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(o, (y, g))| {
+        crate::simd::best(
+            #[inline(always)]
+            || {
+                for ((o, y), g) in o.chunks_mut(d).zip(y.chunks(d)).zip(g.chunks(d)) {
+                    let dot = lane_dot(y, g);
+                    for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                        *o = y * (g - dot);
+                    }
+                }
+            },
+        )
+    });
     out
 }
 
@@ -737,7 +747,12 @@ fn linear_rows<T: Real>(x: &[T], w: &[T], b: &[T], residual: Option<&[T]>) -> Ve
 /// `a += b`, in parallel.
 #[cfg(feature = "openblas")]
 fn add_into<T: Real>(a: &mut [T], b: &[T]) {
-    a.par_chunks_mut(MIN_PAR).zip(b.par_chunks(MIN_PAR)).for_each(|(a, b)| crate::simd::best(#[inline(always)] || a.iter_mut().zip(b).for_each(|(a, &b)| *a = *a + b)));
+    a.par_chunks_mut(MIN_PAR).zip(b.par_chunks(MIN_PAR)).for_each(|(a, b)| {
+        crate::simd::best(
+            #[inline(always)]
+            || a.iter_mut().zip(b).for_each(|(a, &b)| *a = *a + b),
+        )
+    });
 }
 
 /// The block's forward pass: its output and, when `keep`, its activations.
@@ -908,12 +923,17 @@ struct MaskedSoftmax {
 fn masked_softmax_rows<T: Float + Exp + Send + Sync>(s: &[T], mask: &[T], h: usize, t: usize, scale: T) -> Vec<T> {
     let mut out = s.to_vec();
     // One task per (batch, head) matrix of t rows.
-    out.par_chunks_mut(t * t).enumerate().for_each(|(bh, o)| crate::simd::best(#[inline(always)] || {
-        let keys = &mask[(bh / h) * t..(bh / h + 1) * t];
-        for (i, row) in o.chunks_mut(t).enumerate() {
-            causal_softmax_row(row, keys, i, scale);
-        }
-    }));
+    out.par_chunks_mut(t * t).enumerate().for_each(|(bh, o)| {
+        crate::simd::best(
+            #[inline(always)]
+            || {
+                let keys = &mask[(bh / h) * t..(bh / h + 1) * t];
+                for (i, row) in o.chunks_mut(t).enumerate() {
+                    causal_softmax_row(row, keys, i, scale);
+                }
+            },
+        )
+    });
     out
 }
 
@@ -996,13 +1016,18 @@ fn column_sums<T: Float + Send + Sync>(g: &[T], n: usize) -> Vec<T> {
     // thread count or scheduling (a rayon `reduce` adds partials in the order threads finish).
     let partial: Vec<Vec<T>> = g
         .par_chunks(n * rows_per_task(n).max(64))
-        .map(|c| crate::simd::best(#[inline(always)] || {
-            let mut acc = vec![T::zero(); n];
-            for row in c.chunks(n) {
-                acc.iter_mut().zip(row).for_each(|(a, &v)| *a = *a + v);
-            }
-            acc
-        }))
+        .map(|c| {
+            crate::simd::best(
+                #[inline(always)]
+                || {
+                    let mut acc = vec![T::zero(); n];
+                    for row in c.chunks(n) {
+                        acc.iter_mut().zip(row).for_each(|(a, &v)| *a = *a + v);
+                    }
+                    acc
+                },
+            )
+        })
         .collect();
     let mut sums = vec![T::zero(); n];
     for p in partial {
@@ -1181,28 +1206,33 @@ fn layer_norm_bwd_rows<T: Float + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: T
     let partial: Vec<(Vec<T>, Vec<T>)> = dx
         .par_chunks_mut(d * chunk_rows)
         .zip(x.par_chunks(d * chunk_rows).zip(g.par_chunks(d * chunk_rows)))
-        .map(|(o, (x, g))| crate::simd::best(#[inline(always)] || {
-            let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
-            let n = T::from(d).expect("a row length");
-            for ((o, x), g) in o.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
-                let (mean, rstd) = moments(x, eps);
-                let (mut sum_h, mut sum_hx) = (T::zero(), T::zero());
-                for i in 0..d {
-                    let xhat = (x[i] - mean) * rstd;
-                    let h = g[i] * w[i];
-                    sum_h = sum_h + h;
-                    sum_hx = sum_hx + h * xhat;
-                    dw[i] = dw[i] + g[i] * xhat;
-                    db[i] = db[i] + g[i];
-                }
-                let (mean_h, mean_hx) = (sum_h / n, sum_hx / n);
-                for i in 0..d {
-                    let xhat = (x[i] - mean) * rstd;
-                    o[i] = (g[i] * w[i] - mean_h - xhat * mean_hx) * rstd;
-                }
-            }
-            (dw, db)
-        }))
+        .map(|(o, (x, g))| {
+            crate::simd::best(
+                #[inline(always)]
+                || {
+                    let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
+                    let n = T::from(d).expect("a row length");
+                    for ((o, x), g) in o.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
+                        let (mean, rstd) = moments(x, eps);
+                        let (mut sum_h, mut sum_hx) = (T::zero(), T::zero());
+                        for i in 0..d {
+                            let xhat = (x[i] - mean) * rstd;
+                            let h = g[i] * w[i];
+                            sum_h = sum_h + h;
+                            sum_hx = sum_hx + h * xhat;
+                            dw[i] = dw[i] + g[i] * xhat;
+                            db[i] = db[i] + g[i];
+                        }
+                        let (mean_h, mean_hx) = (sum_h / n, sum_hx / n);
+                        for i in 0..d {
+                            let xhat = (x[i] - mean) * rstd;
+                            o[i] = (g[i] * w[i] - mean_h - xhat * mean_hx) * rstd;
+                        }
+                    }
+                    (dw, db)
+                },
+            )
+        })
         .collect();
     for (pw, pb) in partial {
         for i in 0..d {
@@ -1253,7 +1283,15 @@ pub fn sum_squares(x: &Tensor) -> Result<f64> {
         lanes.iter().sum()
     }
     fn chunks<T: Copy + Into<f64> + Sync>(v: &[T]) -> f64 {
-        let partial: Vec<f64> = v.par_chunks(1 << 16).map(|c| crate::simd::best(#[inline(always)] || squares(c))).collect();
+        let partial: Vec<f64> = v
+            .par_chunks(1 << 16)
+            .map(|c| {
+                crate::simd::best(
+                    #[inline(always)]
+                    || squares(c),
+                )
+            })
+            .collect();
         partial.iter().sum()
     }
     if x.device().is_cpu() {

@@ -161,7 +161,8 @@ impl AdamW {
         let t = self.step as i32;
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-        let h = crate::ops::AdamWStep { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay, bias1, bias2_sqrt, grad_scale: grads.scale };
+        let h =
+            crate::ops::AdamWStep { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay, bias1, bias2_sqrt, grad_scale: grads.scale };
         for (i, (_, var)) in self.params.iter().enumerate() {
             let Some(g) = &grads.sums[i] else { continue };
             // One pass per parameter on the CPU (the new θ, m and v side by side).

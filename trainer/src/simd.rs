@@ -136,6 +136,7 @@ pub fn map<T: Copy + Send + Sync, F: Fn(T) -> T + Copy + Sync>(x: &[T], chunk: u
     // of `x` at the same offset.
     unsafe {
         build(x.len(), chunk, |at, slots| {
+            #[allow(clippy::redundant_locals)] // a copy on this task's stack: see `map`
             let f = f;
             let x = &x[at..at + slots.len()];
             best(
@@ -156,6 +157,7 @@ pub fn map2<T: Copy + Send + Sync, F: Fn(T, T) -> T + Copy + Sync>(x: &[T], y: &
     // SAFETY: as in `map`, the chunks of `x` and `y` being as long as the slots.
     unsafe {
         build(x.len(), chunk, |at, slots| {
+            #[allow(clippy::redundant_locals)] // a copy on this task's stack: see `map`
             let f = f;
             let (x, y) = (&x[at..at + slots.len()], &y[at..at + slots.len()]);
             best(
@@ -179,11 +181,12 @@ where
     G: Fn(&[T]) -> S + Copy + Sync,
     F: Fn(&S, T, usize) -> T + Copy + Sync,
 {
-    assert!(d > 0 && x.len() % d == 0, "map_rows: {} elements are not rows of {d}", x.len());
+    assert!(d > 0 && x.len().is_multiple_of(d), "map_rows: {} elements are not rows of {d}", x.len());
     // SAFETY: the chunks are whole rows (a multiple of d); every row's slots are written
     // element by element from the equally long row of `x`.
     unsafe {
         build(x.len(), d * rows_per_chunk.max(1), |at, slots| {
+            #[allow(clippy::redundant_locals)] // copies on this task's stack: see `map`
             let (stats, f) = (stats, f);
             let x = &x[at..at + slots.len()];
             best(
@@ -210,6 +213,7 @@ pub fn map_to3<T: Copy + Send + Sync, F: Fn(usize) -> (T, T, T) + Copy + Sync>(n
         let (a, rest) = out.spare_capacity_mut()[..3 * n].split_at_mut(n);
         let (b, c) = rest.split_at_mut(n);
         a.par_chunks_mut(chunk).zip(b.par_chunks_mut(chunk).zip(c.par_chunks_mut(chunk))).enumerate().for_each(|(i, (a, (b, c)))| {
+            #[allow(clippy::redundant_locals)] // a copy on this task's stack: see `map`
             let f = f;
             best(
                 #[inline(always)]
