@@ -509,19 +509,12 @@ impl Heads {
     /// Joins per-head results into `out` `[b, t, parts·d]`: `heads[bi·h + hh][part]` is
     /// `[t, hd]`.
     fn join<T: Float + Send + Sync>(&self, heads: &[Vec<Vec<T>>], parts: usize) -> Vec<T> {
-        let (w, hd) = (parts * self.d(), self.hd);
-        let mut out = vec![T::zero(); self.b * self.t * w];
-        out.par_chunks_mut(self.t * w).enumerate().for_each(|(bi, o)| {
-            for (i, row) in o.chunks_mut(w).enumerate() {
-                for part in 0..parts {
-                    for hh in 0..self.h {
-                        let from = &heads[bi * self.h + hh][part][i * hd..(i + 1) * hd];
-                        row[part * self.d() + hh * hd..][..hd].copy_from_slice(from);
-                    }
-                }
-            }
-        });
-        out
+        let (hd, h, t) = (self.hd, self.h, self.t);
+        // Row (bi, i) is, part by part and head by head, row i of each head's result.
+        crate::simd::concat_rows(self.b * t, parts * self.d(), 1, parts * h, |row, j| {
+            let (bi, i, part, hh) = (row / t, row % t, j / h, j % h);
+            &heads[bi * h + hh][part][i * hd..(i + 1) * hd]
+        })
     }
 }
 

@@ -233,3 +233,63 @@ pub fn map_to3<T: Copy + Send + Sync, F: Fn(usize) -> (T, T, T) + Copy + Sync>(n
     unsafe { out.set_len(3 * n) };
     out
 }
+
+/// `n_rows` rows of `w` elements, each the concatenation of `pieces` slices `piece(row, j)`
+/// (j in 0..pieces), into a new vector (never zeroed first), rows in parallel chunks of
+/// `rows_per_chunk`. Panics unless a row's pieces add up to exactly `w` elements.
+pub fn concat_rows<'a, T, P>(n_rows: usize, w: usize, rows_per_chunk: usize, pieces: usize, piece: P) -> Vec<T>
+where
+    T: Copy + Send + Sync + 'a,
+    P: Fn(usize, usize) -> &'a [T] + Sync,
+{
+    let chunk = w * rows_per_chunk.max(1);
+    if w == 0 {
+        return Vec::new();
+    }
+    // SAFETY: each chunk is whole rows of w slots; every row is checked to be exactly covered
+    // by its pieces before they are written one element after another from its start.
+    unsafe {
+        build(n_rows * w, chunk, |at, slots| {
+            for (r, row) in slots.chunks_mut(w).enumerate() {
+                let row_index = at / w + r;
+                let total: usize = (0..pieces).map(|j| piece(row_index, j).len()).sum();
+                assert_eq!(total, w, "concat_rows: row {row_index}'s pieces are not {w} elements");
+                let mut slot = row.iter_mut();
+                for j in 0..pieces {
+                    // The piece first: `zip` takes from its first iterator first, and must not
+                    // take a slot past the piece's end.
+                    for (&v, o) in piece(row_index, j).iter().zip(&mut slot) {
+                        o.write(v);
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The builders fill every element with what their functions give, for lengths that are
+    /// not multiples of the chunks (and one empty), at every vector level this CPU has.
+    #[test]
+    fn the_builders_write_every_element() {
+        for n in [0usize, 1, 7, 4096, 10_001] {
+            let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let y: Vec<f32> = (0..n).map(|i| (i % 13) as f32).collect();
+            assert_eq!(map(&x, 1000, |v| v * 2.0), x.iter().map(|v| v * 2.0).collect::<Vec<_>>());
+            assert_eq!(map2(&x, &y, 999, |a, b| a - b), x.iter().zip(&y).map(|(a, b)| a - b).collect::<Vec<_>>());
+            let three = map_to3(n, 998, |k| (x[k], y[k], 1.0));
+            assert_eq!(three.len(), 3 * n);
+            assert!(three[..n] == x[..] && three[n..2 * n] == y[..] && three[2 * n..].iter().all(|&v| v == 1.0));
+        }
+        let x: Vec<f32> = (0..35).map(|i| i as f32).collect();
+        let rows = map_rows(&x, 5, 2, |r| r[0], |first, v, i| v - first + i as f32 * 100.0);
+        assert_eq!(rows, (0..35).map(|i| (i % 5) as f32 * 101.0).collect::<Vec<_>>());
+        let parts = [vec![1f32, 2.0], vec![3.0], vec![4.0, 5.0, 6.0]];
+        let joined = concat_rows(4, 6, 3, 3, |r, j| if r % 2 == 0 { &parts[j][..] } else { &parts[2 - j][..] });
+        assert_eq!(joined[..12], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 4.0, 5.0, 6.0, 3.0, 1.0, 2.0]);
+        assert_eq!(joined.len(), 24);
+    }
+}
