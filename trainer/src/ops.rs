@@ -799,9 +799,8 @@ fn block_bwd<T: Real>(x: &[T], packed: &[T], dy: &[T], mask: &[T], a: &BlockActs
     let mut ln1 = layer_norm_bwd_rows(x, ln1w, &dh1.expect("asked for"), eps);
     let dln1b = ln1.split_off((rows + 1) * d);
     let dln1w = ln1.split_off(rows * d);
-    let mut out = ln1;
-    add_into(&mut out, &dx2);
-    out.reserve(packed.len());
+    // dx, with room for the parameters' gradients after it.
+    let mut out = crate::simd::map2_reserving(&ln1, &dx2, packed.len(), MIN_PAR, |a, b| a + b);
     for g in [dln1w, dln1b, dwa, dba, dwp, dbp, dln2w, dln2b, dwf, dbf, dwm, dbm] {
         out.extend_from_slice(&g);
     }

@@ -121,7 +121,16 @@ use std::mem::MaybeUninit;
 /// # Safety
 /// `write` must initialise every slot it is given.
 unsafe fn build<T: Send>(n: usize, chunk: usize, write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
-    let mut out: Vec<T> = Vec::with_capacity(n);
+    // SAFETY: the caller's contract.
+    unsafe { build_reserving(n, 0, chunk, write) }
+}
+
+/// [`build`] into a vector with room for `extra` more elements (to be pushed after).
+///
+/// # Safety
+/// As for [`build`].
+unsafe fn build_reserving<T: Send>(n: usize, extra: usize, chunk: usize, write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(n + extra);
     out.spare_capacity_mut()[..n].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, slots)| write(i * chunk.max(1), slots));
     // SAFETY: the chunks cover all n slots, and the caller's `write` initialised each.
     unsafe { out.set_len(n) };
@@ -153,10 +162,15 @@ pub fn map<T: Copy + Send + Sync, F: Fn(T) -> T + Copy + Sync>(x: &[T], chunk: u
 
 /// `f(x[i], y[i])` for every element, as [`map`]. Panics if the lengths differ.
 pub fn map2<T: Copy + Send + Sync, F: Fn(T, T) -> T + Copy + Sync>(x: &[T], y: &[T], chunk: usize, f: F) -> Vec<T> {
+    map2_reserving(x, y, 0, chunk, f)
+}
+
+/// [`map2`] into a vector with room for `extra` more elements.
+pub fn map2_reserving<T: Copy + Send + Sync, F: Fn(T, T) -> T + Copy + Sync>(x: &[T], y: &[T], extra: usize, chunk: usize, f: F) -> Vec<T> {
     assert_eq!(x.len(), y.len(), "map2: inputs of different lengths");
     // SAFETY: as in `map`, the chunks of `x` and `y` being as long as the slots.
     unsafe {
-        build(x.len(), chunk, |at, slots| {
+        build_reserving(x.len(), extra, chunk, |at, slots| {
             #[allow(clippy::redundant_locals)] // a copy on this task's stack: see `map`
             let f = f;
             let (x, y) = (&x[at..at + slots.len()], &y[at..at + slots.len()]);
