@@ -163,6 +163,28 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+        // On the CPU the whole block is one fused node (`ops::block`).
+        if let AttentionMask::Keys(keys) = mask {
+            let (a, m) = (&self.attn, (&self.c_fc, &self.c_proj));
+            let tensors = [
+                &self.ln_1.weight,
+                &self.ln_1.bias,
+                &a.c_attn.weight,
+                &a.c_attn.bias,
+                &a.c_proj.weight,
+                &a.c_proj.bias,
+                &self.ln_2.weight,
+                &self.ln_2.bias,
+                &m.0.weight,
+                &m.0.bias,
+                &m.1.weight,
+                &m.1.bias,
+            ];
+            let params = crate::ops::BlockParams { tensors, n_head: a.n_head, eps: self.ln_1.eps };
+            if let Some(y) = crate::ops::block(x, &params, keys)? {
+                return Ok(y);
+            }
+        }
         let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask)?)?;
         let h = crate::ops::gelu(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?;
         x + self.c_proj.forward(&h)?

@@ -3,6 +3,7 @@
 //! Hugging Face parameter names and checkpoint layout; reward models with InstructGPT's ranking
 //! loss, supervised fine-tuning, and the training loop they share.
 
+pub mod alloc;
 pub mod bench;
 #[cfg(feature = "openblas")]
 pub mod blas;
@@ -24,6 +25,7 @@ pub mod rm;
 pub mod rng;
 pub mod setup;
 pub mod sft;
+pub mod simd;
 pub mod tokenizer;
 pub mod train;
 

@@ -20,15 +20,31 @@ pub fn named_params(varmap: &VarMap) -> Vec<(String, Var)> {
 /// Gradients summed over the micro-batches of one optimizer step, aligned with the parameters.
 pub struct Grads {
     sums: Vec<Option<Tensor>>,
+    /// A factor every gradient is still to be multiplied by (clipping's), applied by the
+    /// optimizer's fused step as it reads each gradient (a pass over all of them fewer), or by
+    /// [`Grads::apply_scale`] before anything else reads them.
+    scale: f64,
 }
 
 impl Grads {
     pub fn new(n: usize) -> Self {
-        Self { sums: vec![None; n] }
+        Self { sums: vec![None; n], scale: 1.0 }
+    }
+
+    /// Multiplies the gradients by the pending scale (as `g * factor` always did).
+    fn apply_scale(&mut self) -> Result<()> {
+        if self.scale != 1.0 {
+            for g in self.sums.iter_mut().flatten() {
+                *g = (&*g * self.scale)?;
+            }
+            self.scale = 1.0;
+        }
+        Ok(())
     }
 
     /// Adds one backward pass's gradients.
     pub fn add(&mut self, params: &[(String, Var)], store: &GradStore) -> Result<()> {
+        self.apply_scale()?;
         for ((_, var), sum) in params.iter().zip(self.sums.iter_mut()) {
             if let Some(g) = store.get(var.as_tensor()) {
                 // Detached: a gradient still links to the whole graph of its step, and the
@@ -52,6 +68,7 @@ impl Grads {
         if crate::dist::world().size == 1 {
             return Ok(0);
         }
+        self.apply_scale()?;
         let sizes: Vec<usize> = params.iter().map(|(_, v)| v.elem_count()).collect();
         let total: usize = sizes.iter().sum();
         let mut flat = Vec::with_capacity(total + params.len());
@@ -74,25 +91,25 @@ impl Grads {
         Ok(flat.len() * 4)
     }
 
-    /// The global L2 norm of all gradients.
+    /// The global L2 norm of all gradients (with the pending scale).
     pub fn norm(&self) -> Result<f64> {
         let mut total = 0f64;
         for g in self.sums.iter().flatten() {
-            total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            total += crate::ops::sum_squares(g)?;
         }
-        Ok(total.sqrt())
+        Ok(total.sqrt() * self.scale.abs())
     }
 
     /// Scales every gradient so the global norm is at most `max_norm` (PyTorch's
     /// `clip_grad_norm_`: factor `max_norm / (norm + 1e-6)` when it is below 1). Returns the
     /// norm before clipping.
     pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
+        self.apply_scale()?;
         let norm = self.norm()?;
         let factor = max_norm / (norm + 1e-6);
         if max_norm > 0.0 && factor < 1.0 {
-            for g in self.sums.iter_mut().flatten() {
-                *g = (&*g * factor)?;
-            }
+            // Applied as the optimizer reads each gradient (see `scale`).
+            self.scale = factor;
         }
         Ok(norm)
     }
@@ -144,7 +161,8 @@ impl AdamW {
         let t = self.step as i32;
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-        let h = crate::ops::AdamWStep { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay, bias1, bias2_sqrt };
+        let h =
+            crate::ops::AdamWStep { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay, bias1, bias2_sqrt, grad_scale: grads.scale };
         for (i, (_, var)) in self.params.iter().enumerate() {
             let Some(g) = &grads.sums[i] else { continue };
             // One pass per parameter on the CPU (the new θ, m and v side by side).
@@ -154,6 +172,13 @@ impl AdamW {
                 self.v[i] = packed.get(2)?;
                 continue;
             }
+            let scaled;
+            let g = if grads.scale != 1.0 {
+                scaled = (g * grads.scale)?;
+                &scaled
+            } else {
+                g
+            };
             let m = ((&self.m[i] * c.beta1)? + (g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let theta = var.as_tensor();

@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 use rewardlab_trainer::{bench, dist, dpo, generate, merge, ppo, regression, rm, sft};
 
 /// Training allocates and frees many large tensors a step; glibc's malloc hands each back to
-/// the kernel and faults it in again (15% of a step's time), mimalloc keeps them.
+/// the kernel and faults it in again (15% of a step's time), mimalloc keeps them (told so at
+/// start: `alloc::keep_freed_memory`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -56,6 +57,7 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     rewardlab_trainer::ensure_best_kernels();
+    let allocator = rewardlab_trainer::alloc::keep_freed_memory();
     // After the kernels' re-run (an exec), so MPI starts in the process that stays.
     let _mpi = match dist::init() {
         Ok(guard) => guard,
@@ -71,6 +73,7 @@ fn main() -> std::process::ExitCode {
     }
     if !matches!(cli.command, Command::Score(_) | Command::Generate(_)) && dist::is_root() {
         eprintln!("rewardlab-train: matrix products on {}", rewardlab_trainer::matmul_path());
+        eprintln!("rewardlab-train: {allocator}");
         if world.size > 1 {
             eprintln!("rewardlab-train: data-parallel over {} processes (MPI)", world.size);
         }
