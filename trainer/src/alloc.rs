@@ -1,7 +1,8 @@
 //! The allocator's settings. The trainer binary allocates through mimalloc (see its
 //! `#[global_allocator]`); a training step frees and allocates again hundreds of megabytes of
-//! tensors, and mimalloc by default hands freed memory back to the kernel ("purges" it) 10 ms
-//! after it is freed, so the next step faults every page in again (zeroed by the kernel:
+//! tensors, and mimalloc by default hands freed memory back to the kernel ("purges" it) a
+//! short delay after it is freed (`purge_delay`: 10 ms in mimalloc 2, 1 s in mimalloc 3, which
+//! this build uses), so the next step faults its pages in again (zeroed by the kernel:
 //! `clear_page_erms` took 13% of a step). Keeping freed memory for reuse instead takes a step
 //! from ~950 to ~750 ms. The process's memory stays at its peak (what a step needs) instead
 //! of shrinking between steps, which is what a trainer wants.
@@ -48,13 +49,19 @@ pub fn keep_freed_memory() -> String {
 
 #[cfg(test)]
 mod tests {
-    /// The option index is mimalloc's `purge_delay`: once set, it reads back −1 (an index
-    /// off by one would read back another option's value).
+    use super::*;
+
+    /// The option index is mimalloc's `purge_delay`: before it is set it holds that option's
+    /// default, 10 ms in mimalloc 2 and 1,000 ms in mimalloc 3 (an index off by one would read
+    /// another option's default), and once set it reads back −1.
     #[test]
     fn the_purge_delay_is_set_and_reads_back() {
-        let line = super::keep_freed_memory();
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            assert_eq!(line, "mimalloc: freed memory kept for reuse (purge delay -1)");
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
         }
+        // SAFETY: plain integer argument, as in `keep_freed_memory`.
+        let before = unsafe { mi_option_get(PURGE_DELAY) };
+        assert!([10, 1000, -1].contains(&before), "option {PURGE_DELAY} read {before}: not mimalloc's purge_delay (default 10 or 1,000 ms)");
+        assert_eq!(keep_freed_memory(), "mimalloc: freed memory kept for reuse (purge delay -1)");
     }
 }
