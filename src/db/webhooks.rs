@@ -227,6 +227,31 @@ pub async fn record_attempt(conn: &mut PgConnection, delivery: DeliveryId, numbe
     Ok(())
 }
 
+/// Deletes up to `limit` deliveries that ended (delivered, or failed after their last attempt)
+/// before `before`, with their attempts; then up to `limit` events from before `before` that
+/// no delivery refers to any more. Returns how many of each went.
+pub async fn prune(conn: &mut PgConnection, before: DateTime<Utc>, limit: i64) -> sqlx::Result<(u64, u64)> {
+    let deliveries = sqlx::query!(
+        "DELETE FROM webhook_deliveries WHERE id IN (
+           SELECT id FROM webhook_deliveries WHERE status <> 'pending' AND COALESCE(delivered_at, next_attempt_at) < $1 LIMIT $2)",
+        before,
+        limit
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let events = sqlx::query!(
+        "DELETE FROM webhook_events WHERE id IN (
+           SELECT e.id FROM webhook_events e WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id) LIMIT $2)",
+        before,
+        limit
+    )
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok((deliveries, events))
+}
+
 /// Deliveries by state over all projects, for `/metrics`.
 pub async fn delivery_counts(conn: &mut PgConnection) -> sqlx::Result<Vec<(String, String, i64)>> {
     let rows = sqlx::query!(

@@ -6,7 +6,9 @@
 //! failed. At least once: a server that dies mid-attempt leaves the delivery pending.
 //!
 //! The same task checks, every half minute, the agreement of projects that want an alert when
-//! it falls below their threshold (a derived figure, so not written by a trigger).
+//! it falls below their threshold (a derived figure, so not written by a trigger), and once an
+//! hour prunes the log: deliveries that ended over 30 days ago ([`KEEP`]), with their attempts
+//! and the events no delivery needs any more.
 //!
 //! Targets on private networks are refused unless allowed: the host's addresses are checked
 //! by the resolver the connection itself uses, so a name cannot resolve to a public address
@@ -33,6 +35,13 @@ const MAX_BODY: usize = 4096;
 const AGREEMENT_EVERY: Duration = Duration::from_secs(30);
 /// The longest error text logged.
 const MAX_ERROR: usize = 300;
+/// How long a delivery that ended (delivered or given up) stays in the log, with its attempts
+/// and its event; older ones are pruned.
+pub const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often the log is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows one pruning statement deletes at most (short transactions on a large log).
+const PRUNE_BATCH: i64 = 10_000;
 
 /// Delivers due webhooks until the task is dropped.
 pub async fn run(pool: PgPool, quality: std::sync::Arc<crate::services::quality_cache::Cache>, options: WebhookOptions) {
@@ -41,7 +50,16 @@ pub async fn run(pool: PgPool, quality: std::sync::Arc<crate::services::quality_
         Err(e) => return log::error!("webhooks are not delivered: building the HTTP client: {e:#}"),
     };
     let mut agreement_checked = Instant::now();
+    let mut pruned: Option<Instant> = None;
     loop {
+        if pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            pruned = Some(Instant::now());
+            match prune(&pool, KEEP).await {
+                Ok((0, 0)) => {}
+                Ok((deliveries, events)) => log::info!("webhooks: pruned {deliveries} deliveries and {events} events that ended over 30 days ago"),
+                Err(e) => log::warn!("pruning the webhook log: {e:#}"),
+            }
+        }
         if agreement_checked.elapsed() >= AGREEMENT_EVERY {
             agreement_checked = Instant::now();
             if let Err(e) = crate::services::webhooks::check_agreement(&pool, &quality).await {
@@ -54,6 +72,20 @@ pub async fn run(pool: PgPool, quality: std::sync::Arc<crate::services::quality_
             Err(e) => log::warn!("delivering webhooks: {e:#}"),
         }
         tokio::time::sleep(IDLE).await;
+    }
+}
+
+/// Deletes the deliveries that ended more than `keep` ago (with their attempts) and the events
+/// no delivery needs any more, in batches; returns how many deliveries and events went.
+pub async fn prune(pool: &PgPool, keep: Duration) -> anyhow::Result<(u64, u64)> {
+    let before = chrono::Utc::now() - chrono::Duration::from_std(keep)?;
+    let mut total = (0, 0);
+    loop {
+        let (deliveries, events) = dbw::prune(&mut *pool.acquire().await?, before, PRUNE_BATCH).await?;
+        total = (total.0 + deliveries, total.1 + events);
+        if deliveries < PRUNE_BATCH as u64 && events < PRUNE_BATCH as u64 {
+            return Ok(total);
+        }
     }
 }
 

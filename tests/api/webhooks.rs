@@ -276,6 +276,52 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt_and_one_al
 }
 
 #[tokio::test]
+async fn deliveries_that_ended_over_30_days_ago_are_pruned_with_their_attempts_and_events_and_the_rest_kept() {
+    let app = webhook_app().await;
+    let rx = Receiver::start(&[]).await;
+    app.project("prune", TaskKind::Ranking, 1).await;
+    let lead = app.member("lead@prune.org", "prune", Role::Lead).await;
+    let (id, _) = register(&lead, "prune", &rx.url, &["export.created"]).await;
+    for _ in 0..4 {
+        assert_eq!(lead.post(&format!("/api/v1/projects/prune/webhooks/{id}/test"), &Value::Null).await.status(), 202);
+    }
+    eventually("four deliveries", || async { (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'").await == 4).then_some(()) }).await;
+    // Three ended 31 days ago (one of them given up), their events as old; of those, one is
+    // pending again (as a redelivery leaves it) and stays. The fourth ended now and stays.
+    let mut ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM webhook_deliveries ORDER BY id").fetch_all(&app.pool).await.unwrap();
+    ids.truncate(3);
+    for (i, d) in ids.iter().enumerate() {
+        let status = ["delivered", "failed", "pending"][i];
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $2, delivered_at = CASE WHEN $2 = 'delivered' THEN now() - interval '31 days' END,
+                    next_attempt_at = now() + CASE WHEN $2 = 'pending' THEN interval '1 day' ELSE interval '-31 days' END WHERE id = $1",
+        )
+        .bind(d)
+        .bind(status)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE webhook_events SET created_at = now() - interval '31 days' WHERE id = (SELECT event_id FROM webhook_deliveries WHERE id = $1)")
+            .bind(d)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 4);
+
+    let (deliveries, events) = rewardlab::jobs::webhooks::prune(&app.pool, rewardlab::jobs::webhooks::KEEP).await.unwrap();
+    assert_eq!((deliveries, events), (2, 2));
+    let left: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM webhook_deliveries ORDER BY id").fetch_all(&app.pool).await.unwrap();
+    assert!(left.len() == 2 && left[0] == ids[2] && !ids.contains(&left[1]), "{left:?}");
+    assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 2, "each kept delivery keeps its event");
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 2, "the pruned deliveries' attempts went with them");
+    assert_eq!(rewardlab::jobs::webhooks::prune(&app.pool, rewardlab::jobs::webhooks::KEEP).await.unwrap(), (0, 0));
+    // The log page still answers with what is left.
+    let log: Value = lead.get(&format!("/api/v1/projects/prune/webhooks/{id}")).await.json().await.unwrap();
+    assert_eq!(log["deliveries"].as_array().unwrap().len(), 2, "{log}");
+}
+
+#[tokio::test]
 async fn an_aborted_import_writes_no_event_and_a_committed_one_writes_one() {
     let app = webhook_app().await;
     let rx = Receiver::start(&[]).await;
