@@ -285,7 +285,8 @@ async fn deliveries_that_ended_over_30_days_ago_are_pruned_with_their_attempts_a
     for _ in 0..4 {
         assert_eq!(lead.post(&format!("/api/v1/projects/prune/webhooks/{id}/test"), &Value::Null).await.status(), 202);
     }
-    eventually("four deliveries", || async { (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'").await == 4).then_some(()) }).await;
+    eventually("four deliveries", || async { (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'").await == 4).then_some(()) })
+        .await;
     // Three ended 31 days ago (one of them given up), their events as old; of those, one is
     // pending again (as a redelivery leaves it) and stays. The fourth ended now and stays.
     let mut ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM webhook_deliveries ORDER BY id").fetch_all(&app.pool).await.unwrap();
