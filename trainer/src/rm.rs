@@ -224,6 +224,9 @@ fn train_member(args: &RmArgs, train_r: &[Ranking], val_r: &[Ranking]) -> Result
 }
 
 pub fn run(args: &RmArgs) -> Result<()> {
+    if args.ensemble > 1 && args.merge.merge_with.is_some() {
+        bail!("--merge-with: not with --ensemble {} (only the first member would be merged); merge a single reward model", args.ensemble)
+    }
     let opts = &args.train;
     let rankings = read_rankings(&args.data)?;
     if rankings.is_empty() {

@@ -320,6 +320,9 @@ pub fn resolve_config(kind: RunKind, given: &Value) -> Result<Config, String> {
         (false, true, false) => return Err("config.merge_with: expected the model to merge with (merge_alpha is set)".into()),
         _ => {}
     }
+    if set("merge_with") && out.get("ensemble").and_then(Value::as_i64).is_some_and(|n| n > 1) {
+        return Err("config.merge_with: not with ensemble above 1 (only the first member would be merged); merge a single reward model".into());
+    }
     match (set("gate_win_rate"), set("gate_min_judgements")) {
         (true, false) => return Err("config.gate_min_judgements: expected a whole number from 1 with gate_win_rate (the judgements the gate waits for)".into()),
         (false, true) => return Err("config.gate_win_rate: expected a number from 0 to 1 with gate_min_judgements (the win rate the gate needs)".into()),
@@ -427,6 +430,15 @@ mod tests {
         assert!(resolve_config(RunKind::Ppo, &json!({"merge_sweep": "0,1"}))
             .unwrap_err()
             .starts_with("config.merge_with: expected the earlier model to sweep"));
+        // A merge would reach an ensemble's first member only.
+        for merge in [json!({"merge_alpha": 0.5}), json!({"merge_sweep": "0,1"})] {
+            let mut given = json!({"merge_with": "shared/x", "ensemble": 3});
+            given.as_object_mut().unwrap().extend(merge.as_object().unwrap().clone());
+            let e = resolve_config(RunKind::Rm, &given).unwrap_err();
+            assert!(e.starts_with("config.merge_with: not with ensemble above 1"), "{e}");
+            given["ensemble"] = json!(1);
+            assert!(resolve_config(RunKind::Rm, &given).is_ok());
+        }
     }
 
     #[test]
