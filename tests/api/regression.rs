@@ -258,5 +258,8 @@ async fn a_ppo_run_asking_for_a_conservative_ensemble_over_a_single_reward_model
     assert!(m.starts_with("chain[1].config.reward_ensemble: min needs an ensemble reward model") && m.contains("the chain's rm step"), "{m}");
     let chain = json!({"min_new_comparisons": 5, "chain": [{"kind": "rm", "config": {"ensemble": 2}}, {"kind": "ppo", "config": {"reward_ensemble": "min"}, "input": policy}]});
     assert_eq!(lead.post("/api/v1/projects/ens/schedules", &chain).await.status(), 201);
+    // A merge would reach an ensemble's first member only.
+    let m = error_of(start(json!({"kind": "rm", "config": {"ensemble": 3, "merge_with": "shared/gpt2", "merge_sweep": "0,0.5"}})).await, 400).await;
+    assert!(m.starts_with("config.merge_with: not with ensemble above 1"), "{m}");
     assert!(run_json(&lead, &single).await["status"] == "queued", "nothing ran");
 }
