@@ -46,9 +46,10 @@ pub struct StreamRow {
 /// labeller judgements (not on gold items, quality checks, excluded or adjudicated items) on
 /// `low` items or by `flagged` labellers, or drawn at `rate` (see
 /// [`crate::domain::review::sample_point`]); then in the order they were stored. Empty unless
-/// `reviewer` reviews the project. Each row also says how many the whole stream holds. The sample reads only the sampled share of the project's
-/// judgements through the index `judgements_review_sample` (migration 0014): the point, an
-/// integer `x`, is compared as `x < ⌈rate · 2³²⌉`, the same as `x / 2³² < rate`.
+/// `reviewer` reviews the project. Each row also says how many the whole stream holds. The
+/// sample reads only the sampled share of the project's judgements through the index
+/// `judgements_review_sample` (migration 0014): the point, an integer `x`, is compared as
+/// `x < ⌈rate · 2³²⌉`, the same as `x / 2³² < rate`.
 pub async fn stream(
     conn: &mut PgConnection,
     project: ProjectId,
