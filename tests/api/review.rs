@@ -322,6 +322,15 @@ async fn a_reviewer_records_the_final_judgement_of_an_item_whose_labellers_disag
     settings(&lead, "ad", json!({"review_rate": 1.0})).await;
     let s = stream(&rev, "ad").await;
     assert!(s["entries"].as_array().unwrap().iter().all(|e| e["external_id"] == "ad-1"), "{s}");
+    // The adjudication settles the item: rejecting one of its labellers' judgements afterwards
+    // leaves it closed (no one is sent to label it again), and exports still give the
+    // adjudication alone.
+    let j = ids(&app, &format!("SELECT id FROM judgements WHERE item_id = '{}' ORDER BY seq LIMIT 1", items[0].0)).await[0];
+    assert_eq!(review(&rev, "ad", j.into(), json!({"decision": "reject", "reason": "careless"})).await.status(), 200);
+    assert_eq!(app.count(&format!("SELECT count(*) FROM items WHERE id = '{}' AND is_open", items[0].0)).await, 0);
+    let rows = export_rows(&lead, "ad", json!({"format": "comparisons"})).await;
+    let item0: Vec<&Value> = rows.iter().filter(|r| r["external_id"] == "ad-0").collect();
+    assert!(item0.len() == 3 && item0.iter().all(|r| r["source"] == "adjudication"), "{item0:?}");
 }
 
 #[tokio::test]
