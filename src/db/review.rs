@@ -42,14 +42,39 @@ pub struct StreamRow {
     pub pending: i64,
 }
 
-/// Up to `limit` judgements of the project for review, most urgent first: unreviewed ordinary
-/// labeller judgements (not on gold items, quality checks, excluded or adjudicated items) on
-/// `low` items or by `flagged` labellers, or drawn at `rate` (see
-/// [`crate::domain::review::sample_point`]); then in the order they were stored. Empty unless
-/// `reviewer` reviews the project. Each row also says how many the whole stream holds. The
-/// sample reads only the sampled share of the project's judgements through the index
-/// `judgements_review_sample` (migration 0014): the point, an integer `x`, is compared as
-/// `x < ⌈rate · 2³²⌉`, the same as `x / 2³² < rate`.
+/// A review-stream query: `$head`, then the stream's candidates (the `FROM judgements j WHERE …`
+/// below, literal SQL shared by [`stream`] and [`pending`] so they cannot drift apart), then
+/// `$tail`, given to `$query!` after `$lead` (`query_as!`'s type). Binds `$1` the project, `$2`
+/// the rate, `$3` the low-agreement items and `$4` the flagged labellers; `$5` on are the
+/// caller's. The candidates are unreviewed ordinary labeller judgements (not on gold items,
+/// quality checks, excluded or adjudicated items) on `$3` items or by `$4` labellers, or drawn
+/// at `$2` (see [`crate::domain::review::sample_point`]). The sample reads only the sampled
+/// share of the project's judgements through the index `judgements_review_sample` (migration
+/// 0014): the point, an integer `x`, is compared as `x < ⌈rate · 2³²⌉`, the same as
+/// `x / 2³² < rate`.
+macro_rules! with_candidates {
+    ($($query:ident)::+, [$($lead:tt)*], $head:tt, $tail:tt, $($arg:expr),* $(,)?) => {
+        $($query)::+!(
+            $($lead)*
+            $head
+                + r#" FROM judgements j
+                     WHERE j.project_id = $1 AND j.source = 'labeller' AND j.user_id IS NOT NULL
+                       AND NOT EXISTS (SELECT 1 FROM items g WHERE g.id = j.item_id AND g.project_id = $1 AND g.gold_ranks IS NOT NULL)
+                       AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
+                       AND NOT EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id)
+                       AND NOT EXISTS (SELECT 1 FROM adjudications a WHERE a.item_id = j.item_id)
+                       AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id)
+                       AND (j.item_id = ANY($3) OR j.user_id = ANY($4) OR ('x' || right(j.id::text, 8))::bit(32)::bigint < ceil($2::float8 * 4294967296.0)::bigint) "#
+                + $tail,
+            $($arg),*
+        )
+    };
+}
+
+/// Up to `limit` judgements of the project for review, most urgent first: the stream's
+/// candidates (see `with_candidates!`) on low-agreement items, then by flagged labellers, then
+/// the sample, each in the order they were stored. Empty unless `reviewer` reviews the project.
+/// Each row also says how many the whole stream holds.
 pub async fn stream(
     conn: &mut PgConnection,
     project: ProjectId,
@@ -59,19 +84,11 @@ pub async fn stream(
     flagged: &[UserId],
     limit: i64,
 ) -> sqlx::Result<Vec<StreamRow>> {
-    sqlx::query_as!(
-        StreamRow,
-        r#"WITH c AS (
-             SELECT j.id, j.item_id = ANY($4) AS low, j.user_id = ANY($5) AS flagged, j.seq
-             FROM judgements j
-             WHERE j.project_id = $1 AND j.source = 'labeller' AND j.user_id IS NOT NULL
-               AND EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = $1 AND m.user_id = u.id AND m.role IN ('lead', 'reviewer'))))
-               AND NOT EXISTS (SELECT 1 FROM items g WHERE g.id = j.item_id AND g.project_id = $1 AND g.gold_ranks IS NOT NULL)
-               AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
-               AND NOT EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id)
-               AND NOT EXISTS (SELECT 1 FROM adjudications a WHERE a.item_id = j.item_id)
-               AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id)
-               AND (j.item_id = ANY($4) OR j.user_id = ANY($5) OR ('x' || right(j.id::text, 8))::bit(32)::bigint < ceil($3::float8 * 4294967296.0)::bigint)),
+    with_candidates!(
+        sqlx::query_as,
+        [StreamRow,],
+        r#"WITH c AS (SELECT j.id, j.item_id = ANY($3) AS low, j.user_id = ANY($4) AS flagged, j.seq"#,
+        r#"AND EXISTS (SELECT 1 FROM users u WHERE u.id = $5 AND (u.is_admin OR EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = $1 AND m.user_id = u.id AND m.role IN ('lead', 'reviewer'))))),
            n AS (SELECT count(*) AS pending FROM c),
            top AS (SELECT * FROM c ORDER BY c.low DESC, c.flagged DESC, c.seq LIMIT $6)
            SELECT j.id, j.item_id, j.user_id AS "user_id!: UserId", u.pseudonym AS labeller, i.external_id, i.prompt, i.prompt_raw, i.instructions,
@@ -84,10 +101,10 @@ pub async fn stream(
                                FROM responses r WHERE r.item_id = j.item_id) rs
            ORDER BY c.low DESC, c.flagged DESC, c.seq"#,
         project as ProjectId,
-        reviewer as UserId,
         rate,
         low as &[ItemId],
         flagged as &[UserId],
+        reviewer as UserId,
         limit,
     )
     .fetch_all(conn)
@@ -96,22 +113,9 @@ pub async fn stream(
 
 /// How many judgements the stream holds now (as [`stream`] without its limit).
 pub async fn pending(conn: &mut PgConnection, project: ProjectId, rate: f64, low: &[ItemId], flagged: &[UserId]) -> sqlx::Result<i64> {
-    sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM judgements j
-           WHERE j.project_id = $1 AND j.source = 'labeller' AND j.user_id IS NOT NULL
-             AND NOT EXISTS (SELECT 1 FROM items g WHERE g.id = j.item_id AND g.project_id = $1 AND g.gold_ranks IS NOT NULL)
-             AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = j.task_id AND t.check_kind IS NOT NULL)
-             AND NOT EXISTS (SELECT 1 FROM judgement_reviews r WHERE r.judgement_id = j.id)
-             AND NOT EXISTS (SELECT 1 FROM adjudications a WHERE a.item_id = j.item_id)
-             AND NOT EXISTS (SELECT 1 FROM item_exclusions x WHERE x.item_id = j.item_id)
-             AND (j.item_id = ANY($3) OR j.user_id = ANY($4) OR ('x' || right(j.id::text, 8))::bit(32)::bigint < ceil($2::float8 * 4294967296.0)::bigint)"#,
-        project as ProjectId,
-        rate,
-        low as &[ItemId],
-        flagged as &[UserId],
-    )
-    .fetch_one(conn)
-    .await
+    with_candidates!(sqlx::query_scalar, [], r#"SELECT count(*) AS "n!""#, "", project as ProjectId, rate, low as &[ItemId], flagged as &[UserId])
+        .fetch_one(conn)
+        .await
 }
 
 /// An ordinary labeller judgement of the project as a review sees it: its item and task and
